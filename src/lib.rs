@@ -1,0 +1,9 @@
+//! remotemedia-webrtc: a WebRTC media server that bridges browsers and native clients to
+//! server-side audio pipelines, on one machine or as a Kubernetes cluster.
+//!
+//! Data flows down from [`signaling`] to the session host, to the server peer ([`peer`]), to
+//! [`media`] and [`pipeline`], and comes back up only through channels.
+
+pub mod media;
+pub mod pipeline;
+pub mod proto;

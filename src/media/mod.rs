@@ -1,0 +1,1 @@
+//! Audio codec, framing and resampling: no WebRTC types here.

@@ -1,0 +1,3 @@
+//! Pipelines: the manifest, the graph runner and the nodes.
+
+pub mod data;
