@@ -1,3 +1,20 @@
 //! Pipelines: the manifest, the graph runner and the nodes.
+//!
+//! A [`Manifest`] is parsed and validated, a [`Pipeline`] is built from it once at start (every
+//! node is tried, so a bad manifest fails early), and each server peer gets its own
+//! [`PipelineSession`] from [`Pipeline::start`].
 
 pub mod data;
+mod error;
+mod graph;
+mod manifest;
+mod nodes;
+
+pub use data::{AudioFrame, Envelope, RuntimeData};
+pub use error::{DataError, ManifestError, NodeError, PipelineError};
+pub use graph::{NodeStats, Pipeline, PipelineSession, PipelineStats, CHANNEL_CAPACITY};
+pub use manifest::{
+    AudioMode, Connection, Manifest, ManifestMetadata, MediaSettings, NodeSpec, OpusSettings,
+    VideoMode,
+};
+pub use nodes::{create_node, CalculatorNode, Node, Params, PassThrough, NODE_TYPES};

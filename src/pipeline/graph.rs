@@ -1,0 +1,348 @@
+//! The graph runner: one tokio task per node, bounded channels along the manifest's edges.
+//!
+//! Sources (nodes with no incoming edge) get every session input; sinks (no outgoing edge) feed
+//! the session output; an empty graph is a loopback. Every edge is a FIFO channel and every node
+//! one task, so order holds along each path. Channels are bounded: a slow consumer slows the
+//! producer instead of growing a queue.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use super::data::Envelope;
+use super::error::PipelineError;
+use super::manifest::Manifest;
+use super::nodes::{create_node, Node};
+
+/// Capacity of every channel in a session: enough to absorb a burst of 20 ms audio frames
+/// (over a second) without letting a stuck consumer hold unbounded memory.
+pub const CHANNEL_CAPACITY: usize = 64;
+
+/// A validated manifest with every node known to build; start one session per peer from it.
+#[derive(Debug, Clone)]
+pub struct Pipeline {
+    manifest: Manifest,
+    /// Per node index, the indices it sends to.
+    successors: Vec<Vec<usize>>,
+    /// Nodes with no incoming edge: they receive the session input.
+    sources: Vec<usize>,
+}
+
+/// One running instance of a [`Pipeline`].
+///
+/// Drop `input` to end the stream: every node is finished in graph order and `output` closes
+/// after the last output. Fire the cancel token given to [`Pipeline::start`] to stop at once.
+#[derive(Debug)]
+pub struct PipelineSession {
+    pub input: mpsc::Sender<Envelope>,
+    pub output: mpsc::Receiver<Envelope>,
+    stats: Arc<PipelineStats>,
+    tasks: TaskTracker,
+}
+
+impl Pipeline {
+    /// Validates the graph and builds every node once, so bad params fail at server start
+    /// rather than at the first call.
+    ///
+    /// # Errors
+    /// [`PipelineError::Manifest`] for graph errors, [`PipelineError::Node`] for unknown node
+    /// types or bad params; both name the node.
+    pub fn new(manifest: Manifest) -> Result<Pipeline, PipelineError> {
+        manifest.validate()?;
+        for spec in &manifest.nodes {
+            create_node(spec)?;
+        }
+        let successors = manifest.successors();
+        let mut has_incoming = vec![false; manifest.nodes.len()];
+        for next in successors.iter().flatten() {
+            has_incoming[*next] = true;
+        }
+        let sources = (0..manifest.nodes.len())
+            .filter(|&i| !has_incoming[i])
+            .collect();
+        Ok(Pipeline {
+            manifest,
+            successors,
+            sources,
+        })
+    }
+
+    /// The manifest this pipeline was built from (the server reads its `media` block).
+    pub fn manifest(&self) -> &Manifest {
+        &self.manifest
+    }
+
+    /// Builds fresh nodes and spawns the session's tasks on the current runtime.
+    ///
+    /// # Errors
+    /// [`PipelineError::NoRuntime`] outside a tokio runtime; [`PipelineError::Node`] if a node
+    /// that built in [`Pipeline::new`] now fails to.
+    pub fn start(&self, cancel: CancellationToken) -> Result<PipelineSession, PipelineError> {
+        let runtime =
+            tokio::runtime::Handle::try_current().map_err(|_| PipelineError::NoRuntime)?;
+        let nodes = self
+            .manifest
+            .nodes
+            .iter()
+            .map(create_node)
+            .collect::<Result<Vec<_>, _>>()?;
+        let (input_tx, input_rx) = mpsc::channel(CHANNEL_CAPACITY);
+        let (output_tx, output_rx) = mpsc::channel(CHANNEL_CAPACITY);
+        let (node_tx, node_rx): (Vec<_>, Vec<_>) = (0..nodes.len())
+            .map(|_| mpsc::channel::<Envelope>(CHANNEL_CAPACITY))
+            .unzip();
+        let stats = Arc::new(PipelineStats::new(
+            self.manifest.nodes.iter().map(|n| n.id.clone()),
+        ));
+        let tasks = TaskTracker::new();
+
+        for (index, (node, rx)) in nodes.into_iter().zip(node_rx).enumerate() {
+            let targets = if self.successors[index].is_empty() {
+                vec![output_tx.clone()]
+            } else {
+                self.successors[index]
+                    .iter()
+                    .map(|&next| node_tx[next].clone())
+                    .collect()
+            };
+            let task = NodeTask {
+                id: self.manifest.nodes[index].id.clone(),
+                index,
+                node,
+                targets,
+                cancel: cancel.clone(),
+                stats: Arc::clone(&stats),
+            };
+            tasks.spawn_on(task.run(rx), &runtime);
+        }
+
+        let source_targets = if self.manifest.nodes.is_empty() {
+            vec![output_tx]
+        } else {
+            self.sources.iter().map(|&i| node_tx[i].clone()).collect()
+        };
+        // Only the tasks hold senders now, so each channel closes when its upstreams end.
+        drop(node_tx);
+        tasks.spawn_on(forward_input(input_rx, source_targets, cancel), &runtime);
+        tasks.close();
+
+        Ok(PipelineSession {
+            input: input_tx,
+            output: output_rx,
+            stats,
+            tasks,
+        })
+    }
+}
+
+impl PipelineSession {
+    /// Per node: calls to `process` and the time spent in them, in manifest order.
+    pub fn stats(&self) -> Vec<NodeStats> {
+        self.stats.snapshot()
+    }
+
+    /// The live counters, for a metrics exporter that outlives this struct.
+    pub fn stats_handle(&self) -> Arc<PipelineStats> {
+        Arc::clone(&self.stats)
+    }
+
+    /// The session's tasks (closed: `wait()` returns once all of them have ended).
+    pub fn tasks(&self) -> TaskTracker {
+        self.tasks.clone()
+    }
+}
+
+/// Processing-time counters of one session, shared by its node tasks.
+#[derive(Debug)]
+pub struct PipelineStats {
+    nodes: Vec<NodeCounters>,
+}
+
+#[derive(Debug)]
+struct NodeCounters {
+    id: String,
+    calls: AtomicU64,
+    nanos: AtomicU64,
+}
+
+/// A snapshot of one node's counters.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeStats {
+    pub id: String,
+    pub calls: u64,
+    pub total: Duration,
+}
+
+impl NodeStats {
+    /// Mean time per `process` call (zero before the first).
+    pub fn mean(&self) -> Duration {
+        match u32::try_from(self.calls) {
+            Ok(0) => Duration::ZERO,
+            Ok(calls) => self.total / calls,
+            Err(_) => Duration::from_nanos((self.total.as_nanos() / u128::from(self.calls)) as u64),
+        }
+    }
+}
+
+impl PipelineStats {
+    fn new(ids: impl Iterator<Item = String>) -> Self {
+        Self {
+            nodes: ids
+                .map(|id| NodeCounters {
+                    id,
+                    calls: AtomicU64::new(0),
+                    nanos: AtomicU64::new(0),
+                })
+                .collect(),
+        }
+    }
+
+    fn record(&self, index: usize, elapsed: Duration) {
+        if let Some(node) = self.nodes.get(index) {
+            node.calls.fetch_add(1, Ordering::Relaxed);
+            let nanos = u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX);
+            node.nanos.fetch_add(nanos, Ordering::Relaxed);
+        }
+    }
+
+    /// The counters now, in manifest order.
+    pub fn snapshot(&self) -> Vec<NodeStats> {
+        self.nodes
+            .iter()
+            .map(|n| NodeStats {
+                id: n.id.clone(),
+                calls: n.calls.load(Ordering::Relaxed),
+                total: Duration::from_nanos(n.nanos.load(Ordering::Relaxed)),
+            })
+            .collect()
+    }
+}
+
+/// Whether a task should keep going after a send.
+#[derive(Debug, PartialEq, Eq)]
+enum Flow {
+    Continue,
+    Stop,
+}
+
+/// Sends `env` to every target, cloning for all but the last, waiting for room in each.
+/// A target whose receiver is gone (its task ended, or the session output was dropped) is
+/// removed; with none left, or on cancel, the caller stops.
+async fn fan_out(
+    targets: &mut Vec<mpsc::Sender<Envelope>>,
+    env: Envelope,
+    cancel: &CancellationToken,
+) -> Flow {
+    let count = targets.len();
+    let mut env = Some(env);
+    let mut gone = Vec::new();
+    for (k, tx) in targets.iter().enumerate() {
+        let item = if k + 1 == count {
+            env.take()
+        } else {
+            env.clone()
+        };
+        let Some(item) = item else { break };
+        tokio::select! {
+            biased;
+            () = cancel.cancelled() => return Flow::Stop,
+            sent = tx.send(item) => if sent.is_err() { gone.push(k) },
+        }
+    }
+    for k in gone.into_iter().rev() {
+        targets.remove(k);
+    }
+    if targets.is_empty() {
+        Flow::Stop
+    } else {
+        Flow::Continue
+    }
+}
+
+/// Completes once no target is left to send to (the session output was dropped), so a
+/// session whose consumer left ends without waiting for its next input.
+async fn all_closed(targets: &[mpsc::Sender<Envelope>]) {
+    for tx in targets {
+        tx.closed().await;
+    }
+}
+
+/// Copies each session input to every source node (or straight to the output for loopback).
+async fn forward_input(
+    mut input: mpsc::Receiver<Envelope>,
+    mut targets: Vec<mpsc::Sender<Envelope>>,
+    cancel: CancellationToken,
+) {
+    loop {
+        let env = tokio::select! {
+            biased;
+            () = cancel.cancelled() => return,
+            () = all_closed(&targets) => return,
+            env = input.recv() => env,
+        };
+        match env {
+            Some(env) => {
+                if fan_out(&mut targets, env, &cancel).await == Flow::Stop {
+                    return;
+                }
+            }
+            None => return,
+        }
+    }
+}
+
+/// The thin async shell around one sans-IO node.
+struct NodeTask {
+    id: String,
+    index: usize,
+    node: Box<dyn Node>,
+    targets: Vec<mpsc::Sender<Envelope>>,
+    cancel: CancellationToken,
+    stats: Arc<PipelineStats>,
+}
+
+impl NodeTask {
+    async fn run(mut self, mut input: mpsc::Receiver<Envelope>) {
+        let mut out = Vec::new();
+        loop {
+            let env = tokio::select! {
+                biased;
+                () = self.cancel.cancelled() => return,
+                () = all_closed(&self.targets) => return,
+                env = input.recv() => env,
+            };
+            let end = env.is_none();
+            let result = match env {
+                Some(env) if !self.node.accepts(&env.data) => continue,
+                Some(env) => {
+                    let started = Instant::now();
+                    let result = self.node.process(env, &mut out);
+                    self.stats.record(self.index, started.elapsed());
+                    result
+                }
+                // Every upstream has ended: flush, then end, which closes our successors' input.
+                None => self.node.finish(&mut out),
+            };
+            if let Err(error) = result {
+                tracing::warn!(node = %self.id, %error, end, "node failed; input skipped");
+                out.clear();
+            }
+            for env in out.drain(..) {
+                if fan_out(&mut self.targets, env, &self.cancel).await == Flow::Stop {
+                    return;
+                }
+            }
+            if end {
+                return;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+#[path = "graph_tests.rs"]
+mod tests;

@@ -1,0 +1,108 @@
+//! Pipeline nodes: sans-IO state machines that turn one input into zero or more outputs, plus
+//! the registry that builds them from a manifest's `node_type`.
+//!
+//! Nodes never block, spawn or hold a clock of their own: the graph runner owns the task and the
+//! channels around each one, so a node is tested by calling `process` directly.
+
+mod calculator;
+mod params;
+mod passthrough;
+
+pub use calculator::CalculatorNode;
+pub use params::Params;
+pub use passthrough::PassThrough;
+
+use super::data::{Envelope, RuntimeData};
+use super::error::NodeError;
+use super::manifest::NodeSpec;
+
+/// One processing step of a pipeline.
+///
+/// `Send` because each node runs in its own tokio task.
+pub trait Node: Send {
+    /// Whether this node takes `data`; inputs it does not take are dropped for this node only
+    /// (fan-in is how a node gets several kinds of input and keeps the ones it wants).
+    fn accepts(&self, data: &RuntimeData) -> bool {
+        let _ = data;
+        true
+    }
+
+    /// Handles one input, pushing any outputs to `out` in the order they should travel.
+    ///
+    /// # Errors
+    /// [`NodeError`] when this one input cannot be processed; the runner logs it, discards
+    /// whatever was pushed to `out` for it, and carries on with the next input.
+    fn process(&mut self, input: Envelope, out: &mut Vec<Envelope>) -> Result<(), NodeError>;
+
+    /// Called once at end of stream, after the last input, so buffering nodes can flush.
+    ///
+    /// # Errors
+    /// [`NodeError`] when the flush fails; its outputs are discarded.
+    fn finish(&mut self, out: &mut Vec<Envelope>) -> Result<(), NodeError> {
+        let _ = out;
+        Ok(())
+    }
+}
+
+/// Every `node_type` [`create_node`] knows, for error messages.
+pub const NODE_TYPES: &[&str] = &["PassThrough", "CalculatorNode"];
+
+/// Builds the node a manifest entry describes.
+///
+/// # Errors
+/// [`NodeError::UnknownType`] for a `node_type` not in [`NODE_TYPES`], [`NodeError::Param`] for
+/// bad params; both name the node id.
+pub fn create_node(spec: &NodeSpec) -> Result<Box<dyn Node>, NodeError> {
+    let params = Params::new(&spec.id, &spec.params)?;
+    match spec.node_type.as_str() {
+        "PassThrough" => Ok(Box::new(PassThrough::new(&params)?)),
+        "CalculatorNode" => Ok(Box::new(CalculatorNode::new(&params)?)),
+        other => Err(NodeError::UnknownType {
+            id: spec.id.clone(),
+            node_type: other.to_owned(),
+            known: NODE_TYPES.join(", "),
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(node_type: &str, params: serde_json::Value) -> NodeSpec {
+        NodeSpec {
+            id: "n1".into(),
+            node_type: node_type.into(),
+            params,
+            is_streaming: false,
+        }
+    }
+
+    #[test]
+    fn registry_builds_known_types() {
+        for t in NODE_TYPES {
+            assert!(
+                create_node(&spec(t, serde_json::Value::Null)).is_ok(),
+                "{t}"
+            );
+        }
+    }
+
+    #[test]
+    fn unknown_type_names_node_and_type() {
+        let err = create_node(&spec("Nope", serde_json::json!({})))
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(err.contains("`n1`") && err.contains("`Nope`"), "{err}");
+    }
+
+    #[test]
+    fn params_must_be_a_map() {
+        let err = create_node(&spec("PassThrough", serde_json::json!([1])))
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(err.contains("node `n1`: params"), "{err}");
+    }
+}
