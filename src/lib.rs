@@ -4,6 +4,14 @@
 //! Data flows down from [`signaling`] to the session host, to the server peer ([`peer`]), to
 //! [`media`] and [`pipeline`], and comes back up only through channels.
 
+pub mod config;
+pub mod error;
+pub mod http;
 pub mod media;
+pub mod peer;
 pub mod pipeline;
 pub mod proto;
+pub mod server;
+pub mod signaling;
+
+pub use error::Error;

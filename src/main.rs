@@ -1,1 +1,82 @@
-fn main(){}
+//! `webrtc_server`: parses flags, sets up logging, runs the server until a signal.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use remotemedia_webrtc::config::{Config, Mode};
+use remotemedia_webrtc::server::Server;
+use tracing_subscriber::EnvFilter;
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let config = Config::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+        )
+        .init();
+    match run(config).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            tracing::error!("{err:#}");
+            eprintln!("webrtc_server: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(config: Config) -> anyhow::Result<()> {
+    match config.mode {
+        Mode::Grpc => {}
+    }
+    let server = Server::bind(&config).await?;
+    tracing::info!(
+        grpc = ?server.grpc_address(),
+        http = ?server.http_address(),
+        udp = ?server.udp_address(),
+        manifest = ?config.manifest,
+        "webrtc_server listening (mode grpc)"
+    );
+    let grace = config.limits.shutdown_timeout;
+    let (first_signal_tx, first_signal) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        let _ = first_signal_tx.send(());
+        // A second signal, or the watchdog, ends the process at once.
+        tokio::select! {
+            () = wait_for_signal() => tracing::warn!("second signal: exiting now"),
+            () = tokio::time::sleep(grace) => tracing::warn!(?grace, "graceful shutdown took too long: exiting now"),
+        }
+        std::process::exit(0);
+    });
+    server
+        .run(async move {
+            let _ = first_signal.await;
+        })
+        .await?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// SIGINT or SIGTERM.
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

@@ -1,0 +1,121 @@
+//! Command-line flags and their environment variables (DESIGN.md §1).
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Parser, ValueEnum};
+
+/// Which role this process plays.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Mode {
+    /// Signaling, media worker and pipelines in one process, state in memory.
+    Grpc,
+}
+
+/// `webrtc_server` flags. Every flag also reads an environment variable.
+#[derive(Debug, Clone, Parser)]
+#[command(
+    name = "webrtc_server",
+    version,
+    about = "WebRTC media server for audio pipelines"
+)]
+pub struct Config {
+    /// Role of this process.
+    #[arg(long, env = "WEBRTC_MODE", value_enum, default_value = "grpc")]
+    pub mode: Mode,
+
+    /// Address of the gRPC signaling service.
+    #[arg(long, env = "GRPC_SIGNALING_ADDRESS", default_value = "0.0.0.0:50051")]
+    pub grpc_address: SocketAddr,
+
+    /// Address of the HTTP listener (/healthz, /readyz).
+    #[arg(long, env = "REMOTEMEDIA_HTTP_ADDRESS", default_value = "0.0.0.0:8080")]
+    pub http_address: SocketAddr,
+
+    /// Pipeline manifest (YAML or JSON) every server session runs; none means loopback.
+    #[arg(long, env = "WEBRTC_PIPELINE_MANIFEST")]
+    pub manifest: Option<PathBuf>,
+
+    #[command(flatten)]
+    pub media: MediaOptions,
+
+    #[command(flatten)]
+    pub limits: LimitOptions,
+}
+
+/// Options of the server peers' WebRTC stack.
+#[derive(Debug, Clone, clap::Args)]
+pub struct MediaOptions {
+    /// STUN servers (comma-separated `stun:host:port`); empty: no traffic leaves the host.
+    #[arg(long, env = "WEBRTC_STUN_SERVERS", value_delimiter = ',')]
+    pub stun_servers: Vec<String>,
+
+    /// TURN servers (comma-separated `turn:host:port:user:credential`).
+    #[arg(long, env = "WEBRTC_TURN_SERVERS", value_delimiter = ',')]
+    pub turn_servers: Vec<String>,
+
+    /// Open a data channel path to the pipeline (DataBuffer messages both ways).
+    #[arg(long, env = "WEBRTC_ENABLE_DATA_CHANNEL", default_value_t = true, action = clap::ArgAction::Set)]
+    pub enable_data_channel: bool,
+
+    /// Upper bound of the inbound jitter buffer delay, in milliseconds.
+    #[arg(long, env = "WEBRTC_JITTER_BUFFER_MS", default_value_t = 100)]
+    pub jitter_buffer_ms: u32,
+
+    /// Local addresses ICE may gather host candidates on (comma-separated); empty: every
+    /// non-loopback interface. Tests use 127.0.0.1.
+    #[arg(long, env = "REMOTEMEDIA_ICE_IPS", value_delimiter = ',')]
+    pub ice_ips: Vec<IpAddr>,
+
+    /// One UDP port shared by every server peer (ICE UDP mux); 0: an ephemeral port per peer.
+    #[arg(long, env = "REMOTEMEDIA_UDP_PORT", default_value_t = 0)]
+    pub udp_port: u16,
+
+    /// Address advertised in host candidates instead of the local one (NAT 1:1).
+    #[arg(long, env = "REMOTEMEDIA_PUBLIC_IP")]
+    pub public_ip: Option<IpAddr>,
+
+    /// A session that is not ICE+DTLS connected this long after its offer is closed.
+    #[arg(long, env = "REMOTEMEDIA_CONNECT_TIMEOUT", default_value = "15s", value_parser = humantime::parse_duration)]
+    pub connect_timeout: Duration,
+
+    /// A connected session that receives no media (RTP or data) this long is closed.
+    #[arg(long, env = "REMOTEMEDIA_MEDIA_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub media_timeout: Duration,
+}
+
+/// Limits that protect the process.
+#[derive(Debug, Clone, clap::Args)]
+pub struct LimitOptions {
+    /// Announced client peers this process accepts (the virtual server peer excluded).
+    #[arg(long, env = "WEBRTC_MAX_PEERS", default_value_t = 100)]
+    pub max_peers: usize,
+
+    /// Graceful shutdown gives up and exits after this long.
+    #[arg(long, env = "REMOTEMEDIA_SHUTDOWN_TIMEOUT", default_value = "3s", value_parser = humantime::parse_duration)]
+    pub shutdown_timeout: Duration,
+}
+
+impl Config {
+    /// A configuration for tests and embedding: every listener on 127.0.0.1 port 0, ICE on
+    /// loopback only, defaults elsewhere.
+    pub fn local_test() -> Self {
+        let mut config = Config::parse_from([
+            "webrtc_server",
+            "--grpc-address",
+            "127.0.0.1:0",
+            "--http-address",
+            "127.0.0.1:0",
+            "--ice-ips",
+            "127.0.0.1",
+        ]);
+        config.media.stun_servers.clear();
+        config
+    }
+}
+
+/// Drops the empty entries a `default_value = ""` list parses into.
+pub(crate) fn non_empty(list: &[String]) -> impl Iterator<Item = &str> {
+    list.iter().map(|s| s.trim()).filter(|s| !s.is_empty())
+}

@@ -1,0 +1,27 @@
+//! The crate's top-level error: why the server could not start or run.
+
+use std::net::SocketAddr;
+
+/// Why the server failed to start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("pipeline manifest {path}: {source}")]
+    Manifest {
+        path: String,
+        #[source]
+        source: crate::pipeline::PipelineError,
+    },
+    #[error(transparent)]
+    Peer(#[from] crate::peer::PeerError),
+    #[error("cannot listen on {address} ({what}): {source}")]
+    Bind {
+        what: &'static str,
+        address: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("gRPC server failed: {0}")]
+    Grpc(#[from] tonic::transport::Error),
+    #[error("HTTP server failed: {0}")]
+    Http(#[source] std::io::Error),
+}

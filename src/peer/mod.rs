@@ -1,0 +1,13 @@
+//! Server peers: the only users of the `webrtc` crate. Callbacks become channels here; the
+//! rest of the server sees a [`SessionManager`] behind the signaling `SessionHost` trait.
+
+mod activity;
+mod audio;
+mod error;
+mod server_peer;
+mod session_manager;
+mod stack;
+
+pub use error::PeerError;
+pub use session_manager::{PeerConnectionProbe, SessionManager, SessionSettings};
+pub use stack::WebRtcStack;

@@ -1,0 +1,317 @@
+//! One server peer: a WebRTC peer connection whose callbacks become channels, wired to a
+//! pipeline session. Callbacks hold no `Arc` of their own peer connection (0.17 leaked those).
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use tokio::sync::{mpsc, watch};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use webrtc::data_channel::data_channel_message::DataChannelMessage;
+use webrtc::data_channel::RTCDataChannel;
+use webrtc::ice_transport::ice_candidate::{RTCIceCandidate, RTCIceCandidateInit};
+use webrtc::peer_connection::peer_connection_state::RTCPeerConnectionState;
+use webrtc::peer_connection::sdp::session_description::RTCSessionDescription;
+use webrtc::peer_connection::RTCPeerConnection;
+use webrtc::rtp_transceiver::rtp_codec::RTPCodecType;
+use webrtc::track::track_local::track_local_static_sample::TrackLocalStaticSample;
+use webrtc::track::track_local::TrackLocal;
+
+use super::activity::Activity;
+use super::audio::{receive_audio, send_pipeline_output};
+use super::error::PeerError;
+use super::stack::{opus_capability, WebRtcStack};
+use crate::pipeline::{Envelope, Pipeline};
+use crate::proto::common::DataBuffer;
+use crate::signaling::IceCandidate;
+
+/// Data channels and incoming tracks, announced by callbacks to the session's tasks.
+const CALLBACK_QUEUE: usize = 8;
+
+/// What the session manager needs to run and close a server peer.
+pub(crate) struct ServerPeer {
+    pub pc: Arc<RTCPeerConnection>,
+    pub answer_sdp: String,
+    /// Peer connection state changes.
+    pub state: watch::Receiver<RTCPeerConnectionState>,
+    /// When media last arrived.
+    pub activity: Arc<Activity>,
+}
+
+/// Per-session settings.
+#[derive(Debug, Clone)]
+pub(crate) struct PeerSettings {
+    pub enable_data_channel: bool,
+}
+
+impl ServerPeer {
+    /// Creates the peer connection, starts the pipeline and its media tasks (on `tasks`,
+    /// stopped by `cancel`) and answers `offer_sdp`. Local candidates go to `on_candidate`
+    /// as they are gathered; the answer does not wait for them.
+    pub async fn start(
+        stack: &WebRtcStack,
+        pipeline: &Pipeline,
+        settings: &PeerSettings,
+        offer_sdp: &str,
+        on_candidate: mpsc::Sender<IceCandidate>,
+        tasks: &TaskTracker,
+        cancel: &CancellationToken,
+    ) -> Result<Self, PeerError> {
+        let offer = RTCSessionDescription::offer(offer_sdp.to_owned())
+            .map_err(|e| PeerError::InvalidOffer(e.to_string()))?;
+        let pc = Arc::new(
+            stack
+                .api()
+                .new_peer_connection(stack.rtc_configuration())
+                .await
+                .map_err(|e| PeerError::step("creating the peer connection", e))?,
+        );
+        match Self::wire(
+            stack,
+            pipeline,
+            settings,
+            &pc,
+            offer,
+            offer_sdp,
+            on_candidate,
+            tasks,
+            cancel,
+        )
+        .await
+        {
+            Ok(peer) => Ok(peer),
+            Err(err) => {
+                cancel.cancel();
+                let _ = pc.close().await;
+                Err(err)
+            }
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn wire(
+        _stack: &WebRtcStack,
+        pipeline: &Pipeline,
+        settings: &PeerSettings,
+        pc: &Arc<RTCPeerConnection>,
+        offer: RTCSessionDescription,
+        offer_sdp: &str,
+        on_candidate: mpsc::Sender<IceCandidate>,
+        tasks: &TaskTracker,
+        cancel: &CancellationToken,
+    ) -> Result<Self, PeerError> {
+        let activity = Arc::new(Activity::new());
+        let pipeline_session = pipeline
+            .start(cancel.child_token())
+            .map_err(|e| PeerError::Pipeline(e.to_string()))?;
+        let pipeline_input = pipeline_session.input;
+
+        // Outbound audio track, paced by the output task.
+        let track = Arc::new(TrackLocalStaticSample::new(
+            opus_capability(),
+            "audio".to_owned(),
+            "remotemedia-server".to_owned(),
+        ));
+        let sender = pc
+            .add_track(Arc::clone(&track) as Arc<dyn TrackLocal + Send + Sync>)
+            .await
+            .map_err(|e| PeerError::step("adding the audio track", e))?;
+        // RTCP must be read for the interceptors (NACK, reports) to work.
+        let rtcp_cancel = cancel.clone();
+        tasks.spawn(async move {
+            let mut buf = vec![0u8; 1500];
+            loop {
+                tokio::select! {
+                    read = sender.read(&mut buf) => if read.is_err() { break },
+                    () = rtcp_cancel.cancelled() => break,
+                }
+            }
+        });
+
+        // Callbacks → channels.
+        let (state_tx, state_rx) = watch::channel(RTCPeerConnectionState::New);
+        pc.on_peer_connection_state_change(Box::new(move |state| {
+            let _ = state_tx.send(state);
+            Box::pin(async {})
+        }));
+
+        let mid = first_mid(offer_sdp);
+        let candidate_cancel = cancel.clone();
+        pc.on_ice_candidate(Box::new(move |candidate: Option<RTCIceCandidate>| {
+            let on_candidate = on_candidate.clone();
+            let mid = mid.clone();
+            let cancel = candidate_cancel.clone();
+            Box::pin(async move {
+                if cancel.is_cancelled() {
+                    return;
+                }
+                let line = match candidate.map(|c| c.to_json()) {
+                    Some(Ok(init)) => init.candidate,
+                    Some(Err(err)) => {
+                        tracing::warn!(%err, "unserializable local candidate");
+                        return;
+                    }
+                    None => String::new(),
+                };
+                let _ = on_candidate
+                    .send(IceCandidate {
+                        candidate: line,
+                        sdp_mid: mid,
+                        sdp_mline_index: 0,
+                    })
+                    .await;
+            })
+        }));
+
+        let (track_tx, mut track_rx) = mpsc::channel(CALLBACK_QUEUE);
+        pc.on_track(Box::new(move |remote, _receiver, _transceiver| {
+            let track_tx = track_tx.clone();
+            Box::pin(async move {
+                let _ = track_tx.send(remote).await;
+            })
+        }));
+        let audio_input = pipeline_input.clone();
+        let audio_activity = Arc::clone(&activity);
+        let audio_cancel = cancel.clone();
+        let audio_tasks = tasks.clone();
+        tasks.spawn(async move {
+            loop {
+                let remote = tokio::select! {
+                    remote = track_rx.recv() => match remote { Some(r) => r, None => break },
+                    () = audio_cancel.cancelled() => break,
+                };
+                if remote.kind() != RTPCodecType::Audio {
+                    tracing::debug!(kind = %remote.kind(), "ignoring a non-audio track");
+                    continue;
+                }
+                audio_tasks.spawn(receive_audio(
+                    remote,
+                    audio_input.clone(),
+                    Arc::clone(&audio_activity),
+                    audio_cancel.clone(),
+                ));
+            }
+        });
+
+        let (channel_tx, channel_rx) = mpsc::channel(CALLBACK_QUEUE);
+        if settings.enable_data_channel {
+            let data_input = pipeline_input.clone();
+            let data_activity = Arc::clone(&activity);
+            pc.on_data_channel(Box::new(move |channel: Arc<RTCDataChannel>| {
+                let input = data_input.clone();
+                let activity = Arc::clone(&data_activity);
+                channel.on_message(Box::new(move |message: DataChannelMessage| {
+                    let input = input.clone();
+                    activity.touch();
+                    Box::pin(async move {
+                        if let Some(envelope) = decode_data_message(&message) {
+                            let _ = input.send(envelope).await;
+                        }
+                    })
+                }));
+                let channel_tx = channel_tx.clone();
+                Box::pin(async move {
+                    let _ = channel_tx.send(channel).await;
+                })
+            }));
+        }
+        drop(pipeline_input);
+
+        tasks.spawn(send_pipeline_output(
+            pipeline_session.output,
+            track,
+            channel_rx,
+            pipeline.manifest().media.opus.clone(),
+            cancel.clone(),
+        ));
+
+        pc.set_remote_description(offer)
+            .await
+            .map_err(|e| PeerError::InvalidOffer(e.to_string()))?;
+        let answer = pc
+            .create_answer(None)
+            .await
+            .map_err(|e| PeerError::step("creating the answer", e))?;
+        pc.set_local_description(answer)
+            .await
+            .map_err(|e| PeerError::step("setting the local description", e))?;
+        let answer_sdp = pc
+            .local_description()
+            .await
+            .map(|d| d.sdp)
+            .ok_or_else(|| PeerError::step("reading the answer", "no local description"))?;
+
+        Ok(Self {
+            pc: Arc::clone(pc),
+            answer_sdp,
+            state: state_rx,
+            activity,
+        })
+    }
+
+    /// Adds a remote candidate (empty: end of candidates).
+    pub async fn add_candidate(
+        pc: &RTCPeerConnection,
+        candidate: IceCandidate,
+    ) -> Result<(), PeerError> {
+        if candidate.candidate.is_empty() {
+            // webrtc-rs has no end-of-candidates signal; nothing to do.
+            return Ok(());
+        }
+        let init = RTCIceCandidateInit {
+            candidate: candidate.candidate,
+            sdp_mid: (!candidate.sdp_mid.is_empty()).then_some(candidate.sdp_mid),
+            sdp_mline_index: u16::try_from(candidate.sdp_mline_index).ok(),
+            username_fragment: None,
+        };
+        pc.add_ice_candidate(init)
+            .await
+            .map_err(|e| PeerError::InvalidCandidate(e.to_string()))
+    }
+}
+
+/// One data-channel message into a pipeline input: a binary protobuf `DataBuffer`, or, for
+/// convenience, a text message as text.
+fn decode_data_message(message: &DataChannelMessage) -> Option<Envelope> {
+    use prost::Message;
+    if message.is_string {
+        return match String::from_utf8(message.data.to_vec()) {
+            Ok(text) => Some(Envelope::new(crate::pipeline::RuntimeData::Text {
+                text,
+                language: String::new(),
+            })),
+            Err(_) => {
+                tracing::warn!("data channel text message is not UTF-8; dropped");
+                None
+            }
+        };
+    }
+    let buffer = match DataBuffer::decode(message.data.clone()) {
+        Ok(buffer) => buffer,
+        Err(err) => {
+            tracing::warn!(%err, len = message.data.len(), "data channel message is not a DataBuffer; dropped");
+            return None;
+        }
+    };
+    match Envelope::from_data_buffer(buffer) {
+        Ok(envelope) => Some(envelope),
+        Err(err) => {
+            tracing::warn!(%err, "data channel DataBuffer rejected");
+            None
+        }
+    }
+}
+
+/// Encodes a pipeline output for the data channel.
+pub(crate) fn encode_data_message(envelope: Envelope) -> Bytes {
+    use prost::Message;
+    Bytes::from(envelope.into_data_buffer().encode_to_vec())
+}
+
+/// The first `a=mid:` of an SDP: every candidate belongs to it under BUNDLE.
+fn first_mid(sdp: &str) -> String {
+    sdp.lines()
+        .find_map(|line| line.trim_end().strip_prefix("a=mid:"))
+        .unwrap_or_default()
+        .to_owned()
+}

@@ -1,0 +1,320 @@
+//! The in-process session host: server peers by client peer id, their timeouts, and their
+//! clean removal. The worker of the cluster runs this same manager.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Weak};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use parking_lot::Mutex;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use webrtc::peer_connection::peer_connection_state::RTCPeerConnectionState;
+use webrtc::peer_connection::RTCPeerConnection;
+
+use super::server_peer::{PeerSettings, ServerPeer};
+use super::stack::WebRtcStack;
+use crate::pipeline::Pipeline;
+use crate::signaling::{IceCandidate, SessionError, SessionEvent, SessionHost};
+
+/// Local candidates queued per session before the forwarder waits.
+const CANDIDATE_QUEUE: usize = 32;
+/// How often the no-media timeout is checked.
+const MEDIA_CHECK_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Lifetime rules of server sessions.
+#[derive(Debug, Clone)]
+pub struct SessionSettings {
+    /// Not ICE+DTLS connected this long after the offer: closed.
+    pub connect_timeout: Duration,
+    /// No media for this long once connected: closed.
+    pub media_timeout: Duration,
+    /// Sessions this process accepts.
+    pub capacity: usize,
+    pub enable_data_channel: bool,
+}
+
+/// Weak handles to server peer connections, taken by [`SessionManager::peer_connection_probe`].
+pub struct PeerConnectionProbe(Vec<Weak<RTCPeerConnection>>);
+
+impl PeerConnectionProbe {
+    /// How many of the probed peer connections are still allocated.
+    pub fn alive(&self) -> usize {
+        self.0.iter().filter(|w| w.strong_count() > 0).count()
+    }
+}
+
+/// Creates and owns server peers; implements [`SessionHost`].
+pub struct SessionManager {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    stack: WebRtcStack,
+    pipeline: Pipeline,
+    settings: SessionSettings,
+    events: mpsc::Sender<SessionEvent>,
+    sessions: Mutex<HashMap<String, Session>>,
+    next_id: AtomicU64,
+    tasks: TaskTracker,
+}
+
+struct Session {
+    id: u64,
+    pc: Arc<RTCPeerConnection>,
+    cancel: CancellationToken,
+}
+
+impl SessionManager {
+    /// `events` receives the sessions' local candidates and the closes the manager decides.
+    pub fn new(
+        stack: WebRtcStack,
+        pipeline: Pipeline,
+        settings: SessionSettings,
+        events: mpsc::Sender<SessionEvent>,
+    ) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                stack,
+                pipeline,
+                settings,
+                events,
+                sessions: Mutex::new(HashMap::new()),
+                next_id: AtomicU64::new(0),
+                tasks: TaskTracker::new(),
+            }),
+        }
+    }
+
+    /// Closes every session and waits for their tasks (graceful shutdown).
+    pub async fn close_all(&self) {
+        let sessions: Vec<(String, Session)> = self.inner.sessions.lock().drain().collect();
+        for (peer_id, session) in sessions {
+            close_peer(&peer_id, session, "server shutting down").await;
+            let _ = self
+                .inner
+                .events
+                .send(SessionEvent::Closed {
+                    peer_id,
+                    reason: "server shutting down".into(),
+                })
+                .await;
+        }
+        self.inner.tasks.close();
+        self.inner.tasks.wait().await;
+    }
+
+    /// Weak handles to the peer connections alive now, to check later that closing them
+    /// really freed them (0.17 has leaked connections through callbacks).
+    pub fn peer_connection_probe(&self) -> PeerConnectionProbe {
+        PeerConnectionProbe(
+            self.inner
+                .sessions
+                .lock()
+                .values()
+                .map(|s| Arc::downgrade(&s.pc))
+                .collect(),
+        )
+    }
+
+    /// The shared ICE UDP socket's address, when `--udp-port` is set.
+    pub fn udp_address(&self) -> Option<std::net::SocketAddr> {
+        self.inner.stack.udp_address()
+    }
+}
+
+#[async_trait]
+impl SessionHost for SessionManager {
+    async fn create_session(&self, peer_id: &str, offer_sdp: &str) -> Result<String, SessionError> {
+        let inner = &self.inner;
+        // A re-offer replaces the old session (never leaks it).
+        let old = inner.sessions.lock().remove(peer_id);
+        if let Some(old) = old {
+            close_peer(peer_id, old, "replaced by a new offer").await;
+        }
+        if inner.sessions.lock().len() >= inner.settings.capacity {
+            return Err(SessionError::AtCapacity(inner.settings.capacity));
+        }
+        let id = inner.next_id.fetch_add(1, Ordering::Relaxed);
+        let cancel = CancellationToken::new();
+        let (candidate_tx, candidate_rx) = mpsc::channel(CANDIDATE_QUEUE);
+        let started = Instant::now();
+        let peer = ServerPeer::start(
+            &inner.stack,
+            &inner.pipeline,
+            &PeerSettings {
+                enable_data_channel: inner.settings.enable_data_channel,
+            },
+            offer_sdp,
+            candidate_tx,
+            &inner.tasks,
+            &cancel,
+        )
+        .await
+        .map_err(SessionError::from)?;
+
+        inner.tasks.spawn(forward_candidates(
+            peer_id.to_owned(),
+            candidate_rx,
+            inner.events.clone(),
+            cancel.clone(),
+        ));
+        inner.tasks.spawn(supervise(
+            Arc::downgrade(inner),
+            peer_id.to_owned(),
+            id,
+            peer.state,
+            Arc::clone(&peer.activity),
+            started,
+            cancel.clone(),
+        ));
+        inner.sessions.lock().insert(
+            peer_id.to_owned(),
+            Session {
+                id,
+                pc: peer.pc,
+                cancel,
+            },
+        );
+        Ok(peer.answer_sdp)
+    }
+
+    async fn add_candidate(
+        &self,
+        peer_id: &str,
+        candidate: IceCandidate,
+    ) -> Result<(), SessionError> {
+        let pc = self
+            .inner
+            .sessions
+            .lock()
+            .get(peer_id)
+            .map(|s| Arc::clone(&s.pc))
+            .ok_or_else(|| SessionError::NoSession(peer_id.to_owned()))?;
+        ServerPeer::add_candidate(&pc, candidate)
+            .await
+            .map_err(SessionError::from)
+    }
+
+    async fn close_session(&self, peer_id: &str) -> bool {
+        let session = self.inner.sessions.lock().remove(peer_id);
+        match session {
+            Some(session) => {
+                close_peer(peer_id, session, "closed by the client").await;
+                true
+            }
+            None => false,
+        }
+    }
+
+    fn session_count(&self) -> usize {
+        self.inner.sessions.lock().len()
+    }
+}
+
+async fn close_peer(peer_id: &str, session: Session, reason: &str) {
+    session.cancel.cancel();
+    if let Err(err) = session.pc.close().await {
+        tracing::debug!(peer_id, %err, "closing the peer connection");
+    }
+    tracing::info!(
+        peer_id,
+        session = session.id,
+        reason,
+        "server session closed"
+    );
+}
+
+/// Local candidates to signaling, until the session is cancelled.
+async fn forward_candidates(
+    peer_id: String,
+    mut candidates: mpsc::Receiver<IceCandidate>,
+    events: mpsc::Sender<SessionEvent>,
+    cancel: CancellationToken,
+) {
+    loop {
+        let candidate = tokio::select! {
+            c = candidates.recv() => match c { Some(c) => c, None => break },
+            () = cancel.cancelled() => break,
+        };
+        let event = SessionEvent::LocalCandidate {
+            peer_id: peer_id.clone(),
+            candidate,
+        };
+        if events.send(event).await.is_err() {
+            break;
+        }
+    }
+}
+
+/// Closes the session when it does not connect in time, fails, or stops receiving media.
+async fn supervise(
+    manager: Weak<Inner>,
+    peer_id: String,
+    session_id: u64,
+    mut state: tokio::sync::watch::Receiver<RTCPeerConnectionState>,
+    activity: Arc<super::activity::Activity>,
+    started: Instant,
+    cancel: CancellationToken,
+) {
+    let Some(settings) = manager.upgrade().map(|m| m.settings.clone()) else {
+        return;
+    };
+    let connect_deadline = tokio::time::sleep(settings.connect_timeout);
+    tokio::pin!(connect_deadline);
+    let mut connected = false;
+    let mut media_check = tokio::time::interval(MEDIA_CHECK_INTERVAL);
+    let reason = loop {
+        tokio::select! {
+            () = cancel.cancelled() => return,
+            () = &mut connect_deadline, if !connected => break "not connected before the connect timeout",
+            changed = state.changed() => {
+                if changed.is_err() {
+                    break "peer connection gone";
+                }
+                let now = *state.borrow_and_update();
+                match now {
+                    RTCPeerConnectionState::Connected if !connected => {
+                        connected = true;
+                        activity.touch();
+                        tracing::info!(
+                            peer_id,
+                            connect_ms = started.elapsed().as_secs_f64() * 1000.0,
+                            "server peer connected"
+                        );
+                    }
+                    RTCPeerConnectionState::Failed => break "ICE or DTLS failed",
+                    RTCPeerConnectionState::Closed => break "peer connection closed",
+                    _ => {}
+                }
+            }
+            _ = media_check.tick(), if connected => {
+                if activity.idle() >= settings.media_timeout {
+                    break "no media received before the media timeout";
+                }
+            }
+        }
+    };
+    let Some(manager) = manager.upgrade() else {
+        return;
+    };
+    let session = {
+        let mut sessions = manager.sessions.lock();
+        match sessions.get(&peer_id) {
+            Some(s) if s.id == session_id => sessions.remove(&peer_id),
+            _ => None,
+        }
+    };
+    if let Some(session) = session {
+        close_peer(&peer_id, session, reason).await;
+        let _ = manager
+            .events
+            .send(SessionEvent::Closed {
+                peer_id,
+                reason: reason.to_owned(),
+            })
+            .await;
+    }
+}

@@ -1,0 +1,139 @@
+//! The process-wide WebRTC stack: codecs, interceptors, and where ICE may gather.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+
+use webrtc::api::interceptor_registry::register_default_interceptors;
+use webrtc::api::media_engine::{MediaEngine, MIME_TYPE_OPUS};
+use webrtc::api::setting_engine::SettingEngine;
+use webrtc::api::{APIBuilder, API};
+use webrtc::ice::udp_mux::{UDPMuxDefault, UDPMuxParams};
+use webrtc::ice::udp_network::UDPNetwork;
+use webrtc::ice_transport::ice_candidate_type::RTCIceCandidateType;
+use webrtc::ice_transport::ice_server::RTCIceServer;
+use webrtc::interceptor::registry::Registry;
+use webrtc::peer_connection::configuration::RTCConfiguration;
+use webrtc::rtp_transceiver::rtp_codec::{
+    RTCRtpCodecCapability, RTCRtpCodecParameters, RTPCodecType,
+};
+
+use super::error::PeerError;
+use crate::config::{non_empty, MediaOptions};
+
+/// Opus as RFC 7587 requires it in SDP (`opus/48000/2`), with in-band FEC allowed.
+pub(crate) fn opus_capability() -> RTCRtpCodecCapability {
+    RTCRtpCodecCapability {
+        mime_type: MIME_TYPE_OPUS.to_owned(),
+        clock_rate: 48_000,
+        channels: 2,
+        sdp_fmtp_line: "minptime=10;useinbandfec=1".to_owned(),
+        rtcp_feedback: vec![],
+    }
+}
+
+const OPUS_PAYLOAD_TYPE: u8 = 111;
+
+/// Builds peer connections that share one codec set, one interceptor chain and, with
+/// `--udp-port`, one UDP socket for every peer.
+pub struct WebRtcStack {
+    api: API,
+    ice_servers: Vec<RTCIceServer>,
+    /// The shared ICE socket's address, when muxed.
+    udp_address: Option<SocketAddr>,
+}
+
+impl WebRtcStack {
+    /// # Errors
+    /// `Setup` when the codec set cannot be registered or the UDP port cannot be bound.
+    pub async fn new(options: &MediaOptions) -> Result<Self, PeerError> {
+        let mut media = MediaEngine::default();
+        media
+            .register_codec(
+                RTCRtpCodecParameters {
+                    capability: opus_capability(),
+                    payload_type: OPUS_PAYLOAD_TYPE,
+                    ..Default::default()
+                },
+                RTPCodecType::Audio,
+            )
+            .map_err(|e| PeerError::Setup(format!("registering Opus: {e}")))?;
+        let interceptors = register_default_interceptors(Registry::new(), &mut media)
+            .map_err(|e| PeerError::Setup(format!("registering interceptors: {e}")))?;
+
+        let mut settings = SettingEngine::default();
+        if !options.ice_ips.is_empty() {
+            let allowed = options.ice_ips.clone();
+            settings.set_include_loopback_candidate(allowed.iter().any(IpAddr::is_loopback));
+            settings.set_ip_filter(Box::new(move |ip| allowed.contains(&ip)));
+        }
+        if let Some(public_ip) = options.public_ip {
+            settings.set_nat_1to1_ips(vec![public_ip.to_string()], RTCIceCandidateType::Host);
+        }
+        let mut udp_address = None;
+        if options.udp_port != 0 {
+            let bind_ip = match options.ice_ips.as_slice() {
+                [only] => *only,
+                _ => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+            };
+            let socket = tokio::net::UdpSocket::bind((bind_ip, options.udp_port))
+                .await
+                .map_err(|e| {
+                    PeerError::Setup(format!("binding UDP {bind_ip}:{}: {e}", options.udp_port))
+                })?;
+            udp_address = socket.local_addr().ok();
+            settings.set_udp_network(UDPNetwork::Muxed(UDPMuxDefault::new(UDPMuxParams::new(
+                socket,
+            ))));
+        }
+
+        let api = APIBuilder::new()
+            .with_media_engine(media)
+            .with_interceptor_registry(interceptors)
+            .with_setting_engine(settings)
+            .build();
+        Ok(Self {
+            api,
+            ice_servers: ice_servers(options)?,
+            udp_address,
+        })
+    }
+
+    pub(crate) fn api(&self) -> &API {
+        &self.api
+    }
+
+    pub(crate) fn rtc_configuration(&self) -> RTCConfiguration {
+        RTCConfiguration {
+            ice_servers: self.ice_servers.clone(),
+            ..Default::default()
+        }
+    }
+
+    /// The shared ICE UDP socket's address, when `--udp-port` is set.
+    pub fn udp_address(&self) -> Option<SocketAddr> {
+        self.udp_address
+    }
+}
+
+/// STUN URLs as given; TURN as `turn:host:port:user:credential`.
+fn ice_servers(options: &MediaOptions) -> Result<Vec<RTCIceServer>, PeerError> {
+    let mut servers: Vec<RTCIceServer> = non_empty(&options.stun_servers)
+        .map(|url| RTCIceServer {
+            urls: vec![url.to_owned()],
+            ..Default::default()
+        })
+        .collect();
+    for turn in non_empty(&options.turn_servers) {
+        let parts: Vec<&str> = turn.splitn(5, ':').collect();
+        let [scheme, host, port, user, credential] = parts.as_slice() else {
+            return Err(PeerError::Setup(format!(
+                "TURN server {turn:?} is not turn:host:port:user:credential"
+            )));
+        };
+        servers.push(RTCIceServer {
+            urls: vec![format!("{scheme}:{host}:{port}")],
+            username: (*user).to_owned(),
+            credential: (*credential).to_owned(),
+        });
+    }
+    Ok(servers)
+}

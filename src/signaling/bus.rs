@@ -1,0 +1,165 @@
+//! Notification delivery: a bounded mailbox per connected peer. In memory here; Redis streams
+//! in the cluster.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use async_trait::async_trait;
+use parking_lot::Mutex;
+use tokio::sync::mpsc;
+
+use crate::proto::signaling::SignalingNotification;
+
+/// Notifications a peer may have waiting before it counts as too slow and is cut off.
+pub const MAILBOX_CAPACITY: usize = 1024;
+
+/// The receiving end of a peer's mailbox. It ends (`recv` gives `None`) when the peer was cut
+/// off for reading too slowly or was unsubscribed.
+pub struct Mailbox {
+    pub(crate) id: u64,
+    pub(crate) receiver: mpsc::Receiver<SignalingNotification>,
+}
+
+impl Mailbox {
+    /// The next notification, or `None` once the mailbox is closed.
+    pub async fn recv(&mut self) -> Option<SignalingNotification> {
+        self.receiver.recv().await
+    }
+}
+
+/// Why a delivery failed.
+#[derive(Debug, thiserror::Error)]
+pub enum BusError {
+    #[error("peer {0:?} already has a mailbox")]
+    AlreadySubscribed(String),
+    #[error("peer {0:?} has no mailbox")]
+    NotSubscribed(String),
+}
+
+/// Delivers notifications to connected peers.
+#[async_trait]
+pub trait NotificationBus: Send + Sync + 'static {
+    /// Opens `peer_id`'s mailbox; fails if it already has one.
+    async fn subscribe(&self, peer_id: &str) -> Result<Mailbox, BusError>;
+    /// Closes the mailbox `mailbox_id` of `peer_id` (a newer mailbox of the same id stays).
+    async fn unsubscribe(&self, peer_id: &str, mailbox_id: u64);
+    /// Delivers to one peer.
+    async fn publish(
+        &self,
+        peer_id: &str,
+        notification: SignalingNotification,
+    ) -> Result<(), BusError>;
+    /// Delivers to every peer except `except`.
+    async fn broadcast(&self, except: &str, notification: SignalingNotification);
+}
+
+/// Single-process bus.
+#[derive(Default)]
+pub struct InMemoryBus {
+    mailboxes: Mutex<HashMap<String, (u64, mpsc::Sender<SignalingNotification>)>>,
+    next_id: AtomicU64,
+}
+
+impl InMemoryBus {
+    /// Never blocks: a full mailbox means its reader is stuck, so it is closed rather than
+    /// letting one slow client stall signaling for everyone.
+    fn deliver(
+        mailboxes: &mut HashMap<String, (u64, mpsc::Sender<SignalingNotification>)>,
+        peer_id: &str,
+        notification: SignalingNotification,
+    ) -> Result<(), BusError> {
+        let Some((_, sender)) = mailboxes.get(peer_id) else {
+            return Err(BusError::NotSubscribed(peer_id.to_owned()));
+        };
+        match sender.try_send(notification) {
+            Ok(()) => Ok(()),
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                tracing::warn!(peer_id, "notification mailbox full, cutting the peer off");
+                mailboxes.remove(peer_id);
+                Ok(())
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => {
+                mailboxes.remove(peer_id);
+                Err(BusError::NotSubscribed(peer_id.to_owned()))
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl NotificationBus for InMemoryBus {
+    async fn subscribe(&self, peer_id: &str) -> Result<Mailbox, BusError> {
+        let mut mailboxes = self.mailboxes.lock();
+        if mailboxes.contains_key(peer_id) {
+            return Err(BusError::AlreadySubscribed(peer_id.to_owned()));
+        }
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let (sender, receiver) = mpsc::channel(MAILBOX_CAPACITY);
+        mailboxes.insert(peer_id.to_owned(), (id, sender));
+        Ok(Mailbox { id, receiver })
+    }
+
+    async fn unsubscribe(&self, peer_id: &str, mailbox_id: u64) {
+        let mut mailboxes = self.mailboxes.lock();
+        if mailboxes
+            .get(peer_id)
+            .is_some_and(|(id, _)| *id == mailbox_id)
+        {
+            mailboxes.remove(peer_id);
+        }
+    }
+
+    async fn publish(
+        &self,
+        peer_id: &str,
+        notification: SignalingNotification,
+    ) -> Result<(), BusError> {
+        Self::deliver(&mut self.mailboxes.lock(), peer_id, notification)
+    }
+
+    async fn broadcast(&self, except: &str, notification: SignalingNotification) {
+        let mut mailboxes = self.mailboxes.lock();
+        let targets: Vec<String> = mailboxes
+            .keys()
+            .filter(|id| id.as_str() != except)
+            .cloned()
+            .collect();
+        for peer_id in targets {
+            // A peer that vanished meanwhile simply misses the broadcast.
+            let _ = Self::deliver(&mut mailboxes, &peer_id, notification.clone());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proto::signaling::{signaling_notification::Notification, PeerLeftNotification};
+
+    fn left(id: &str) -> SignalingNotification {
+        SignalingNotification {
+            notification: Some(Notification::PeerLeft(PeerLeftNotification {
+                peer_id: id.into(),
+            })),
+        }
+    }
+
+    #[tokio::test]
+    async fn broadcast_skips_the_sender_and_a_full_mailbox_is_cut_off() {
+        let bus = InMemoryBus::default();
+        let mut a = bus.subscribe("a").await.unwrap();
+        let mut b = bus.subscribe("b").await.unwrap();
+        assert!(bus.subscribe("a").await.is_err());
+        bus.broadcast("a", left("x")).await;
+        assert_eq!(b.recv().await, Some(left("x")));
+        for _ in 0..=MAILBOX_CAPACITY {
+            bus.publish("a", left("y")).await.unwrap();
+        }
+        let mut received = 0;
+        while a.recv().await.is_some() {
+            received += 1;
+        }
+        assert_eq!(received, MAILBOX_CAPACITY);
+        assert!(bus.publish("a", left("z")).await.is_err());
+    }
+}

@@ -1,0 +1,508 @@
+//! The rules of signaling, independent of the transport (gRPC stream or WebSocket).
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use tokio::sync::mpsc;
+
+use super::bus::{Mailbox, NotificationBus};
+use super::error::SignalingError;
+use super::peer_id::{validate_peer_id, SERVER_PEER_ID};
+use super::registry::{PeerRecord, PeerRegistry, PendingOffer};
+use super::session_host::{IceCandidate, SessionError, SessionEvent, SessionHost};
+use crate::proto::signaling::{
+    self as pb, signaling_notification::Notification, PeerCapabilities, PeerInfo, PeerState,
+    SignalingNotification,
+};
+
+/// Largest SDP accepted (real offers are a few KiB).
+pub const MAX_SDP_BYTES: usize = 64 * 1024;
+/// Largest ICE candidate line accepted.
+pub const MAX_CANDIDATE_BYTES: usize = 1024;
+/// Client candidates kept for a server session that does not exist yet.
+pub const MAX_EARLY_CANDIDATES: usize = 64;
+
+/// Signaling limits.
+#[derive(Debug, Clone)]
+pub struct SignalingLimits {
+    /// Announced client peers this process accepts.
+    pub max_peers: usize,
+}
+
+/// Shared signaling state behind every stream.
+pub struct SignalingCore {
+    registry: Arc<dyn PeerRegistry>,
+    bus: Arc<dyn NotificationBus>,
+    host: Arc<dyn SessionHost>,
+    limits: SignalingLimits,
+    started: Instant,
+    /// Peers announced through this process (for `--max-peers`).
+    local_peers: AtomicUsize,
+}
+
+/// The result of an offer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OfferOutcome {
+    /// The server created a session and answered.
+    Answered {
+        offer_id: String,
+        answer_sdp: String,
+    },
+    /// The offer was forwarded to another peer.
+    Forwarded { offer_id: String },
+}
+
+/// Process-level counters for health checks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SignalingStats {
+    pub uptime_seconds: u64,
+    pub connected_peers: usize,
+    pub sessions: usize,
+    pub pending_offers: usize,
+}
+
+impl SignalingCore {
+    pub fn new(
+        registry: Arc<dyn PeerRegistry>,
+        bus: Arc<dyn NotificationBus>,
+        host: Arc<dyn SessionHost>,
+        limits: SignalingLimits,
+    ) -> Arc<Self> {
+        Arc::new(Self {
+            registry,
+            bus,
+            host,
+            limits,
+            started: Instant::now(),
+            local_peers: AtomicUsize::new(0),
+        })
+    }
+
+    /// Delivers what session hosts report (server candidates, closes) to the clients.
+    /// Ends when every sender of `events` is gone.
+    pub async fn forward_session_events(self: Arc<Self>, mut events: mpsc::Receiver<SessionEvent>) {
+        while let Some(event) = events.recv().await {
+            let (peer_id, notification) = match event {
+                SessionEvent::LocalCandidate { peer_id, candidate } => (
+                    peer_id,
+                    Notification::IceCandidate(pb::IceCandidateNotification {
+                        from_peer_id: SERVER_PEER_ID.into(),
+                        candidate: candidate.candidate,
+                        sdp_mid: candidate.sdp_mid,
+                        sdp_mline_index: candidate.sdp_mline_index,
+                    }),
+                ),
+                SessionEvent::Closed { peer_id, reason } => {
+                    tracing::info!(peer_id, reason, "server session closed by the server");
+                    (
+                        peer_id,
+                        Notification::PeerDisconnected(pb::PeerDisconnectedNotification {
+                            peer_id: SERVER_PEER_ID.into(),
+                        }),
+                    )
+                }
+            };
+            if let Err(err) = self.bus.publish(&peer_id, notify(notification)).await {
+                tracing::debug!(peer_id, %err, "session event for a peer that left");
+            }
+        }
+    }
+
+    /// Registers a new peer for a stream.
+    ///
+    /// # Errors
+    /// `InvalidPeerId`, `PeerIdReserved`, `PeerIdTaken` or `TooManyPeers`.
+    pub async fn announce(
+        self: &Arc<Self>,
+        request: pb::AnnounceRequest,
+    ) -> Result<ConnectedPeer, SignalingError> {
+        let peer_id = request.peer_id;
+        validate_peer_id(&peer_id)?;
+        if peer_id == SERVER_PEER_ID {
+            return Err(SignalingError::PeerIdReserved(peer_id));
+        }
+        let slot = PeerSlot::reserve(self)?;
+        let mailbox = self
+            .bus
+            .subscribe(&peer_id)
+            .await
+            .map_err(|_| SignalingError::PeerIdTaken(peer_id.clone()))?;
+        let capabilities = request.capabilities.unwrap_or_default();
+        let record = PeerRecord {
+            peer_id: peer_id.clone(),
+            capabilities,
+            metadata: request.metadata,
+            connected_at: unix_seconds(),
+        };
+        if self.registry.register(record.clone()).await.is_err() {
+            self.bus.unsubscribe(&peer_id, mailbox.id).await;
+            return Err(SignalingError::PeerIdTaken(peer_id));
+        }
+        self.bus
+            .broadcast(
+                &peer_id,
+                notify(Notification::PeerJoined(pb::PeerJoinedNotification {
+                    peer_id: peer_id.clone(),
+                    capabilities: Some(record.capabilities),
+                    metadata: record.metadata,
+                })),
+            )
+            .await;
+        tracing::info!(peer_id, "peer announced");
+        Ok(ConnectedPeer {
+            core: Arc::clone(self),
+            peer_id,
+            mailbox,
+            early_candidates: Vec::new(),
+            _slot: slot,
+            left: false,
+        })
+    }
+
+    /// Every registered peer, the virtual server peer first.
+    pub async fn peers(&self) -> Vec<PeerInfo> {
+        let mut peers = vec![server_peer_info(self.started)];
+        peers.extend(
+            self.registry
+                .list()
+                .await
+                .into_iter()
+                .map(|record| PeerInfo {
+                    peer_id: record.peer_id,
+                    capabilities: Some(record.capabilities),
+                    state: PeerState::Available as i32,
+                    metadata: record.metadata,
+                    connected_at: record.connected_at,
+                }),
+        );
+        peers
+    }
+
+    /// Counters for `HealthCheck`.
+    pub async fn stats(&self) -> SignalingStats {
+        SignalingStats {
+            uptime_seconds: self.started.elapsed().as_secs(),
+            connected_peers: self.registry.list().await.len(),
+            sessions: self.host.session_count(),
+            pending_offers: self.registry.pending_offer_count().await,
+        }
+    }
+
+    async fn require_peer(&self, peer_id: &str) -> Result<(), SignalingError> {
+        match self.registry.get(peer_id).await {
+            Some(_) => Ok(()),
+            None => Err(SignalingError::UnknownPeer(peer_id.to_owned())),
+        }
+    }
+
+    async fn deliver(&self, to: &str, notification: Notification) -> Result<(), SignalingError> {
+        self.bus
+            .publish(to, notify(notification))
+            .await
+            .map_err(|_| SignalingError::UnknownPeer(to.to_owned()))
+    }
+}
+
+/// One announced client, owned by its stream. Dropping it without [`ConnectedPeer::leave`]
+/// still cleans up, from a spawned task.
+pub struct ConnectedPeer {
+    core: Arc<SignalingCore>,
+    peer_id: String,
+    mailbox: Mailbox,
+    /// Candidates for a server session that does not exist yet, applied after the offer.
+    early_candidates: Vec<IceCandidate>,
+    _slot: PeerSlot,
+    left: bool,
+}
+
+impl ConnectedPeer {
+    pub fn peer_id(&self) -> &str {
+        &self.peer_id
+    }
+
+    /// The next notification for this peer; `None` when it was cut off for reading too slowly.
+    pub async fn next_notification(&mut self) -> Option<SignalingNotification> {
+        self.mailbox.recv().await
+    }
+
+    /// An SDP offer to the server (creates a session) or to another peer (forwarded).
+    ///
+    /// # Errors
+    /// `InvalidSdp`, `TooLarge`, `UnknownPeer`, or the session host's error.
+    pub async fn offer(&mut self, to: &str, sdp: &str) -> Result<OfferOutcome, SignalingError> {
+        check_sdp(sdp)?;
+        let offer_id = uuid::Uuid::new_v4().to_string();
+        if to == SERVER_PEER_ID {
+            let started = Instant::now();
+            let answer_sdp = self.core.host.create_session(&self.peer_id, sdp).await?;
+            tracing::info!(
+                peer_id = self.peer_id,
+                offer_id,
+                elapsed_ms = started.elapsed().as_secs_f64() * 1000.0,
+                "server session created"
+            );
+            for candidate in std::mem::take(&mut self.early_candidates) {
+                if let Err(err) = self.core.host.add_candidate(&self.peer_id, candidate).await {
+                    tracing::warn!(peer_id = self.peer_id, %err, "buffered candidate rejected");
+                }
+            }
+            return Ok(OfferOutcome::Answered {
+                offer_id,
+                answer_sdp,
+            });
+        }
+        self.core.require_peer(to).await?;
+        self.core
+            .registry
+            .put_offer(PendingOffer {
+                offer_id: offer_id.clone(),
+                from: self.peer_id.clone(),
+                to: to.to_owned(),
+                sdp: sdp.to_owned(),
+            })
+            .await;
+        self.core
+            .deliver(
+                to,
+                Notification::Offer(pb::OfferNotification {
+                    from_peer_id: self.peer_id.clone(),
+                    offer_id: offer_id.clone(),
+                    sdp: sdp.to_owned(),
+                    r#type: "offer".into(),
+                }),
+            )
+            .await?;
+        Ok(OfferOutcome::Forwarded { offer_id })
+    }
+
+    /// An SDP answer to another peer's offer.
+    ///
+    /// # Errors
+    /// `InvalidSdp`, `TooLarge`, `UnknownPeer`, or `InvalidRequest` for the server peer.
+    pub async fn answer(&mut self, to: &str, sdp: &str) -> Result<(), SignalingError> {
+        check_sdp(sdp)?;
+        if to == SERVER_PEER_ID {
+            return Err(SignalingError::InvalidRequest(
+                "remotemedia-server makes answers; send it an offer".into(),
+            ));
+        }
+        self.core.require_peer(to).await?;
+        self.core.registry.take_offer(to, &self.peer_id).await;
+        self.core
+            .deliver(
+                to,
+                Notification::Answer(pb::AnswerNotification {
+                    from_peer_id: self.peer_id.clone(),
+                    sdp: sdp.to_owned(),
+                    r#type: "answer".into(),
+                }),
+            )
+            .await
+    }
+
+    /// A trickled ICE candidate for the server session or another peer.
+    ///
+    /// # Errors
+    /// `InvalidCandidate`, `TooLarge`, `UnknownPeer`, `TooManyEarlyCandidates`, or the session
+    /// host's error.
+    pub async fn ice_candidate(
+        &mut self,
+        to: &str,
+        candidate: IceCandidate,
+    ) -> Result<(), SignalingError> {
+        check_candidate(&candidate.candidate)?;
+        if to == SERVER_PEER_ID {
+            return match self
+                .core
+                .host
+                .add_candidate(&self.peer_id, candidate.clone())
+                .await
+            {
+                Err(SessionError::NoSession(_)) => {
+                    if self.early_candidates.len() >= MAX_EARLY_CANDIDATES {
+                        return Err(SignalingError::TooManyEarlyCandidates(MAX_EARLY_CANDIDATES));
+                    }
+                    self.early_candidates.push(candidate);
+                    Ok(())
+                }
+                other => other.map_err(Into::into),
+            };
+        }
+        self.core.require_peer(to).await?;
+        self.core
+            .deliver(
+                to,
+                Notification::IceCandidate(pb::IceCandidateNotification {
+                    from_peer_id: self.peer_id.clone(),
+                    candidate: candidate.candidate,
+                    sdp_mid: candidate.sdp_mid,
+                    sdp_mline_index: candidate.sdp_mline_index,
+                }),
+            )
+            .await
+    }
+
+    /// Ends this peer's session with `peer_id` (the server session for `remotemedia-server`).
+    ///
+    /// # Errors
+    /// `UnknownPeer`.
+    pub async fn disconnect(&mut self, peer_id: &str) -> Result<(), SignalingError> {
+        if peer_id == SERVER_PEER_ID {
+            self.early_candidates.clear();
+            if !self.core.host.close_session(&self.peer_id).await {
+                return Err(SignalingError::Session(SessionError::NoSession(
+                    self.peer_id.clone(),
+                )));
+            }
+            return Ok(());
+        }
+        self.core.require_peer(peer_id).await?;
+        self.core.registry.take_offer(&self.peer_id, peer_id).await;
+        self.core.registry.take_offer(peer_id, &self.peer_id).await;
+        self.core
+            .deliver(
+                peer_id,
+                Notification::PeerDisconnected(pb::PeerDisconnectedNotification {
+                    peer_id: self.peer_id.clone(),
+                }),
+            )
+            .await
+    }
+
+    /// Ends the registration: closes the server session, clears offers, tells the others.
+    pub async fn leave(mut self) {
+        self.left = true;
+        cleanup(
+            Arc::clone(&self.core),
+            self.peer_id.clone(),
+            self.mailbox.id,
+        )
+        .await;
+    }
+}
+
+impl Drop for ConnectedPeer {
+    fn drop(&mut self) {
+        if self.left {
+            return;
+        }
+        let core = Arc::clone(&self.core);
+        let peer_id = std::mem::take(&mut self.peer_id);
+        let mailbox_id = self.mailbox.id;
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(cleanup(core, peer_id, mailbox_id));
+        }
+    }
+}
+
+async fn cleanup(core: Arc<SignalingCore>, peer_id: String, mailbox_id: u64) {
+    core.host.close_session(&peer_id).await;
+    core.bus.unsubscribe(&peer_id, mailbox_id).await;
+    core.registry.unregister(&peer_id).await;
+    core.bus
+        .broadcast(
+            &peer_id,
+            notify(Notification::PeerLeft(pb::PeerLeftNotification {
+                peer_id: peer_id.clone(),
+            })),
+        )
+        .await;
+    tracing::info!(peer_id, "peer left");
+}
+
+/// A counted place under `--max-peers`, released on drop.
+struct PeerSlot {
+    core: Arc<SignalingCore>,
+}
+
+impl PeerSlot {
+    fn reserve(core: &Arc<SignalingCore>) -> Result<Self, SignalingError> {
+        let max = core.limits.max_peers;
+        core.local_peers
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < max).then_some(n + 1)
+            })
+            .map_err(|_| SignalingError::TooManyPeers(max))?;
+        Ok(Self {
+            core: Arc::clone(core),
+        })
+    }
+}
+
+impl Drop for PeerSlot {
+    fn drop(&mut self) {
+        self.core.local_peers.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+fn notify(notification: Notification) -> SignalingNotification {
+    SignalingNotification {
+        notification: Some(notification),
+    }
+}
+
+/// Cheap structural check; the session host parses the SDP for real.
+fn check_sdp(sdp: &str) -> Result<(), SignalingError> {
+    if sdp.len() > MAX_SDP_BYTES {
+        return Err(SignalingError::TooLarge {
+            what: "SDP",
+            len: sdp.len(),
+            limit: MAX_SDP_BYTES,
+        });
+    }
+    if !sdp.trim_start().starts_with("v=0") {
+        return Err(SignalingError::InvalidSdp(
+            "an SDP must start with \"v=0\"".into(),
+        ));
+    }
+    if !sdp.lines().any(|line| line.starts_with("m=")) {
+        return Err(SignalingError::InvalidSdp("no media section (m=)".into()));
+    }
+    Ok(())
+}
+
+fn check_candidate(candidate: &str) -> Result<(), SignalingError> {
+    if candidate.len() > MAX_CANDIDATE_BYTES {
+        return Err(SignalingError::TooLarge {
+            what: "ICE candidate",
+            len: candidate.len(),
+            limit: MAX_CANDIDATE_BYTES,
+        });
+    }
+    if !candidate.is_empty() && !candidate.starts_with("candidate:") {
+        return Err(SignalingError::InvalidCandidate(
+            "a candidate must start with \"candidate:\" (RTCIceCandidate.candidate)".into(),
+        ));
+    }
+    Ok(())
+}
+
+fn server_peer_info(started: Instant) -> PeerInfo {
+    let started_at = SystemTime::now()
+        .checked_sub(started.elapsed())
+        .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+        .map_or(0, |d| d.as_secs());
+    PeerInfo {
+        peer_id: SERVER_PEER_ID.into(),
+        capabilities: Some(PeerCapabilities {
+            audio: true,
+            video: true,
+            data: true,
+            extensions: String::new(),
+        }),
+        state: PeerState::Available as i32,
+        metadata: HashMap::from([
+            ("type".to_owned(), "server".to_owned()),
+            ("version".to_owned(), env!("CARGO_PKG_VERSION").to_owned()),
+        ]),
+        connected_at: started_at,
+    }
+}
+
+fn unix_seconds() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}

@@ -1,0 +1,280 @@
+//! The gRPC transport of signaling: one task per `Signal` stream drives a [`ConnectedPeer`].
+
+use std::sync::Arc;
+
+use serde_json::json;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::sync::CancellationToken;
+use tonic::{Request, Response, Status, Streaming};
+
+use super::core::{ConnectedPeer, OfferOutcome, SignalingCore};
+use super::error::SignalingError;
+use super::peer_id::SERVER_PEER_ID;
+use super::session_host::IceCandidate;
+use crate::proto::signaling::{
+    self as pb, signaling_notification::Notification, signaling_request::Request as Req,
+    signaling_response::Response as Resp, web_rtc_signaling_server::WebRtcSignaling,
+    SignalingRequest, SignalingResponse,
+};
+
+/// Responses buffered per stream before the stream task waits for the client to read.
+const RESPONSE_BUFFER: usize = 128;
+
+/// The `WebRtcSignaling` service.
+pub struct GrpcSignaling {
+    core: Arc<SignalingCore>,
+    shutdown: CancellationToken,
+}
+
+impl GrpcSignaling {
+    pub fn new(core: Arc<SignalingCore>, shutdown: CancellationToken) -> Self {
+        Self { core, shutdown }
+    }
+}
+
+type ResponseSender = mpsc::Sender<Result<SignalingResponse, Status>>;
+
+#[tonic::async_trait]
+impl WebRtcSignaling for GrpcSignaling {
+    type SignalStream = ReceiverStream<Result<SignalingResponse, Status>>;
+
+    async fn signal(
+        &self,
+        request: Request<Streaming<SignalingRequest>>,
+    ) -> Result<Response<Self::SignalStream>, Status> {
+        let inbound = request.into_inner();
+        let (sender, receiver) = mpsc::channel(RESPONSE_BUFFER);
+        tokio::spawn(run_stream(
+            Arc::clone(&self.core),
+            inbound,
+            sender,
+            self.shutdown.clone(),
+        ));
+        Ok(Response::new(ReceiverStream::new(receiver)))
+    }
+
+    async fn get_peers(
+        &self,
+        _request: Request<pb::GetPeersRequest>,
+    ) -> Result<Response<pb::GetPeersResponse>, Status> {
+        let peers = self.core.peers().await;
+        Ok(Response::new(pb::GetPeersResponse {
+            count: count(peers.len()),
+            peers,
+        }))
+    }
+
+    async fn health_check(
+        &self,
+        _request: Request<pb::HealthCheckRequest>,
+    ) -> Result<Response<pb::HealthCheckResponse>, Status> {
+        let stats = self.core.stats().await;
+        Ok(Response::new(pb::HealthCheckResponse {
+            status: "healthy".into(),
+            uptime_seconds: stats.uptime_seconds,
+            connected_peers: count(stats.connected_peers),
+            metrics: json!({
+                "sessions": stats.sessions,
+                "pending_offers": stats.pending_offers,
+                "connected_peers": stats.connected_peers,
+            })
+            .to_string(),
+        }))
+    }
+}
+
+/// Reads the stream until the client half-closes, breaks, or the server shuts down.
+async fn run_stream(
+    core: Arc<SignalingCore>,
+    mut inbound: Streaming<SignalingRequest>,
+    out: ResponseSender,
+    shutdown: CancellationToken,
+) {
+    let first = tokio::select! {
+        message = inbound.message() => message,
+        () = shutdown.cancelled() => return,
+    };
+    let Ok(Some(first)) = first else { return };
+    let request_id = first.request_id;
+    let announce = match first.request {
+        Some(Req::Announce(announce)) => announce,
+        _ => {
+            let _ = out.send(Err(SignalingError::AnnounceRequired.into())).await;
+            return;
+        }
+    };
+    let mut peer = match core.announce(announce).await {
+        Ok(peer) => peer,
+        Err(err) => {
+            tracing::info!(%err, "announce refused");
+            let _ = out.send(Err(err.into())).await;
+            return;
+        }
+    };
+    let others: Vec<String> = core
+        .peers()
+        .await
+        .into_iter()
+        .map(|p| p.peer_id)
+        .filter(|id| id != peer.peer_id())
+        .collect();
+    let ack = ack(
+        request_id,
+        "announced",
+        json!({"peer_id": peer.peer_id(), "peers_count": others.len() + 1, "other_peers": others}),
+    );
+    if out.send(Ok(ack)).await.is_err() {
+        peer.leave().await;
+        return;
+    }
+
+    loop {
+        tokio::select! {
+            message = inbound.message() => match message {
+                Ok(Some(request)) => {
+                    if handle_request(&core, &mut peer, request, &out).await.is_err() {
+                        break;
+                    }
+                }
+                Ok(None) => break,
+                Err(status) => {
+                    tracing::info!(peer_id = peer.peer_id(), %status, "signaling stream broke");
+                    break;
+                }
+            },
+            notification = peer.next_notification() => {
+                let Some(notification) = notification else {
+                    let _ = out.send(Err(SignalingError::SlowConsumer.into())).await;
+                    break;
+                };
+                if out.send(Ok(response(String::new(), Resp::Notification(notification)))).await.is_err() {
+                    break;
+                }
+            },
+            () = shutdown.cancelled() => {
+                let _ = out.send(Err(SignalingError::ShuttingDown.into())).await;
+                break;
+            }
+        }
+    }
+    peer.leave().await;
+}
+
+/// Handles one request; `Err` means the client is gone.
+async fn handle_request(
+    core: &Arc<SignalingCore>,
+    peer: &mut ConnectedPeer,
+    request: SignalingRequest,
+    out: &ResponseSender,
+) -> Result<(), mpsc::error::SendError<Result<SignalingResponse, Status>>> {
+    let request_id = request.request_id;
+    let result: Result<Vec<Resp>, SignalingError> = match request.request {
+        None => Err(SignalingError::EmptyRequest),
+        Some(Req::Announce(_)) => Err(SignalingError::AlreadyAnnounced(peer.peer_id().into())),
+        Some(Req::Offer(offer)) => match peer.offer(&offer.to_peer_id, &offer.sdp).await {
+            Ok(OfferOutcome::Answered {
+                offer_id,
+                answer_sdp,
+            }) => Ok(vec![
+                Resp::Notification(pb::SignalingNotification {
+                    notification: Some(Notification::Answer(pb::AnswerNotification {
+                        from_peer_id: SERVER_PEER_ID.into(),
+                        sdp: answer_sdp,
+                        r#type: "answer".into(),
+                    })),
+                }),
+                ack_body(
+                    "answer sent",
+                    json!({"offer_id": offer_id, "to_peer_id": SERVER_PEER_ID, "answer_sent": true}),
+                ),
+            ]),
+            Ok(OfferOutcome::Forwarded { offer_id }) => Ok(vec![ack_body(
+                "offer forwarded",
+                json!({"offer_id": offer_id, "to_peer_id": offer.to_peer_id}),
+            )]),
+            Err(err) => Err(err),
+        },
+        Some(Req::Answer(answer)) => peer
+            .answer(&answer.to_peer_id, &answer.sdp)
+            .await
+            .map(|()| {
+                vec![ack_body(
+                    "answer forwarded",
+                    json!({"to_peer_id": answer.to_peer_id}),
+                )]
+            }),
+        Some(Req::IceCandidate(ice)) => {
+            let candidate = IceCandidate {
+                candidate: ice.candidate,
+                sdp_mid: ice.sdp_mid,
+                sdp_mline_index: ice.sdp_mline_index,
+            };
+            peer.ice_candidate(&ice.to_peer_id, candidate)
+                .await
+                .map(|()| {
+                    vec![ack_body(
+                        "candidate delivered",
+                        json!({"to_peer_id": ice.to_peer_id}),
+                    )]
+                })
+        }
+        Some(Req::Disconnect(disconnect)) => peer.disconnect(&disconnect.peer_id).await.map(|()| {
+            vec![ack_body(
+                "disconnected",
+                json!({"peer_id": disconnect.peer_id}),
+            )]
+        }),
+        Some(Req::ListPeers(_)) => {
+            let peers = core.peers().await;
+            Ok(vec![Resp::PeerList(pb::PeerListResponse {
+                count: count(peers.len()),
+                peers,
+            })])
+        }
+    };
+    match result {
+        Ok(responses) => {
+            for body in responses {
+                let request_id = match body {
+                    Resp::Notification(_) => String::new(),
+                    _ => request_id.clone(),
+                };
+                out.send(Ok(response(request_id, body))).await?;
+            }
+        }
+        Err(err) => {
+            tracing::info!(peer_id = peer.peer_id(), request_id, %err, "request failed");
+            let error = pb::ErrorResponse {
+                code: err.code() as u32,
+                message: err.to_string(),
+                details: String::new(),
+            };
+            out.send(Ok(response(request_id, Resp::Error(error))))
+                .await?;
+        }
+    }
+    Ok(())
+}
+
+fn response(request_id: String, body: Resp) -> SignalingResponse {
+    SignalingResponse {
+        request_id,
+        response: Some(body),
+    }
+}
+
+fn ack_body(message: &str, data: serde_json::Value) -> Resp {
+    Resp::Ack(pb::AckResponse {
+        message: message.into(),
+        data: data.to_string(),
+    })
+}
+
+fn ack(request_id: String, message: &str, data: serde_json::Value) -> SignalingResponse {
+    response(request_id, ack_body(message, data))
+}
+
+fn count(n: usize) -> u32 {
+    u32::try_from(n).unwrap_or(u32::MAX)
+}

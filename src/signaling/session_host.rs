@@ -1,0 +1,68 @@
+//! The session host: where server sessions live. In `grpc` mode the in-process session
+//! manager; in the cluster a gRPC client of a media worker. Signaling only sees this trait.
+
+use async_trait::async_trait;
+
+/// An ICE candidate as the browser API spells it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IceCandidate {
+    /// `RTCIceCandidate.candidate` (`candidate:...`); empty means end-of-candidates.
+    pub candidate: String,
+    /// Empty means unset.
+    pub sdp_mid: String,
+    pub sdp_mline_index: u32,
+}
+
+/// What a session host reports about its sessions, for signaling to deliver to the client.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SessionEvent {
+    /// The server peer of `peer_id` gathered a candidate (trickle ICE).
+    LocalCandidate {
+        peer_id: String,
+        candidate: IceCandidate,
+    },
+    /// The host closed `peer_id`'s session on its own (timeout, failure, shutdown).
+    /// Closes the caller asked for are not reported.
+    Closed { peer_id: String, reason: String },
+}
+
+/// Why a session operation failed.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum SessionError {
+    #[error("invalid SDP offer: {0}")]
+    InvalidSdp(String),
+    #[error("invalid ICE candidate: {0}")]
+    InvalidCandidate(String),
+    #[error("no server session for peer {0:?}")]
+    NoSession(String),
+    #[error("server is at its session capacity ({0})")]
+    AtCapacity(usize),
+    #[error("no media worker available: {0}")]
+    Unavailable(String),
+    #[error("pipeline failed: {0}")]
+    Pipeline(String),
+    #[error("server peer failed: {0}")]
+    Internal(String),
+}
+
+/// Creates, feeds and closes server sessions, one per client peer.
+#[async_trait]
+pub trait SessionHost: Send + Sync + 'static {
+    /// Creates a session for `peer_id` from its SDP offer and returns the SDP answer as soon
+    /// as it exists (no waiting for ICE gathering). An existing session of the same peer is
+    /// closed first: a re-offer replaces it.
+    async fn create_session(&self, peer_id: &str, offer_sdp: &str) -> Result<String, SessionError>;
+
+    /// Adds a remote candidate to `peer_id`'s session.
+    async fn add_candidate(
+        &self,
+        peer_id: &str,
+        candidate: IceCandidate,
+    ) -> Result<(), SessionError>;
+
+    /// Closes `peer_id`'s session; returns whether one existed.
+    async fn close_session(&self, peer_id: &str) -> bool;
+
+    /// Sessions alive now.
+    fn session_count(&self) -> usize;
+}

@@ -1,0 +1,400 @@
+//! A real WebRTC client peer (webrtc crate) on loopback UDP, and the signaling exchange that
+//! connects it to the server or to another client.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use parking_lot::Mutex;
+use remotemedia_webrtc::proto::signaling::{
+    self as pb, signaling_notification::Notification, signaling_request::Request as Req,
+    signaling_response::Response as Resp,
+};
+use tokio::sync::{mpsc, watch};
+use webrtc::api::interceptor_registry::register_default_interceptors;
+use webrtc::api::media_engine::{MediaEngine, MIME_TYPE_OPUS};
+use webrtc::api::setting_engine::SettingEngine;
+use webrtc::api::APIBuilder;
+use webrtc::data_channel::data_channel_message::DataChannelMessage;
+use webrtc::data_channel::RTCDataChannel;
+use webrtc::ice_transport::ice_candidate::{RTCIceCandidate, RTCIceCandidateInit};
+use webrtc::ice_transport::ice_gatherer_state::RTCIceGathererState;
+use webrtc::interceptor::registry::Registry;
+use webrtc::peer_connection::configuration::RTCConfiguration;
+use webrtc::peer_connection::peer_connection_state::RTCPeerConnectionState;
+use webrtc::peer_connection::sdp::session_description::RTCSessionDescription;
+use webrtc::peer_connection::RTCPeerConnection;
+use webrtc::rtp::header::Header;
+use webrtc::rtp::packet::Packet;
+use webrtc::rtp_transceiver::rtp_codec::{
+    RTCRtpCodecCapability, RTCRtpCodecParameters, RTPCodecType,
+};
+use webrtc::track::track_local::track_local_static_rtp::TrackLocalStaticRTP;
+use webrtc::track::track_local::{TrackLocal, TrackLocalWriter};
+
+use super::signaling::{SignalingClient, SERVER};
+use super::WAIT;
+
+/// Audio the client received: one entry per RTP packet, plus the decoded samples.
+#[derive(Default)]
+pub struct ReceivedAudio {
+    pub arrivals: Vec<Instant>,
+    pub timestamps: Vec<u32>,
+    pub samples: Vec<f32>,
+}
+
+fn opus_capability() -> RTCRtpCodecCapability {
+    RTCRtpCodecCapability {
+        mime_type: MIME_TYPE_OPUS.to_owned(),
+        clock_rate: 48_000,
+        channels: 2,
+        sdp_fmtp_line: "minptime=10;useinbandfec=1".to_owned(),
+        rtcp_feedback: vec![],
+    }
+}
+
+/// What to put in the offer.
+#[derive(Clone, Copy)]
+pub struct ClientOptions {
+    pub audio: bool,
+    pub data: bool,
+}
+
+impl Default for ClientOptions {
+    fn default() -> Self {
+        Self {
+            audio: true,
+            data: true,
+        }
+    }
+}
+
+pub struct ClientPeer {
+    pub pc: Arc<RTCPeerConnection>,
+    pub audio: Option<Arc<TrackLocalStaticRTP>>,
+    pub data: Option<Arc<RTCDataChannel>>,
+    pub received: Arc<Mutex<ReceivedAudio>>,
+    pub messages: mpsc::Receiver<Bytes>,
+    /// Local candidates as gathered; `None` ends gathering.
+    pub candidates: mpsc::Receiver<Option<RTCIceCandidateInit>>,
+    pub state: watch::Receiver<RTCPeerConnectionState>,
+    pub gathering_done: watch::Receiver<bool>,
+}
+
+impl ClientPeer {
+    pub async fn new(options: ClientOptions) -> Self {
+        let mut media = MediaEngine::default();
+        media
+            .register_codec(
+                RTCRtpCodecParameters {
+                    capability: opus_capability(),
+                    payload_type: 111,
+                    ..Default::default()
+                },
+                RTPCodecType::Audio,
+            )
+            .unwrap();
+        let registry = register_default_interceptors(Registry::new(), &mut media).unwrap();
+        let mut settings = SettingEngine::default();
+        settings.set_include_loopback_candidate(true);
+        settings.set_ip_filter(Box::new(|ip| ip.is_loopback() && ip.is_ipv4()));
+        let api = APIBuilder::new()
+            .with_media_engine(media)
+            .with_interceptor_registry(registry)
+            .with_setting_engine(settings)
+            .build();
+        let pc = Arc::new(
+            api.new_peer_connection(RTCConfiguration::default())
+                .await
+                .unwrap(),
+        );
+
+        let audio = if options.audio {
+            let track = Arc::new(TrackLocalStaticRTP::new(
+                opus_capability(),
+                "mic".into(),
+                "client".into(),
+            ));
+            let sender = pc
+                .add_track(Arc::clone(&track) as Arc<dyn TrackLocal + Send + Sync>)
+                .await
+                .unwrap();
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 1500];
+                while sender.read(&mut buf).await.is_ok() {}
+            });
+            Some(track)
+        } else {
+            None
+        };
+
+        let (message_tx, messages) = mpsc::channel(64);
+        let data = if options.data {
+            let channel = pc.create_data_channel("data", None).await.unwrap();
+            channel.on_message(Box::new(move |message: DataChannelMessage| {
+                let tx = message_tx.clone();
+                Box::pin(async move {
+                    let _ = tx.send(message.data).await;
+                })
+            }));
+            Some(channel)
+        } else {
+            None
+        };
+
+        let received = Arc::new(Mutex::new(ReceivedAudio::default()));
+        let sink = Arc::clone(&received);
+        pc.on_track(Box::new(move |track, _, _| {
+            let sink = Arc::clone(&sink);
+            Box::pin(async move {
+                tokio::spawn(async move {
+                    let mut decoder = opus::Decoder::new(48_000, opus::Channels::Mono).unwrap();
+                    let mut pcm = vec![0f32; 5760];
+                    while let Ok((packet, _)) = track.read_rtp().await {
+                        let n = decoder
+                            .decode_float(&packet.payload, &mut pcm, false)
+                            .unwrap_or(0);
+                        let mut received = sink.lock();
+                        received.arrivals.push(Instant::now());
+                        received.timestamps.push(packet.header.timestamp);
+                        received.samples.extend_from_slice(&pcm[..n]);
+                    }
+                });
+            })
+        }));
+
+        let (state_tx, state) = watch::channel(RTCPeerConnectionState::New);
+        pc.on_peer_connection_state_change(Box::new(move |s| {
+            let _ = state_tx.send(s);
+            Box::pin(async {})
+        }));
+        let (candidate_tx, candidates) = mpsc::channel(64);
+        pc.on_ice_candidate(Box::new(move |c: Option<RTCIceCandidate>| {
+            let tx = candidate_tx.clone();
+            Box::pin(async move {
+                let _ = tx.send(c.map(|c| c.to_json().unwrap())).await;
+            })
+        }));
+        let (gathering_tx, gathering_done) = watch::channel(false);
+        pc.on_ice_gathering_state_change(Box::new(move |s| {
+            if s == RTCIceGathererState::Complete {
+                let _ = gathering_tx.send(true);
+            }
+            Box::pin(async {})
+        }));
+
+        Self {
+            pc,
+            audio,
+            data,
+            received,
+            messages,
+            candidates,
+            state,
+            gathering_done,
+        }
+    }
+
+    /// Creates and applies an offer; returns its SDP (no candidates: they trickle).
+    pub async fn offer(&self) -> String {
+        let offer = self.pc.create_offer(None).await.unwrap();
+        let sdp = offer.sdp.clone();
+        self.pc.set_local_description(offer).await.unwrap();
+        sdp
+    }
+
+    pub async fn accept_answer(&self, sdp: String) {
+        self.pc
+            .set_remote_description(RTCSessionDescription::answer(sdp).unwrap())
+            .await
+            .unwrap();
+    }
+
+    pub async fn answer_offer(&self, sdp: String) -> String {
+        self.pc
+            .set_remote_description(RTCSessionDescription::offer(sdp).unwrap())
+            .await
+            .unwrap();
+        let answer = self.pc.create_answer(None).await.unwrap();
+        let sdp = answer.sdp.clone();
+        self.pc.set_local_description(answer).await.unwrap();
+        sdp
+    }
+
+    pub async fn add_remote_candidate(&self, c: &pb::IceCandidateNotification) {
+        if c.candidate.is_empty() {
+            return;
+        }
+        self.pc
+            .add_ice_candidate(RTCIceCandidateInit {
+                candidate: c.candidate.clone(),
+                sdp_mid: (!c.sdp_mid.is_empty()).then(|| c.sdp_mid.clone()),
+                sdp_mline_index: Some(c.sdp_mline_index as u16),
+                username_fragment: None,
+            })
+            .await
+            .unwrap();
+    }
+
+    pub fn is_connected(&self) -> bool {
+        *self.state.borrow() == RTCPeerConnectionState::Connected
+    }
+
+    pub async fn wait_connected(&mut self) {
+        tokio::time::timeout(
+            WAIT,
+            self.state
+                .wait_for(|s| *s == RTCPeerConnectionState::Connected),
+        )
+        .await
+        .expect("timed out waiting for connected")
+        .expect("state channel");
+    }
+
+    /// Sends `seconds` of a sine as Opus packets of `packet_ms` (20, 40 or 60), paced in
+    /// real time.
+    pub async fn send_tone(&self, freq: f32, seconds: f32, packet_ms: u32, amplitude: f32) {
+        let track = self.audio.as_ref().expect("client has an audio track");
+        let packet_samples = (48 * packet_ms) as usize;
+        let mut encoder =
+            opus::Encoder::new(48_000, opus::Channels::Mono, opus::Application::Voip).unwrap();
+        encoder.set_bitrate(opus::Bitrate::Bits(64_000)).unwrap();
+        let packets = (seconds * 1000.0 / packet_ms as f32) as usize;
+        let mut phase = 0f32;
+        let step = 2.0 * std::f32::consts::PI * freq / 48_000.0;
+        let mut out = vec![0u8; 4000];
+        let mut ticker = tokio::time::interval(Duration::from_millis(u64::from(packet_ms)));
+        for i in 0..packets {
+            let pcm: Vec<f32> = (0..packet_samples)
+                .map(|_| {
+                    let s = amplitude * phase.sin();
+                    phase = (phase + step) % (2.0 * std::f32::consts::PI);
+                    s
+                })
+                .collect();
+            let n = encoder.encode_float(&pcm, &mut out).unwrap();
+            ticker.tick().await;
+            let packet = Packet {
+                header: Header {
+                    version: 2,
+                    payload_type: 111,
+                    sequence_number: i as u16,
+                    timestamp: (i * packet_samples) as u32,
+                    ssrc: 1,
+                    marker: i == 0,
+                    ..Default::default()
+                },
+                payload: Bytes::copy_from_slice(&out[..n]),
+            };
+            track.write_rtp(&packet).await.unwrap();
+        }
+    }
+
+    pub async fn close(&self) {
+        self.pc.close().await.unwrap();
+    }
+}
+
+/// Figures of one connection to the server.
+#[derive(Debug)]
+pub struct ConnectReport {
+    pub offer_to_answer: Duration,
+    pub offer_to_connected: Duration,
+    /// Server candidates that trickled in before the client was connected.
+    pub server_candidates_before_connected: usize,
+    /// The answer SDP said gathering was complete (the server waited for it).
+    pub answer_claimed_end_of_candidates: bool,
+    pub offer_id: String,
+}
+
+/// Offers to `remotemedia-server`, trickles candidates both ways, waits for connected.
+pub async fn connect_to_server(
+    signaling: &mut SignalingClient,
+    peer: &mut ClientPeer,
+) -> ConnectReport {
+    let sdp = peer.offer().await;
+    let started = Instant::now();
+    let offer_request = signaling
+        .send(Req::Offer(pb::OfferRequest {
+            to_peer_id: SERVER.into(),
+            sdp,
+            r#type: "offer".into(),
+        }))
+        .await;
+    let mut offer_to_answer = None;
+    let mut offer_id = None;
+    let mut server_candidates = 0;
+    let mut answer_claimed_end = false;
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        if peer.is_connected() && offer_id.is_some() {
+            break;
+        }
+        tokio::select! {
+            _ = tokio::time::sleep_until(deadline) => panic!("connecting to the server timed out"),
+            _ = peer.state.changed() => {}
+            Some(candidate) = peer.candidates.recv() => {
+                let init = candidate.unwrap_or_default();
+                signaling.send(Req::IceCandidate(pb::IceCandidateRequest {
+                    to_peer_id: SERVER.into(),
+                    candidate: init.candidate,
+                    sdp_mid: init.sdp_mid.unwrap_or_default(),
+                    sdp_mline_index: u32::from(init.sdp_mline_index.unwrap_or(0)),
+                })).await;
+            }
+            response = signaling.next() => {
+                let response = response.expect("signaling stream").expect("signaling open");
+                match response.response {
+                    Some(Resp::Notification(pb::SignalingNotification { notification: Some(Notification::Answer(answer)) })) => {
+                        assert_eq!(answer.from_peer_id, SERVER);
+                        assert_eq!(answer.r#type, "answer");
+                        assert!(offer_to_answer.is_none(), "one answer per offer");
+                        offer_to_answer = Some(started.elapsed());
+                        answer_claimed_end = answer.sdp.contains("a=end-of-candidates");
+                        peer.accept_answer(answer.sdp).await;
+                    }
+                    Some(Resp::Notification(pb::SignalingNotification { notification: Some(Notification::IceCandidate(c)) })) => {
+                        assert_eq!(c.from_peer_id, SERVER);
+                        assert!(offer_to_answer.is_some(), "server candidate before the answer");
+                        if !c.candidate.is_empty() && !peer.is_connected() {
+                            server_candidates += 1;
+                        }
+                        peer.add_remote_candidate(&c).await;
+                    }
+                    Some(Resp::Ack(ack)) if response.request_id == offer_request => {
+                        assert!(offer_to_answer.is_some(), "the answer comes before the ack");
+                        let data: serde_json::Value = serde_json::from_str(&ack.data).unwrap();
+                        assert_eq!(data["answer_sent"], true);
+                        assert_eq!(data["to_peer_id"], SERVER);
+                        offer_id = Some(data["offer_id"].as_str().unwrap().to_owned());
+                    }
+                    Some(Resp::Error(err)) => panic!("signaling error: {err:?}"),
+                    _ => {}
+                }
+            }
+        }
+    }
+    ConnectReport {
+        offer_to_answer: offer_to_answer.expect("answer"),
+        offer_to_connected: started.elapsed(),
+        server_candidates_before_connected: server_candidates,
+        answer_claimed_end_of_candidates: answer_claimed_end,
+        offer_id: offer_id.expect("offer id"),
+    }
+}
+
+/// Sends everything still queued in the client's candidate channel to `to` (for tests that
+/// keep trickling after connecting).
+pub async fn flush_candidates(signaling: &mut SignalingClient, peer: &mut ClientPeer, to: &str) {
+    while let Ok(candidate) = peer.candidates.try_recv() {
+        let init = candidate.unwrap_or_default();
+        signaling
+            .send(Req::IceCandidate(pb::IceCandidateRequest {
+                to_peer_id: to.into(),
+                candidate: init.candidate,
+                sdp_mid: init.sdp_mid.unwrap_or_default(),
+                sdp_mline_index: u32::from(init.sdp_mline_index.unwrap_or(0)),
+            }))
+            .await;
+    }
+}

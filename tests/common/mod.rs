@@ -1,0 +1,103 @@
+//! Shared test harness: an in-process server on 127.0.0.1, a gRPC signaling client, and a
+//! real WebRTC client peer (webrtc crate) on loopback UDP.
+#![allow(dead_code)]
+
+pub mod client;
+pub mod signaling;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use remotemedia_webrtc::config::Config;
+use remotemedia_webrtc::server::Server;
+use tokio::task::JoinHandle;
+
+/// Generous bound for anything that should happen "soon" on a loaded CI machine.
+pub const WAIT: Duration = Duration::from_secs(10);
+
+/// A server running in this test's runtime.
+pub struct TestServer {
+    pub grpc: SocketAddr,
+    pub http: SocketAddr,
+    pub sessions: std::sync::Arc<remotemedia_webrtc::peer::SessionManager>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: Option<JoinHandle<Result<(), remotemedia_webrtc::Error>>>,
+}
+
+impl TestServer {
+    /// A loopback server with the default configuration.
+    pub async fn start() -> Self {
+        Self::start_with(|_| {}).await
+    }
+
+    /// A server whose configuration `tweak` adjusts.
+    pub async fn start_with(tweak: impl FnOnce(&mut Config)) -> Self {
+        let mut config = Config::local_test();
+        tweak(&mut config);
+        let server = Server::bind(&config).await.expect("server binds");
+        let grpc = server.grpc_address().expect("grpc address");
+        let http = server.http_address().expect("http address");
+        let sessions = server.sessions();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(server.run(async move {
+            let _ = stopped.await;
+        }));
+        Self {
+            grpc,
+            http,
+            sessions,
+            stop: Some(stop),
+            task: Some(task),
+        }
+    }
+
+    pub fn grpc_url(&self) -> String {
+        format!("http://{}", self.grpc)
+    }
+
+    /// Graceful stop; waits for the server to return.
+    pub async fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = self.task.take() {
+            task.await
+                .expect("server task")
+                .expect("server stops cleanly");
+        }
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+/// Polls `check` until it holds or `WAIT` passes.
+pub async fn eventually<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while !check().await {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+pub fn init_tracing() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_test_writer()
+        .try_init();
+}

@@ -1,0 +1,201 @@
+//! A gRPC signaling client for tests: send requests, read responses with timeouts.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use remotemedia_webrtc::proto::signaling::{
+    self as pb, signaling_notification::Notification, signaling_request::Request as Req,
+    signaling_response::Response as Resp, web_rtc_signaling_client::WebRtcSignalingClient,
+    SignalingRequest, SignalingResponse,
+};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::transport::Channel;
+use tonic::Streaming;
+
+use super::WAIT;
+
+pub const SERVER: &str = "remotemedia-server";
+
+/// One `Signal` stream.
+pub struct SignalingClient {
+    pub grpc: WebRtcSignalingClient<Channel>,
+    outbound: Option<mpsc::Sender<SignalingRequest>>,
+    inbound: Streaming<SignalingResponse>,
+    next_id: u64,
+}
+
+impl SignalingClient {
+    /// Opens a stream (nothing sent yet).
+    pub async fn open(url: &str) -> Self {
+        let mut grpc = WebRtcSignalingClient::connect(url.to_owned())
+            .await
+            .expect("connect to signaling");
+        let (outbound, rx) = mpsc::channel(64);
+        let inbound = grpc
+            .signal(ReceiverStream::new(rx))
+            .await
+            .expect("open Signal stream")
+            .into_inner();
+        Self {
+            grpc,
+            outbound: Some(outbound),
+            inbound,
+            next_id: 0,
+        }
+    }
+
+    /// Opens a stream and announces `peer_id`; returns the client and the ack's JSON.
+    pub async fn announce(url: &str, peer_id: &str) -> (Self, serde_json::Value) {
+        let mut client = Self::open(url).await;
+        let id = client
+            .send(Req::Announce(pb::AnnounceRequest {
+                peer_id: peer_id.into(),
+                capabilities: Some(pb::PeerCapabilities {
+                    audio: true,
+                    video: false,
+                    data: true,
+                    extensions: String::new(),
+                }),
+                metadata: HashMap::from([("test".into(), "yes".into())]),
+            }))
+            .await;
+        let ack = client.expect_ack(&id).await;
+        (client, ack)
+    }
+
+    /// Sends a request; returns its request id.
+    pub async fn send(&mut self, request: Req) -> String {
+        self.next_id += 1;
+        let request_id = format!("r{}", self.next_id);
+        self.send_raw(SignalingRequest {
+            request_id: request_id.clone(),
+            request: Some(request),
+        })
+        .await;
+        request_id
+    }
+
+    pub async fn send_raw(&mut self, request: SignalingRequest) {
+        self.outbound
+            .as_ref()
+            .expect("stream still open")
+            .send(request)
+            .await
+            .expect("send request");
+    }
+
+    /// Half-closes the stream (a clean leave).
+    pub fn close(&mut self) {
+        self.outbound = None;
+    }
+
+    /// The next response, or the status that ended the stream.
+    pub async fn next(&mut self) -> Result<Option<SignalingResponse>, tonic::Status> {
+        tokio::time::timeout(WAIT, self.inbound.message())
+            .await
+            .expect("timed out waiting for a signaling response")
+    }
+
+    /// The next response; panics if the stream ended.
+    pub async fn recv(&mut self) -> SignalingResponse {
+        self.next()
+            .await
+            .expect("stream failed")
+            .expect("stream ended")
+    }
+
+    /// Reads until a response satisfies `pick`; returns what it picked and what it skipped.
+    pub async fn recv_until<T>(
+        &mut self,
+        mut pick: impl FnMut(&SignalingResponse) -> Option<T>,
+    ) -> (T, Vec<SignalingResponse>) {
+        let mut skipped = Vec::new();
+        loop {
+            let response = self.recv().await;
+            if let Some(found) = pick(&response) {
+                return (found, skipped);
+            }
+            skipped.push(response);
+        }
+    }
+
+    /// Waits for the ack of `request_id` and returns its JSON; panics on an error response.
+    pub async fn expect_ack(&mut self, request_id: &str) -> serde_json::Value {
+        let (ack, _) = self
+            .recv_until(|r| match &r.response {
+                Some(Resp::Ack(ack)) if r.request_id == request_id => Some(ack.data.clone()),
+                Some(Resp::Error(err)) if r.request_id == request_id => {
+                    panic!("request {request_id} failed: {err:?}")
+                }
+                _ => None,
+            })
+            .await;
+        serde_json::from_str(&ack).expect("ack data is JSON")
+    }
+
+    /// Waits for the error response of `request_id`.
+    pub async fn expect_error(&mut self, request_id: &str) -> pb::ErrorResponse {
+        let (error, _) = self
+            .recv_until(|r| match &r.response {
+                Some(Resp::Error(err)) if r.request_id == request_id => Some(err.clone()),
+                Some(Resp::Ack(ack)) if r.request_id == request_id => {
+                    panic!("request {request_id} unexpectedly succeeded: {ack:?}")
+                }
+                _ => None,
+            })
+            .await;
+        error
+    }
+
+    /// Waits for a notification `pick` accepts.
+    pub async fn expect_notification<T>(
+        &mut self,
+        mut pick: impl FnMut(&Notification) -> Option<T>,
+    ) -> T {
+        self.recv_until(|r| match &r.response {
+            Some(Resp::Notification(pb::SignalingNotification {
+                notification: Some(n),
+            })) => pick(n),
+            _ => None,
+        })
+        .await
+        .0
+    }
+
+    /// The status the server ended the stream with.
+    pub async fn expect_status(&mut self) -> tonic::Status {
+        loop {
+            match self.next().await {
+                Err(status) => return status,
+                Ok(Some(_)) => continue,
+                Ok(None) => panic!("stream ended without a status"),
+            }
+        }
+    }
+
+    pub async fn health(&mut self) -> pb::HealthCheckResponse {
+        self.grpc
+            .health_check(pb::HealthCheckRequest {})
+            .await
+            .expect("health check")
+            .into_inner()
+    }
+}
+
+/// The JSON `metrics` of a health check.
+pub fn health_metrics(health: &pb::HealthCheckResponse) -> serde_json::Value {
+    serde_json::from_str(&health.metrics).expect("metrics JSON")
+}
+
+pub async fn health(url: &str) -> pb::HealthCheckResponse {
+    let mut grpc = WebRtcSignalingClient::connect(url.to_owned())
+        .await
+        .expect("connect");
+    grpc.health_check(pb::HealthCheckRequest {})
+        .await
+        .expect("health check")
+        .into_inner()
+}
+
+pub const SHORT: Duration = Duration::from_millis(300);

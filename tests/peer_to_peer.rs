@@ -1,0 +1,139 @@
+//! Two clients find each other, exchange offer/answer/ICE through the server, and connect
+//! directly (audio flows between them without touching the server).
+
+#![allow(clippy::unwrap_used)] // tests unwrap: a failure is the test failing
+
+mod common;
+
+use common::client::{ClientOptions, ClientPeer};
+use common::signaling::{health_metrics, SignalingClient};
+use common::TestServer;
+use remotemedia_webrtc::proto::signaling::{
+    self as pb, signaling_notification::Notification, signaling_request::Request as Req,
+    signaling_response::Response as Resp,
+};
+
+fn candidate_request(
+    to: &str,
+    c: Option<webrtc::ice_transport::ice_candidate::RTCIceCandidateInit>,
+) -> Req {
+    let c = c.unwrap_or_default();
+    Req::IceCandidate(pb::IceCandidateRequest {
+        to_peer_id: to.into(),
+        candidate: c.candidate,
+        sdp_mid: c.sdp_mid.unwrap_or_default(),
+        sdp_mline_index: u32::from(c.sdp_mline_index.unwrap_or(0)),
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_clients_connect_directly_through_forwarded_signaling() {
+    common::init_tracing();
+    let server = TestServer::start().await;
+    let (mut alice, _) = SignalingClient::announce(&server.grpc_url(), "alice").await;
+    let (mut bob, bob_ack) = SignalingClient::announce(&server.grpc_url(), "bob").await;
+    assert_eq!(
+        bob_ack["peers_count"], 3,
+        "bob, alice and the server: {bob_ack}"
+    );
+    let joined = alice
+        .expect_notification(|n| match n {
+            Notification::PeerJoined(j) => Some(j.clone()),
+            _ => None,
+        })
+        .await;
+    assert_eq!(joined.peer_id, "bob");
+    assert_eq!(joined.metadata.get("test").map(String::as_str), Some("yes"));
+
+    let audio_only = ClientOptions {
+        audio: true,
+        data: false,
+    };
+    let mut alice_peer = ClientPeer::new(audio_only).await;
+    let mut bob_peer = ClientPeer::new(audio_only).await;
+    let offer_sdp = alice_peer.offer().await;
+    let offer = alice
+        .send(Req::Offer(pb::OfferRequest {
+            to_peer_id: "bob".into(),
+            sdp: offer_sdp.clone(),
+            r#type: "offer".into(),
+        }))
+        .await;
+    let ack = alice.expect_ack(&offer).await;
+    assert_eq!(ack["to_peer_id"], "bob");
+    let offer_id = ack["offer_id"].as_str().unwrap().to_owned();
+
+    let forwarded = bob
+        .expect_notification(|n| match n {
+            Notification::Offer(o) => Some(o.clone()),
+            _ => None,
+        })
+        .await;
+    assert_eq!(forwarded.from_peer_id, "alice");
+    assert_eq!(forwarded.offer_id, offer_id);
+    assert_eq!(forwarded.sdp, offer_sdp);
+    let pending = health_metrics(&alice.health().await)["pending_offers"].clone();
+    assert_eq!(pending, 1);
+
+    let answer_sdp = bob_peer.answer_offer(forwarded.sdp).await;
+    let answer = bob
+        .send(Req::Answer(pb::AnswerRequest {
+            to_peer_id: "alice".into(),
+            sdp: answer_sdp,
+            r#type: "answer".into(),
+        }))
+        .await;
+    bob.expect_ack(&answer).await;
+    let answered = alice
+        .expect_notification(|n| match n {
+            Notification::Answer(a) => Some(a.clone()),
+            _ => None,
+        })
+        .await;
+    assert_eq!(answered.from_peer_id, "bob");
+    alice_peer.accept_answer(answered.sdp).await;
+    assert_eq!(health_metrics(&alice.health().await)["pending_offers"], 0);
+
+    // Trickle both ways until both are connected.
+    let deadline = tokio::time::Instant::now() + common::WAIT;
+    while !(alice_peer.is_connected() && bob_peer.is_connected()) {
+        tokio::select! {
+            _ = tokio::time::sleep_until(deadline) => panic!("peers did not connect"),
+            Some(c) = alice_peer.candidates.recv() => { alice.send(candidate_request("bob", c)).await; }
+            Some(c) = bob_peer.candidates.recv() => { bob.send(candidate_request("alice", c)).await; }
+            r = alice.next() => if let Some(Resp::Notification(pb::SignalingNotification { notification: Some(Notification::IceCandidate(c)) })) = r.unwrap().unwrap().response {
+                assert_eq!(c.from_peer_id, "bob");
+                alice_peer.add_remote_candidate(&c).await;
+            },
+            r = bob.next() => if let Some(Resp::Notification(pb::SignalingNotification { notification: Some(Notification::IceCandidate(c)) })) = r.unwrap().unwrap().response {
+                assert_eq!(c.from_peer_id, "alice");
+                bob_peer.add_remote_candidate(&c).await;
+            },
+            _ = alice_peer.state.changed() => {}
+            _ = bob_peer.state.changed() => {}
+        }
+    }
+
+    alice_peer.send_tone(440.0, 0.5, 20, 0.5).await;
+    common::eventually("audio from alice to reach bob", || {
+        let n = bob_peer.received.lock().arrivals.len();
+        async move { n >= 10 }
+    })
+    .await;
+    assert_eq!(
+        health_metrics(&alice.health().await)["sessions"],
+        0,
+        "no server session is involved in a peer-to-peer call"
+    );
+
+    bob.close();
+    let left = alice
+        .expect_notification(|n| match n {
+            Notification::PeerLeft(l) => Some(l.peer_id.clone()),
+            _ => None,
+        })
+        .await;
+    assert_eq!(left, "bob");
+    alice_peer.close().await;
+    bob_peer.close().await;
+}
