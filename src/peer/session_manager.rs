@@ -65,6 +65,7 @@ struct Session {
     id: u64,
     pc: Arc<RTCPeerConnection>,
     cancel: CancellationToken,
+    created: Instant,
 }
 
 impl SessionManager {
@@ -176,6 +177,7 @@ impl SessionHost for SessionManager {
                 id,
                 pc: peer.pc,
                 cancel,
+                created: started,
             },
         );
         Ok(peer.answer_sdp)
@@ -222,6 +224,7 @@ async fn close_peer(peer_id: &str, session: Session, reason: &str) {
     tracing::info!(
         peer_id,
         session = session.id,
+        duration_s = session.created.elapsed().as_secs_f64(),
         reason,
         "server session closed"
     );
