@@ -37,6 +37,11 @@ pub struct Config {
     #[arg(long, env = "WEBRTC_PIPELINE_MANIFEST")]
     pub manifest: Option<PathBuf>,
 
+    /// Directory of further manifests (`*.yaml|*.yml|*.json`); a client picks one by file stem
+    /// with announce metadata `manifest=<name>`.
+    #[arg(long, env = "REMOTEMEDIA_MANIFEST_DIR")]
+    pub manifest_dir: Option<PathBuf>,
+
     #[command(flatten)]
     pub media: MediaOptions,
 

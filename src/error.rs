@@ -5,12 +5,8 @@ use std::net::SocketAddr;
 /// Why the server failed to start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("pipeline manifest {path}: {source}")]
-    Manifest {
-        path: String,
-        #[source]
-        source: crate::pipeline::PipelineError,
-    },
+    #[error(transparent)]
+    Pipelines(#[from] crate::pipeline::CatalogError),
     #[error(transparent)]
     Peer(#[from] crate::peer::PeerError),
     #[error("cannot listen on {address} ({what}): {source}")]

@@ -13,7 +13,7 @@ use crate::config::Config;
 use crate::error::Error;
 use crate::http::{self, Readiness};
 use crate::peer::{SessionManager, SessionSettings, WebRtcStack};
-use crate::pipeline::{Manifest, Pipeline};
+use crate::pipeline::PipelineCatalog;
 use crate::proto::signaling::web_rtc_signaling_server::WebRtcSignalingServer;
 use crate::signaling::{
     GrpcSignaling, InMemoryBus, InMemoryRegistry, SignalingCore, SignalingLimits,
@@ -31,36 +31,21 @@ pub struct Server {
     events: mpsc::Receiver<crate::signaling::SessionEvent>,
 }
 
-/// Loads the manifest (none: loopback) and builds its pipeline once, so a broken manifest
-/// stops the server at start with the file and the problem named.
-///
-/// # Errors
-/// `Error::Manifest`.
-pub fn load_pipeline(config: &Config) -> Result<Pipeline, Error> {
-    let (manifest, path) = match &config.manifest {
-        Some(path) => (Manifest::load(path), path.display().to_string()),
-        None => (Ok(Manifest::loopback()), "(built-in loopback)".to_owned()),
-    };
-    manifest
-        .map_err(Into::into)
-        .and_then(Pipeline::new)
-        .map_err(|source| Error::Manifest { path, source })
-}
-
 impl Server {
     /// Loads the pipeline, binds every listener and the WebRTC stack.
     ///
     /// # Errors
     /// A broken manifest, a port in use, or a WebRTC setup failure.
     pub async fn bind(config: &Config) -> Result<Self, Error> {
-        let pipeline = load_pipeline(config)?;
+        let pipelines =
+            PipelineCatalog::load(config.manifest.as_deref(), config.manifest_dir.as_deref())?;
         let stack = WebRtcStack::new(&config.media).await?;
         let grpc_listener = bind("gRPC", config.grpc_address).await?;
         let http_listener = bind("HTTP", config.http_address).await?;
         let (event_tx, events) = mpsc::channel(SESSION_EVENT_QUEUE);
         let sessions = Arc::new(SessionManager::new(
             stack,
-            pipeline,
+            pipelines,
             SessionSettings {
                 connect_timeout: config.media.connect_timeout,
                 media_timeout: config.media.media_timeout,

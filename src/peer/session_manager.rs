@@ -16,8 +16,8 @@ use webrtc::peer_connection::RTCPeerConnection;
 
 use super::server_peer::{PeerSettings, ServerPeer};
 use super::stack::WebRtcStack;
-use crate::pipeline::Pipeline;
-use crate::signaling::{IceCandidate, SessionError, SessionEvent, SessionHost};
+use crate::pipeline::PipelineCatalog;
+use crate::signaling::{IceCandidate, SessionError, SessionEvent, SessionHost, SessionRequest};
 
 /// Local candidates queued per session before the forwarder waits.
 const CANDIDATE_QUEUE: usize = 32;
@@ -53,7 +53,7 @@ pub struct SessionManager {
 
 struct Inner {
     stack: WebRtcStack,
-    pipeline: Pipeline,
+    pipelines: PipelineCatalog,
     settings: SessionSettings,
     events: mpsc::Sender<SessionEvent>,
     sessions: Mutex<HashMap<String, Session>>,
@@ -72,14 +72,14 @@ impl SessionManager {
     /// `events` receives the sessions' local candidates and the closes the manager decides.
     pub fn new(
         stack: WebRtcStack,
-        pipeline: Pipeline,
+        pipelines: PipelineCatalog,
         settings: SessionSettings,
         events: mpsc::Sender<SessionEvent>,
     ) -> Self {
         Self {
             inner: Arc::new(Inner {
                 stack,
-                pipeline,
+                pipelines,
                 settings,
                 events,
                 sessions: Mutex::new(HashMap::new()),
@@ -128,8 +128,13 @@ impl SessionManager {
 
 #[async_trait]
 impl SessionHost for SessionManager {
-    async fn create_session(&self, peer_id: &str, offer_sdp: &str) -> Result<String, SessionError> {
+    async fn create_session(&self, request: SessionRequest) -> Result<String, SessionError> {
         let inner = &self.inner;
+        let peer_id = request.peer_id.as_str();
+        let pipeline = inner
+            .pipelines
+            .get(request.manifest.as_deref())
+            .map_err(|e| SessionError::UnknownManifest(e.to_string()))?;
         // A re-offer replaces the old session (never leaks it).
         let old = inner.sessions.lock().remove(peer_id);
         if let Some(old) = old {
@@ -144,11 +149,11 @@ impl SessionHost for SessionManager {
         let started = Instant::now();
         let peer = ServerPeer::start(
             &inner.stack,
-            &inner.pipeline,
+            pipeline,
             &PeerSettings {
                 enable_data_channel: inner.settings.enable_data_channel,
             },
-            offer_sdp,
+            &request.offer_sdp,
             candidate_tx,
             &inner.tasks,
             &cancel,

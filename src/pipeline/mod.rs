@@ -4,12 +4,14 @@
 //! node is tried, so a bad manifest fails early), and each server peer gets its own
 //! [`PipelineSession`] from [`Pipeline::start`].
 
+mod catalog;
 pub mod data;
 mod error;
 mod graph;
 mod manifest;
 mod nodes;
 
+pub use catalog::{CatalogError, PipelineCatalog};
 pub use data::{AudioFrame, Envelope, RuntimeData};
 pub use error::{DataError, ManifestError, NodeError, PipelineError};
 pub use graph::{NodeStats, Pipeline, PipelineSession, PipelineStats, CHANNEL_CAPACITY};

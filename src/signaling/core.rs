@@ -11,7 +11,7 @@ use super::bus::{Mailbox, NotificationBus};
 use super::error::SignalingError;
 use super::peer_id::{validate_peer_id, SERVER_PEER_ID};
 use super::registry::{PeerRecord, PeerRegistry, PendingOffer};
-use super::session_host::{IceCandidate, SessionError, SessionEvent, SessionHost};
+use super::session_host::{IceCandidate, SessionError, SessionEvent, SessionHost, SessionRequest};
 use crate::proto::signaling::{
     self as pb, signaling_notification::Notification, PeerCapabilities, PeerInfo, PeerState,
     SignalingNotification,
@@ -23,6 +23,9 @@ pub const MAX_SDP_BYTES: usize = 64 * 1024;
 pub const MAX_CANDIDATE_BYTES: usize = 1024;
 /// Client candidates kept for a server session that does not exist yet.
 pub const MAX_EARLY_CANDIDATES: usize = 64;
+
+/// Announce metadata key naming the pipeline manifest of the peer's server sessions.
+pub const MANIFEST_METADATA_KEY: &str = "manifest";
 
 /// Signaling limits.
 #[derive(Debug, Clone)]
@@ -136,6 +139,7 @@ impl SignalingCore {
             metadata: request.metadata,
             connected_at: unix_seconds(),
         };
+        let manifest = record.metadata.get(MANIFEST_METADATA_KEY).cloned();
         if self.registry.register(record.clone()).await.is_err() {
             self.bus.unsubscribe(&peer_id, mailbox.id).await;
             return Err(SignalingError::PeerIdTaken(peer_id));
@@ -153,6 +157,7 @@ impl SignalingCore {
         tracing::info!(peer_id, "peer announced");
         Ok(ConnectedPeer {
             core: Arc::clone(self),
+            manifest,
             peer_id,
             mailbox,
             early_candidates: Vec::new(),
@@ -210,6 +215,8 @@ impl SignalingCore {
 pub struct ConnectedPeer {
     core: Arc<SignalingCore>,
     peer_id: String,
+    /// The pipeline this peer's server sessions run (announce metadata `manifest`).
+    manifest: Option<String>,
     mailbox: Mailbox,
     /// Candidates for a server session that does not exist yet, applied after the offer.
     early_candidates: Vec<IceCandidate>,
@@ -236,7 +243,12 @@ impl ConnectedPeer {
         let offer_id = uuid::Uuid::new_v4().to_string();
         if to == SERVER_PEER_ID {
             let started = Instant::now();
-            let answer_sdp = self.core.host.create_session(&self.peer_id, sdp).await?;
+            let request = SessionRequest {
+                peer_id: self.peer_id.clone(),
+                offer_sdp: sdp.to_owned(),
+                manifest: self.manifest.clone(),
+            };
+            let answer_sdp = self.core.host.create_session(request).await?;
             tracing::info!(
                 peer_id = self.peer_id,
                 offer_id,

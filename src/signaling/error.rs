@@ -77,7 +77,9 @@ impl SessionError {
     /// The gRPC status code of a session host failure.
     pub fn code(&self) -> Code {
         match self {
-            Self::InvalidSdp(_) | Self::InvalidCandidate(_) => Code::InvalidArgument,
+            Self::InvalidSdp(_) | Self::InvalidCandidate(_) | Self::UnknownManifest(_) => {
+                Code::InvalidArgument
+            }
             Self::NoSession(_) => Code::NotFound,
             Self::AtCapacity(_) => Code::ResourceExhausted,
             Self::Unavailable(_) => Code::Unavailable,

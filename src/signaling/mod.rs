@@ -15,7 +15,7 @@ mod session_host;
 pub use bus::{BusError, InMemoryBus, Mailbox, NotificationBus, MAILBOX_CAPACITY};
 pub use core::{
     ConnectedPeer, OfferOutcome, SignalingCore, SignalingLimits, SignalingStats,
-    MAX_CANDIDATE_BYTES, MAX_EARLY_CANDIDATES, MAX_SDP_BYTES,
+    MANIFEST_METADATA_KEY, MAX_CANDIDATE_BYTES, MAX_EARLY_CANDIDATES, MAX_SDP_BYTES,
 };
 pub use error::SignalingError;
 pub use grpc::GrpcSignaling;
@@ -23,4 +23,4 @@ pub use peer_id::{validate_peer_id, SERVER_PEER_ID};
 pub use registry::{
     InMemoryRegistry, PeerRecord, PeerRegistry, PendingOffer, RegistryError, PENDING_OFFER_TTL,
 };
-pub use session_host::{IceCandidate, SessionError, SessionEvent, SessionHost};
+pub use session_host::{IceCandidate, SessionError, SessionEvent, SessionHost, SessionRequest};

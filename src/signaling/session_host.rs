@@ -13,6 +13,16 @@ pub struct IceCandidate {
     pub sdp_mline_index: u32,
 }
 
+/// Everything a session host needs to create a server session.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionRequest {
+    /// The client peer the session belongs to.
+    pub peer_id: String,
+    pub offer_sdp: String,
+    /// The pipeline to run, by manifest name (announce metadata `manifest`); `None`: default.
+    pub manifest: Option<String>,
+}
+
 /// What a session host reports about its sessions, for signaling to deliver to the client.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SessionEvent {
@@ -37,6 +47,8 @@ pub enum SessionError {
     NoSession(String),
     #[error("server is at its session capacity ({0})")]
     AtCapacity(usize),
+    #[error("{0}")]
+    UnknownManifest(String),
     #[error("no media worker available: {0}")]
     Unavailable(String),
     #[error("pipeline failed: {0}")]
@@ -48,10 +60,10 @@ pub enum SessionError {
 /// Creates, feeds and closes server sessions, one per client peer.
 #[async_trait]
 pub trait SessionHost: Send + Sync + 'static {
-    /// Creates a session for `peer_id` from its SDP offer and returns the SDP answer as soon
+    /// Creates a session for the request's peer from its SDP offer and returns the SDP answer as soon
     /// as it exists (no waiting for ICE gathering). An existing session of the same peer is
     /// closed first: a re-offer replaces it.
-    async fn create_session(&self, peer_id: &str, offer_sdp: &str) -> Result<String, SessionError>;
+    async fn create_session(&self, request: SessionRequest) -> Result<String, SessionError>;
 
     /// Adds a remote candidate to `peer_id`'s session.
     async fn add_candidate(

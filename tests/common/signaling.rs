@@ -47,6 +47,15 @@ impl SignalingClient {
 
     /// Opens a stream and announces `peer_id`; returns the client and the ack's JSON.
     pub async fn announce(url: &str, peer_id: &str) -> (Self, serde_json::Value) {
+        Self::announce_with(url, peer_id, HashMap::from([("test".into(), "yes".into())])).await
+    }
+
+    /// Announces with the given metadata (e.g. `manifest`).
+    pub async fn announce_with(
+        url: &str,
+        peer_id: &str,
+        metadata: HashMap<String, String>,
+    ) -> (Self, serde_json::Value) {
         let mut client = Self::open(url).await;
         let id = client
             .send(Req::Announce(pb::AnnounceRequest {
@@ -57,7 +66,7 @@ impl SignalingClient {
                     data: true,
                     extensions: String::new(),
                 }),
-                metadata: HashMap::from([("test".into(), "yes".into())]),
+                metadata,
             }))
             .await;
         let ack = client.expect_ack(&id).await;
