@@ -1,4 +1,4 @@
-//! The HTTP listener: liveness and readiness probes.
+//! The HTTP listener: liveness and readiness probes, Prometheus metrics.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -22,11 +22,16 @@ impl Readiness {
     }
 }
 
-/// `/healthz` answers while the process runs; `/readyz` only while it takes new sessions.
+/// `/healthz` answers while the process runs; `/readyz` only while it takes new sessions;
+/// `/metrics` is the Prometheus exposition.
 pub fn router(readiness: Readiness) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(ready))
+        .route(
+            "/metrics",
+            get(|| async { crate::metrics::metrics().render() }),
+        )
         .with_state(readiness)
 }
 

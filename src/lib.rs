@@ -8,6 +8,7 @@ pub mod config;
 pub mod error;
 pub mod http;
 pub mod media;
+pub mod metrics;
 pub mod peer;
 pub mod pipeline;
 pub mod proto;

@@ -3,11 +3,13 @@
 
 mod activity;
 mod audio;
+mod close_reason;
 mod error;
 mod server_peer;
 mod session_manager;
 mod stack;
 
+pub use close_reason::CloseReason;
 pub use error::PeerError;
 pub use session_manager::{PeerConnectionProbe, SessionManager, SessionSettings};
 pub use stack::WebRtcStack;

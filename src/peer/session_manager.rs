@@ -14,8 +14,10 @@ use tokio_util::task::TaskTracker;
 use webrtc::peer_connection::peer_connection_state::RTCPeerConnectionState;
 use webrtc::peer_connection::RTCPeerConnection;
 
+use super::close_reason::CloseReason;
 use super::server_peer::{PeerSettings, ServerPeer};
 use super::stack::WebRtcStack;
+use crate::metrics::metrics;
 use crate::pipeline::PipelineCatalog;
 use crate::signaling::{IceCandidate, SessionError, SessionEvent, SessionHost, SessionRequest};
 
@@ -93,13 +95,13 @@ impl SessionManager {
     pub async fn close_all(&self) {
         let sessions: Vec<(String, Session)> = self.inner.sessions.lock().drain().collect();
         for (peer_id, session) in sessions {
-            close_peer(&peer_id, session, "server shutting down").await;
+            close_peer(&peer_id, session, CloseReason::Shutdown).await;
             let _ = self
                 .inner
                 .events
                 .send(SessionEvent::Closed {
                     peer_id,
-                    reason: "server shutting down".into(),
+                    reason: CloseReason::Shutdown.describe().into(),
                 })
                 .await;
         }
@@ -138,7 +140,7 @@ impl SessionHost for SessionManager {
         // A re-offer replaces the old session (never leaks it).
         let old = inner.sessions.lock().remove(peer_id);
         if let Some(old) = old {
-            close_peer(peer_id, old, "replaced by a new offer").await;
+            close_peer(peer_id, old, CloseReason::Replaced).await;
         }
         if inner.sessions.lock().len() >= inner.settings.capacity {
             return Err(SessionError::AtCapacity(inner.settings.capacity));
@@ -176,6 +178,7 @@ impl SessionHost for SessionManager {
             started,
             cancel.clone(),
         ));
+        metrics().sessions_active.inc();
         inner.sessions.lock().insert(
             peer_id.to_owned(),
             Session {
@@ -209,7 +212,7 @@ impl SessionHost for SessionManager {
         let session = self.inner.sessions.lock().remove(peer_id);
         match session {
             Some(session) => {
-                close_peer(peer_id, session, "closed by the client").await;
+                close_peer(peer_id, session, CloseReason::Client).await;
                 true
             }
             None => false,
@@ -221,8 +224,13 @@ impl SessionHost for SessionManager {
     }
 }
 
-async fn close_peer(peer_id: &str, session: Session, reason: &str) {
+async fn close_peer(peer_id: &str, session: Session, reason: CloseReason) {
     session.cancel.cancel();
+    metrics().sessions_active.dec();
+    metrics()
+        .sessions_closed
+        .with_label_values(&[reason.label()])
+        .inc();
     if let Err(err) = session.pc.close().await {
         tracing::debug!(peer_id, %err, "closing the peer connection");
     }
@@ -230,7 +238,7 @@ async fn close_peer(peer_id: &str, session: Session, reason: &str) {
         peer_id,
         session = session.id,
         duration_s = session.created.elapsed().as_secs_f64(),
-        reason,
+        reason = reason.describe(),
         "server session closed"
     );
 }
@@ -277,30 +285,33 @@ async fn supervise(
     let reason = loop {
         tokio::select! {
             () = cancel.cancelled() => return,
-            () = &mut connect_deadline, if !connected => break "not connected before the connect timeout",
+            () = &mut connect_deadline, if !connected => break CloseReason::ConnectTimeout,
             changed = state.changed() => {
                 if changed.is_err() {
-                    break "peer connection gone";
+                    break CloseReason::PeerClosed;
                 }
                 let now = *state.borrow_and_update();
                 match now {
                     RTCPeerConnectionState::Connected if !connected => {
                         connected = true;
                         activity.touch();
+                        metrics()
+                            .ice_connect_seconds
+                            .observe(started.elapsed().as_secs_f64());
                         tracing::info!(
                             peer_id,
                             connect_ms = started.elapsed().as_secs_f64() * 1000.0,
                             "server peer connected"
                         );
                     }
-                    RTCPeerConnectionState::Failed => break "ICE or DTLS failed",
-                    RTCPeerConnectionState::Closed => break "peer connection closed",
+                    RTCPeerConnectionState::Failed => break CloseReason::Failed,
+                    RTCPeerConnectionState::Closed => break CloseReason::PeerClosed,
                     _ => {}
                 }
             }
             _ = media_check.tick(), if connected => {
                 if activity.idle() >= settings.media_timeout {
-                    break "no media received before the media timeout";
+                    break CloseReason::MediaTimeout;
                 }
             }
         }
@@ -321,7 +332,7 @@ async fn supervise(
             .events
             .send(SessionEvent::Closed {
                 peer_id,
-                reason: reason.to_owned(),
+                reason: reason.describe().to_owned(),
             })
             .await;
     }

@@ -12,6 +12,7 @@ use super::error::SignalingError;
 use super::peer_id::{validate_peer_id, SERVER_PEER_ID};
 use super::registry::{PeerRecord, PeerRegistry, PendingOffer};
 use super::session_host::{IceCandidate, SessionError, SessionEvent, SessionHost, SessionRequest};
+use crate::metrics::metrics;
 use crate::proto::signaling::{
     self as pb, signaling_notification::Notification, PeerCapabilities, PeerInfo, PeerState,
     SignalingNotification,
@@ -239,6 +240,17 @@ impl ConnectedPeer {
     /// # Errors
     /// `InvalidSdp`, `TooLarge`, `UnknownPeer`, or the session host's error.
     pub async fn offer(&mut self, to: &str, sdp: &str) -> Result<OfferOutcome, SignalingError> {
+        let outcome = self.try_offer(to, sdp).await;
+        let result = match &outcome {
+            Ok(OfferOutcome::Answered { .. }) => "answered",
+            Ok(OfferOutcome::Forwarded { .. }) => "forwarded",
+            Err(err) => err.metric_label(),
+        };
+        metrics().offers.with_label_values(&[result]).inc();
+        outcome
+    }
+
+    async fn try_offer(&mut self, to: &str, sdp: &str) -> Result<OfferOutcome, SignalingError> {
         check_sdp(sdp)?;
         let offer_id = uuid::Uuid::new_v4().to_string();
         if to == SERVER_PEER_ID {
@@ -249,6 +261,9 @@ impl ConnectedPeer {
                 manifest: self.manifest.clone(),
             };
             let answer_sdp = self.core.host.create_session(request).await?;
+            metrics()
+                .offer_answer_seconds
+                .observe(started.elapsed().as_secs_f64());
             tracing::info!(
                 peer_id = self.peer_id,
                 offer_id,
@@ -437,6 +452,7 @@ impl PeerSlot {
                 (n < max).then_some(n + 1)
             })
             .map_err(|_| SignalingError::TooManyPeers(max))?;
+        metrics().peers_active.inc();
         Ok(Self {
             core: Arc::clone(core),
         })
@@ -446,6 +462,7 @@ impl PeerSlot {
 impl Drop for PeerSlot {
     fn drop(&mut self) {
         self.core.local_peers.fetch_sub(1, Ordering::AcqRel);
+        metrics().peers_active.dec();
     }
 }
 

@@ -67,6 +67,46 @@ impl SignalingError {
     }
 }
 
+impl SignalingError {
+    /// A fixed label for counting errors by kind (never the message text).
+    pub fn metric_label(&self) -> &'static str {
+        match self {
+            Self::AnnounceRequired => "announce_required",
+            Self::AlreadyAnnounced(_) => "already_announced",
+            Self::InvalidPeerId(_) => "invalid_peer_id",
+            Self::PeerIdTaken(_) => "peer_id_taken",
+            Self::PeerIdReserved(_) => "peer_id_reserved",
+            Self::TooManyPeers(_) => "too_many_peers",
+            Self::EmptyRequest => "empty_request",
+            Self::UnknownPeer(_) => "unknown_peer",
+            Self::InvalidSdp(_) => "invalid_sdp",
+            Self::InvalidCandidate(_) => "invalid_candidate",
+            Self::TooLarge { .. } => "too_large",
+            Self::InvalidRequest(_) => "invalid_request",
+            Self::TooManyEarlyCandidates(_) => "too_many_early_candidates",
+            Self::SlowConsumer => "slow_consumer",
+            Self::ShuttingDown => "shutting_down",
+            Self::Session(err) => err.metric_label(),
+        }
+    }
+}
+
+impl SessionError {
+    /// A fixed label for counting session failures by kind.
+    pub fn metric_label(&self) -> &'static str {
+        match self {
+            Self::InvalidSdp(_) => "invalid_sdp",
+            Self::InvalidCandidate(_) => "invalid_candidate",
+            Self::UnknownManifest(_) => "unknown_manifest",
+            Self::NoSession(_) => "no_session",
+            Self::AtCapacity(_) => "at_capacity",
+            Self::Unavailable(_) => "unavailable",
+            Self::Pipeline(_) => "pipeline",
+            Self::Internal(_) => "internal",
+        }
+    }
+}
+
 impl From<SignalingError> for tonic::Status {
     fn from(err: SignalingError) -> Self {
         tonic::Status::new(err.code(), err.to_string())

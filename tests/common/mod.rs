@@ -101,3 +101,28 @@ pub fn init_tracing() {
         .with_test_writer()
         .try_init();
 }
+
+/// A plain HTTP/1.0 GET; returns the whole response (status line, headers, body).
+pub async fn http_get(address: SocketAddr, path: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(address)
+        .await
+        .expect("connect to the HTTP listener");
+    stream
+        .write_all(format!("GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").as_bytes())
+        .await
+        .expect("send the request");
+    let mut response = String::new();
+    stream
+        .read_to_string(&mut response)
+        .await
+        .expect("read the response");
+    response
+}
+
+/// The value of one sample line (`name{labels} value`) of a Prometheus exposition.
+pub fn metric_value(exposition: &str, sample: &str) -> Option<f64> {
+    exposition
+        .lines()
+        .find_map(|line| line.strip_prefix(sample)?.trim().parse().ok())
+}

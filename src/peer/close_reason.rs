@@ -1,0 +1,48 @@
+//! Why a server session ended: one fixed set, for logs, metrics and the client.
+
+/// Why a server session was closed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CloseReason {
+    /// The client disconnected it or its signaling stream ended.
+    Client,
+    /// A new offer from the same client replaced it.
+    Replaced,
+    /// Not ICE+DTLS connected before the connect timeout.
+    ConnectTimeout,
+    /// ICE (consent) or DTLS failed.
+    Failed,
+    /// The peer connection closed under us.
+    PeerClosed,
+    /// No media arrived for the media timeout.
+    MediaTimeout,
+    /// The server is shutting down.
+    Shutdown,
+}
+
+impl CloseReason {
+    /// A sentence for logs and call records.
+    pub fn describe(self) -> &'static str {
+        match self {
+            Self::Client => "closed by the client",
+            Self::Replaced => "replaced by a new offer",
+            Self::ConnectTimeout => "not connected before the connect timeout",
+            Self::Failed => "ICE or DTLS failed",
+            Self::PeerClosed => "peer connection closed",
+            Self::MediaTimeout => "no media received before the media timeout",
+            Self::Shutdown => "server shutting down",
+        }
+    }
+
+    /// The metric label.
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Client => "client",
+            Self::Replaced => "replaced",
+            Self::ConnectTimeout => "connect_timeout",
+            Self::Failed => "failed",
+            Self::PeerClosed => "peer_closed",
+            Self::MediaTimeout => "media_timeout",
+            Self::Shutdown => "shutdown",
+        }
+    }
+}
