@@ -8,6 +8,7 @@ mod error;
 mod server_peer;
 mod session_manager;
 mod stack;
+mod video;
 
 pub use close_reason::CloseReason;
 pub use error::PeerError;

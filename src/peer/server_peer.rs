@@ -13,7 +13,7 @@ use webrtc::ice_transport::ice_candidate::{RTCIceCandidate, RTCIceCandidateInit}
 use webrtc::peer_connection::peer_connection_state::RTCPeerConnectionState;
 use webrtc::peer_connection::sdp::session_description::RTCSessionDescription;
 use webrtc::peer_connection::RTCPeerConnection;
-use webrtc::rtp_transceiver::rtp_codec::RTPCodecType;
+use webrtc::track::track_local::track_local_static_rtp::TrackLocalStaticRTP;
 use webrtc::track::track_local::track_local_static_sample::TrackLocalStaticSample;
 use webrtc::track::track_local::TrackLocal;
 
@@ -21,7 +21,8 @@ use super::activity::Activity;
 use super::audio::{receive_audio, send_pipeline_output};
 use super::error::PeerError;
 use super::stack::{opus_capability, WebRtcStack};
-use crate::pipeline::{Envelope, Pipeline};
+use super::video::{drain, forward_video, is_video, offered_video_codec, relay_keyframe_requests};
+use crate::pipeline::{Envelope, Pipeline, VideoMode};
 use crate::proto::common::DataBuffer;
 use crate::signaling::IceCandidate;
 
@@ -128,6 +129,33 @@ impl ServerPeer {
             }
         });
 
+        // Video loopback: the client's video comes back on a track of ours (SFU path).
+        let (video_source_tx, video_source_rx) = watch::channel(None);
+        let video_track = match (
+            offered_video_codec(offer_sdp),
+            pipeline.manifest().media.video,
+        ) {
+            (Some(codec), VideoMode::Loopback) => {
+                let track = Arc::new(TrackLocalStaticRTP::new(
+                    codec,
+                    "video".to_owned(),
+                    "remotemedia-server".to_owned(),
+                ));
+                let sender = pc
+                    .add_track(Arc::clone(&track) as Arc<dyn TrackLocal + Send + Sync>)
+                    .await
+                    .map_err(|e| PeerError::step("adding the video track", e))?;
+                tasks.spawn(relay_keyframe_requests(
+                    sender,
+                    Arc::downgrade(pc),
+                    video_source_rx,
+                    cancel.clone(),
+                ));
+                Some(track)
+            }
+            _ => None,
+        };
+
         // Callbacks → channels.
         let (state_tx, state_rx) = watch::channel(RTCPeerConnectionState::New);
         pc.on_peer_connection_state_change(Box::new(move |state| {
@@ -180,8 +208,18 @@ impl ServerPeer {
                     remote = track_rx.recv() => match remote { Some(r) => r, None => break },
                     () = audio_cancel.cancelled() => break,
                 };
-                if remote.kind() != RTPCodecType::Audio {
-                    tracing::debug!(kind = %remote.kind(), "ignoring a non-audio track");
+                if is_video(&remote) {
+                    let activity = Arc::clone(&audio_activity);
+                    match &video_track {
+                        Some(local) => audio_tasks.spawn(forward_video(
+                            remote,
+                            Arc::clone(local),
+                            video_source_tx.clone(),
+                            activity,
+                            audio_cancel.clone(),
+                        )),
+                        None => audio_tasks.spawn(drain(remote, activity, audio_cancel.clone())),
+                    };
                     continue;
                 }
                 audio_tasks.spawn(receive_audio(

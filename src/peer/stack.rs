@@ -17,6 +17,7 @@ use webrtc::rtp_transceiver::rtp_codec::{
 };
 
 use super::error::PeerError;
+use super::video::video_codecs;
 use crate::config::{non_empty, MediaOptions};
 
 /// Opus as RFC 7587 requires it in SDP (`opus/48000/2`), with in-band FEC allowed.
@@ -56,6 +57,11 @@ impl WebRtcStack {
                 RTPCodecType::Audio,
             )
             .map_err(|e| PeerError::Setup(format!("registering Opus: {e}")))?;
+        for codec in video_codecs() {
+            media
+                .register_codec(codec, RTPCodecType::Video)
+                .map_err(|e| PeerError::Setup(format!("registering video codecs: {e}")))?;
+        }
         let interceptors = register_default_interceptors(Registry::new(), &mut media)
             .map_err(|e| PeerError::Setup(format!("registering interceptors: {e}")))?;
 

@@ -53,6 +53,16 @@ fn opus_capability() -> RTCRtpCodecCapability {
     }
 }
 
+fn vp8_capability() -> RTCRtpCodecCapability {
+    RTCRtpCodecCapability {
+        mime_type: webrtc::api::media_engine::MIME_TYPE_VP8.to_owned(),
+        clock_rate: 90_000,
+        channels: 0,
+        sdp_fmtp_line: String::new(),
+        rtcp_feedback: vec![],
+    }
+}
+
 /// What to put in the offer.
 #[derive(Clone, Copy)]
 pub struct ClientOptions {
@@ -72,6 +82,12 @@ impl Default for ClientOptions {
 pub struct ClientPeer {
     pub pc: Arc<RTCPeerConnection>,
     pub audio: Option<Arc<TrackLocalStaticRTP>>,
+    /// A VP8 track (only from [`ClientPeer::new_with_video`]).
+    pub video: Option<Arc<TrackLocalStaticRTP>>,
+    /// Payloads of the video RTP packets received.
+    pub received_video: Arc<Mutex<Vec<Bytes>>>,
+    /// PLI/FIR packets received about the client's own video.
+    pub keyframe_requests: Arc<std::sync::atomic::AtomicUsize>,
     pub data: Option<Arc<RTCDataChannel>>,
     pub received: Arc<Mutex<ReceivedAudio>>,
     pub messages: mpsc::Receiver<Bytes>,
@@ -83,7 +99,28 @@ pub struct ClientPeer {
 
 impl ClientPeer {
     pub async fn new(options: ClientOptions) -> Self {
+        Self::build(options, false).await
+    }
+
+    /// A client that also sends a VP8 video track.
+    pub async fn new_with_video(options: ClientOptions) -> Self {
+        Self::build(options, true).await
+    }
+
+    async fn build(options: ClientOptions, with_video: bool) -> Self {
         let mut media = MediaEngine::default();
+        if with_video {
+            media
+                .register_codec(
+                    RTCRtpCodecParameters {
+                        capability: vp8_capability(),
+                        payload_type: 96,
+                        ..Default::default()
+                    },
+                    RTPCodecType::Video,
+                )
+                .unwrap();
+        }
         media
             .register_codec(
                 RTCRtpCodecParameters {
@@ -128,6 +165,33 @@ impl ClientPeer {
             None
         };
 
+        let keyframe_requests = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let video = if with_video {
+            let track = Arc::new(TrackLocalStaticRTP::new(
+                vp8_capability(),
+                "camera".into(),
+                "client".into(),
+            ));
+            let sender = pc
+                .add_track(Arc::clone(&track) as Arc<dyn TrackLocal + Send + Sync>)
+                .await
+                .unwrap();
+            let requests = Arc::clone(&keyframe_requests);
+            tokio::spawn(async move {
+                use webrtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
+                while let Ok((packets, _)) = sender.read_rtcp().await {
+                    let plis = packets
+                        .iter()
+                        .filter(|p| p.as_any().downcast_ref::<PictureLossIndication>().is_some())
+                        .count();
+                    requests.fetch_add(plis, std::sync::atomic::Ordering::Relaxed);
+                }
+            });
+            Some(track)
+        } else {
+            None
+        };
+
         let (message_tx, messages) = mpsc::channel(64);
         let data = if options.data {
             let channel = pc.create_data_channel("data", None).await.unwrap();
@@ -143,10 +207,21 @@ impl ClientPeer {
         };
 
         let received = Arc::new(Mutex::new(ReceivedAudio::default()));
+        let received_video = Arc::new(Mutex::new(Vec::new()));
         let sink = Arc::clone(&received);
+        let video_sink = Arc::clone(&received_video);
         pc.on_track(Box::new(move |track, _, _| {
             let sink = Arc::clone(&sink);
+            let video_sink = Arc::clone(&video_sink);
             Box::pin(async move {
+                if track.kind() == RTPCodecType::Video {
+                    tokio::spawn(async move {
+                        while let Ok((packet, _)) = track.read_rtp().await {
+                            video_sink.lock().push(packet.payload);
+                        }
+                    });
+                    return;
+                }
                 tokio::spawn(async move {
                     let mut decoder = opus::Decoder::new(48_000, opus::Channels::Mono).unwrap();
                     let mut pcm = vec![0f32; 5760];
@@ -186,6 +261,9 @@ impl ClientPeer {
         Self {
             pc,
             audio,
+            video,
+            received_video,
+            keyframe_requests,
             data,
             received,
             messages,
