@@ -1,7 +1,7 @@
 # remotemedia-webrtc — build, run and test on a fresh Debian machine.
 #
 #   make run    builds and starts `webrtc_server --mode grpc` with examples/loopback.yaml
-#   make test   installs what the tests need and runs them
+#   make test   installs what the tests need (cmake, protoc, redis), starts Redis, runs the tests
 #
 # CARGO_TARGET_DIR may point outside the clone so later runs reuse the build.
 
@@ -9,7 +9,7 @@ CARGO ?= cargo
 MANIFEST ?= examples/loopback.yaml
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: all deps build run test lint fmt clean
+.PHONY: all deps services build run test lint fmt clean
 
 all: build
 
@@ -19,10 +19,18 @@ deps:
 	command -v cmake >/dev/null || missing="$$missing cmake"; \
 	command -v protoc >/dev/null || missing="$$missing protobuf-compiler"; \
 	command -v cc >/dev/null || missing="$$missing build-essential"; \
+	command -v redis-server >/dev/null || missing="$$missing redis-server"; \
 	if [ -n "$$missing" ]; then \
 		echo "installing:$$missing"; \
 		$(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq $$missing; \
 	fi
+
+# The Redis tests need a Redis on 127.0.0.1:6379 (kept in memory only).
+services: deps
+	@redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1 || \
+		redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save "" --appendonly no
+	@for i in 1 2 3 4 5 6 7 8 9 10; do redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1 && exit 0; sleep 0.5; done; \
+		echo "redis-server did not start on 127.0.0.1:6379" >&2; exit 1
 
 build: deps
 	$(CARGO) build --bin webrtc_server
@@ -30,7 +38,7 @@ build: deps
 run: build
 	RUST_LOG=$${RUST_LOG:-info} $(CARGO) run --bin webrtc_server -- --mode grpc --manifest $(MANIFEST)
 
-test: deps
+test: services
 	$(CARGO) test
 
 lint: deps

@@ -42,6 +42,15 @@ pub struct Config {
     #[arg(long, env = "REMOTEMEDIA_MANIFEST_DIR")]
     pub manifest_dir: Option<PathBuf>,
 
+    /// Redis holding the peer registry, pending offers and notification streams, shared by
+    /// every replica; none: state in memory (one process).
+    #[arg(long, env = "REMOTEMEDIA_REDIS_URL")]
+    pub redis_url: Option<String>,
+
+    /// Prefix of every Redis key, so deployments can share a Redis.
+    #[arg(long, env = "REMOTEMEDIA_REDIS_PREFIX", default_value = "rm:")]
+    pub redis_prefix: String,
+
     #[command(flatten)]
     pub media: MediaOptions,
 

@@ -9,6 +9,8 @@ pub enum Error {
     Pipelines(#[from] crate::pipeline::CatalogError),
     #[error(transparent)]
     Peer(#[from] crate::peer::PeerError),
+    #[error(transparent)]
+    Cluster(#[from] crate::cluster::ClusterError),
     #[error("cannot listen on {address} ({what}): {source}")]
     Bind {
         what: &'static str,

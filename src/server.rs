@@ -8,7 +8,9 @@ use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
+use crate::cluster::{self, Keys, RedisBus, RedisRegistry};
 use crate::config::Config;
 use crate::error::Error;
 use crate::http::{self, Readiness};
@@ -16,7 +18,8 @@ use crate::peer::{SessionManager, SessionSettings, WebRtcStack};
 use crate::pipeline::PipelineCatalog;
 use crate::proto::signaling::web_rtc_signaling_server::WebRtcSignalingServer;
 use crate::signaling::{
-    GrpcSignaling, InMemoryBus, InMemoryRegistry, SignalingCore, SignalingLimits,
+    GrpcSignaling, InMemoryBus, InMemoryRegistry, NotificationBus, PeerRegistry, SignalingCore,
+    SignalingLimits,
 };
 
 /// Session events queued between the session manager and signaling.
@@ -29,6 +32,8 @@ pub struct Server {
     core: Arc<SignalingCore>,
     sessions: Arc<SessionManager>,
     events: mpsc::Receiver<crate::signaling::SessionEvent>,
+    /// Stops the server's background work (listeners, state refreshers).
+    stop: CancellationToken,
 }
 
 impl Server {
@@ -54,9 +59,11 @@ impl Server {
             },
             event_tx,
         ));
+        let stop = CancellationToken::new();
+        let (registry, bus) = shared_state(config, &stop).await?;
         let core = SignalingCore::new(
-            Arc::new(InMemoryRegistry::default()),
-            Arc::new(InMemoryBus::default()),
+            registry,
+            bus,
             Arc::clone(&sessions) as Arc<dyn crate::signaling::SessionHost>,
             SignalingLimits {
                 max_peers: config.limits.max_peers,
@@ -68,6 +75,7 @@ impl Server {
             core,
             sessions,
             events,
+            stop,
         })
     }
 
@@ -98,7 +106,7 @@ impl Server {
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), Error> {
-        let stop = CancellationToken::new();
+        let stop = self.stop.clone();
         let readiness = Readiness::default();
         let forwarder = tokio::spawn(Arc::clone(&self.core).forward_session_events(self.events));
 
@@ -107,11 +115,13 @@ impl Server {
             .with_graceful_shutdown(async move { http_stop.cancelled().await });
         let http = tokio::spawn(async move { http.await.map_err(Error::Http) });
 
+        let streams = TaskTracker::new();
         let grpc_stop = stop.clone();
         let grpc = tonic::transport::Server::builder()
             .add_service(WebRtcSignalingServer::new(GrpcSignaling::new(
                 Arc::clone(&self.core),
                 stop.clone(),
+                streams.clone(),
             )))
             .serve_with_incoming_shutdown(TcpListenerStream::new(self.grpc_listener), async move {
                 grpc_stop.cancelled().await
@@ -124,6 +134,9 @@ impl Server {
         tracing::info!("shutting down: closing signaling streams and server peers");
         readiness.set(false);
         stop.cancel();
+        // Every stream ends its peer's registration (PeerLeft, offers, Redis records).
+        streams.close();
+        streams.wait().await;
         self.sessions.close_all().await;
         let grpc_result = grpc.await;
         let http_result = http.await;
@@ -137,6 +150,47 @@ impl Server {
         }
         Ok(())
     }
+}
+
+/// The peer registry and notification bus: in Redis when `--redis-url` is set (replicas share
+/// peers and deliver to each other's clients), else in memory.
+async fn shared_state(
+    config: &Config,
+    stop: &CancellationToken,
+) -> Result<(Arc<dyn PeerRegistry>, Arc<dyn NotificationBus>), Error> {
+    let Some(url) = &config.redis_url else {
+        return Ok((
+            Arc::new(InMemoryRegistry::default()),
+            Arc::new(InMemoryBus::default()),
+        ));
+    };
+    let (client, manager) = cluster::connect(url).await?;
+    let reader = client
+        .get_multiplexed_async_connection()
+        .await
+        .map_err(|source| cluster::ClusterError::Redis {
+            url: url.clone(),
+            source,
+        })?;
+    let keys = Keys::new(config.redis_prefix.clone());
+    let registry: Arc<dyn PeerRegistry> = Arc::new(RedisRegistry::new(
+        manager.clone(),
+        keys.clone(),
+        stop.child_token(),
+    ));
+    let bus = Arc::new(RedisBus::new(
+        manager,
+        reader,
+        keys,
+        Arc::clone(&registry),
+        stop.child_token(),
+    ));
+    tracing::info!(
+        url,
+        prefix = config.redis_prefix,
+        "signaling state in Redis"
+    );
+    Ok((registry, bus))
 }
 
 async fn bind(what: &'static str, address: SocketAddr) -> Result<TcpListener, Error> {

@@ -34,6 +34,8 @@ pub enum BusError {
     AlreadySubscribed(String),
     #[error("peer {0:?} has no mailbox")]
     NotSubscribed(String),
+    #[error("notification delivery unavailable: {0}")]
+    Unavailable(String),
 }
 
 /// Delivers notifications to connected peers.

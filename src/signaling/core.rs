@@ -7,10 +7,10 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use tokio::sync::mpsc;
 
-use super::bus::{Mailbox, NotificationBus};
+use super::bus::{BusError, Mailbox, NotificationBus};
 use super::error::SignalingError;
 use super::peer_id::{validate_peer_id, SERVER_PEER_ID};
-use super::registry::{PeerRecord, PeerRegistry, PendingOffer};
+use super::registry::{PeerRecord, PeerRegistry, PendingOffer, RegistryError};
 use super::session_host::{IceCandidate, SessionError, SessionEvent, SessionHost, SessionRequest};
 use crate::metrics::metrics;
 use crate::proto::signaling::{
@@ -132,7 +132,10 @@ impl SignalingCore {
             .bus
             .subscribe(&peer_id)
             .await
-            .map_err(|_| SignalingError::PeerIdTaken(peer_id.clone()))?;
+            .map_err(|err| match err {
+                BusError::Unavailable(why) => SignalingError::StateUnavailable(why),
+                _ => SignalingError::PeerIdTaken(peer_id.clone()),
+            })?;
         let capabilities = request.capabilities.unwrap_or_default();
         let record = PeerRecord {
             peer_id: peer_id.clone(),
@@ -141,9 +144,12 @@ impl SignalingCore {
             connected_at: unix_seconds(),
         };
         let manifest = record.metadata.get(MANIFEST_METADATA_KEY).cloned();
-        if self.registry.register(record.clone()).await.is_err() {
+        if let Err(err) = self.registry.register(record.clone()).await {
             self.bus.unsubscribe(&peer_id, mailbox.id).await;
-            return Err(SignalingError::PeerIdTaken(peer_id));
+            return Err(match err {
+                RegistryError::AlreadyExists(_) => SignalingError::PeerIdTaken(peer_id),
+                RegistryError::Unavailable(why) => SignalingError::StateUnavailable(why),
+            });
         }
         self.bus
             .broadcast(
@@ -207,7 +213,10 @@ impl SignalingCore {
         self.bus
             .publish(to, notify(notification))
             .await
-            .map_err(|_| SignalingError::UnknownPeer(to.to_owned()))
+            .map_err(|err| match err {
+                BusError::Unavailable(why) => SignalingError::StateUnavailable(why),
+                _ => SignalingError::UnknownPeer(to.to_owned()),
+            })
     }
 }
 

@@ -41,6 +41,8 @@ pub enum SignalingError {
     SlowConsumer,
     #[error("server is shutting down")]
     ShuttingDown,
+    #[error("signaling state unavailable: {0}")]
+    StateUnavailable(String),
     #[error(transparent)]
     Session(#[from] SessionError),
 }
@@ -61,7 +63,7 @@ impl SignalingError {
                 Code::ResourceExhausted
             }
             Self::UnknownPeer(_) => Code::NotFound,
-            Self::ShuttingDown => Code::Unavailable,
+            Self::ShuttingDown | Self::StateUnavailable(_) => Code::Unavailable,
             Self::Session(err) => err.code(),
         }
     }
@@ -86,6 +88,7 @@ impl SignalingError {
             Self::TooManyEarlyCandidates(_) => "too_many_early_candidates",
             Self::SlowConsumer => "slow_consumer",
             Self::ShuttingDown => "shutting_down",
+            Self::StateUnavailable(_) => "state_unavailable",
             Self::Session(err) => err.metric_label(),
         }
     }

@@ -6,6 +6,7 @@ use serde_json::json;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use tonic::{Request, Response, Status, Streaming};
 
 use super::core::{ConnectedPeer, OfferOutcome, SignalingCore};
@@ -25,11 +26,22 @@ const RESPONSE_BUFFER: usize = 128;
 pub struct GrpcSignaling {
     core: Arc<SignalingCore>,
     shutdown: CancellationToken,
+    /// Stream tasks, so shutdown can wait for each peer's clean leave.
+    streams: TaskTracker,
 }
 
 impl GrpcSignaling {
-    pub fn new(core: Arc<SignalingCore>, shutdown: CancellationToken) -> Self {
-        Self { core, shutdown }
+    /// Stream tasks are spawned on `streams`; `shutdown` ends them.
+    pub fn new(
+        core: Arc<SignalingCore>,
+        shutdown: CancellationToken,
+        streams: TaskTracker,
+    ) -> Self {
+        Self {
+            core,
+            shutdown,
+            streams,
+        }
     }
 }
 
@@ -45,7 +57,7 @@ impl WebRtcSignaling for GrpcSignaling {
     ) -> Result<Response<Self::SignalStream>, Status> {
         let inbound = request.into_inner();
         let (sender, receiver) = mpsc::channel(RESPONSE_BUFFER);
-        tokio::spawn(run_stream(
+        self.streams.spawn(run_stream(
             Arc::clone(&self.core),
             inbound,
             sender,

@@ -35,6 +35,8 @@ pub struct PendingOffer {
 pub enum RegistryError {
     #[error("peer id {0:?} is already registered")]
     AlreadyExists(String),
+    #[error("peer registry unavailable: {0}")]
+    Unavailable(String),
 }
 
 /// The peer registry and the pending offers, shared by every signaling stream.

@@ -1,0 +1,68 @@
+//! Redis key names. Peer ids are `[A-Za-z0-9._:-]`, so `/` separates two ids unambiguously
+//! and no id contains a glob character.
+
+/// Key builder for one deployment's prefix (`rm:` by default).
+#[derive(Debug, Clone)]
+pub struct Keys {
+    prefix: String,
+}
+
+impl Keys {
+    pub fn new(prefix: impl Into<String>) -> Self {
+        Self {
+            prefix: prefix.into(),
+        }
+    }
+
+    /// A registered peer's record.
+    pub fn peer(&self, peer_id: &str) -> String {
+        format!("{}peer:{peer_id}", self.prefix)
+    }
+
+    /// Pattern matching every peer record.
+    pub fn peer_pattern(&self) -> String {
+        format!("{}peer:*", self.prefix)
+    }
+
+    /// The peer id of a peer record key.
+    pub fn peer_id_of<'k>(&self, key: &'k str) -> Option<&'k str> {
+        key.strip_prefix(&self.prefix)?.strip_prefix("peer:")
+    }
+
+    /// The pending offer `from` sent to `to`.
+    pub fn offer(&self, from: &str, to: &str) -> String {
+        format!("{}offer:{from}/{to}", self.prefix)
+    }
+
+    /// Patterns of the offers from and to a peer.
+    pub fn offer_patterns(&self, peer_id: &str) -> [String; 2] {
+        [
+            format!("{}offer:{peer_id}/*", self.prefix),
+            format!("{}offer:*/{peer_id}", self.prefix),
+        ]
+    }
+
+    /// Pattern matching every pending offer.
+    pub fn offer_pattern(&self) -> String {
+        format!("{}offer:*", self.prefix)
+    }
+
+    /// A peer's notification stream.
+    pub fn inbox(&self, peer_id: &str) -> String {
+        format!("{}inbox:{peer_id}", self.prefix)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_with_colons_stay_unambiguous() {
+        let keys = Keys::new("rm:");
+        assert_eq!(keys.peer("a:b"), "rm:peer:a:b");
+        assert_eq!(keys.peer_id_of("rm:peer:a:b"), Some("a:b"));
+        assert_eq!(keys.offer("a:b", "c"), "rm:offer:a:b/c");
+        assert_eq!(keys.offer_patterns("c")[1], "rm:offer:*/c");
+    }
+}

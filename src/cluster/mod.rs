@@ -1,0 +1,49 @@
+//! Cluster state in Redis (DESIGN.md §5): the peer registry, pending offers and notification
+//! delivery shared by every replica, behind the same traits as the in-memory versions.
+
+mod keys;
+mod redis_bus;
+mod redis_registry;
+
+pub use keys::Keys;
+pub use redis_bus::RedisBus;
+pub use redis_registry::RedisRegistry;
+
+/// Why cluster state could not be reached.
+#[derive(Debug, thiserror::Error)]
+pub enum ClusterError {
+    #[error("Redis at {url}: {source}")]
+    Redis {
+        url: String,
+        #[source]
+        source: redis::RedisError,
+    },
+}
+
+/// Connects to Redis and checks it answers, so a wrong URL or a dead Redis stops the server at
+/// start with a clear message instead of failing every request later.
+///
+/// # Errors
+/// `ClusterError::Redis` naming the URL.
+pub async fn connect(
+    url: &str,
+) -> Result<(redis::Client, redis::aio::ConnectionManager), ClusterError> {
+    let error = |source| ClusterError::Redis {
+        url: url.to_owned(),
+        source,
+    };
+    let client = redis::Client::open(url).map_err(error)?;
+    // Fail fast at start: a few quick retries, not the default minute of backoff.
+    let config = redis::aio::ConnectionManagerConfig::new()
+        .set_number_of_retries(2)
+        .set_connection_timeout(Some(std::time::Duration::from_secs(2)));
+    let mut manager = client
+        .get_connection_manager_with_config(config)
+        .await
+        .map_err(error)?;
+    redis::cmd("PING")
+        .query_async::<String>(&mut manager)
+        .await
+        .map_err(error)?;
+    Ok((client, manager))
+}

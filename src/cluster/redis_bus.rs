@@ -1,0 +1,272 @@
+//! Notification delivery through Redis streams: one stream per peer, read by whichever
+//! replica holds the peer's signaling stream. Streams keep what was published until it is
+//! read, so a notification sent while the reader catches up is not lost (pub/sub would be).
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use parking_lot::Mutex;
+use prost::Message;
+use redis::aio::{ConnectionManager, MultiplexedConnection};
+use redis::streams::StreamReadReply;
+use tokio::sync::{mpsc, Notify};
+use tokio_util::sync::CancellationToken;
+
+use super::keys::Keys;
+use crate::proto::signaling::SignalingNotification;
+use crate::signaling::{BusError, Mailbox, NotificationBus, PeerRegistry, MAILBOX_CAPACITY};
+
+/// Longest a reader blocks in XREAD before it picks up new subscriptions.
+const READ_BLOCK: Duration = Duration::from_millis(100);
+/// Entries a peer's stream keeps at most (older ones are trimmed).
+const STREAM_MAX_LEN: usize = MAILBOX_CAPACITY;
+/// An unread stream disappears this long after its last write.
+const STREAM_TTL: Duration = Duration::from_secs(120);
+/// Field holding the encoded notification.
+const FIELD: &str = "n";
+
+/// [`NotificationBus`] on Redis streams.
+pub struct RedisBus {
+    redis: ConnectionManager,
+    keys: Keys,
+    /// Who broadcasts reach: every registered peer.
+    registry: Arc<dyn PeerRegistry>,
+    subscribers: Arc<Mutex<HashMap<String, Subscriber>>>,
+    changed: Arc<Notify>,
+    next_id: AtomicU64,
+}
+
+struct Subscriber {
+    id: u64,
+    sender: mpsc::Sender<SignalingNotification>,
+    /// Last stream entry delivered.
+    last_id: String,
+}
+
+impl RedisBus {
+    /// A bus on `redis`. `reader` is a connection of its own: XREAD BLOCK would hold up every
+    /// other command on a shared one. Reads until `stop` fires.
+    pub fn new(
+        redis: ConnectionManager,
+        reader: MultiplexedConnection,
+        keys: Keys,
+        registry: Arc<dyn PeerRegistry>,
+        stop: CancellationToken,
+    ) -> Self {
+        let subscribers = Arc::new(Mutex::new(HashMap::new()));
+        let changed = Arc::new(Notify::new());
+        tokio::spawn(read_streams(
+            reader,
+            keys.clone(),
+            Arc::clone(&subscribers),
+            Arc::clone(&changed),
+            stop,
+        ));
+        Self {
+            redis,
+            keys,
+            registry,
+            subscribers,
+            changed,
+            next_id: AtomicU64::new(0),
+        }
+    }
+
+    async fn append(
+        &self,
+        peer_id: &str,
+        notification: &SignalingNotification,
+    ) -> Result<(), redis::RedisError> {
+        let key = self.keys.inbox(peer_id);
+        redis::pipe()
+            .cmd("XADD")
+            .arg(&key)
+            .arg("MAXLEN")
+            .arg("~")
+            .arg(STREAM_MAX_LEN)
+            .arg("*")
+            .arg(FIELD)
+            .arg(notification.encode_to_vec())
+            .ignore()
+            .cmd("PEXPIRE")
+            .arg(&key)
+            .arg(STREAM_TTL.as_millis() as u64)
+            .ignore()
+            .query_async::<()>(&mut self.redis.clone())
+            .await
+    }
+
+    /// The id of the newest entry of `key` ("0-0" when empty): a new subscriber reads only
+    /// what is published after it subscribed, not a previous session's leftovers.
+    async fn stream_end(&self, key: &str) -> String {
+        let newest: Result<redis::streams::StreamRangeReply, _> = redis::cmd("XREVRANGE")
+            .arg(key)
+            .arg("+")
+            .arg("-")
+            .arg("COUNT")
+            .arg(1)
+            .query_async(&mut self.redis.clone())
+            .await;
+        newest
+            .ok()
+            .and_then(|reply| reply.ids.into_iter().next())
+            .map_or_else(|| "0-0".to_owned(), |entry| entry.id)
+    }
+}
+
+#[async_trait]
+impl NotificationBus for RedisBus {
+    async fn subscribe(&self, peer_id: &str) -> Result<Mailbox, BusError> {
+        if self.subscribers.lock().contains_key(peer_id) {
+            return Err(BusError::AlreadySubscribed(peer_id.to_owned()));
+        }
+        let last_id = self.stream_end(&self.keys.inbox(peer_id)).await;
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let (sender, receiver) = mpsc::channel(MAILBOX_CAPACITY);
+        {
+            let mut subscribers = self.subscribers.lock();
+            if subscribers.contains_key(peer_id) {
+                return Err(BusError::AlreadySubscribed(peer_id.to_owned()));
+            }
+            subscribers.insert(
+                peer_id.to_owned(),
+                Subscriber {
+                    id,
+                    sender,
+                    last_id,
+                },
+            );
+        }
+        self.changed.notify_one();
+        Ok(Mailbox { id, receiver })
+    }
+
+    async fn unsubscribe(&self, peer_id: &str, mailbox_id: u64) {
+        let removed = {
+            let mut subscribers = self.subscribers.lock();
+            if subscribers.get(peer_id).is_some_and(|s| s.id == mailbox_id) {
+                subscribers.remove(peer_id)
+            } else {
+                None
+            }
+        };
+        if removed.is_some() {
+            let _ = redis::cmd("DEL")
+                .arg(self.keys.inbox(peer_id))
+                .query_async::<()>(&mut self.redis.clone())
+                .await;
+        }
+    }
+
+    async fn publish(
+        &self,
+        peer_id: &str,
+        notification: SignalingNotification,
+    ) -> Result<(), BusError> {
+        self.append(peer_id, &notification).await.map_err(|err| {
+            tracing::warn!(%err, peer_id, "publishing a notification to Redis failed");
+            BusError::Unavailable(err.to_string())
+        })
+    }
+
+    async fn broadcast(&self, except: &str, notification: SignalingNotification) {
+        for peer in self.registry.list().await {
+            if peer.peer_id != except {
+                if let Err(err) = self.append(&peer.peer_id, &notification).await {
+                    tracing::warn!(%err, peer_id = peer.peer_id, "broadcast to a peer failed");
+                }
+            }
+        }
+    }
+}
+
+/// One loop per replica: XREAD over the streams of every local subscriber, delivered into
+/// their mailboxes in order. A full mailbox cuts that peer off, as in memory.
+async fn read_streams(
+    mut reader: MultiplexedConnection,
+    keys: Keys,
+    subscribers: Arc<Mutex<HashMap<String, Subscriber>>>,
+    changed: Arc<Notify>,
+    stop: CancellationToken,
+) {
+    loop {
+        let targets: Vec<(String, String, String)> = subscribers
+            .lock()
+            .iter()
+            .map(|(peer, s)| (keys.inbox(peer), s.last_id.clone(), peer.clone()))
+            .collect();
+        if targets.is_empty() {
+            tokio::select! {
+                () = stop.cancelled() => return,
+                () = changed.notified() => continue,
+            }
+        }
+        let mut command = redis::cmd("XREAD");
+        command
+            .arg("COUNT")
+            .arg(256)
+            .arg("BLOCK")
+            .arg(READ_BLOCK.as_millis() as u64)
+            .arg("STREAMS");
+        for (key, _, _) in &targets {
+            command.arg(key);
+        }
+        for (_, last_id, _) in &targets {
+            command.arg(last_id);
+        }
+        let reply = tokio::select! {
+            () = stop.cancelled() => return,
+            reply = command.query_async::<Option<StreamReadReply>>(&mut reader) => reply,
+        };
+        let reply = match reply {
+            Ok(Some(reply)) => reply,
+            Ok(None) => continue,
+            Err(err) => {
+                tracing::warn!(%err, "reading notifications from Redis failed; retrying");
+                tokio::time::sleep(READ_BLOCK).await;
+                continue;
+            }
+        };
+        let by_key: HashMap<&str, &str> = targets
+            .iter()
+            .map(|(key, _, peer)| (key.as_str(), peer.as_str()))
+            .collect();
+        let mut subscribers = subscribers.lock();
+        for stream in reply.keys {
+            let Some(peer_id) = by_key.get(stream.key.as_str()) else {
+                continue;
+            };
+            let Some(subscriber) = subscribers.get_mut(*peer_id) else {
+                continue;
+            };
+            let mut cut_off = false;
+            for entry in stream.ids {
+                subscriber.last_id.clone_from(&entry.id);
+                let notification = match entry.map.get(FIELD) {
+                    Some(redis::Value::BulkString(bytes)) => {
+                        SignalingNotification::decode(bytes.as_slice()).ok()
+                    }
+                    _ => None,
+                };
+                let Some(notification) = notification else {
+                    tracing::warn!(peer_id, id = entry.id, "undecodable notification skipped");
+                    continue;
+                };
+                if subscriber.sender.try_send(notification).is_err() {
+                    cut_off = true;
+                    break;
+                }
+            }
+            if cut_off {
+                tracing::warn!(
+                    peer_id,
+                    "notification mailbox full or closed, cutting the peer off"
+                );
+                subscribers.remove(*peer_id);
+            }
+        }
+    }
+}
