@@ -29,13 +29,18 @@ pub struct Config {
     #[arg(long, env = "GRPC_SIGNALING_ADDRESS", default_value = "0.0.0.0:50051")]
     pub grpc_address: SocketAddr,
 
-    /// Address of the HTTP listener (/healthz, /readyz).
+    /// Address of the HTTP listener (/healthz, /readyz, /ws, the demo page /).
     #[arg(long, env = "REMOTEMEDIA_HTTP_ADDRESS", default_value = "0.0.0.0:8080")]
     pub http_address: SocketAddr,
 
     /// Pipeline manifest (YAML or JSON) every server session runs; none means loopback.
     #[arg(long, env = "WEBRTC_PIPELINE_MANIFEST")]
     pub manifest: Option<PathBuf>,
+
+    /// Browser origins allowed to open `/ws` (comma-separated `scheme://host[:port]`); empty:
+    /// same-origin pages and non-browser clients only; `*`: any origin.
+    #[arg(long, env = "REMOTEMEDIA_ALLOWED_ORIGINS", value_delimiter = ',')]
+    pub allowed_origins: Vec<String>,
 
     #[command(flatten)]
     pub media: MediaOptions,

@@ -9,14 +9,15 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::Config;
+use crate::config::{non_empty, Config};
 use crate::error::Error;
 use crate::http::{self, Readiness};
 use crate::peer::{SessionManager, SessionSettings, WebRtcStack};
 use crate::pipeline::{Manifest, Pipeline};
 use crate::proto::signaling::web_rtc_signaling_server::WebRtcSignalingServer;
 use crate::signaling::{
-    GrpcSignaling, InMemoryBus, InMemoryRegistry, SignalingCore, SignalingLimits,
+    GrpcSignaling, InMemoryBus, InMemoryRegistry, OriginPolicy, SignalingCore, SignalingLimits,
+    WebSocketSignaling,
 };
 
 /// Session events queued between the session manager and signaling.
@@ -29,6 +30,7 @@ pub struct Server {
     core: Arc<SignalingCore>,
     sessions: Arc<SessionManager>,
     events: mpsc::Receiver<crate::signaling::SessionEvent>,
+    origins: OriginPolicy,
 }
 
 /// Loads the manifest (none: loopback) and builds its pipeline once, so a broken manifest
@@ -83,6 +85,7 @@ impl Server {
             core,
             sessions,
             events,
+            origins: OriginPolicy::from_flag(non_empty(&config.allowed_origins)),
         })
     }
 
@@ -117,8 +120,10 @@ impl Server {
         let readiness = Readiness::default();
         let forwarder = tokio::spawn(Arc::clone(&self.core).forward_session_events(self.events));
 
+        let websocket = WebSocketSignaling::new(Arc::clone(&self.core), self.origins, stop.clone());
         let http_stop = stop.clone();
-        let http = axum::serve(self.http_listener, http::router(readiness.clone()))
+        let router = http::router(readiness.clone(), Some(websocket.clone()));
+        let http = axum::serve(self.http_listener, router)
             .with_graceful_shutdown(async move { http_stop.cancelled().await });
         let http = tokio::spawn(async move { http.await.map_err(Error::Http) });
 
@@ -139,6 +144,7 @@ impl Server {
         tracing::info!("shutting down: closing signaling streams and server peers");
         readiness.set(false);
         stop.cancel();
+        websocket.closed().await;
         self.sessions.close_all().await;
         let grpc_result = grpc.await;
         let http_result = http.await;

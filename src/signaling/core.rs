@@ -8,7 +8,7 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use tokio::sync::mpsc;
 
 use super::bus::{Mailbox, NotificationBus};
-use super::error::SignalingError;
+use super::error::{Payload, SignalingError};
 use super::peer_id::{validate_peer_id, SERVER_PEER_ID};
 use super::registry::{PeerRecord, PeerRegistry, PendingOffer};
 use super::session_host::{IceCandidate, SessionError, SessionEvent, SessionHost};
@@ -52,6 +52,15 @@ pub enum OfferOutcome {
     },
     /// The offer was forwarded to another peer.
     Forwarded { offer_id: String },
+}
+
+/// What an announce acknowledges: the peers this one now sees (the server peer included).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Roster {
+    /// Every listed peer, this one included.
+    pub peers_count: usize,
+    /// Peer ids other than this one, the virtual server peer first.
+    pub other_peers: Vec<String>,
 }
 
 /// Process-level counters for health checks.
@@ -222,6 +231,22 @@ impl ConnectedPeer {
         &self.peer_id
     }
 
+    /// The peers this one sees, for the announce acknowledgement.
+    pub async fn roster(&self) -> Roster {
+        let other_peers: Vec<String> = self
+            .core
+            .peers()
+            .await
+            .into_iter()
+            .map(|p| p.peer_id)
+            .filter(|id| *id != self.peer_id)
+            .collect();
+        Roster {
+            peers_count: other_peers.len() + 1,
+            other_peers,
+        }
+    }
+
     /// The next notification for this peer; `None` when it was cut off for reading too slowly.
     pub async fn next_notification(&mut self) -> Option<SignalingNotification> {
         self.mailbox.recv().await
@@ -230,9 +255,9 @@ impl ConnectedPeer {
     /// An SDP offer to the server (creates a session) or to another peer (forwarded).
     ///
     /// # Errors
-    /// `InvalidSdp`, `TooLarge`, `UnknownPeer`, or the session host's error.
+    /// `InvalidOffer`, `TooLarge`, `UnknownPeer`, or the session host's error.
     pub async fn offer(&mut self, to: &str, sdp: &str) -> Result<OfferOutcome, SignalingError> {
-        check_sdp(sdp)?;
+        check_sdp(sdp, Payload::Offer)?;
         let offer_id = uuid::Uuid::new_v4().to_string();
         if to == SERVER_PEER_ID {
             let started = Instant::now();
@@ -280,9 +305,9 @@ impl ConnectedPeer {
     /// An SDP answer to another peer's offer.
     ///
     /// # Errors
-    /// `InvalidSdp`, `TooLarge`, `UnknownPeer`, or `InvalidRequest` for the server peer.
+    /// `InvalidAnswer`, `TooLarge`, `UnknownPeer`, or `InvalidRequest` for the server peer.
     pub async fn answer(&mut self, to: &str, sdp: &str) -> Result<(), SignalingError> {
-        check_sdp(sdp)?;
+        check_sdp(sdp, Payload::Answer)?;
         if to == SERVER_PEER_ID {
             return Err(SignalingError::InvalidRequest(
                 "remotemedia-server makes answers; send it an offer".into(),
@@ -444,21 +469,23 @@ fn notify(notification: Notification) -> SignalingNotification {
 }
 
 /// Cheap structural check; the session host parses the SDP for real.
-fn check_sdp(sdp: &str) -> Result<(), SignalingError> {
+fn check_sdp(sdp: &str, what: Payload) -> Result<(), SignalingError> {
+    let invalid = |reason: &str| match what {
+        Payload::Answer => SignalingError::InvalidAnswer(reason.into()),
+        _ => SignalingError::InvalidOffer(reason.into()),
+    };
     if sdp.len() > MAX_SDP_BYTES {
         return Err(SignalingError::TooLarge {
-            what: "SDP",
+            what,
             len: sdp.len(),
             limit: MAX_SDP_BYTES,
         });
     }
     if !sdp.trim_start().starts_with("v=0") {
-        return Err(SignalingError::InvalidSdp(
-            "an SDP must start with \"v=0\"".into(),
-        ));
+        return Err(invalid("an SDP must start with \"v=0\""));
     }
     if !sdp.lines().any(|line| line.starts_with("m=")) {
-        return Err(SignalingError::InvalidSdp("no media section (m=)".into()));
+        return Err(invalid("no media section (m=)"));
     }
     Ok(())
 }
@@ -466,7 +493,7 @@ fn check_sdp(sdp: &str) -> Result<(), SignalingError> {
 fn check_candidate(candidate: &str) -> Result<(), SignalingError> {
     if candidate.len() > MAX_CANDIDATE_BYTES {
         return Err(SignalingError::TooLarge {
-            what: "ICE candidate",
+            what: Payload::Candidate,
             len: candidate.len(),
             limit: MAX_CANDIDATE_BYTES,
         });
