@@ -11,6 +11,8 @@ use clap::{Parser, ValueEnum};
 pub enum Mode {
     /// Signaling, media worker and pipelines in one process, state in memory.
     Grpc,
+    /// Joins an external JSON-RPC WebSocket signaling server as a peer and answers offers.
+    Websocket,
 }
 
 /// `webrtc_server` flags. Every flag also reads an environment variable.
@@ -41,6 +43,14 @@ pub struct Config {
     /// same-origin pages and non-browser clients only; `*`: any origin.
     #[arg(long, env = "REMOTEMEDIA_ALLOWED_ORIGINS", value_delimiter = ',')]
     pub allowed_origins: Vec<String>,
+
+    /// `websocket` mode: the signaling server to join (`ws://host:port/ws`).
+    #[arg(long, env = "WEBRTC_SIGNALING_URL")]
+    pub signaling_url: Option<String>,
+
+    /// `websocket` mode: the peer id to announce; default `remotemedia-<hostname>`.
+    #[arg(long, env = "REMOTEMEDIA_PEER_ID")]
+    pub peer_id: Option<String>,
 
     #[command(flatten)]
     pub media: MediaOptions,

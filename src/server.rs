@@ -49,28 +49,46 @@ pub fn load_pipeline(config: &Config) -> Result<Pipeline, Error> {
         .map_err(|source| Error::Manifest { path, source })
 }
 
+/// Loads the pipeline and starts the WebRTC stack: the session host of `grpc` and
+/// `websocket` mode, and the events it reports for signaling to deliver.
+///
+/// # Errors
+/// A broken manifest or a WebRTC setup failure.
+pub async fn session_manager(
+    config: &Config,
+) -> Result<
+    (
+        Arc<SessionManager>,
+        mpsc::Receiver<crate::signaling::SessionEvent>,
+    ),
+    Error,
+> {
+    let pipeline = load_pipeline(config)?;
+    let stack = WebRtcStack::new(&config.media).await?;
+    let (event_tx, events) = mpsc::channel(SESSION_EVENT_QUEUE);
+    let sessions = Arc::new(SessionManager::new(
+        stack,
+        pipeline,
+        SessionSettings {
+            connect_timeout: config.media.connect_timeout,
+            media_timeout: config.media.media_timeout,
+            capacity: config.limits.max_peers,
+            enable_data_channel: config.media.enable_data_channel,
+        },
+        event_tx,
+    ));
+    Ok((sessions, events))
+}
+
 impl Server {
     /// Loads the pipeline, binds every listener and the WebRTC stack.
     ///
     /// # Errors
     /// A broken manifest, a port in use, or a WebRTC setup failure.
     pub async fn bind(config: &Config) -> Result<Self, Error> {
-        let pipeline = load_pipeline(config)?;
-        let stack = WebRtcStack::new(&config.media).await?;
         let grpc_listener = bind("gRPC", config.grpc_address).await?;
         let http_listener = bind("HTTP", config.http_address).await?;
-        let (event_tx, events) = mpsc::channel(SESSION_EVENT_QUEUE);
-        let sessions = Arc::new(SessionManager::new(
-            stack,
-            pipeline,
-            SessionSettings {
-                connect_timeout: config.media.connect_timeout,
-                media_timeout: config.media.media_timeout,
-                capacity: config.limits.max_peers,
-                enable_data_channel: config.media.enable_data_channel,
-            },
-            event_tx,
-        ));
+        let (sessions, events) = session_manager(config).await?;
         let core = SignalingCore::new(
             Arc::new(InMemoryRegistry::default()),
             Arc::new(InMemoryBus::default()),
@@ -160,7 +178,7 @@ impl Server {
     }
 }
 
-async fn bind(what: &'static str, address: SocketAddr) -> Result<TcpListener, Error> {
+pub(crate) async fn bind(what: &'static str, address: SocketAddr) -> Result<TcpListener, Error> {
     TcpListener::bind(address)
         .await
         .map_err(|source| Error::Bind {
