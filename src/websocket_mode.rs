@@ -218,7 +218,10 @@ impl Link<'_> {
                     tracing::debug!(%err, "candidate for no session");
                 }
             }
-            "peer.left" | "peer.disconnected" => {
+            // Only an explicit disconnect ends a session: `peer.left` also comes when the
+            // signaling server restarts, and media must outlive that. A caller that is really
+            // gone is reclaimed by the session's own ICE consent and media timeouts.
+            "peer.disconnected" => {
                 self.sessions.close_session(&text("peer_id")).await;
             }
             _ => {}
