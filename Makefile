@@ -13,13 +13,15 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 all: build
 
-# System packages: cmake builds libopus from source (opus crate), protoc compiles the protos.
+# System packages: cmake builds libopus from source (opus crate), protoc compiles the protos,
+# chromium runs the demo page in tests/browser.rs (headless, driven over DevTools).
 deps:
 	@missing=""; \
 	command -v cmake >/dev/null || missing="$$missing cmake"; \
 	command -v protoc >/dev/null || missing="$$missing protobuf-compiler"; \
 	command -v cc >/dev/null || missing="$$missing build-essential"; \
 	command -v redis-server >/dev/null || missing="$$missing redis-server"; \
+	[ -x /usr/bin/chromium ] || missing="$$missing chromium"; \
 	if [ -n "$$missing" ]; then \
 		echo "installing:$$missing"; \
 		$(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq $$missing; \

@@ -11,6 +11,8 @@ use clap::{Parser, ValueEnum};
 pub enum Mode {
     /// Signaling, media worker and pipelines in one process, state in memory.
     Grpc,
+    /// Joins an external JSON-RPC WebSocket signaling server as a peer and answers offers.
+    Websocket,
 }
 
 /// `webrtc_server` flags. Every flag also reads an environment variable.
@@ -29,7 +31,7 @@ pub struct Config {
     #[arg(long, env = "GRPC_SIGNALING_ADDRESS", default_value = "0.0.0.0:50051")]
     pub grpc_address: SocketAddr,
 
-    /// Address of the HTTP listener (/healthz, /readyz).
+    /// Address of the HTTP listener (/healthz, /readyz, /ws, the demo page /).
     #[arg(long, env = "REMOTEMEDIA_HTTP_ADDRESS", default_value = "0.0.0.0:8080")]
     pub http_address: SocketAddr,
 
@@ -50,6 +52,18 @@ pub struct Config {
     /// Prefix of every Redis key, so deployments can share a Redis.
     #[arg(long, env = "REMOTEMEDIA_REDIS_PREFIX", default_value = "rm:")]
     pub redis_prefix: String,
+    /// Browser origins allowed to open `/ws` (comma-separated `scheme://host[:port]`); empty:
+    /// same-origin pages and non-browser clients only; `*`: any origin.
+    #[arg(long, env = "REMOTEMEDIA_ALLOWED_ORIGINS", value_delimiter = ',')]
+    pub allowed_origins: Vec<String>,
+
+    /// `websocket` mode: the signaling server to join (`ws://host:port/ws`).
+    #[arg(long, env = "WEBRTC_SIGNALING_URL")]
+    pub signaling_url: Option<String>,
+
+    /// `websocket` mode: the peer id to announce; default `remotemedia-<hostname>`.
+    #[arg(long, env = "REMOTEMEDIA_PEER_ID")]
+    pub peer_id: Option<String>,
 
     #[command(flatten)]
     pub media: MediaOptions,

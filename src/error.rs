@@ -20,6 +20,8 @@ pub enum Error {
     },
     #[error("gRPC server failed: {0}")]
     Grpc(#[from] tonic::transport::Error),
+    #[error("--mode websocket needs --signaling-url (WEBRTC_SIGNALING_URL)")]
+    MissingSignalingUrl,
     #[error("HTTP server failed: {0}")]
     Http(#[source] std::io::Error),
 }

@@ -1,12 +1,16 @@
-//! The HTTP listener: liveness and readiness probes, Prometheus metrics.
+//! The HTTP listener: liveness and readiness probes, Prometheus metrics, and in `grpc` mode
+//! the WebSocket signaling endpoint `/ws` and the demo page `/`.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use axum::extract::State;
-use axum::http::StatusCode;
+use axum::http::{header, StatusCode};
+use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::Router;
+
+use crate::signaling::WebSocketSignaling;
 
 /// Whether this process takes new work; false while it shuts down.
 #[derive(Clone, Default)]
@@ -23,16 +27,52 @@ impl Readiness {
 }
 
 /// `/healthz` answers while the process runs; `/readyz` only while it takes new sessions;
-/// `/metrics` is the Prometheus exposition.
-pub fn router(readiness: Readiness) -> Router {
-    Router::new()
+/// `/metrics` is the Prometheus exposition. With `signaling`, also `/ws` and the demo page.
+pub fn router(readiness: Readiness, signaling: Option<WebSocketSignaling>) -> Router {
+    let probes = Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(ready))
         .route(
             "/metrics",
             get(|| async { crate::metrics::metrics().render() }),
         )
-        .with_state(readiness)
+        .with_state(readiness);
+    let Some(signaling) = signaling else {
+        return probes;
+    };
+    probes
+        .route(
+            "/",
+            get(|| async { page(DEMO_HTML, "text/html; charset=utf-8") }),
+        )
+        .route(
+            "/app.js",
+            get(|| async { page(DEMO_JS, "text/javascript; charset=utf-8") }),
+        )
+        .route(
+            "/style.css",
+            get(|| async { page(DEMO_CSS, "text/css; charset=utf-8") }),
+        )
+        .merge(
+            Router::new()
+                .route("/ws", get(WebSocketSignaling::upgrade))
+                .with_state(signaling),
+        )
+}
+
+// The demo page is compiled in, so the binary needs no files and no Node build step.
+const DEMO_HTML: &str = include_str!("../web/index.html");
+const DEMO_JS: &str = include_str!("../web/app.js");
+const DEMO_CSS: &str = include_str!("../web/style.css");
+
+fn page(body: &'static str, content_type: &'static str) -> impl IntoResponse {
+    (
+        [
+            (header::CONTENT_TYPE, content_type),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        body,
+    )
 }
 
 async fn ready(State(readiness): State<Readiness>) -> (StatusCode, &'static str) {

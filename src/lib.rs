@@ -15,5 +15,6 @@ pub mod pipeline;
 pub mod proto;
 pub mod server;
 pub mod signaling;
+pub mod websocket_mode;
 
 pub use error::Error;

@@ -5,6 +5,7 @@ use std::process::ExitCode;
 use clap::Parser;
 use remotemedia_webrtc::config::{Config, Mode};
 use remotemedia_webrtc::server::Server;
+use remotemedia_webrtc::websocket_mode::WebSocketPeer;
 use tracing_subscriber::EnvFilter;
 
 #[tokio::main]
@@ -26,8 +27,18 @@ async fn main() -> ExitCode {
 }
 
 async fn run(config: Config) -> anyhow::Result<()> {
-    match config.mode {
-        Mode::Grpc => {}
+    if config.mode == Mode::Websocket {
+        let peer = WebSocketPeer::bind(&config).await?;
+        tracing::info!(
+            signaling = ?config.signaling_url,
+            peer_id = peer.peer_id(),
+            http = ?peer.http_address(),
+            "webrtc_server joining signaling (mode websocket)"
+        );
+        let stop = shutdown_on_signals(config.limits.shutdown_timeout);
+        peer.run(stop).await?;
+        tracing::info!("stopped");
+        return Ok(());
     }
     let server = Server::bind(&config).await?;
     tracing::info!(
@@ -37,7 +48,15 @@ async fn run(config: Config) -> anyhow::Result<()> {
         manifest = ?config.manifest,
         "webrtc_server listening (mode grpc)"
     );
-    let grace = config.limits.shutdown_timeout;
+    server
+        .run(shutdown_on_signals(config.limits.shutdown_timeout))
+        .await?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Completes at the first SIGINT/SIGTERM; a second signal or the watchdog exits at once.
+fn shutdown_on_signals(grace: std::time::Duration) -> impl std::future::Future<Output = ()> {
     let (first_signal_tx, first_signal) = tokio::sync::oneshot::channel::<()>();
     tokio::spawn(async move {
         wait_for_signal().await;
@@ -49,13 +68,9 @@ async fn run(config: Config) -> anyhow::Result<()> {
         }
         std::process::exit(0);
     });
-    server
-        .run(async move {
-            let _ = first_signal.await;
-        })
-        .await?;
-    tracing::info!("stopped");
-    Ok(())
+    async move {
+        let _ = first_signal.await;
+    }
 }
 
 /// SIGINT or SIGTERM.

@@ -11,15 +11,15 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::cluster::{self, Keys, RedisBus, RedisRegistry};
-use crate::config::Config;
+use crate::config::{non_empty, Config};
 use crate::error::Error;
 use crate::http::{self, Readiness};
 use crate::peer::{SessionManager, SessionSettings, WebRtcStack};
 use crate::pipeline::PipelineCatalog;
 use crate::proto::signaling::web_rtc_signaling_server::WebRtcSignalingServer;
 use crate::signaling::{
-    GrpcSignaling, InMemoryBus, InMemoryRegistry, NotificationBus, PeerRegistry, SignalingCore,
-    SignalingLimits,
+    GrpcSignaling, InMemoryBus, InMemoryRegistry, NotificationBus, OriginPolicy, PeerRegistry,
+    SignalingCore, SignalingLimits, WebSocketSignaling,
 };
 
 /// Session events queued between the session manager and signaling.
@@ -34,6 +34,39 @@ pub struct Server {
     events: mpsc::Receiver<crate::signaling::SessionEvent>,
     /// Stops the server's background work (listeners, state refreshers).
     stop: CancellationToken,
+    origins: OriginPolicy,
+}
+
+/// Loads the pipeline and starts the WebRTC stack: the session host of `grpc` and
+/// `websocket` mode, and the events it reports for signaling to deliver.
+///
+/// # Errors
+/// A broken manifest or a WebRTC setup failure.
+pub async fn session_manager(
+    config: &Config,
+) -> Result<
+    (
+        Arc<SessionManager>,
+        mpsc::Receiver<crate::signaling::SessionEvent>,
+    ),
+    Error,
+> {
+    let pipelines =
+        PipelineCatalog::load(config.manifest.as_deref(), config.manifest_dir.as_deref())?;
+    let stack = WebRtcStack::new(&config.media).await?;
+    let (event_tx, events) = mpsc::channel(SESSION_EVENT_QUEUE);
+    let sessions = Arc::new(SessionManager::new(
+        stack,
+        pipelines,
+        SessionSettings {
+            connect_timeout: config.media.connect_timeout,
+            media_timeout: config.media.media_timeout,
+            capacity: config.limits.max_peers,
+            enable_data_channel: config.media.enable_data_channel,
+        },
+        event_tx,
+    ));
+    Ok((sessions, events))
 }
 
 impl Server {
@@ -42,23 +75,9 @@ impl Server {
     /// # Errors
     /// A broken manifest, a port in use, or a WebRTC setup failure.
     pub async fn bind(config: &Config) -> Result<Self, Error> {
-        let pipelines =
-            PipelineCatalog::load(config.manifest.as_deref(), config.manifest_dir.as_deref())?;
-        let stack = WebRtcStack::new(&config.media).await?;
         let grpc_listener = bind("gRPC", config.grpc_address).await?;
         let http_listener = bind("HTTP", config.http_address).await?;
-        let (event_tx, events) = mpsc::channel(SESSION_EVENT_QUEUE);
-        let sessions = Arc::new(SessionManager::new(
-            stack,
-            pipelines,
-            SessionSettings {
-                connect_timeout: config.media.connect_timeout,
-                media_timeout: config.media.media_timeout,
-                capacity: config.limits.max_peers,
-                enable_data_channel: config.media.enable_data_channel,
-            },
-            event_tx,
-        ));
+        let (sessions, events) = session_manager(config).await?;
         let stop = CancellationToken::new();
         let (registry, bus) = shared_state(config, &stop).await?;
         let core = SignalingCore::new(
@@ -76,6 +95,7 @@ impl Server {
             sessions,
             events,
             stop,
+            origins: OriginPolicy::from_flag(non_empty(&config.allowed_origins)),
         })
     }
 
@@ -110,8 +130,10 @@ impl Server {
         let readiness = Readiness::default();
         let forwarder = tokio::spawn(Arc::clone(&self.core).forward_session_events(self.events));
 
+        let websocket = WebSocketSignaling::new(Arc::clone(&self.core), self.origins, stop.clone());
         let http_stop = stop.clone();
-        let http = axum::serve(self.http_listener, http::router(readiness.clone()))
+        let router = http::router(readiness.clone(), Some(websocket.clone()));
+        let http = axum::serve(self.http_listener, router)
             .with_graceful_shutdown(async move { http_stop.cancelled().await });
         let http = tokio::spawn(async move { http.await.map_err(Error::Http) });
 
@@ -137,6 +159,7 @@ impl Server {
         // Every stream ends its peer's registration (PeerLeft, offers, Redis records).
         streams.close();
         streams.wait().await;
+        websocket.closed().await;
         self.sessions.close_all().await;
         let grpc_result = grpc.await;
         let http_result = http.await;
@@ -193,7 +216,7 @@ async fn shared_state(
     Ok((registry, bus))
 }
 
-async fn bind(what: &'static str, address: SocketAddr) -> Result<TcpListener, Error> {
+pub(crate) async fn bind(what: &'static str, address: SocketAddr) -> Result<TcpListener, Error> {
     TcpListener::bind(address)
         .await
         .map_err(|source| Error::Bind {

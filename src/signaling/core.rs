@@ -8,7 +8,7 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use tokio::sync::mpsc;
 
 use super::bus::{BusError, Mailbox, NotificationBus};
-use super::error::SignalingError;
+use super::error::{Payload, SignalingError};
 use super::peer_id::{validate_peer_id, SERVER_PEER_ID};
 use super::registry::{PeerRecord, PeerRegistry, PendingOffer, RegistryError};
 use super::session_host::{IceCandidate, SessionError, SessionEvent, SessionHost, SessionRequest};
@@ -56,6 +56,15 @@ pub enum OfferOutcome {
     },
     /// The offer was forwarded to another peer.
     Forwarded { offer_id: String },
+}
+
+/// What an announce acknowledges: the peers this one now sees (the server peer included).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Roster {
+    /// Every listed peer, this one included.
+    pub peers_count: usize,
+    /// Peer ids other than this one, the virtual server peer first.
+    pub other_peers: Vec<String>,
 }
 
 /// Process-level counters for health checks.
@@ -239,6 +248,22 @@ impl ConnectedPeer {
         &self.peer_id
     }
 
+    /// The peers this one sees, for the announce acknowledgement.
+    pub async fn roster(&self) -> Roster {
+        let other_peers: Vec<String> = self
+            .core
+            .peers()
+            .await
+            .into_iter()
+            .map(|p| p.peer_id)
+            .filter(|id| *id != self.peer_id)
+            .collect();
+        Roster {
+            peers_count: other_peers.len() + 1,
+            other_peers,
+        }
+    }
+
     /// The next notification for this peer; `None` when it was cut off for reading too slowly.
     pub async fn next_notification(&mut self) -> Option<SignalingNotification> {
         self.mailbox.recv().await
@@ -247,7 +272,7 @@ impl ConnectedPeer {
     /// An SDP offer to the server (creates a session) or to another peer (forwarded).
     ///
     /// # Errors
-    /// `InvalidSdp`, `TooLarge`, `UnknownPeer`, or the session host's error.
+    /// `InvalidOffer`, `TooLarge`, `UnknownPeer`, or the session host's error.
     pub async fn offer(&mut self, to: &str, sdp: &str) -> Result<OfferOutcome, SignalingError> {
         let outcome = self.try_offer(to, sdp).await;
         let result = match &outcome {
@@ -260,7 +285,7 @@ impl ConnectedPeer {
     }
 
     async fn try_offer(&mut self, to: &str, sdp: &str) -> Result<OfferOutcome, SignalingError> {
-        check_sdp(sdp)?;
+        check_sdp(sdp, Payload::Offer)?;
         let offer_id = uuid::Uuid::new_v4().to_string();
         if to == SERVER_PEER_ID {
             let started = Instant::now();
@@ -316,9 +341,9 @@ impl ConnectedPeer {
     /// An SDP answer to another peer's offer.
     ///
     /// # Errors
-    /// `InvalidSdp`, `TooLarge`, `UnknownPeer`, or `InvalidRequest` for the server peer.
+    /// `InvalidAnswer`, `TooLarge`, `UnknownPeer`, or `InvalidRequest` for the server peer.
     pub async fn answer(&mut self, to: &str, sdp: &str) -> Result<(), SignalingError> {
-        check_sdp(sdp)?;
+        check_sdp(sdp, Payload::Answer)?;
         if to == SERVER_PEER_ID {
             return Err(SignalingError::InvalidRequest(
                 "remotemedia-server makes answers; send it an offer".into(),
@@ -482,21 +507,23 @@ fn notify(notification: Notification) -> SignalingNotification {
 }
 
 /// Cheap structural check; the session host parses the SDP for real.
-fn check_sdp(sdp: &str) -> Result<(), SignalingError> {
+fn check_sdp(sdp: &str, what: Payload) -> Result<(), SignalingError> {
+    let invalid = |reason: &str| match what {
+        Payload::Answer => SignalingError::InvalidAnswer(reason.into()),
+        _ => SignalingError::InvalidOffer(reason.into()),
+    };
     if sdp.len() > MAX_SDP_BYTES {
         return Err(SignalingError::TooLarge {
-            what: "SDP",
+            what,
             len: sdp.len(),
             limit: MAX_SDP_BYTES,
         });
     }
     if !sdp.trim_start().starts_with("v=0") {
-        return Err(SignalingError::InvalidSdp(
-            "an SDP must start with \"v=0\"".into(),
-        ));
+        return Err(invalid("an SDP must start with \"v=0\""));
     }
     if !sdp.lines().any(|line| line.starts_with("m=")) {
-        return Err(SignalingError::InvalidSdp("no media section (m=)".into()));
+        return Err(invalid("no media section (m=)"));
     }
     Ok(())
 }
@@ -504,7 +531,7 @@ fn check_sdp(sdp: &str) -> Result<(), SignalingError> {
 fn check_candidate(candidate: &str) -> Result<(), SignalingError> {
     if candidate.len() > MAX_CANDIDATE_BYTES {
         return Err(SignalingError::TooLarge {
-            what: "ICE candidate",
+            what: Payload::Candidate,
             len: candidate.len(),
             limit: MAX_CANDIDATE_BYTES,
         });

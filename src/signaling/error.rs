@@ -1,4 +1,5 @@
-//! Signaling errors and their one mapping to gRPC status codes (DESIGN.md §2).
+//! Signaling errors and their mappings: one to gRPC status codes, one to JSON-RPC error codes
+//! (DESIGN.md §2). Transports never pick codes themselves.
 
 use tonic::Code;
 
@@ -23,13 +24,15 @@ pub enum SignalingError {
     EmptyRequest,
     #[error("unknown peer {0:?}")]
     UnknownPeer(String),
-    #[error("invalid SDP: {0}")]
-    InvalidSdp(String),
+    #[error("invalid SDP offer: {0}")]
+    InvalidOffer(String),
+    #[error("invalid SDP answer: {0}")]
+    InvalidAnswer(String),
     #[error("invalid ICE candidate: {0}")]
     InvalidCandidate(String),
     #[error("{what} is {len} bytes, the limit is {limit}")]
     TooLarge {
-        what: &'static str,
+        what: Payload,
         len: usize,
         limit: usize,
     },
@@ -54,7 +57,8 @@ impl SignalingError {
             Self::AnnounceRequired | Self::AlreadyAnnounced(_) => Code::FailedPrecondition,
             Self::InvalidPeerId(_)
             | Self::EmptyRequest
-            | Self::InvalidSdp(_)
+            | Self::InvalidOffer(_)
+            | Self::InvalidAnswer(_)
             | Self::InvalidCandidate(_)
             | Self::TooLarge { .. }
             | Self::InvalidRequest(_) => Code::InvalidArgument,
@@ -81,7 +85,8 @@ impl SignalingError {
             Self::TooManyPeers(_) => "too_many_peers",
             Self::EmptyRequest => "empty_request",
             Self::UnknownPeer(_) => "unknown_peer",
-            Self::InvalidSdp(_) => "invalid_sdp",
+            Self::InvalidOffer(_) => "invalid_offer",
+            Self::InvalidAnswer(_) => "invalid_answer",
             Self::InvalidCandidate(_) => "invalid_candidate",
             Self::TooLarge { .. } => "too_large",
             Self::InvalidRequest(_) => "invalid_request",
@@ -106,6 +111,114 @@ impl SessionError {
             Self::Unavailable(_) => "unavailable",
             Self::Pipeline(_) => "pipeline",
             Self::Internal(_) => "internal",
+        }
+    }
+}
+
+/// What a size limit or a parse failure was about; it picks the JSON-RPC code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Payload {
+    Offer,
+    Answer,
+    Candidate,
+}
+
+impl std::fmt::Display for Payload {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Offer => "SDP offer",
+            Self::Answer => "SDP answer",
+            Self::Candidate => "ICE candidate",
+        })
+    }
+}
+
+/// JSON-RPC 2.0 error codes of the WebSocket dialect (DESIGN.md §2).
+pub mod jsonrpc {
+    pub const PARSE_ERROR: i32 = -32700;
+    pub const INVALID_REQUEST: i32 = -32600;
+    pub const METHOD_NOT_FOUND: i32 = -32601;
+    pub const INVALID_PARAMS: i32 = -32602;
+    pub const INTERNAL: i32 = -32603;
+    pub const PEER_NOT_FOUND: i32 = -32000;
+    pub const PEER_ID_EXISTS: i32 = -32001;
+    pub const BAD_OFFER: i32 = -32002;
+    pub const BAD_ANSWER: i32 = -32003;
+    pub const BAD_CANDIDATE: i32 = -32004;
+    pub const SESSION_LIMIT: i32 = -32005;
+    pub const ANNOUNCE_REQUIRED: i32 = -32006;
+    pub const UNAUTHENTICATED: i32 = -32007;
+    pub const PERMISSION_DENIED: i32 = -32008;
+    pub const NO_WORKER: i32 = -32009;
+}
+
+/// Failures of the JSON-RPC framing itself, before a request reaches the signaling core.
+#[derive(Debug, thiserror::Error)]
+pub enum RpcError {
+    #[error("parse error: {0}")]
+    Parse(String),
+    #[error("invalid request: {0}")]
+    InvalidRequest(String),
+    #[error("unknown method {0:?}")]
+    UnknownMethod(String),
+    #[error("invalid params: {0}")]
+    InvalidParams(String),
+    #[error(transparent)]
+    Signaling(#[from] SignalingError),
+}
+
+impl RpcError {
+    /// The JSON-RPC error code of this error.
+    pub fn code(&self) -> i32 {
+        match self {
+            Self::Parse(_) => jsonrpc::PARSE_ERROR,
+            Self::InvalidRequest(_) => jsonrpc::INVALID_REQUEST,
+            Self::UnknownMethod(_) => jsonrpc::METHOD_NOT_FOUND,
+            Self::InvalidParams(_) => jsonrpc::INVALID_PARAMS,
+            Self::Signaling(err) => err.jsonrpc_code(),
+        }
+    }
+}
+
+impl SignalingError {
+    /// The JSON-RPC error code of this error (the WebSocket dialect of DESIGN.md §2).
+    pub fn jsonrpc_code(&self) -> i32 {
+        use jsonrpc::*;
+        match self {
+            Self::AnnounceRequired => ANNOUNCE_REQUIRED,
+            Self::AlreadyAnnounced(_) | Self::EmptyRequest | Self::InvalidRequest(_) => {
+                INVALID_REQUEST
+            }
+            Self::InvalidPeerId(_) => INVALID_PARAMS,
+            Self::PeerIdTaken(_) | Self::PeerIdReserved(_) => PEER_ID_EXISTS,
+            Self::TooManyPeers(_) => SESSION_LIMIT,
+            Self::UnknownPeer(_) => PEER_NOT_FOUND,
+            Self::InvalidOffer(_)
+            | Self::TooLarge {
+                what: Payload::Offer,
+                ..
+            } => BAD_OFFER,
+            Self::InvalidAnswer(_)
+            | Self::TooLarge {
+                what: Payload::Answer,
+                ..
+            } => BAD_ANSWER,
+            Self::InvalidCandidate(_)
+            | Self::TooLarge {
+                what: Payload::Candidate,
+                ..
+            }
+            | Self::TooManyEarlyCandidates(_) => BAD_CANDIDATE,
+            Self::SlowConsumer => INTERNAL,
+            Self::ShuttingDown | Self::StateUnavailable(_) => NO_WORKER,
+            Self::Session(err) => match err {
+                SessionError::InvalidSdp(_) | SessionError::UnknownManifest(_) => BAD_OFFER,
+                SessionError::InvalidCandidate(_) => BAD_CANDIDATE,
+                SessionError::NoSession(_) => PEER_NOT_FOUND,
+                SessionError::AtCapacity(_) => SESSION_LIMIT,
+                SessionError::Unavailable(_) => NO_WORKER,
+                SessionError::Pipeline(_) | SessionError::Internal(_) => INTERNAL,
+            },
         }
     }
 }

@@ -124,17 +124,11 @@ async fn run_stream(
             return;
         }
     };
-    let others: Vec<String> = core
-        .peers()
-        .await
-        .into_iter()
-        .map(|p| p.peer_id)
-        .filter(|id| id != peer.peer_id())
-        .collect();
+    let roster = peer.roster().await;
     let ack = ack(
         request_id,
         "announced",
-        json!({"peer_id": peer.peer_id(), "peers_count": others.len() + 1, "other_peers": others}),
+        json!({"peer_id": peer.peer_id(), "peers_count": roster.peers_count, "other_peers": roster.other_peers}),
     );
     if out.send(Ok(ack)).await.is_err() {
         peer.leave().await;

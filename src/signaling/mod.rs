@@ -1,6 +1,6 @@
 //! Signaling: who is connected, and moving offers, answers and candidates between them.
 //!
-//! The rules live in [`SignalingCore`]; transports (gRPC here) only translate. The core
+//! The rules live in [`SignalingCore`]; transports (gRPC, WebSocket JSON-RPC) only translate. The core
 //! depends on traits ([`PeerRegistry`], [`NotificationBus`], [`SessionHost`]) so that the
 //! single process and the cluster run the same code. Nothing here imports `peer` or `media`.
 
@@ -11,16 +11,18 @@ mod grpc;
 mod peer_id;
 mod registry;
 mod session_host;
+mod websocket;
 
 pub use bus::{BusError, InMemoryBus, Mailbox, NotificationBus, MAILBOX_CAPACITY};
 pub use core::{
-    ConnectedPeer, OfferOutcome, SignalingCore, SignalingLimits, SignalingStats,
+    ConnectedPeer, OfferOutcome, Roster, SignalingCore, SignalingLimits, SignalingStats,
     MANIFEST_METADATA_KEY, MAX_CANDIDATE_BYTES, MAX_EARLY_CANDIDATES, MAX_SDP_BYTES,
 };
-pub use error::SignalingError;
+pub use error::{jsonrpc, Payload, RpcError, SignalingError};
 pub use grpc::GrpcSignaling;
 pub use peer_id::{validate_peer_id, SERVER_PEER_ID};
 pub use registry::{
     InMemoryRegistry, PeerRecord, PeerRegistry, PendingOffer, RegistryError, PENDING_OFFER_TTL,
 };
 pub use session_host::{IceCandidate, SessionError, SessionEvent, SessionHost, SessionRequest};
+pub use websocket::{OriginPolicy, WebSocketSignaling, MAX_FRAME_BYTES};

@@ -2,8 +2,10 @@
 //! real WebRTC client peer (webrtc crate) on loopback UDP.
 #![allow(dead_code)]
 
+pub mod cdp;
 pub mod client;
 pub mod signaling;
+pub mod websocket;
 
 use std::net::SocketAddr;
 use std::time::Duration;

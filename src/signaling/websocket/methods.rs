@@ -1,0 +1,157 @@
+//! The methods of the WebSocket dialect: typed params in, the core's answer out as JSON.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use serde::de::DeserializeOwned;
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use super::rpc::peer_json;
+use crate::proto::signaling::{self as pb};
+use crate::signaling::core::{ConnectedPeer, OfferOutcome, SignalingCore};
+use crate::signaling::error::{RpcError, SignalingError};
+use crate::signaling::session_host::IceCandidate;
+
+#[derive(Deserialize)]
+struct AnnounceParams {
+    peer_id: String,
+    #[serde(default)]
+    capabilities: Option<Capabilities>,
+    #[serde(default)]
+    metadata: HashMap<String, String>,
+    // `resume_token` is ignored: a single process offers no resume (the cluster does).
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct Capabilities {
+    audio: bool,
+    video: bool,
+    data: bool,
+    extensions: String,
+}
+
+#[derive(Deserialize)]
+struct SdpParams {
+    to: String,
+    sdp: String,
+}
+
+#[derive(Deserialize)]
+struct CandidateParams {
+    to: String,
+    candidate: String,
+    #[serde(default)]
+    sdp_mid: Option<String>,
+    #[serde(default)]
+    sdp_mline_index: Option<u32>,
+}
+
+#[derive(Deserialize)]
+struct DisconnectParams {
+    to: String,
+}
+
+fn params<T: DeserializeOwned>(params: Value) -> Result<T, RpcError> {
+    serde_json::from_value(params).map_err(|err| RpcError::InvalidParams(err.to_string()))
+}
+
+/// Runs one call for a connection; `peer` is `None` until `peer.announce` succeeds.
+///
+/// # Errors
+/// `UnknownMethod`, `InvalidParams`, or the core's error.
+pub async fn dispatch(
+    core: &Arc<SignalingCore>,
+    peer: &mut Option<ConnectedPeer>,
+    method: &str,
+    raw: Value,
+) -> Result<Value, RpcError> {
+    const METHODS: [&str; 7] = [
+        "peer.announce",
+        "peer.offer",
+        "peer.answer",
+        "peer.ice_candidate",
+        "peer.disconnect",
+        "peer.list",
+        "server.info",
+    ];
+    if !METHODS.contains(&method) {
+        return Err(RpcError::UnknownMethod(method.to_owned()));
+    }
+    if method == "peer.announce" {
+        if let Some(peer) = peer {
+            return Err(SignalingError::AlreadyAnnounced(peer.peer_id().into()).into());
+        }
+        let p: AnnounceParams = params(raw)?;
+        let capabilities = p.capabilities.unwrap_or_default();
+        let connected = core
+            .announce(pb::AnnounceRequest {
+                peer_id: p.peer_id,
+                capabilities: Some(pb::PeerCapabilities {
+                    audio: capabilities.audio,
+                    video: capabilities.video,
+                    data: capabilities.data,
+                    extensions: capabilities.extensions,
+                }),
+                metadata: p.metadata,
+            })
+            .await?;
+        let roster = connected.roster().await;
+        let result = json!({
+            "peer_id": connected.peer_id(),
+            "peers_count": roster.peers_count,
+            "other_peers": roster.other_peers,
+            "resume_token": null,
+        });
+        *peer = Some(connected);
+        return Ok(result);
+    }
+    let Some(peer) = peer else {
+        return Err(SignalingError::AnnounceRequired.into());
+    };
+    match method {
+        "peer.offer" => {
+            let p: SdpParams = params(raw)?;
+            Ok(match peer.offer(&p.to, &p.sdp).await? {
+                OfferOutcome::Answered {
+                    offer_id,
+                    answer_sdp,
+                } => json!({"offer_id": offer_id, "type": "answer", "sdp": answer_sdp}),
+                OfferOutcome::Forwarded { offer_id } => json!({"offer_id": offer_id}),
+            })
+        }
+        "peer.answer" => {
+            let p: SdpParams = params(raw)?;
+            peer.answer(&p.to, &p.sdp).await?;
+            Ok(json!({}))
+        }
+        "peer.ice_candidate" => {
+            let p: CandidateParams = params(raw)?;
+            let candidate = IceCandidate {
+                candidate: p.candidate,
+                sdp_mid: p.sdp_mid.unwrap_or_default(),
+                sdp_mline_index: p.sdp_mline_index.unwrap_or(0),
+            };
+            peer.ice_candidate(&p.to, candidate).await?;
+            Ok(json!({}))
+        }
+        "peer.disconnect" => {
+            let p: DisconnectParams = params(raw)?;
+            peer.disconnect(&p.to).await?;
+            Ok(json!({}))
+        }
+        "peer.list" => {
+            let peers: Vec<Value> = core.peers().await.iter().map(peer_json).collect();
+            Ok(json!({"count": peers.len(), "peers": peers}))
+        }
+        _ => {
+            let stats = core.stats().await;
+            Ok(json!({
+                "version": env!("CARGO_PKG_VERSION"),
+                "uptime_seconds": stats.uptime_seconds,
+                "connected_peers": stats.connected_peers,
+            }))
+        }
+    }
+}

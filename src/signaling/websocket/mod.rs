@@ -1,0 +1,189 @@
+//! The WebSocket transport of signaling for browsers: JSON-RPC 2.0 text frames at `/ws`, one
+//! task per connection driving a [`ConnectedPeer`] as the gRPC stream does. The socket itself
+//! is the only outbound queue (each send waits for the client), and the peer's mailbox is
+//! bounded by the core, so a slow browser never grows memory.
+
+mod methods;
+mod origin;
+mod rpc;
+
+use std::sync::Arc;
+
+use axum::extract::ws::{close_code, CloseFrame, Message, WebSocket, WebSocketUpgrade};
+use axum::extract::State;
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde_json::Value;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+pub use origin::OriginPolicy;
+
+use super::core::{ConnectedPeer, SignalingCore};
+use super::error::{RpcError, SignalingError};
+use crate::proto::signaling::SignalingNotification;
+
+/// Largest text frame answered; a larger one gets -32600 and the connection stays.
+pub const MAX_FRAME_BYTES: usize = 256 * 1024;
+/// Messages above this are not even buffered: the connection is closed (1009).
+const HARD_MESSAGE_BYTES: usize = 1024 * 1024;
+
+/// The `/ws` endpoint's shared state.
+#[derive(Clone)]
+pub struct WebSocketSignaling {
+    core: Arc<SignalingCore>,
+    origins: Arc<OriginPolicy>,
+    shutdown: CancellationToken,
+    /// Open connections, so shutdown can wait for their close frames to go out.
+    connections: TaskTracker,
+}
+
+impl WebSocketSignaling {
+    pub fn new(
+        core: Arc<SignalingCore>,
+        origins: OriginPolicy,
+        shutdown: CancellationToken,
+    ) -> Self {
+        Self {
+            core,
+            origins: Arc::new(origins),
+            shutdown,
+            connections: TaskTracker::new(),
+        }
+    }
+
+    /// Waits until every connection has sent its close frame (call after cancelling).
+    pub async fn closed(&self) {
+        self.connections.close();
+        self.connections.wait().await;
+    }
+
+    /// The axum handler of `GET /ws`.
+    pub async fn upgrade(
+        State(ws): State<Self>,
+        headers: HeaderMap,
+        upgrade: WebSocketUpgrade,
+    ) -> Response {
+        let text = |name| headers.get(name).and_then(|v| v.to_str().ok());
+        let origin = text(header::ORIGIN);
+        if !ws.origins.allows(origin, text(header::HOST)) {
+            tracing::info!(?origin, "WebSocket upgrade refused: origin not allowed");
+            return (StatusCode::FORBIDDEN, "origin not allowed\n").into_response();
+        }
+        if ws.shutdown.is_cancelled() {
+            return (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n").into_response();
+        }
+        let token = ws.connections.token();
+        upgrade
+            .max_message_size(HARD_MESSAGE_BYTES)
+            .max_frame_size(HARD_MESSAGE_BYTES)
+            .on_upgrade(move |socket| async move {
+                run_connection(ws.core, socket, ws.shutdown).await;
+                drop(token);
+            })
+    }
+}
+
+/// What woke the connection's loop up besides a frame.
+enum Wake {
+    Notification(SignalingNotification),
+    /// The core cut the mailbox off: the client reads too slowly.
+    CutOff,
+}
+
+/// Reads frames until the client closes, the socket breaks, or the server shuts down.
+async fn run_connection(
+    core: Arc<SignalingCore>,
+    mut socket: WebSocket,
+    shutdown: CancellationToken,
+) {
+    let mut peer: Option<ConnectedPeer> = None;
+    loop {
+        let outgoing = tokio::select! {
+            frame = socket.recv() => match frame {
+                Some(Ok(Message::Text(text))) => handle_text(&core, &mut peer, text.as_str()).await,
+                Some(Ok(Message::Binary(_))) => Some(rpc::error(
+                    Value::Null,
+                    &RpcError::InvalidRequest("binary frames are not supported; send text".into()),
+                )),
+                Some(Ok(Message::Ping(_) | Message::Pong(_))) => None,
+                Some(Ok(Message::Close(_))) | None => break,
+                Some(Err(err)) => {
+                    tracing::info!(peer_id = peer.as_ref().map(ConnectedPeer::peer_id), %err, "WebSocket broke");
+                    break;
+                }
+            },
+            wake = next_wake(&mut peer) => match wake {
+                Wake::Notification(notification) => rpc::notification(notification),
+                Wake::CutOff => {
+                    close(&mut socket, SignalingError::SlowConsumer, close_code::POLICY).await;
+                    break;
+                }
+            },
+            () = shutdown.cancelled() => {
+                close(&mut socket, SignalingError::ShuttingDown, close_code::AWAY).await;
+                break;
+            }
+        };
+        if let Some(text) = outgoing {
+            if socket.send(Message::Text(text.into())).await.is_err() {
+                break;
+            }
+        }
+    }
+    if let Some(peer) = peer {
+        peer.leave().await;
+    }
+}
+
+/// The answer to one text frame; `None` for a JSON-RPC notification.
+async fn handle_text(
+    core: &Arc<SignalingCore>,
+    peer: &mut Option<ConnectedPeer>,
+    text: &str,
+) -> Option<String> {
+    if text.len() > MAX_FRAME_BYTES {
+        let err = RpcError::InvalidRequest(format!(
+            "frame is {} bytes, the limit is {MAX_FRAME_BYTES}",
+            text.len()
+        ));
+        return Some(rpc::error(Value::Null, &err));
+    }
+    let call = match rpc::parse(text) {
+        Ok(call) => call,
+        Err(rejected) => return Some(rpc::error(rejected.id, &rejected.error)),
+    };
+    let outcome = methods::dispatch(core, peer, &call.method, call.params).await;
+    if let Err(err) = &outcome {
+        let peer_id = peer.as_ref().map(ConnectedPeer::peer_id);
+        tracing::info!(peer_id, method = call.method, %err, "request failed");
+    }
+    let id = call.id?;
+    Some(match outcome {
+        Ok(result) => rpc::result(id, result),
+        Err(err) => rpc::error(id, &err),
+    })
+}
+
+async fn next_wake(peer: &mut Option<ConnectedPeer>) -> Wake {
+    match peer {
+        Some(peer) => match peer.next_notification().await {
+            Some(notification) => Wake::Notification(notification),
+            None => Wake::CutOff,
+        },
+        None => std::future::pending().await,
+    }
+}
+
+/// Says why in a last error (id null), then sends the close frame.
+async fn close(socket: &mut WebSocket, why: SignalingError, code: u16) {
+    let message = why.to_string();
+    let error = rpc::error(Value::Null, &RpcError::Signaling(why));
+    let _ = socket.send(Message::Text(error.into())).await;
+    let _ = socket
+        .send(Message::Close(Some(CloseFrame {
+            code,
+            reason: message.into(),
+        })))
+        .await;
+}

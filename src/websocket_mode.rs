@@ -1,0 +1,265 @@
+//! `--mode websocket`: this process joins an external signaling server of our JSON-RPC dialect
+//! as one peer and answers every offer addressed to it with a server session (the same
+//! session manager as `grpc` mode). When the signaling server goes away it reconnects with
+//! backoff; media sessions do not depend on signaling and keep running meanwhile.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::{SinkExt, StreamExt};
+use serde_json::{json, Value};
+use tokio::net::TcpListener;
+use tokio::sync::mpsc;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Config;
+use crate::error::Error;
+use crate::http::{self, Readiness};
+use crate::peer::SessionManager;
+use crate::server::{bind, session_manager};
+use crate::signaling::{IceCandidate, SessionEvent, SessionHost, SessionRequest};
+
+/// First and largest wait between reconnection attempts.
+const BACKOFF: (Duration, Duration) = (Duration::from_millis(200), Duration::from_secs(5));
+
+type Socket =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// A bound, not yet running, `websocket` mode process.
+pub struct WebSocketPeer {
+    url: String,
+    peer_id: String,
+    http_listener: TcpListener,
+    sessions: Arc<SessionManager>,
+    events: mpsc::Receiver<SessionEvent>,
+}
+
+/// `remotemedia-<hostname>`: unique per pod, and never the reserved `remotemedia-server`.
+pub fn default_peer_id() -> String {
+    let host = std::env::var("HOSTNAME")
+        .ok()
+        .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "unknown".into());
+    format!("remotemedia-{host}")
+}
+
+impl WebSocketPeer {
+    /// Loads the pipeline, binds HTTP (probes) and the WebRTC stack.
+    ///
+    /// # Errors
+    /// No `--signaling-url`, a broken manifest, a port in use, or a WebRTC setup failure.
+    pub async fn bind(config: &Config) -> Result<Self, Error> {
+        let url = config
+            .signaling_url
+            .clone()
+            .ok_or(Error::MissingSignalingUrl)?;
+        let http_listener = bind("HTTP", config.http_address).await?;
+        let (sessions, events) = session_manager(config).await?;
+        Ok(Self {
+            url,
+            peer_id: config.peer_id.clone().unwrap_or_else(default_peer_id),
+            http_listener,
+            sessions,
+            events,
+        })
+    }
+
+    pub fn peer_id(&self) -> &str {
+        &self.peer_id
+    }
+
+    pub fn http_address(&self) -> Option<SocketAddr> {
+        self.http_listener.local_addr().ok()
+    }
+
+    pub fn sessions(&self) -> Arc<SessionManager> {
+        Arc::clone(&self.sessions)
+    }
+
+    /// Stays joined (reconnecting as needed) until `shutdown` completes, then closes every
+    /// session.
+    ///
+    /// # Errors
+    /// When the HTTP listener fails.
+    pub async fn run(
+        mut self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), Error> {
+        let stop = CancellationToken::new();
+        let readiness = Readiness::default();
+        let http_stop = stop.clone();
+        let http = axum::serve(self.http_listener, http::router(readiness.clone(), None))
+            .with_graceful_shutdown(async move { http_stop.cancelled().await });
+        let http = tokio::spawn(async move { http.await.map_err(Error::Http) });
+        readiness.set(true);
+        let signal_stop = stop.clone();
+        tokio::spawn(async move {
+            shutdown.await;
+            signal_stop.cancel();
+        });
+
+        let mut backoff = BACKOFF.0;
+        while !stop.is_cancelled() {
+            match tokio_tungstenite::connect_async(self.url.as_str()).await {
+                Ok((socket, _)) => {
+                    tracing::info!(url = self.url, peer_id = self.peer_id, "joined signaling");
+                    let mut link = Link {
+                        socket,
+                        sessions: &self.sessions,
+                        next_id: 0,
+                    };
+                    if link.serve(&self.peer_id, &mut self.events, &stop).await {
+                        backoff = BACKOFF.0;
+                    }
+                }
+                Err(err) => tracing::warn!(url = self.url, %err, "signaling unreachable"),
+            }
+            if stop.is_cancelled() {
+                break;
+            }
+            tracing::info!(?backoff, "reconnecting to signaling");
+            tokio::select! {
+                () = tokio::time::sleep(backoff) => {}
+                () = stop.cancelled() => {}
+            }
+            backoff = (backoff * 2).min(BACKOFF.1);
+        }
+        readiness.set(false);
+        self.sessions.close_all().await;
+        match http.await {
+            Ok(Err(err)) => Err(err),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// One connection to the signaling server.
+struct Link<'a> {
+    socket: Socket,
+    sessions: &'a Arc<SessionManager>,
+    next_id: u64,
+}
+
+impl Link<'_> {
+    /// Announces and serves until the socket ends or `stop`; returns whether the announce
+    /// succeeded (a reason to reset the backoff).
+    async fn serve(
+        &mut self,
+        peer_id: &str,
+        events: &mut mpsc::Receiver<SessionEvent>,
+        stop: &CancellationToken,
+    ) -> bool {
+        let announce = self
+            .request("peer.announce", json!({"peer_id": peer_id, "capabilities": {"audio": true, "video": true, "data": true}, "metadata": {"type": "server"}}))
+            .await;
+        let mut announced = false;
+        loop {
+            tokio::select! {
+                frame = self.socket.next() => {
+                    let text = match frame {
+                        Some(Ok(Message::Text(text))) => text,
+                        Some(Ok(Message::Close(_))) | None | Some(Err(_)) => break,
+                        Some(Ok(_)) => continue,
+                    };
+                    let Ok(message) = serde_json::from_str::<Value>(&text) else { continue };
+                    if message.get("id") == Some(&json!(announce)) {
+                        if let Some(error) = message.get("error") {
+                            tracing::warn!(%error, "announce refused");
+                            break;
+                        }
+                        announced = true;
+                    } else if let Some(error) = message.get("error") {
+                        tracing::info!(%error, "signaling request failed");
+                    } else if let Some(method) = message["method"].as_str() {
+                        self.on_notification(method, &message["params"]).await;
+                    }
+                }
+                Some(event) = events.recv() => self.on_session_event(event).await,
+                () = stop.cancelled() => {
+                    let _ = self.socket.close(None).await;
+                    break;
+                }
+            }
+        }
+        announced
+    }
+
+    async fn on_notification(&mut self, method: &str, params: &Value) {
+        let text = |key: &str| params[key].as_str().unwrap_or_default().to_owned();
+        match method {
+            "peer.offer" => {
+                let from = text("from");
+                let request = SessionRequest {
+                    peer_id: from.clone(),
+                    offer_sdp: text("sdp"),
+                    manifest: None,
+                };
+                match self.sessions.create_session(request).await {
+                    Ok(answer) => {
+                        self.request("peer.answer", json!({"to": from, "sdp": answer}))
+                            .await;
+                    }
+                    Err(err) => {
+                        tracing::warn!(from, %err, "offer refused");
+                        self.request("peer.disconnect", json!({"to": from})).await;
+                    }
+                }
+            }
+            "peer.ice_candidate" => {
+                let candidate = IceCandidate {
+                    candidate: text("candidate"),
+                    sdp_mid: text("sdp_mid"),
+                    sdp_mline_index: params["sdp_mline_index"]
+                        .as_u64()
+                        .and_then(|i| u32::try_from(i).ok())
+                        .unwrap_or(0),
+                };
+                if let Err(err) = self.sessions.add_candidate(&text("from"), candidate).await {
+                    tracing::debug!(%err, "candidate for no session");
+                }
+            }
+            // Only an explicit disconnect ends a session: `peer.left` also comes when the
+            // signaling server restarts, and media must outlive that. A caller that is really
+            // gone is reclaimed by the session's own ICE consent and media timeouts.
+            "peer.disconnected" => {
+                self.sessions.close_session(&text("peer_id")).await;
+            }
+            _ => {}
+        }
+    }
+
+    async fn on_session_event(&mut self, event: SessionEvent) {
+        match event {
+            SessionEvent::LocalCandidate { peer_id, candidate } => {
+                let sdp_mid = (!candidate.sdp_mid.is_empty()).then_some(candidate.sdp_mid);
+                self.request(
+                    "peer.ice_candidate",
+                    json!({"to": peer_id, "candidate": candidate.candidate, "sdp_mid": sdp_mid, "sdp_mline_index": candidate.sdp_mline_index}),
+                )
+                .await;
+            }
+            SessionEvent::Closed { peer_id, reason } => {
+                tracing::info!(peer_id, reason, "session closed");
+                self.request("peer.disconnect", json!({"to": peer_id}))
+                    .await;
+            }
+        }
+    }
+
+    /// Sends a request and returns its id; a failed send shows up as the socket ending.
+    async fn request(&mut self, method: &str, params: Value) -> u64 {
+        self.next_id += 1;
+        let frame =
+            json!({"jsonrpc": "2.0", "id": self.next_id, "method": method, "params": params});
+        let _ = self
+            .socket
+            .send(Message::Text(frame.to_string().into()))
+            .await;
+        self.next_id
+    }
+}

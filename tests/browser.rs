@@ -1,0 +1,141 @@
+//! The demo page in headless Chromium: a fake microphone playing 440 Hz goes through the
+//! server's loopback pipeline and comes back at 440 Hz; a text sent on the data channel comes
+//! back; ICE connects on 127.0.0.1. Fails (never skips) without chromium: CI installs it.
+
+#![allow(clippy::unwrap_used)] // tests unwrap: a failure is the test failing
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use common::cdp::Browser;
+use common::TestServer;
+use serde_json::Value;
+
+/// Ten seconds of a 440 Hz sine, 48 kHz mono 16-bit (chromium loops the file).
+fn write_tone_wav(path: &Path) {
+    let rate = 48_000u32;
+    let samples: Vec<i16> = (0..rate * 10)
+        .map(|n| {
+            let t = n as f32 / rate as f32;
+            (0.5 * (2.0 * std::f32::consts::PI * 440.0 * t).sin() * f32::from(i16::MAX)) as i16
+        })
+        .collect();
+    let data_len = (samples.len() * 2) as u32;
+    let mut wav = Vec::with_capacity(44 + data_len as usize);
+    wav.extend_from_slice(b"RIFF");
+    wav.extend_from_slice(&(36 + data_len).to_le_bytes());
+    wav.extend_from_slice(b"WAVEfmt ");
+    wav.extend_from_slice(&16u32.to_le_bytes());
+    wav.extend_from_slice(&1u16.to_le_bytes()); // PCM
+    wav.extend_from_slice(&1u16.to_le_bytes()); // mono
+    wav.extend_from_slice(&rate.to_le_bytes());
+    wav.extend_from_slice(&(rate * 2).to_le_bytes());
+    wav.extend_from_slice(&2u16.to_le_bytes());
+    wav.extend_from_slice(&16u16.to_le_bytes());
+    wav.extend_from_slice(b"data");
+    wav.extend_from_slice(&data_len.to_le_bytes());
+    for s in samples {
+        wav.extend_from_slice(&s.to_le_bytes());
+    }
+    std::fs::write(path, wav).unwrap();
+}
+
+fn artifact_dir() -> PathBuf {
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target"));
+    target.join("browser")
+}
+
+/// Polls the page's `window.rmState` until `done` holds; panics with the last state.
+async fn wait_for_state(
+    browser: &mut Browser,
+    what: &str,
+    timeout: Duration,
+    mut done: impl FnMut(&Value) -> bool,
+) -> Value {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let state = browser.eval("window.rmState").await;
+        if done(&state) {
+            return state;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting for {what}; page state: {state}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_demo_page_sends_440_hz_and_gets_it_back() {
+    common::init_tracing();
+    let started = Instant::now();
+    let server = TestServer::start().await;
+    let dir = artifact_dir();
+    std::fs::create_dir_all(&dir).unwrap();
+    let wav = dir.join("tone-440.wav");
+    write_tone_wav(&wav);
+
+    let url = format!("http://{}/?autostart", server.http);
+    let flag = format!("--use-file-for-fake-audio-capture={}", wav.display());
+    let mut browser = Browser::launch(&[flag], &url).await;
+
+    let state = wait_for_state(
+        &mut browser,
+        "ICE connected",
+        Duration::from_secs(20),
+        |s| {
+            assert!(
+                s["errors"].as_array().is_none_or(Vec::is_empty),
+                "page errors: {s}"
+            );
+            matches!(s["iceState"].as_str(), Some("connected" | "completed"))
+        },
+    )
+    .await;
+    println!("ICE connected after {:?}: {state}", started.elapsed());
+
+    // Several readings in a row at 440 Hz: the tone really comes back, not a single blip.
+    let mut in_a_row = 0;
+    wait_for_state(&mut browser, "440 Hz back", Duration::from_secs(20), |s| {
+        let hz = s["returnedFrequencyHz"].as_f64().unwrap_or(0.0);
+        in_a_row = if (hz - 440.0).abs() <= 10.0 {
+            in_a_row + 1
+        } else {
+            0
+        };
+        in_a_row >= 5
+    })
+    .await;
+
+    let sent = browser
+        .eval("window.rmSendText('hello from chromium')")
+        .await;
+    assert_eq!(sent, Value::Bool(true), "the data channel is open");
+    let state = wait_for_state(
+        &mut browser,
+        "the text echo",
+        Duration::from_secs(10),
+        |s| {
+            s["dataEcho"]
+                .as_array()
+                .is_some_and(|echo| echo.iter().any(|t| t == "hello from chromium"))
+        },
+    )
+    .await;
+    // Let the stats table fill before the screenshot.
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let shot = dir.join("demo-page.png");
+    browser.screenshot(&shot).await;
+    println!(
+        "browser test passed in {:?}; final state {state}; screenshot {}",
+        started.elapsed(),
+        shot.display()
+    );
+    browser.close().await;
+    server.stop().await;
+}

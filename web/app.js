@@ -1,0 +1,232 @@
+// remotemedia-webrtc demo: microphone -> server pipeline -> speakers, over WebSocket JSON-RPC
+// signaling (docs/signaling.md). No build step; state for tests lives on window.rmState.
+'use strict';
+
+const SERVER = 'remotemedia-server';
+const $ = (id) => document.getElementById(id);
+const state = (window.rmState = {
+  status: 'idle', iceState: 'new', connectionState: 'new', peerId: null,
+  sentDbfs: -Infinity, returnedDbfs: -Infinity, returnedFrequencyHz: 0,
+  dataEcho: [], messages: [], vadEvents: [], stats: {}, errors: [],
+});
+
+function setStatus(text) { state.status = text; $('status').textContent = text; }
+function fail(err) { state.errors.push(String(err)); setStatus('error: ' + err); console.error(err); }
+
+// ---- JSON-RPC over WebSocket -------------------------------------------------------------
+class Signaling {
+  constructor(url, onNotification) {
+    this.pending = new Map();
+    this.nextId = 1;
+    this.onNotification = onNotification;
+    this.ws = new WebSocket(url);
+    this.opened = new Promise((resolve, reject) => {
+      this.ws.onopen = resolve;
+      this.ws.onerror = () => reject(new Error('WebSocket failed'));
+    });
+    this.ws.onmessage = (event) => this.receive(JSON.parse(event.data));
+    this.ws.onclose = (event) => setStatus(`signaling closed (${event.code} ${event.reason})`);
+  }
+  receive(msg) {
+    if (msg.method) { this.onNotification(msg.method, msg.params); return; }
+    const waiter = this.pending.get(msg.id);
+    if (!waiter) { if (msg.error) fail(msg.error.message); return; }
+    this.pending.delete(msg.id);
+    if (msg.error) waiter.reject(new Error(`${msg.error.message} (${msg.error.code})`));
+    else waiter.resolve(msg.result);
+  }
+  call(method, params) {
+    const id = this.nextId++;
+    this.ws.send(JSON.stringify({ jsonrpc: '2.0', id, method, params }));
+    return new Promise((resolve, reject) => this.pending.set(id, { resolve, reject }));
+  }
+  close() { this.ws.close(1000, 'bye'); }
+}
+
+// ---- DataBuffer (proto/remotemedia/v1/common.proto), text and json only --------------------
+const utf8 = new TextEncoder();
+const fromUtf8 = new TextDecoder();
+function varint(n) { const out = []; while (n > 127) { out.push((n & 127) | 128); n >>>= 7; } out.push(n); return out; }
+function field(num, bytes) { return [...varint((num << 3) | 2), ...varint(bytes.length), ...bytes]; }
+function encodeText(text) {
+  // DataBuffer.text = 5 -> TextBuffer { text_data = 1 (bytes), encoding = 2 }
+  return new Uint8Array(field(5, [...field(1, utf8.encode(text)), ...field(2, utf8.encode('utf-8'))]));
+}
+function readFields(bytes) {
+  const fields = [];
+  let i = 0;
+  const readVarint = () => { let n = 0, shift = 0, b; do { b = bytes[i++]; n += (b & 127) * 2 ** shift; shift += 7; } while (b & 128); return n; };
+  while (i < bytes.length) {
+    const key = readVarint(), num = Math.floor(key / 8), wire = key & 7;
+    if (wire === 0) { fields.push([num, readVarint()]); }
+    else if (wire === 2) { const len = readVarint(); fields.push([num, bytes.subarray(i, i + len)]); i += len; }
+    else if (wire === 5) { i += 4; } else if (wire === 1) { i += 8; } else break;
+  }
+  return fields;
+}
+function decodeDataBuffer(bytes) {
+  for (const [num, value] of readFields(bytes)) {
+    const inner = (n) => { const f = readFields(value).find(([k]) => k === n); return f ? fromUtf8.decode(f[1]) : ''; };
+    if (num === 5) return { kind: 'text', value: inner(1) };
+    if (num === 4) return { kind: 'json', value: inner(1) };
+    if (num === 1) return { kind: 'audio', value: `${value.length} bytes` };
+    if (num === 6) return { kind: 'binary', value: `${value.length} bytes` };
+    if (num === 7) return { kind: 'control', value: `${value.length} bytes` };
+  }
+  return { kind: 'empty', value: '' };
+}
+
+// ---- audio analysis ----------------------------------------------------------------------
+function dbfs(analyser, buf) {
+  analyser.getFloatTimeDomainData(buf);
+  let sum = 0; for (const x of buf) sum += x * x;
+  return 10 * Math.log10(sum / buf.length || 1e-12);
+}
+function dominantHz(analyser, spectrum, rate) {
+  analyser.getFloatFrequencyData(spectrum);
+  const bin = rate / analyser.fftSize;
+  let best = -1;
+  for (let i = Math.ceil(50 / bin); i < Math.min(spectrum.length - 1, 5000 / bin); i++) {
+    if (best < 0 || spectrum[i] > spectrum[best]) best = i;
+  }
+  if (best < 1 || spectrum[best] < -90) return 0;
+  const [a, b, c] = [spectrum[best - 1], spectrum[best], spectrum[best + 1]];
+  const shift = (a - c) / (2 * (a - 2 * b + c) || 1);
+  return (best + shift) * bin;
+}
+function meter(id, value) {
+  $(id + '-meter').value = Math.max(-60, value);
+  $(id + '-db').textContent = Number.isFinite(value) ? `${value.toFixed(1)} dBFS` : '-∞ dBFS';
+}
+
+// ---- the call ----------------------------------------------------------------------------
+let pc, signaling, channel, audioCtx, timers = [];
+
+function log(list, text) {
+  const li = document.createElement('li');
+  li.textContent = `${new Date().toLocaleTimeString()} ${text}`;
+  $(list).append(li);
+  li.scrollIntoView({ block: 'nearest' });
+}
+
+async function start() {
+  $('start').disabled = true;
+  setStatus('opening microphone');
+  const mic = await navigator.mediaDevices.getUserMedia({
+    audio: { echoCancellation: false, noiseSuppression: false, autoGainControl: false },
+  });
+  audioCtx = new AudioContext({ sampleRate: 48000 });
+  await audioCtx.resume();
+  const sent = audioCtx.createAnalyser();
+  sent.fftSize = 2048;
+  audioCtx.createMediaStreamSource(mic).connect(sent);
+
+  pc = new RTCPeerConnection({ iceServers: [] });
+  mic.getTracks().forEach((t) => pc.addTrack(t, mic));
+  channel = pc.createDataChannel('data');
+  channel.binaryType = 'arraybuffer';
+  channel.onopen = () => { $('text').disabled = false; $('send').disabled = false; };
+  channel.onmessage = (event) => {
+    const msg = typeof event.data === 'string' ? { kind: 'text', value: event.data } : decodeDataBuffer(new Uint8Array(event.data));
+    state.messages.push(msg);
+    if (msg.kind === 'text') state.dataEcho.push(msg.value);
+    if (msg.kind === 'json' && /vad|speech/i.test(msg.value)) { state.vadEvents.push(msg.value); log('vad', msg.value); }
+    log('messages', `${msg.kind}: ${msg.value}`);
+  };
+  let returned = null;
+  pc.ontrack = (event) => {
+    const stream = event.streams[0] || new MediaStream([event.track]);
+    $('remote').srcObject = stream; // Chrome feeds WebAudio from a remote stream only while it plays
+    returned = audioCtx.createAnalyser();
+    returned.fftSize = 8192;
+    audioCtx.createMediaStreamSource(stream).connect(returned);
+  };
+  pc.oniceconnectionstatechange = () => { state.iceState = pc.iceConnectionState; $('ice').textContent = pc.iceConnectionState; };
+  pc.onconnectionstatechange = () => {
+    state.connectionState = pc.connectionState;
+    if (pc.connectionState === 'connected') setStatus('connected');
+  };
+
+  const remoteReady = { done: false, queue: [] };
+  const addRemote = (c) => pc.addIceCandidate(c).catch(fail);
+  signaling = new Signaling(`${location.protocol === 'https:' ? 'wss' : 'ws'}://${location.host}/ws`, (method, p) => {
+    if (method === 'peer.ice_candidate' && p.from === SERVER) {
+      const c = p.candidate ? { candidate: p.candidate, sdpMid: p.sdp_mid, sdpMLineIndex: p.sdp_mline_index } : null;
+      if (c === null) return;
+      if (remoteReady.done) addRemote(c); else remoteReady.queue.push(c);
+    } else if (method === 'peer.disconnected' && p.peer_id === SERVER) {
+      setStatus('the server closed the session');
+    }
+  });
+  await signaling.opened;
+  state.peerId = 'browser-' + Math.random().toString(36).slice(2, 10);
+  await signaling.call('peer.announce', { peer_id: state.peerId, capabilities: { audio: true, data: true }, metadata: { client: 'demo page' } });
+  pc.onicecandidate = (event) => {
+    const c = event.candidate;
+    signaling.call('peer.ice_candidate', {
+      to: SERVER, candidate: c ? c.candidate : '', sdp_mid: c ? c.sdpMid : null, sdp_mline_index: c ? c.sdpMLineIndex : 0,
+    }).catch(fail);
+  };
+  setStatus('offering');
+  await pc.setLocalDescription(await pc.createOffer());
+  const answer = await signaling.call('peer.offer', { to: SERVER, sdp: pc.localDescription.sdp });
+  await pc.setRemoteDescription({ type: 'answer', sdp: answer.sdp });
+  remoteReady.done = true;
+  remoteReady.queue.splice(0).forEach(addRemote);
+  setStatus('connecting');
+  $('stop').disabled = false;
+
+  const timeBuf = new Float32Array(2048);
+  const spectrum = new Float32Array(4096);
+  timers.push(setInterval(() => {
+    state.sentDbfs = dbfs(sent, timeBuf); meter('sent', state.sentDbfs);
+    if (!returned) return;
+    state.returnedDbfs = dbfs(returned, timeBuf); meter('returned', state.returnedDbfs);
+    state.returnedFrequencyHz = dominantHz(returned, spectrum, audioCtx.sampleRate);
+    $('freq').textContent = state.returnedFrequencyHz ? `${state.returnedFrequencyHz.toFixed(1)} Hz` : '–';
+  }, 100));
+  timers.push(setInterval(updateStats, 1000));
+}
+
+async function updateStats() {
+  if (!pc) return;
+  const s = {};
+  (await pc.getStats()).forEach((r) => {
+    if (r.type === 'candidate-pair' && r.nominated && r.currentRoundTripTime !== undefined) s.rttMs = r.currentRoundTripTime * 1000;
+    if (r.type === 'inbound-rtp' && r.kind === 'audio') {
+      s.jitterMs = r.jitter * 1000;
+      s.packetsLost = r.packetsLost;
+      if (r.jitterBufferEmittedCount) s.jitterBufferDelayMs = (r.jitterBufferDelay / r.jitterBufferEmittedCount) * 1000;
+    }
+  });
+  state.stats = s;
+  const ms = (v) => (v === undefined ? '–' : `${v.toFixed(1)} ms`);
+  $('stat-rtt').textContent = ms(s.rttMs);
+  $('stat-jitter').textContent = ms(s.jitterMs);
+  $('stat-lost').textContent = s.packetsLost === undefined ? '–' : String(s.packetsLost);
+  $('stat-jbd').textContent = ms(s.jitterBufferDelayMs);
+}
+
+function stop() {
+  timers.forEach(clearInterval); timers = [];
+  if (pc) pc.close();
+  if (signaling) signaling.close();
+  if (audioCtx) audioCtx.close();
+  pc = signaling = channel = audioCtx = null;
+  setStatus('stopped');
+  $('start').disabled = false; $('stop').disabled = true; $('send').disabled = true; $('text').disabled = true;
+}
+
+/** Sends a DataBuffer{text} on the data channel; exposed for tests. */
+function sendText(text) {
+  if (!channel || channel.readyState !== 'open') return false;
+  channel.send(encodeText(text));
+  log('messages', `sent: ${text}`);
+  return true;
+}
+window.rmSendText = sendText;
+
+$('start').addEventListener('click', () => start().catch(fail));
+$('stop').addEventListener('click', stop);
+$('text-form').addEventListener('submit', (event) => { event.preventDefault(); sendText($('text').value); });
+if (new URLSearchParams(location.search).has('autostart')) start().catch(fail);
