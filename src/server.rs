@@ -3,6 +3,7 @@
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
@@ -13,7 +14,7 @@ use crate::config::Config;
 use crate::error::Error;
 use crate::http::{self, Readiness};
 use crate::peer::{SessionManager, SessionSettings, WebRtcStack};
-use crate::pipeline::{Manifest, Pipeline};
+use crate::pipeline::{Manifest, OpusSettings, Pipeline};
 use crate::proto::signaling::web_rtc_signaling_server::WebRtcSignalingServer;
 use crate::signaling::{
     GrpcSignaling, InMemoryBus, InMemoryRegistry, SignalingCore, SignalingLimits,
@@ -47,6 +48,43 @@ pub fn load_pipeline(config: &Config) -> Result<Pipeline, Error> {
         .map_err(|source| Error::Manifest { path, source })
 }
 
+/// The `--opus-*` flags, overridden by each key the manifest's `media.opus` block really sets.
+///
+/// The parsed manifest fills absent keys with defaults, so which keys were written is read
+/// from the file itself (src/pipeline keeps its types; this is the only place that merges).
+fn opus_settings(config: &Config, pipeline: &Pipeline) -> OpusSettings {
+    let flags = &config.media;
+    let mut opus = OpusSettings {
+        bitrate: flags.opus_bitrate,
+        complexity: flags.opus_complexity,
+        fec: flags.opus_fec,
+        dtx: flags.opus_dtx,
+    };
+    let manifest = &pipeline.manifest().media.opus;
+    let written = config
+        .manifest
+        .as_ref()
+        .and_then(|path| std::fs::read_to_string(path).ok())
+        .and_then(|text| serde_yaml::from_str::<serde_yaml::Value>(&text).ok());
+    let block = written.as_ref().and_then(|m| m.get("media")?.get("opus"));
+    if let Some(block) = block {
+        let set = |key: &str| block.get(key).is_some();
+        if set("bitrate") {
+            opus.bitrate = manifest.bitrate;
+        }
+        if set("complexity") {
+            opus.complexity = manifest.complexity;
+        }
+        if set("fec") {
+            opus.fec = manifest.fec;
+        }
+        if set("dtx") {
+            opus.dtx = manifest.dtx;
+        }
+    }
+    opus
+}
+
 impl Server {
     /// Loads the pipeline, binds every listener and the WebRTC stack.
     ///
@@ -54,6 +92,7 @@ impl Server {
     /// A broken manifest, a port in use, or a WebRTC setup failure.
     pub async fn bind(config: &Config) -> Result<Self, Error> {
         let pipeline = load_pipeline(config)?;
+        let opus = opus_settings(config, &pipeline);
         let stack = WebRtcStack::new(&config.media).await?;
         let grpc_listener = bind("gRPC", config.grpc_address).await?;
         let http_listener = bind("HTTP", config.http_address).await?;
@@ -66,6 +105,8 @@ impl Server {
                 media_timeout: config.media.media_timeout,
                 capacity: config.limits.max_peers,
                 enable_data_channel: config.media.enable_data_channel,
+                jitter_buffer: Duration::from_millis(u64::from(config.media.jitter_buffer_ms)),
+                opus,
             },
             event_tx,
         ));

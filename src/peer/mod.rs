@@ -4,10 +4,12 @@
 mod activity;
 mod audio;
 mod error;
+mod quality;
 mod server_peer;
 mod session_manager;
 mod stack;
 
 pub use error::PeerError;
+pub use quality::{CallRecord, RtcpStats, SessionStats};
 pub use session_manager::{PeerConnectionProbe, SessionManager, SessionSettings};
 pub use stack::WebRtcStack;
