@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod client;
+pub mod relay;
 pub mod signaling;
 
 use std::net::SocketAddr;
