@@ -204,3 +204,56 @@ async fn bind(what: &'static str, address: SocketAddr) -> Result<TcpListener, Er
             source,
         })
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn opus_with(manifest_opus: Option<&str>, flags: &[&str]) -> OpusSettings {
+        let mut args = vec!["webrtc_server"];
+        args.extend_from_slice(flags);
+        let mut config = <Config as clap::Parser>::parse_from(args);
+        if let Some(block) = manifest_opus {
+            let path = std::env::temp_dir().join(format!("opus-{}.yaml", uuid::Uuid::new_v4()));
+            let text = format!("version: v1\nnodes: []\nconnections: []\nmedia:\n  opus:\n{block}");
+            std::fs::write(&path, text).unwrap();
+            config.manifest = Some(path);
+        }
+        let pipeline = load_pipeline(&config).unwrap();
+        let opus = opus_settings(&config, &pipeline);
+        if let Some(path) = &config.manifest {
+            let _ = std::fs::remove_file(path);
+        }
+        opus
+    }
+
+    #[test]
+    fn opus_flags_are_defaults_the_manifest_overrides_key_by_key() {
+        let flags = [
+            "--opus-bitrate",
+            "32000",
+            "--opus-complexity",
+            "5",
+            "--opus-dtx",
+            "true",
+        ];
+        let expected = OpusSettings {
+            bitrate: 32_000,
+            complexity: 5,
+            fec: true,
+            dtx: true,
+        };
+        assert_eq!(opus_with(None, &flags), expected);
+        // The manifest sets complexity to its own default value: it still wins.
+        let merged = opus_with(Some("    complexity: 10\n    fec: false\n"), &flags);
+        assert_eq!(
+            merged,
+            OpusSettings {
+                complexity: 10,
+                fec: false,
+                ..expected
+            }
+        );
+    }
+}
