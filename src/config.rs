@@ -91,6 +91,22 @@ pub struct MediaOptions {
     #[arg(long, env = "WEBRTC_JITTER_BUFFER_MS", default_value_t = 100)]
     pub jitter_buffer_ms: u32,
 
+    /// Outbound Opus bitrate in bits per second; a manifest's `media.opus.bitrate` overrides it.
+    #[arg(long, env = "REMOTEMEDIA_OPUS_BITRATE", default_value_t = 64_000, value_parser = clap::value_parser!(u32).range(6_000..=510_000))]
+    pub opus_bitrate: u32,
+
+    /// Opus encoder complexity 0..=10 (CPU for quality); `media.opus.complexity` overrides it.
+    #[arg(long, env = "REMOTEMEDIA_OPUS_COMPLEXITY", default_value_t = 10, value_parser = clap::value_parser!(u8).range(0..=10))]
+    pub opus_complexity: u8,
+
+    /// Opus in-band FEC, so clients can rebuild a lost packet; `media.opus.fec` overrides it.
+    #[arg(long, env = "REMOTEMEDIA_OPUS_FEC", default_value_t = true, action = clap::ArgAction::Set)]
+    pub opus_fec: bool,
+
+    /// Opus DTX (near-empty packets in silence); `media.opus.dtx` overrides it.
+    #[arg(long, env = "REMOTEMEDIA_OPUS_DTX", default_value_t = false, action = clap::ArgAction::Set)]
+    pub opus_dtx: bool,
+
     /// Local addresses ICE may gather host candidates on (comma-separated); empty: every
     /// non-loopback interface. Tests use 127.0.0.1.
     #[arg(long, env = "REMOTEMEDIA_ICE_IPS", value_delimiter = ',')]

@@ -3,6 +3,7 @@
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
@@ -15,7 +16,7 @@ use crate::config::{non_empty, Config};
 use crate::error::Error;
 use crate::http::{self, Readiness};
 use crate::peer::{SessionManager, SessionSettings, WebRtcStack};
-use crate::pipeline::PipelineCatalog;
+use crate::pipeline::{OpusSettings, Pipeline, PipelineCatalog};
 use crate::proto::signaling::web_rtc_signaling_server::WebRtcSignalingServer;
 use crate::signaling::{
     GrpcSignaling, InMemoryBus, InMemoryRegistry, NotificationBus, OriginPolicy, PeerRegistry,
@@ -53,6 +54,7 @@ pub async fn session_manager(
 > {
     let pipelines =
         PipelineCatalog::load(config.manifest.as_deref(), config.manifest_dir.as_deref())?;
+    let opus = opus_settings(config, pipelines.default_pipeline());
     let stack = WebRtcStack::new(&config.media).await?;
     let (event_tx, events) = mpsc::channel(SESSION_EVENT_QUEUE);
     let sessions = Arc::new(SessionManager::new(
@@ -63,10 +65,49 @@ pub async fn session_manager(
             media_timeout: config.media.media_timeout,
             capacity: config.limits.max_peers,
             enable_data_channel: config.media.enable_data_channel,
+            jitter_buffer: Duration::from_millis(u64::from(config.media.jitter_buffer_ms)),
+            opus,
         },
         event_tx,
     ));
     Ok((sessions, events))
+}
+
+/// The `--opus-*` flags, overridden by each key the manifest's `media.opus` block really sets.
+///
+/// The parsed manifest fills absent keys with defaults, so which keys were written is read
+/// from the file itself (src/pipeline keeps its types; this is the only place that merges).
+fn opus_settings(config: &Config, pipeline: &Pipeline) -> OpusSettings {
+    let flags = &config.media;
+    let mut opus = OpusSettings {
+        bitrate: flags.opus_bitrate,
+        complexity: flags.opus_complexity,
+        fec: flags.opus_fec,
+        dtx: flags.opus_dtx,
+    };
+    let manifest = &pipeline.manifest().media.opus;
+    let written = config
+        .manifest
+        .as_ref()
+        .and_then(|path| std::fs::read_to_string(path).ok())
+        .and_then(|text| serde_yaml::from_str::<serde_yaml::Value>(&text).ok());
+    let block = written.as_ref().and_then(|m| m.get("media")?.get("opus"));
+    if let Some(block) = block {
+        let set = |key: &str| block.get(key).is_some();
+        if set("bitrate") {
+            opus.bitrate = manifest.bitrate;
+        }
+        if set("complexity") {
+            opus.complexity = manifest.complexity;
+        }
+        if set("fec") {
+            opus.fec = manifest.fec;
+        }
+        if set("dtx") {
+            opus.dtx = manifest.dtx;
+        }
+    }
+    opus
 }
 
 impl Server {
@@ -224,4 +265,57 @@ pub(crate) async fn bind(what: &'static str, address: SocketAddr) -> Result<TcpL
             address,
             source,
         })
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn opus_with(manifest_opus: Option<&str>, flags: &[&str]) -> OpusSettings {
+        let mut args = vec!["webrtc_server"];
+        args.extend_from_slice(flags);
+        let mut config = <Config as clap::Parser>::parse_from(args);
+        if let Some(block) = manifest_opus {
+            let path = std::env::temp_dir().join(format!("opus-{}.yaml", uuid::Uuid::new_v4()));
+            let text = format!("version: v1\nnodes: []\nconnections: []\nmedia:\n  opus:\n{block}");
+            std::fs::write(&path, text).unwrap();
+            config.manifest = Some(path);
+        }
+        let catalog = PipelineCatalog::load(config.manifest.as_deref(), None).unwrap();
+        let opus = opus_settings(&config, catalog.default_pipeline());
+        if let Some(path) = &config.manifest {
+            let _ = std::fs::remove_file(path);
+        }
+        opus
+    }
+
+    #[test]
+    fn opus_flags_are_defaults_the_manifest_overrides_key_by_key() {
+        let flags = [
+            "--opus-bitrate",
+            "32000",
+            "--opus-complexity",
+            "5",
+            "--opus-dtx",
+            "true",
+        ];
+        let expected = OpusSettings {
+            bitrate: 32_000,
+            complexity: 5,
+            fec: true,
+            dtx: true,
+        };
+        assert_eq!(opus_with(None, &flags), expected);
+        // The manifest sets complexity to its own default value: it still wins.
+        let merged = opus_with(Some("    complexity: 10\n    fec: false\n"), &flags);
+        assert_eq!(
+            merged,
+            OpusSettings {
+                complexity: 10,
+                fec: false,
+                ..expected
+            }
+        );
+    }
 }

@@ -9,12 +9,14 @@ use std::time::Duration;
 mod analysis;
 mod error;
 mod framer;
+mod jitter_buffer;
 mod opus_codec;
 mod resample;
 
 pub use analysis::{dominant_frequency, rms, rms_dbfs, sine, SineGenerator};
 pub use error::MediaError;
 pub use framer::Framer;
+pub use jitter_buffer::{JitterBuffer, JitterOutput, JitterStats};
 pub use opus_codec::{opus_packet_samples, OpusConfig, OpusDecoder, OpusEncoder};
 pub use resample::Resampler;
 

@@ -1,8 +1,11 @@
 //! Track glue: RTP in → Opus decode → 20 ms frames → pipeline; pipeline → paced Opus RTP out
 //! and data channel out.
 
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use tokio::sync::mpsc;
 use tokio::time::MissedTickBehavior;
 use tokio_util::sync::CancellationToken;
@@ -12,35 +15,58 @@ use webrtc::track::track_local::track_local_static_sample::TrackLocalStaticSampl
 use webrtc::track::track_remote::TrackRemote;
 
 use super::activity::Activity;
+use super::quality::MediaCounters;
 use super::server_peer::encode_data_message;
 use crate::media::{
-    Framer, OpusConfig, OpusDecoder, OpusEncoder, Resampler, FRAME_DURATION, FRAME_SAMPLES,
-    SAMPLE_RATE,
+    Framer, JitterBuffer, JitterOutput, OpusConfig, OpusDecoder, OpusEncoder, Resampler,
+    FRAME_DURATION, FRAME_SAMPLES, MAX_PACKET_SAMPLES, SAMPLE_RATE,
 };
 use crate::pipeline::{AudioFrame, Envelope, OpusSettings, RuntimeData};
 
-/// Losses longer than this many packets are not concealed (the stream restarted).
-const MAX_CONCEALED_PACKETS: u16 = 5;
 /// Outbound audio kept ahead of the pacer; older audio is dropped (clock drift, bursts).
 const MAX_OUTBOUND_FRAMES: usize = 6;
+/// RTP packets queued between the track reader and the playout loop.
+const INBOUND_QUEUE: usize = 64;
 
-/// Reads one remote audio track until it ends or `cancel` fires.
+/// What the inbound audio task needs besides its track.
+pub(crate) struct InboundAudio {
+    pub input: mpsc::Sender<Envelope>,
+    pub activity: Arc<Activity>,
+    pub counters: Arc<MediaCounters>,
+    /// Upper bound of the jitter buffer's delay (`--jitter-buffer-ms`).
+    pub max_delay: Duration,
+}
+
+/// One received RTP packet, as the jitter buffer takes it.
+struct Arrival {
+    at: Instant,
+    seq: u16,
+    timestamp: u32,
+    payload: Bytes,
+}
+
+/// Reads one remote audio track into a jitter buffer and plays it out every 20 ms into the
+/// pipeline, until the track ends or `cancel` fires.
 pub(crate) async fn receive_audio(
     track: Arc<TrackRemote>,
-    input: mpsc::Sender<Envelope>,
+    inbound: InboundAudio,
+    cancel: CancellationToken,
+) {
+    let (tx, rx) = mpsc::channel(INBOUND_QUEUE);
+    // Reading and playout run side by side in this one task; the channel between them keeps
+    // `read_rtp` out of the ticker's `select!` (it is not cancel-safe).
+    tokio::join!(
+        read_track(track, tx, Arc::clone(&inbound.activity), cancel.clone()),
+        play_out(rx, inbound, cancel)
+    );
+}
+
+async fn read_track(
+    track: Arc<TrackRemote>,
+    tx: mpsc::Sender<Arrival>,
     activity: Arc<Activity>,
     cancel: CancellationToken,
 ) {
-    let mut decoder = match OpusDecoder::new() {
-        Ok(decoder) => decoder,
-        Err(err) => {
-            tracing::error!(%err, "cannot create the Opus decoder; inbound audio ignored");
-            return;
-        }
-    };
-    let mut framer = Framer::with_max_buffered(FRAME_SAMPLES * 10);
-    let mut last_sequence: Option<u16> = None;
-    let mut last_packet_samples = FRAME_SAMPLES;
     loop {
         let packet = tokio::select! {
             read = track.read_rtp() => match read {
@@ -53,47 +79,80 @@ pub(crate) async fn receive_audio(
         if packet.payload.is_empty() {
             continue;
         }
-        let sequence = packet.header.sequence_number;
-        if let Some(previous) = last_sequence {
-            let delta = sequence.wrapping_sub(previous);
-            if delta == 0 || delta >= 0x8000 {
-                continue; // duplicate or late: no jitter buffer yet, so it is dropped
-            }
-            let lost = delta - 1;
-            if lost > 0 && lost <= MAX_CONCEALED_PACKETS {
-                for i in 0..lost {
-                    let recovered = if i + 1 == lost {
-                        decoder.decode_fec(&packet.payload, last_packet_samples)
-                    } else {
-                        decoder.conceal(last_packet_samples)
-                    };
-                    match recovered {
-                        Ok(samples) => framer.push(samples),
-                        Err(err) => tracing::debug!(%err, "concealment failed"),
+        let arrival = Arrival {
+            at: tokio::time::Instant::now().into_std(),
+            seq: packet.header.sequence_number,
+            timestamp: packet.header.timestamp,
+            payload: packet.payload,
+        };
+        tokio::select! {
+            sent = tx.send(arrival) => if sent.is_err() { break },
+            () = cancel.cancelled() => break,
+        }
+    }
+}
+
+async fn play_out(
+    mut rx: mpsc::Receiver<Arrival>,
+    inbound: InboundAudio,
+    cancel: CancellationToken,
+) {
+    let mut decoder = match OpusDecoder::new() {
+        Ok(decoder) => decoder,
+        Err(err) => {
+            tracing::error!(%err, "cannot create the Opus decoder; inbound audio ignored");
+            return;
+        }
+    };
+    let mut buffer = JitterBuffer::new(inbound.max_delay);
+    let mut framer = Framer::with_max_buffered(FRAME_SAMPLES * 10);
+    let mut ticker = tokio::time::interval(FRAME_DURATION);
+    ticker.set_missed_tick_behavior(MissedTickBehavior::Skip);
+    loop {
+        tokio::select! {
+            () = cancel.cancelled() => break,
+            arrival = rx.recv() => match arrival {
+                Some(a) => buffer.push(a.at, a.seq, a.timestamp, a.payload),
+                None => break, // end of track
+            },
+            _ = ticker.tick() => {
+                let now = tokio::time::Instant::now().into_std();
+                while let Some(output) = buffer.pop(now) {
+                    play(&mut decoder, output, &mut framer);
+                }
+                *inbound.counters.jitter.lock() = buffer.stats();
+                while let Some(frame) = framer.pop() {
+                    let envelope = Envelope::new(RuntimeData::Audio(AudioFrame {
+                        samples: frame,
+                        sample_rate: SAMPLE_RATE,
+                        channels: 1,
+                    }));
+                    if inbound.input.send(envelope).await.is_err() {
+                        return;
                     }
                 }
             }
         }
-        last_sequence = Some(sequence);
-        match decoder.decode(&packet.payload) {
-            Ok(samples) => {
-                last_packet_samples = samples.len().max(1);
-                framer.push(samples);
-            }
-            Err(err) => {
-                tracing::debug!(%err, "undecodable Opus packet dropped");
-                continue;
-            }
-        }
-        while let Some(frame) = framer.pop() {
-            let envelope = Envelope::new(RuntimeData::Audio(AudioFrame {
-                samples: frame,
-                sample_rate: SAMPLE_RATE,
-                channels: 1,
-            }));
-            if input.send(envelope).await.is_err() {
-                return;
-            }
+    }
+    *inbound.counters.jitter.lock() = buffer.stats();
+}
+
+/// Decodes or conceals one jitter buffer output into `framer`. A failure plays silence of
+/// the same length so the stream keeps its timing.
+fn play(decoder: &mut OpusDecoder, output: JitterOutput, framer: &mut Framer) {
+    let (result, samples) = match &output {
+        JitterOutput::Decode { payload, samples } => (decoder.decode(payload), *samples),
+        JitterOutput::Conceal { samples } => (decoder.conceal(*samples), *samples),
+        JitterOutput::Fec {
+            next_payload,
+            samples,
+        } => (decoder.decode_fec(next_payload, *samples), *samples),
+    };
+    match result {
+        Ok(pcm) => framer.push(pcm),
+        Err(err) => {
+            tracing::debug!(%err, "Opus decode or concealment failed; silence instead");
+            framer.push(&vec![0.0; samples.min(MAX_PACKET_SAMPLES)]);
         }
     }
 }
@@ -105,6 +164,7 @@ pub(crate) async fn send_pipeline_output(
     track: Arc<TrackLocalStaticSample>,
     mut new_channels: mpsc::Receiver<Arc<RTCDataChannel>>,
     opus: OpusSettings,
+    counters: Arc<MediaCounters>,
     cancel: CancellationToken,
 ) {
     let config = OpusConfig {
@@ -142,8 +202,11 @@ pub(crate) async fn send_pipeline_output(
                 match encoder.encode(&frame) {
                     Ok(data) => {
                         let sample = Sample { data, duration: FRAME_DURATION, ..Default::default() };
-                        if let Err(err) = track.write_sample(&sample).await {
-                            tracing::debug!(%err, "writing audio sample failed");
+                        match track.write_sample(&sample).await {
+                            Ok(()) => {
+                                counters.packets_out.fetch_add(1, Ordering::Relaxed);
+                            }
+                            Err(err) => tracing::debug!(%err, "writing audio sample failed"),
                         }
                     }
                     Err(err) => tracing::warn!(%err, "Opus encode failed; frame dropped"),

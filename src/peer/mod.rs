@@ -5,6 +5,7 @@ mod activity;
 mod audio;
 mod close_reason;
 mod error;
+mod quality;
 mod server_peer;
 mod session_manager;
 mod stack;
@@ -12,5 +13,6 @@ mod video;
 
 pub use close_reason::CloseReason;
 pub use error::PeerError;
+pub use quality::{CallRecord, RtcpStats, SessionStats};
 pub use session_manager::{PeerConnectionProbe, SessionManager, SessionSettings};
 pub use stack::WebRtcStack;

@@ -2,6 +2,7 @@
 //! pipeline session. Callbacks hold no `Arc` of their own peer connection (0.17 leaked those).
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use tokio::sync::{mpsc, watch};
@@ -18,11 +19,12 @@ use webrtc::track::track_local::track_local_static_sample::TrackLocalStaticSampl
 use webrtc::track::track_local::TrackLocal;
 
 use super::activity::Activity;
-use super::audio::{receive_audio, send_pipeline_output};
+use super::audio::{receive_audio, send_pipeline_output, InboundAudio};
 use super::error::PeerError;
+use super::quality::MediaCounters;
 use super::stack::{opus_capability, WebRtcStack};
 use super::video::{drain, forward_video, is_video, offered_video_codec, relay_keyframe_requests};
-use crate::pipeline::{Envelope, Pipeline, VideoMode};
+use crate::pipeline::{Envelope, OpusSettings, Pipeline, VideoMode};
 use crate::proto::common::DataBuffer;
 use crate::signaling::IceCandidate;
 
@@ -37,12 +39,18 @@ pub(crate) struct ServerPeer {
     pub state: watch::Receiver<RTCPeerConnectionState>,
     /// When media last arrived.
     pub activity: Arc<Activity>,
+    /// Quality counters the media tasks update.
+    pub counters: Arc<MediaCounters>,
 }
 
 /// Per-session settings.
 #[derive(Debug, Clone)]
 pub(crate) struct PeerSettings {
     pub enable_data_channel: bool,
+    /// Upper bound of the inbound jitter buffer's delay.
+    pub jitter_buffer: Duration,
+    /// Outbound Opus encoder settings (flags merged with the manifest's `media.opus`).
+    pub opus: OpusSettings,
 }
 
 impl ServerPeer {
@@ -102,6 +110,7 @@ impl ServerPeer {
         cancel: &CancellationToken,
     ) -> Result<Self, PeerError> {
         let activity = Arc::new(Activity::new());
+        let counters = Arc::new(MediaCounters::default());
         let pipeline_session = pipeline
             .start(cancel.child_token())
             .map_err(|e| PeerError::Pipeline(e.to_string()))?;
@@ -202,6 +211,8 @@ impl ServerPeer {
         let audio_activity = Arc::clone(&activity);
         let audio_cancel = cancel.clone();
         let audio_tasks = tasks.clone();
+        let audio_counters = Arc::clone(&counters);
+        let max_delay = settings.jitter_buffer;
         tasks.spawn(async move {
             loop {
                 let remote = tokio::select! {
@@ -222,12 +233,13 @@ impl ServerPeer {
                     };
                     continue;
                 }
-                audio_tasks.spawn(receive_audio(
-                    remote,
-                    audio_input.clone(),
-                    Arc::clone(&audio_activity),
-                    audio_cancel.clone(),
-                ));
+                let inbound = InboundAudio {
+                    input: audio_input.clone(),
+                    activity: Arc::clone(&audio_activity),
+                    counters: Arc::clone(&audio_counters),
+                    max_delay,
+                };
+                audio_tasks.spawn(receive_audio(remote, inbound, audio_cancel.clone()));
             }
         });
 
@@ -259,7 +271,8 @@ impl ServerPeer {
             pipeline_session.output,
             track,
             channel_rx,
-            pipeline.manifest().media.opus.clone(),
+            settings.opus.clone(),
+            Arc::clone(&counters),
             cancel.clone(),
         ));
 
@@ -284,6 +297,7 @@ impl ServerPeer {
             answer_sdp,
             state: state_rx,
             activity,
+            counters,
         })
     }
 

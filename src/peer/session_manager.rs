@@ -1,7 +1,7 @@
 //! The in-process session host: server peers by client peer id, their timeouts, and their
 //! clean removal. The worker of the cluster runs this same manager.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
@@ -15,16 +15,19 @@ use webrtc::peer_connection::peer_connection_state::RTCPeerConnectionState;
 use webrtc::peer_connection::RTCPeerConnection;
 
 use super::close_reason::CloseReason;
+use super::quality::{self, CallRecord, MediaCounters, SessionStats};
 use super::server_peer::{PeerSettings, ServerPeer};
 use super::stack::WebRtcStack;
 use crate::metrics::metrics;
-use crate::pipeline::PipelineCatalog;
+use crate::pipeline::{OpusSettings, PipelineCatalog};
 use crate::signaling::{IceCandidate, SessionError, SessionEvent, SessionHost, SessionRequest};
 
 /// Local candidates queued per session before the forwarder waits.
 const CANDIDATE_QUEUE: usize = 32;
 /// How often the no-media timeout is checked.
 const MEDIA_CHECK_INTERVAL: Duration = Duration::from_secs(1);
+/// Call records of closed sessions kept for [`SessionManager::last_call_records`].
+const CALL_RECORDS_KEPT: usize = 64;
 
 /// Lifetime rules of server sessions.
 #[derive(Debug, Clone)]
@@ -36,6 +39,10 @@ pub struct SessionSettings {
     /// Sessions this process accepts.
     pub capacity: usize,
     pub enable_data_channel: bool,
+    /// Upper bound of each session's inbound jitter buffer delay (`--jitter-buffer-ms`).
+    pub jitter_buffer: Duration,
+    /// Outbound Opus settings: the `--opus-*` flags with the manifest's `media.opus` applied.
+    pub opus: OpusSettings,
 }
 
 /// Weak handles to server peer connections, taken by [`SessionManager::peer_connection_probe`].
@@ -61,6 +68,8 @@ struct Inner {
     sessions: Mutex<HashMap<String, Session>>,
     next_id: AtomicU64,
     tasks: TaskTracker,
+    /// The last closed sessions' call records, oldest first.
+    records: Mutex<VecDeque<CallRecord>>,
 }
 
 struct Session {
@@ -68,6 +77,7 @@ struct Session {
     pc: Arc<RTCPeerConnection>,
     cancel: CancellationToken,
     created: Instant,
+    counters: Arc<MediaCounters>,
 }
 
 impl SessionManager {
@@ -87,6 +97,7 @@ impl SessionManager {
                 sessions: Mutex::new(HashMap::new()),
                 next_id: AtomicU64::new(0),
                 tasks: TaskTracker::new(),
+                records: Mutex::new(VecDeque::with_capacity(CALL_RECORDS_KEPT)),
             }),
         }
     }
@@ -95,7 +106,7 @@ impl SessionManager {
     pub async fn close_all(&self) {
         let sessions: Vec<(String, Session)> = self.inner.sessions.lock().drain().collect();
         for (peer_id, session) in sessions {
-            close_peer(&peer_id, session, CloseReason::Shutdown).await;
+            close_peer(&self.inner, &peer_id, session, CloseReason::Shutdown).await;
             let _ = self
                 .inner
                 .events
@@ -122,6 +133,22 @@ impl SessionManager {
         )
     }
 
+    /// Quality of a live session so far (jitter buffer, packets, RTCP); `None` if there is
+    /// no session for `peer_id`.
+    pub async fn session_stats(&self, peer_id: &str) -> Option<SessionStats> {
+        let (pc, counters) = {
+            let sessions = self.inner.sessions.lock();
+            let session = sessions.get(peer_id)?;
+            (Arc::clone(&session.pc), Arc::clone(&session.counters))
+        };
+        Some(quality::collect(&pc, &counters).await)
+    }
+
+    /// Call records of the last closed sessions (at most 64), oldest first.
+    pub fn last_call_records(&self) -> Vec<CallRecord> {
+        self.inner.records.lock().iter().cloned().collect()
+    }
+
     /// The shared ICE UDP socket's address, when `--udp-port` is set.
     pub fn udp_address(&self) -> Option<std::net::SocketAddr> {
         self.inner.stack.udp_address()
@@ -140,7 +167,7 @@ impl SessionHost for SessionManager {
         // A re-offer replaces the old session (never leaks it).
         let old = inner.sessions.lock().remove(peer_id);
         if let Some(old) = old {
-            close_peer(peer_id, old, CloseReason::Replaced).await;
+            close_peer(inner, peer_id, old, CloseReason::Replaced).await;
         }
         if inner.sessions.lock().len() >= inner.settings.capacity {
             return Err(SessionError::AtCapacity(inner.settings.capacity));
@@ -154,6 +181,13 @@ impl SessionHost for SessionManager {
             pipeline,
             &PeerSettings {
                 enable_data_channel: inner.settings.enable_data_channel,
+                jitter_buffer: inner.settings.jitter_buffer,
+                // The flags merged with the default manifest; a named manifest's own block.
+                opus: if request.manifest.is_some() {
+                    pipeline.manifest().media.opus.clone()
+                } else {
+                    inner.settings.opus.clone()
+                },
             },
             &request.offer_sdp,
             candidate_tx,
@@ -186,6 +220,7 @@ impl SessionHost for SessionManager {
                 pc: peer.pc,
                 cancel,
                 created: started,
+                counters: peer.counters,
             },
         );
         Ok(peer.answer_sdp)
@@ -212,7 +247,7 @@ impl SessionHost for SessionManager {
         let session = self.inner.sessions.lock().remove(peer_id);
         match session {
             Some(session) => {
-                close_peer(peer_id, session, CloseReason::Client).await;
+                close_peer(&self.inner, peer_id, session, CloseReason::Client).await;
                 true
             }
             None => false,
@@ -224,23 +259,32 @@ impl SessionHost for SessionManager {
     }
 }
 
-async fn close_peer(peer_id: &str, session: Session, reason: CloseReason) {
+/// Stops a session's tasks and peer connection, then logs and keeps its call record.
+async fn close_peer(inner: &Inner, peer_id: &str, session: Session, reason: CloseReason) {
     session.cancel.cancel();
     metrics().sessions_active.dec();
     metrics()
         .sessions_closed
         .with_label_values(&[reason.label()])
         .inc();
+    // RTCP figures are read before `close`, which tears the stats down.
+    let stats = quality::collect(&session.pc, &session.counters).await;
     if let Err(err) = session.pc.close().await {
         tracing::debug!(peer_id, %err, "closing the peer connection");
     }
-    tracing::info!(
-        peer_id,
-        session = session.id,
-        duration_s = session.created.elapsed().as_secs_f64(),
-        reason = reason.describe(),
-        "server session closed"
-    );
+    let record = CallRecord {
+        peer_id: peer_id.to_owned(),
+        session: session.id,
+        duration: session.created.elapsed(),
+        reason: reason.describe().to_owned(),
+        stats,
+    };
+    record.log();
+    let mut records = inner.records.lock();
+    if records.len() == CALL_RECORDS_KEPT {
+        records.pop_front();
+    }
+    records.push_back(record);
 }
 
 /// Local candidates to signaling, until the session is cancelled.
@@ -327,7 +371,7 @@ async fn supervise(
         }
     };
     if let Some(session) = session {
-        close_peer(&peer_id, session, reason).await;
+        close_peer(&manager, &peer_id, session, reason).await;
         let _ = manager
             .events
             .send(SessionEvent::Closed {

@@ -110,6 +110,11 @@ impl PipelineCatalog {
         }
     }
 
+    /// The pipeline of sessions that name none (`--manifest`, or loopback).
+    pub fn default_pipeline(&self) -> &Pipeline {
+        &self.default
+    }
+
     /// Names of the pipelines of `--manifest-dir`.
     pub fn names(&self) -> impl Iterator<Item = &str> {
         self.named.keys().map(String::as_str)

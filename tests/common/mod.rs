@@ -4,6 +4,7 @@
 
 pub mod cdp;
 pub mod client;
+pub mod relay;
 pub mod signaling;
 pub mod websocket;
 

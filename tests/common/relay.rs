@@ -1,0 +1,187 @@
+//! A lossy UDP relay between a client peer and the server, like a bad network: the client
+//! reaches the server only through it (the server's candidates are rewritten to the relay's
+//! address, the client's are not sent, so the server sees the relay as peer-reflexive).
+//! It drops and delays (reorders) a share of the client's RTP, never STUN, DTLS or RTCP.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use remotemedia_webrtc::proto::signaling::{
+    self as pb, signaling_notification::Notification, signaling_request::Request as Req,
+    signaling_response::Response as Resp,
+};
+use tokio::net::UdpSocket;
+use tokio::sync::Mutex;
+
+use super::client::ClientPeer;
+use super::signaling::{SignalingClient, SERVER};
+use super::WAIT;
+
+/// What the relay does to the client's RTP.
+#[derive(Debug, Clone, Copy)]
+pub struct Impairment {
+    /// Share of client RTP packets dropped.
+    pub drop: f64,
+    /// Share of client RTP packets delayed (which reorders them).
+    pub delay: f64,
+    /// Delays are uniform in 0..=max_delay.
+    pub max_delay: Duration,
+    /// Seed of the relay's random choices, so a run is reproducible.
+    pub seed: u64,
+}
+
+/// What the relay did.
+#[derive(Debug, Default)]
+pub struct RelayStats {
+    pub client_rtp: AtomicU64,
+    pub dropped: AtomicU64,
+    pub delayed: AtomicU64,
+    pub to_client: AtomicU64,
+}
+
+/// A running relay; it stops when the test's runtime does.
+pub struct Relay {
+    pub address: SocketAddr,
+    pub stats: Arc<RelayStats>,
+}
+
+/// SplitMix64: a tiny deterministic generator (no `rand` dependency for one test).
+struct Rng(u64);
+
+impl Rng {
+    fn next_f64(&mut self) -> f64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        (z ^ (z >> 31)) as f64 / u64::MAX as f64
+    }
+}
+
+/// RTP, not RTCP (RFC 5761 demultiplexing: RTCP packet types 200..=204 read as 72..=76).
+fn is_rtp(packet: &[u8]) -> bool {
+    packet.len() >= 12
+        && (128..=191).contains(&packet[0])
+        && !(72..=76).contains(&(packet[1] & 0x7F))
+}
+
+impl Relay {
+    /// Starts a relay on 127.0.0.1 forwarding to `server`.
+    pub async fn start(server: SocketAddr, impairment: Impairment) -> Self {
+        let socket = Arc::new(UdpSocket::bind("127.0.0.1:0").await.unwrap());
+        let address = socket.local_addr().unwrap();
+        let stats = Arc::new(RelayStats::default());
+        let client: Arc<Mutex<Option<SocketAddr>>> = Arc::default();
+        let task_stats = Arc::clone(&stats);
+        tokio::spawn(async move {
+            let mut rng = Rng(impairment.seed);
+            let mut buf = vec![0u8; 2048];
+            loop {
+                let Ok((n, from)) = socket.recv_from(&mut buf).await else {
+                    break;
+                };
+                let packet = buf[..n].to_vec();
+                if from == server {
+                    if let Some(to) = *client.lock().await {
+                        task_stats.to_client.fetch_add(1, Ordering::Relaxed);
+                        let _ = socket.send_to(&packet, to).await;
+                    }
+                    continue;
+                }
+                client.lock().await.get_or_insert(from);
+                if is_rtp(&packet) {
+                    task_stats.client_rtp.fetch_add(1, Ordering::Relaxed);
+                    if rng.next_f64() < impairment.drop {
+                        task_stats.dropped.fetch_add(1, Ordering::Relaxed);
+                        continue;
+                    }
+                    if rng.next_f64() < impairment.delay {
+                        task_stats.delayed.fetch_add(1, Ordering::Relaxed);
+                        let delay = impairment.max_delay.mul_f64(rng.next_f64());
+                        let socket = Arc::clone(&socket);
+                        tokio::spawn(async move {
+                            tokio::time::sleep(delay).await;
+                            let _ = socket.send_to(&packet, server).await;
+                        });
+                        continue;
+                    }
+                }
+                let _ = socket.send_to(&packet, server).await;
+            }
+        });
+        Self { address, stats }
+    }
+}
+
+/// The candidate's transport address if it is a UDP candidate: `candidate:f 1 udp p IP PORT typ ..`.
+fn udp_address(candidate: &str) -> Option<SocketAddr> {
+    let fields: Vec<&str> = candidate.split_whitespace().collect();
+    if fields.len() < 6 || !fields[2].eq_ignore_ascii_case("udp") {
+        return None;
+    }
+    format!("{}:{}", fields[4], fields[5]).parse().ok()
+}
+
+fn with_address(candidate: &str, address: SocketAddr) -> String {
+    let mut fields: Vec<String> = candidate.split_whitespace().map(str::to_owned).collect();
+    fields[4] = address.ip().to_string();
+    fields[5] = address.port().to_string();
+    fields.join(" ")
+}
+
+/// Offers to the server and connects through a relay with `impairment`: the first UDP
+/// candidate of the server is replaced by the relay's address, the others are not used,
+/// and the client's own candidates are never sent. Returns the relay once connected.
+pub async fn connect_via_relay(
+    signaling: &mut SignalingClient,
+    peer: &mut ClientPeer,
+    impairment: Impairment,
+) -> Relay {
+    let sdp = peer.offer().await;
+    signaling
+        .send(Req::Offer(pb::OfferRequest {
+            to_peer_id: SERVER.into(),
+            sdp,
+            r#type: "offer".into(),
+        }))
+        .await;
+    let mut relay: Option<Relay> = None;
+    let deadline = Instant::now() + WAIT;
+    while !(peer.is_connected() && relay.is_some()) {
+        assert!(
+            Instant::now() < deadline,
+            "connecting through the relay timed out"
+        );
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_millis(50)) => {}
+            _ = peer.state.changed() => {}
+            // Drained and dropped: the server must learn the client only through the relay.
+            Some(_) = peer.candidates.recv() => {}
+            response = signaling.next() => {
+                let response = response.expect("signaling stream").expect("signaling open");
+                match response.response {
+                    Some(Resp::Notification(pb::SignalingNotification { notification: Some(Notification::Answer(answer)) })) => {
+                        // Any candidate in the answer would bypass the relay.
+                        let sdp: Vec<&str> = answer.sdp.split("\r\n").filter(|l| !l.starts_with("a=candidate:")).collect();
+                        peer.accept_answer(sdp.join("\r\n")).await;
+                    }
+                    Some(Resp::Notification(pb::SignalingNotification { notification: Some(Notification::IceCandidate(mut c)) })) => {
+                        let Some(server) = udp_address(&c.candidate) else { continue };
+                        if relay.is_some() {
+                            continue;
+                        }
+                        let started = Relay::start(server, impairment).await;
+                        c.candidate = with_address(&c.candidate, started.address);
+                        peer.add_remote_candidate(&c).await;
+                        relay = Some(started);
+                    }
+                    Some(Resp::Error(err)) => panic!("signaling error: {err:?}"),
+                    _ => {}
+                }
+            }
+        }
+    }
+    relay.expect("relay started")
+}
