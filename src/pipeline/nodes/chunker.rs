@@ -66,12 +66,10 @@ impl AudioChunkerNode {
 }
 
 impl Node for AudioChunkerNode {
-    fn accepts(&self, data: &RuntimeData) -> bool {
-        matches!(data, RuntimeData::Audio(_))
-    }
-
     fn process(&mut self, input: Envelope, out: &mut Vec<Envelope>) -> Result<(), NodeError> {
         let RuntimeData::Audio(frame) = input.data else {
+            // Events and control messages travel on along the audio chain.
+            out.push(input);
             return Ok(());
         };
         let format = (frame.sample_rate, frame.channels.max(1));

@@ -5,7 +5,8 @@ use super::{Node, Params};
 use crate::pipeline::data::{Envelope, RuntimeData};
 use crate::pipeline::error::NodeError;
 
-/// Multiplies every sample by 10^(db/20), clamped to [-1, 1] so a boost cannot wrap.
+/// Multiplies every sample by 10^(db/20), clamped to [-1, 1] so a boost cannot wrap; other
+/// payloads pass through unchanged.
 #[derive(Debug)]
 pub struct GainNode {
     factor: f32,
@@ -28,10 +29,6 @@ impl GainNode {
 }
 
 impl Node for GainNode {
-    fn accepts(&self, data: &RuntimeData) -> bool {
-        matches!(data, RuntimeData::Audio(_))
-    }
-
     fn process(&mut self, mut input: Envelope, out: &mut Vec<Envelope>) -> Result<(), NodeError> {
         if let RuntimeData::Audio(frame) = &mut input.data {
             for s in &mut frame.samples {

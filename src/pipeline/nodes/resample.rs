@@ -31,7 +31,8 @@ impl Quality {
     }
 }
 
-/// Resamples each channel of its audio input; other inputs are not taken.
+/// Resamples each channel of its audio input; other inputs pass through unchanged, so control
+/// messages and events can travel along an audio chain to the session output.
 pub struct FastResampleNode {
     id: String,
     /// Declared input rate; `None` takes each frame's own rate.
@@ -129,12 +130,10 @@ impl FastResampleNode {
 }
 
 impl Node for FastResampleNode {
-    fn accepts(&self, data: &RuntimeData) -> bool {
-        matches!(data, RuntimeData::Audio(_))
-    }
-
     fn process(&mut self, input: Envelope, out: &mut Vec<Envelope>) -> Result<(), NodeError> {
         let RuntimeData::Audio(frame) = input.data else {
+            // Events and control messages travel on along the audio chain.
+            out.push(input);
             return Ok(());
         };
         if frame.channels != self.channels {

@@ -20,6 +20,9 @@ pub struct VadNode {
     detector: VadDetector,
     /// Whether audio outside speech is dropped instead of passed through.
     gate: bool,
+    /// Whether audio is emitted at all: false on a side branch that only feeds events to a
+    /// gate, so the gate does not get the audio twice.
+    pass_audio: bool,
     /// In gate mode, recent audio kept while not in speech, so the onset the detector needed
     /// `minSpeechMs` to confirm is not cut off.
     pre_roll: VecDeque<Envelope>,
@@ -53,7 +56,7 @@ fn checked_ms(params: &Params<'_>, name: &str, default: u64) -> Result<u64, Node
 
 impl VadNode {
     /// `VADNode{threshold | mode (0..3, default 2), minSpeechMs 250, minSilenceMs 300, padMs 30,
-    /// gate false}`.
+    /// gate false, passAudio true}`.
     ///
     /// # Errors
     /// [`NodeError::Param`] naming the param when one is mistyped or out of range.
@@ -97,6 +100,7 @@ impl VadNode {
             id: params.id().to_owned(),
             detector: VadDetector::new(settings),
             gate: params.get_or("gate", false)?,
+            pass_audio: params.get_or("passAudio", true)?,
             pre_roll: VecDeque::new(),
             pre_roll_ms: 0,
             pre_roll_cap_ms: settings.min_speech_ms + settings.pad_ms + 20,
@@ -167,7 +171,9 @@ impl Node for VadNode {
             .events
             .iter()
             .any(|e| matches!(e, VadEvent::SpeechStart(_)));
-        if self.gate {
+        if !self.pass_audio {
+            // Events only.
+        } else if self.gate {
             let ms = frame_ms_of(frame);
             self.gate_audio(input, ms, started, out);
         } else {
