@@ -209,3 +209,35 @@ async fn vad_bidirectional_forwards_audio_and_cancels_a_short_segment() {
     assert!((300..=500).contains(&from), "from {from}");
     assert!((620..=900).contains(&to), "to {to}");
 }
+
+#[test]
+fn bad_params_are_rejected_at_build_naming_node_and_param() {
+    let cases = [
+        ("FastResampleNode", "{}", "params.targetRate: is required"),
+        ("AudioChunkerNode", "{chunkSize: many}", "params.chunkSize"),
+        ("VADNode", "{minSilenceMs: -5}", "params.minSilenceMs"),
+        ("SileroVADNode", "{threshold: 1.5}", "params.threshold"),
+        (
+            "SpeculativeVADGate",
+            "{lookahead_ms: x}",
+            "params.lookaheadMs",
+        ),
+        (
+            "TextCollectorNode",
+            "{minSentenceLength: [1]}",
+            "params.minSentenceLength",
+        ),
+    ];
+    for (node_type, params, expect) in cases {
+        let text = format!(
+            "version: v1\nmetadata: {{name: bad}}\nnodes:\n  - {{id: n7, node_type: {node_type}, params: {params}}}\nconnections: []\n"
+        );
+        let err = Pipeline::new(Manifest::parse(&text).unwrap())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("node `n7`") && err.contains(expect),
+            "{node_type}: {err}"
+        );
+    }
+}
