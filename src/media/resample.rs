@@ -42,6 +42,16 @@ impl Resampler {
     /// # Errors
     /// [`MediaError::ResamplerCreate`] for a zero rate or one rubato rejects.
     pub fn new(from_rate: u32, to_rate: u32) -> Result<Self, MediaError> {
+        Self::with_chunk_ms(from_rate, to_rate, CHUNK_MS)
+    }
+
+    /// A resampler processing `chunk_ms` of input at a time. Rubato's FFT filter length
+    /// follows the chunk, so a longer chunk gives a steeper anti-aliasing filter at the cost of
+    /// more delay (half a chunk) and latency for unaligned input; pipelines choose it by quality.
+    ///
+    /// # Errors
+    /// As [`Self::new`].
+    pub fn with_chunk_ms(from_rate: u32, to_rate: u32, chunk_ms: u32) -> Result<Self, MediaError> {
         let create_err = |source| MediaError::ResamplerCreate {
             from: from_rate,
             to: to_rate,
@@ -53,7 +63,7 @@ impl Resampler {
         if from_rate == to_rate {
             return Ok(Self { fft: None });
         }
-        let hint = (from_rate * CHUNK_MS / 1000).max(1) as usize;
+        let hint = (u64::from(from_rate) * u64::from(chunk_ms.max(1)) / 1000).max(1) as usize;
         let fft = Fft::<f32>::new(
             from_rate as usize,
             to_rate as usize,

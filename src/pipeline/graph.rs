@@ -15,6 +15,7 @@ use tokio_util::task::TaskTracker;
 
 use super::data::Envelope;
 use super::error::PipelineError;
+use super::histogram::{AtomicHistogram, LatencyHistogram};
 use super::manifest::Manifest;
 use super::nodes::{create_node, Node};
 
@@ -167,6 +168,8 @@ struct NodeCounters {
     id: String,
     calls: AtomicU64,
     nanos: AtomicU64,
+    /// Distribution of `process` times, for p95/p99 that a mean hides.
+    latency: AtomicHistogram,
 }
 
 /// A snapshot of one node's counters.
@@ -175,6 +178,8 @@ pub struct NodeStats {
     pub id: String,
     pub calls: u64,
     pub total: Duration,
+    /// Calls per latency bucket (see [`super::LATENCY_BUCKETS_US`]).
+    pub latency: LatencyHistogram,
 }
 
 impl NodeStats {
@@ -196,6 +201,7 @@ impl PipelineStats {
                     id,
                     calls: AtomicU64::new(0),
                     nanos: AtomicU64::new(0),
+                    latency: AtomicHistogram::default(),
                 })
                 .collect(),
         }
@@ -206,6 +212,7 @@ impl PipelineStats {
             node.calls.fetch_add(1, Ordering::Relaxed);
             let nanos = u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX);
             node.nanos.fetch_add(nanos, Ordering::Relaxed);
+            node.latency.record(elapsed);
         }
     }
 
@@ -217,6 +224,7 @@ impl PipelineStats {
                 id: n.id.clone(),
                 calls: n.calls.load(Ordering::Relaxed),
                 total: Duration::from_nanos(n.nanos.load(Ordering::Relaxed)),
+                latency: n.latency.snapshot(),
             })
             .collect()
     }

@@ -260,3 +260,21 @@ async fn dropping_output_ends_the_session() {
         .await
         .expect("tasks outlived their output");
 }
+
+#[tokio::test]
+async fn latency_histogram_counts_every_call() {
+    let m = manifest(&[("a", "PassThrough"), ("b", "PassThrough")], &[("a", "b")]);
+    let (_, stats) = run(m, numbered(50)).await;
+    for node in stats {
+        assert_eq!(
+            node.latency.counts.iter().sum::<u64>(),
+            node.calls,
+            "{}",
+            node.id
+        );
+        assert_eq!(
+            node.latency.cumulative_seconds().last().map(|&(_, c)| c),
+            Some(50)
+        );
+    }
+}

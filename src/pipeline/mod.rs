@@ -8,6 +8,7 @@ mod catalog;
 pub mod data;
 mod error;
 mod graph;
+mod histogram;
 mod manifest;
 mod nodes;
 
@@ -15,8 +16,13 @@ pub use catalog::{CatalogError, PipelineCatalog};
 pub use data::{AudioFrame, Envelope, RuntimeData};
 pub use error::{DataError, ManifestError, NodeError, PipelineError};
 pub use graph::{NodeStats, Pipeline, PipelineSession, PipelineStats, CHANNEL_CAPACITY};
+pub use histogram::{LatencyHistogram, LATENCY_BUCKETS_US};
 pub use manifest::{
     AudioMode, Connection, Manifest, ManifestMetadata, MediaSettings, NodeSpec, OpusSettings,
     VideoMode,
 };
-pub use nodes::{create_node, CalculatorNode, Node, Params, PassThrough, NODE_TYPES};
+pub use nodes::{
+    create_node, AudioBufferAccumulatorNode, AudioChunkerNode, CalculatorNode, FastResampleNode,
+    GainNode, Node, Params, PassThrough, Quality, SpeculativeVadGate, TextCollectorNode,
+    ToneGeneratorNode, VadEvent, VadNode, NODE_TYPES, VAD_SCHEMA,
+};

@@ -368,6 +368,37 @@ impl ClientPeer {
         }
     }
 
+    /// Sends arbitrary 48 kHz mono `samples` as Opus packets of `packet_ms` (20, 40 or 60),
+    /// paced in real time; a last partial packet is padded with silence.
+    pub async fn send_samples(&self, samples: &[f32], packet_ms: u32) {
+        let track = self.audio.as_ref().expect("client has an audio track");
+        let packet_samples = (48 * packet_ms) as usize;
+        let mut encoder =
+            opus::Encoder::new(48_000, opus::Channels::Mono, opus::Application::Voip).unwrap();
+        encoder.set_bitrate(opus::Bitrate::Bits(64_000)).unwrap();
+        let mut out = vec![0u8; 4000];
+        let mut ticker = tokio::time::interval(Duration::from_millis(u64::from(packet_ms)));
+        for (i, chunk) in samples.chunks(packet_samples).enumerate() {
+            let mut pcm = chunk.to_vec();
+            pcm.resize(packet_samples, 0.0);
+            let n = encoder.encode_float(&pcm, &mut out).unwrap();
+            ticker.tick().await;
+            let packet = Packet {
+                header: Header {
+                    version: 2,
+                    payload_type: 111,
+                    sequence_number: i as u16,
+                    timestamp: (i * packet_samples) as u32,
+                    ssrc: 1,
+                    marker: i == 0,
+                    ..Default::default()
+                },
+                payload: Bytes::copy_from_slice(&out[..n]),
+            };
+            track.write_rtp(&packet).await.unwrap();
+        }
+    }
+
     pub async fn close(&self) {
         self.pc.close().await.unwrap();
     }

@@ -4,13 +4,31 @@
 //! Nodes never block, spawn or hold a clock of their own: the graph runner owns the task and the
 //! channels around each one, so a node is tested by calling `process` directly.
 
+mod accumulator;
 mod calculator;
+mod chunker;
+mod gain;
 mod params;
 mod passthrough;
+mod resample;
+mod speculative_gate;
+mod text_collector;
+mod tone;
+mod vad;
+mod vad_core;
 
+pub use accumulator::AudioBufferAccumulatorNode;
 pub use calculator::CalculatorNode;
+pub use chunker::AudioChunkerNode;
+pub use gain::GainNode;
 pub use params::Params;
 pub use passthrough::PassThrough;
+pub use resample::{FastResampleNode, Quality};
+pub use speculative_gate::SpeculativeVadGate;
+pub use text_collector::TextCollectorNode;
+pub use tone::ToneGeneratorNode;
+pub use vad::VadNode;
+pub use vad_core::{VadEvent, VAD_SCHEMA};
 
 use super::data::{Envelope, RuntimeData};
 use super::error::NodeError;
@@ -45,7 +63,19 @@ pub trait Node: Send {
 }
 
 /// Every `node_type` [`create_node`] knows, for error messages.
-pub const NODE_TYPES: &[&str] = &["PassThrough", "CalculatorNode"];
+pub const NODE_TYPES: &[&str] = &[
+    "PassThrough",
+    "CalculatorNode",
+    "AudioChunkerNode",
+    "FastResampleNode",
+    "AudioBufferAccumulatorNode",
+    "TextCollectorNode",
+    "VADNode",
+    "SileroVADNode",
+    "SpeculativeVADGate",
+    "GainNode",
+    "ToneGeneratorNode",
+];
 
 /// Builds the node a manifest entry describes.
 ///
@@ -57,6 +87,15 @@ pub fn create_node(spec: &NodeSpec) -> Result<Box<dyn Node>, NodeError> {
     match spec.node_type.as_str() {
         "PassThrough" => Ok(Box::new(PassThrough::new(&params)?)),
         "CalculatorNode" => Ok(Box::new(CalculatorNode::new(&params)?)),
+        "AudioChunkerNode" => Ok(Box::new(AudioChunkerNode::new(&params)?)),
+        "FastResampleNode" => Ok(Box::new(FastResampleNode::new(&params)?)),
+        "AudioBufferAccumulatorNode" => Ok(Box::new(AudioBufferAccumulatorNode::new(&params)?)),
+        "TextCollectorNode" => Ok(Box::new(TextCollectorNode::new(&params)?)),
+        "VADNode" => Ok(Box::new(VadNode::new(&params)?)),
+        "SileroVADNode" => Ok(Box::new(VadNode::silero(&params)?)),
+        "SpeculativeVADGate" => Ok(Box::new(SpeculativeVadGate::new(&params)?)),
+        "GainNode" => Ok(Box::new(GainNode::new(&params)?)),
+        "ToneGeneratorNode" => Ok(Box::new(ToneGeneratorNode::new(&params)?)),
         other => Err(NodeError::UnknownType {
             id: spec.id.clone(),
             node_type: other.to_owned(),
@@ -81,10 +120,14 @@ mod tests {
     #[test]
     fn registry_builds_known_types() {
         for t in NODE_TYPES {
-            assert!(
-                create_node(&spec(t, serde_json::Value::Null)).is_ok(),
-                "{t}"
-            );
+            // FastResampleNode's targetRate is required; everything else has defaults.
+            let params = serde_json::json!({"targetRate": 16000});
+            let params = if *t == "FastResampleNode" {
+                params
+            } else {
+                serde_json::Value::Null
+            };
+            assert!(create_node(&spec(t, params)).is_ok(), "{t}");
         }
     }
 
