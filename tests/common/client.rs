@@ -95,6 +95,8 @@ pub struct ClientPeer {
     pub candidates: mpsc::Receiver<Option<RTCIceCandidateInit>>,
     pub state: watch::Receiver<RTCPeerConnectionState>,
     pub gathering_done: watch::Receiver<bool>,
+    /// Audio packets sent so far (the next RTP sequence number).
+    packets_sent: std::sync::atomic::AtomicU64,
 }
 
 impl ClientPeer {
@@ -270,6 +272,7 @@ impl ClientPeer {
             candidates,
             state,
             gathering_done,
+            packets_sent: std::sync::atomic::AtomicU64::new(0),
         }
     }
 
@@ -332,40 +335,10 @@ impl ClientPeer {
     /// Sends `seconds` of a sine as Opus packets of `packet_ms` (20, 40 or 60), paced in
     /// real time.
     pub async fn send_tone(&self, freq: f32, seconds: f32, packet_ms: u32, amplitude: f32) {
-        let track = self.audio.as_ref().expect("client has an audio track");
-        let packet_samples = (48 * packet_ms) as usize;
-        let mut encoder =
-            opus::Encoder::new(48_000, opus::Channels::Mono, opus::Application::Voip).unwrap();
-        encoder.set_bitrate(opus::Bitrate::Bits(64_000)).unwrap();
         let packets = (seconds * 1000.0 / packet_ms as f32) as usize;
-        let mut phase = 0f32;
-        let step = 2.0 * std::f32::consts::PI * freq / 48_000.0;
-        let mut out = vec![0u8; 4000];
-        let mut ticker = tokio::time::interval(Duration::from_millis(u64::from(packet_ms)));
-        for i in 0..packets {
-            let pcm: Vec<f32> = (0..packet_samples)
-                .map(|_| {
-                    let s = amplitude * phase.sin();
-                    phase = (phase + step) % (2.0 * std::f32::consts::PI);
-                    s
-                })
-                .collect();
-            let n = encoder.encode_float(&pcm, &mut out).unwrap();
-            ticker.tick().await;
-            let packet = Packet {
-                header: Header {
-                    version: 2,
-                    payload_type: 111,
-                    sequence_number: i as u16,
-                    timestamp: (i * packet_samples) as u32,
-                    ssrc: 1,
-                    marker: i == 0,
-                    ..Default::default()
-                },
-                payload: Bytes::copy_from_slice(&out[..n]),
-            };
-            track.write_rtp(&packet).await.unwrap();
-        }
+        let samples = remotemedia_webrtc::media::SineGenerator::new(freq, 48_000, amplitude)
+            .generate(packets * (48 * packet_ms) as usize);
+        self.send_samples(&samples, packet_ms).await;
     }
 
     /// Sends arbitrary 48 kHz mono `samples` as Opus packets of `packet_ms` (20, 40 or 60),
@@ -378,7 +351,11 @@ impl ClientPeer {
         encoder.set_bitrate(opus::Bitrate::Bits(64_000)).unwrap();
         let mut out = vec![0u8; 4000];
         let mut ticker = tokio::time::interval(Duration::from_millis(u64::from(packet_ms)));
-        for (i, chunk) in samples.chunks(packet_samples).enumerate() {
+        for chunk in samples.chunks(packet_samples) {
+            // Sequence numbers and timestamps continue across calls, as one stream.
+            let i = self
+                .packets_sent
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             let mut pcm = chunk.to_vec();
             pcm.resize(packet_samples, 0.0);
             let n = encoder.encode_float(&pcm, &mut out).unwrap();
@@ -388,7 +365,7 @@ impl ClientPeer {
                     version: 2,
                     payload_type: 111,
                     sequence_number: i as u16,
-                    timestamp: (i * packet_samples) as u32,
+                    timestamp: (i * packet_samples as u64) as u32,
                     ssrc: 1,
                     marker: i == 0,
                     ..Default::default()
