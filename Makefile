@@ -9,7 +9,7 @@ CARGO ?= cargo
 MANIFEST ?= examples/loopback.yaml
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: all deps services build run test lint fmt clean
+.PHONY: all deps services build run test bench lint fmt clean
 
 all: build
 
@@ -42,6 +42,10 @@ run: build
 
 test: services
 	$(CARGO) test
+
+bench: deps
+	$(CARGO) bench --bench media
+	$(CARGO) bench --bench pipeline
 
 lint: deps
 	$(CARGO) fmt --check
