@@ -283,14 +283,12 @@ impl ServerPeer {
             .create_answer(None)
             .await
             .map_err(|e| PeerError::step("creating the answer", e))?;
+        // The answer as created, before gathering starts: every candidate then trickles, the
+        // same way whether gathering takes microseconds (lite, host only) or longer.
+        let answer_sdp = answer.sdp.clone();
         pc.set_local_description(answer)
             .await
             .map_err(|e| PeerError::step("setting the local description", e))?;
-        let answer_sdp = pc
-            .local_description()
-            .await
-            .map(|d| d.sdp)
-            .ok_or_else(|| PeerError::step("reading the answer", "no local description"))?;
 
         Ok(Self {
             pc: Arc::clone(pc),

@@ -66,6 +66,11 @@ impl WebRtcStack {
             .map_err(|e| PeerError::Setup(format!("registering interceptors: {e}")))?;
 
         let mut settings = SettingEngine::default();
+        // ICE-lite, as SFUs usually are: the server only answers checks. A full agent here
+        // would also send checks, and a client that receives one before it has the server's
+        // candidate learns the address as peer-reflexive first; webrtc-rs 0.17 clients then
+        // stall about a second before nominating.
+        settings.set_lite(true);
         if !options.ice_ips.is_empty() {
             let allowed = options.ice_ips.clone();
             settings.set_include_loopback_candidate(allowed.iter().any(IpAddr::is_loopback));
