@@ -36,10 +36,15 @@ pub struct Metrics {
     pub ice_connect_seconds: Histogram,
     /// Sessions closed, by reason (a fixed set).
     pub sessions_closed: IntCounterVec,
-    /// RTP packets by direction (`in`, `out`).
+    /// Audio RTP packets of closed sessions by direction (`in`, `out`).
     pub rtp_packets: IntCounterVec,
-    /// RTP payload bytes by direction.
-    pub rtp_bytes: IntCounterVec,
+    /// What the inbound jitter buffers of closed sessions did with packets and slots:
+    /// `lost`, `late`, `duplicate`, `concealed` (PLC), `fec_recovered`, `discarded`.
+    pub jitter_events: IntCounterVec,
+    /// Inbound jitter buffer delay at session close.
+    pub jitter_buffer_delay_seconds: Histogram,
+    /// Round-trip time from RTCP at session close.
+    pub rtt_seconds: Histogram,
     /// Opus work per 20 ms frame, by operation (`encode`, `decode`).
     pub opus_seconds: HistogramVec,
 }
@@ -86,16 +91,30 @@ impl Metrics {
         let rtp_packets = IntCounterVec::new(
             Opts::new(
                 "remotemedia_media_rtp_packets_total",
-                "RTP packets by direction",
+                "Audio RTP packets of closed sessions, by direction",
             ),
             &["direction"],
         )?;
-        let rtp_bytes = IntCounterVec::new(
+        let jitter_events = IntCounterVec::new(
             Opts::new(
-                "remotemedia_media_rtp_bytes_total",
-                "RTP payload bytes by direction",
+                "remotemedia_media_jitter_buffer_events_total",
+                "Inbound jitter buffer outcomes of closed sessions",
             ),
-            &["direction"],
+            &["event"],
+        )?;
+        let jitter_buffer_delay_seconds = Histogram::with_opts(
+            HistogramOpts::new(
+                "remotemedia_media_jitter_buffer_delay_seconds",
+                "Inbound jitter buffer delay at session close",
+            )
+            .buckets(SETUP_BUCKETS.to_vec()),
+        )?;
+        let rtt_seconds = Histogram::with_opts(
+            HistogramOpts::new(
+                "remotemedia_media_rtt_seconds",
+                "Round-trip time from RTCP at session close",
+            )
+            .buckets(SETUP_BUCKETS.to_vec()),
         )?;
         let opus_seconds = HistogramVec::new(
             HistogramOpts::new(
@@ -112,7 +131,9 @@ impl Metrics {
         registry.register(Box::new(ice_connect_seconds.clone()))?;
         registry.register(Box::new(sessions_closed.clone()))?;
         registry.register(Box::new(rtp_packets.clone()))?;
-        registry.register(Box::new(rtp_bytes.clone()))?;
+        registry.register(Box::new(jitter_events.clone()))?;
+        registry.register(Box::new(jitter_buffer_delay_seconds.clone()))?;
+        registry.register(Box::new(rtt_seconds.clone()))?;
         registry.register(Box::new(opus_seconds.clone()))?;
         #[cfg(target_os = "linux")]
         registry.register(Box::new(
@@ -127,7 +148,9 @@ impl Metrics {
             ice_connect_seconds,
             sessions_closed,
             rtp_packets,
-            rtp_bytes,
+            jitter_events,
+            jitter_buffer_delay_seconds,
+            rtt_seconds,
             opus_seconds,
         })
     }

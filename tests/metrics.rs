@@ -49,6 +49,9 @@ async fn metrics_count_a_call_from_offer_to_close() {
     })
     .await;
 
+    peer.send_tone(440.0, 0.4, 20, 0.5).await;
+    tokio::time::sleep(std::time::Duration::from_millis(150)).await;
+
     let bad = signaling
         .send(Req::Offer(pb::OfferRequest {
             to_peer_id: "nobody".into(),
@@ -80,6 +83,35 @@ async fn metrics_count_a_call_from_offer_to_close() {
         metric_value(
             &after,
             r#"remotemedia_signaling_offers_total{result="unknown_peer"}"#
+        ),
+        Some(1.0)
+    );
+    // The call's media: packets both ways, Opus work timed, the jitter buffer's delay kept.
+    let packets_in = metric_value(
+        &after,
+        r#"remotemedia_media_rtp_packets_total{direction="in"}"#,
+    );
+    let packets_out = metric_value(
+        &after,
+        r#"remotemedia_media_rtp_packets_total{direction="out"}"#,
+    );
+    assert!(
+        packets_in.unwrap_or(0.0) >= 15.0,
+        "packets in: {packets_in:?}"
+    );
+    assert!(
+        packets_out.unwrap_or(0.0) >= 15.0,
+        "packets out: {packets_out:?}"
+    );
+    let encodes = metric_value(
+        &after,
+        r#"remotemedia_media_opus_seconds_count{operation="encode"}"#,
+    );
+    assert!(encodes.unwrap_or(0.0) >= 15.0, "encodes: {encodes:?}");
+    assert_eq!(
+        metric_value(
+            &after,
+            "remotemedia_media_jitter_buffer_delay_seconds_count"
         ),
         Some(1.0)
     );

@@ -1,6 +1,7 @@
 //! Track glue: RTP in → Opus decode → 20 ms frames → pipeline; pipeline → paced Opus RTP out
 //! and data channel out.
 
+use crate::metrics::metrics;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -140,6 +141,7 @@ async fn play_out(
 /// Decodes or conceals one jitter buffer output into `framer`. A failure plays silence of
 /// the same length so the stream keeps its timing.
 fn play(decoder: &mut OpusDecoder, output: JitterOutput, framer: &mut Framer) {
+    let started = std::time::Instant::now();
     let (result, samples) = match &output {
         JitterOutput::Decode { payload, samples } => (decoder.decode(payload), *samples),
         JitterOutput::Conceal { samples } => (decoder.conceal(*samples), *samples),
@@ -148,6 +150,10 @@ fn play(decoder: &mut OpusDecoder, output: JitterOutput, framer: &mut Framer) {
             samples,
         } => (decoder.decode_fec(next_payload, *samples), *samples),
     };
+    metrics()
+        .opus_seconds
+        .with_label_values(&["decode"])
+        .observe(started.elapsed().as_secs_f64());
     match result {
         Ok(pcm) => framer.push(pcm),
         Err(err) => {
@@ -199,7 +205,13 @@ pub(crate) async fn send_pipeline_output(
             },
             _ = ticker.tick() => {
                 let Some(frame) = outbound.framer.pop() else { continue };
-                match encoder.encode(&frame) {
+                let started = std::time::Instant::now();
+                let encoded = encoder.encode(&frame);
+                metrics()
+                    .opus_seconds
+                    .with_label_values(&["encode"])
+                    .observe(started.elapsed().as_secs_f64());
+                match encoded {
                     Ok(data) => {
                         let sample = Sample { data, duration: FRAME_DURATION, ..Default::default() };
                         match track.write_sample(&sample).await {

@@ -101,3 +101,32 @@ pub(crate) async fn collect(pc: &RTCPeerConnection, counters: &MediaCounters) ->
         rtcp,
     }
 }
+
+/// Adds a closed session's figures to the process metrics.
+pub(crate) fn export(stats: &SessionStats) {
+    let m = crate::metrics::metrics();
+    let jitter = &stats.jitter;
+    m.rtp_packets
+        .with_label_values(&["in"])
+        .inc_by(jitter.received);
+    m.rtp_packets
+        .with_label_values(&["out"])
+        .inc_by(stats.packets_out);
+    for (event, count) in [
+        ("lost", jitter.lost),
+        ("late", jitter.late),
+        ("duplicate", jitter.duplicate),
+        ("concealed", jitter.concealed),
+        ("fec_recovered", jitter.fec_recovered),
+        ("discarded", jitter.discarded),
+    ] {
+        m.jitter_events.with_label_values(&[event]).inc_by(count);
+    }
+    if jitter.received > 0 {
+        m.jitter_buffer_delay_seconds
+            .observe(jitter.delay.as_secs_f64());
+    }
+    if let Some(rtt) = stats.rtcp.rtt {
+        m.rtt_seconds.observe(rtt.as_secs_f64());
+    }
+}

@@ -280,6 +280,7 @@ async fn close_peer(inner: &Inner, peer_id: &str, session: Session, reason: Clos
         stats,
     };
     record.log();
+    quality::export(&record.stats);
     let mut records = inner.records.lock();
     if records.len() == CALL_RECORDS_KEPT {
         records.pop_front();
