@@ -164,10 +164,12 @@ fn play(decoder: &mut OpusDecoder, output: JitterOutput, framer: &mut Framer) {
 }
 
 /// Sends what the pipeline outputs: audio as Opus on `track`, one 20 ms frame per tick of a
-/// real-time ticker (never in bursts); everything else on the data channels.
+/// real-time ticker (never in bursts); everything else on the data channels. `track` is
+/// `None` in `media.audio: forward`, where the client's own RTP goes back and pipeline audio
+/// is not sent.
 pub(crate) async fn send_pipeline_output(
     mut output: mpsc::Receiver<Envelope>,
-    track: Arc<TrackLocalStaticSample>,
+    track: Option<Arc<TrackLocalStaticSample>>,
     mut new_channels: mpsc::Receiver<Arc<RTCDataChannel>>,
     opus: OpusSettings,
     counters: Arc<MediaCounters>,
@@ -204,6 +206,7 @@ pub(crate) async fn send_pipeline_output(
                 Some(envelope) => send_to_channels(&mut channels, envelope).await,
             },
             _ = ticker.tick() => {
+                let Some(track) = &track else { continue };
                 let Some(frame) = outbound.framer.pop() else { continue };
                 let started = std::time::Instant::now();
                 let encoded = encoder.encode(&frame);

@@ -5,6 +5,7 @@ mod activity;
 mod audio;
 mod close_reason;
 mod error;
+mod forward;
 mod quality;
 mod server_peer;
 mod session_manager;

@@ -21,10 +21,11 @@ use webrtc::track::track_local::TrackLocal;
 use super::activity::Activity;
 use super::audio::{receive_audio, send_pipeline_output, InboundAudio};
 use super::error::PeerError;
+use super::forward::{drain, forward_rtp};
 use super::quality::MediaCounters;
 use super::stack::{opus_capability, WebRtcStack};
-use super::video::{drain, forward_video, is_video, offered_video_codec, relay_keyframe_requests};
-use crate::pipeline::{Envelope, OpusSettings, Pipeline, VideoMode};
+use super::video::{is_video, offered_video_codec, relay_keyframe_requests};
+use crate::pipeline::{AudioMode, Envelope, OpusSettings, Pipeline, VideoMode};
 use crate::proto::common::DataBuffer;
 use crate::signaling::IceCandidate;
 
@@ -116,16 +117,32 @@ impl ServerPeer {
             .map_err(|e| PeerError::Pipeline(e.to_string()))?;
         let pipeline_input = pipeline_session.input;
 
-        // Outbound audio track, paced by the output task.
-        let track = Arc::new(TrackLocalStaticSample::new(
-            opus_capability(),
-            "audio".to_owned(),
-            "remotemedia-server".to_owned(),
-        ));
-        let sender = pc
-            .add_track(Arc::clone(&track) as Arc<dyn TrackLocal + Send + Sync>)
-            .await
-            .map_err(|e| PeerError::step("adding the audio track", e))?;
+        // Outbound audio: pipeline audio encoded and paced by the output task, or in
+        // `media.audio: forward` the client's own Opus RTP sent back without transcoding.
+        let forward_audio = pipeline.manifest().media.audio == AudioMode::Forward;
+        let (track, forward_track, sender) = if forward_audio {
+            let track = Arc::new(TrackLocalStaticRTP::new(
+                opus_capability(),
+                "audio".to_owned(),
+                "remotemedia-server".to_owned(),
+            ));
+            let sender = pc
+                .add_track(Arc::clone(&track) as Arc<dyn TrackLocal + Send + Sync>)
+                .await
+                .map_err(|e| PeerError::step("adding the audio track", e))?;
+            (None, Some(track), sender)
+        } else {
+            let track = Arc::new(TrackLocalStaticSample::new(
+                opus_capability(),
+                "audio".to_owned(),
+                "remotemedia-server".to_owned(),
+            ));
+            let sender = pc
+                .add_track(Arc::clone(&track) as Arc<dyn TrackLocal + Send + Sync>)
+                .await
+                .map_err(|e| PeerError::step("adding the audio track", e))?;
+            (Some(track), None, sender)
+        };
         // RTCP must be read for the interceptors (NACK, reports) to work.
         let rtcp_cancel = cancel.clone();
         tasks.spawn(async move {
@@ -222,7 +239,7 @@ impl ServerPeer {
                 if is_video(&remote) {
                     let activity = Arc::clone(&audio_activity);
                     match &video_track {
-                        Some(local) => audio_tasks.spawn(forward_video(
+                        Some(local) => audio_tasks.spawn(forward_rtp(
                             remote,
                             Arc::clone(local),
                             video_source_tx.clone(),
@@ -231,6 +248,16 @@ impl ServerPeer {
                         )),
                         None => audio_tasks.spawn(drain(remote, activity, audio_cancel.clone())),
                     };
+                    continue;
+                }
+                if let Some(local) = &forward_track {
+                    audio_tasks.spawn(forward_rtp(
+                        remote,
+                        Arc::clone(local),
+                        watch::channel(None).0,
+                        Arc::clone(&audio_activity),
+                        audio_cancel.clone(),
+                    ));
                     continue;
                 }
                 let inbound = InboundAudio {

@@ -3,6 +3,7 @@
 
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
+use webrtc::track::track_remote::TrackRemote;
 
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
@@ -15,11 +16,6 @@ use webrtc::rtp_transceiver::rtp_codec::{
 };
 use webrtc::rtp_transceiver::rtp_sender::RTCRtpSender;
 use webrtc::rtp_transceiver::RTCPFeedback;
-use webrtc::track::track_local::track_local_static_rtp::TrackLocalStaticRTP;
-use webrtc::track::track_local::TrackLocalWriter;
-use webrtc::track::track_remote::TrackRemote;
-
-use super::activity::Activity;
 
 /// At most one keyframe request per source this often (a burst of receivers asking must not
 /// make the sender emit a keyframe each time).
@@ -100,47 +96,6 @@ pub(crate) fn offered_video_codec(offer_sdp: &str) -> Option<RTCRtpCodecCapabili
             .to_ascii_uppercase();
         offered.contains(&name)
     })
-}
-
-/// Copies the client's video RTP onto the server's video track until either ends.
-/// `TrackLocalStaticRTP` rewrites SSRC and payload type for the outgoing binding; sequence
-/// numbers and timestamps stay the sender's (one source per track, so they stay continuous).
-pub(crate) async fn forward_video(
-    remote: Arc<TrackRemote>,
-    local: Arc<TrackLocalStaticRTP>,
-    source_ssrc: watch::Sender<Option<u32>>,
-    activity: Arc<Activity>,
-    cancel: CancellationToken,
-) {
-    let _ = source_ssrc.send(Some(remote.ssrc()));
-    loop {
-        let packet = tokio::select! {
-            read = remote.read_rtp() => match read {
-                Ok((packet, _)) => packet,
-                Err(_) => break,
-            },
-            () = cancel.cancelled() => break,
-        };
-        activity.touch();
-        if let Err(err) = local.write_rtp(&packet).await {
-            tracing::debug!(%err, "forwarding a video packet failed");
-        }
-    }
-}
-
-/// Reads and discards a track the session does not use (the interceptors still see it).
-pub(crate) async fn drain(
-    remote: Arc<TrackRemote>,
-    activity: Arc<Activity>,
-    cancel: CancellationToken,
-) {
-    loop {
-        tokio::select! {
-            read = remote.read_rtp() => if read.is_err() { break },
-            () = cancel.cancelled() => break,
-        }
-        activity.touch();
-    }
 }
 
 /// Reads the RTCP the client sends about the server's video track and passes its keyframe
