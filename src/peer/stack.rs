@@ -71,7 +71,11 @@ impl WebRtcStack {
         // candidate learns the address as peer-reflexive first; webrtc-rs 0.17 clients then
         // stall about a second before nominating.
         settings.set_lite(true);
-        if !options.ice_ips.is_empty() {
+        if options.ice_ips.is_empty() {
+            // IPv6 link-local addresses need a scope id that candidates cannot carry: binding
+            // them fails, and no remote peer could use them anyway.
+            settings.set_ip_filter(Box::new(|ip| !is_ipv6_link_local(ip)));
+        } else {
             let allowed = options.ice_ips.clone();
             settings.set_include_loopback_candidate(allowed.iter().any(IpAddr::is_loopback));
             settings.set_ip_filter(Box::new(move |ip| allowed.contains(&ip)));
@@ -125,6 +129,10 @@ impl WebRtcStack {
     }
 }
 
+fn is_ipv6_link_local(ip: IpAddr) -> bool {
+    matches!(ip, IpAddr::V6(v6) if (v6.segments()[0] & 0xffc0) == 0xfe80)
+}
+
 /// STUN URLs as given; TURN as `turn:host:port:user:credential`.
 fn ice_servers(options: &MediaOptions) -> Result<Vec<RTCIceServer>, PeerError> {
     let mut servers: Vec<RTCIceServer> = non_empty(&options.stun_servers)
@@ -147,4 +155,18 @@ fn ice_servers(options: &MediaOptions) -> Result<Vec<RTCIceServer>, PeerError> {
         });
     }
     Ok(servers)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_fe80_slash_10_is_link_local() {
+        assert!(is_ipv6_link_local("fe80::fc:ff:fe00:1".parse().unwrap()));
+        assert!(is_ipv6_link_local("febf::1".parse().unwrap()));
+        assert!(!is_ipv6_link_local("fec0::1".parse().unwrap()));
+        assert!(!is_ipv6_link_local("2001:db8::1".parse().unwrap()));
+        assert!(!is_ipv6_link_local("10.0.0.1".parse().unwrap()));
+    }
 }
