@@ -47,6 +47,8 @@ pub struct Metrics {
     pub rtt_seconds: Histogram,
     /// Opus work per 20 ms frame, by operation (`encode`, `decode`).
     pub opus_seconds: HistogramVec,
+    /// Time a pipeline node takes per input, by node type (bounded: the registry's types).
+    pub pipeline_node_seconds: HistogramVec,
 }
 
 impl Metrics {
@@ -124,6 +126,15 @@ impl Metrics {
             .buckets(WORK_BUCKETS.to_vec()),
             &["operation"],
         )?;
+        let pipeline_node_seconds = HistogramVec::new(
+            HistogramOpts::new(
+                "remotemedia_pipeline_node_seconds",
+                "Time a pipeline node takes per input, by node type",
+            )
+            .buckets(WORK_BUCKETS.to_vec()),
+            &["node_type"],
+        )?;
+        registry.register(Box::new(pipeline_node_seconds.clone()))?;
         registry.register(Box::new(peers_active.clone()))?;
         registry.register(Box::new(sessions_active.clone()))?;
         registry.register(Box::new(offers.clone()))?;
@@ -152,6 +163,7 @@ impl Metrics {
             jitter_buffer_delay_seconds,
             rtt_seconds,
             opus_seconds,
+            pipeline_node_seconds,
         })
     }
 

@@ -73,6 +73,12 @@ async fn each_client_runs_the_pipeline_it_names() {
     let answer = json_of(&ask(&mut calc_peer, question).await);
     assert_eq!(answer["result"], 42.0, "{answer}");
     assert_eq!(answer["operation"], "multiply");
+    let exposition = common::http_get(server.http, "/metrics").await;
+    let timed = common::metric_value(
+        &exposition,
+        r#"remotemedia_pipeline_node_seconds_count{node_type="CalculatorNode"}"#,
+    );
+    assert_eq!(timed, Some(1.0), "the node's latency is exported");
 
     // No name: the default (loopback) echoes the question unchanged.
     let (mut echo_signaling, _) = SignalingClient::announce(&server.grpc_url(), "echo-user").await;

@@ -117,6 +117,10 @@ impl Pipeline {
                 targets,
                 cancel: cancel.clone(),
                 stats: Arc::clone(&stats),
+                // Resolved once per node: labelling on every frame would cost a lookup.
+                latency: crate::metrics::metrics()
+                    .pipeline_node_seconds
+                    .with_label_values(&[self.manifest.nodes[index].node_type.as_str()]),
             };
             tasks.spawn_on(task.run(rx), &runtime);
         }
@@ -311,6 +315,8 @@ struct NodeTask {
     targets: Vec<mpsc::Sender<Envelope>>,
     cancel: CancellationToken,
     stats: Arc<PipelineStats>,
+    /// The process-wide latency histogram of this node's type.
+    latency: prometheus::Histogram,
 }
 
 impl NodeTask {
@@ -329,7 +335,9 @@ impl NodeTask {
                 Some(env) => {
                     let started = Instant::now();
                     let result = self.node.process(env, &mut out);
-                    self.stats.record(self.index, started.elapsed());
+                    let elapsed = started.elapsed();
+                    self.stats.record(self.index, elapsed);
+                    self.latency.observe(elapsed.as_secs_f64());
                     result
                 }
                 // Every upstream has ended: flush, then end, which closes our successors' input.
