@@ -120,29 +120,26 @@ impl ServerPeer {
         // Outbound audio: pipeline audio encoded and paced by the output task, or in
         // `media.audio: forward` the client's own Opus RTP sent back without transcoding.
         let forward_audio = pipeline.manifest().media.audio == AudioMode::Forward;
-        let (track, forward_track, sender) = if forward_audio {
-            let track = Arc::new(TrackLocalStaticRTP::new(
-                opus_capability(),
-                "audio".to_owned(),
-                "remotemedia-server".to_owned(),
-            ));
-            let sender = pc
-                .add_track(Arc::clone(&track) as Arc<dyn TrackLocal + Send + Sync>)
-                .await
-                .map_err(|e| PeerError::step("adding the audio track", e))?;
-            (None, Some(track), sender)
-        } else {
-            let track = Arc::new(TrackLocalStaticSample::new(
-                opus_capability(),
-                "audio".to_owned(),
-                "remotemedia-server".to_owned(),
-            ));
-            let sender = pc
-                .add_track(Arc::clone(&track) as Arc<dyn TrackLocal + Send + Sync>)
-                .await
-                .map_err(|e| PeerError::step("adding the audio track", e))?;
-            (Some(track), None, sender)
-        };
+        let (track, forward_track, local): (_, _, Arc<dyn TrackLocal + Send + Sync>) =
+            if forward_audio {
+                let track = Arc::new(TrackLocalStaticRTP::new(
+                    opus_capability(),
+                    "audio".to_owned(),
+                    "remotemedia-server".to_owned(),
+                ));
+                (None, Some(Arc::clone(&track)), track)
+            } else {
+                let track = Arc::new(TrackLocalStaticSample::new(
+                    opus_capability(),
+                    "audio".to_owned(),
+                    "remotemedia-server".to_owned(),
+                ));
+                (Some(Arc::clone(&track)), None, track)
+            };
+        let sender = pc
+            .add_track(local)
+            .await
+            .map_err(|e| PeerError::step("adding the audio track", e))?;
         // RTCP must be read for the interceptors (NACK, reports) to work.
         let rtcp_cancel = cancel.clone();
         tasks.spawn(async move {
