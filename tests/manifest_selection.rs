@@ -11,7 +11,6 @@ use common::signaling::{SignalingClient, SERVER};
 use common::TestServer;
 use prost::Message;
 use remotemedia_webrtc::proto::common::{data_buffer::DataType, DataBuffer, JsonData};
-use remotemedia_webrtc::proto::signaling::{self as pb, signaling_request::Request as Req};
 use tonic::Code;
 
 fn manifest_dir() -> std::path::PathBuf {
@@ -99,13 +98,7 @@ async fn an_unknown_manifest_name_is_invalid_argument() {
     let (mut signaling, _) =
         SignalingClient::announce_with(&server.grpc_url(), "lost", metadata).await;
     let peer = ClientPeer::new(ClientOptions::default()).await;
-    let offer = signaling
-        .send(Req::Offer(pb::OfferRequest {
-            to_peer_id: SERVER.into(),
-            sdp: peer.offer().await,
-            r#type: "offer".into(),
-        }))
-        .await;
+    let offer = signaling.offer(SERVER, peer.offer().await).await;
     let error = signaling.expect_error(&offer).await;
     assert_eq!(error.code, Code::InvalidArgument as u32);
     assert!(

@@ -53,11 +53,7 @@ async fn metrics_count_a_call_from_offer_to_close() {
     tokio::time::sleep(std::time::Duration::from_millis(150)).await;
 
     let bad = signaling
-        .send(Req::Offer(pb::OfferRequest {
-            to_peer_id: "nobody".into(),
-            sdp: "v=0\r\nm=audio 9 RTP/AVP 0\r\n".into(),
-            r#type: "offer".into(),
-        }))
+        .offer("nobody", "v=0\r\nm=audio 9 RTP/AVP 0\r\n")
         .await;
     signaling.expect_error(&bad).await;
     let disconnect = signaling

@@ -13,19 +13,6 @@ use remotemedia_webrtc::proto::signaling::{
     signaling_response::Response as Resp,
 };
 
-fn candidate_request(
-    to: &str,
-    c: Option<webrtc::ice_transport::ice_candidate::RTCIceCandidateInit>,
-) -> Req {
-    let c = c.unwrap_or_default();
-    Req::IceCandidate(pb::IceCandidateRequest {
-        to_peer_id: to.into(),
-        candidate: c.candidate,
-        sdp_mid: c.sdp_mid.unwrap_or_default(),
-        sdp_mline_index: u32::from(c.sdp_mline_index.unwrap_or(0)),
-    })
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_clients_connect_directly_through_forwarded_signaling() {
     common::init_tracing();
@@ -52,13 +39,7 @@ async fn two_clients_connect_directly_through_forwarded_signaling() {
     let mut alice_peer = ClientPeer::new(audio_only).await;
     let mut bob_peer = ClientPeer::new(audio_only).await;
     let offer_sdp = alice_peer.offer().await;
-    let offer = alice
-        .send(Req::Offer(pb::OfferRequest {
-            to_peer_id: "bob".into(),
-            sdp: offer_sdp.clone(),
-            r#type: "offer".into(),
-        }))
-        .await;
+    let offer = alice.offer("bob", offer_sdp.clone()).await;
     let ack = alice.expect_ack(&offer).await;
     assert_eq!(ack["to_peer_id"], "bob");
     let offer_id = ack["offer_id"].as_str().unwrap().to_owned();
@@ -99,8 +80,8 @@ async fn two_clients_connect_directly_through_forwarded_signaling() {
     while !(alice_peer.is_connected() && bob_peer.is_connected()) {
         tokio::select! {
             _ = tokio::time::sleep_until(deadline) => panic!("peers did not connect"),
-            Some(c) = alice_peer.candidates.recv() => { alice.send(candidate_request("bob", c)).await; }
-            Some(c) = bob_peer.candidates.recv() => { bob.send(candidate_request("alice", c)).await; }
+            Some(c) = alice_peer.candidates.recv() => { alice.candidate("bob", c).await; }
+            Some(c) = bob_peer.candidates.recv() => { bob.candidate("alice", c).await; }
             r = alice.next() => if let Some(Resp::Notification(pb::SignalingNotification { notification: Some(Notification::IceCandidate(c)) })) = r.unwrap().unwrap().response {
                 assert_eq!(c.from_peer_id, "bob");
                 alice_peer.add_remote_candidate(&c).await;

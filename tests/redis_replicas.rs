@@ -66,13 +66,7 @@ async fn peers_on_two_replicas_find_and_call_each_other() {
     // Offer, answer and a candidate cross replicas.
     let sdp =
         "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\n";
-    let offer = alice
-        .send(Req::Offer(pb::OfferRequest {
-            to_peer_id: "bob".into(),
-            sdp: sdp.into(),
-            r#type: "offer".into(),
-        }))
-        .await;
+    let offer = alice.offer("bob", sdp).await;
     let offer_id = alice.expect_ack(&offer).await["offer_id"]
         .as_str()
         .unwrap()

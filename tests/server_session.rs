@@ -13,8 +13,7 @@ use common::TestServer;
 use prost::Message;
 use remotemedia_webrtc::proto::common::{data_buffer::DataType, DataBuffer, JsonData, TextBuffer};
 use remotemedia_webrtc::proto::signaling::{
-    self as pb, signaling_notification::Notification, signaling_request::Request as Req,
-    signaling_response::Response as Resp,
+    self as pb, signaling_notification::Notification, signaling_response::Response as Resp,
 };
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -61,27 +60,14 @@ async fn candidates_sent_before_the_offer_are_buffered_and_used() {
         .unwrap();
     let mut sent = 0;
     while let Ok(candidate) = peer.candidates.try_recv() {
-        let init = candidate.unwrap_or_default();
-        let id = signaling
-            .send(Req::IceCandidate(pb::IceCandidateRequest {
-                to_peer_id: SERVER.into(),
-                candidate: init.candidate.clone(),
-                sdp_mid: init.sdp_mid.unwrap_or_default(),
-                sdp_mline_index: 0,
-            }))
-            .await;
+        let real = candidate.as_ref().is_some_and(|c| !c.candidate.is_empty());
+        let id = signaling.candidate(SERVER, candidate).await;
         signaling.expect_ack(&id).await;
-        sent += usize::from(!init.candidate.is_empty());
+        sent += usize::from(real);
     }
     assert!(sent >= 1, "the client gathered no candidate");
 
-    let offer = signaling
-        .send(Req::Offer(pb::OfferRequest {
-            to_peer_id: SERVER.into(),
-            sdp: offer_sdp,
-            r#type: "offer".into(),
-        }))
-        .await;
+    let offer = signaling.offer(SERVER, offer_sdp).await;
     let deadline = tokio::time::Instant::now() + common::WAIT;
     while !peer.is_connected() {
         tokio::select! {
@@ -128,13 +114,7 @@ async fn a_session_that_never_connects_is_closed_and_the_client_told() {
         TestServer::start_with(|c| c.media.connect_timeout = Duration::from_millis(800)).await;
     let (mut signaling, _) = SignalingClient::announce(&server.grpc_url(), "silent").await;
     let peer = ClientPeer::new(ClientOptions::default()).await;
-    let offer = signaling
-        .send(Req::Offer(pb::OfferRequest {
-            to_peer_id: SERVER.into(),
-            sdp: peer.offer().await,
-            r#type: "offer".into(),
-        }))
-        .await;
+    let offer = signaling.offer(SERVER, peer.offer().await).await;
     signaling.expect_ack(&offer).await;
     assert_eq!(health_metrics(&signaling.health().await)["sessions"], 1);
     // The client never applies the answer nor sends candidates.

@@ -76,13 +76,7 @@ async fn the_server_peer_id_is_reserved_and_malformed_ids_are_invalid() {
 async fn anything_before_the_announce_is_failed_precondition() {
     let server = TestServer::start().await;
     let mut client = SignalingClient::open(&server.grpc_url()).await;
-    client
-        .send(Req::Offer(pb::OfferRequest {
-            to_peer_id: SERVER.into(),
-            sdp: "v=0".into(),
-            r#type: "offer".into(),
-        }))
-        .await;
+    client.offer(SERVER, "v=0").await;
     assert_eq!(
         client.expect_status().await.code(),
         Code::FailedPrecondition
@@ -97,11 +91,7 @@ async fn an_unknown_target_is_not_found() {
     let server = TestServer::start().await;
     let (mut client, _) = SignalingClient::announce(&server.grpc_url(), "alice").await;
     let offer = client
-        .send(Req::Offer(pb::OfferRequest {
-            to_peer_id: "nobody".into(),
-            sdp: "v=0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\n".into(),
-            r#type: "offer".into(),
-        }))
+        .offer("nobody", "v=0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\n")
         .await;
     assert_eq!(
         client.expect_error(&offer).await.code,
@@ -127,13 +117,7 @@ async fn garbage_sdp_is_invalid_argument_and_the_stream_stays_usable() {
         "v=0\r\nm=garbage\r\n".to_owned(),
         format!("v=0\r\nm=audio 9 RTP/AVP 0\r\n{}", "a=x\r\n".repeat(20_000)),
     ] {
-        let id = client
-            .send(Req::Offer(pb::OfferRequest {
-                to_peer_id: SERVER.into(),
-                sdp,
-                r#type: "offer".into(),
-            }))
-            .await;
+        let id = client.offer(SERVER, sdp).await;
         let error = client.expect_error(&id).await;
         assert_eq!(error.code, Code::InvalidArgument as u32, "{error:?}");
     }

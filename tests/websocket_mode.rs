@@ -12,8 +12,7 @@ use common::TestServer;
 use remotemedia_webrtc::config::{Config, Mode};
 use remotemedia_webrtc::media::dominant_frequency;
 use remotemedia_webrtc::proto::signaling::{
-    self as pb, signaling_notification::Notification, signaling_request::Request as Req,
-    signaling_response::Response as Resp,
+    self as pb, signaling_notification::Notification, signaling_response::Response as Resp,
 };
 use remotemedia_webrtc::signaling::SessionHost;
 use remotemedia_webrtc::websocket_mode::WebSocketPeer;
@@ -52,26 +51,14 @@ async fn a_websocket_mode_server_answers_offers_relayed_by_another_server() {
 
     let mut peer = ClientPeer::new(ClientOptions::default()).await;
     let sdp = peer.offer().await;
-    client
-        .send(Req::Offer(pb::OfferRequest {
-            to_peer_id: B.into(),
-            sdp,
-            r#type: "offer".into(),
-        }))
-        .await;
+    client.offer(B, sdp).await;
     let deadline = tokio::time::Instant::now() + common::WAIT;
     while !peer.is_connected() {
         tokio::select! {
             _ = tokio::time::sleep_until(deadline) => panic!("connecting to {B} timed out"),
             _ = peer.state.changed() => {}
             Some(candidate) = peer.candidates.recv() => {
-                let init = candidate.unwrap_or_default();
-                client.send(Req::IceCandidate(pb::IceCandidateRequest {
-                    to_peer_id: B.into(),
-                    candidate: init.candidate,
-                    sdp_mid: init.sdp_mid.unwrap_or_default(),
-                    sdp_mline_index: u32::from(init.sdp_mline_index.unwrap_or(0)),
-                })).await;
+                client.candidate(B, candidate).await;
             }
             response = client.next() => {
                 let response = response.unwrap().unwrap();

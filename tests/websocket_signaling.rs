@@ -337,13 +337,7 @@ async fn a_grpc_client_and_a_websocket_client_signal_each_other() {
     );
 
     // gRPC offers, WebSocket answers.
-    let id = grpc2
-        .send(Req::Offer(pb::OfferRequest {
-            to_peer_id: "ws-1".into(),
-            sdp: FAKE_SDP.into(),
-            r#type: "offer".into(),
-        }))
-        .await;
+    let id = grpc2.offer("ws-1", FAKE_SDP).await;
     grpc2.expect_ack(&id).await;
     let got = ws.expect_notification("peer.offer").await;
     assert_eq!(got["from"], "grpc-2");

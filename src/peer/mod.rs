@@ -16,4 +16,4 @@ pub use close_reason::CloseReason;
 pub use error::PeerError;
 pub use quality::{CallRecord, RtcpStats, SessionStats};
 pub use session_manager::{PeerConnectionProbe, SessionManager, SessionSettings};
-pub use stack::WebRtcStack;
+pub use stack::{opus_capability, WebRtcStack};

@@ -21,7 +21,7 @@ use super::video::video_codecs;
 use crate::config::{non_empty, MediaOptions};
 
 /// Opus as RFC 7587 requires it in SDP (`opus/48000/2`), with in-band FEC allowed.
-pub(crate) fn opus_capability() -> RTCRtpCodecCapability {
+pub fn opus_capability() -> RTCRtpCodecCapability {
     RTCRtpCodecCapability {
         mime_type: MIME_TYPE_OPUS.to_owned(),
         clock_rate: 48_000,

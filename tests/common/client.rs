@@ -6,13 +6,13 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use parking_lot::Mutex;
+use remotemedia_webrtc::peer::opus_capability;
 use remotemedia_webrtc::proto::signaling::{
-    self as pb, signaling_notification::Notification, signaling_request::Request as Req,
-    signaling_response::Response as Resp,
+    self as pb, signaling_notification::Notification, signaling_response::Response as Resp,
 };
 use tokio::sync::{mpsc, watch};
 use webrtc::api::interceptor_registry::register_default_interceptors;
-use webrtc::api::media_engine::{MediaEngine, MIME_TYPE_OPUS};
+use webrtc::api::media_engine::MediaEngine;
 use webrtc::api::setting_engine::SettingEngine;
 use webrtc::api::APIBuilder;
 use webrtc::data_channel::data_channel_message::DataChannelMessage;
@@ -41,16 +41,6 @@ pub struct ReceivedAudio {
     pub arrivals: Vec<Instant>,
     pub timestamps: Vec<u32>,
     pub samples: Vec<f32>,
-}
-
-fn opus_capability() -> RTCRtpCodecCapability {
-    RTCRtpCodecCapability {
-        mime_type: MIME_TYPE_OPUS.to_owned(),
-        clock_rate: 48_000,
-        channels: 2,
-        sdp_fmtp_line: "minptime=10;useinbandfec=1".to_owned(),
-        rtcp_feedback: vec![],
-    }
 }
 
 fn vp8_capability() -> RTCRtpCodecCapability {
@@ -400,13 +390,7 @@ pub async fn connect_to_server(
 ) -> ConnectReport {
     let sdp = peer.offer().await;
     let started = Instant::now();
-    let offer_request = signaling
-        .send(Req::Offer(pb::OfferRequest {
-            to_peer_id: SERVER.into(),
-            sdp,
-            r#type: "offer".into(),
-        }))
-        .await;
+    let offer_request = signaling.offer(SERVER, sdp).await;
     let mut offer_to_answer = None;
     let mut offer_id = None;
     let mut server_candidates = 0;
@@ -420,13 +404,7 @@ pub async fn connect_to_server(
             _ = tokio::time::sleep_until(deadline) => panic!("connecting to the server timed out"),
             _ = peer.state.changed() => {}
             Some(candidate) = peer.candidates.recv() => {
-                let init = candidate.unwrap_or_default();
-                signaling.send(Req::IceCandidate(pb::IceCandidateRequest {
-                    to_peer_id: SERVER.into(),
-                    candidate: init.candidate,
-                    sdp_mid: init.sdp_mid.unwrap_or_default(),
-                    sdp_mline_index: u32::from(init.sdp_mline_index.unwrap_or(0)),
-                })).await;
+                signaling.candidate(SERVER, candidate).await;
             }
             response = signaling.next() => {
                 let response = response.expect("signaling stream").expect("signaling open");
@@ -473,14 +451,6 @@ pub async fn connect_to_server(
 /// keep trickling after connecting).
 pub async fn flush_candidates(signaling: &mut SignalingClient, peer: &mut ClientPeer, to: &str) {
     while let Ok(candidate) = peer.candidates.try_recv() {
-        let init = candidate.unwrap_or_default();
-        signaling
-            .send(Req::IceCandidate(pb::IceCandidateRequest {
-                to_peer_id: to.into(),
-                candidate: init.candidate,
-                sdp_mid: init.sdp_mid.unwrap_or_default(),
-                sdp_mline_index: u32::from(init.sdp_mline_index.unwrap_or(0)),
-            }))
-            .await;
+        signaling.candidate(to, candidate).await;
     }
 }

@@ -9,8 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use remotemedia_webrtc::proto::signaling::{
-    self as pb, signaling_notification::Notification, signaling_request::Request as Req,
-    signaling_response::Response as Resp,
+    self as pb, signaling_notification::Notification, signaling_response::Response as Resp,
 };
 use tokio::net::UdpSocket;
 use tokio::sync::Mutex;
@@ -140,13 +139,7 @@ pub async fn connect_via_relay(
     impairment: Impairment,
 ) -> Relay {
     let sdp = peer.offer().await;
-    signaling
-        .send(Req::Offer(pb::OfferRequest {
-            to_peer_id: SERVER.into(),
-            sdp,
-            r#type: "offer".into(),
-        }))
-        .await;
+    signaling.offer(SERVER, sdp).await;
     let mut relay: Option<Relay> = None;
     let deadline = Instant::now() + WAIT;
     while !(peer.is_connected() && relay.is_some()) {

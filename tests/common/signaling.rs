@@ -85,6 +85,32 @@ impl SignalingClient {
         request_id
     }
 
+    /// Sends an SDP offer to `to`; returns its request id.
+    pub async fn offer(&mut self, to: &str, sdp: impl Into<String>) -> String {
+        self.send(Req::Offer(pb::OfferRequest {
+            to_peer_id: to.into(),
+            sdp: sdp.into(),
+            r#type: "offer".into(),
+        }))
+        .await
+    }
+
+    /// Trickles a local candidate of a webrtc-crate peer to `to` (`None`: end of candidates).
+    pub async fn candidate(
+        &mut self,
+        to: &str,
+        candidate: Option<webrtc::ice_transport::ice_candidate::RTCIceCandidateInit>,
+    ) -> String {
+        let init = candidate.unwrap_or_default();
+        self.send(Req::IceCandidate(pb::IceCandidateRequest {
+            to_peer_id: to.into(),
+            candidate: init.candidate,
+            sdp_mid: init.sdp_mid.unwrap_or_default(),
+            sdp_mline_index: u32::from(init.sdp_mline_index.unwrap_or(0)),
+        }))
+        .await
+    }
+
     pub async fn send_raw(&mut self, request: SignalingRequest) {
         self.outbound
             .as_ref()
