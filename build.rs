@@ -1,8 +1,9 @@
-//! Compiles the public protos (proto/ is the include root).
+//! Compiles the public protos and the internal worker API (proto/ is the include root).
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let protos = [
         "proto/remotemedia/v1/common.proto",
         "proto/remotemedia/v1/webrtc_signaling.proto",
+        "proto/remotemedia/v1/worker.proto",
     ];
     tonic_prost_build::configure()
         .build_server(true)

@@ -13,6 +13,21 @@ pub enum Mode {
     Grpc,
     /// Joins an external JSON-RPC WebSocket signaling server as a peer and answers offers.
     Websocket,
+    /// Stateless signaling of a cluster: state in Redis, server sessions on media workers.
+    Frontend,
+    /// Server peers and pipelines of a cluster, behind the internal worker API.
+    Worker,
+    /// Publishes the cluster's placement table from worker heartbeats (or pods).
+    Controller,
+}
+
+/// Where the controller learns which workers exist.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Discovery {
+    /// Worker heartbeats in Redis alone (a cluster of plain processes).
+    Redis,
+    /// Worker Pods from the Kubernetes API, joined with their heartbeats.
+    Kubernetes,
 }
 
 /// `webrtc_server` flags. Every flag also reads an environment variable.
@@ -27,7 +42,8 @@ pub struct Config {
     #[arg(long, env = "WEBRTC_MODE", value_enum, default_value = "grpc")]
     pub mode: Mode,
 
-    /// Address of the gRPC signaling service.
+    /// Address of the gRPC signaling service; in `worker` mode, of the internal worker API
+    /// (default 0.0.0.0:50052 there).
     #[arg(long, env = "GRPC_SIGNALING_ADDRESS", default_value = "0.0.0.0:50051")]
     pub grpc_address: SocketAddr,
 
@@ -66,10 +82,57 @@ pub struct Config {
     pub peer_id: Option<String>,
 
     #[command(flatten)]
+    pub cluster: ClusterOptions,
+
+    #[command(flatten)]
     pub media: MediaOptions,
 
     #[command(flatten)]
     pub limits: LimitOptions,
+}
+
+/// Options of the cluster roles (`frontend`, `worker`, `controller`).
+#[derive(Debug, Clone, clap::Args)]
+pub struct ClusterOptions {
+    /// `worker`: this worker's id in Redis; default: the host name (the pod name in Kubernetes).
+    #[arg(long, env = "REMOTEMEDIA_WORKER_ID")]
+    pub worker_id: Option<String>,
+
+    /// `worker`: the address frontends reach the internal API at (`host:port`); default: the
+    /// `--grpc-address` when it names a host, else the host name with its port.
+    #[arg(long, env = "REMOTEMEDIA_WORKER_ADDRESS")]
+    pub worker_address: Option<String>,
+
+    /// `worker`: server sessions this worker carries at most; more get RESOURCE_EXHAUSTED.
+    #[arg(long, env = "REMOTEMEDIA_CAPACITY", default_value_t = 100)]
+    pub capacity: usize,
+
+    /// `worker`: after SIGTERM (or a drain request) the worker takes no new sessions and exits
+    /// when its sessions end or this long has passed.
+    #[arg(long, env = "REMOTEMEDIA_DRAIN_TIMEOUT", default_value = "300s", value_parser = humantime::parse_duration)]
+    pub drain_timeout: Duration,
+
+    /// `controller`: where workers are discovered.
+    #[arg(
+        long,
+        env = "REMOTEMEDIA_DISCOVERY",
+        value_enum,
+        default_value = "redis"
+    )]
+    pub discovery: Discovery,
+
+    /// `controller --discovery kubernetes`: namespace of the worker Pods; default: the
+    /// controller's own.
+    #[arg(long, env = "REMOTEMEDIA_NAMESPACE")]
+    pub namespace: Option<String>,
+
+    /// `controller --discovery kubernetes`: label selector of the worker Pods.
+    #[arg(
+        long,
+        env = "REMOTEMEDIA_WORKER_SELECTOR",
+        default_value = "app.kubernetes.io/component=worker"
+    )]
+    pub worker_selector: String,
 }
 
 /// Options of the server peers' WebRTC stack.
@@ -113,6 +176,7 @@ pub struct MediaOptions {
     pub ice_ips: Vec<IpAddr>,
 
     /// One UDP port shared by every server peer (ICE UDP mux); 0: an ephemeral port per peer.
+    /// Default 0, and 50000 in `worker` mode.
     #[arg(long, env = "REMOTEMEDIA_UDP_PORT", default_value_t = 0)]
     pub udp_port: u16,
 
@@ -142,6 +206,36 @@ pub struct LimitOptions {
 }
 
 impl Config {
+    /// Parses the process arguments, then applies the defaults that depend on `--mode`.
+    pub fn from_args() -> Self {
+        Self::try_from_iter(std::env::args_os()).unwrap_or_else(|err| err.exit())
+    }
+
+    /// [`Config::from_args`] on a given argument list.
+    ///
+    /// # Errors
+    /// Unknown or malformed flags.
+    pub fn try_from_iter<I, T>(args: I) -> Result<Self, clap::Error>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<std::ffi::OsString> + Clone,
+    {
+        use clap::{CommandFactory, FromArgMatches};
+        let matches = Self::command().try_get_matches_from(args)?;
+        let mut config = Self::from_arg_matches(&matches)?;
+        let defaulted =
+            |id: &str| matches.value_source(id) == Some(clap::parser::ValueSource::DefaultValue);
+        if config.mode == Mode::Worker {
+            if defaulted("grpc_address") {
+                config.grpc_address = SocketAddr::from(([0, 0, 0, 0], 50052));
+            }
+            if defaulted("udp_port") {
+                config.media.udp_port = 50_000;
+            }
+        }
+        Ok(config)
+    }
+
     /// A configuration for tests and embedding: every listener on 127.0.0.1 port 0, ICE on
     /// loopback only, defaults elsewhere.
     pub fn local_test() -> Self {
@@ -157,6 +251,15 @@ impl Config {
         config.media.stun_servers.clear();
         config
     }
+}
+
+/// This machine's (or pod's) host name.
+pub fn hostname() -> Option<String> {
+    std::env::var("HOSTNAME")
+        .ok()
+        .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
 }
 
 /// Drops the empty entries a `default_value = ""` list parses into.

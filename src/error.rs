@@ -22,6 +22,10 @@ pub enum Error {
     Grpc(#[from] tonic::transport::Error),
     #[error("--mode websocket needs --signaling-url (WEBRTC_SIGNALING_URL)")]
     MissingSignalingUrl,
+    #[error("--mode {0} needs --redis-url (REMOTEMEDIA_REDIS_URL): its state is in Redis")]
+    MissingRedisUrl(&'static str),
+    #[error("{0}")]
+    Unsupported(String),
     #[error("HTTP server failed: {0}")]
     Http(#[source] std::io::Error),
 }

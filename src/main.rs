@@ -2,7 +2,7 @@
 
 use std::process::ExitCode;
 
-use clap::Parser;
+use remotemedia_webrtc::cluster::{Controller, Worker};
 use remotemedia_webrtc::config::{Config, Mode};
 use remotemedia_webrtc::server::Server;
 use remotemedia_webrtc::websocket_mode::WebSocketPeer;
@@ -10,11 +10,13 @@ use tracing_subscriber::EnvFilter;
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let config = Config::parse();
+    let config = Config::from_args();
     tracing_subscriber::fmt()
         .with_env_filter(
             EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
         )
+        // Colours only on a terminal: log collectors get plain text.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
         .init();
     match run(config).await {
         Ok(()) => ExitCode::SUCCESS,
@@ -27,6 +29,36 @@ async fn main() -> ExitCode {
 }
 
 async fn run(config: Config) -> anyhow::Result<()> {
+    if config.mode == Mode::Worker {
+        let worker = Worker::bind(&config).await?;
+        tracing::info!(
+            worker_id = worker.id(),
+            api = ?worker.grpc_address(),
+            advertised = worker.advertised_address(),
+            http = ?worker.http_address(),
+            udp = ?worker.udp_address(),
+            capacity = config.cluster.capacity,
+            "webrtc_server listening (mode worker)"
+        );
+        // The drain may take up to --drain-timeout; the watchdog allows for it.
+        let grace = config.cluster.drain_timeout + config.limits.shutdown_timeout;
+        worker.run(shutdown_on_signals(grace)).await?;
+        tracing::info!("stopped");
+        return Ok(());
+    }
+    if config.mode == Mode::Controller {
+        let controller = Controller::bind(&config).await?;
+        tracing::info!(
+            controller_id = controller.id(),
+            http = ?controller.http_address(),
+            "webrtc_server running (mode controller)"
+        );
+        controller
+            .run(shutdown_on_signals(config.limits.shutdown_timeout))
+            .await?;
+        tracing::info!("stopped");
+        return Ok(());
+    }
     if config.mode == Mode::Websocket {
         let peer = WebSocketPeer::bind(&config).await?;
         tracing::info!(
@@ -46,7 +78,8 @@ async fn run(config: Config) -> anyhow::Result<()> {
         http = ?server.http_address(),
         udp = ?server.udp_address(),
         manifest = ?config.manifest,
-        "webrtc_server listening (mode grpc)"
+        mode = ?config.mode,
+        "webrtc_server listening"
     );
     server
         .run(shutdown_on_signals(config.limits.shutdown_timeout))

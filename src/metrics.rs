@@ -7,8 +7,8 @@
 use std::sync::LazyLock;
 
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry,
-    TextEncoder,
+    Encoder, Gauge, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 /// Latency buckets from 1 ms to 10 s (signaling, ICE connect).
@@ -28,8 +28,30 @@ pub struct Metrics {
     pub peers_active: IntGauge,
     /// Server sessions alive on this process.
     pub sessions_active: IntGauge,
+    /// Server sessions created on this process (a counter).
+    pub sessions_created: IntCounter,
+    /// `--capacity` of this worker.
+    pub worker_capacity: IntGauge,
+    /// 1 while this worker drains.
+    pub worker_draining: IntGauge,
+    /// Process CPU per core over the last heartbeat interval.
+    pub worker_cpu_load: Gauge,
     /// Offers by result: `answered`, `forwarded`, or an error kind.
     pub offers: IntCounterVec,
+    /// Sessions placed by this frontend, by worker id (bounded by the worker count).
+    pub placements: IntCounterVec,
+    /// Workers this frontend may place on.
+    pub workers_available: IntGauge,
+    /// Failed Redis commands by operation.
+    pub redis_errors: IntCounterVec,
+    /// 1 while this controller leads.
+    pub controller_leader: IntGauge,
+    /// Workers by state, as the controller sees them.
+    pub controller_workers: IntGaugeVec,
+    /// Sessions on every worker, as the controller sees them.
+    pub controller_sessions: IntGauge,
+    /// Placement tables published.
+    pub controller_table_writes: IntCounter,
     /// Offer received → answer ready, for offers to the server.
     pub offer_answer_seconds: Histogram,
     /// Offer received → ICE+DTLS connected.
@@ -54,117 +76,167 @@ pub struct Metrics {
 impl Metrics {
     fn new() -> Result<Self, prometheus::Error> {
         let registry = Registry::new();
-        let peers_active = IntGauge::new(
-            "remotemedia_signaling_peers_active",
-            "Announced client peers connected to this process",
-        )?;
-        let sessions_active = IntGauge::new(
-            "remotemedia_worker_sessions_active",
-            "Server sessions (server peers with a pipeline) alive on this process",
-        )?;
-        let offers = IntCounterVec::new(
-            Opts::new(
-                "remotemedia_signaling_offers_total",
+        let gauge = |name: &str, help: &str| -> Result<IntGauge, prometheus::Error> {
+            let metric = IntGauge::new(name, help)?;
+            registry.register(Box::new(metric.clone()))?;
+            Ok(metric)
+        };
+        let gauge_vec =
+            |name: &str, help: &str, labels: &[&str]| -> Result<IntGaugeVec, prometheus::Error> {
+                let metric = IntGaugeVec::new(Opts::new(name, help), labels)?;
+                registry.register(Box::new(metric.clone()))?;
+                Ok(metric)
+            };
+        let float_gauge = |name: &str, help: &str| -> Result<Gauge, prometheus::Error> {
+            let metric = Gauge::new(name, help)?;
+            registry.register(Box::new(metric.clone()))?;
+            Ok(metric)
+        };
+        let counter = |name: &str, help: &str| -> Result<IntCounter, prometheus::Error> {
+            let metric = IntCounter::new(name, help)?;
+            registry.register(Box::new(metric.clone()))?;
+            Ok(metric)
+        };
+        let counter_vec =
+            |name: &str, help: &str, labels: &[&str]| -> Result<IntCounterVec, prometheus::Error> {
+                let metric = IntCounterVec::new(Opts::new(name, help), labels)?;
+                registry.register(Box::new(metric.clone()))?;
+                Ok(metric)
+            };
+        let histogram =
+            |name: &str, help: &str, buckets: &[f64]| -> Result<Histogram, prometheus::Error> {
+                let metric =
+                    Histogram::with_opts(HistogramOpts::new(name, help).buckets(buckets.to_vec()))?;
+                registry.register(Box::new(metric.clone()))?;
+                Ok(metric)
+            };
+        let histogram_vec = |name: &str,
+                             help: &str,
+                             buckets: &[f64],
+                             labels: &[&str]|
+         -> Result<HistogramVec, prometheus::Error> {
+            let metric = HistogramVec::new(
+                HistogramOpts::new(name, help).buckets(buckets.to_vec()),
+                labels,
+            )?;
+            registry.register(Box::new(metric.clone()))?;
+            Ok(metric)
+        };
+        let metrics = Self {
+            peers_active: gauge(
+                "remotemedia_signaling_peers_active",
+                "Announced client peers connected to this process",
+            )?,
+            sessions_active: gauge(
+                "remotemedia_worker_sessions_active",
+                "Server sessions (server peers with a pipeline) alive on this process",
+            )?,
+            sessions_created: counter(
+                "remotemedia_worker_sessions_total",
+                "Server sessions created on this process",
+            )?,
+            worker_capacity: gauge(
+                "remotemedia_worker_capacity_sessions",
+                "Server sessions this worker carries at most",
+            )?,
+            worker_draining: gauge(
+                "remotemedia_worker_draining",
+                "1 while this worker drains (takes no new sessions)",
+            )?,
+            worker_cpu_load: float_gauge(
+                "remotemedia_worker_cpu_load_ratio",
+                "Process CPU time over wall time in the last heartbeat interval, per core",
+            )?,
+            offers: counter_vec(
+                "remotemedia_frontend_offers_total",
                 "Offers handled, by result",
-            ),
-            &["result"],
-        )?;
-        let offer_answer_seconds = Histogram::with_opts(
-            HistogramOpts::new(
+                &["result"],
+            )?,
+            offer_answer_seconds: histogram(
                 "remotemedia_signaling_offer_answer_seconds",
                 "Time from an offer to remotemedia-server to its answer",
-            )
-            .buckets(SETUP_BUCKETS.to_vec()),
-        )?;
-        let ice_connect_seconds = Histogram::with_opts(
-            HistogramOpts::new(
+                SETUP_BUCKETS,
+            )?,
+            placements: counter_vec(
+                "remotemedia_frontend_placements_total",
+                "Server sessions placed on a worker, by worker id",
+                &["worker"],
+            )?,
+            workers_available: gauge(
+                "remotemedia_frontend_workers_available",
+                "Workers this frontend may place sessions on (fresh, ready, not draining)",
+            )?,
+            redis_errors: counter_vec(
+                "remotemedia_cluster_redis_errors_total",
+                "Redis commands that failed, by operation",
+                &["operation"],
+            )?,
+            controller_leader: gauge(
+                "remotemedia_controller_leader",
+                "1 while this controller holds the leader lock",
+            )?,
+            controller_workers: gauge_vec(
+                "remotemedia_controller_workers",
+                "Workers the controller sees, by state (ready, draining, full)",
+                &["state"],
+            )?,
+            controller_sessions: gauge(
+                "remotemedia_controller_sessions_active",
+                "Server sessions on every worker of the cluster",
+            )?,
+            controller_table_writes: counter(
+                "remotemedia_controller_placement_writes_total",
+                "Placement tables this controller published",
+            )?,
+            ice_connect_seconds: histogram(
                 "remotemedia_media_ice_connect_seconds",
                 "Time from an offer to the server peer being ICE and DTLS connected",
-            )
-            .buckets(SETUP_BUCKETS.to_vec()),
-        )?;
-        let sessions_closed = IntCounterVec::new(
-            Opts::new(
+                SETUP_BUCKETS,
+            )?,
+            sessions_closed: counter_vec(
                 "remotemedia_worker_sessions_closed_total",
                 "Server sessions closed, by reason",
-            ),
-            &["reason"],
-        )?;
-        let rtp_packets = IntCounterVec::new(
-            Opts::new(
+                &["reason"],
+            )?,
+            rtp_packets: counter_vec(
                 "remotemedia_media_rtp_packets_total",
                 "Audio RTP packets of closed sessions, by direction",
-            ),
-            &["direction"],
-        )?;
-        let jitter_events = IntCounterVec::new(
-            Opts::new(
+                &["direction"],
+            )?,
+            jitter_events: counter_vec(
                 "remotemedia_media_jitter_buffer_events_total",
                 "Inbound jitter buffer outcomes of closed sessions",
-            ),
-            &["event"],
-        )?;
-        let jitter_buffer_delay_seconds = Histogram::with_opts(
-            HistogramOpts::new(
+                &["event"],
+            )?,
+            jitter_buffer_delay_seconds: histogram(
                 "remotemedia_media_jitter_buffer_delay_seconds",
                 "Inbound jitter buffer delay at session close",
-            )
-            .buckets(SETUP_BUCKETS.to_vec()),
-        )?;
-        let rtt_seconds = Histogram::with_opts(
-            HistogramOpts::new(
+                SETUP_BUCKETS,
+            )?,
+            rtt_seconds: histogram(
                 "remotemedia_media_rtt_seconds",
                 "Round-trip time from RTCP at session close",
-            )
-            .buckets(SETUP_BUCKETS.to_vec()),
-        )?;
-        let opus_seconds = HistogramVec::new(
-            HistogramOpts::new(
+                SETUP_BUCKETS,
+            )?,
+            opus_seconds: histogram_vec(
                 "remotemedia_media_opus_seconds",
                 "Opus work per 20 ms frame, by operation",
-            )
-            .buckets(WORK_BUCKETS.to_vec()),
-            &["operation"],
-        )?;
-        let pipeline_node_seconds = HistogramVec::new(
-            HistogramOpts::new(
+                WORK_BUCKETS,
+                &["operation"],
+            )?,
+            pipeline_node_seconds: histogram_vec(
                 "remotemedia_pipeline_node_seconds",
                 "Time a pipeline node takes per input, by node type",
-            )
-            .buckets(WORK_BUCKETS.to_vec()),
-            &["node_type"],
-        )?;
-        registry.register(Box::new(pipeline_node_seconds.clone()))?;
-        registry.register(Box::new(peers_active.clone()))?;
-        registry.register(Box::new(sessions_active.clone()))?;
-        registry.register(Box::new(offers.clone()))?;
-        registry.register(Box::new(offer_answer_seconds.clone()))?;
-        registry.register(Box::new(ice_connect_seconds.clone()))?;
-        registry.register(Box::new(sessions_closed.clone()))?;
-        registry.register(Box::new(rtp_packets.clone()))?;
-        registry.register(Box::new(jitter_events.clone()))?;
-        registry.register(Box::new(jitter_buffer_delay_seconds.clone()))?;
-        registry.register(Box::new(rtt_seconds.clone()))?;
-        registry.register(Box::new(opus_seconds.clone()))?;
+                WORK_BUCKETS,
+                &["node_type"],
+            )?,
+            registry: registry.clone(),
+        };
         #[cfg(target_os = "linux")]
         registry.register(Box::new(
             prometheus::process_collector::ProcessCollector::for_self(),
         ))?;
-        Ok(Self {
-            registry,
-            peers_active,
-            sessions_active,
-            offers,
-            offer_answer_seconds,
-            ice_connect_seconds,
-            sessions_closed,
-            rtp_packets,
-            jitter_events,
-            jitter_buffer_delay_seconds,
-            rtt_seconds,
-            opus_seconds,
-            pipeline_node_seconds,
-        })
+        Ok(metrics)
     }
 
     /// The Prometheus text exposition of every family.
@@ -203,7 +275,7 @@ mod tests {
         for family in [
             "remotemedia_signaling_peers_active",
             "remotemedia_worker_sessions_active",
-            "remotemedia_signaling_offers_total",
+            "remotemedia_frontend_offers_total",
             "remotemedia_signaling_offer_answer_seconds",
             "remotemedia_media_opus_seconds",
         ] {

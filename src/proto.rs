@@ -11,3 +11,9 @@ pub mod signaling {
     #![allow(clippy::all, missing_docs)]
     tonic::include_proto!("remotemedia.v1.webrtc");
 }
+
+/// `remotemedia.v1.worker`: the internal API frontends call on media workers.
+pub mod worker {
+    #![allow(clippy::all, missing_docs)]
+    tonic::include_proto!("remotemedia.v1.worker");
+}

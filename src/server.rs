@@ -1,4 +1,6 @@
-//! `--mode grpc`: signaling, session manager and pipelines in one process, state in memory.
+//! `--mode grpc`: signaling, session manager and pipelines in one process, state in memory
+//! (or in Redis with `--redis-url`, for replicas). `--mode frontend`: the same signaling with
+//! state in Redis and server sessions on media workers ([`RemoteSessionHost`]).
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -11,8 +13,8 @@ use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::cluster::{self, Keys, RedisBus, RedisRegistry};
-use crate::config::{non_empty, Config};
+use crate::cluster::{self, Keys, RedisBus, RedisRegistry, RemoteSessionHost};
+use crate::config::{non_empty, Config, Mode};
 use crate::error::Error;
 use crate::http::{self, Readiness};
 use crate::peer::{SessionManager, SessionSettings, WebRtcStack};
@@ -31,7 +33,8 @@ pub struct Server {
     grpc_listener: TcpListener,
     http_listener: TcpListener,
     core: Arc<SignalingCore>,
-    sessions: Arc<SessionManager>,
+    /// The in-process session host (`grpc` mode); `None` on a frontend.
+    sessions: Option<Arc<SessionManager>>,
     events: mpsc::Receiver<crate::signaling::SessionEvent>,
     /// Stops the server's background work (listeners, state refreshers).
     stop: CancellationToken,
@@ -63,7 +66,10 @@ pub async fn session_manager(
         SessionSettings {
             connect_timeout: config.media.connect_timeout,
             media_timeout: config.media.media_timeout,
-            capacity: config.limits.max_peers,
+            capacity: match config.mode {
+                crate::config::Mode::Worker => config.cluster.capacity,
+                _ => config.limits.max_peers,
+            },
             enable_data_channel: config.media.enable_data_channel,
             jitter_buffer: Duration::from_millis(u64::from(config.media.jitter_buffer_ms)),
             opus,
@@ -116,15 +122,34 @@ impl Server {
     /// # Errors
     /// A broken manifest, a port in use, or a WebRTC setup failure.
     pub async fn bind(config: &Config) -> Result<Self, Error> {
+        if config.mode == Mode::Frontend && config.redis_url.is_none() {
+            return Err(Error::MissingRedisUrl("frontend"));
+        }
         let grpc_listener = bind("gRPC", config.grpc_address).await?;
         let http_listener = bind("HTTP", config.http_address).await?;
-        let (sessions, events) = session_manager(config).await?;
         let stop = CancellationToken::new();
-        let (registry, bus) = shared_state(config, &stop).await?;
+        let (registry, bus, redis) = shared_state(config, &stop).await?;
+        let (host, sessions, events): (Arc<dyn crate::signaling::SessionHost>, _, _) =
+            match (config.mode, redis) {
+                (Mode::Frontend, Some((redis, keys))) => {
+                    let (event_tx, events) = mpsc::channel(SESSION_EVENT_QUEUE);
+                    let host =
+                        RemoteSessionHost::new(redis, keys, event_tx, stop.child_token()).await;
+                    (host, None, events)
+                }
+                _ => {
+                    let (sessions, events) = session_manager(config).await?;
+                    (
+                        Arc::clone(&sessions) as Arc<dyn crate::signaling::SessionHost>,
+                        Some(sessions),
+                        events,
+                    )
+                }
+            };
         let core = SignalingCore::new(
             registry,
             bus,
-            Arc::clone(&sessions) as Arc<dyn crate::signaling::SessionHost>,
+            host,
             SignalingLimits {
                 max_peers: config.limits.max_peers,
             },
@@ -148,14 +173,15 @@ impl Server {
         self.http_listener.local_addr().ok()
     }
 
-    /// The session manager (for inspection: counts, leak probes).
-    pub fn sessions(&self) -> Arc<SessionManager> {
-        Arc::clone(&self.sessions)
+    /// The in-process session manager (for inspection: counts, leak probes); `None` on a
+    /// frontend, whose sessions live on workers.
+    pub fn sessions(&self) -> Option<Arc<SessionManager>> {
+        self.sessions.clone()
     }
 
     /// The shared ICE UDP socket's address, when `--udp-port` is set.
     pub fn udp_address(&self) -> Option<SocketAddr> {
-        self.sessions.udp_address()
+        self.sessions.as_ref()?.udp_address()
     }
 
     /// Serves until `shutdown` completes, then stops taking work, ends the signaling streams,
@@ -201,7 +227,9 @@ impl Server {
         streams.close();
         streams.wait().await;
         websocket.closed().await;
-        self.sessions.close_all().await;
+        if let Some(sessions) = &self.sessions {
+            sessions.close_all().await;
+        }
         let grpc_result = grpc.await;
         let http_result = http.await;
         drop(self.core);
@@ -216,16 +244,21 @@ impl Server {
     }
 }
 
+/// The shared signaling state and, in Redis, the connection it uses.
+type SharedState = (
+    Arc<dyn PeerRegistry>,
+    Arc<dyn NotificationBus>,
+    Option<(redis::aio::ConnectionManager, Keys)>,
+);
+
 /// The peer registry and notification bus: in Redis when `--redis-url` is set (replicas share
 /// peers and deliver to each other's clients), else in memory.
-async fn shared_state(
-    config: &Config,
-    stop: &CancellationToken,
-) -> Result<(Arc<dyn PeerRegistry>, Arc<dyn NotificationBus>), Error> {
+async fn shared_state(config: &Config, stop: &CancellationToken) -> Result<SharedState, Error> {
     let Some(url) = &config.redis_url else {
         return Ok((
             Arc::new(InMemoryRegistry::default()),
             Arc::new(InMemoryBus::default()),
+            None,
         ));
     };
     let (client, manager) = cluster::connect(url).await?;
@@ -243,9 +276,9 @@ async fn shared_state(
         stop.child_token(),
     ));
     let bus = Arc::new(RedisBus::new(
-        manager,
+        manager.clone(),
         reader,
-        keys,
+        keys.clone(),
         Arc::clone(&registry),
         stop.child_token(),
     ));
@@ -254,7 +287,7 @@ async fn shared_state(
         prefix = config.redis_prefix,
         "signaling state in Redis"
     );
-    Ok((registry, bus))
+    Ok((registry, bus, Some((manager, keys))))
 }
 
 pub(crate) async fn bind(what: &'static str, address: SocketAddr) -> Result<TcpListener, Error> {

@@ -39,12 +39,7 @@ pub struct WebSocketPeer {
 
 /// `remotemedia-<hostname>`: unique per pod, and never the reserved `remotemedia-server`.
 pub fn default_peer_id() -> String {
-    let host = std::env::var("HOSTNAME")
-        .ok()
-        .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
-        .map(|h| h.trim().to_owned())
-        .filter(|h| !h.is_empty())
-        .unwrap_or_else(|| "unknown".into());
+    let host = crate::config::hostname().unwrap_or_else(|| "unknown".into());
     format!("remotemedia-{host}")
 }
 

@@ -31,7 +31,7 @@ async fn metrics_count_a_call_from_offer_to_close() {
     assert_eq!(
         metric_value(
             &during,
-            r#"remotemedia_signaling_offers_total{result="answered"}"#
+            r#"remotemedia_frontend_offers_total{result="answered"}"#
         ),
         Some(1.0)
     );
@@ -78,7 +78,7 @@ async fn metrics_count_a_call_from_offer_to_close() {
     assert_eq!(
         metric_value(
             &after,
-            r#"remotemedia_signaling_offers_total{result="unknown_peer"}"#
+            r#"remotemedia_frontend_offers_total{result="unknown_peer"}"#
         ),
         Some(1.0)
     );

@@ -5,12 +5,11 @@
 
 mod common;
 
-use common::client::{ClientOptions, ClientPeer};
+use common::client::{trickle_until_connected, ClientOptions, ClientPeer};
 use common::signaling::{health_metrics, SignalingClient};
 use common::TestServer;
 use remotemedia_webrtc::proto::signaling::{
     self as pb, signaling_notification::Notification, signaling_request::Request as Req,
-    signaling_response::Response as Resp,
 };
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -75,25 +74,11 @@ async fn two_clients_connect_directly_through_forwarded_signaling() {
     alice_peer.accept_answer(answered.sdp).await;
     assert_eq!(health_metrics(&alice.health().await)["pending_offers"], 0);
 
-    // Trickle both ways until both are connected.
-    let deadline = tokio::time::Instant::now() + common::WAIT;
-    while !(alice_peer.is_connected() && bob_peer.is_connected()) {
-        tokio::select! {
-            _ = tokio::time::sleep_until(deadline) => panic!("peers did not connect"),
-            Some(c) = alice_peer.candidates.recv() => { alice.candidate("bob", c).await; }
-            Some(c) = bob_peer.candidates.recv() => { bob.candidate("alice", c).await; }
-            r = alice.next() => if let Some(Resp::Notification(pb::SignalingNotification { notification: Some(Notification::IceCandidate(c)) })) = r.unwrap().unwrap().response {
-                assert_eq!(c.from_peer_id, "bob");
-                alice_peer.add_remote_candidate(&c).await;
-            },
-            r = bob.next() => if let Some(Resp::Notification(pb::SignalingNotification { notification: Some(Notification::IceCandidate(c)) })) = r.unwrap().unwrap().response {
-                assert_eq!(c.from_peer_id, "alice");
-                bob_peer.add_remote_candidate(&c).await;
-            },
-            _ = alice_peer.state.changed() => {}
-            _ = bob_peer.state.changed() => {}
-        }
-    }
+    trickle_until_connected(
+        (&mut alice, &mut alice_peer, "alice"),
+        (&mut bob, &mut bob_peer, "bob"),
+    )
+    .await;
 
     alice_peer.send_tone(440.0, 0.5, 20, 0.5).await;
     common::eventually("audio from alice to reach bob", || {

@@ -51,6 +51,46 @@ impl Keys {
     pub fn inbox(&self, peer_id: &str) -> String {
         format!("{}inbox:{peer_id}", self.prefix)
     }
+
+    /// A worker's heartbeat (expires when the worker stops sending them).
+    pub fn worker(&self, worker_id: &str) -> String {
+        format!("{}worker:{worker_id}", self.prefix)
+    }
+
+    /// Pattern matching every worker heartbeat.
+    pub fn worker_pattern(&self) -> String {
+        format!("{}worker:*", self.prefix)
+    }
+
+    /// Ids of every worker that has sent a heartbeat and not been reaped.
+    pub fn known_workers(&self) -> String {
+        format!("{}workers", self.prefix)
+    }
+
+    /// The peers whose server sessions a worker holds.
+    pub fn worker_sessions(&self, worker_id: &str) -> String {
+        format!("{}worker-sessions:{worker_id}", self.prefix)
+    }
+
+    /// Which worker holds a peer's server session.
+    pub fn session(&self, peer_id: &str) -> String {
+        format!("{}session:{peer_id}", self.prefix)
+    }
+
+    /// The placement table the controller publishes.
+    pub fn placement(&self) -> String {
+        format!("{}placement", self.prefix)
+    }
+
+    /// The controllers' leader lock.
+    pub fn controller_lock(&self) -> String {
+        format!("{}controller-leader", self.prefix)
+    }
+
+    /// The fencing counter: each new leader term takes the next number.
+    pub fn controller_term(&self) -> String {
+        format!("{}controller-term", self.prefix)
+    }
 }
 
 #[cfg(test)]

@@ -1,13 +1,25 @@
-//! Cluster state in Redis (DESIGN.md §5): the peer registry, pending offers and notification
-//! delivery shared by every replica, behind the same traits as the in-memory versions.
+//! The cluster (DESIGN.md §5, §6): state in Redis (the peer registry, pending offers and
+//! notification delivery shared by every replica, behind the same traits as the in-memory
+//! versions), media workers and their heartbeats, placement, and the controller.
 
+mod controller;
 mod keys;
+pub mod placement;
+pub mod process_load;
 mod redis_bus;
 mod redis_registry;
+mod remote_host;
+mod worker;
+mod worker_service;
+pub mod workers;
 
+pub use controller::Controller;
 pub use keys::Keys;
 pub use redis_bus::RedisBus;
 pub use redis_registry::RedisRegistry;
+pub use remote_host::RemoteSessionHost;
+pub use worker::Worker;
+pub use worker_service::{DrainState, WorkerService};
 
 /// Why cluster state could not be reached.
 #[derive(Debug, thiserror::Error)]

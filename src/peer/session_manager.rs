@@ -213,6 +213,7 @@ impl SessionHost for SessionManager {
             cancel.clone(),
         ));
         metrics().sessions_active.inc();
+        metrics().sessions_created.inc();
         inner.sessions.lock().insert(
             peer_id.to_owned(),
             Session {

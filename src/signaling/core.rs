@@ -97,29 +97,7 @@ impl SignalingCore {
     /// Ends when every sender of `events` is gone.
     pub async fn forward_session_events(self: Arc<Self>, mut events: mpsc::Receiver<SessionEvent>) {
         while let Some(event) = events.recv().await {
-            let (peer_id, notification) = match event {
-                SessionEvent::LocalCandidate { peer_id, candidate } => (
-                    peer_id,
-                    Notification::IceCandidate(pb::IceCandidateNotification {
-                        from_peer_id: SERVER_PEER_ID.into(),
-                        candidate: candidate.candidate,
-                        sdp_mid: candidate.sdp_mid,
-                        sdp_mline_index: candidate.sdp_mline_index,
-                    }),
-                ),
-                SessionEvent::Closed { peer_id, reason } => {
-                    tracing::info!(peer_id, reason, "server session closed by the server");
-                    (
-                        peer_id,
-                        Notification::PeerDisconnected(pb::PeerDisconnectedNotification {
-                            peer_id: SERVER_PEER_ID.into(),
-                        }),
-                    )
-                }
-            };
-            if let Err(err) = self.bus.publish(&peer_id, notify(notification)).await {
-                tracing::debug!(peer_id, %err, "session event for a peer that left");
-            }
+            deliver_session_event(self.bus.as_ref(), event).await;
         }
     }
 
@@ -226,6 +204,34 @@ impl SignalingCore {
                 BusError::Unavailable(why) => SignalingError::StateUnavailable(why),
                 _ => SignalingError::UnknownPeer(to.to_owned()),
             })
+    }
+}
+
+/// Tells a client what its server session did: a server candidate, or the session's end
+/// (`PeerDisconnected` from `remotemedia-server`). Media workers deliver through this too.
+pub async fn deliver_session_event(bus: &dyn NotificationBus, event: SessionEvent) {
+    let (peer_id, notification) = match event {
+        SessionEvent::LocalCandidate { peer_id, candidate } => (
+            peer_id,
+            Notification::IceCandidate(pb::IceCandidateNotification {
+                from_peer_id: SERVER_PEER_ID.into(),
+                candidate: candidate.candidate,
+                sdp_mid: candidate.sdp_mid,
+                sdp_mline_index: candidate.sdp_mline_index,
+            }),
+        ),
+        SessionEvent::Closed { peer_id, reason } => {
+            tracing::info!(peer_id, reason, "server session closed by the server");
+            (
+                peer_id,
+                Notification::PeerDisconnected(pb::PeerDisconnectedNotification {
+                    peer_id: SERVER_PEER_ID.into(),
+                }),
+            )
+        }
+    };
+    if let Err(err) = bus.publish(&peer_id, notify(notification)).await {
+        tracing::debug!(peer_id, %err, "session event for a peer that left");
     }
 }
 

@@ -15,8 +15,9 @@ mod websocket;
 
 pub use bus::{BusError, InMemoryBus, Mailbox, NotificationBus, MAILBOX_CAPACITY};
 pub use core::{
-    ConnectedPeer, OfferOutcome, Roster, SignalingCore, SignalingLimits, SignalingStats,
-    MANIFEST_METADATA_KEY, MAX_CANDIDATE_BYTES, MAX_EARLY_CANDIDATES, MAX_SDP_BYTES,
+    deliver_session_event, ConnectedPeer, OfferOutcome, Roster, SignalingCore, SignalingLimits,
+    SignalingStats, MANIFEST_METADATA_KEY, MAX_CANDIDATE_BYTES, MAX_EARLY_CANDIDATES,
+    MAX_SDP_BYTES,
 };
 pub use error::{jsonrpc, Payload, RpcError, SignalingError};
 pub use grpc::GrpcSignaling;

@@ -454,3 +454,30 @@ pub async fn flush_candidates(signaling: &mut SignalingClient, peer: &mut Client
         signaling.candidate(to, candidate).await;
     }
 }
+
+/// One side of a direct call: its signaling stream, its peer, its id.
+pub type Side<'a> = (&'a mut SignalingClient, &'a mut ClientPeer, &'a str);
+
+/// Trickles ICE candidates both ways between two clients that exchanged offer and answer,
+/// until both are connected.
+pub async fn trickle_until_connected(a: Side<'_>, b: Side<'_>) {
+    let ((a_sig, a_peer, a_id), (b_sig, b_peer, b_id)) = (a, b);
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while !(a_peer.is_connected() && b_peer.is_connected()) {
+        tokio::select! {
+            _ = tokio::time::sleep_until(deadline) => panic!("{a_id} and {b_id} did not connect"),
+            Some(c) = a_peer.candidates.recv() => { a_sig.candidate(b_id, c).await; }
+            Some(c) = b_peer.candidates.recv() => { b_sig.candidate(a_id, c).await; }
+            r = a_sig.next() => if let Some(Resp::Notification(pb::SignalingNotification { notification: Some(Notification::IceCandidate(c)) })) = r.unwrap().unwrap().response {
+                assert_eq!(c.from_peer_id, b_id);
+                a_peer.add_remote_candidate(&c).await;
+            },
+            r = b_sig.next() => if let Some(Resp::Notification(pb::SignalingNotification { notification: Some(Notification::IceCandidate(c)) })) = r.unwrap().unwrap().response {
+                assert_eq!(c.from_peer_id, a_id);
+                b_peer.add_remote_candidate(&c).await;
+            },
+            _ = a_peer.state.changed() => {}
+            _ = b_peer.state.changed() => {}
+        }
+    }
+}

@@ -4,6 +4,7 @@
 
 pub mod cdp;
 pub mod client;
+pub mod cluster;
 pub mod relay;
 pub mod signaling;
 pub mod websocket;
@@ -40,7 +41,9 @@ impl TestServer {
         let server = Server::bind(&config).await.expect("server binds");
         let grpc = server.grpc_address().expect("grpc address");
         let http = server.http_address().expect("http address");
-        let sessions = server.sessions();
+        let sessions = server
+            .sessions()
+            .expect("grpc mode has in-process sessions");
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(server.run(async move {
             let _ = stopped.await;

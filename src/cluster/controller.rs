@@ -1,0 +1,327 @@
+//! `--mode controller`: watches the workers and publishes the placement table (DESIGN.md §6).
+//!
+//! Replicas elect a leader with a lock in Redis (`SET NX PX`, renewed every second by its
+//! holder); only the leader writes the table, and each write checks in the same Lua script that
+//! the writer still holds the lock, so a paused former leader cannot overwrite its successor.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use redis::aio::ConnectionManager;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use super::keys::Keys;
+use super::workers::{self, PlacementTable, WorkerStatus};
+use crate::config::{hostname, Config, Discovery};
+use crate::error::Error;
+use crate::http::{self, Readiness};
+use crate::metrics::metrics;
+use crate::server::bind;
+
+/// How often the controller renews its lock and republishes the table.
+pub const CONTROL_INTERVAL: Duration = Duration::from_secs(1);
+/// A leader that stops renewing loses the lock after this long; another takes over.
+pub const LEADER_LOCK_TTL: Duration = Duration::from_secs(5);
+/// The table disappears this long after the last write (frontends treat it as stale earlier).
+const TABLE_TTL: Duration = Duration::from_secs(30);
+
+const RENEW_SCRIPT: &str = r"
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('PEXPIRE', KEYS[1], ARGV[2])
+end
+return 0
+";
+
+const RELEASE_SCRIPT: &str = r"
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+";
+
+/// Writes the table only while the writer holds the lock (fencing).
+const FENCED_WRITE_SCRIPT: &str = r"
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  redis.call('SET', KEYS[2], ARGV[2], 'PX', ARGV[3])
+  return 1
+end
+return 0
+";
+
+/// A bound, not yet running, controller.
+pub struct Controller {
+    id: String,
+    redis: ConnectionManager,
+    keys: Keys,
+    http_listener: TcpListener,
+}
+
+impl Controller {
+    /// Connects to Redis and binds HTTP (probes and metrics).
+    ///
+    /// # Errors
+    /// No `--redis-url`, an unreachable Redis, a port in use, or `--discovery kubernetes`.
+    pub async fn bind(config: &Config) -> Result<Self, Error> {
+        let url = config
+            .redis_url
+            .as_deref()
+            .ok_or(Error::MissingRedisUrl("controller"))?;
+        if config.cluster.discovery == Discovery::Kubernetes {
+            return Err(Error::Unsupported(
+                "--discovery kubernetes is not built yet; use --discovery redis".into(),
+            ));
+        }
+        let http_listener = bind("HTTP", config.http_address).await?;
+        let (_, redis) = super::connect(url).await?;
+        let id = format!(
+            "{}-{}",
+            hostname().unwrap_or_else(|| "controller".into()),
+            &uuid::Uuid::new_v4().simple().to_string()[..8]
+        );
+        Ok(Self {
+            id,
+            redis,
+            keys: Keys::new(config.redis_prefix.clone()),
+            http_listener,
+        })
+    }
+
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    pub fn http_address(&self) -> Option<SocketAddr> {
+        self.http_listener.local_addr().ok()
+    }
+
+    /// Leads (or waits to) and publishes the table until `shutdown`; then hands the lock back.
+    ///
+    /// # Errors
+    /// When the HTTP listener fails.
+    pub async fn run(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), Error> {
+        let stop = CancellationToken::new();
+        let readiness = Readiness::default();
+        let http_stop = stop.clone();
+        let http = axum::serve(self.http_listener, http::router(readiness.clone(), None))
+            .with_graceful_shutdown(async move { http_stop.cancelled().await });
+        let http = tokio::spawn(async move { http.await.map_err(Error::Http) });
+        readiness.set(true);
+        tracing::info!(
+            controller_id = self.id,
+            "controller running (discovery redis)"
+        );
+
+        let mut election = Election {
+            id: self.id.clone(),
+            redis: self.redis.clone(),
+            keys: self.keys.clone(),
+            term: None,
+        };
+        let mut tick = tokio::time::interval(CONTROL_INTERVAL);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        tokio::pin!(shutdown);
+        loop {
+            tokio::select! {
+                () = &mut shutdown => break,
+                _ = tick.tick() => {}
+            }
+            let Some(term) = election.lead().await else {
+                continue;
+            };
+            let mut redis = self.redis.clone();
+            match workers::read_heartbeats(&mut redis, &self.keys).await {
+                Ok((live, _dead)) => {
+                    let table = placement_table(&self.id, term, live, workers::now_ms());
+                    if !election.publish(&table).await {
+                        tracing::warn!("lost the leader lock before publishing");
+                    }
+                }
+                Err(err) => redis_error("read_heartbeats", &err),
+            }
+        }
+        election.release().await;
+        stop.cancel();
+        if let Ok(Err(err)) = http.await {
+            return Err(err);
+        }
+        Ok(())
+    }
+}
+
+/// The table from live heartbeats: workers that take sessions, emptiest first. Updates the
+/// controller's gauges on the way.
+fn placement_table(
+    leader: &str,
+    term: u64,
+    live: Vec<WorkerStatus>,
+    now_ms: u64,
+) -> PlacementTable {
+    let fresh: Vec<WorkerStatus> = live.into_iter().filter(|w| w.is_fresh(now_ms)).collect();
+    let m = metrics();
+    m.controller_sessions
+        .set(fresh.iter().map(|w| i64::from(w.active_sessions)).sum());
+    let count = |f: &dyn Fn(&WorkerStatus) -> bool| fresh.iter().filter(|w| f(w)).count() as i64;
+    m.controller_workers
+        .with_label_values(&["draining"])
+        .set(count(&|w| w.draining));
+    m.controller_workers
+        .with_label_values(&["full"])
+        .set(count(&|w| !w.draining && w.active_sessions >= w.capacity));
+    let mut ready: Vec<WorkerStatus> = fresh
+        .into_iter()
+        .filter(|w| w.takes_sessions(now_ms))
+        .collect();
+    m.controller_workers
+        .with_label_values(&["ready"])
+        .set(ready.len() as i64);
+    ready.sort_by(|a, b| a.load().total_cmp(&b.load()).then_with(|| a.id.cmp(&b.id)));
+    PlacementTable {
+        leader: leader.to_owned(),
+        term,
+        updated_at_ms: now_ms,
+        workers: ready,
+    }
+}
+
+/// The leader lock in Redis.
+struct Election {
+    id: String,
+    redis: ConnectionManager,
+    keys: Keys,
+    /// The term this controller leads in, while it does.
+    term: Option<u64>,
+}
+
+impl Election {
+    /// Renews or takes the lock; the term while this controller leads.
+    async fn lead(&mut self) -> Option<u64> {
+        let result = match self.term {
+            Some(_) => self.renew().await,
+            None => self.acquire().await,
+        };
+        let leading = match result {
+            Ok(leading) => leading,
+            Err(err) => {
+                redis_error("leader_lock", &err);
+                false
+            }
+        };
+        if !leading && self.term.take().is_some() {
+            tracing::warn!(controller_id = self.id, "lost leadership");
+        }
+        metrics()
+            .controller_leader
+            .set(i64::from(self.term.is_some()));
+        self.term
+    }
+
+    async fn acquire(&mut self) -> redis::RedisResult<bool> {
+        let taken: Option<String> = redis::cmd("SET")
+            .arg(self.keys.controller_lock())
+            .arg(&self.id)
+            .arg("NX")
+            .arg("PX")
+            .arg(LEADER_LOCK_TTL.as_millis() as u64)
+            .query_async(&mut self.redis)
+            .await?;
+        if taken.is_none() {
+            return Ok(false);
+        }
+        let term: u64 = redis::cmd("INCR")
+            .arg(self.keys.controller_term())
+            .query_async(&mut self.redis)
+            .await?;
+        tracing::info!(controller_id = self.id, term, "became the leader");
+        self.term = Some(term);
+        Ok(true)
+    }
+
+    async fn renew(&mut self) -> redis::RedisResult<bool> {
+        let renewed: i64 = redis::Script::new(RENEW_SCRIPT)
+            .key(self.keys.controller_lock())
+            .arg(&self.id)
+            .arg(LEADER_LOCK_TTL.as_millis() as u64)
+            .invoke_async(&mut self.redis)
+            .await?;
+        Ok(renewed == 1)
+    }
+
+    /// Writes the table if this controller still holds the lock.
+    async fn publish(&mut self, table: &PlacementTable) -> bool {
+        let json = serde_json::to_string(table).unwrap_or_default();
+        let written: redis::RedisResult<i64> = redis::Script::new(FENCED_WRITE_SCRIPT)
+            .key(self.keys.controller_lock())
+            .key(self.keys.placement())
+            .arg(&self.id)
+            .arg(json)
+            .arg(TABLE_TTL.as_millis() as u64)
+            .invoke_async(&mut self.redis)
+            .await;
+        match written {
+            Ok(1) => {
+                metrics().controller_table_writes.inc();
+                true
+            }
+            Ok(_) => {
+                self.term = None;
+                metrics().controller_leader.set(0);
+                false
+            }
+            Err(err) => {
+                redis_error("publish_table", &err);
+                false
+            }
+        }
+    }
+
+    /// Hands the lock back so another replica takes over at once.
+    async fn release(&mut self) {
+        if self.term.take().is_none() {
+            return;
+        }
+        let _ = redis::Script::new(RELEASE_SCRIPT)
+            .key(self.keys.controller_lock())
+            .arg(&self.id)
+            .invoke_async::<i64>(&mut self.redis)
+            .await;
+        metrics().controller_leader.set(0);
+        tracing::info!(controller_id = self.id, "released the leader lock");
+    }
+}
+
+fn redis_error(operation: &'static str, err: &redis::RedisError) {
+    metrics().redis_errors.with_label_values(&[operation]).inc();
+    tracing::warn!(operation, %err, "Redis command failed");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cluster::workers::test_worker;
+
+    #[test]
+    fn the_table_holds_workers_that_take_sessions_emptiest_first() {
+        let now = 1_000_500;
+        let live = vec![
+            test_worker("busy", 8, 10),
+            test_worker("idle", 0, 10),
+            test_worker("full", 10, 10),
+            WorkerStatus {
+                draining: true,
+                ..test_worker("leaving", 0, 10)
+            },
+            WorkerStatus {
+                updated_at_ms: 0,
+                ..test_worker("dead", 0, 10)
+            },
+            test_worker("half", 5, 10),
+        ];
+        let table = placement_table("me", 3, live, now);
+        let ids: Vec<&str> = table.workers.iter().map(|w| w.id.as_str()).collect();
+        assert_eq!(ids, ["idle", "half", "busy"]);
+        assert_eq!((table.term, table.leader.as_str()), (3, "me"));
+    }
+}

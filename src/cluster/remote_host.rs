@@ -1,0 +1,481 @@
+//! The frontend's session host: server sessions live on media workers, reached through the
+//! internal worker API. Placement picks the worker; Redis remembers which worker holds each
+//! peer's session, so any frontend replica routes that peer's candidates and closes.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use parking_lot::{Mutex, RwLock};
+use redis::aio::ConnectionManager;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tonic::transport::{Channel, Endpoint};
+
+use super::keys::Keys;
+use super::placement::{self, RecentPlacements};
+use super::workers::{self, WorkerStatus};
+use crate::metrics::metrics;
+use crate::proto::worker::{
+    self as pb, create_session_response, media_worker_client::MediaWorkerClient,
+    session_failure::Kind,
+};
+use crate::signaling::{IceCandidate, SessionError, SessionEvent, SessionHost, SessionRequest};
+
+/// How often the frontend re-reads the placement table and heartbeats.
+pub const REFRESH_INTERVAL: Duration = Duration::from_secs(1);
+/// A worker that failed a call is skipped this long (unless nothing else is left).
+const SUSPECT_FOR: Duration = Duration::from_secs(5);
+/// Workers tried for one offer before giving up.
+const ATTEMPTS: usize = 3;
+/// Longest a worker call may take (the worker answers without waiting for ICE).
+const CALL_TIMEOUT: Duration = Duration::from_secs(10);
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Reaps the sessions of a dead worker exactly once across every frontend: removes each
+/// `session:<peer>` that still names the worker and returns those peers.
+const REAP_SCRIPT: &str = r"
+local peers = redis.call('SMEMBERS', KEYS[1])
+local reaped = {}
+for _, peer in ipairs(peers) do
+  local key = ARGV[2] .. peer
+  if redis.call('GET', key) == ARGV[1] then
+    redis.call('DEL', key)
+    table.insert(reaped, peer)
+  end
+end
+redis.call('DEL', KEYS[1])
+redis.call('SREM', KEYS[2], ARGV[1])
+return reaped
+";
+
+/// Removes `session:<peer>` only if it still names this worker (a newer session elsewhere
+/// stays), and the peer from the worker's set.
+pub(crate) const FORGET_SESSION_SCRIPT: &str = r"
+if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end
+redis.call('SREM', KEYS[2], ARGV[2])
+return 1
+";
+
+/// [`SessionHost`] backed by the cluster's media workers.
+pub struct RemoteSessionHost {
+    redis: ConnectionManager,
+    keys: Keys,
+    /// Workers sessions may be placed on, refreshed every [`REFRESH_INTERVAL`].
+    workers: Arc<RwLock<Vec<WorkerStatus>>>,
+    recent: RecentPlacements,
+    suspects: Mutex<HashMap<String, Instant>>,
+    clients: Mutex<HashMap<String, MediaWorkerClient<Channel>>>,
+}
+
+impl RemoteSessionHost {
+    /// A host on the cluster in `redis`. Reports sessions lost with a dead worker on `events`.
+    /// Refreshes its view of the workers until `stop` fires.
+    pub async fn new(
+        redis: ConnectionManager,
+        keys: Keys,
+        events: mpsc::Sender<SessionEvent>,
+        stop: CancellationToken,
+    ) -> Arc<Self> {
+        let host = Arc::new(Self {
+            redis,
+            keys,
+            workers: Arc::new(RwLock::new(Vec::new())),
+            recent: RecentPlacements::default(),
+            suspects: Mutex::new(HashMap::new()),
+            clients: Mutex::new(HashMap::new()),
+        });
+        host.refresh(&events).await;
+        tokio::spawn(Arc::clone(&host).refresh_loop(events, stop));
+        host
+    }
+
+    async fn refresh_loop(
+        self: Arc<Self>,
+        events: mpsc::Sender<SessionEvent>,
+        stop: CancellationToken,
+    ) {
+        let mut tick = tokio::time::interval(REFRESH_INTERVAL);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                () = stop.cancelled() => return,
+                _ = tick.tick() => self.refresh(&events).await,
+            }
+        }
+    }
+
+    /// Re-reads the workers: the controller's table while it is fresh, else the heartbeats.
+    /// Sessions of workers whose heartbeat expired are reaped and reported closed.
+    async fn refresh(&self, events: &mpsc::Sender<SessionEvent>) {
+        let mut redis = self.redis.clone();
+        let now = workers::now_ms();
+        let (live, dead) = match workers::read_heartbeats(&mut redis, &self.keys).await {
+            Ok(found) => found,
+            Err(err) => {
+                redis_error("read_heartbeats", &err);
+                return;
+            }
+        };
+        let table = workers::read_table(&mut redis, &self.keys)
+            .await
+            .unwrap_or_else(|err| {
+                redis_error("read_table", &err);
+                None
+            })
+            .filter(|table| table.is_fresh(now));
+        let candidates: Vec<WorkerStatus> = table
+            .map_or(live, |table| table.workers)
+            .into_iter()
+            .filter(|w| w.is_fresh(now))
+            .collect();
+        metrics()
+            .workers_available
+            .set(candidates.iter().filter(|w| w.takes_sessions(now)).count() as i64);
+        *self.workers.write() = candidates;
+        for worker_id in dead {
+            self.reap(&worker_id, events).await;
+        }
+    }
+
+    /// Ends the sessions a dead worker held: their clients learn it from `remotemedia-server`.
+    async fn reap(&self, worker_id: &str, events: &mpsc::Sender<SessionEvent>) {
+        let reaped: Vec<String> = match redis::Script::new(REAP_SCRIPT)
+            .key(self.keys.worker_sessions(worker_id))
+            .key(self.keys.known_workers())
+            .arg(worker_id)
+            .arg(self.keys.session(""))
+            .invoke_async(&mut self.redis.clone())
+            .await
+        {
+            Ok(reaped) => reaped,
+            Err(err) => return redis_error("reap", &err),
+        };
+        if !reaped.is_empty() {
+            tracing::warn!(
+                worker_id,
+                sessions = reaped.len(),
+                "worker lost: its sessions end"
+            );
+        }
+        for peer_id in reaped {
+            let _ = events
+                .send(SessionEvent::Closed {
+                    peer_id,
+                    reason: format!("media worker {worker_id} stopped answering"),
+                })
+                .await;
+        }
+    }
+
+    fn client(&self, address: &str) -> Result<MediaWorkerClient<Channel>, SessionError> {
+        if let Some(client) = self.clients.lock().get(address) {
+            return Ok(client.clone());
+        }
+        let endpoint = Endpoint::from_shared(format!("http://{address}"))
+            .map_err(|err| SessionError::Unavailable(format!("worker address {address:?}: {err}")))?
+            .connect_timeout(CONNECT_TIMEOUT)
+            .timeout(CALL_TIMEOUT)
+            .tcp_nodelay(true);
+        let client = MediaWorkerClient::new(endpoint.connect_lazy());
+        self.clients
+            .lock()
+            .insert(address.to_owned(), client.clone());
+        Ok(client)
+    }
+
+    /// The worker holding `peer_id`'s session, from Redis.
+    async fn session_worker(&self, peer_id: &str) -> Result<Option<String>, SessionError> {
+        redis::cmd("GET")
+            .arg(self.keys.session(peer_id))
+            .query_async(&mut self.redis.clone())
+            .await
+            .map_err(|err| redis_unavailable("get_session", &err))
+    }
+
+    fn address_of(&self, worker_id: &str) -> Option<String> {
+        self.workers
+            .read()
+            .iter()
+            .find(|w| w.id == worker_id)
+            .map(|w| w.address.clone())
+    }
+
+    fn pick(&self, excluded: &HashSet<String>) -> Option<WorkerStatus> {
+        let now = Instant::now();
+        let recent = self.recent.counts(now);
+        let mut skip = excluded.clone();
+        self.suspects.lock().retain(|id, since| {
+            let suspect = now.duration_since(*since) < SUSPECT_FOR;
+            if suspect {
+                skip.insert(id.clone());
+            }
+            suspect
+        });
+        let workers = self.workers.read();
+        let now_ms = workers::now_ms();
+        let mut rng = rand::rng();
+        placement::choose(&workers, &recent, &skip, now_ms, &mut rng)
+            // Suspects are a hint: when nothing else is left, try them again.
+            .or_else(|| placement::choose(&workers, &recent, excluded, now_ms, &mut rng))
+            .cloned()
+    }
+
+    async fn remember(&self, peer_id: &str, worker_id: &str) -> Result<(), SessionError> {
+        redis::pipe()
+            .atomic()
+            .cmd("SET")
+            .arg(self.keys.session(peer_id))
+            .arg(worker_id)
+            .ignore()
+            .cmd("SADD")
+            .arg(self.keys.worker_sessions(worker_id))
+            .arg(peer_id)
+            .ignore()
+            .query_async::<()>(&mut self.redis.clone())
+            .await
+            .map_err(|err| redis_unavailable("remember_session", &err))
+    }
+
+    async fn forget(&self, peer_id: &str, worker_id: &str) {
+        if let Err(err) = redis::Script::new(FORGET_SESSION_SCRIPT)
+            .key(self.keys.session(peer_id))
+            .key(self.keys.worker_sessions(worker_id))
+            .arg(worker_id)
+            .arg(peer_id)
+            .invoke_async::<i64>(&mut self.redis.clone())
+            .await
+        {
+            redis_error("forget_session", &err);
+        }
+    }
+}
+
+#[async_trait]
+impl SessionHost for RemoteSessionHost {
+    async fn create_session(&self, request: SessionRequest) -> Result<String, SessionError> {
+        // A re-offer replaces the old session, wherever it runs.
+        if self.session_worker(&request.peer_id).await?.is_some() {
+            self.close_session(&request.peer_id).await;
+        }
+        let mut excluded = HashSet::new();
+        let mut last_error = None;
+        for _ in 0..ATTEMPTS {
+            let Some(worker) = self.pick(&excluded) else {
+                break;
+            };
+            let call = pb::CreateSessionRequest {
+                peer_id: request.peer_id.clone(),
+                offer_sdp: request.offer_sdp.clone(),
+                manifest: request.manifest.clone().unwrap_or_default(),
+            };
+            let reply = match self.client(&worker.address)?.create_session(call).await {
+                Ok(reply) => reply.into_inner().result,
+                Err(status) => {
+                    tracing::warn!(worker_id = worker.id, %status, "worker call failed; trying another");
+                    self.suspects
+                        .lock()
+                        .insert(worker.id.clone(), Instant::now());
+                    excluded.insert(worker.id.clone());
+                    last_error = Some(SessionError::Unavailable(format!(
+                        "media worker {} failed: {}",
+                        worker.id,
+                        status.message()
+                    )));
+                    continue;
+                }
+            };
+            match reply {
+                Some(create_session_response::Result::AnswerSdp(answer)) => {
+                    self.recent.record(&worker.id, Instant::now());
+                    metrics()
+                        .placements
+                        .with_label_values(&[worker.id.as_str()])
+                        .inc();
+                    if let Err(err) = self.remember(&request.peer_id, &worker.id).await {
+                        // Without the record nothing could reach the session: end it.
+                        self.close_on(&worker.address, &request.peer_id).await;
+                        return Err(err);
+                    }
+                    tracing::debug!(
+                        peer_id = request.peer_id,
+                        worker_id = worker.id,
+                        "session placed"
+                    );
+                    return Ok(answer);
+                }
+                Some(create_session_response::Result::Failure(failure)) => {
+                    let err = failure_to_error(&failure, &request.peer_id);
+                    match failure.kind() {
+                        // Full or leaving: another worker may take it.
+                        Kind::AtCapacity | Kind::Draining => {
+                            excluded.insert(worker.id.clone());
+                            last_error = Some(err);
+                        }
+                        _ => return Err(err),
+                    }
+                }
+                None => {
+                    return Err(SessionError::Internal(format!(
+                        "media worker {} sent an empty reply",
+                        worker.id
+                    )))
+                }
+            }
+        }
+        Err(last_error.unwrap_or_else(|| {
+            let known = self.workers.read().len();
+            SessionError::Unavailable(format!(
+                "{known} media worker(s) known, none ready with room for a session"
+            ))
+        }))
+    }
+
+    async fn add_candidate(
+        &self,
+        peer_id: &str,
+        candidate: IceCandidate,
+    ) -> Result<(), SessionError> {
+        let Some(worker_id) = self.session_worker(peer_id).await? else {
+            return Err(SessionError::NoSession(peer_id.to_owned()));
+        };
+        let Some(address) = self.address_of(&worker_id) else {
+            return Err(SessionError::NoSession(peer_id.to_owned()));
+        };
+        let reply = self
+            .client(&address)?
+            .add_candidate(pb::AddCandidateRequest {
+                peer_id: peer_id.to_owned(),
+                candidate: candidate.candidate,
+                sdp_mid: candidate.sdp_mid,
+                sdp_mline_index: candidate.sdp_mline_index,
+            })
+            .await
+            .map_err(|status| {
+                SessionError::Unavailable(format!("media worker {worker_id}: {}", status.message()))
+            })?
+            .into_inner();
+        match reply.failure {
+            None => Ok(()),
+            Some(failure) => Err(failure_to_error(&failure, peer_id)),
+        }
+    }
+
+    async fn close_session(&self, peer_id: &str) -> bool {
+        let worker_id = match self.session_worker(peer_id).await {
+            Ok(Some(worker_id)) => worker_id,
+            Ok(None) | Err(_) => return false,
+        };
+        self.forget(peer_id, &worker_id).await;
+        match self.address_of(&worker_id) {
+            Some(address) => self.close_on(&address, peer_id).await,
+            None => false,
+        }
+    }
+
+    fn session_count(&self) -> usize {
+        self.workers
+            .read()
+            .iter()
+            .map(|w| w.active_sessions as usize)
+            .sum()
+    }
+}
+
+impl RemoteSessionHost {
+    async fn close_on(&self, address: &str, peer_id: &str) -> bool {
+        let Ok(mut client) = self.client(address) else {
+            return false;
+        };
+        match client
+            .close_session(pb::CloseSessionRequest {
+                peer_id: peer_id.to_owned(),
+            })
+            .await
+        {
+            Ok(reply) => reply.into_inner().existed,
+            Err(status) => {
+                tracing::warn!(peer_id, address, %status, "closing a session on its worker failed");
+                false
+            }
+        }
+    }
+}
+
+/// A worker's failure as the session error signaling maps to its codes.
+fn failure_to_error(failure: &pb::SessionFailure, peer_id: &str) -> SessionError {
+    let message = failure.message.clone();
+    match failure.kind() {
+        Kind::InvalidSdp => SessionError::InvalidSdp(message),
+        Kind::InvalidCandidate => SessionError::InvalidCandidate(message),
+        Kind::NoSession => SessionError::NoSession(peer_id.to_owned()),
+        Kind::AtCapacity => SessionError::AtCapacity(failure.capacity as usize),
+        Kind::UnknownManifest => SessionError::UnknownManifest(message),
+        Kind::Pipeline => SessionError::Pipeline(message),
+        Kind::Draining => SessionError::Unavailable(format!("media worker draining: {message}")),
+        Kind::Internal | Kind::Unspecified => SessionError::Internal(message),
+    }
+}
+
+/// A session error as the worker API sends it.
+pub(crate) fn error_to_failure(err: &SessionError) -> pb::SessionFailure {
+    let (kind, capacity) = match err {
+        SessionError::InvalidSdp(_) => (Kind::InvalidSdp, 0),
+        SessionError::InvalidCandidate(_) => (Kind::InvalidCandidate, 0),
+        SessionError::NoSession(_) => (Kind::NoSession, 0),
+        SessionError::AtCapacity(capacity) => (Kind::AtCapacity, *capacity as u32),
+        SessionError::UnknownManifest(_) => (Kind::UnknownManifest, 0),
+        SessionError::Pipeline(_) => (Kind::Pipeline, 0),
+        SessionError::Unavailable(_) => (Kind::Draining, 0),
+        SessionError::Internal(_) => (Kind::Internal, 0),
+    };
+    // The message without the variant's prefix, which the frontend's error adds again.
+    let message = match err {
+        SessionError::InvalidSdp(m)
+        | SessionError::InvalidCandidate(m)
+        | SessionError::UnknownManifest(m)
+        | SessionError::Pipeline(m)
+        | SessionError::Unavailable(m)
+        | SessionError::Internal(m) => m.clone(),
+        other => other.to_string(),
+    };
+    pb::SessionFailure {
+        kind: kind as i32,
+        message,
+        capacity,
+    }
+}
+
+fn redis_error(operation: &'static str, err: &redis::RedisError) {
+    metrics().redis_errors.with_label_values(&[operation]).inc();
+    tracing::warn!(operation, %err, "Redis command failed");
+}
+
+fn redis_unavailable(operation: &'static str, err: &redis::RedisError) -> SessionError {
+    redis_error(operation, err);
+    SessionError::Unavailable(format!("cluster state in Redis unavailable: {err}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_session_error_survives_the_worker_api() {
+        let errors = [
+            SessionError::InvalidSdp("no m= line".into()),
+            SessionError::InvalidCandidate("bad".into()),
+            SessionError::NoSession("p".into()),
+            SessionError::AtCapacity(7),
+            SessionError::UnknownManifest("unknown manifest \"x\"".into()),
+            SessionError::Pipeline("node vad: bad param".into()),
+            SessionError::Internal("boom".into()),
+        ];
+        for err in errors {
+            let back = failure_to_error(&error_to_failure(&err), "p");
+            assert_eq!(back.to_string(), err.to_string());
+            assert_eq!(back.metric_label(), err.metric_label());
+        }
+    }
+}

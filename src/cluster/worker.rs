@@ -1,0 +1,361 @@
+//! `--mode worker`: server peers and pipelines behind the internal worker API. Heartbeats to
+//! Redis every 2 s; the server candidates and session ends of its peers go to their clients
+//! through the cluster's notification delivery. SIGTERM drains: no new sessions, readiness
+//! fails (liveness does not), and the process exits when its sessions end or
+//! `--drain-timeout` passes.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::TcpListenerStream;
+use tokio_util::sync::CancellationToken;
+
+use super::keys::Keys;
+use super::process_load::CpuMeter;
+use super::remote_host::FORGET_SESSION_SCRIPT;
+use super::worker_service::{DrainState, WorkerService};
+use super::workers::{self, WorkerStatus, HEARTBEAT_INTERVAL};
+use super::{RedisBus, RedisRegistry};
+use crate::config::{hostname, Config};
+use crate::error::Error;
+use crate::http::{self, Readiness};
+use crate::metrics::metrics;
+use crate::peer::SessionManager;
+use crate::proto::worker::media_worker_server::MediaWorkerServer;
+use crate::server::{bind, session_manager};
+use crate::signaling::{
+    deliver_session_event, validate_peer_id, NotificationBus, PeerRegistry, SessionEvent,
+    SessionHost,
+};
+
+/// A bound, not yet running, media worker.
+pub struct Worker {
+    id: String,
+    advertised: String,
+    grpc_listener: TcpListener,
+    http_listener: TcpListener,
+    sessions: Arc<SessionManager>,
+    events: mpsc::Receiver<SessionEvent>,
+    redis: redis::aio::ConnectionManager,
+    keys: Keys,
+    bus: Arc<dyn NotificationBus>,
+    capacity: usize,
+    drain_timeout: Duration,
+    stop: CancellationToken,
+    drain: Arc<DrainState>,
+}
+
+impl Worker {
+    /// Loads the pipelines, binds the internal API, HTTP and the WebRTC stack, and connects to
+    /// Redis.
+    ///
+    /// # Errors
+    /// No `--redis-url`, an unreachable Redis, a bad worker id, a broken manifest, a port in use.
+    pub async fn bind(config: &Config) -> Result<Self, Error> {
+        let url = config
+            .redis_url
+            .as_deref()
+            .ok_or(Error::MissingRedisUrl("worker"))?;
+        let id = config
+            .cluster
+            .worker_id
+            .clone()
+            .or_else(hostname)
+            .unwrap_or_else(|| format!("worker-{}", uuid::Uuid::new_v4().simple()));
+        validate_peer_id(&id)
+            .map_err(|err| Error::Unsupported(format!("worker id {id:?}: {err}")))?;
+        let grpc_listener = bind("worker API", config.grpc_address).await?;
+        let http_listener = bind("HTTP", config.http_address).await?;
+        let local = grpc_listener.local_addr().map_err(|source| Error::Bind {
+            what: "worker API",
+            address: config.grpc_address,
+            source,
+        })?;
+        let advertised = config
+            .cluster
+            .worker_address
+            .clone()
+            .unwrap_or_else(|| default_advertised_address(local));
+        let (sessions, events) = session_manager(config).await?;
+        let stop = CancellationToken::new();
+        let (client, redis) = super::connect(url).await?;
+        let reader = client
+            .get_multiplexed_async_connection()
+            .await
+            .map_err(|source| super::ClusterError::Redis {
+                url: url.to_owned(),
+                source,
+            })?;
+        let keys = Keys::new(config.redis_prefix.clone());
+        let registry: Arc<dyn PeerRegistry> = Arc::new(RedisRegistry::new(
+            redis.clone(),
+            keys.clone(),
+            stop.child_token(),
+        ));
+        let bus: Arc<dyn NotificationBus> = Arc::new(RedisBus::new(
+            redis.clone(),
+            reader,
+            keys.clone(),
+            registry,
+            stop.child_token(),
+        ));
+        metrics()
+            .worker_capacity
+            .set(config.cluster.capacity as i64);
+        Ok(Self {
+            id,
+            advertised,
+            grpc_listener,
+            http_listener,
+            sessions,
+            events,
+            redis,
+            keys,
+            bus,
+            capacity: config.cluster.capacity,
+            drain_timeout: config.cluster.drain_timeout,
+            stop,
+            drain: Arc::new(DrainState::default()),
+        })
+    }
+
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// The internal API address frontends are told.
+    pub fn advertised_address(&self) -> &str {
+        &self.advertised
+    }
+
+    pub fn grpc_address(&self) -> Option<SocketAddr> {
+        self.grpc_listener.local_addr().ok()
+    }
+
+    pub fn http_address(&self) -> Option<SocketAddr> {
+        self.http_listener.local_addr().ok()
+    }
+
+    pub fn udp_address(&self) -> Option<SocketAddr> {
+        self.sessions.udp_address()
+    }
+
+    /// Serves until `shutdown` completes, then drains: no new sessions, exit when the last
+    /// session ends or the drain timeout passes (then the rest are closed).
+    ///
+    /// # Errors
+    /// When a listener fails.
+    pub async fn run(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), Error> {
+        let readiness = Readiness::default();
+        let http_stop = self.stop.clone();
+        let http = axum::serve(self.http_listener, http::router(readiness.clone(), None))
+            .with_graceful_shutdown(async move { http_stop.cancelled().await });
+        let http = tokio::spawn(async move { http.await.map_err(Error::Http) });
+
+        let host = Arc::clone(&self.sessions) as Arc<dyn SessionHost>;
+        let grpc_stop = self.stop.clone();
+        let grpc = tonic::transport::Server::builder()
+            .add_service(MediaWorkerServer::new(WorkerService::new(
+                host,
+                Arc::clone(&self.drain),
+            )))
+            .serve_with_incoming_shutdown(TcpListenerStream::new(self.grpc_listener), async move {
+                grpc_stop.cancelled().await
+            });
+        let grpc = tokio::spawn(grpc);
+
+        let heartbeat = Heartbeat {
+            id: self.id.clone(),
+            address: self.advertised.clone(),
+            udp_address: self.sessions.udp_address().map(|a| a.to_string()),
+            capacity: self.capacity,
+            sessions: Arc::clone(&self.sessions),
+            drain: Arc::clone(&self.drain),
+            redis: self.redis.clone(),
+            keys: self.keys.clone(),
+        };
+        let heartbeats = tokio::spawn(heartbeat.clone().run(self.stop.clone()));
+        let events = tokio::spawn(deliver_events(
+            self.events,
+            Arc::clone(&self.bus),
+            self.redis.clone(),
+            self.keys.clone(),
+            self.id.clone(),
+            self.stop.clone(),
+        ));
+
+        readiness.set(true);
+        tracing::info!(
+            worker_id = self.id,
+            address = self.advertised,
+            "worker serving"
+        );
+        tokio::select! {
+            () = shutdown => {}
+            () = self.drain.started() => {
+                // A drain request: stay up (the pod is deleted next), just take nothing new.
+                readiness.set(false);
+                heartbeat.beat().await;
+                std::future::pending::<()>().await;
+            }
+        }
+        self.drain.start();
+        readiness.set(false);
+        heartbeat.beat().await;
+        let active = self.sessions.session_count();
+        tracing::info!(active, timeout = ?self.drain_timeout, "draining: waiting for sessions to end");
+        let drained = tokio::time::timeout(self.drain_timeout, async {
+            while self.sessions.session_count() > 0 {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        })
+        .await;
+        if drained.is_err() {
+            tracing::warn!(
+                left = self.sessions.session_count(),
+                "drain timeout: closing the remaining sessions"
+            );
+        }
+        self.sessions.close_all().await;
+        if let Err(err) =
+            workers::remove_heartbeat(&mut self.redis.clone(), &self.keys, &self.id).await
+        {
+            tracing::warn!(%err, "removing the heartbeat failed; it expires on its own");
+        }
+        self.stop.cancel();
+        let _ = events.await;
+        heartbeats.abort();
+        let grpc_result = grpc.await;
+        let http_result = http.await;
+        if let Ok(Err(err)) = grpc_result {
+            return Err(err.into());
+        }
+        if let Ok(Err(err)) = http_result {
+            return Err(err);
+        }
+        Ok(())
+    }
+}
+
+/// `host:port` frontends can reach: the listen address when it names one, else this host.
+fn default_advertised_address(local: SocketAddr) -> String {
+    if local.ip().is_unspecified() {
+        let host = hostname().unwrap_or_else(|| "localhost".into());
+        format!("{host}:{}", local.port())
+    } else {
+        local.to_string()
+    }
+}
+
+/// Writes the worker's status to Redis every [`HEARTBEAT_INTERVAL`]. Failures are logged and
+/// counted, never fatal: liveness does not depend on Redis.
+#[derive(Clone)]
+struct Heartbeat {
+    id: String,
+    address: String,
+    udp_address: Option<String>,
+    capacity: usize,
+    sessions: Arc<SessionManager>,
+    drain: Arc<DrainState>,
+    redis: redis::aio::ConnectionManager,
+    keys: Keys,
+}
+
+impl Heartbeat {
+    async fn run(self, stop: CancellationToken) {
+        let mut cpu = CpuMeter::for_self();
+        let mut tick = tokio::time::interval(HEARTBEAT_INTERVAL);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                () = stop.cancelled() => return,
+                _ = tick.tick() => {}
+            }
+            if let Some(load) = cpu.machine_share() {
+                metrics().worker_cpu_load.set(load);
+            }
+            self.beat().await;
+        }
+    }
+
+    async fn beat(&self) {
+        let status = WorkerStatus {
+            id: self.id.clone(),
+            address: self.address.clone(),
+            udp_address: self.udp_address.clone(),
+            capacity: self.capacity as u32,
+            active_sessions: self.sessions.session_count() as u32,
+            cpu_load: metrics().worker_cpu_load.get(),
+            draining: self.drain.is_draining(),
+            ready: true,
+            updated_at_ms: workers::now_ms(),
+        };
+        if let Err(err) =
+            workers::write_heartbeat(&mut self.redis.clone(), &self.keys, &status).await
+        {
+            metrics()
+                .redis_errors
+                .with_label_values(&["heartbeat"])
+                .inc();
+            tracing::warn!(%err, "heartbeat to Redis failed");
+        }
+    }
+}
+
+/// Sends what the worker's sessions report to their clients; a session the worker ended is
+/// also forgotten in Redis. After `stop`, delivers what is already queued and returns.
+async fn deliver_events(
+    mut events: mpsc::Receiver<SessionEvent>,
+    bus: Arc<dyn NotificationBus>,
+    redis: redis::aio::ConnectionManager,
+    keys: Keys,
+    worker_id: String,
+    stop: CancellationToken,
+) {
+    let handle = |event: SessionEvent| {
+        let (bus, mut redis, keys, worker_id) = (
+            Arc::clone(&bus),
+            redis.clone(),
+            keys.clone(),
+            worker_id.clone(),
+        );
+        async move {
+            if let SessionEvent::Closed { peer_id, .. } = &event {
+                let forgotten = redis::Script::new(FORGET_SESSION_SCRIPT)
+                    .key(keys.session(peer_id))
+                    .key(keys.worker_sessions(&worker_id))
+                    .arg(&worker_id)
+                    .arg(peer_id)
+                    .invoke_async::<i64>(&mut redis)
+                    .await;
+                if let Err(err) = forgotten {
+                    metrics()
+                        .redis_errors
+                        .with_label_values(&["forget_session"])
+                        .inc();
+                    tracing::warn!(%err, peer_id, "forgetting a closed session failed");
+                }
+            }
+            deliver_session_event(bus.as_ref(), event).await;
+        }
+    };
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => break,
+            event = events.recv() => match event {
+                Some(event) => handle(event).await,
+                None => return,
+            },
+        }
+    }
+    while let Ok(event) = events.try_recv() {
+        handle(event).await;
+    }
+}

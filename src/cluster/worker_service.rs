@@ -1,0 +1,135 @@
+//! The internal worker API (`remotemedia.v1.worker.MediaWorker`) over the worker's session
+//! host: frontends create, feed and close server sessions here.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use tokio::sync::Notify;
+use tonic::{Request, Response, Status};
+
+use super::remote_host::error_to_failure;
+use crate::proto::worker::{
+    self as pb, create_session_response, media_worker_server::MediaWorker, session_failure::Kind,
+};
+use crate::signaling::{IceCandidate, SessionHost, SessionRequest};
+
+/// Whether the worker drains (takes no new sessions), and a wake-up when it starts.
+#[derive(Debug, Default)]
+pub struct DrainState {
+    draining: AtomicBool,
+    started: Notify,
+}
+
+impl DrainState {
+    /// Starts draining; returns whether it was already.
+    pub fn start(&self) -> bool {
+        let was = self.draining.swap(true, Ordering::AcqRel);
+        if !was {
+            crate::metrics::metrics().worker_draining.set(1);
+            self.started.notify_waiters();
+        }
+        was
+    }
+
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Acquire)
+    }
+
+    /// Completes once draining has started.
+    pub async fn started(&self) {
+        loop {
+            let notified = self.started.notified();
+            if self.is_draining() {
+                return;
+            }
+            notified.await;
+        }
+    }
+}
+
+/// [`MediaWorker`] on a session host.
+pub struct WorkerService {
+    host: Arc<dyn SessionHost>,
+    drain: Arc<DrainState>,
+}
+
+impl WorkerService {
+    pub fn new(host: Arc<dyn SessionHost>, drain: Arc<DrainState>) -> Self {
+        Self { host, drain }
+    }
+}
+
+#[tonic::async_trait]
+impl MediaWorker for WorkerService {
+    async fn create_session(
+        &self,
+        request: Request<pb::CreateSessionRequest>,
+    ) -> Result<Response<pb::CreateSessionResponse>, Status> {
+        let request = request.into_inner();
+        if self.drain.is_draining() {
+            return Ok(Response::new(pb::CreateSessionResponse {
+                result: Some(create_session_response::Result::Failure(
+                    pb::SessionFailure {
+                        kind: Kind::Draining as i32,
+                        message: "this worker is draining and takes no new sessions".into(),
+                        capacity: 0,
+                    },
+                )),
+            }));
+        }
+        let result = self
+            .host
+            .create_session(SessionRequest {
+                peer_id: request.peer_id,
+                offer_sdp: request.offer_sdp,
+                manifest: Some(request.manifest).filter(|m| !m.is_empty()),
+            })
+            .await;
+        let result = match result {
+            Ok(answer) => create_session_response::Result::AnswerSdp(answer),
+            Err(err) => create_session_response::Result::Failure(error_to_failure(&err)),
+        };
+        Ok(Response::new(pb::CreateSessionResponse {
+            result: Some(result),
+        }))
+    }
+
+    async fn add_candidate(
+        &self,
+        request: Request<pb::AddCandidateRequest>,
+    ) -> Result<Response<pb::AddCandidateResponse>, Status> {
+        let request = request.into_inner();
+        let candidate = IceCandidate {
+            candidate: request.candidate,
+            sdp_mid: request.sdp_mid,
+            sdp_mline_index: request.sdp_mline_index,
+        };
+        let failure = self
+            .host
+            .add_candidate(&request.peer_id, candidate)
+            .await
+            .err()
+            .map(|err| error_to_failure(&err));
+        Ok(Response::new(pb::AddCandidateResponse { failure }))
+    }
+
+    async fn close_session(
+        &self,
+        request: Request<pb::CloseSessionRequest>,
+    ) -> Result<Response<pb::CloseSessionResponse>, Status> {
+        let existed = self.host.close_session(&request.into_inner().peer_id).await;
+        Ok(Response::new(pb::CloseSessionResponse { existed }))
+    }
+
+    async fn drain(
+        &self,
+        _request: Request<pb::DrainRequest>,
+    ) -> Result<Response<pb::DrainResponse>, Status> {
+        if !self.drain.start() {
+            tracing::info!("drain requested: taking no new sessions");
+        }
+        Ok(Response::new(pb::DrainResponse {
+            active_sessions: self.host.session_count() as u32,
+        }))
+    }
+}

@@ -1,0 +1,482 @@
+//! A local cluster of real processes: a private Redis, frontends, media workers and
+//! controllers (`--discovery redis`). Clients connect through the frontends; their media goes
+//! to the workers directly over loopback UDP.
+
+#![allow(clippy::unwrap_used)] // tests unwrap: a failure is the test failing
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::client::{connect_to_server, trickle_until_connected, ClientOptions, ClientPeer};
+use common::cluster::{try_http_get, Node, RedisProcess};
+use common::signaling::{SignalingClient, SERVER};
+use common::{metric_value, WAIT};
+use remotemedia_webrtc::media::dominant_frequency;
+use remotemedia_webrtc::proto::signaling::{
+    self as pb, signaling_notification::Notification, signaling_request::Request as Req,
+    signaling_response::Response as Resp,
+};
+
+/// Waits until `node`'s metric `sample` satisfies `check`.
+async fn wait_metric(
+    node: &Node,
+    sample: &str,
+    within: Duration,
+    check: impl Fn(f64) -> bool,
+) -> f64 {
+    let deadline = Instant::now() + within;
+    loop {
+        let value = metric_value(&node.metrics().await, sample).unwrap_or(-1.0);
+        if check(value) {
+            return value;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{}: {sample} is {value} after {within:?}; log:\n{}",
+            node.name,
+            node.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn sessions_on(worker: &Node) -> f64 {
+    metric_value(
+        &worker.metrics().await,
+        "remotemedia_worker_sessions_active",
+    )
+    .unwrap_or(0.0)
+}
+
+/// Announces `id` on `frontend` and connects a client peer to a server session.
+async fn call(frontend: &Node, id: &str) -> (SignalingClient, ClientPeer) {
+    let (mut signaling, _) = SignalingClient::announce(&frontend.grpc_url(), id).await;
+    let mut peer = ClientPeer::new(ClientOptions::default()).await;
+    connect_to_server(&mut signaling, &mut peer).await;
+    (signaling, peer)
+}
+
+/// The dominant frequency of what came back, skipping the codec's start-up.
+fn returned_frequency(peer: &ClientPeer) -> Option<f32> {
+    let received = peer.received.lock();
+    let steady = received.samples.get(4_800..4_800 + 19_200)?;
+    Some(dominant_frequency(steady, 48_000))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn thirty_calls_through_two_frontends_spread_over_three_workers() {
+    common::init_tracing();
+    let redis = RedisProcess::start();
+    let url = redis.url();
+    let mut workers = Vec::new();
+    for name in ["worker-a", "worker-b", "worker-c"] {
+        workers.push(Node::worker(name, &url, &["--capacity", "20"]).await);
+    }
+    let _controller = Node::start("controller", "controller", &url, &[]).await;
+    let frontends = [
+        Node::start("frontend-1", "frontend", &url, &[]).await,
+        Node::start("frontend-2", "frontend", &url, &[]).await,
+    ];
+    for frontend in &frontends {
+        wait_metric(
+            frontend,
+            "remotemedia_frontend_workers_available",
+            WAIT,
+            |n| n == 3.0,
+        )
+        .await;
+    }
+
+    let mut calls = Vec::new();
+    let started = Instant::now();
+    for i in 0..30 {
+        calls.push(call(&frontends[i % 2], &format!("client-{i}")).await);
+    }
+    println!(
+        "30 calls set up through 2 frontends in {:?}",
+        started.elapsed()
+    );
+
+    // Each client sends its own tone: what comes back must be its own.
+    let tone = |i: usize| 300.0 + 20.0 * i as f32;
+    futures::future::join_all(
+        calls
+            .iter()
+            .enumerate()
+            .map(|(i, (_, peer))| peer.send_tone(tone(i), 0.8, 20, 0.5)),
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    for (i, (_, peer)) in calls.iter().enumerate() {
+        let frequency = returned_frequency(peer)
+            .unwrap_or_else(|| panic!("client-{i}: too little audio came back"));
+        assert!(
+            (frequency - tone(i)).abs() <= 5.0,
+            "client-{i} sent {} Hz and got {frequency} Hz back",
+            tone(i)
+        );
+    }
+
+    let mut spread = Vec::new();
+    for worker in &workers {
+        spread.push(sessions_on(worker).await);
+    }
+    println!("sessions per worker: {spread:?}");
+    assert_eq!(spread.iter().sum::<f64>(), 30.0, "{spread:?}");
+    assert!(
+        spread.iter().all(|n| (1.0..=15.0).contains(n)),
+        "uneven spread {spread:?}"
+    );
+
+    // Two clients on different frontends call each other directly.
+    let (mut alice, _) = SignalingClient::announce(&frontends[0].grpc_url(), "alice").await;
+    let (mut bob, _) = SignalingClient::announce(&frontends[1].grpc_url(), "bob").await;
+    let audio_only = ClientOptions {
+        audio: true,
+        data: false,
+    };
+    let mut alice_peer = ClientPeer::new(audio_only).await;
+    let mut bob_peer = ClientPeer::new(audio_only).await;
+    let offer = alice.offer("bob", alice_peer.offer().await).await;
+    alice.expect_ack(&offer).await;
+    let forwarded = bob
+        .expect_notification(|n| match n {
+            Notification::Offer(o) => Some(o.clone()),
+            _ => None,
+        })
+        .await;
+    let answer_sdp = bob_peer.answer_offer(forwarded.sdp).await;
+    let answer = bob
+        .send(Req::Answer(pb::AnswerRequest {
+            to_peer_id: "alice".into(),
+            sdp: answer_sdp,
+            r#type: "answer".into(),
+        }))
+        .await;
+    bob.expect_ack(&answer).await;
+    let answered = alice
+        .expect_notification(|n| match n {
+            Notification::Answer(a) => Some(a.clone()),
+            _ => None,
+        })
+        .await;
+    alice_peer.accept_answer(answered.sdp).await;
+    trickle_until_connected(
+        (&mut alice, &mut alice_peer, "alice"),
+        (&mut bob, &mut bob_peer, "bob"),
+    )
+    .await;
+    alice_peer.send_tone(440.0, 0.4, 20, 0.5).await;
+    common::eventually("alice's audio to reach bob", || {
+        let n = bob_peer.received.lock().arrivals.len();
+        async move { n >= 10 }
+    })
+    .await;
+
+    // Sessions end when their clients leave: the workers empty.
+    for (signaling, peer) in &mut calls {
+        signaling.close();
+        peer.close().await;
+    }
+    for worker in &workers {
+        wait_metric(worker, "remotemedia_worker_sessions_active", WAIT, |n| {
+            n == 0.0
+        })
+        .await;
+    }
+}
+
+/// Waits for `PeerDisconnected{remotemedia-server}` on `signaling`.
+async fn expect_server_gone(signaling: &mut SignalingClient, within: Duration) -> Duration {
+    let started = Instant::now();
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        let response = tokio::select! {
+            r = signaling.next() => r.unwrap().unwrap(),
+            _ = tokio::time::sleep_until(deadline) => panic!("no PeerDisconnected within {within:?}"),
+        };
+        if let Some(Resp::Notification(pb::SignalingNotification {
+            notification: Some(Notification::PeerDisconnected(d)),
+        })) = response.response
+        {
+            assert_eq!(d.peer_id, SERVER);
+            return started.elapsed();
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_worker_gets_no_new_sessions_and_its_clients_are_told() {
+    common::init_tracing();
+    let redis = RedisProcess::start();
+    let url = redis.url();
+    let mut workers = [
+        Node::worker("worker-a", &url, &[]).await,
+        Node::worker("worker-b", &url, &[]).await,
+    ];
+    // No controller: the frontend places from heartbeats alone.
+    let frontend = Node::start("frontend", "frontend", &url, &[]).await;
+    wait_metric(
+        &frontend,
+        "remotemedia_frontend_workers_available",
+        WAIT,
+        |n| n == 2.0,
+    )
+    .await;
+
+    let (mut signaling, peer) = call(&frontend, "victim").await;
+    let holder = if sessions_on(&workers[0]).await == 1.0 {
+        0
+    } else {
+        1
+    };
+    assert_eq!(sessions_on(&workers[holder]).await, 1.0);
+    let killed = Instant::now();
+    workers[holder].kill9();
+
+    wait_metric(
+        &frontend,
+        "remotemedia_frontend_workers_available",
+        Duration::from_secs(6),
+        |n| n == 1.0,
+    )
+    .await;
+    println!("dead worker out of placement after {:?}", killed.elapsed());
+    let told = expect_server_gone(&mut signaling, Duration::from_secs(10)).await;
+    println!(
+        "client told its session ended {:?} after the kill",
+        killed.elapsed()
+    );
+    assert!(told < Duration::from_secs(10));
+    peer.close().await;
+
+    // A new offer from the same client succeeds, on the surviving worker.
+    let mut again = ClientPeer::new(ClientOptions::default()).await;
+    connect_to_server(&mut signaling, &mut again).await;
+    again.send_tone(523.0, 0.6, 20, 0.5).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let frequency = returned_frequency(&again).expect("audio came back");
+    assert!((frequency - 523.0).abs() <= 5.0, "got {frequency} Hz");
+    assert_eq!(sessions_on(&workers[1 - holder]).await, 1.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_terminated_worker_drains_its_calls_then_exits() {
+    common::init_tracing();
+    let redis = RedisProcess::start();
+    let url = redis.url();
+    let mut worker = Node::worker("worker-a", &url, &["--drain-timeout", "60s"]).await;
+    let frontend = Node::start("frontend", "frontend", &url, &[]).await;
+    wait_metric(
+        &frontend,
+        "remotemedia_frontend_workers_available",
+        WAIT,
+        |n| n == 1.0,
+    )
+    .await;
+    let (mut signaling, peer) = call(&frontend, "caller").await;
+
+    worker.sigterm();
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let ready = try_http_get(worker.http, "/readyz")
+            .await
+            .unwrap_or_default();
+        if ready.starts_with("HTTP/1.0 503") || ready.starts_with("HTTP/1.1 503") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "readiness still passes: {ready}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let live = try_http_get(worker.http, "/healthz")
+        .await
+        .unwrap_or_default();
+    assert!(
+        live.contains(" 200 "),
+        "liveness must pass while draining: {live}"
+    );
+
+    // The call goes on.
+    peer.send_tone(660.0, 0.6, 20, 0.5).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let frequency = returned_frequency(&peer).expect("audio still comes back while draining");
+    assert!((frequency - 660.0).abs() <= 5.0, "got {frequency} Hz");
+
+    // No new session is placed on it.
+    wait_metric(
+        &frontend,
+        "remotemedia_frontend_workers_available",
+        WAIT,
+        |n| n == 0.0,
+    )
+    .await;
+    let (mut other, _) = SignalingClient::announce(&frontend.grpc_url(), "latecomer").await;
+    let late = ClientPeer::new(ClientOptions::default()).await;
+    let offer = other.offer(SERVER, late.offer().await).await;
+    let error = other.expect_error(&offer).await;
+    assert_eq!(error.code, tonic::Code::Unavailable as u32, "{error:?}");
+    assert!(error.message.contains("worker"), "{}", error.message);
+    assert!(!worker.has_exited());
+
+    // The last call ends: the worker exits.
+    let disconnect = signaling
+        .send(Req::Disconnect(pb::DisconnectRequest {
+            peer_id: SERVER.into(),
+        }))
+        .await;
+    signaling.expect_ack(&disconnect).await;
+    let deadline = Instant::now() + WAIT;
+    while !worker.has_exited() {
+        assert!(Instant::now() < deadline, "the drained worker did not exit");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_place_without_a_controller_and_after_redis_restarts() {
+    common::init_tracing();
+    let mut redis = RedisProcess::start();
+    let url = redis.url();
+    let _worker = Node::worker("worker-a", &url, &[]).await;
+    let mut controller = Node::start("controller", "controller", &url, &[]).await;
+    let frontend = Node::start("frontend", "frontend", &url, &[]).await;
+    wait_metric(&controller, "remotemedia_controller_leader", WAIT, |n| {
+        n == 1.0
+    })
+    .await;
+    let (_first, _first_peer) = call(&frontend, "first").await;
+
+    controller.kill9();
+    let (_second, _second_peer) = call(&frontend, "second").await;
+
+    redis.restart();
+    let restarted = Instant::now();
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        if try_place(&frontend, &format!("after-restart-{attempt}")).await {
+            break;
+        }
+        assert!(
+            restarted.elapsed() < Duration::from_secs(10),
+            "no session placed within 10 s of a Redis restart; frontend log:\n{}",
+            frontend.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    println!(
+        "sessions place again {:?} after the Redis restart",
+        restarted.elapsed()
+    );
+    assert!(!frontend.log_text().contains("panicked"));
+}
+
+/// Announces `id` and offers to the server; whether an answer came (any refusal: false).
+async fn try_place(frontend: &Node, id: &str) -> bool {
+    let mut signaling = SignalingClient::open(&frontend.grpc_url()).await;
+    let announce = signaling
+        .send(Req::Announce(pb::AnnounceRequest {
+            peer_id: id.into(),
+            ..Default::default()
+        }))
+        .await;
+    let Ok(Some(first)) = signaling.next().await else {
+        return false;
+    };
+    if first.request_id != announce || !matches!(first.response, Some(Resp::Ack(_))) {
+        return false;
+    }
+    let peer = ClientPeer::new(ClientOptions::default()).await;
+    let offer = signaling.offer(SERVER, peer.offer().await).await;
+    loop {
+        let Ok(Some(response)) = signaling.next().await else {
+            return false;
+        };
+        match response.response {
+            Some(Resp::Notification(pb::SignalingNotification {
+                notification: Some(Notification::Answer(_)),
+            })) => return true,
+            Some(Resp::Error(_)) if response.request_id == offer => return false,
+            _ => {}
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_of_two_controllers_leads_and_the_other_takes_over() {
+    common::init_tracing();
+    let redis = RedisProcess::start();
+    let url = redis.url();
+    let _worker = Node::worker("worker-a", &url, &[]).await;
+    let mut controllers = vec![
+        Node::start("controller-1", "controller", &url, &[]).await,
+        Node::start("controller-2", "controller", &url, &[]).await,
+    ];
+    let client = redis::Client::open(url.as_str()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let table =
+        |json: Option<String>| -> Option<serde_json::Value> { serde_json::from_str(&json?).ok() };
+
+    let deadline = Instant::now() + WAIT;
+    let (leader, term) = loop {
+        let json: Option<String> = redis::cmd("GET")
+            .arg("rm:placement")
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        if let Some(t) = table(json) {
+            if t["workers"].as_array().is_some_and(|w| w.len() == 1) {
+                break (
+                    t["leader"].as_str().unwrap().to_owned(),
+                    t["term"].as_u64().unwrap(),
+                );
+            }
+        }
+        assert!(Instant::now() < deadline, "no placement table");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let mut leaders = Vec::new();
+    for c in &controllers {
+        leaders
+            .push(metric_value(&c.metrics().await, "remotemedia_controller_leader").unwrap_or(0.0));
+    }
+    assert_eq!(
+        leaders.iter().sum::<f64>(),
+        1.0,
+        "exactly one leader: {leaders:?}"
+    );
+    let leading = leaders.iter().position(|&l| l == 1.0).unwrap();
+    assert!(controllers[leading].log_text().contains(&leader));
+
+    controllers[leading].kill9();
+    let killed = Instant::now();
+    let deadline = killed + Duration::from_secs(10);
+    loop {
+        let json: Option<String> = redis::cmd("GET")
+            .arg("rm:placement")
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        if let Some(t) = table(json) {
+            if t["leader"].as_str() != Some(leader.as_str()) {
+                assert!(
+                    t["term"].as_u64().unwrap() > term,
+                    "a new leader has a higher term"
+                );
+                break;
+            }
+        }
+        assert!(Instant::now() < deadline, "no takeover within 10 s");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    println!(
+        "the standby controller took over {:?} after the leader was killed",
+        killed.elapsed()
+    );
+    let standby = &controllers[1 - leading];
+    assert_eq!(
+        metric_value(&standby.metrics().await, "remotemedia_controller_leader"),
+        Some(1.0)
+    );
+}
