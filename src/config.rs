@@ -200,6 +200,12 @@ pub struct LimitOptions {
     #[arg(long, env = "WEBRTC_MAX_PEERS", default_value_t = 100)]
     pub max_peers: usize,
 
+    /// A client whose signaling stream breaks (not a clean close) stays registered this long:
+    /// its server session runs on, its notifications are kept, and it may announce again with
+    /// its `resume_token`. 0 turns resume off.
+    #[arg(long, env = "REMOTEMEDIA_RESUME_GRACE", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub resume_grace: Duration,
+
     /// Graceful shutdown gives up and exits after this long.
     #[arg(long, env = "REMOTEMEDIA_SHUTDOWN_TIMEOUT", default_value = "3s", value_parser = humantime::parse_duration)]
     pub shutdown_timeout: Duration,

@@ -152,6 +152,8 @@ impl Server {
             host,
             SignalingLimits {
                 max_peers: config.limits.max_peers,
+                resume_grace: config.limits.resume_grace,
+                keep_peers_on_shutdown: config.mode == Mode::Frontend,
             },
         );
         Ok(Self {
@@ -196,6 +198,7 @@ impl Server {
         let stop = self.stop.clone();
         let readiness = Readiness::default();
         let forwarder = tokio::spawn(Arc::clone(&self.core).forward_session_events(self.events));
+        let sweeper = tokio::spawn(Arc::clone(&self.core).expire_detached_peers(stop.clone()));
 
         let websocket = WebSocketSignaling::new(Arc::clone(&self.core), self.origins, stop.clone());
         let http_stop = stop.clone();
@@ -234,6 +237,7 @@ impl Server {
         let http_result = http.await;
         drop(self.core);
         forwarder.abort();
+        sweeper.abort();
         if let Ok(Err(err)) = grpc_result {
             return Err(err.into());
         }
@@ -262,13 +266,6 @@ async fn shared_state(config: &Config, stop: &CancellationToken) -> Result<Share
         ));
     };
     let (client, manager) = cluster::connect(url).await?;
-    let reader = client
-        .get_multiplexed_async_connection()
-        .await
-        .map_err(|source| cluster::ClusterError::Redis {
-            url: url.clone(),
-            source,
-        })?;
     let keys = Keys::new(config.redis_prefix.clone());
     let registry: Arc<dyn PeerRegistry> = Arc::new(RedisRegistry::new(
         manager.clone(),
@@ -277,7 +274,7 @@ async fn shared_state(config: &Config, stop: &CancellationToken) -> Result<Share
     ));
     let bus = Arc::new(RedisBus::new(
         manager.clone(),
-        reader,
+        client,
         keys.clone(),
         Arc::clone(&registry),
         stop.child_token(),

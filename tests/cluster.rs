@@ -10,7 +10,11 @@ use std::time::{Duration, Instant};
 
 use common::client::{connect_to_server, trickle_until_connected, ClientOptions, ClientPeer};
 use common::cluster::{try_http_get, Node, RedisProcess};
-use common::signaling::{SignalingClient, SERVER};
+use common::signaling::{
+    drain_notifications, expect_numbered_candidates, send_numbered_candidates, SignalingClient,
+    SERVER,
+};
+use common::tcp_proxy::TcpProxy;
 use common::{metric_value, WAIT};
 use remotemedia_webrtc::media::dominant_frequency;
 use remotemedia_webrtc::proto::signaling::{
@@ -64,6 +68,15 @@ fn returned_frequency(peer: &ClientPeer) -> Option<f32> {
     Some(dominant_frequency(steady, 48_000))
 }
 
+/// Sends a tone and checks it comes back (the server session is alive and carries media).
+async fn tone_comes_back(peer: &ClientPeer, frequency: f32) {
+    let got = peer.tone_round_trip(frequency).await;
+    assert!(
+        (got - frequency).abs() <= 5.0,
+        "sent {frequency} Hz, got {got} Hz"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn thirty_calls_through_two_frontends_spread_over_three_workers() {
     common::init_tracing();
@@ -112,7 +125,9 @@ async fn thirty_calls_through_two_frontends_spread_over_three_workers() {
         let frequency = returned_frequency(peer)
             .unwrap_or_else(|| panic!("client-{i}: too little audio came back"));
         assert!(
-            (frequency - tone(i)).abs() <= 5.0,
+            // Tones are 20 Hz apart: within 8 Hz it is this client's own, not a neighbour's
+            // (the margin covers a concealed packet under the load of 30 calls on 2 cores).
+            (frequency - tone(i)).abs() <= 8.0,
             "client-{i} sent {} Hz and got {frequency} Hz back",
             tone(i)
         );
@@ -254,10 +269,7 @@ async fn a_killed_worker_gets_no_new_sessions_and_its_clients_are_told() {
     // A new offer from the same client succeeds, on the surviving worker.
     let mut again = ClientPeer::new(ClientOptions::default()).await;
     connect_to_server(&mut signaling, &mut again).await;
-    again.send_tone(523.0, 0.6, 20, 0.5).await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let frequency = returned_frequency(&again).expect("audio came back");
-    assert!((frequency - 523.0).abs() <= 5.0, "got {frequency} Hz");
+    tone_comes_back(&again, 523.0).await;
     assert_eq!(sessions_on(&workers[1 - holder]).await, 1.0);
 }
 
@@ -298,10 +310,7 @@ async fn a_terminated_worker_drains_its_calls_then_exits() {
     );
 
     // The call goes on.
-    peer.send_tone(660.0, 0.6, 20, 0.5).await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let frequency = returned_frequency(&peer).expect("audio still comes back while draining");
-    assert!((frequency - 660.0).abs() <= 5.0, "got {frequency} Hz");
+    tone_comes_back(&peer, 660.0).await;
 
     // No new session is placed on it.
     wait_metric(
@@ -479,4 +488,110 @@ async fn one_of_two_controllers_leads_and_the_other_takes_over() {
         metric_value(&standby.metrics().await, "remotemedia_controller_leader"),
         Some(1.0)
     );
+}
+
+fn with_token(token: &str) -> std::collections::HashMap<String, String> {
+    std::collections::HashMap::from([("resume_token".to_owned(), token.to_owned())])
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broken_stream_resumes_on_the_other_frontend_and_misses_nothing() {
+    common::init_tracing();
+    let redis = RedisProcess::start();
+    let url = redis.url();
+    let _worker = Node::worker("worker-a", &url, &[]).await;
+    let frontends = [
+        Node::start("frontend-1", "frontend", &url, &[]).await,
+        Node::start("frontend-2", "frontend", &url, &[]).await,
+    ];
+    wait_metric(
+        &frontends[0],
+        "remotemedia_frontend_workers_available",
+        WAIT,
+        |n| n == 1.0,
+    )
+    .await;
+    let proxy = TcpProxy::start(frontends[0].grpc).await;
+    let (mut alice, ack) = SignalingClient::announce(&proxy.url(), "alice").await;
+    let token = ack["resume_token"].as_str().unwrap().to_owned();
+    let (mut bob, _) = SignalingClient::announce(&frontends[1].grpc_url(), "bob").await;
+    let mut peer = ClientPeer::new(ClientOptions::default()).await;
+    connect_to_server(&mut alice, &mut peer).await;
+    drain_notifications(&mut bob, Duration::from_millis(200)).await;
+
+    proxy.cut();
+    tone_comes_back(&peer, 500.0).await;
+    send_numbered_candidates(&mut bob, "alice", 100).await;
+    let mut impostor = SignalingClient::open(&frontends[1].grpc_url()).await;
+    impostor
+        .send(Req::Announce(pb::AnnounceRequest {
+            peer_id: "alice".into(),
+            ..Default::default()
+        }))
+        .await;
+    assert_eq!(
+        impostor.expect_status().await.code(),
+        tonic::Code::AlreadyExists
+    );
+
+    let (mut alice, _) =
+        SignalingClient::announce_with(&frontends[1].grpc_url(), "alice", with_token(&token)).await;
+    expect_numbered_candidates(&mut alice, "bob", 100).await;
+    tone_comes_back(&peer, 700.0).await;
+    let bob_saw = drain_notifications(&mut bob, Duration::from_millis(300)).await;
+    assert!(
+        !bob_saw
+            .iter()
+            .any(|n| matches!(n, Notification::PeerLeft(l) if l.peer_id == "alice")),
+        "no PeerLeft during a resume: {bob_saw:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_peers_of_a_crashed_frontend_resume_on_another_within_the_grace() {
+    common::init_tracing();
+    let redis = RedisProcess::start();
+    let url = redis.url();
+    let _worker = Node::worker("worker-a", &url, &[]).await;
+    let mut crashing = Node::start("frontend-1", "frontend", &url, &[]).await;
+    let survivor = Node::start("frontend-2", "frontend", &url, &[]).await;
+    wait_metric(
+        &crashing,
+        "remotemedia_frontend_workers_available",
+        WAIT,
+        |n| n == 1.0,
+    )
+    .await;
+    let (mut alice, ack) = SignalingClient::announce(&crashing.grpc_url(), "alice").await;
+    let token = ack["resume_token"].as_str().unwrap().to_owned();
+    let mut peer = ClientPeer::new(ClientOptions::default()).await;
+    connect_to_server(&mut alice, &mut peer).await;
+
+    crashing.kill9();
+    let crashed = Instant::now();
+    // The resumed stream must stay open: closing it is leaving.
+    let (_resumed, resumed_after) = loop {
+        let mut attempt = SignalingClient::open(&survivor.grpc_url()).await;
+        let announce = attempt
+            .send(Req::Announce(pb::AnnounceRequest {
+                peer_id: "alice".into(),
+                metadata: with_token(&token),
+                ..Default::default()
+            }))
+            .await;
+        match attempt.next().await {
+            Ok(Some(response)) if response.request_id == announce => {
+                break (attempt, crashed.elapsed())
+            }
+            Ok(_) => panic!("unexpected reply to a resume"),
+            Err(status) => assert_eq!(status.code(), tonic::Code::AlreadyExists),
+        }
+        assert!(
+            crashed.elapsed() < Duration::from_secs(15),
+            "alice could not resume within 15 s of her frontend's crash"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    println!("resumed on the surviving frontend {resumed_after:?} after the crash");
+    tone_comes_back(&peer, 600.0).await;
 }

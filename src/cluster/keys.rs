@@ -52,6 +52,11 @@ impl Keys {
         format!("{}inbox:{peer_id}", self.prefix)
     }
 
+    /// A signaling replica's liveness (its peers enter their grace when it expires).
+    pub fn replica(&self, replica_id: &str) -> String {
+        format!("{}replica:{replica_id}", self.prefix)
+    }
+
     /// A worker's heartbeat (expires when the worker stops sending them).
     pub fn worker(&self, worker_id: &str) -> String {
         format!("{}worker:{worker_id}", self.prefix)

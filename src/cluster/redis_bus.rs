@@ -17,7 +17,9 @@ use tokio_util::sync::CancellationToken;
 
 use super::keys::Keys;
 use crate::proto::signaling::SignalingNotification;
-use crate::signaling::{BusError, Mailbox, NotificationBus, PeerRegistry, MAILBOX_CAPACITY};
+use crate::signaling::{
+    BusError, Delivery, Mailbox, NotificationBus, PeerRegistry, MAILBOX_CAPACITY,
+};
 
 /// Longest a reader blocks in XREAD before it picks up new subscriptions.
 const READ_BLOCK: Duration = Duration::from_millis(100);
@@ -41,17 +43,18 @@ pub struct RedisBus {
 
 struct Subscriber {
     id: u64,
-    sender: mpsc::Sender<SignalingNotification>,
+    sender: mpsc::Sender<Delivery>,
     /// Last stream entry delivered.
     last_id: String,
 }
 
 impl RedisBus {
-    /// A bus on `redis`. `reader` is a connection of its own: XREAD BLOCK would hold up every
-    /// other command on a shared one. Reads until `stop` fires.
+    /// A bus on `redis`. The reader opens connections of its own from `client` (XREAD BLOCK
+    /// would hold up every other command on a shared one), again after Redis restarts.
+    /// Reads until `stop` fires.
     pub fn new(
         redis: ConnectionManager,
-        reader: MultiplexedConnection,
+        client: redis::Client,
         keys: Keys,
         registry: Arc<dyn PeerRegistry>,
         stop: CancellationToken,
@@ -59,7 +62,7 @@ impl RedisBus {
         let subscribers = Arc::new(Mutex::new(HashMap::new()));
         let changed = Arc::new(Notify::new());
         tokio::spawn(read_streams(
-            reader,
+            client,
             keys.clone(),
             Arc::clone(&subscribers),
             Arc::clone(&changed),
@@ -115,15 +118,9 @@ impl RedisBus {
             .and_then(|reply| reply.ids.into_iter().next())
             .map_or_else(|| "0-0".to_owned(), |entry| entry.id)
     }
-}
 
-#[async_trait]
-impl NotificationBus for RedisBus {
-    async fn subscribe(&self, peer_id: &str) -> Result<Mailbox, BusError> {
-        if self.subscribers.lock().contains_key(peer_id) {
-            return Err(BusError::AlreadySubscribed(peer_id.to_owned()));
-        }
-        let last_id = self.stream_end(&self.keys.inbox(peer_id)).await;
+    /// Starts reading `peer_id`'s stream after entry `last_id`.
+    fn open(&self, peer_id: &str, last_id: String) -> Result<Mailbox, BusError> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (sender, receiver) = mpsc::channel(MAILBOX_CAPACITY);
         {
@@ -136,28 +133,49 @@ impl NotificationBus for RedisBus {
                 Subscriber {
                     id,
                     sender,
-                    last_id,
+                    last_id: last_id.clone(),
                 },
             );
         }
         self.changed.notify_one();
-        Ok(Mailbox { id, receiver })
+        Ok(Mailbox::new(id, receiver, Some(last_id)))
+    }
+}
+
+#[async_trait]
+impl NotificationBus for RedisBus {
+    async fn subscribe(&self, peer_id: &str) -> Result<Mailbox, BusError> {
+        if self.subscribers.lock().contains_key(peer_id) {
+            return Err(BusError::AlreadySubscribed(peer_id.to_owned()));
+        }
+        let last_id = self.stream_end(&self.keys.inbox(peer_id)).await;
+        self.open(peer_id, last_id)
+    }
+
+    async fn resume(&self, peer_id: &str, cursor: Option<String>) -> Result<Mailbox, BusError> {
+        self.open(peer_id, cursor.unwrap_or_else(|| "0-0".to_owned()))
+    }
+
+    async fn detach(&self, peer_id: &str, mailbox: Mailbox) -> Option<String> {
+        let mut subscribers = self.subscribers.lock();
+        if subscribers.get(peer_id).is_some_and(|s| s.id == mailbox.id) {
+            subscribers.remove(peer_id);
+        }
+        // Entries read into the mailbox but not taken are read again after the resume.
+        mailbox.cursor()
+    }
+
+    async fn discard(&self, peer_id: &str) {
+        let _ = redis::cmd("DEL")
+            .arg(self.keys.inbox(peer_id))
+            .query_async::<()>(&mut self.redis.clone())
+            .await;
     }
 
     async fn unsubscribe(&self, peer_id: &str, mailbox_id: u64) {
-        let removed = {
-            let mut subscribers = self.subscribers.lock();
-            if subscribers.get(peer_id).is_some_and(|s| s.id == mailbox_id) {
-                subscribers.remove(peer_id)
-            } else {
-                None
-            }
-        };
-        if removed.is_some() {
-            let _ = redis::cmd("DEL")
-                .arg(self.keys.inbox(peer_id))
-                .query_async::<()>(&mut self.redis.clone())
-                .await;
+        let mut subscribers = self.subscribers.lock();
+        if subscribers.get(peer_id).is_some_and(|s| s.id == mailbox_id) {
+            subscribers.remove(peer_id);
         }
     }
 
@@ -183,15 +201,30 @@ impl NotificationBus for RedisBus {
     }
 }
 
+/// Runs one XREAD on the reader connection, opening it first if needed (a restarted Redis
+/// broke the last one).
+async fn read(
+    client: &redis::Client,
+    reader: &mut Option<MultiplexedConnection>,
+    command: &redis::Cmd,
+) -> redis::RedisResult<Option<StreamReadReply>> {
+    let connection = match reader {
+        Some(connection) => connection,
+        None => reader.insert(client.get_multiplexed_async_connection().await?),
+    };
+    command.query_async(connection).await
+}
+
 /// One loop per replica: XREAD over the streams of every local subscriber, delivered into
 /// their mailboxes in order. A full mailbox cuts that peer off, as in memory.
 async fn read_streams(
-    mut reader: MultiplexedConnection,
+    client: redis::Client,
     keys: Keys,
     subscribers: Arc<Mutex<HashMap<String, Subscriber>>>,
     changed: Arc<Notify>,
     stop: CancellationToken,
 ) {
+    let mut reader = None;
     loop {
         let targets: Vec<(String, String, String)> = subscribers
             .lock()
@@ -219,13 +252,14 @@ async fn read_streams(
         }
         let reply = tokio::select! {
             () = stop.cancelled() => return,
-            reply = command.query_async::<Option<StreamReadReply>>(&mut reader) => reply,
+            reply = read(&client, &mut reader, &command) => reply,
         };
         let reply = match reply {
             Ok(Some(reply)) => reply,
             Ok(None) => continue,
             Err(err) => {
-                tracing::warn!(%err, "reading notifications from Redis failed; retrying");
+                tracing::warn!(%err, "reading notifications from Redis failed; reconnecting");
+                reader = None;
                 tokio::time::sleep(READ_BLOCK).await;
                 continue;
             }
@@ -255,7 +289,11 @@ async fn read_streams(
                     tracing::warn!(peer_id, id = entry.id, "undecodable notification skipped");
                     continue;
                 };
-                if subscriber.sender.try_send(notification).is_err() {
+                let delivery = Delivery {
+                    cursor: Some(entry.id.clone()),
+                    notification,
+                };
+                if subscriber.sender.try_send(delivery).is_err() {
                     cut_off = true;
                     break;
                 }

@@ -1,5 +1,7 @@
 //! The peer registry and pending offers in Redis: any replica sees every peer, and announce is
-//! an atomic create (`SET NX`) across all of them.
+//! an atomic create (`SET NX`) across all of them. Each replica keeps a liveness key; the
+//! peers of a replica whose key expired (it crashed) enter their resume grace, and whichever
+//! replica sweeps first ends a grace that ran out (Lua scripts make each step atomic).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -13,12 +15,71 @@ use tokio_util::sync::CancellationToken;
 
 use super::keys::Keys;
 use crate::proto::signaling::PeerCapabilities;
-use crate::signaling::{PeerRecord, PeerRegistry, PendingOffer, RegistryError, PENDING_OFFER_TTL};
+use crate::signaling::{
+    unix_millis, PeerRecord, PeerRegistry, PendingOffer, RegistryError, PENDING_OFFER_TTL,
+};
 
-/// A peer record lives this long without a refresh: a crashed replica's peers expire.
+/// A peer record lives this long without a refresh (a safety net: the sweep moves a crashed
+/// replica's peers into their grace well before).
 pub const PEER_TTL: Duration = Duration::from_secs(30);
-/// How often a replica refreshes the records of the peers it holds.
-const REFRESH_INTERVAL: Duration = Duration::from_secs(10);
+/// A replica whose liveness key is this old is dead; its peers enter their grace.
+pub const REPLICA_TTL: Duration = Duration::from_secs(10);
+/// How often a replica refreshes its liveness key and the records of the peers it holds.
+const REFRESH_INTERVAL: Duration = Duration::from_secs(3);
+/// A detached record outlives its grace by this much, so a sweep claims it before it expires.
+const DETACHED_MARGIN: Duration = Duration::from_secs(30);
+
+/// Marks a peer detached if the given stream still holds it.
+/// KEYS[1] peer; ARGV: connection id, detached-until ms, cursor ("" = none), TTL ms.
+const DETACH_SCRIPT: &str = r"
+local v = redis.call('GET', KEYS[1])
+if not v then return 0 end
+local r = cjson.decode(v)
+if r.connection_id ~= ARGV[1] then return 0 end
+r.detached_until_ms = tonumber(ARGV[2])
+if ARGV[3] == '' then r.cursor = cjson.null else r.cursor = ARGV[3] end
+redis.call('SET', KEYS[1], cjson.encode(r), 'PX', ARGV[4])
+return 1
+";
+
+/// Takes a detached peer back with its token. Returns the record as it was, 'taken', or nil.
+/// KEYS[1] peer; ARGV: token, owner, connection id, TTL ms.
+const RESUME_SCRIPT: &str = r"
+local v = redis.call('GET', KEYS[1])
+if not v then return nil end
+local r = cjson.decode(v)
+local d = r.detached_until_ms
+if d == nil or d == cjson.null or r.resume_token ~= ARGV[1] then return 'taken' end
+r.detached_until_ms = cjson.null
+r.owner = ARGV[2]
+r.connection_id = ARGV[3]
+redis.call('SET', KEYS[1], cjson.encode(r), 'PX', ARGV[4])
+return v
+";
+
+/// Deletes a peer whose grace ran out; 1 for the one caller that did.
+/// KEYS[1] peer; ARGV: now ms.
+const CLAIM_EXPIRED_SCRIPT: &str = r"
+local v = redis.call('GET', KEYS[1])
+if not v then return 0 end
+local d = cjson.decode(v).detached_until_ms
+if d == nil or d == cjson.null or d > tonumber(ARGV[1]) then return 0 end
+redis.call('DEL', KEYS[1])
+return 1
+";
+
+/// Starts the grace of a connected peer whose replica died.
+/// KEYS[1] peer; ARGV: dead owner, detached-until ms, TTL ms.
+const ORPHAN_SCRIPT: &str = r"
+local v = redis.call('GET', KEYS[1])
+if not v then return 0 end
+local r = cjson.decode(v)
+local d = r.detached_until_ms
+if (d ~= nil and d ~= cjson.null) or r.owner ~= ARGV[1] then return 0 end
+r.detached_until_ms = tonumber(ARGV[2])
+redis.call('SET', KEYS[1], cjson.encode(r), 'PX', ARGV[3])
+return 1
+";
 /// Keys fetched per SCAN step.
 const SCAN_COUNT: usize = 500;
 
@@ -26,6 +87,8 @@ const SCAN_COUNT: usize = 500;
 pub struct RedisRegistry {
     redis: ConnectionManager,
     keys: Keys,
+    /// This replica, as owner of the peers it holds.
+    replica_id: String,
     /// Peers registered through this replica, whose TTL it refreshes.
     local: Arc<Mutex<HashSet<String>>>,
 }
@@ -40,10 +103,21 @@ struct StoredPeer {
     extensions: String,
     metadata: HashMap<String, String>,
     connected_at: u64,
+    #[serde(default)]
+    resume_token: String,
+    #[serde(default)]
+    connection_id: String,
+    #[serde(default)]
+    cursor: Option<String>,
+    #[serde(default)]
+    detached_until_ms: Option<u64>,
+    /// The replica holding the peer's stream.
+    #[serde(default)]
+    owner: String,
 }
 
-impl From<&PeerRecord> for StoredPeer {
-    fn from(record: &PeerRecord) -> Self {
+impl StoredPeer {
+    fn new(record: &PeerRecord, owner: &str) -> Self {
         Self {
             peer_id: record.peer_id.clone(),
             audio: record.capabilities.audio,
@@ -52,6 +126,11 @@ impl From<&PeerRecord> for StoredPeer {
             extensions: record.capabilities.extensions.clone(),
             metadata: record.metadata.clone(),
             connected_at: record.connected_at,
+            resume_token: record.resume_token.clone(),
+            connection_id: record.connection_id.clone(),
+            cursor: record.cursor.clone(),
+            detached_until_ms: record.detached_until_ms,
+            owner: owner.to_owned(),
         }
     }
 }
@@ -68,6 +147,10 @@ impl From<StoredPeer> for PeerRecord {
             },
             metadata: stored.metadata,
             connected_at: stored.connected_at,
+            resume_token: stored.resume_token,
+            connection_id: stored.connection_id,
+            cursor: stored.cursor,
+            detached_until_ms: stored.detached_until_ms,
         }
     }
 }
@@ -84,13 +167,74 @@ impl RedisRegistry {
     /// A registry on `redis`; refreshes its peers' TTL until `stop` fires.
     pub fn new(redis: ConnectionManager, keys: Keys, stop: CancellationToken) -> Self {
         let local = Arc::new(Mutex::new(HashSet::new()));
+        let replica_id = uuid::Uuid::new_v4().simple().to_string();
         tokio::spawn(refresh_local_peers(
             redis.clone(),
             keys.clone(),
+            replica_id.clone(),
             Arc::clone(&local),
             stop,
         ));
-        Self { redis, keys, local }
+        Self {
+            redis,
+            keys,
+            replica_id,
+            local,
+        }
+    }
+
+    /// Every stored peer record.
+    async fn stored_peers(&self) -> Vec<StoredPeer> {
+        let keys = self.scan(&self.keys.peer_pattern()).await;
+        if keys.is_empty() {
+            return Vec::new();
+        }
+        let values: Vec<Option<String>> = match redis::cmd("MGET")
+            .arg(&keys)
+            .query_async(&mut self.redis.clone())
+            .await
+        {
+            Ok(values) => values,
+            Err(err) => {
+                tracing::warn!(%err, "listing peers from Redis failed");
+                return Vec::new();
+            }
+        };
+        values
+            .into_iter()
+            .flatten()
+            .filter_map(|v| serde_json::from_str::<StoredPeer>(&v).ok())
+            .collect()
+    }
+
+    /// Owners among `owners` whose liveness key is gone.
+    async fn dead_replicas(&self, owners: HashSet<String>) -> HashSet<String> {
+        let owners: Vec<String> = owners
+            .into_iter()
+            .filter(|o| !o.is_empty() && *o != self.replica_id)
+            .collect();
+        if owners.is_empty() {
+            return HashSet::new();
+        }
+        let alive: Result<Vec<Option<String>>, _> = redis::cmd("MGET")
+            .arg(
+                owners
+                    .iter()
+                    .map(|o| self.keys.replica(o))
+                    .collect::<Vec<_>>(),
+            )
+            .query_async(&mut self.redis.clone())
+            .await;
+        match alive {
+            Ok(alive) => owners
+                .into_iter()
+                .zip(alive)
+                .filter(|(_, key)| key.is_none())
+                .map(|(owner, _)| owner)
+                .collect(),
+            // Unknown is not dead: nobody loses its peers over a Redis hiccup.
+            Err(_) => HashSet::new(),
+        }
     }
 
     async fn scan(&self, pattern: &str) -> Vec<String> {
@@ -126,6 +270,7 @@ impl RedisRegistry {
 async fn refresh_local_peers(
     redis: ConnectionManager,
     keys: Keys,
+    replica_id: String,
     local: Arc<Mutex<HashSet<String>>>,
     stop: CancellationToken,
 ) {
@@ -137,6 +282,12 @@ async fn refresh_local_peers(
         }
         let peers: Vec<String> = local.lock().iter().cloned().collect();
         let mut pipe = redis::pipe();
+        pipe.cmd("SET")
+            .arg(keys.replica(&replica_id))
+            .arg(1)
+            .arg("PX")
+            .arg(REPLICA_TTL.as_millis() as u64)
+            .ignore();
         for peer_id in &peers {
             pipe.cmd("PEXPIRE")
                 .arg(keys.peer(peer_id))
@@ -152,7 +303,7 @@ async fn refresh_local_peers(
 #[async_trait]
 impl PeerRegistry for RedisRegistry {
     async fn register(&self, record: PeerRecord) -> Result<(), RegistryError> {
-        let value = serde_json::to_string(&StoredPeer::from(&record))
+        let value = serde_json::to_string(&StoredPeer::new(&record, &self.replica_id))
             .map_err(|e| RegistryError::Unavailable(e.to_string()))?;
         let created: Option<String> = redis::cmd("SET")
             .arg(self.keys.peer(&record.peer_id))
@@ -197,25 +348,10 @@ impl PeerRegistry for RedisRegistry {
     }
 
     async fn list(&self) -> Vec<PeerRecord> {
-        let keys = self.scan(&self.keys.peer_pattern()).await;
-        if keys.is_empty() {
-            return Vec::new();
-        }
-        let values: Vec<Option<String>> = match redis::cmd("MGET")
-            .arg(&keys)
-            .query_async(&mut self.redis.clone())
+        let mut peers: Vec<PeerRecord> = self
+            .stored_peers()
             .await
-        {
-            Ok(values) => values,
-            Err(err) => {
-                tracing::warn!(%err, "listing peers from Redis failed");
-                return Vec::new();
-            }
-        };
-        let mut peers: Vec<PeerRecord> = values
             .into_iter()
-            .flatten()
-            .filter_map(|v| serde_json::from_str::<StoredPeer>(&v).ok())
             .map(Into::into)
             .collect();
         peers.sort_by(|a, b| a.peer_id.cmp(&b.peer_id));
@@ -262,5 +398,102 @@ impl PeerRegistry for RedisRegistry {
 
     async fn pending_offer_count(&self) -> usize {
         self.scan(&self.keys.offer_pattern()).await.len()
+    }
+
+    async fn detach(
+        &self,
+        peer_id: &str,
+        connection_id: &str,
+        cursor: Option<String>,
+        grace: Duration,
+    ) -> bool {
+        self.local.lock().remove(peer_id);
+        let detached: Result<i64, _> = redis::Script::new(DETACH_SCRIPT)
+            .key(self.keys.peer(peer_id))
+            .arg(connection_id)
+            .arg(unix_millis() + grace.as_millis() as u64)
+            .arg(cursor.unwrap_or_default())
+            .arg((grace + DETACHED_MARGIN).as_millis() as u64)
+            .invoke_async(&mut self.redis.clone())
+            .await;
+        match detached {
+            Ok(n) => n == 1,
+            Err(err) => {
+                tracing::warn!(%err, peer_id, "marking a peer detached in Redis failed");
+                false
+            }
+        }
+    }
+
+    async fn resume(
+        &self,
+        peer_id: &str,
+        token: &str,
+        connection_id: &str,
+    ) -> Result<Option<PeerRecord>, RegistryError> {
+        let reply: Option<String> = redis::Script::new(RESUME_SCRIPT)
+            .key(self.keys.peer(peer_id))
+            .arg(token)
+            .arg(&self.replica_id)
+            .arg(connection_id)
+            .arg(PEER_TTL.as_millis() as u64)
+            .invoke_async(&mut self.redis.clone())
+            .await
+            .map_err(|e| RegistryError::Unavailable(e.to_string()))?;
+        match reply.as_deref() {
+            None => Ok(None),
+            Some("taken") => Err(RegistryError::AlreadyExists(peer_id.to_owned())),
+            Some(json) => {
+                let stored: StoredPeer = serde_json::from_str(json)
+                    .map_err(|e| RegistryError::Unavailable(format!("stored peer: {e}")))?;
+                self.local.lock().insert(peer_id.to_owned());
+                Ok(Some(stored.into()))
+            }
+        }
+    }
+
+    async fn sweep(&self, grace: Duration) -> Vec<PeerRecord> {
+        let now = unix_millis();
+        let stored = self.stored_peers().await;
+        let owners = stored
+            .iter()
+            .filter(|p| p.detached_until_ms.is_none())
+            .map(|p| p.owner.clone())
+            .collect();
+        let dead = self.dead_replicas(owners).await;
+        let mut ended = Vec::new();
+        for peer in stored {
+            let key = self.keys.peer(&peer.peer_id);
+            match peer.detached_until_ms {
+                Some(until) if until <= now => {
+                    let claimed: Result<i64, _> = redis::Script::new(CLAIM_EXPIRED_SCRIPT)
+                        .key(&key)
+                        .arg(now)
+                        .invoke_async(&mut self.redis.clone())
+                        .await;
+                    if matches!(claimed, Ok(1)) {
+                        ended.push(peer.into());
+                    }
+                }
+                None if dead.contains(&peer.owner) => {
+                    let orphaned: Result<i64, _> = redis::Script::new(ORPHAN_SCRIPT)
+                        .key(&key)
+                        .arg(&peer.owner)
+                        .arg(now + grace.as_millis() as u64)
+                        .arg((grace + DETACHED_MARGIN).as_millis() as u64)
+                        .invoke_async(&mut self.redis.clone())
+                        .await;
+                    if matches!(orphaned, Ok(1)) {
+                        tracing::warn!(
+                            peer_id = peer.peer_id,
+                            replica = peer.owner,
+                            "the peer's signaling replica died: it may resume elsewhere"
+                        );
+                    }
+                }
+                _ => {}
+            }
+        }
+        ended
     }
 }

@@ -83,13 +83,6 @@ impl Worker {
         let (sessions, events) = session_manager(config).await?;
         let stop = CancellationToken::new();
         let (client, redis) = super::connect(url).await?;
-        let reader = client
-            .get_multiplexed_async_connection()
-            .await
-            .map_err(|source| super::ClusterError::Redis {
-                url: url.to_owned(),
-                source,
-            })?;
         let keys = Keys::new(config.redis_prefix.clone());
         let registry: Arc<dyn PeerRegistry> = Arc::new(RedisRegistry::new(
             redis.clone(),
@@ -98,7 +91,7 @@ impl Worker {
         ));
         let bus: Arc<dyn NotificationBus> = Arc::new(RedisBus::new(
             redis.clone(),
-            reader,
+            client,
             keys.clone(),
             registry,
             stop.child_token(),

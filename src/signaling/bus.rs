@@ -1,5 +1,6 @@
 //! Notification delivery: a bounded mailbox per connected peer. In memory here; Redis streams
-//! in the cluster.
+//! in the cluster. A peer whose stream broke is detached: what is published for it is kept
+//! until it resumes (and then comes first, in order) or is discarded.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -17,13 +18,45 @@ pub const MAILBOX_CAPACITY: usize = 1024;
 /// off for reading too slowly or was unsubscribed.
 pub struct Mailbox {
     pub(crate) id: u64,
-    pub(crate) receiver: mpsc::Receiver<SignalingNotification>,
+    pub(crate) receiver: mpsc::Receiver<Delivery>,
+    /// Position of the last notification taken (Redis stream entry id); in memory `None`.
+    pub(crate) cursor: Option<String>,
+}
+
+/// One notification and its position in the peer's stream.
+#[derive(Debug)]
+pub struct Delivery {
+    pub cursor: Option<String>,
+    pub notification: SignalingNotification,
 }
 
 impl Mailbox {
+    pub(crate) fn new(id: u64, receiver: mpsc::Receiver<Delivery>, cursor: Option<String>) -> Self {
+        Self {
+            id,
+            receiver,
+            cursor,
+        }
+    }
+
+    /// A mailbox that is already closed (what a detached stream is left holding).
+    pub(crate) fn closed() -> Self {
+        let (_, receiver) = mpsc::channel(1);
+        Self::new(u64::MAX, receiver, None)
+    }
+
     /// The next notification, or `None` once the mailbox is closed.
     pub async fn recv(&mut self) -> Option<SignalingNotification> {
-        self.receiver.recv().await
+        let delivery = self.receiver.recv().await?;
+        if delivery.cursor.is_some() {
+            self.cursor = delivery.cursor;
+        }
+        Some(delivery.notification)
+    }
+
+    /// Where a resumed mailbox continues: after the last notification taken.
+    pub fn cursor(&self) -> Option<String> {
+        self.cursor.clone()
     }
 }
 
@@ -43,6 +76,14 @@ pub enum BusError {
 pub trait NotificationBus: Send + Sync + 'static {
     /// Opens `peer_id`'s mailbox; fails if it already has one.
     async fn subscribe(&self, peer_id: &str) -> Result<Mailbox, BusError>;
+    /// Reopens the mailbox of a peer that resumes: what was published after `cursor` (in
+    /// memory: what waited in its kept mailbox) comes first, in order.
+    async fn resume(&self, peer_id: &str, cursor: Option<String>) -> Result<Mailbox, BusError>;
+    /// Stops delivering to `mailbox` but keeps what is published for `peer_id` until it
+    /// resumes or is discarded. Returns the cursor to resume from.
+    async fn detach(&self, peer_id: &str, mailbox: Mailbox) -> Option<String>;
+    /// Drops whatever is kept for a peer that will not come back.
+    async fn discard(&self, peer_id: &str);
     /// Closes the mailbox `mailbox_id` of `peer_id` (a newer mailbox of the same id stays).
     async fn unsubscribe(&self, peer_id: &str, mailbox_id: u64);
     /// Delivers to one peer.
@@ -58,7 +99,9 @@ pub trait NotificationBus: Send + Sync + 'static {
 /// Single-process bus.
 #[derive(Default)]
 pub struct InMemoryBus {
-    mailboxes: Mutex<HashMap<String, (u64, mpsc::Sender<SignalingNotification>)>>,
+    mailboxes: Mutex<HashMap<String, (u64, mpsc::Sender<Delivery>)>>,
+    /// Mailboxes of detached peers: publishing still fills them.
+    kept: Mutex<HashMap<String, Mailbox>>,
     next_id: AtomicU64,
 }
 
@@ -66,14 +109,18 @@ impl InMemoryBus {
     /// Never blocks: a full mailbox means its reader is stuck, so it is closed rather than
     /// letting one slow client stall signaling for everyone.
     fn deliver(
-        mailboxes: &mut HashMap<String, (u64, mpsc::Sender<SignalingNotification>)>,
+        mailboxes: &mut HashMap<String, (u64, mpsc::Sender<Delivery>)>,
         peer_id: &str,
         notification: SignalingNotification,
     ) -> Result<(), BusError> {
         let Some((_, sender)) = mailboxes.get(peer_id) else {
             return Err(BusError::NotSubscribed(peer_id.to_owned()));
         };
-        match sender.try_send(notification) {
+        let delivery = Delivery {
+            cursor: None,
+            notification,
+        };
+        match sender.try_send(delivery) {
             Ok(()) => Ok(()),
             Err(mpsc::error::TrySendError::Full(_)) => {
                 tracing::warn!(peer_id, "notification mailbox full, cutting the peer off");
@@ -98,7 +145,26 @@ impl NotificationBus for InMemoryBus {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (sender, receiver) = mpsc::channel(MAILBOX_CAPACITY);
         mailboxes.insert(peer_id.to_owned(), (id, sender));
-        Ok(Mailbox { id, receiver })
+        Ok(Mailbox::new(id, receiver, None))
+    }
+
+    async fn resume(&self, peer_id: &str, _cursor: Option<String>) -> Result<Mailbox, BusError> {
+        let kept = self.kept.lock().remove(peer_id);
+        match kept {
+            Some(mailbox) => Ok(mailbox),
+            // Cut off while away (its kept mailbox overflowed): start afresh.
+            None => self.subscribe(peer_id).await,
+        }
+    }
+
+    async fn detach(&self, peer_id: &str, mailbox: Mailbox) -> Option<String> {
+        self.kept.lock().insert(peer_id.to_owned(), mailbox);
+        None
+    }
+
+    async fn discard(&self, peer_id: &str) {
+        self.kept.lock().remove(peer_id);
+        self.mailboxes.lock().remove(peer_id);
     }
 
     async fn unsubscribe(&self, peer_id: &str, mailbox_id: u64) {

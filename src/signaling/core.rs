@@ -3,9 +3,10 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
 
 use super::bus::{BusError, Mailbox, NotificationBus};
 use super::error::{Payload, SignalingError};
@@ -27,12 +28,22 @@ pub const MAX_EARLY_CANDIDATES: usize = 64;
 
 /// Announce metadata key naming the pipeline manifest of the peer's server sessions.
 pub const MANIFEST_METADATA_KEY: &str = "manifest";
+/// Announce metadata key carrying the resume token of a peer that comes back.
+pub const RESUME_TOKEN_METADATA_KEY: &str = "resume_token";
+/// How often graces that ran out are looked for.
+const SWEEP_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Signaling limits.
 #[derive(Debug, Clone)]
 pub struct SignalingLimits {
     /// Announced client peers this process accepts.
     pub max_peers: usize,
+    /// How long a peer whose stream broke stays registered, its server session running and
+    /// its notifications kept, so it can resume; zero: it leaves at once.
+    pub resume_grace: Duration,
+    /// Whether this process's own shutdown counts as a broken stream (a frontend replica:
+    /// its clients resume on another) rather than their leaving (a single process).
+    pub keep_peers_on_shutdown: bool,
 }
 
 /// Shared signaling state behind every stream.
@@ -101,20 +112,75 @@ impl SignalingCore {
         }
     }
 
-    /// Registers a new peer for a stream.
+    /// Whether the transport should keep its peers (detach) when this process shuts down.
+    pub fn keeps_peers_on_shutdown(&self) -> bool {
+        self.limits.keep_peers_on_shutdown
+    }
+
+    /// Ends the graces that ran out, until `stop`: their sessions close and `PeerLeft` goes
+    /// out. In a cluster every replica sweeps; each expired peer is ended by one of them.
+    pub async fn expire_detached_peers(self: Arc<Self>, stop: CancellationToken) {
+        let mut tick = tokio::time::interval(SWEEP_INTERVAL);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                () = stop.cancelled() => return,
+                _ = tick.tick() => {}
+            }
+            for record in self.registry.sweep(self.limits.resume_grace).await {
+                tracing::info!(peer_id = record.peer_id, "resume grace ended");
+                end_registration(Arc::clone(&self), record.peer_id, None).await;
+            }
+        }
+    }
+
+    /// Registers a new peer for a stream, or takes a detached one back when the announce
+    /// carries its resume token.
     ///
     /// # Errors
     /// `InvalidPeerId`, `PeerIdReserved`, `PeerIdTaken` or `TooManyPeers`.
     pub async fn announce(
         self: &Arc<Self>,
-        request: pb::AnnounceRequest,
+        mut request: pb::AnnounceRequest,
     ) -> Result<ConnectedPeer, SignalingError> {
-        let peer_id = request.peer_id;
+        let peer_id = std::mem::take(&mut request.peer_id);
         validate_peer_id(&peer_id)?;
         if peer_id == SERVER_PEER_ID {
             return Err(SignalingError::PeerIdReserved(peer_id));
         }
         let slot = PeerSlot::reserve(self)?;
+        let connection_id = uuid::Uuid::new_v4().simple().to_string();
+        if let Some(token) = request.metadata.remove(RESUME_TOKEN_METADATA_KEY) {
+            match self.registry.resume(&peer_id, &token, &connection_id).await {
+                Ok(Some(record)) => {
+                    let mailbox = self
+                        .bus
+                        .resume(&peer_id, record.cursor.clone())
+                        .await
+                        .map_err(|err| SignalingError::StateUnavailable(err.to_string()))?;
+                    tracing::info!(peer_id, "peer resumed");
+                    return Ok(ConnectedPeer {
+                        core: Arc::clone(self),
+                        manifest: record.metadata.get(MANIFEST_METADATA_KEY).cloned(),
+                        peer_id,
+                        resume_token: record.resume_token,
+                        connection_id,
+                        mailbox,
+                        early_candidates: Vec::new(),
+                        _slot: slot,
+                        left: false,
+                    });
+                }
+                // Its grace is over (or it never was): a fresh registration.
+                Ok(None) => {}
+                Err(RegistryError::AlreadyExists(_)) => {
+                    return Err(SignalingError::PeerIdTaken(peer_id))
+                }
+                Err(RegistryError::Unavailable(why)) => {
+                    return Err(SignalingError::StateUnavailable(why))
+                }
+            }
+        }
         let mailbox = self
             .bus
             .subscribe(&peer_id)
@@ -129,6 +195,10 @@ impl SignalingCore {
             capabilities,
             metadata: request.metadata,
             connected_at: unix_seconds(),
+            resume_token: uuid::Uuid::new_v4().simple().to_string(),
+            connection_id: connection_id.clone(),
+            cursor: mailbox.cursor(),
+            detached_until_ms: None,
         };
         let manifest = record.metadata.get(MANIFEST_METADATA_KEY).cloned();
         if let Err(err) = self.registry.register(record.clone()).await {
@@ -153,6 +223,8 @@ impl SignalingCore {
             core: Arc::clone(self),
             manifest,
             peer_id,
+            resume_token: record.resume_token,
+            connection_id,
             mailbox,
             early_candidates: Vec::new(),
             _slot: slot,
@@ -242,6 +314,10 @@ pub struct ConnectedPeer {
     peer_id: String,
     /// The pipeline this peer's server sessions run (announce metadata `manifest`).
     manifest: Option<String>,
+    /// Given in the announce ack; presented to resume after the stream breaks.
+    resume_token: String,
+    /// This stream's hold on the peer.
+    connection_id: String,
     mailbox: Mailbox,
     /// Candidates for a server session that does not exist yet, applied after the offer.
     early_candidates: Vec<IceCandidate>,
@@ -252,6 +328,11 @@ pub struct ConnectedPeer {
 impl ConnectedPeer {
     pub fn peer_id(&self) -> &str {
         &self.peer_id
+    }
+
+    /// The token that resumes this peer on a new stream after this one breaks.
+    pub fn resume_token(&self) -> &str {
+        &self.resume_token
     }
 
     /// The peers this one sees, for the announce acknowledgement.
@@ -441,12 +522,39 @@ impl ConnectedPeer {
     /// Ends the registration: closes the server session, clears offers, tells the others.
     pub async fn leave(mut self) {
         self.left = true;
-        cleanup(
+        end_registration(
             Arc::clone(&self.core),
             self.peer_id.clone(),
-            self.mailbox.id,
+            Some(self.mailbox.id),
         )
         .await;
+    }
+
+    /// The stream broke: the peer stays registered for the resume grace, its server session
+    /// runs on and its notifications are kept; nobody is told it left (yet).
+    pub async fn detach(mut self) {
+        let grace = self.core.limits.resume_grace;
+        if grace.is_zero() {
+            return self.leave().await;
+        }
+        self.left = true;
+        let mailbox = std::mem::replace(&mut self.mailbox, Mailbox::closed());
+        let cursor = self.core.bus.detach(&self.peer_id, mailbox).await;
+        let kept = self
+            .core
+            .registry
+            .detach(&self.peer_id, &self.connection_id, cursor, grace)
+            .await;
+        if kept {
+            tracing::info!(
+                peer_id = self.peer_id,
+                ?grace,
+                "stream broke: peer kept for a resume"
+            );
+        } else {
+            // Gone from the registry (e.g. Redis lost it): nothing to resume, end it all.
+            end_registration(Arc::clone(&self.core), self.peer_id.clone(), None).await;
+        }
     }
 }
 
@@ -459,14 +567,19 @@ impl Drop for ConnectedPeer {
         let peer_id = std::mem::take(&mut self.peer_id);
         let mailbox_id = self.mailbox.id;
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-            runtime.spawn(cleanup(core, peer_id, mailbox_id));
+            runtime.spawn(end_registration(core, peer_id, Some(mailbox_id)));
         }
     }
 }
 
-async fn cleanup(core: Arc<SignalingCore>, peer_id: String, mailbox_id: u64) {
+/// A peer leaves for good: its server session closes, its kept notifications and offers go,
+/// and the others get `PeerLeft`.
+async fn end_registration(core: Arc<SignalingCore>, peer_id: String, mailbox_id: Option<u64>) {
     core.host.close_session(&peer_id).await;
-    core.bus.unsubscribe(&peer_id, mailbox_id).await;
+    if let Some(mailbox_id) = mailbox_id {
+        core.bus.unsubscribe(&peer_id, mailbox_id).await;
+    }
+    core.bus.discard(&peer_id).await;
     core.registry.unregister(&peer_id).await;
     core.bus
         .broadcast(

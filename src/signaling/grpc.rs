@@ -128,43 +128,53 @@ async fn run_stream(
     let ack = ack(
         request_id,
         "announced",
-        json!({"peer_id": peer.peer_id(), "peers_count": roster.peers_count, "other_peers": roster.other_peers}),
+        json!({
+            "peer_id": peer.peer_id(),
+            "peers_count": roster.peers_count,
+            "other_peers": roster.other_peers,
+            "resume_token": peer.resume_token(),
+        }),
     );
     if out.send(Ok(ack)).await.is_err() {
-        peer.leave().await;
+        peer.detach().await;
         return;
     }
 
-    loop {
+    // Whether the client ended the stream (it leaves) or the stream broke (it may resume).
+    let clean = loop {
         tokio::select! {
             message = inbound.message() => match message {
                 Ok(Some(request)) => {
                     if handle_request(&core, &mut peer, request, &out).await.is_err() {
-                        break;
+                        break false;
                     }
                 }
-                Ok(None) => break,
+                Ok(None) => break true,
                 Err(status) => {
                     tracing::info!(peer_id = peer.peer_id(), %status, "signaling stream broke");
-                    break;
+                    break false;
                 }
             },
             notification = peer.next_notification() => {
                 let Some(notification) = notification else {
                     let _ = out.send(Err(SignalingError::SlowConsumer.into())).await;
-                    break;
+                    break true;
                 };
                 if out.send(Ok(response(String::new(), Resp::Notification(notification)))).await.is_err() {
-                    break;
+                    break false;
                 }
             },
             () = shutdown.cancelled() => {
                 let _ = out.send(Err(SignalingError::ShuttingDown.into())).await;
-                break;
+                break !core.keeps_peers_on_shutdown();
             }
         }
+    };
+    if clean {
+        peer.leave().await;
+    } else {
+        peer.detach().await;
     }
-    peer.leave().await;
 }
 
 /// Handles one request; `Err` means the client is gone.

@@ -13,17 +13,18 @@ mod registry;
 mod session_host;
 mod websocket;
 
-pub use bus::{BusError, InMemoryBus, Mailbox, NotificationBus, MAILBOX_CAPACITY};
+pub use bus::{BusError, Delivery, InMemoryBus, Mailbox, NotificationBus, MAILBOX_CAPACITY};
 pub use core::{
     deliver_session_event, ConnectedPeer, OfferOutcome, Roster, SignalingCore, SignalingLimits,
     SignalingStats, MANIFEST_METADATA_KEY, MAX_CANDIDATE_BYTES, MAX_EARLY_CANDIDATES,
-    MAX_SDP_BYTES,
+    MAX_SDP_BYTES, RESUME_TOKEN_METADATA_KEY,
 };
 pub use error::{jsonrpc, Payload, RpcError, SignalingError};
 pub use grpc::GrpcSignaling;
 pub use peer_id::{validate_peer_id, SERVER_PEER_ID};
 pub use registry::{
-    InMemoryRegistry, PeerRecord, PeerRegistry, PendingOffer, RegistryError, PENDING_OFFER_TTL,
+    unix_millis, InMemoryRegistry, PeerRecord, PeerRegistry, PendingOffer, RegistryError,
+    PENDING_OFFER_TTL,
 };
 pub use session_host::{IceCandidate, SessionError, SessionEvent, SessionHost, SessionRequest};
 pub use websocket::{OriginPolicy, WebSocketSignaling, MAX_FRAME_BYTES};

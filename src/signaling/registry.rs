@@ -1,7 +1,7 @@
 //! Who is connected, and which offers wait for an answer. In memory here; Redis in the cluster.
 
 use std::collections::HashMap;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
 use parking_lot::Mutex;
@@ -19,6 +19,29 @@ pub struct PeerRecord {
     pub metadata: HashMap<String, String>,
     /// Unix seconds.
     pub connected_at: u64,
+    /// Presented (announce metadata `resume_token`) to take the peer back after its stream broke.
+    pub resume_token: String,
+    /// The stream that holds the peer now: a late detach of an older stream changes nothing.
+    pub connection_id: String,
+    /// Where its notifications continue after a resume (the bus's position); `None`: from
+    /// the first one kept.
+    pub cursor: Option<String>,
+    /// Set while the peer's stream is broken: it may resume until then (Unix milliseconds).
+    pub detached_until_ms: Option<u64>,
+}
+
+impl PeerRecord {
+    /// Whether the peer is in its resume grace (its stream broke, it has not come back).
+    pub fn is_detached(&self) -> bool {
+        self.detached_until_ms.is_some()
+    }
+}
+
+/// Milliseconds since the Unix epoch (grace deadlines are compared across replicas).
+pub fn unix_millis() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 /// An offer forwarded to a peer that has not answered yet.
@@ -55,6 +78,28 @@ pub trait PeerRegistry: Send + Sync + 'static {
     async fn take_offer(&self, from: &str, to: &str) -> Option<PendingOffer>;
     /// Live pending offers.
     async fn pending_offer_count(&self) -> usize;
+    /// The stream `connection_id` of `peer_id` broke: keep the peer, and its notification
+    /// `cursor`, for `grace`. Returns false when the peer is gone or held by another stream.
+    async fn detach(
+        &self,
+        peer_id: &str,
+        connection_id: &str,
+        cursor: Option<String>,
+        grace: Duration,
+    ) -> bool;
+    /// Takes a detached peer back for the stream `connection_id` if `token` is its resume
+    /// token. `Ok(None)`: no such peer (its grace ended); `AlreadyExists`: connected, or a
+    /// wrong token.
+    async fn resume(
+        &self,
+        peer_id: &str,
+        token: &str,
+        connection_id: &str,
+    ) -> Result<Option<PeerRecord>, RegistryError>;
+    /// Removes the peers whose grace ran out and returns them, each to exactly one caller
+    /// (across replicas), which ends their sessions. In a cluster it also starts the grace of
+    /// peers whose replica died.
+    async fn sweep(&self, grace: Duration) -> Vec<PeerRecord>;
 }
 
 /// Single-process registry.
@@ -129,6 +174,58 @@ impl PeerRegistry for InMemoryRegistry {
         state.drop_expired_offers(Instant::now());
         state.offers.len()
     }
+
+    async fn detach(
+        &self,
+        peer_id: &str,
+        connection_id: &str,
+        cursor: Option<String>,
+        grace: Duration,
+    ) -> bool {
+        let mut state = self.state.lock();
+        match state.peers.get_mut(peer_id) {
+            Some(record) if record.connection_id == connection_id => {
+                record.cursor = cursor;
+                record.detached_until_ms = Some(unix_millis() + grace.as_millis() as u64);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    async fn resume(
+        &self,
+        peer_id: &str,
+        token: &str,
+        connection_id: &str,
+    ) -> Result<Option<PeerRecord>, RegistryError> {
+        let mut state = self.state.lock();
+        let Some(record) = state.peers.get_mut(peer_id) else {
+            return Ok(None);
+        };
+        if !record.is_detached() || record.resume_token != token {
+            return Err(RegistryError::AlreadyExists(peer_id.to_owned()));
+        }
+        let before = record.clone();
+        record.detached_until_ms = None;
+        connection_id.clone_into(&mut record.connection_id);
+        Ok(Some(before))
+    }
+
+    async fn sweep(&self, _grace: Duration) -> Vec<PeerRecord> {
+        let now = unix_millis();
+        let mut state = self.state.lock();
+        let ended: Vec<String> = state
+            .peers
+            .values()
+            .filter(|r| r.detached_until_ms.is_some_and(|until| until <= now))
+            .map(|r| r.peer_id.clone())
+            .collect();
+        ended
+            .iter()
+            .filter_map(|id| state.peers.remove(id))
+            .collect()
+    }
 }
 
 #[cfg(test)]
@@ -141,6 +238,10 @@ mod tests {
             capabilities: PeerCapabilities::default(),
             metadata: HashMap::new(),
             connected_at: 0,
+            resume_token: format!("token-{id}"),
+            connection_id: "c1".into(),
+            cursor: None,
+            detached_until_ms: None,
         }
     }
 
@@ -176,5 +277,41 @@ mod tests {
         assert!(registry.take_offer("a", "b").await.is_none());
         registry.unregister("a").await;
         assert_eq!(registry.pending_offer_count().await, 0);
+    }
+
+    #[tokio::test]
+    async fn a_detached_peer_resumes_with_its_token_only_and_expires_after_its_grace() {
+        let registry = InMemoryRegistry::default();
+        registry.register(record("a")).await.unwrap();
+        // Connected: no resume, whatever the token.
+        assert!(registry.resume("a", "token-a", "c2").await.is_err());
+        // Only the stream that holds the peer detaches it.
+        assert!(
+            !registry
+                .detach("a", "other", None, Duration::from_secs(30))
+                .await
+        );
+        assert!(
+            registry
+                .detach("a", "c1", Some("5-0".into()), Duration::from_secs(30))
+                .await
+        );
+        assert!(registry.resume("a", "wrong", "c2").await.is_err());
+        let resumed = registry
+            .resume("a", "token-a", "c2")
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(resumed.cursor.as_deref(), Some("5-0"));
+        assert!(registry.sweep(Duration::ZERO).await.is_empty());
+        assert!(registry.resume("nobody", "t", "c").await.unwrap().is_none());
+
+        // The old stream's late detach changes nothing; the new one's does.
+        assert!(!registry.detach("a", "c1", None, Duration::ZERO).await);
+        assert!(registry.detach("a", "c2", None, Duration::ZERO).await);
+        let ended = registry.sweep(Duration::ZERO).await;
+        assert_eq!(ended.len(), 1);
+        assert!(registry.get("a").await.is_none());
+        assert!(registry.sweep(Duration::ZERO).await.is_empty());
     }
 }

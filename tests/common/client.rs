@@ -366,6 +366,22 @@ impl ClientPeer {
         }
     }
 
+    /// Sends 0.6 s of a tone and returns the dominant frequency of what came back meanwhile
+    /// (its steady part); panics when too little came back.
+    pub async fn tone_round_trip(&self, frequency: f32) -> f32 {
+        let before = self.received.lock().samples.len();
+        self.send_tone(frequency, 0.6, 20, 0.5).await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let received = self.received.lock();
+        let fresh = &received.samples[before..];
+        assert!(
+            fresh.len() >= 19_200,
+            "only {} samples came back",
+            fresh.len()
+        );
+        remotemedia_webrtc::media::dominant_frequency(&fresh[4_800..19_200], 48_000)
+    }
+
     pub async fn close(&self) {
         self.pc.close().await.unwrap();
     }

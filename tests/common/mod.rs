@@ -7,6 +7,7 @@ pub mod client;
 pub mod cluster;
 pub mod relay;
 pub mod signaling;
+pub mod tcp_proxy;
 pub mod websocket;
 
 use std::net::SocketAddr;

@@ -234,3 +234,58 @@ pub async fn health(url: &str) -> pb::HealthCheckResponse {
 }
 
 pub const SHORT: Duration = Duration::from_millis(300);
+
+/// Candidate `i` of a numbered series (its port carries the number), to check order.
+fn numbered_candidate(i: u16) -> webrtc::ice_transport::ice_candidate::RTCIceCandidateInit {
+    webrtc::ice_transport::ice_candidate::RTCIceCandidateInit {
+        candidate: format!(
+            "candidate:{i} 1 udp 2130706431 127.0.0.1 {} typ host",
+            10_000 + i
+        ),
+        sdp_mid: Some("0".into()),
+        sdp_mline_index: Some(0),
+        username_fragment: None,
+    }
+}
+
+/// Sends `n` numbered ICE candidates from `from` to `to`, each acknowledged.
+pub async fn send_numbered_candidates(from: &mut SignalingClient, to: &str, n: u16) {
+    for i in 0..n {
+        let request = from.candidate(to, Some(numbered_candidate(i))).await;
+        from.expect_ack(&request).await;
+    }
+}
+
+/// Receives `n` numbered ICE candidates from `from` and checks they are 0..n in order.
+pub async fn expect_numbered_candidates(to: &mut SignalingClient, from: &str, n: u16) {
+    for i in 0..n {
+        let candidate = to
+            .expect_notification(|n| match n {
+                Notification::IceCandidate(c) if c.from_peer_id == from => Some(c.clone()),
+                _ => None,
+            })
+            .await;
+        assert_eq!(
+            candidate.candidate,
+            numbered_candidate(i).candidate,
+            "notification {i} of {n} out of order or missing"
+        );
+    }
+}
+
+/// Notifications that reach `client` within `quiet` (then it is drained).
+pub async fn drain_notifications(
+    client: &mut SignalingClient,
+    quiet: std::time::Duration,
+) -> Vec<Notification> {
+    let mut seen = Vec::new();
+    while let Ok(Ok(Some(response))) = tokio::time::timeout(quiet, client.inbound.message()).await {
+        if let Some(Resp::Notification(pb::SignalingNotification {
+            notification: Some(n),
+        })) = response.response
+        {
+            seen.push(n);
+        }
+    }
+    seen
+}

@@ -9,7 +9,9 @@ use serde_json::{json, Value};
 
 use super::rpc::peer_json;
 use crate::proto::signaling::{self as pb};
-use crate::signaling::core::{ConnectedPeer, OfferOutcome, SignalingCore};
+use crate::signaling::core::{
+    ConnectedPeer, OfferOutcome, SignalingCore, RESUME_TOKEN_METADATA_KEY,
+};
 use crate::signaling::error::{RpcError, SignalingError};
 use crate::signaling::session_host::IceCandidate;
 
@@ -20,7 +22,9 @@ struct AnnounceParams {
     capabilities: Option<Capabilities>,
     #[serde(default)]
     metadata: HashMap<String, String>,
-    // `resume_token` is ignored: a single process offers no resume (the cluster does).
+    /// Takes the peer back after its socket broke (the same as metadata `resume_token`).
+    #[serde(default)]
+    resume_token: Option<String>,
 }
 
 #[derive(Deserialize, Default)]
@@ -83,7 +87,11 @@ pub async fn dispatch(
         if let Some(peer) = peer {
             return Err(SignalingError::AlreadyAnnounced(peer.peer_id().into()).into());
         }
-        let p: AnnounceParams = params(raw)?;
+        let mut p: AnnounceParams = params(raw)?;
+        if let Some(token) = p.resume_token.take() {
+            p.metadata
+                .insert(RESUME_TOKEN_METADATA_KEY.to_owned(), token);
+        }
         let capabilities = p.capabilities.unwrap_or_default();
         let connected = core
             .announce(pb::AnnounceRequest {
@@ -102,7 +110,7 @@ pub async fn dispatch(
             "peer_id": connected.peer_id(),
             "peers_count": roster.peers_count,
             "other_peers": roster.other_peers,
-            "resume_token": null,
+            "resume_token": connected.resume_token(),
         });
         *peer = Some(connected);
         return Ok(result);

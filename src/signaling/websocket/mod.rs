@@ -98,7 +98,8 @@ async fn run_connection(
     shutdown: CancellationToken,
 ) {
     let mut peer: Option<ConnectedPeer> = None;
-    loop {
+    // Whether the client closed (it leaves) or the socket broke (it may resume).
+    let clean = loop {
         let outgoing = tokio::select! {
             frame = socket.recv() => match frame {
                 Some(Ok(Message::Text(text))) => handle_text(&core, &mut peer, text.as_str()).await,
@@ -107,32 +108,35 @@ async fn run_connection(
                     &RpcError::InvalidRequest("binary frames are not supported; send text".into()),
                 )),
                 Some(Ok(Message::Ping(_) | Message::Pong(_))) => None,
-                Some(Ok(Message::Close(_))) | None => break,
+                Some(Ok(Message::Close(_))) => break true,
+                None => break false,
                 Some(Err(err)) => {
                     tracing::info!(peer_id = peer.as_ref().map(ConnectedPeer::peer_id), %err, "WebSocket broke");
-                    break;
+                    break false;
                 }
             },
             wake = next_wake(&mut peer) => match wake {
                 Wake::Notification(notification) => rpc::notification(notification),
                 Wake::CutOff => {
                     close(&mut socket, SignalingError::SlowConsumer, close_code::POLICY).await;
-                    break;
+                    break true;
                 }
             },
             () = shutdown.cancelled() => {
                 close(&mut socket, SignalingError::ShuttingDown, close_code::AWAY).await;
-                break;
+                break !core.keeps_peers_on_shutdown();
             }
         };
         if let Some(text) = outgoing {
             if socket.send(Message::Text(text.into())).await.is_err() {
-                break;
+                break false;
             }
         }
-    }
-    if let Some(peer) = peer {
-        peer.leave().await;
+    };
+    match peer {
+        Some(peer) if clean => peer.leave().await,
+        Some(peer) => peer.detach().await,
+        None => {}
     }
 }
 
