@@ -150,6 +150,8 @@ async fn run_stream(
                     }
                 }
                 Ok(None) => break true,
+                // The client cancelled its call (RST_STREAM CANCEL): it chose to go.
+                Err(status) if status.code() == tonic::Code::Cancelled => break true,
                 Err(status) => {
                     tracing::info!(peer_id = peer.peer_id(), %status, "signaling stream broke");
                     break false;
