@@ -20,7 +20,7 @@ fn frame(i: usize) -> Envelope {
         .map(|k| {
             let t = (i * 960 + k) as f32 / 48_000.0;
             // Alternating seconds of a voice-like buzz and silence.
-            if (i / 50) % 2 == 0 {
+            if (i / 50).is_multiple_of(2) {
                 (1..=8)
                     .map(|h| (std::f32::consts::TAU * 150.0 * h as f32 * t).sin() / h as f32)
                     .sum::<f32>()

@@ -26,6 +26,8 @@ pub enum Error {
     MissingRedisUrl(&'static str),
     #[error("{0}")]
     Unsupported(String),
+    #[error("Kubernetes API: {0}")]
+    Kubernetes(String),
     #[error("HTTP server failed: {0}")]
     Http(#[source] std::io::Error),
 }

@@ -1,11 +1,14 @@
 //! `--mode controller`: watches the workers and publishes the placement table (DESIGN.md §6).
 //!
-//! Replicas elect a leader with a lock in Redis (`SET NX PX`, renewed every second by its
-//! holder); only the leader writes the table, and each write checks in the same Lua script that
-//! the writer still holds the lock, so a paused former leader cannot overwrite its successor.
+//! Replicas elect a leader: a lock in Redis (`SET NX PX`, renewed every second by its holder)
+//! with `--discovery redis`, a `coordination.k8s.io` Lease with `--discovery kubernetes`. Each
+//! leadership has a term that only grows; only the leader writes the table, and the write
+//! (one Lua script) refuses a term lower than the table's, so a paused former leader cannot
+//! overwrite its successor.
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use redis::aio::ConnectionManager;
@@ -13,6 +16,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use super::keys::Keys;
+use super::kubernetes::{self, LeaseElection, PodStates};
 use super::workers::{self, PlacementTable, WorkerStatus};
 use crate::config::{hostname, Config, Discovery};
 use crate::error::Error;
@@ -39,14 +43,32 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) 
 return 0
 ";
 
-/// Writes the table only while the writer holds the lock (fencing).
+/// Writes the table unless the stored one has a higher term (fencing).
+/// KEYS[1] table; ARGV: term, table JSON, TTL ms.
 const FENCED_WRITE_SCRIPT: &str = r"
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-  redis.call('SET', KEYS[2], ARGV[2], 'PX', ARGV[3])
-  return 1
+local current = redis.call('GET', KEYS[1])
+if current then
+  local term = cjson.decode(current).term
+  if term and term ~= cjson.null and term > tonumber(ARGV[1]) then return 0 end
 end
-return 0
+redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
+return 1
 ";
+
+/// Name of the Lease controller replicas compete for.
+pub const LEASE_NAME: &str = "remotemedia-controller";
+/// A Lease not renewed for this long may be taken over.
+const LEASE_DURATION: Duration = Duration::from_secs(5);
+
+/// Where the workers come from.
+enum Discovered {
+    Redis,
+    Kubernetes {
+        client: kube::Client,
+        namespace: String,
+        selector: String,
+    },
+}
 
 /// A bound, not yet running, controller.
 pub struct Controller {
@@ -54,23 +76,37 @@ pub struct Controller {
     redis: ConnectionManager,
     keys: Keys,
     http_listener: TcpListener,
+    discovered: Discovered,
 }
 
 impl Controller {
-    /// Connects to Redis and binds HTTP (probes and metrics).
+    /// Connects to Redis (and the Kubernetes API) and binds HTTP (probes and metrics).
     ///
     /// # Errors
-    /// No `--redis-url`, an unreachable Redis, a port in use, or `--discovery kubernetes`.
+    /// No `--redis-url`, an unreachable Redis, no Kubernetes configuration, a port in use.
     pub async fn bind(config: &Config) -> Result<Self, Error> {
         let url = config
             .redis_url
             .as_deref()
             .ok_or(Error::MissingRedisUrl("controller"))?;
-        if config.cluster.discovery == Discovery::Kubernetes {
-            return Err(Error::Unsupported(
-                "--discovery kubernetes is not built yet; use --discovery redis".into(),
-            ));
-        }
+        let discovered = match config.cluster.discovery {
+            Discovery::Redis => Discovered::Redis,
+            Discovery::Kubernetes => {
+                let client = kube::Client::try_default()
+                    .await
+                    .map_err(|err| Error::Kubernetes(err.to_string()))?;
+                let namespace = config
+                    .cluster
+                    .namespace
+                    .clone()
+                    .unwrap_or_else(|| client.default_namespace().to_owned());
+                Discovered::Kubernetes {
+                    client,
+                    namespace,
+                    selector: config.cluster.worker_selector.clone(),
+                }
+            }
+        };
         let http_listener = bind("HTTP", config.http_address).await?;
         let (_, redis) = super::connect(url).await?;
         let id = format!(
@@ -83,7 +119,23 @@ impl Controller {
             redis,
             keys: Keys::new(config.redis_prefix.clone()),
             http_listener,
+            discovered,
         })
+    }
+
+    /// Discovers workers through `client` instead (tests drive a mock API server).
+    pub fn with_kubernetes(
+        mut self,
+        client: kube::Client,
+        namespace: &str,
+        selector: &str,
+    ) -> Self {
+        self.discovered = Discovered::Kubernetes {
+            client,
+            namespace: namespace.to_owned(),
+            selector: selector.to_owned(),
+        };
+        self
     }
 
     pub fn id(&self) -> &str {
@@ -94,7 +146,8 @@ impl Controller {
         self.http_listener.local_addr().ok()
     }
 
-    /// Leads (or waits to) and publishes the table until `shutdown`; then hands the lock back.
+    /// Leads (or waits to) and publishes the table until `shutdown`; then hands leadership
+    /// back.
     ///
     /// # Errors
     /// When the HTTP listener fails.
@@ -109,16 +162,47 @@ impl Controller {
             .with_graceful_shutdown(async move { http_stop.cancelled().await });
         let http = tokio::spawn(async move { http.await.map_err(Error::Http) });
         readiness.set(true);
-        tracing::info!(
-            controller_id = self.id,
-            "controller running (discovery redis)"
-        );
 
-        let mut election = Election {
-            id: self.id.clone(),
-            redis: self.redis.clone(),
-            keys: self.keys.clone(),
-            term: None,
+        let (mut election, pods) = match &self.discovered {
+            Discovered::Redis => {
+                tracing::info!(
+                    controller_id = self.id,
+                    "controller running (discovery redis)"
+                );
+                let lock = RedisLock {
+                    id: self.id.clone(),
+                    redis: self.redis.clone(),
+                    keys: self.keys.clone(),
+                    term: None,
+                };
+                (Election::Redis(lock), None)
+            }
+            Discovered::Kubernetes {
+                client,
+                namespace,
+                selector,
+            } => {
+                tracing::info!(
+                    controller_id = self.id,
+                    namespace,
+                    selector,
+                    "controller running (discovery kubernetes)"
+                );
+                let pods = PodStates::default();
+                tokio::spawn(kubernetes::watch_pods(
+                    kube::Api::namespaced(client.clone(), namespace),
+                    selector.clone(),
+                    Arc::clone(&pods),
+                    stop.child_token(),
+                ));
+                let lease = LeaseElection::new(
+                    kube::Api::namespaced(client.clone(), namespace),
+                    LEASE_NAME,
+                    &self.id,
+                    LEASE_DURATION,
+                );
+                (Election::Kubernetes(Box::new(lease)), Some(pods))
+            }
         };
         let mut tick = tokio::time::interval(CONTROL_INTERVAL);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -134,9 +218,16 @@ impl Controller {
             let mut redis = self.redis.clone();
             match workers::read_heartbeats(&mut redis, &self.keys).await {
                 Ok((live, _dead)) => {
+                    let live = match &pods {
+                        Some(pods) => kubernetes::join(live, &pods.read()),
+                        None => live,
+                    };
                     let table = placement_table(&self.id, term, live, workers::now_ms());
-                    if !election.publish(&table).await {
-                        tracing::warn!("lost the leader lock before publishing");
+                    if !publish(&mut redis, &self.keys, &table).await {
+                        tracing::warn!(
+                            term,
+                            "a later leader's table is in Redis: not overwriting it"
+                        );
                     }
                 }
                 Err(err) => redis_error("read_heartbeats", &err),
@@ -151,9 +242,57 @@ impl Controller {
     }
 }
 
+/// Writes the table unless a leader of a later term already did.
+async fn publish(redis: &mut ConnectionManager, keys: &Keys, table: &PlacementTable) -> bool {
+    let json = serde_json::to_string(table).unwrap_or_default();
+    let written: redis::RedisResult<i64> = redis::Script::new(FENCED_WRITE_SCRIPT)
+        .key(keys.placement())
+        .arg(table.term)
+        .arg(json)
+        .arg(TABLE_TTL.as_millis() as u64)
+        .invoke_async(redis)
+        .await;
+    match written {
+        Ok(1) => {
+            metrics().controller_table_writes.inc();
+            true
+        }
+        Ok(_) => false,
+        Err(err) => {
+            redis_error("publish_table", &err);
+            false
+        }
+    }
+}
+
+/// How this replica competes for leadership.
+enum Election {
+    Redis(RedisLock),
+    Kubernetes(Box<LeaseElection>),
+}
+
+impl Election {
+    async fn lead(&mut self) -> Option<u64> {
+        let term = match self {
+            Self::Redis(lock) => lock.lead().await,
+            Self::Kubernetes(lease) => lease.lead().await,
+        };
+        metrics().controller_leader.set(i64::from(term.is_some()));
+        term
+    }
+
+    async fn release(&mut self) {
+        match self {
+            Self::Redis(lock) => lock.release().await,
+            Self::Kubernetes(lease) => lease.release().await,
+        }
+        metrics().controller_leader.set(0);
+    }
+}
+
 /// The table from live heartbeats: workers that take sessions, emptiest first. Updates the
 /// controller's gauges on the way.
-fn placement_table(
+pub fn placement_table(
     leader: &str,
     term: u64,
     live: Vec<WorkerStatus>,
@@ -187,7 +326,7 @@ fn placement_table(
 }
 
 /// The leader lock in Redis.
-struct Election {
+struct RedisLock {
     id: String,
     redis: ConnectionManager,
     keys: Keys,
@@ -195,7 +334,7 @@ struct Election {
     term: Option<u64>,
 }
 
-impl Election {
+impl RedisLock {
     /// Renews or takes the lock; the term while this controller leads.
     async fn lead(&mut self) -> Option<u64> {
         let result = match self.term {
@@ -249,34 +388,6 @@ impl Election {
         Ok(renewed == 1)
     }
 
-    /// Writes the table if this controller still holds the lock.
-    async fn publish(&mut self, table: &PlacementTable) -> bool {
-        let json = serde_json::to_string(table).unwrap_or_default();
-        let written: redis::RedisResult<i64> = redis::Script::new(FENCED_WRITE_SCRIPT)
-            .key(self.keys.controller_lock())
-            .key(self.keys.placement())
-            .arg(&self.id)
-            .arg(json)
-            .arg(TABLE_TTL.as_millis() as u64)
-            .invoke_async(&mut self.redis)
-            .await;
-        match written {
-            Ok(1) => {
-                metrics().controller_table_writes.inc();
-                true
-            }
-            Ok(_) => {
-                self.term = None;
-                metrics().controller_leader.set(0);
-                false
-            }
-            Err(err) => {
-                redis_error("publish_table", &err);
-                false
-            }
-        }
-    }
-
     /// Hands the lock back so another replica takes over at once.
     async fn release(&mut self) {
         if self.term.take().is_none() {
@@ -287,7 +398,6 @@ impl Election {
             .arg(&self.id)
             .invoke_async::<i64>(&mut self.redis)
             .await;
-        metrics().controller_leader.set(0);
         tracing::info!(controller_id = self.id, "released the leader lock");
     }
 }

@@ -2,8 +2,9 @@
 //! notification delivery shared by every replica, behind the same traits as the in-memory
 //! versions), media workers and their heartbeats, placement, and the controller.
 
-mod controller;
+pub mod controller;
 mod keys;
+pub mod kubernetes;
 pub mod placement;
 pub mod process_load;
 mod redis_bus;

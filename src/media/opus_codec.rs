@@ -174,7 +174,8 @@ impl OpusDecoder {
 /// Validates a concealment length: libopus takes the frame size to synthesize from the
 /// output length, which must be whole 2.5 ms units within our buffer.
 fn check_conceal_len(samples: usize) -> Result<usize, MediaError> {
-    if samples == 0 || samples % OPUS_GRANULE_SAMPLES != 0 || samples > MAX_PACKET_SAMPLES {
+    if samples == 0 || !samples.is_multiple_of(OPUS_GRANULE_SAMPLES) || samples > MAX_PACKET_SAMPLES
+    {
         return Err(MediaError::BadConcealLength { samples });
     }
     Ok(samples)

@@ -175,7 +175,7 @@ fn audio_from_pb(audio: pb::AudioBuffer) -> Result<AudioFrame, DataError> {
         pb::AudioFormat::Unspecified | pb::AudioFormat::F32 | pb::AudioFormat::I32 => 4,
         pb::AudioFormat::I16 => 2,
     };
-    if bytes.len() % size != 0 {
+    if !bytes.len().is_multiple_of(size) {
         return Err(DataError::SampleBytes {
             len: bytes.len(),
             size,
@@ -198,7 +198,7 @@ fn audio_from_pb(audio: pb::AudioBuffer) -> Result<AudioFrame, DataError> {
             })
             .collect(),
     };
-    if samples.len() % usize::from(channels) != 0 {
+    if !samples.len().is_multiple_of(usize::from(channels)) {
         return Err(DataError::ChannelMismatch {
             samples: samples.len(),
             channels: audio.channels,

@@ -1,6 +1,7 @@
 //! The gRPC transport of signaling: one task per `Signal` stream drives a [`ConnectedPeer`].
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use serde_json::json;
 use tokio::sync::mpsc;
@@ -136,7 +137,11 @@ async fn run_stream(
         }),
     );
     if out.send(Ok(ack)).await.is_err() {
-        peer.detach().await;
+        if ended_cleanly(&mut inbound).await {
+            peer.leave().await;
+        } else {
+            peer.detach().await;
+        }
         return;
     }
 
@@ -146,7 +151,7 @@ async fn run_stream(
             message = inbound.message() => match message {
                 Ok(Some(request)) => {
                     if handle_request(&core, &mut peer, request, &out).await.is_err() {
-                        break false;
+                        break ended_cleanly(&mut inbound).await;
                     }
                 }
                 Ok(None) => break true,
@@ -163,7 +168,7 @@ async fn run_stream(
                     break true;
                 };
                 if out.send(Ok(response(String::new(), Resp::Notification(notification)))).await.is_err() {
-                    break false;
+                    break ended_cleanly(&mut inbound).await;
                 }
             },
             () = shutdown.cancelled() => {
@@ -176,6 +181,24 @@ async fn run_stream(
         peer.leave().await;
     } else {
         peer.detach().await;
+    }
+}
+
+/// How long a stream whose responses can no longer be sent is given to show how it ended.
+const END_PROBE: Duration = Duration::from_secs(1);
+
+/// The responses can no longer be sent: the client went away. Whether it ended its call
+/// (half-close or cancel: it leaves) or the connection broke (it may resume) shows on the
+/// request side.
+async fn ended_cleanly(inbound: &mut Streaming<SignalingRequest>) -> bool {
+    loop {
+        match tokio::time::timeout(END_PROBE, inbound.message()).await {
+            // Requests still in flight are dropped: nothing can answer them.
+            Ok(Ok(Some(_))) => continue,
+            Ok(Ok(None)) => return true,
+            Ok(Err(status)) => return status.code() == tonic::Code::Cancelled,
+            Err(_) => return false,
+        }
     }
 }
 

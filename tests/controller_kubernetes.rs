@@ -1,0 +1,345 @@
+//! The controller's Kubernetes side against a mock API server (no API server can run here):
+//! the Pod watcher follows Ready conditions, deletions and watch restarts, the join with the
+//! heartbeats gives the placement table, and the Lease elects one leader with growing terms.
+
+#![allow(clippy::unwrap_used)] // tests unwrap: a failure is the test failing
+
+use std::time::Duration;
+
+use http::{Request, Response, StatusCode};
+use kube::client::Body;
+use remotemedia_webrtc::cluster::controller::placement_table;
+use remotemedia_webrtc::cluster::kubernetes::{
+    join, watch_pods, LeaseElection, PodState, PodStates,
+};
+use remotemedia_webrtc::cluster::workers::{now_ms, WorkerStatus};
+use serde_json::{json, Value};
+use tokio_util::sync::CancellationToken;
+use tower_test::mock;
+
+type Handle = mock::Handle<Request<Body>, Response<Body>>;
+
+fn mock_client() -> (kube::Client, Handle) {
+    let (service, handle) = mock::pair::<Request<Body>, Response<Body>>();
+    (kube::Client::new(service, "test"), handle)
+}
+
+fn pod(name: &str, ready: bool, deleting: bool, resource_version: &str) -> Value {
+    let mut metadata = json!({
+        "name": name,
+        "namespace": "test",
+        "resourceVersion": resource_version,
+        "labels": {"app.kubernetes.io/component": "worker"},
+    });
+    if deleting {
+        metadata["deletionTimestamp"] = json!("2026-11-27T12:00:00Z");
+    }
+    json!({
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": metadata,
+        "status": {"conditions": [{"type": "Ready", "status": if ready { "True" } else { "False" }}]},
+    })
+}
+
+fn respond(status: StatusCode, body: Vec<u8>) -> Response<Body> {
+    Response::builder()
+        .status(status)
+        .header("content-type", "application/json")
+        .body(Body::from(body))
+        .unwrap()
+}
+
+fn events(events: &[(&str, Value)]) -> Vec<u8> {
+    events
+        .iter()
+        .map(|(kind, object)| format!("{}\n", json!({"type": kind, "object": object})))
+        .collect::<String>()
+        .into_bytes()
+}
+
+/// Answers LISTs with `list` and each WATCH with the next body the test releases on
+/// `watches` (the body ends: the watch closes, as an API server's watch timeout does).
+fn serve_pods(
+    mut handle: Handle,
+    list: Value,
+    mut watches: tokio::sync::mpsc::Receiver<Vec<u8>>,
+) -> tokio::task::JoinHandle<Vec<String>> {
+    tokio::spawn(async move {
+        let mut seen = Vec::new();
+        while let Some((request, send)) = handle.next_request().await {
+            let uri = request.uri().to_string();
+            assert!(uri.starts_with("/api/v1/namespaces/test/pods?"), "{uri}");
+            assert!(
+                uri.contains("labelSelector=app.kubernetes.io%2Fcomponent%3Dworker"),
+                "{uri}"
+            );
+            seen.push(uri.clone());
+            if uri.contains("watch=true") {
+                match watches.recv().await {
+                    Some(body) => send.send_response(respond(StatusCode::OK, body)),
+                    None => return seen,
+                }
+            } else {
+                send.send_response(respond(StatusCode::OK, serde_json::to_vec(&list).unwrap()));
+            }
+        }
+        seen
+    })
+}
+
+async fn wait_for(
+    states: &PodStates,
+    what: &str,
+    check: impl Fn(&std::collections::HashMap<String, PodState>) -> bool,
+) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !check(&states.read()) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}: {:?}",
+            states.read()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn heartbeat(id: &str, active: u32) -> WorkerStatus {
+    WorkerStatus {
+        id: id.into(),
+        address: format!("{id}:50052"),
+        udp_address: None,
+        capacity: 10,
+        active_sessions: active,
+        cpu_load: 0.1,
+        draining: false,
+        ready: true,
+        updated_at_ms: now_ms(),
+    }
+}
+
+fn table_ids(states: &PodStates, heartbeats: &[WorkerStatus]) -> Vec<String> {
+    let joined = join(heartbeats.to_vec(), &states.read());
+    placement_table("me", 1, joined, now_ms())
+        .workers
+        .into_iter()
+        .map(|w| w.id)
+        .collect()
+}
+
+#[tokio::test]
+async fn the_watcher_follows_readiness_deletion_and_watch_restarts_into_the_table() {
+    let (client, handle) = mock_client();
+    let list = json!({
+        "apiVersion": "v1",
+        "kind": "PodList",
+        "metadata": {"resourceVersion": "10"},
+        "items": [pod("w1", true, false, "8"), pod("w2", false, false, "9")],
+    });
+    let (release, watches) = tokio::sync::mpsc::channel(4);
+    let server = serve_pods(handle, list, watches);
+    let states = PodStates::default();
+    let stop = CancellationToken::new();
+    let watcher = tokio::spawn(watch_pods(
+        kube::Api::namespaced(client, "test"),
+        "app.kubernetes.io/component=worker".into(),
+        states.clone(),
+        stop.clone(),
+    ));
+    let heartbeats = [
+        heartbeat("w1", 4),
+        heartbeat("w2", 0),
+        heartbeat("w3", 0),
+        heartbeat("stray", 0),
+    ];
+
+    // After the first list: w1 Ready, w2 not yet; only w1 takes sessions, the stray
+    // heartbeat without a pod never does.
+    wait_for(&states, "the initial list", |s| s.len() == 2).await;
+    assert_eq!(table_ids(&states, &heartbeats), ["w1"]);
+
+    // w2 becomes Ready, then w1 is being deleted (it still has sessions); the watch ends.
+    release
+        .send(events(&[
+            ("MODIFIED", pod("w2", true, false, "11")),
+            ("MODIFIED", pod("w1", true, true, "12")),
+        ]))
+        .await
+        .unwrap();
+    wait_for(&states, "w2 ready and w1 deleting", |s| {
+        s.get("w2").is_some_and(|p| p.ready) && s.get("w1").is_some_and(|p| p.deleting)
+    })
+    .await;
+    assert_eq!(
+        table_ids(&states, &heartbeats),
+        ["w2"],
+        "a deleting pod gets no new sessions"
+    );
+
+    // After the restart: w1 is gone, w3 arrives not Ready.
+    release
+        .send(events(&[
+            ("DELETED", pod("w1", true, true, "13")),
+            ("ADDED", pod("w3", false, false, "14")),
+        ]))
+        .await
+        .unwrap();
+
+    wait_for(&states, "the restarted watch", |s| {
+        !s.contains_key("w1") && s.contains_key("w3")
+    })
+    .await;
+    assert!(!states.read()["w3"].ready);
+    assert_eq!(table_ids(&states, &heartbeats), ["w2"]);
+
+    stop.cancel();
+    watcher.await.unwrap();
+    drop(release);
+    let requests = server.await.unwrap();
+    let watches: Vec<&String> = requests
+        .iter()
+        .filter(|u| u.contains("watch=true"))
+        .collect();
+    assert!(watches.len() >= 2, "the watch was restarted: {requests:?}");
+    assert!(watches[0].contains("resourceVersion=10"), "{watches:?}");
+    assert!(
+        watches[1].contains("resourceVersion=12"),
+        "restarted from the last seen version: {watches:?}"
+    );
+}
+
+#[test]
+fn the_initial_list_shows_only_ready_pods_as_placeable() {
+    let states = PodStates::default();
+    states.write().insert(
+        "w1".into(),
+        PodState {
+            ready: true,
+            deleting: false,
+        },
+    );
+    states.write().insert(
+        "w2".into(),
+        PodState {
+            ready: false,
+            deleting: false,
+        },
+    );
+    let heartbeats = [heartbeat("w1", 4), heartbeat("w2", 0)];
+    assert_eq!(table_ids(&states, &heartbeats), ["w1"]);
+}
+
+fn micro_time(seconds_ago: i64) -> String {
+    let t = jiff::Timestamp::now() - jiff::SignedDuration::from_secs(seconds_ago);
+    t.strftime("%Y-%m-%dT%H:%M:%S%.6fZ").to_string()
+}
+
+fn lease(holder: &str, renewed_seconds_ago: i64, transitions: i32) -> Value {
+    json!({
+        "apiVersion": "coordination.k8s.io/v1",
+        "kind": "Lease",
+        "metadata": {"name": "remotemedia-controller", "namespace": "test", "resourceVersion": "7"},
+        "spec": {
+            "holderIdentity": holder,
+            "leaseDurationSeconds": 5,
+            "renewTime": micro_time(renewed_seconds_ago),
+            "acquireTime": micro_time(100),
+            "leaseTransitions": transitions,
+        },
+    })
+}
+
+/// Answers one request with `reply(method, uri, body)`.
+async fn answer(
+    handle: &mut Handle,
+    reply: impl FnOnce(&str, &str, Value) -> (StatusCode, Value),
+) -> (String, Value) {
+    let (request, send) = handle.next_request().await.expect("a request");
+    let method = request.method().to_string();
+    let uri = request.uri().to_string();
+    let bytes = request.into_body().collect_bytes().await.unwrap();
+    let body: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+    let (status, response) = reply(&method, &uri, body.clone());
+    send.send_response(respond(status, serde_json::to_vec(&response).unwrap()));
+    (format!("{method} {uri}"), body)
+}
+
+fn not_found() -> Value {
+    json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "NotFound", "code": 404,
+           "message": "leases.coordination.k8s.io \"remotemedia-controller\" not found"})
+}
+
+fn conflict() -> Value {
+    json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "Conflict", "code": 409,
+           "message": "the object has been modified"})
+}
+
+#[tokio::test]
+async fn the_lease_elects_one_leader_with_growing_terms() {
+    let (client, mut handle) = mock_client();
+    let api = kube::Api::namespaced(client, "test");
+    let mut me = LeaseElection::new(api, "remotemedia-controller", "me", Duration::from_secs(5));
+
+    // No Lease yet: this replica creates it and leads in term 1.
+    let lead = tokio::spawn(async move {
+        let term = me.lead().await;
+        (me, term)
+    });
+    let (get, _) = answer(&mut handle, |_, _, _| (StatusCode::NOT_FOUND, not_found())).await;
+    assert!(
+        get.starts_with(
+            "GET /apis/coordination.k8s.io/v1/namespaces/test/leases/remotemedia-controller"
+        ),
+        "{get}"
+    );
+    let (create, body) = answer(&mut handle, |_, _, body| (StatusCode::CREATED, body)).await;
+    assert!(create.starts_with("POST"), "{create}");
+    assert_eq!(body["spec"]["holderIdentity"], "me");
+    let (mut me, term) = lead.await.unwrap();
+    assert_eq!(term, Some(1));
+
+    // Held by another replica that renews: this one follows and writes nothing.
+    let lead = tokio::spawn(async move {
+        let term = me.lead().await;
+        (me, term)
+    });
+    answer(&mut handle, |_, _, _| {
+        (StatusCode::OK, lease("other", 1, 3))
+    })
+    .await;
+    let (mut me, term) = lead.await.unwrap();
+    assert_eq!(term, None);
+
+    // The other's Lease expired: this replica takes it over in the next term.
+    let lead = tokio::spawn(async move {
+        let term = me.lead().await;
+        (me, term)
+    });
+    answer(&mut handle, |_, _, _| {
+        (StatusCode::OK, lease("other", 30, 3))
+    })
+    .await;
+    let (put, body) = answer(&mut handle, |_, _, body| (StatusCode::OK, body)).await;
+    assert!(put.starts_with("PUT"), "{put}");
+    assert_eq!(body["spec"]["holderIdentity"], "me");
+    assert_eq!(body["spec"]["leaseTransitions"], 4);
+    assert_eq!(
+        body["metadata"]["resourceVersion"], "7",
+        "the write is conditional on what was read"
+    );
+    let (mut me, term) = lead.await.unwrap();
+    assert_eq!(term, Some(4));
+
+    // A race for an expired Lease that another replica won (409): not the leader.
+    let lead = tokio::spawn(async move {
+        let term = me.lead().await;
+        (me, term)
+    });
+    answer(&mut handle, |_, _, _| {
+        (StatusCode::OK, lease("third", 30, 4))
+    })
+    .await;
+    answer(&mut handle, |_, _, _| (StatusCode::CONFLICT, conflict())).await;
+    let (_me, term) = lead.await.unwrap();
+    assert_eq!(term, None);
+}
