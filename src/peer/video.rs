@@ -1,5 +1,6 @@
 //! The SFU path for video: incoming VP8/H.264 RTP is sent back (loopback) without decoding;
-//! keyframe requests from the receiving side go upstream to the sender, throttled.
+//! keyframe requests from the receiving side go upstream to the sender, throttled. NACKs from
+//! the receiving side are answered from the server's own send buffer (`nack.rs`).
 
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
