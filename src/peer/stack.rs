@@ -19,7 +19,7 @@ use webrtc::rtp_transceiver::rtp_codec::{
 
 use super::error::PeerError;
 use super::nack::NackResponderBuilder;
-use super::video::video_codecs;
+use super::video::{rtx_codecs, video_codecs};
 use crate::config::{non_empty, MediaOptions};
 
 /// Opus as RFC 7587 requires it in SDP (`opus/48000/2`), with in-band FEC allowed.
@@ -59,7 +59,7 @@ impl WebRtcStack {
                 RTPCodecType::Audio,
             )
             .map_err(|e| PeerError::Setup(format!("registering Opus: {e}")))?;
-        for codec in video_codecs() {
+        for codec in video_codecs().into_iter().chain(rtx_codecs()) {
             media
                 .register_codec(codec, RTPCodecType::Video)
                 .map_err(|e| PeerError::Setup(format!("registering video codecs: {e}")))?;
@@ -67,6 +67,9 @@ impl WebRtcStack {
         let interceptors = interceptors(&mut media)?;
 
         let mut settings = SettingEngine::default();
+        // An RTX stream for each video sender whose receiver negotiated `video/rtx`; only
+        // our NACK responder writes to it.
+        settings.enable_sender_rtx(true);
         // ICE-lite, as SFUs usually are: the server only answers checks. A full agent here
         // would also send checks, and a client that receives one before it has the server's
         // candidate learns the address as peer-reflexive first; webrtc-rs 0.17 clients then
