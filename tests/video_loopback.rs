@@ -77,7 +77,7 @@ async fn vp8_payloads_come_back_unchanged_and_keyframe_requests_go_upstream() {
     })
     .await;
     assert_eq!(
-        *peer.received_video.lock(),
+        peer.video_payloads(),
         sent,
         "payloads come back unchanged and in order"
     );

@@ -6,6 +6,7 @@ pub mod cdp;
 pub mod client;
 pub mod cluster;
 pub mod relay;
+pub mod repair;
 pub mod signaling;
 pub mod websocket;
 
