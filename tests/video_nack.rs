@@ -13,17 +13,13 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use common::client::{ClientOptions, ClientPeer, VideoOptions};
 use common::relay::{connect_via_relay, Impairment, Relay, SeenRtp};
 use common::signaling::SignalingClient;
+use common::video::{send_video, server_video_ssrc, video_section, vp8_payload, VP8};
 use common::TestServer;
 use webrtc::rtcp::transport_feedbacks::transport_layer_nack::{NackPair, TransportLayerNack};
-use webrtc::rtp::header::Header;
-use webrtc::rtp::packet::Packet;
-use webrtc::track::track_local::TrackLocalWriter;
 
-const VP8: u8 = 96;
 /// A retransmission must arrive while a receiver still waits for the frame: libwebrtc's
 /// video jitter buffer waits a few hundred ms at most. Loopback should take a few ms.
 const RETRANSMISSION_BOUND: Duration = Duration::from_millis(200);
@@ -34,49 +30,6 @@ const NO_IMPAIRMENT: Impairment = Impairment {
     max_delay: Duration::ZERO,
     seed: 0,
 };
-
-/// A VP8 payload: descriptor byte (start of partition) then a recognisable body.
-fn vp8_payload(i: u16) -> Bytes {
-    let mut payload = vec![0x10u8];
-    payload.extend(format!("frame-{i:04}-").as_bytes());
-    payload.extend(std::iter::repeat_n((i % 251) as u8, 200));
-    Bytes::from(payload)
-}
-
-/// Sends packets `0..count` of sequence numbers `0..count`, one per 10 ms.
-async fn send_video(peer: &ClientPeer, count: u16) {
-    let track = peer.video.as_ref().unwrap();
-    let mut ticker = tokio::time::interval(Duration::from_millis(10));
-    for i in 0..count {
-        ticker.tick().await;
-        let header = Header {
-            version: 2,
-            payload_type: VP8,
-            sequence_number: i,
-            timestamp: u32::from(i) * 3000,
-            ssrc: 7,
-            marker: true,
-            ..Default::default()
-        };
-        let payload = vp8_payload(i);
-        track.write_rtp(&Packet { header, payload }).await.unwrap();
-    }
-}
-
-/// The video section of an SDP.
-fn video_section(sdp: &str) -> &str {
-    sdp.split("m=video").nth(1).expect("a video section")
-}
-
-/// The SSRC the server sends video with, as the client sees it: the first in the section.
-fn media_ssrc(answer: &str) -> u32 {
-    video_section(answer)
-        .lines()
-        .find_map(|l| l.strip_prefix("a=ssrc:"))
-        .and_then(|ssrc| ssrc.split_whitespace().next())
-        .map(|ssrc| ssrc.parse().unwrap())
-        .expect("the answer's video section names its SSRC")
-}
 
 /// A video client connected through a relay, once it has every forwarded packet but the lost.
 struct Lossy {
@@ -182,7 +135,7 @@ async fn without_rtx_a_lost_packet_is_sent_again_on_its_own_ssrc() {
         !video_section(&answer).contains("rtx/90000"),
         "no RTX without an offer of it:\n{answer}"
     );
-    let ssrc = media_ssrc(&answer);
+    let ssrc = server_video_ssrc(&answer);
     let order: Vec<u16> = seen(&relay, ssrc, VP8)
         .iter()
         .map(|s| s.sequence_number)
@@ -255,7 +208,7 @@ async fn with_rtx_lost_packets_come_on_the_repair_stream() {
         section.contains("a=rtpmap:97 rtx/90000") && section.contains("a=fmtp:97 apt=96"),
         "the answer accepts RTX for VP8:\n{answer}"
     );
-    let ssrc = media_ssrc(&answer);
+    let ssrc = server_video_ssrc(&answer);
     let repair = repair_ssrc(&answer, ssrc);
 
     // One NACK pair: 32, and 34 in its bitmask (bit 1).

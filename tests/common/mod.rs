@@ -8,6 +8,7 @@ pub mod cluster;
 pub mod relay;
 pub mod repair;
 pub mod signaling;
+pub mod video;
 pub mod websocket;
 
 use std::net::SocketAddr;
