@@ -63,6 +63,9 @@ pub struct Metrics {
     /// What the inbound jitter buffers of closed sessions did with packets and slots:
     /// `lost`, `late`, `duplicate`, `concealed` (PLC), `fec_recovered`, `discarded`.
     pub jitter_events: IntCounterVec,
+    /// Packets NACKed by receivers of the server's RTP, by outcome: resent as `rtx`, resent
+    /// on the `same_ssrc`, or `not_buffered` (no longer, or never, in the send buffer).
+    pub retransmissions: IntCounterVec,
     /// Inbound jitter buffer delay at session close.
     pub jitter_buffer_delay_seconds: Histogram,
     /// Round-trip time from RTCP at session close.
@@ -207,6 +210,11 @@ impl Metrics {
                 "remotemedia_media_jitter_buffer_events_total",
                 "Inbound jitter buffer outcomes of closed sessions",
                 &["event"],
+            )?,
+            retransmissions: counter_vec(
+                "remotemedia_media_retransmissions_total",
+                "Packets NACKed by receivers of the server's RTP, by outcome",
+                &["outcome"],
             )?,
             jitter_buffer_delay_seconds: histogram(
                 "remotemedia_media_jitter_buffer_delay_seconds",

@@ -9,49 +9,11 @@ use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use bytes::Bytes;
 use common::client::{connect_to_server, ClientOptions, ClientPeer};
 use common::signaling::SignalingClient;
+use common::video::{send_video, server_video_ssrc};
 use common::TestServer;
 use webrtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
-use webrtc::rtp::header::Header;
-use webrtc::rtp::packet::Packet;
-use webrtc::track::track_local::TrackLocalWriter;
-
-/// A VP8 payload: descriptor byte (start of partition) then a recognisable body.
-fn vp8_payload(i: usize) -> Bytes {
-    let mut payload = vec![0x10u8];
-    payload.extend(format!("frame-{i:04}-").as_bytes());
-    payload.extend(std::iter::repeat_n((i % 251) as u8, 200));
-    Bytes::from(payload)
-}
-
-async fn send_video(peer: &ClientPeer, packets: usize) -> Vec<Bytes> {
-    let track = peer.video.as_ref().unwrap();
-    let mut sent = Vec::new();
-    let mut ticker = tokio::time::interval(Duration::from_millis(10));
-    for i in 0..packets {
-        ticker.tick().await;
-        let payload = vp8_payload(i);
-        track
-            .write_rtp(&Packet {
-                header: Header {
-                    version: 2,
-                    payload_type: 96,
-                    sequence_number: i as u16,
-                    timestamp: (i * 3000) as u32,
-                    ssrc: 7,
-                    marker: true,
-                    ..Default::default()
-                },
-                payload: payload.clone(),
-            })
-            .await
-            .unwrap();
-        sent.push(payload);
-    }
-    sent
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn vp8_payloads_come_back_unchanged_and_keyframe_requests_go_upstream() {
@@ -77,25 +39,19 @@ async fn vp8_payloads_come_back_unchanged_and_keyframe_requests_go_upstream() {
     })
     .await;
     assert_eq!(
-        *peer.received_video.lock(),
+        peer.video_payloads(),
         sent,
         "payloads come back unchanged and in order"
     );
 
     // The client asks the server for keyframes of the server's video track, three times in a
     // burst: the server passes one PLI upstream (throttled to one per 500 ms).
-    let server_video_ssrc: u32 = answer
-        .split("m=video")
-        .nth(1)
-        .and_then(|video| video.lines().find_map(|l| l.strip_prefix("a=ssrc:")))
-        .and_then(|ssrc| ssrc.split_whitespace().next())
-        .map(|ssrc| ssrc.parse().unwrap())
-        .expect("the answer's video section names its SSRC");
+    let media_ssrc = server_video_ssrc(&answer);
     for _ in 0..3 {
         peer.pc
             .write_rtcp(&[Box::new(PictureLossIndication {
                 sender_ssrc: 0,
-                media_ssrc: server_video_ssrc,
+                media_ssrc,
             })])
             .await
             .unwrap();

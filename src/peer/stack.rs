@@ -2,7 +2,7 @@
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
-use webrtc::api::interceptor_registry::register_default_interceptors;
+use webrtc::api::interceptor_registry::{configure_rtcp_reports, configure_twcc_receiver_only};
 use webrtc::api::media_engine::{MediaEngine, MIME_TYPE_OPUS};
 use webrtc::api::setting_engine::SettingEngine;
 use webrtc::api::{APIBuilder, API};
@@ -10,6 +10,7 @@ use webrtc::ice::udp_mux::{UDPMuxDefault, UDPMuxParams};
 use webrtc::ice::udp_network::UDPNetwork;
 use webrtc::ice_transport::ice_candidate_type::RTCIceCandidateType;
 use webrtc::ice_transport::ice_server::RTCIceServer;
+use webrtc::interceptor::nack::generator::Generator;
 use webrtc::interceptor::registry::Registry;
 use webrtc::peer_connection::configuration::RTCConfiguration;
 use webrtc::rtp_transceiver::rtp_codec::{
@@ -17,7 +18,8 @@ use webrtc::rtp_transceiver::rtp_codec::{
 };
 
 use super::error::PeerError;
-use super::video::video_codecs;
+use super::nack::NackResponderBuilder;
+use super::video::{rtx_codecs, video_codecs};
 use crate::config::{non_empty, MediaOptions};
 
 /// Opus as RFC 7587 requires it in SDP (`opus/48000/2`), with in-band FEC allowed.
@@ -57,15 +59,17 @@ impl WebRtcStack {
                 RTPCodecType::Audio,
             )
             .map_err(|e| PeerError::Setup(format!("registering Opus: {e}")))?;
-        for codec in video_codecs() {
+        for codec in video_codecs().into_iter().chain(rtx_codecs()) {
             media
                 .register_codec(codec, RTPCodecType::Video)
                 .map_err(|e| PeerError::Setup(format!("registering video codecs: {e}")))?;
         }
-        let interceptors = register_default_interceptors(Registry::new(), &mut media)
-            .map_err(|e| PeerError::Setup(format!("registering interceptors: {e}")))?;
+        let interceptors = interceptors(&mut media)?;
 
         let mut settings = SettingEngine::default();
+        // An RTX stream for each video sender whose receiver negotiated `video/rtx`; only
+        // our NACK responder writes to it.
+        settings.enable_sender_rtx(true);
         // ICE-lite, as SFUs usually are: the server only answers checks. A full agent here
         // would also send checks, and a client that receives one before it has the server's
         // candidate learns the address as peer-reflexive first; webrtc-rs 0.17 clients then
@@ -127,6 +131,18 @@ impl WebRtcStack {
     pub fn udp_address(&self) -> Option<SocketAddr> {
         self.udp_address
     }
+}
+
+/// webrtc-rs's default interceptors (NACK generator, RTCP reports, TWCC feedback) with our
+/// NACK responder in place of its own. The generic NACK feedback it would register is in
+/// our video codecs already.
+fn interceptors(media: &mut MediaEngine) -> Result<Registry, PeerError> {
+    let mut registry = Registry::new();
+    registry.add(Box::new(NackResponderBuilder));
+    registry.add(Box::new(Generator::builder()));
+    registry = configure_rtcp_reports(registry);
+    configure_twcc_receiver_only(registry, media)
+        .map_err(|e| PeerError::Setup(format!("registering interceptors: {e}")))
 }
 
 fn is_ipv6_link_local(ip: IpAddr) -> bool {

@@ -1,5 +1,6 @@
 //! The SFU path for video: incoming VP8/H.264 RTP is sent back (loopback) without decoding;
-//! keyframe requests from the receiving side go upstream to the sender, throttled.
+//! keyframe requests from the receiving side go upstream to the sender, throttled. NACKs from
+//! the receiving side are answered from the server's own send buffer (`nack.rs`).
 
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
@@ -20,6 +21,9 @@ use webrtc::rtp_transceiver::RTCPFeedback;
 /// At most one keyframe request per source this often (a burst of receivers asking must not
 /// make the sender emit a keyframe each time).
 pub(crate) const KEYFRAME_REQUEST_INTERVAL: Duration = Duration::from_millis(500);
+
+/// RTX's MIME type (webrtc-rs 0.17 has no constant for it).
+const MIME_TYPE_RTX: &str = "video/rtx";
 
 fn video_feedback() -> Vec<RTCPFeedback> {
     [
@@ -64,6 +68,28 @@ pub(crate) fn video_codecs() -> Vec<RTCRtpCodecParameters> {
             ..Default::default()
         },
     ]
+}
+
+/// Retransmission streams (RFC 4588), one per codec of [`video_codecs`], on the payload type
+/// after the codec's. A receiver that offers `video/rtx` for the codec (browsers do) gets
+/// NACKed packets on a repair stream with an SSRC and sequence numbers of its own, which its
+/// statistics and SRTP replay protection keep apart from the original; a receiver that does
+/// not gets them again on the original SSRC.
+pub(crate) fn rtx_codecs() -> Vec<RTCRtpCodecParameters> {
+    video_codecs()
+        .iter()
+        .map(|codec| RTCRtpCodecParameters {
+            capability: RTCRtpCodecCapability {
+                mime_type: MIME_TYPE_RTX.to_owned(),
+                clock_rate: 90_000,
+                channels: 0,
+                sdp_fmtp_line: format!("apt={}", codec.payload_type),
+                rtcp_feedback: vec![],
+            },
+            payload_type: codec.payload_type + 1,
+            ..Default::default()
+        })
+        .collect()
 }
 
 /// The codec to send video back with: the first of ours (VP8, then H.264) that the offer

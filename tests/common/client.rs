@@ -11,7 +11,9 @@ use remotemedia_webrtc::proto::signaling::{
     self as pb, signaling_notification::Notification, signaling_response::Response as Resp,
 };
 use tokio::sync::{mpsc, watch};
-use webrtc::api::interceptor_registry::register_default_interceptors;
+use webrtc::api::interceptor_registry::{
+    configure_rtcp_reports, configure_twcc_receiver_only, register_default_interceptors,
+};
 use webrtc::api::media_engine::MediaEngine;
 use webrtc::api::setting_engine::SettingEngine;
 use webrtc::api::APIBuilder;
@@ -19,6 +21,7 @@ use webrtc::data_channel::data_channel_message::DataChannelMessage;
 use webrtc::data_channel::RTCDataChannel;
 use webrtc::ice_transport::ice_candidate::{RTCIceCandidate, RTCIceCandidateInit};
 use webrtc::ice_transport::ice_gatherer_state::RTCIceGathererState;
+use webrtc::interceptor::nack::responder::Responder;
 use webrtc::interceptor::registry::Registry;
 use webrtc::peer_connection::configuration::RTCConfiguration;
 use webrtc::peer_connection::peer_connection_state::RTCPeerConnectionState;
@@ -29,9 +32,11 @@ use webrtc::rtp::packet::Packet;
 use webrtc::rtp_transceiver::rtp_codec::{
     RTCRtpCodecCapability, RTCRtpCodecParameters, RTPCodecType,
 };
+use webrtc::rtp_transceiver::RTCPFeedback;
 use webrtc::track::track_local::track_local_static_rtp::TrackLocalStaticRTP;
 use webrtc::track::track_local::{TrackLocal, TrackLocalWriter};
 
+use super::repair::RepairRecorder;
 use super::signaling::{SignalingClient, SERVER};
 use super::WAIT;
 
@@ -51,6 +56,34 @@ fn vp8_capability() -> RTCRtpCodecCapability {
         sdp_fmtp_line: String::new(),
         rtcp_feedback: vec![],
     }
+}
+
+/// A video RTP packet as the client's stack received it.
+#[derive(Debug, Clone)]
+pub struct ReceivedRtp {
+    pub at: Instant,
+    pub packet: Packet,
+}
+
+/// RTX for VP8 (RFC 4588), as browsers offer it.
+fn rtx_capability() -> RTCRtpCodecCapability {
+    RTCRtpCodecCapability {
+        mime_type: "video/rtx".to_owned(),
+        clock_rate: 90_000,
+        channels: 0,
+        sdp_fmtp_line: "apt=96".to_owned(),
+        rtcp_feedback: vec![],
+    }
+}
+
+/// The client's video side (see [`ClientPeer::new_with_video_options`]).
+#[derive(Clone, Copy, Default)]
+pub struct VideoOptions {
+    /// Offer `video/rtx` (payload type 97, apt=96) next to VP8.
+    pub rtx: bool,
+    /// Leave out the client's own NACK generator, so the only NACKs the server gets are the
+    /// ones the test sends (the offer still announces generic NACK).
+    pub without_nack_generator: bool,
 }
 
 /// What to put in the offer.
@@ -74,8 +107,11 @@ pub struct ClientPeer {
     pub audio: Option<Arc<TrackLocalStaticRTP>>,
     /// A VP8 track (only from [`ClientPeer::new_with_video`]).
     pub video: Option<Arc<TrackLocalStaticRTP>>,
-    /// Payloads of the video RTP packets received.
-    pub received_video: Arc<Mutex<Vec<Bytes>>>,
+    /// The video RTP packets received, with their arrival times.
+    pub received_video: Arc<Mutex<Vec<ReceivedRtp>>>,
+    /// RTX packets received on repair streams (webrtc-rs reads those only for its
+    /// interceptors; a recording interceptor keeps them here).
+    pub received_repair: Arc<Mutex<Vec<ReceivedRtp>>>,
     /// PLI/FIR packets received about the client's own video.
     pub keyframe_requests: Arc<std::sync::atomic::AtomicUsize>,
     pub data: Option<Arc<RTCDataChannel>>,
@@ -91,15 +127,22 @@ pub struct ClientPeer {
 
 impl ClientPeer {
     pub async fn new(options: ClientOptions) -> Self {
-        Self::build(options, false).await
+        Self::build(options, None).await
     }
 
     /// A client that also sends a VP8 video track.
     pub async fn new_with_video(options: ClientOptions) -> Self {
-        Self::build(options, true).await
+        Self::build(options, Some(VideoOptions::default())).await
     }
 
-    async fn build(options: ClientOptions, with_video: bool) -> Self {
+    /// A client that also sends a VP8 video track, its video side set up by `video`.
+    pub async fn new_with_video_options(options: ClientOptions, video: VideoOptions) -> Self {
+        Self::build(options, Some(video)).await
+    }
+
+    async fn build(options: ClientOptions, video_options: Option<VideoOptions>) -> Self {
+        let with_video = video_options.is_some();
+        let video_options = video_options.unwrap_or_default();
         let mut media = MediaEngine::default();
         if with_video {
             media
@@ -112,6 +155,18 @@ impl ClientPeer {
                     RTPCodecType::Video,
                 )
                 .unwrap();
+            if video_options.rtx {
+                media
+                    .register_codec(
+                        RTCRtpCodecParameters {
+                            capability: rtx_capability(),
+                            payload_type: 97,
+                            ..Default::default()
+                        },
+                        RTPCodecType::Video,
+                    )
+                    .unwrap();
+            }
         }
         media
             .register_codec(
@@ -123,7 +178,28 @@ impl ClientPeer {
                 RTPCodecType::Audio,
             )
             .unwrap();
-        let registry = register_default_interceptors(Registry::new(), &mut media).unwrap();
+        let mut registry = if video_options.without_nack_generator {
+            // register_default_interceptors without the NACK generator.
+            for parameter in ["", "pli"] {
+                media.register_feedback(
+                    RTCPFeedback {
+                        typ: "nack".to_owned(),
+                        parameter: parameter.to_owned(),
+                    },
+                    RTPCodecType::Video,
+                );
+            }
+            let mut registry = Registry::new();
+            registry.add(Box::new(Responder::builder()));
+            registry = configure_rtcp_reports(registry);
+            configure_twcc_receiver_only(registry, &mut media).unwrap()
+        } else {
+            register_default_interceptors(Registry::new(), &mut media).unwrap()
+        };
+        let received_repair = Arc::new(Mutex::new(Vec::new()));
+        registry.add(Box::new(RepairRecorder {
+            packets: Arc::clone(&received_repair),
+        }));
         let mut settings = SettingEngine::default();
         settings.set_include_loopback_candidate(true);
         settings.set_ip_filter(Box::new(|ip| ip.is_loopback() && ip.is_ipv4()));
@@ -209,7 +285,10 @@ impl ClientPeer {
                 if track.kind() == RTPCodecType::Video {
                     tokio::spawn(async move {
                         while let Ok((packet, _)) = track.read_rtp().await {
-                            video_sink.lock().push(packet.payload);
+                            video_sink.lock().push(ReceivedRtp {
+                                at: Instant::now(),
+                                packet,
+                            });
                         }
                     });
                     return;
@@ -255,6 +334,7 @@ impl ClientPeer {
             audio,
             video,
             received_video,
+            received_repair,
             keyframe_requests,
             data,
             received,
@@ -264,6 +344,15 @@ impl ClientPeer {
             gathering_done,
             packets_sent: std::sync::atomic::AtomicU64::new(0),
         }
+    }
+
+    /// Payloads of the video RTP packets received so far, in arrival order.
+    pub fn video_payloads(&self) -> Vec<Bytes> {
+        self.received_video
+            .lock()
+            .iter()
+            .map(|r| r.packet.payload.clone())
+            .collect()
     }
 
     /// Creates and applies an offer; returns its SDP (no candidates: they trickle).

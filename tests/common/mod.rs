@@ -6,8 +6,10 @@ pub mod cdp;
 pub mod client;
 pub mod cluster;
 pub mod relay;
+pub mod repair;
 pub mod signaling;
 pub mod tcp_proxy;
+pub mod video;
 pub mod websocket;
 
 use std::net::SocketAddr;

@@ -2,6 +2,8 @@
 //! reaches the server only through it (the server's candidates are rewritten to the relay's
 //! address, the client's are not sent, so the server sees the relay as peer-reflexive).
 //! It drops and delays (reorders) a share of the client's RTP, never STUN, DTLS or RTCP.
+//! Towards the client it records every RTP header it passes (SRTP leaves headers in the
+//! clear) and drops the packets a test names, so a test sees what left the server.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -31,13 +33,78 @@ pub struct Impairment {
     pub seed: u64,
 }
 
-/// What the relay did.
+/// What the relay did, and the packets a test asked it to drop or delay.
 #[derive(Debug, Default)]
 pub struct RelayStats {
     pub client_rtp: AtomicU64,
     pub dropped: AtomicU64,
     pub delayed: AtomicU64,
     pub to_client: AtomicU64,
+    /// Headers of the server's RTP towards the client, in the order the relay passed them
+    /// (dropped ones included, marked).
+    pub to_client_rtp: parking_lot::Mutex<Vec<SeenRtp>>,
+    /// `(payload type, sequence number)` of server RTP to drop once on its way to the client.
+    drop_to_client: parking_lot::Mutex<Vec<(u8, u16)>>,
+    /// `(payload type, sequence number, delay)` of client RTP to delay once.
+    delay_to_server: parking_lot::Mutex<Vec<(u8, u16, Duration)>>,
+}
+
+/// One RTP packet from the server as the relay saw it.
+#[derive(Debug, Clone, Copy)]
+pub struct SeenRtp {
+    pub ssrc: u32,
+    pub payload_type: u8,
+    pub sequence_number: u16,
+    pub at: Instant,
+    /// The relay dropped it (a test asked for it).
+    pub dropped: bool,
+}
+
+impl RelayStats {
+    /// Drops the next RTP packet from the server with this payload type and sequence number.
+    pub fn drop_to_client_once(&self, payload_type: u8, sequence_number: u16) {
+        self.drop_to_client
+            .lock()
+            .push((payload_type, sequence_number));
+    }
+
+    /// Delays the next RTP packet from the client with this payload type and sequence
+    /// number by `delay` (the server receives it late, after its successors).
+    pub fn delay_to_server_once(&self, payload_type: u8, sequence_number: u16, delay: Duration) {
+        self.delay_to_server
+            .lock()
+            .push((payload_type, sequence_number, delay));
+    }
+
+    /// How long a test asked to delay `packet` (client RTP), if at all.
+    fn delay_for(&self, packet: &[u8]) -> Option<Duration> {
+        let key = (packet[1] & 0x7F, u16::from_be_bytes([packet[2], packet[3]]));
+        let mut rules = self.delay_to_server.lock();
+        let rule = rules.iter().position(|r| (r.0, r.1) == key)?;
+        Some(rules.swap_remove(rule).2)
+    }
+
+    /// Whether to drop `packet` (RTP from the server), recording it either way.
+    fn pass_to_client(&self, packet: &[u8]) -> bool {
+        if !is_rtp(packet) {
+            return true;
+        }
+        let payload_type = packet[1] & 0x7F;
+        let sequence_number = u16::from_be_bytes([packet[2], packet[3]]);
+        let mut rules = self.drop_to_client.lock();
+        let rule = rules
+            .iter()
+            .position(|r| *r == (payload_type, sequence_number));
+        let dropped = rule.map(|i| rules.swap_remove(i)).is_some();
+        self.to_client_rtp.lock().push(SeenRtp {
+            ssrc: u32::from_be_bytes([packet[8], packet[9], packet[10], packet[11]]),
+            payload_type,
+            sequence_number,
+            at: Instant::now(),
+            dropped,
+        });
+        !dropped
+    }
 }
 
 /// A running relay; it stops when the test's runtime does.
@@ -59,11 +126,12 @@ impl Rng {
     }
 }
 
-/// RTP, not RTCP (RFC 5761 demultiplexing: RTCP packet types 200..=204 read as 72..=76).
+/// RTP, not RTCP (RFC 5761 §4: RTCP packet types 192..=223, which include the feedback
+/// types 205 and 206 of NACK, PLI and TWCC, read as payload types 64..=95).
 fn is_rtp(packet: &[u8]) -> bool {
     packet.len() >= 12
         && (128..=191).contains(&packet[0])
-        && !(72..=76).contains(&(packet[1] & 0x7F))
+        && !(64..=95).contains(&(packet[1] & 0x7F))
 }
 
 impl Relay {
@@ -84,6 +152,9 @@ impl Relay {
                 let packet = buf[..n].to_vec();
                 if from == server {
                     if let Some(to) = *client.lock().await {
+                        if !task_stats.pass_to_client(&packet) {
+                            continue;
+                        }
                         task_stats.to_client.fetch_add(1, Ordering::Relaxed);
                         let _ = socket.send_to(&packet, to).await;
                     }
@@ -92,6 +163,14 @@ impl Relay {
                 client.lock().await.get_or_insert(from);
                 if is_rtp(&packet) {
                     task_stats.client_rtp.fetch_add(1, Ordering::Relaxed);
+                    if let Some(delay) = task_stats.delay_for(&packet) {
+                        let socket = Arc::clone(&socket);
+                        tokio::spawn(async move {
+                            tokio::time::sleep(delay).await;
+                            let _ = socket.send_to(&packet, server).await;
+                        });
+                        continue;
+                    }
                     if rng.next_f64() < impairment.drop {
                         task_stats.dropped.fetch_add(1, Ordering::Relaxed);
                         continue;
