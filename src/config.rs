@@ -126,6 +126,35 @@ pub struct ClusterOptions {
     #[arg(long, env = "REMOTEMEDIA_NAMESPACE")]
     pub namespace: Option<String>,
 
+    /// `controller --discovery kubernetes`: set the worker Deployment's replicas from the
+    /// sessions (scale down one drained worker at a time).
+    #[arg(long, env = "REMOTEMEDIA_AUTOSCALE", default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    pub autoscale: bool,
+
+    /// `--autoscale`: the worker Deployment.
+    #[arg(
+        long,
+        env = "REMOTEMEDIA_WORKER_DEPLOYMENT",
+        default_value = "remotemedia-worker"
+    )]
+    pub worker_deployment: String,
+
+    /// `--autoscale`: sessions one worker should carry.
+    #[arg(long, env = "REMOTEMEDIA_SESSIONS_PER_WORKER", default_value_t = 50)]
+    pub sessions_per_worker: u32,
+
+    /// `--autoscale`: fewest workers.
+    #[arg(long, env = "REMOTEMEDIA_MIN_WORKERS", default_value_t = 1)]
+    pub min_workers: u32,
+
+    /// `--autoscale`: most workers.
+    #[arg(long, env = "REMOTEMEDIA_MAX_WORKERS", default_value_t = 10)]
+    pub max_workers: u32,
+
+    /// `--autoscale`: least time between a change of replicas and a scale-down.
+    #[arg(long, env = "REMOTEMEDIA_SCALE_DOWN_COOLDOWN", default_value = "120s", value_parser = humantime::parse_duration)]
+    pub scale_down_cooldown: Duration,
+
     /// `controller --discovery kubernetes`: label selector of the worker Pods.
     #[arg(
         long,

@@ -9,7 +9,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::client::{connect_to_server, trickle_until_connected, ClientOptions, ClientPeer};
-use common::cluster::{try_http_get, Node, RedisProcess};
+use common::cluster::{one_at_a_time, try_http_get, Node, RedisProcess};
 use common::signaling::{
     drain_notifications, expect_numbered_candidates, send_numbered_candidates, SignalingClient,
     SERVER,
@@ -80,6 +80,7 @@ async fn tone_comes_back(peer: &ClientPeer, frequency: f32) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn thirty_calls_through_two_frontends_spread_over_three_workers() {
     common::init_tracing();
+    let _serial = one_at_a_time().await;
     let redis = RedisProcess::start();
     let url = redis.url();
     let mut workers = Vec::new();
@@ -120,7 +121,13 @@ async fn thirty_calls_through_two_frontends_spread_over_three_workers() {
             .map(|(i, (_, peer))| peer.send_tone(tone(i), 0.8, 20, 0.5)),
     )
     .await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    for (i, (_, peer)) in calls.iter().enumerate() {
+        common::eventually(&format!("client-{i}'s tone to come back"), || {
+            let n = peer.received.lock().samples.len();
+            async move { n >= 4_800 + 19_200 }
+        })
+        .await;
+    }
     for (i, (_, peer)) in calls.iter().enumerate() {
         let frequency = returned_frequency(peer)
             .unwrap_or_else(|| panic!("client-{i}: too little audio came back"));
@@ -224,6 +231,7 @@ async fn expect_server_gone(signaling: &mut SignalingClient, within: Duration) -
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_worker_gets_no_new_sessions_and_its_clients_are_told() {
     common::init_tracing();
+    let _serial = one_at_a_time().await;
     let redis = RedisProcess::start();
     let url = redis.url();
     let mut workers = [
@@ -276,6 +284,7 @@ async fn a_killed_worker_gets_no_new_sessions_and_its_clients_are_told() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_terminated_worker_drains_its_calls_then_exits() {
     common::init_tracing();
+    let _serial = one_at_a_time().await;
     let redis = RedisProcess::start();
     let url = redis.url();
     let mut worker = Node::worker("worker-a", &url, &["--drain-timeout", "60s"]).await;
@@ -345,6 +354,7 @@ async fn a_terminated_worker_drains_its_calls_then_exits() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sessions_place_without_a_controller_and_after_redis_restarts() {
     common::init_tracing();
+    let _serial = one_at_a_time().await;
     let mut redis = RedisProcess::start();
     let url = redis.url();
     let _worker = Node::worker("worker-a", &url, &[]).await;
@@ -415,6 +425,7 @@ async fn try_place(frontend: &Node, id: &str) -> bool {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_of_two_controllers_leads_and_the_other_takes_over() {
     common::init_tracing();
+    let _serial = one_at_a_time().await;
     let redis = RedisProcess::start();
     let url = redis.url();
     let _worker = Node::worker("worker-a", &url, &[]).await;
@@ -497,6 +508,7 @@ fn with_token(token: &str) -> std::collections::HashMap<String, String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_broken_stream_resumes_on_the_other_frontend_and_misses_nothing() {
     common::init_tracing();
+    let _serial = one_at_a_time().await;
     let redis = RedisProcess::start();
     let url = redis.url();
     let _worker = Node::worker("worker-a", &url, &[]).await;
@@ -550,6 +562,7 @@ async fn a_broken_stream_resumes_on_the_other_frontend_and_misses_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_peers_of_a_crashed_frontend_resume_on_another_within_the_grace() {
     common::init_tracing();
+    let _serial = one_at_a_time().await;
     let redis = RedisProcess::start();
     let url = redis.url();
     let _worker = Node::worker("worker-a", &url, &[]).await;
@@ -594,4 +607,70 @@ async fn the_peers_of_a_crashed_frontend_resume_on_another_within_the_grace() {
     };
     println!("resumed on the surviving frontend {resumed_after:?} after the crash");
     tone_comes_back(&peer, 600.0).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_drain_request_from_the_controller_moves_new_sessions_elsewhere() {
+    common::init_tracing();
+    let _serial = one_at_a_time().await;
+    let redis = RedisProcess::start();
+    let url = redis.url();
+    let workers = [
+        Node::worker("worker-a", &url, &[]).await,
+        Node::worker("worker-b", &url, &[]).await,
+    ];
+    let frontend = Node::start("frontend", "frontend", &url, &[]).await;
+    wait_metric(
+        &frontend,
+        "remotemedia_frontend_workers_available",
+        WAIT,
+        |n| n == 2.0,
+    )
+    .await;
+    let (_first, first_peer) = call(&frontend, "before-drain").await;
+
+    // What the autoscaler writes before it scales worker-a away.
+    let client = redis::Client::open(url.as_str()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let _: () = redis::cmd("SET")
+        .arg("rm:drain:worker-a")
+        .arg(1)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    wait_metric(&workers[0], "remotemedia_worker_draining", WAIT, |n| {
+        n == 1.0
+    })
+    .await;
+    wait_metric(
+        &frontend,
+        "remotemedia_frontend_workers_available",
+        WAIT,
+        |n| n == 1.0,
+    )
+    .await;
+    let ready = try_http_get(workers[0].http, "/readyz")
+        .await
+        .unwrap_or_default();
+    assert!(
+        ready.contains(" 503 "),
+        "a draining worker is not ready: {ready}"
+    );
+
+    let before = (
+        sessions_on(&workers[0]).await,
+        sessions_on(&workers[1]).await,
+    );
+    let mut calls = Vec::new();
+    for i in 0..3 {
+        calls.push(call(&frontend, &format!("after-drain-{i}")).await);
+    }
+    let after = (
+        sessions_on(&workers[0]).await,
+        sessions_on(&workers[1]).await,
+    );
+    assert_eq!(after.0, before.0, "no new session on the draining worker");
+    assert_eq!(after.1, before.1 + 3.0);
+    // The calls it already had go on.
+    tone_comes_back(&first_peer, 560.0).await;
 }

@@ -9,12 +9,13 @@
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use redis::aio::ConnectionManager;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+use super::autoscale::{AutoscalePolicy, ScaleStep, Scaler};
 use super::keys::Keys;
 use super::kubernetes::{self, LeaseElection, PodStates};
 use super::workers::{self, PlacementTable, WorkerStatus};
@@ -77,6 +78,8 @@ pub struct Controller {
     keys: Keys,
     http_listener: TcpListener,
     discovered: Discovered,
+    /// `--autoscale`: the policy and the worker Deployment.
+    autoscale: Option<(AutoscalePolicy, String)>,
 }
 
 impl Controller {
@@ -107,6 +110,24 @@ impl Controller {
                 }
             }
         };
+        let cluster = &config.cluster;
+        let autoscale = match (cluster.autoscale, &discovered) {
+            (false, _) => None,
+            (true, Discovered::Redis) => {
+                return Err(Error::Unsupported(
+                    "--autoscale scales a Deployment: it needs --discovery kubernetes".into(),
+                ))
+            }
+            (true, Discovered::Kubernetes { .. }) => Some((
+                AutoscalePolicy {
+                    sessions_per_worker: cluster.sessions_per_worker,
+                    min_workers: cluster.min_workers,
+                    max_workers: cluster.max_workers,
+                    cooldown: cluster.scale_down_cooldown,
+                },
+                cluster.worker_deployment.clone(),
+            )),
+        };
         let http_listener = bind("HTTP", config.http_address).await?;
         let (_, redis) = super::connect(url).await?;
         let id = format!(
@@ -120,6 +141,7 @@ impl Controller {
             keys: Keys::new(config.redis_prefix.clone()),
             http_listener,
             discovered,
+            autoscale,
         })
     }
 
@@ -204,6 +226,19 @@ impl Controller {
                 (Election::Kubernetes(Box::new(lease)), Some(pods))
             }
         };
+        let mut autoscaler = match (&self.discovered, self.autoscale) {
+            (
+                Discovered::Kubernetes {
+                    client, namespace, ..
+                },
+                Some((policy, ref deployment)),
+            ) => Some(Autoscaler {
+                policy,
+                scaler: Scaler::new(client.clone(), namespace, deployment),
+                last_change: None,
+            }),
+            _ => None,
+        };
         let mut tick = tokio::time::interval(CONTROL_INTERVAL);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         tokio::pin!(shutdown);
@@ -222,12 +257,21 @@ impl Controller {
                         Some(pods) => kubernetes::join(live, &pods.read()),
                         None => live,
                     };
+                    let fresh: Vec<WorkerStatus> = live
+                        .iter()
+                        .filter(|w| w.is_fresh(workers::now_ms()))
+                        .cloned()
+                        .collect();
                     let table = placement_table(&self.id, term, live, workers::now_ms());
                     if !publish(&mut redis, &self.keys, &table).await {
                         tracing::warn!(
                             term,
                             "a later leader's table is in Redis: not overwriting it"
                         );
+                        continue;
+                    }
+                    if let Some(autoscaler) = autoscaler.as_mut() {
+                        autoscaler.round(&fresh, &mut redis, &self.keys).await;
                     }
                 }
                 Err(err) => redis_error("read_heartbeats", &err),
@@ -261,6 +305,67 @@ async fn publish(redis: &mut ConnectionManager, keys: &Keys, table: &PlacementTa
         Err(err) => {
             redis_error("publish_table", &err);
             false
+        }
+    }
+}
+
+/// How long a drain request stays in Redis (the worker reads it within one heartbeat).
+const DRAIN_REQUEST_TTL: Duration = Duration::from_secs(3600);
+
+/// `--autoscale` state of the leader.
+struct Autoscaler {
+    policy: AutoscalePolicy,
+    scaler: Scaler,
+    last_change: Option<Instant>,
+}
+
+impl Autoscaler {
+    /// One round: compare the replicas with what the sessions need and take one step.
+    async fn round(
+        &mut self,
+        workers: &[WorkerStatus],
+        redis: &mut ConnectionManager,
+        keys: &Keys,
+    ) {
+        let replicas = match self.scaler.replicas().await {
+            Ok(replicas) => replicas,
+            Err(err) => return tracing::warn!(%err, "reading the worker Deployment's scale failed"),
+        };
+        let step = self
+            .policy
+            .decide(replicas, workers, self.last_change, Instant::now());
+        let result = match &step {
+            ScaleStep::Hold => return,
+            ScaleStep::Up { to } => {
+                tracing::info!(from = replicas, to, "scaling workers up");
+                self.scaler.set_replicas(*to).await
+            }
+            ScaleStep::Down { to, drain } => {
+                tracing::info!(
+                    from = replicas,
+                    to,
+                    worker_id = drain,
+                    "draining the emptiest worker, then scaling down"
+                );
+                let requested: redis::RedisResult<()> = redis::cmd("SET")
+                    .arg(keys.drain(drain))
+                    .arg(1)
+                    .arg("PX")
+                    .arg(DRAIN_REQUEST_TTL.as_millis() as u64)
+                    .query_async(redis)
+                    .await;
+                if let Err(err) = requested {
+                    return redis_error("drain_request", &err);
+                }
+                match self.scaler.mark_to_go(drain).await {
+                    Ok(()) => self.scaler.set_replicas(*to).await,
+                    Err(err) => Err(err),
+                }
+            }
+        };
+        match result {
+            Ok(()) => self.last_change = Some(Instant::now()),
+            Err(err) => tracing::warn!(%err, ?step, "scaling the workers failed"),
         }
     }
 }

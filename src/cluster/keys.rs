@@ -82,6 +82,11 @@ impl Keys {
         format!("{}session:{peer_id}", self.prefix)
     }
 
+    /// The controller asks a worker to drain (before scaling it away).
+    pub fn drain(&self, worker_id: &str) -> String {
+        format!("{}drain:{worker_id}", self.prefix)
+    }
+
     /// The placement table the controller publishes.
     pub fn placement(&self) -> String {
         format!("{}placement", self.prefix)

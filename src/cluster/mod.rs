@@ -2,6 +2,7 @@
 //! notification delivery shared by every replica, behind the same traits as the in-memory
 //! versions), media workers and their heartbeats, placement, and the controller.
 
+pub mod autoscale;
 pub mod controller;
 mod keys;
 pub mod kubernetes;

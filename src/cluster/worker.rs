@@ -190,13 +190,16 @@ impl Worker {
             address = self.advertised,
             "worker serving"
         );
+        tokio::pin!(shutdown);
         tokio::select! {
-            () = shutdown => {}
+            () = &mut shutdown => {}
             () = self.drain.started() => {
-                // A drain request: stay up (the pod is deleted next), just take nothing new.
+                // A drain request: take nothing new and stay up; the pod is deleted next, and
+                // its SIGTERM waits for the sessions as below.
                 readiness.set(false);
                 heartbeat.beat().await;
-                std::future::pending::<()>().await;
+                tracing::info!(worker_id = self.id, "draining on request: no new sessions");
+                (&mut shutdown).await;
             }
         }
         self.drain.start();
@@ -279,6 +282,16 @@ impl Heartbeat {
     }
 
     async fn beat(&self) {
+        let requested: redis::RedisResult<bool> = redis::cmd("EXISTS")
+            .arg(self.keys.drain(&self.id))
+            .query_async(&mut self.redis.clone())
+            .await;
+        if matches!(requested, Ok(true)) && !self.drain.start() {
+            tracing::info!(
+                worker_id = self.id,
+                "the controller asked this worker to drain"
+            );
+        }
         let status = WorkerStatus {
             id: self.id.clone(),
             address: self.address.clone(),

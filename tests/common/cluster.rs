@@ -9,6 +9,13 @@ use std::time::{Duration, Instant};
 
 use super::WAIT;
 
+/// Cluster tests start several processes each: run them one at a time, so 2 cores are not
+/// shared by a dozen servers and the figures they print mean something.
+pub async fn one_at_a_time() -> tokio::sync::MutexGuard<'static, ()> {
+    static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+    SERIAL.lock().await
+}
+
 /// A free TCP port on 127.0.0.1 (bound, then released for the process to take).
 pub fn free_tcp_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
