@@ -60,6 +60,8 @@ pub struct Metrics {
     pub sessions_closed: IntCounterVec,
     /// Audio RTP packets of closed sessions by direction (`in`, `out`).
     pub rtp_packets: IntCounterVec,
+    /// RTP bytes (headers included, all tracks) of closed sessions by direction.
+    pub rtp_bytes: IntCounterVec,
     /// What the inbound jitter buffers of closed sessions did with packets and slots:
     /// `lost`, `late`, `duplicate`, `concealed` (PLC), `fec_recovered`, `discarded`.
     pub jitter_events: IntCounterVec,
@@ -200,6 +202,11 @@ impl Metrics {
                 "remotemedia_worker_sessions_closed_total",
                 "Server sessions closed, by reason",
                 &["reason"],
+            )?,
+            rtp_bytes: counter_vec(
+                "remotemedia_media_rtp_bytes_total",
+                "RTP bytes, headers included, of closed sessions, by direction",
+                &["direction"],
             )?,
             rtp_packets: counter_vec(
                 "remotemedia_media_rtp_packets_total",

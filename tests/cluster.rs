@@ -566,8 +566,9 @@ async fn the_peers_of_a_crashed_frontend_resume_on_another_within_the_grace() {
     let redis = RedisProcess::start();
     let url = redis.url();
     let _worker = Node::worker("worker-a", &url, &[]).await;
-    let mut crashing = Node::start("frontend-1", "frontend", &url, &[]).await;
-    let survivor = Node::start("frontend-2", "frontend", &url, &[]).await;
+    let grace = ["--resume-grace", "20s"];
+    let mut crashing = Node::start("frontend-1", "frontend", &url, &grace).await;
+    let survivor = Node::start("frontend-2", "frontend", &url, &grace).await;
     wait_metric(
         &crashing,
         "remotemedia_frontend_workers_available",
@@ -579,6 +580,9 @@ async fn the_peers_of_a_crashed_frontend_resume_on_another_within_the_grace() {
     let token = ack["resume_token"].as_str().unwrap().to_owned();
     let mut peer = ClientPeer::new(ClientOptions::default()).await;
     connect_to_server(&mut alice, &mut peer).await;
+    // Carol, on the same frontend, never comes back; Bob watches from the other one.
+    let (_carol, _) = SignalingClient::announce(&crashing.grpc_url(), "carol").await;
+    let (mut bob, _) = SignalingClient::announce(&survivor.grpc_url(), "bob").await;
 
     crashing.kill9();
     let crashed = Instant::now();
@@ -607,6 +611,28 @@ async fn the_peers_of_a_crashed_frontend_resume_on_another_within_the_grace() {
     };
     println!("resumed on the surviving frontend {resumed_after:?} after the crash");
     tone_comes_back(&peer, 600.0).await;
+
+    // Carol's grace runs out: then, and only then, PeerLeft.
+    let left_after = loop {
+        let response = bob
+            .next_within(Duration::from_secs(40))
+            .await
+            .expect("no PeerLeft for carol within 40 s")
+            .unwrap()
+            .unwrap();
+        if let Some(Resp::Notification(pb::SignalingNotification {
+            notification: Some(Notification::PeerLeft(left)),
+        })) = response.response
+        {
+            assert_eq!(left.peer_id, "carol", "alice resumed: only carol leaves");
+            break crashed.elapsed();
+        }
+    };
+    println!("PeerLeft for the peer that did not resume {left_after:?} after the crash");
+    assert!(
+        left_after >= Duration::from_secs(20),
+        "PeerLeft before the grace ended"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -673,4 +699,86 @@ async fn a_drain_request_from_the_controller_moves_new_sessions_elsewhere() {
     assert_eq!(after.1, before.1 + 3.0);
     // The calls it already had go on.
     tone_comes_back(&first_peer, 560.0).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopping_frontend_sends_its_clients_to_resume_elsewhere() {
+    common::init_tracing();
+    let _serial = one_at_a_time().await;
+    let redis = RedisProcess::start();
+    let url = redis.url();
+    let _worker = Node::worker("worker-a", &url, &[]).await;
+    let mut stopping = Node::start("frontend-1", "frontend", &url, &[]).await;
+    let other = Node::start("frontend-2", "frontend", &url, &[]).await;
+    wait_metric(
+        &stopping,
+        "remotemedia_frontend_workers_available",
+        WAIT,
+        |n| n == 1.0,
+    )
+    .await;
+    let (mut alice, ack) = SignalingClient::announce(&stopping.grpc_url(), "alice").await;
+    let token = ack["resume_token"].as_str().unwrap().to_owned();
+    let mut peer = ClientPeer::new(ClientOptions::default()).await;
+    connect_to_server(&mut alice, &mut peer).await;
+    let (mut bob, _) = SignalingClient::announce(&other.grpc_url(), "bob").await;
+
+    stopping.sigterm();
+    let status = loop {
+        match alice.next().await {
+            Ok(Some(_)) => continue,
+            Ok(None) => panic!("the stream ended without a status"),
+            Err(status) => break status,
+        }
+    };
+    assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
+    send_numbered_candidates(&mut bob, "alice", 10).await;
+    let (mut alice, _) =
+        SignalingClient::announce_with(&other.grpc_url(), "alice", with_token(&token)).await;
+    expect_numbered_candidates(&mut alice, "bob", 10).await;
+    tone_comes_back(&peer, 640.0).await;
+    let deadline = Instant::now() + WAIT;
+    while !stopping.has_exited() {
+        assert!(
+            Instant::now() < deadline,
+            "the stopped frontend did not exit"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_cluster_answers_resource_exhausted() {
+    common::init_tracing();
+    let _serial = one_at_a_time().await;
+    let redis = RedisProcess::start();
+    let url = redis.url();
+    let _worker = Node::worker("worker-a", &url, &["--capacity", "1"]).await;
+    let frontend = Node::start("frontend", "frontend", &url, &[]).await;
+    wait_metric(
+        &frontend,
+        "remotemedia_frontend_workers_available",
+        WAIT,
+        |n| n == 1.0,
+    )
+    .await;
+    let (_first, _first_peer) = call(&frontend, "first").await;
+    let (mut second, _) = SignalingClient::announce(&frontend.grpc_url(), "second").await;
+    let peer = ClientPeer::new(ClientOptions::default()).await;
+    let offer = second.offer(SERVER, peer.offer().await).await;
+    let error = second.expect_error(&offer).await;
+    assert_eq!(
+        error.code,
+        tonic::Code::ResourceExhausted as u32,
+        "{error:?}"
+    );
+    assert!(error.message.contains("capacity"), "{}", error.message);
+    let metrics = frontend.metrics().await;
+    assert_eq!(
+        metric_value(
+            &metrics,
+            r#"remotemedia_frontend_offers_total{result="at_capacity"}"#
+        ),
+        Some(1.0)
+    );
 }

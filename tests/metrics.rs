@@ -99,6 +99,12 @@ async fn metrics_count_a_call_from_offer_to_close() {
         packets_out.unwrap_or(0.0) >= 15.0,
         "packets out: {packets_out:?}"
     );
+    // Bytes too: at least an RTP header (12) and a few Opus bytes per packet.
+    for direction in ["in", "out"] {
+        let sample = format!(r#"remotemedia_media_rtp_bytes_total{{direction="{direction}"}}"#);
+        let bytes = metric_value(&after, &sample).unwrap_or(0.0);
+        assert!(bytes >= 15.0 * 20.0, "{sample}: {bytes}");
+    }
     let encodes = metric_value(
         &after,
         r#"remotemedia_media_opus_seconds_count{operation="encode"}"#,

@@ -15,7 +15,7 @@ use remotemedia_webrtc::proto::signaling::{
     self as pb, signaling_notification::Notification, signaling_request::Request as Req,
 };
 use remotemedia_webrtc::signaling::SessionHost;
-use serde_json::json;
+use serde_json::{json, Value};
 use tokio_tungstenite::tungstenite::Message;
 
 const SERVER: &str = "remotemedia-server";
@@ -27,9 +27,14 @@ const FAKE_SDP: &str =
 async fn announce_list_and_info() {
     let server = TestServer::start().await;
     let (mut ws, announced) = WsClient::announce(server.http, "ws-a").await;
+    let token = announced["resume_token"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    assert_eq!(token.len(), 32, "{announced}");
     assert_eq!(
         announced,
-        json!({"peer_id": "ws-a", "peers_count": 2, "other_peers": [SERVER], "resume_token": null})
+        json!({"peer_id": "ws-a", "peers_count": 2, "other_peers": [SERVER], "resume_token": token})
     );
     let list = ws.call("peer.list", json!({})).await.unwrap();
     assert_eq!(list["count"], 2);
@@ -397,4 +402,54 @@ async fn shutdown_closes_sockets_with_a_close_frame() {
     };
     assert_eq!(u16::from(close.unwrap().code), 1001);
     stopping.await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_socket_that_breaks_resumes_with_its_token_and_gets_what_it_missed() {
+    let server = TestServer::start().await;
+    let (ws, announced) = WsClient::announce(server.http, "browser").await;
+    let token = announced["resume_token"].as_str().unwrap().to_owned();
+    let (mut other, _) = WsClient::announce(server.http, "other").await;
+    // The socket drops without a close frame (a tab's network goes away).
+    drop(ws);
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    for i in 0..5 {
+        let candidate = format!(
+            "candidate:{i} 1 udp 2130706431 127.0.0.1 {} typ host",
+            9000 + i
+        );
+        other
+            .call("peer.ice_candidate", json!({"to": "browser", "candidate": candidate, "sdp_mid": "0", "sdp_mline_index": 0}))
+            .await
+            .unwrap();
+    }
+    let mut impostor = WsClient::connect(server.http).await;
+    let code = impostor
+        .error_code("peer.announce", json!({"peer_id": "browser"}))
+        .await;
+    assert_eq!(code, -32001, "the id is taken during the grace");
+
+    let mut back = WsClient::connect(server.http).await;
+    back.call(
+        "peer.announce",
+        json!({"peer_id": "browser", "resume_token": token}),
+    )
+    .await
+    .unwrap();
+    for i in 0..5 {
+        let candidate = back.expect_notification("peer.ice_candidate").await;
+        assert_eq!(candidate["from"], "other");
+        assert!(
+            candidate["candidate"]
+                .as_str()
+                .unwrap()
+                .starts_with(&format!("candidate:{i} ")),
+            "in order: {candidate}"
+        );
+    }
+    let seen: Vec<&Value> = other.notifications.iter().collect();
+    assert!(
+        !seen.iter().any(|n| n["method"] == "peer.left"),
+        "no peer.left during a resume: {seen:?}"
+    );
 }

@@ -194,6 +194,24 @@ impl RemoteSessionHost {
             .map_err(|err| redis_unavailable("get_session", &err))
     }
 
+    /// Why no worker could be picked: all full (RESOURCE_EXHAUSTED) or none usable
+    /// (UNAVAILABLE).
+    fn none_available(&self) -> SessionError {
+        let now = workers::now_ms();
+        let workers = self.workers.read();
+        let open: Vec<&WorkerStatus> = workers
+            .iter()
+            .filter(|w| w.is_fresh(now) && w.ready && !w.draining)
+            .collect();
+        if open.is_empty() {
+            return SessionError::Unavailable(format!(
+                "{} media worker(s) known, none ready and taking sessions",
+                workers.len()
+            ));
+        }
+        SessionError::AtCapacity(open.iter().map(|w| w.capacity as usize).sum())
+    }
+
     fn address_of(&self, worker_id: &str) -> Option<String> {
         self.workers
             .read()
@@ -324,12 +342,7 @@ impl SessionHost for RemoteSessionHost {
                 }
             }
         }
-        Err(last_error.unwrap_or_else(|| {
-            let known = self.workers.read().len();
-            SessionError::Unavailable(format!(
-                "{known} media worker(s) known, none ready with room for a session"
-            ))
-        }))
+        Err(last_error.unwrap_or_else(|| self.none_available()))
     }
 
     async fn add_candidate(

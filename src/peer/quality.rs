@@ -30,6 +30,10 @@ pub struct RtcpStats {
     pub remote_packets_lost: i64,
     /// RTP packets the stack received from the client (all tracks).
     pub packets_received: u64,
+    /// RTP payload and header bytes received from the client (all tracks).
+    pub bytes_received: u64,
+    /// RTP payload and header bytes sent to the client (all tracks).
+    pub bytes_sent: u64,
 }
 
 /// Quality of one session so far.
@@ -91,6 +95,10 @@ pub(crate) async fn collect(pc: &RTCPeerConnection, counters: &MediaCounters) ->
             }
             StatsReportType::InboundRTP(inbound) => {
                 rtcp.packets_received += inbound.packets_received;
+                rtcp.bytes_received += inbound.bytes_received + inbound.header_bytes_received;
+            }
+            StatsReportType::OutboundRTP(outbound) => {
+                rtcp.bytes_sent += outbound.bytes_sent + outbound.header_bytes_sent;
             }
             _ => {}
         }
@@ -112,6 +120,12 @@ pub(crate) fn export(stats: &SessionStats) {
     m.rtp_packets
         .with_label_values(&["out"])
         .inc_by(stats.packets_out);
+    m.rtp_bytes
+        .with_label_values(&["in"])
+        .inc_by(stats.rtcp.bytes_received);
+    m.rtp_bytes
+        .with_label_values(&["out"])
+        .inc_by(stats.rtcp.bytes_sent);
     for (event, count) in [
         ("lost", jitter.lost),
         ("late", jitter.late),

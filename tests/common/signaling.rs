@@ -132,6 +132,16 @@ impl SignalingClient {
             .expect("timed out waiting for a signaling response")
     }
 
+    /// The next response within `within`; `None` when nothing came.
+    pub async fn next_within(
+        &mut self,
+        within: Duration,
+    ) -> Option<Result<Option<SignalingResponse>, tonic::Status>> {
+        tokio::time::timeout(within, self.inbound.message())
+            .await
+            .ok()
+    }
+
     /// The next response; panics if the stream ended.
     pub async fn recv(&mut self) -> SignalingResponse {
         self.next()
