@@ -42,11 +42,10 @@ async fn ten_clients_leave_no_peer_offer_or_task_behind() {
         assert!(n >= 25, "client {i} got {n} packets back");
     }
 
-    for (mut signaling, peer) in clients {
+    for (signaling, peer) in clients {
         peer.close().await;
-        signaling.close();
+        signaling.leave().await;
         drop(peer);
-        drop(signaling);
     }
 
     common::eventually("every peer and session to be gone", || {

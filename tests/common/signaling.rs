@@ -132,6 +132,14 @@ impl SignalingClient {
             .expect("timed out waiting for a signaling response")
     }
 
+    /// Leaves as a well-behaved client does: half-closes, then reads until the server ends
+    /// the stream (dropping the connection right after the half-close may lose it, and the
+    /// server then sees a broken stream: a resume grace instead of a leave).
+    pub async fn leave(mut self) {
+        self.close();
+        while let Ok(Ok(Some(_))) = tokio::time::timeout(WAIT, self.inbound.message()).await {}
+    }
+
     /// The next response within `within`; `None` when nothing came.
     pub async fn next_within(
         &mut self,
