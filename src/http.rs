@@ -26,6 +26,17 @@ impl Readiness {
     }
 }
 
+/// Serves `router` on `listener` until `stop` fires (then finishes the requests in flight).
+pub fn serve(
+    listener: tokio::net::TcpListener,
+    router: Router,
+    stop: tokio_util::sync::CancellationToken,
+) -> tokio::task::JoinHandle<Result<(), crate::Error>> {
+    let server =
+        axum::serve(listener, router).with_graceful_shutdown(async move { stop.cancelled().await });
+    tokio::spawn(async move { server.await.map_err(crate::Error::Http) })
+}
+
 /// `/healthz` answers while the process runs; `/readyz` only while it takes new sessions;
 /// `/metrics` is the Prometheus exposition. With `signaling`, also `/ws` and the demo page.
 pub fn router(readiness: Readiness, signaling: Option<WebSocketSignaling>) -> Router {

@@ -201,11 +201,8 @@ impl Server {
         let sweeper = tokio::spawn(Arc::clone(&self.core).expire_detached_peers(stop.clone()));
 
         let websocket = WebSocketSignaling::new(Arc::clone(&self.core), self.origins, stop.clone());
-        let http_stop = stop.clone();
         let router = http::router(readiness.clone(), Some(websocket.clone()));
-        let http = axum::serve(self.http_listener, router)
-            .with_graceful_shutdown(async move { http_stop.cancelled().await });
-        let http = tokio::spawn(async move { http.await.map_err(Error::Http) });
+        let http = http::serve(self.http_listener, router, stop.clone());
 
         let streams = TaskTracker::new();
         let grpc_stop = stop.clone();

@@ -8,7 +8,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::client::{connect_to_server, trickle_until_connected, ClientOptions, ClientPeer};
+use common::client::{call_directly, connect_to_server, ClientOptions, ClientPeer};
 use common::cluster::{one_at_a_time, try_http_get, Node, RedisProcess};
 use common::signaling::{
     drain_notifications, expect_numbered_candidates, send_numbered_candidates, SignalingClient,
@@ -160,31 +160,7 @@ async fn thirty_calls_through_two_frontends_spread_over_three_workers() {
     };
     let mut alice_peer = ClientPeer::new(audio_only).await;
     let mut bob_peer = ClientPeer::new(audio_only).await;
-    let offer = alice.offer("bob", alice_peer.offer().await).await;
-    alice.expect_ack(&offer).await;
-    let forwarded = bob
-        .expect_notification(|n| match n {
-            Notification::Offer(o) => Some(o.clone()),
-            _ => None,
-        })
-        .await;
-    let answer_sdp = bob_peer.answer_offer(forwarded.sdp).await;
-    let answer = bob
-        .send(Req::Answer(pb::AnswerRequest {
-            to_peer_id: "alice".into(),
-            sdp: answer_sdp,
-            r#type: "answer".into(),
-        }))
-        .await;
-    bob.expect_ack(&answer).await;
-    let answered = alice
-        .expect_notification(|n| match n {
-            Notification::Answer(a) => Some(a.clone()),
-            _ => None,
-        })
-        .await;
-    alice_peer.accept_answer(answered.sdp).await;
-    trickle_until_connected(
+    call_directly(
         (&mut alice, &mut alice_peer, "alice"),
         (&mut bob, &mut bob_peer, "bob"),
     )

@@ -179,10 +179,11 @@ impl Controller {
     ) -> Result<(), Error> {
         let stop = CancellationToken::new();
         let readiness = Readiness::default();
-        let http_stop = stop.clone();
-        let http = axum::serve(self.http_listener, http::router(readiness.clone(), None))
-            .with_graceful_shutdown(async move { http_stop.cancelled().await });
-        let http = tokio::spawn(async move { http.await.map_err(Error::Http) });
+        let http = http::serve(
+            self.http_listener,
+            http::router(readiness.clone(), None),
+            stop.clone(),
+        );
         readiness.set(true);
 
         let (mut election, pods) = match &self.discovered {

@@ -147,10 +147,11 @@ impl Worker {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), Error> {
         let readiness = Readiness::default();
-        let http_stop = self.stop.clone();
-        let http = axum::serve(self.http_listener, http::router(readiness.clone(), None))
-            .with_graceful_shutdown(async move { http_stop.cancelled().await });
-        let http = tokio::spawn(async move { http.await.map_err(Error::Http) });
+        let http = http::serve(
+            self.http_listener,
+            http::router(readiness.clone(), None),
+            self.stop.clone(),
+        );
 
         let host = Arc::clone(&self.sessions) as Arc<dyn SessionHost>;
         let grpc_stop = self.stop.clone();

@@ -11,7 +11,7 @@ use tokio_util::sync::CancellationToken;
 use super::bus::{BusError, Mailbox, NotificationBus};
 use super::error::{Payload, SignalingError};
 use super::peer_id::{validate_peer_id, SERVER_PEER_ID};
-use super::registry::{PeerRecord, PeerRegistry, PendingOffer, RegistryError};
+use super::registry::{PeerRecord, PeerRegistry, PendingOffer};
 use super::session_host::{IceCandidate, SessionError, SessionEvent, SessionHost, SessionRequest};
 use crate::metrics::metrics;
 use crate::proto::signaling::{
@@ -152,33 +152,19 @@ impl SignalingCore {
         let connection_id = uuid::Uuid::new_v4().simple().to_string();
         if let Some(token) = request.metadata.remove(RESUME_TOKEN_METADATA_KEY) {
             match self.registry.resume(&peer_id, &token, &connection_id).await {
-                Ok(Some(record)) => {
+                Ok(Some(mut record)) => {
                     let mailbox = self
                         .bus
                         .resume(&peer_id, record.cursor.clone())
                         .await
                         .map_err(|err| SignalingError::StateUnavailable(err.to_string()))?;
                     tracing::info!(peer_id, "peer resumed");
-                    return Ok(ConnectedPeer {
-                        core: Arc::clone(self),
-                        manifest: record.metadata.get(MANIFEST_METADATA_KEY).cloned(),
-                        peer_id,
-                        resume_token: record.resume_token,
-                        connection_id,
-                        mailbox,
-                        early_candidates: Vec::new(),
-                        _slot: slot,
-                        left: false,
-                    });
+                    record.connection_id = connection_id;
+                    return Ok(ConnectedPeer::new(self, &record, mailbox, slot));
                 }
                 // Its grace is over (or it never was): a fresh registration.
                 Ok(None) => {}
-                Err(RegistryError::AlreadyExists(_)) => {
-                    return Err(SignalingError::PeerIdTaken(peer_id))
-                }
-                Err(RegistryError::Unavailable(why)) => {
-                    return Err(SignalingError::StateUnavailable(why))
-                }
+                Err(err) => return Err(err.into()),
             }
         }
         let mailbox = self
@@ -200,36 +186,22 @@ impl SignalingCore {
             cursor: mailbox.cursor(),
             detached_until_ms: None,
         };
-        let manifest = record.metadata.get(MANIFEST_METADATA_KEY).cloned();
         if let Err(err) = self.registry.register(record.clone()).await {
             self.bus.unsubscribe(&peer_id, mailbox.id).await;
-            return Err(match err {
-                RegistryError::AlreadyExists(_) => SignalingError::PeerIdTaken(peer_id),
-                RegistryError::Unavailable(why) => SignalingError::StateUnavailable(why),
-            });
+            return Err(err.into());
         }
         self.bus
             .broadcast(
                 &peer_id,
                 notify(Notification::PeerJoined(pb::PeerJoinedNotification {
                     peer_id: peer_id.clone(),
-                    capabilities: Some(record.capabilities),
-                    metadata: record.metadata,
+                    capabilities: Some(record.capabilities.clone()),
+                    metadata: record.metadata.clone(),
                 })),
             )
             .await;
         tracing::info!(peer_id, "peer announced");
-        Ok(ConnectedPeer {
-            core: Arc::clone(self),
-            manifest,
-            peer_id,
-            resume_token: record.resume_token,
-            connection_id,
-            mailbox,
-            early_candidates: Vec::new(),
-            _slot: slot,
-            left: false,
-        })
+        Ok(ConnectedPeer::new(self, &record, mailbox, slot))
     }
 
     /// Every registered peer, the virtual server peer first.
@@ -326,6 +298,26 @@ pub struct ConnectedPeer {
 }
 
 impl ConnectedPeer {
+    /// The stream's hold on the peer `record` describes.
+    fn new(
+        core: &Arc<SignalingCore>,
+        record: &PeerRecord,
+        mailbox: Mailbox,
+        slot: PeerSlot,
+    ) -> Self {
+        Self {
+            core: Arc::clone(core),
+            peer_id: record.peer_id.clone(),
+            manifest: record.metadata.get(MANIFEST_METADATA_KEY).cloned(),
+            resume_token: record.resume_token.clone(),
+            connection_id: record.connection_id.clone(),
+            mailbox,
+            early_candidates: Vec::new(),
+            _slot: slot,
+            left: false,
+        }
+    }
+
     pub fn peer_id(&self) -> &str {
         &self.peer_id
     }

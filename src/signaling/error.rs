@@ -50,6 +50,15 @@ pub enum SignalingError {
     Session(#[from] SessionError),
 }
 
+impl From<super::registry::RegistryError> for SignalingError {
+    fn from(err: super::registry::RegistryError) -> Self {
+        match err {
+            super::registry::RegistryError::AlreadyExists(peer_id) => Self::PeerIdTaken(peer_id),
+            super::registry::RegistryError::Unavailable(why) => Self::StateUnavailable(why),
+        }
+    }
+}
+
 impl SignalingError {
     /// The gRPC status code of this error (the table of DESIGN.md §2).
     pub fn code(&self) -> Code {

@@ -563,6 +563,37 @@ pub async fn flush_candidates(signaling: &mut SignalingClient, peer: &mut Client
 /// One side of a direct call: its signaling stream, its peer, its id.
 pub type Side<'a> = (&'a mut SignalingClient, &'a mut ClientPeer, &'a str);
 
+/// `a` calls `b` directly: offer, answer and candidates through signaling, until both are
+/// connected.
+pub async fn call_directly(a: Side<'_>, b: Side<'_>) {
+    let ((a_sig, a_peer, a_id), (b_sig, b_peer, b_id)) = (a, b);
+    let offer = a_sig.offer(b_id, a_peer.offer().await).await;
+    a_sig.expect_ack(&offer).await;
+    let forwarded = b_sig
+        .expect_notification(|n| match n {
+            Notification::Offer(o) if o.from_peer_id == a_id => Some(o.clone()),
+            _ => None,
+        })
+        .await;
+    let answer_sdp = b_peer.answer_offer(forwarded.sdp).await;
+    let answer = b_sig
+        .send(pb::signaling_request::Request::Answer(pb::AnswerRequest {
+            to_peer_id: a_id.into(),
+            sdp: answer_sdp,
+            r#type: "answer".into(),
+        }))
+        .await;
+    b_sig.expect_ack(&answer).await;
+    let answered = a_sig
+        .expect_notification(|n| match n {
+            Notification::Answer(answer) if answer.from_peer_id == b_id => Some(answer.clone()),
+            _ => None,
+        })
+        .await;
+    a_peer.accept_answer(answered.sdp).await;
+    trickle_until_connected((a_sig, a_peer, a_id), (b_sig, b_peer, b_id)).await;
+}
+
 /// Trickles ICE candidates both ways between two clients that exchanged offer and answer,
 /// until both are connected.
 pub async fn trickle_until_connected(a: Side<'_>, b: Side<'_>) {
