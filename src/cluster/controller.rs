@@ -18,6 +18,7 @@ use tokio_util::sync::CancellationToken;
 use super::autoscale::{AutoscalePolicy, ScaleStep, Scaler};
 use super::keys::Keys;
 use super::kubernetes::{self, LeaseElection, PodStates};
+use super::redis_error;
 use super::workers::{self, PlacementTable, WorkerStatus};
 use crate::config::{hostname, Config, Discovery};
 use crate::error::Error;
@@ -506,11 +507,6 @@ impl RedisLock {
             .await;
         tracing::info!(controller_id = self.id, "released the leader lock");
     }
-}
-
-fn redis_error(operation: &'static str, err: &redis::RedisError) {
-    metrics().redis_errors.with_label_values(&[operation]).inc();
-    tracing::warn!(operation, %err, "Redis command failed");
 }
 
 #[cfg(test)]

@@ -23,6 +23,15 @@ pub use remote_host::RemoteSessionHost;
 pub use worker::Worker;
 pub use worker_service::{DrainState, WorkerService};
 
+/// Counts and logs a failed Redis command; callers carry on (Redis is not in the liveness path).
+pub(crate) fn redis_error(operation: &'static str, err: &redis::RedisError) {
+    crate::metrics::metrics()
+        .redis_errors
+        .with_label_values(&[operation])
+        .inc();
+    tracing::warn!(operation, %err, "Redis command failed");
+}
+
 /// Why cluster state could not be reached.
 #[derive(Debug, thiserror::Error)]
 pub enum ClusterError {

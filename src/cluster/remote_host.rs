@@ -15,6 +15,7 @@ use tonic::transport::{Channel, Endpoint};
 
 use super::keys::Keys;
 use super::placement::{self, RecentPlacements};
+use super::redis_error;
 use super::workers::{self, WorkerStatus};
 use crate::metrics::metrics;
 use crate::proto::worker::{
@@ -458,11 +459,6 @@ pub(crate) fn error_to_failure(err: &SessionError) -> pb::SessionFailure {
         message,
         capacity,
     }
-}
-
-fn redis_error(operation: &'static str, err: &redis::RedisError) {
-    metrics().redis_errors.with_label_values(&[operation]).inc();
-    tracing::warn!(operation, %err, "Redis command failed");
 }
 
 fn redis_unavailable(operation: &'static str, err: &redis::RedisError) -> SessionError {
