@@ -4,6 +4,7 @@
 //! depends on traits ([`PeerRegistry`], [`NotificationBus`], [`SessionHost`]) so that the
 //! single process and the cluster run the same code. Nothing here imports `peer` or `media`.
 
+mod auth;
 mod bus;
 mod core;
 mod error;
@@ -13,6 +14,7 @@ mod registry;
 mod session_host;
 mod websocket;
 
+pub use auth::{bearer, issue as issue_token, AuthError, Claims, Identity, TokenVerifier};
 pub use bus::{BusError, Delivery, InMemoryBus, Mailbox, NotificationBus, MAILBOX_CAPACITY};
 pub use core::{
     deliver_session_event, ConnectedPeer, OfferOutcome, Roster, SignalingCore, SignalingLimits,

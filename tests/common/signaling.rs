@@ -28,21 +28,31 @@ pub struct SignalingClient {
 impl SignalingClient {
     /// Opens a stream (nothing sent yet).
     pub async fn open(url: &str) -> Self {
+        Self::open_with_token(url, None)
+            .await
+            .expect("open Signal stream")
+    }
+
+    /// Opens a stream with `authorization: Bearer <token>`; the status if the server refuses.
+    pub async fn open_with_token(url: &str, token: Option<&str>) -> Result<Self, tonic::Status> {
         let mut grpc = WebRtcSignalingClient::connect(url.to_owned())
             .await
             .expect("connect to signaling");
         let (outbound, rx) = mpsc::channel(64);
-        let inbound = grpc
-            .signal(ReceiverStream::new(rx))
-            .await
-            .expect("open Signal stream")
-            .into_inner();
-        Self {
+        let mut request = tonic::Request::new(ReceiverStream::new(rx));
+        if let Some(token) = token {
+            request.metadata_mut().insert(
+                "authorization",
+                format!("Bearer {token}").parse().expect("metadata value"),
+            );
+        }
+        let inbound = grpc.signal(request).await?.into_inner();
+        Ok(Self {
             grpc,
             outbound: Some(outbound),
             inbound,
             next_id: 0,
-        }
+        })
     }
 
     /// Opens a stream and announces `peer_id`; returns the client and the ack's JSON.
