@@ -92,6 +92,9 @@ pub struct Config {
 
     #[command(flatten)]
     pub auth: AuthOptions,
+
+    #[command(flatten)]
+    pub turn: TurnOptions,
 }
 
 /// Client authentication.
@@ -108,30 +111,100 @@ pub struct AuthOptions {
     pub auth_secret_file: Option<PathBuf>,
 }
 
+/// TURN for clients that cannot reach the media ports directly.
+#[derive(Debug, Clone, clap::Args)]
+pub struct TurnOptions {
+    /// The `static-auth-secret` of your TURN servers (coturn `use-auth-secret`): every announce
+    /// ack then carries short-lived credentials for `--turn-uris`.
+    #[arg(long, env = "REMOTEMEDIA_TURN_SECRET", value_parser = parse_secret, conflicts_with = "turn_secret_file")]
+    pub turn_secret: Option<Secret>,
+
+    /// The same secret read from a file.
+    #[arg(long, env = "REMOTEMEDIA_TURN_SECRET_FILE")]
+    pub turn_secret_file: Option<PathBuf>,
+
+    /// TURN URLs handed to clients with the credentials (comma-separated, e.g.
+    /// `turn:turn.example.com:3478?transport=udp,turns:turn.example.com:5349`).
+    #[arg(long, env = "REMOTEMEDIA_TURN_URIS", value_delimiter = ',')]
+    pub turn_uris: Vec<String>,
+
+    /// How long handed-out TURN credentials stay valid.
+    #[arg(long, env = "REMOTEMEDIA_TURN_TTL", default_value = "1h", value_parser = humantime::parse_duration)]
+    pub turn_ttl: Duration,
+}
+
+impl TurnOptions {
+    /// The secret, once it is known that URLs go with it.
+    ///
+    /// # Errors
+    /// The secret file cannot be read, the secret is empty, or a secret has no `--turn-uris`.
+    pub fn secret(&self) -> Result<Option<Secret>, std::io::Error> {
+        let secret = read_secret(
+            self.turn_secret.as_ref(),
+            self.turn_secret_file.as_deref(),
+            "the TURN secret",
+        )?;
+        if secret.is_some() && non_empty(&self.turn_uris).next().is_none() {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                "--turn-secret needs --turn-uris: the URLs clients use the credentials with",
+            ));
+        }
+        Ok(secret)
+    }
+}
+
 impl AuthOptions {
     /// The secret tokens are checked with, if authentication is on.
     ///
     /// # Errors
     /// The secret file cannot be read, or the secret is empty.
     pub fn secret(&self) -> Result<Option<Secret>, std::io::Error> {
-        let secret = match (&self.auth_secret, &self.auth_secret_file) {
-            (Some(secret), _) => secret.clone(),
-            (None, Some(path)) => {
-                let text = std::fs::read_to_string(path).map_err(|err| {
-                    std::io::Error::new(err.kind(), format!("{}: {err}", path.display()))
-                })?;
-                Secret(text.trim().to_owned())
-            }
-            (None, None) => return Ok(None),
-        };
-        if secret.0.is_empty() {
-            return Err(std::io::Error::new(
-                std::io::ErrorKind::InvalidInput,
-                "the auth secret is empty",
-            ));
-        }
-        Ok(Some(secret))
+        read_secret(
+            self.auth_secret.as_ref(),
+            self.auth_secret_file.as_deref(),
+            "the auth secret",
+        )
     }
+}
+
+impl ClusterOptions {
+    /// The worker API token, if one is set.
+    ///
+    /// # Errors
+    /// The token file cannot be read, or the token is empty.
+    pub fn worker_token(&self) -> Result<Option<Secret>, std::io::Error> {
+        read_secret(
+            self.worker_token.as_ref(),
+            self.worker_token_file.as_deref(),
+            "the worker token",
+        )
+    }
+}
+
+/// A secret from its flag or else its file (trimmed); never empty.
+fn read_secret(
+    value: Option<&Secret>,
+    file: Option<&std::path::Path>,
+    what: &str,
+) -> Result<Option<Secret>, std::io::Error> {
+    let secret = match (value, file) {
+        (Some(secret), _) => secret.clone(),
+        (None, Some(path)) => {
+            let text = std::fs::read_to_string(path).map_err(|err| {
+                std::io::Error::new(err.kind(), format!("{}: {err}", path.display()))
+            })?;
+            Secret(text.trim().to_owned())
+        }
+        (None, None) => return Ok(None),
+    };
+    if secret.0.is_empty() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!("{what} is empty"),
+        ));
+    }
+    Ok(Some(secret))
 }
 
 /// A secret that never shows in logs or `Debug` output.
@@ -192,6 +265,16 @@ pub struct ClusterOptions {
     /// `--grpc-address` when it names a host, else the host name with its port.
     #[arg(long, env = "REMOTEMEDIA_WORKER_ADDRESS")]
     pub worker_address: Option<String>,
+
+    /// `worker` and `frontend`: a shared token the worker API requires of every call
+    /// (`authorization: Bearer`), so only frontends create sessions. Unset: the API is open
+    /// (keep it on a private network).
+    #[arg(long, env = "REMOTEMEDIA_WORKER_TOKEN", value_parser = parse_secret, conflicts_with = "worker_token_file")]
+    pub worker_token: Option<Secret>,
+
+    /// The same token read from a file (a mounted Kubernetes Secret).
+    #[arg(long, env = "REMOTEMEDIA_WORKER_TOKEN_FILE")]
+    pub worker_token_file: Option<PathBuf>,
 
     /// `worker`: server sessions this worker carries at most; more get RESOURCE_EXHAUSTED.
     #[arg(long, env = "REMOTEMEDIA_CAPACITY", default_value_t = 100)]

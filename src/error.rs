@@ -28,7 +28,7 @@ pub enum Error {
     Unsupported(String),
     #[error("Kubernetes API: {0}")]
     Kubernetes(String),
-    #[error("auth secret: {0}")]
+    #[error("secret: {0}")]
     AuthSecret(#[source] std::io::Error),
     #[error("HTTP server failed: {0}")]
     Http(#[source] std::io::Error),

@@ -13,7 +13,7 @@ use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::cluster::{self, Keys, RedisBus, RedisRegistry, RemoteSessionHost};
+use crate::cluster::{self, AttachToken, Keys, RedisBus, RedisRegistry, RemoteSessionHost};
 use crate::config::{non_empty, Config, Mode};
 use crate::error::Error;
 use crate::http::{self, Readiness};
@@ -21,8 +21,9 @@ use crate::peer::{SessionManager, SessionSettings, WebRtcStack};
 use crate::pipeline::{OpusSettings, Pipeline, PipelineCatalog};
 use crate::proto::signaling::web_rtc_signaling_server::WebRtcSignalingServer;
 use crate::signaling::{
-    GrpcSignaling, InMemoryBus, InMemoryRegistry, NotificationBus, OriginPolicy, PeerRegistry,
-    SignalingCore, SignalingLimits, TokenVerifier, WebSocketSignaling,
+    Access, GrpcSignaling, InMemoryBus, InMemoryRegistry, NotificationBus, OriginPolicy,
+    PeerRegistry, SignalingCore, SignalingLimits, TokenVerifier, TurnCredentials,
+    WebSocketSignaling,
 };
 
 /// Session events queued between the session manager and signaling.
@@ -133,8 +134,15 @@ impl Server {
             match (config.mode, redis) {
                 (Mode::Frontend, Some((redis, keys))) => {
                     let (event_tx, events) = mpsc::channel(SESSION_EVENT_QUEUE);
+                    let token = config
+                        .cluster
+                        .worker_token()
+                        .map_err(crate::Error::AuthSecret)?;
+                    let token =
+                        AttachToken::new(token.as_ref()).map_err(crate::Error::Unsupported)?;
                     let host =
-                        RemoteSessionHost::new(redis, keys, event_tx, stop.child_token()).await;
+                        RemoteSessionHost::new(redis, keys, event_tx, token, stop.child_token())
+                            .await;
                     (host, None, events)
                 }
                 _ => {
@@ -155,11 +163,7 @@ impl Server {
                 resume_grace: config.limits.resume_grace,
                 keep_peers_on_shutdown: config.mode == Mode::Frontend,
             },
-            config
-                .auth
-                .secret()
-                .map_err(crate::Error::AuthSecret)?
-                .map(|secret| TokenVerifier::new(secret.expose())),
+            access(config)?,
         );
         Ok(Self {
             grpc_listener,
@@ -297,6 +301,29 @@ pub(crate) async fn bind(what: &'static str, address: SocketAddr) -> Result<TcpL
             address,
             source,
         })
+}
+
+/// `--auth-secret` and `--turn-secret`, read once at start.
+fn access(config: &Config) -> Result<Access, crate::Error> {
+    let tokens = config
+        .auth
+        .secret()
+        .map_err(crate::Error::AuthSecret)?
+        .map(|secret| TokenVerifier::new(secret.expose()));
+    let turn = config
+        .turn
+        .secret()
+        .map_err(crate::Error::AuthSecret)?
+        .map(|secret| {
+            TurnCredentials::new(
+                secret.expose(),
+                non_empty(&config.turn.turn_uris)
+                    .map(str::to_owned)
+                    .collect(),
+                config.turn.turn_ttl,
+            )
+        });
+    Ok(Access { tokens, turn })
 }
 
 #[cfg(test)]

@@ -21,6 +21,9 @@ use remotemedia_webrtc::proto::signaling::{
     self as pb, signaling_notification::Notification, signaling_request::Request as Req,
     signaling_response::Response as Resp,
 };
+use remotemedia_webrtc::proto::worker::{
+    self as worker_pb, media_worker_client::MediaWorkerClient,
+};
 
 /// Waits until `node`'s metric `sample` satisfies `check`.
 async fn wait_metric(
@@ -765,4 +768,60 @@ async fn a_full_cluster_answers_resource_exhausted() {
         ),
         Some(1.0)
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_worker_api_takes_only_callers_with_the_worker_token() {
+    common::init_tracing();
+    let _serial = one_at_a_time().await;
+    let redis = RedisProcess::start();
+    let url = redis.url();
+    let worker = Node::worker("worker-a", &url, &["--worker-token", "right-token"]).await;
+    let wrong = Node::start(
+        "frontend-wrong",
+        "frontend",
+        &url,
+        &["--worker-token", "wrong"],
+    )
+    .await;
+    let right = Node::start(
+        "frontend-right",
+        "frontend",
+        &url,
+        &["--worker-token", "right-token"],
+    )
+    .await;
+    for frontend in [&wrong, &right] {
+        wait_metric(
+            frontend,
+            "remotemedia_frontend_workers_available",
+            WAIT,
+            |n| n >= 1.0,
+        )
+        .await;
+    }
+
+    // Anything else on the network that reaches the API directly is refused.
+    let mut direct = MediaWorkerClient::connect(worker.grpc_url()).await.unwrap();
+    let status = direct
+        .close_session(worker_pb::CloseSessionRequest {
+            peer_id: "someone".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), tonic::Code::Unauthenticated, "{status:?}");
+
+    // A frontend with the wrong token cannot place: the client hears UNAVAILABLE.
+    let (mut signaling, _) = SignalingClient::announce(&wrong.grpc_url(), "refused").await;
+    let peer = ClientPeer::new(ClientOptions::default()).await;
+    let offer = signaling.offer(SERVER, peer.offer().await).await;
+    let error = signaling.expect_error(&offer).await;
+    assert_eq!(error.code, tonic::Code::Unavailable as u32, "{error:?}");
+    assert_eq!(sessions_on(&worker).await, 0.0);
+    peer.close().await;
+
+    // The right token: the call is placed and carries audio.
+    let (_signaling, peer) = call(&right, "accepted").await;
+    tone_comes_back(&peer, 523.0).await;
+    assert!(worker.log_text().contains("token missing or wrong"));
 }

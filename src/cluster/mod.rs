@@ -12,6 +12,7 @@ mod redis_bus;
 mod redis_registry;
 mod remote_host;
 mod worker;
+mod worker_auth;
 mod worker_service;
 pub mod workers;
 
@@ -21,6 +22,7 @@ pub use redis_bus::RedisBus;
 pub use redis_registry::RedisRegistry;
 pub use remote_host::RemoteSessionHost;
 pub use worker::Worker;
+pub use worker_auth::{AttachToken, RequireToken};
 pub use worker_service::{DrainState, WorkerService};
 
 /// Counts and logs a failed Redis command; callers carry on (Redis is not in the liveness path).

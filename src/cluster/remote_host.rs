@@ -11,7 +11,10 @@ use parking_lot::{Mutex, RwLock};
 use redis::aio::ConnectionManager;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Channel, Endpoint};
+
+use super::worker_auth::AttachToken;
 
 use super::keys::Keys;
 use super::placement::{self, RecentPlacements};
@@ -67,8 +70,13 @@ pub struct RemoteSessionHost {
     workers: Arc<RwLock<Vec<WorkerStatus>>>,
     recent: RecentPlacements,
     suspects: Mutex<HashMap<String, Instant>>,
-    clients: Mutex<HashMap<String, MediaWorkerClient<Channel>>>,
+    clients: Mutex<HashMap<String, WorkerClient>>,
+    /// `--worker-token` on every call.
+    token: AttachToken,
 }
+
+/// A worker API client that signs its calls.
+type WorkerClient = MediaWorkerClient<InterceptedService<Channel, AttachToken>>;
 
 impl RemoteSessionHost {
     /// A host on the cluster in `redis`. Reports sessions lost with a dead worker on `events`.
@@ -77,9 +85,11 @@ impl RemoteSessionHost {
         redis: ConnectionManager,
         keys: Keys,
         events: mpsc::Sender<SessionEvent>,
+        token: AttachToken,
         stop: CancellationToken,
     ) -> Arc<Self> {
         let host = Arc::new(Self {
+            token,
             redis,
             keys,
             workers: Arc::new(RwLock::new(Vec::new())),
@@ -170,7 +180,7 @@ impl RemoteSessionHost {
         }
     }
 
-    fn client(&self, address: &str) -> Result<MediaWorkerClient<Channel>, SessionError> {
+    fn client(&self, address: &str) -> Result<WorkerClient, SessionError> {
         if let Some(client) = self.clients.lock().get(address) {
             return Ok(client.clone());
         }
@@ -179,7 +189,8 @@ impl RemoteSessionHost {
             .connect_timeout(CONNECT_TIMEOUT)
             .timeout(CALL_TIMEOUT)
             .tcp_nodelay(true);
-        let client = MediaWorkerClient::new(endpoint.connect_lazy());
+        let client =
+            MediaWorkerClient::with_interceptor(endpoint.connect_lazy(), self.token.clone());
         self.clients
             .lock()
             .insert(address.to_owned(), client.clone());

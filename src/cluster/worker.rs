@@ -17,6 +17,7 @@ use tokio_util::sync::CancellationToken;
 use super::keys::Keys;
 use super::process_load::CpuMeter;
 use super::remote_host::FORGET_SESSION_SCRIPT;
+use super::worker_auth::RequireToken;
 use super::worker_service::{DrainState, WorkerService};
 use super::workers::{self, WorkerStatus, HEARTBEAT_INTERVAL};
 use super::{RedisBus, RedisRegistry};
@@ -47,6 +48,8 @@ pub struct Worker {
     drain_timeout: Duration,
     stop: CancellationToken,
     drain: Arc<DrainState>,
+    /// `--worker-token` required of every API call.
+    token: RequireToken,
 }
 
 impl Worker {
@@ -113,6 +116,13 @@ impl Worker {
             drain_timeout: config.cluster.drain_timeout,
             stop,
             drain: Arc::new(DrainState::default()),
+            token: RequireToken::new(
+                config
+                    .cluster
+                    .worker_token()
+                    .map_err(crate::Error::AuthSecret)?
+                    .as_ref(),
+            ),
         })
     }
 
@@ -156,10 +166,10 @@ impl Worker {
         let host = Arc::clone(&self.sessions) as Arc<dyn SessionHost>;
         let grpc_stop = self.stop.clone();
         let grpc = tonic::transport::Server::builder()
-            .add_service(MediaWorkerServer::new(WorkerService::new(
-                host,
-                Arc::clone(&self.drain),
-            )))
+            .add_service(MediaWorkerServer::with_interceptor(
+                WorkerService::new(host, Arc::clone(&self.drain)),
+                self.token,
+            ))
             .serve_with_incoming_shutdown(TcpListenerStream::new(self.grpc_listener), async move {
                 grpc_stop.cancelled().await
             });

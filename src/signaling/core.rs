@@ -14,6 +14,7 @@ use super::error::{Payload, SignalingError};
 use super::peer_id::{validate_peer_id, SERVER_PEER_ID};
 use super::registry::{PeerRecord, PeerRegistry, PendingOffer};
 use super::session_host::{IceCandidate, SessionError, SessionEvent, SessionHost, SessionRequest};
+use super::turn::{IceServer, TurnCredentials};
 use crate::metrics::metrics;
 use crate::proto::signaling::{
     self as pb, signaling_notification::Notification, PeerCapabilities, PeerInfo, PeerState,
@@ -58,8 +59,7 @@ pub struct SignalingCore {
     started: Instant,
     /// Peers announced through this process (for `--max-peers`).
     local_peers: AtomicUsize,
-    /// `--auth-secret`: every stream needs a token; `None`: anyone may announce.
-    auth: Option<TokenVerifier>,
+    access: Access,
 }
 
 /// The result of an offer.
@@ -74,13 +74,13 @@ pub enum OfferOutcome {
     Forwarded { offer_id: String },
 }
 
-/// What an announce acknowledges: the peers this one now sees (the server peer included).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Roster {
-    /// Every listed peer, this one included.
-    pub peers_count: usize,
-    /// Peer ids other than this one, the virtual server peer first.
-    pub other_peers: Vec<String>,
+/// Who may announce, and what clients are given to reach the media.
+#[derive(Debug, Default)]
+pub struct Access {
+    /// `--auth-secret`: every stream needs a token; `None`: anyone may announce.
+    pub tokens: Option<TokenVerifier>,
+    /// `--turn-secret`: TURN credentials in every announce ack.
+    pub turn: Option<TurnCredentials>,
 }
 
 /// Process-level counters for health checks.
@@ -98,7 +98,7 @@ impl SignalingCore {
         bus: Arc<dyn NotificationBus>,
         host: Arc<dyn SessionHost>,
         limits: SignalingLimits,
-        auth: Option<TokenVerifier>,
+        access: Access,
     ) -> Arc<Self> {
         Arc::new(Self {
             registry,
@@ -107,7 +107,7 @@ impl SignalingCore {
             limits,
             started: Instant::now(),
             local_peers: AtomicUsize::new(0),
-            auth,
+            access,
         })
     }
 
@@ -116,7 +116,7 @@ impl SignalingCore {
     /// # Errors
     /// `Unauthenticated` when authentication is on and the token is missing, expired or bad.
     pub fn authenticate(&self, token: Option<&str>) -> Result<Identity, SignalingError> {
-        let Some(verifier) = &self.auth else {
+        let Some(verifier) = &self.access.tokens else {
             return Ok(Identity::Anonymous);
         };
         verifier
@@ -358,8 +358,9 @@ impl ConnectedPeer {
         &self.resume_token
     }
 
-    /// The peers this one sees, for the announce acknowledgement.
-    pub async fn roster(&self) -> Roster {
+    /// The announce acknowledgement both transports send: the peers this one sees, its resume
+    /// token, and TURN credentials when `--turn-secret` is set.
+    pub async fn announce_ack(&self) -> serde_json::Value {
         let other_peers: Vec<String> = self
             .core
             .peers()
@@ -368,10 +369,20 @@ impl ConnectedPeer {
             .map(|p| p.peer_id)
             .filter(|id| *id != self.peer_id)
             .collect();
-        Roster {
-            peers_count: other_peers.len() + 1,
-            other_peers,
-        }
+        let ice_servers: Vec<IceServer> = self
+            .core
+            .access
+            .turn
+            .iter()
+            .map(|turn| turn.issue(&self.peer_id))
+            .collect();
+        serde_json::json!({
+            "peer_id": self.peer_id,
+            "peers_count": other_peers.len() + 1,
+            "other_peers": other_peers,
+            "resume_token": self.resume_token,
+            "ice_servers": ice_servers,
+        })
     }
 
     /// The next notification for this peer; `None` when it was cut off for reading too slowly.

@@ -143,17 +143,7 @@ async fn run_stream(
             return;
         }
     };
-    let roster = peer.roster().await;
-    let ack = ack(
-        request_id,
-        "announced",
-        json!({
-            "peer_id": peer.peer_id(),
-            "peers_count": roster.peers_count,
-            "other_peers": roster.other_peers,
-            "resume_token": peer.resume_token(),
-        }),
-    );
+    let ack = ack(request_id, "announced", peer.announce_ack().await);
     if out.send(Ok(ack)).await.is_err() {
         if ended_cleanly(&mut inbound).await {
             peer.leave().await;

@@ -12,12 +12,13 @@ mod grpc;
 mod peer_id;
 mod registry;
 mod session_host;
+mod turn;
 mod websocket;
 
 pub use auth::{bearer, issue as issue_token, AuthError, Claims, Identity, TokenVerifier};
 pub use bus::{BusError, Delivery, InMemoryBus, Mailbox, NotificationBus, MAILBOX_CAPACITY};
 pub use core::{
-    deliver_session_event, ConnectedPeer, OfferOutcome, Roster, SignalingCore, SignalingLimits,
+    deliver_session_event, Access, ConnectedPeer, OfferOutcome, SignalingCore, SignalingLimits,
     SignalingStats, MANIFEST_METADATA_KEY, MAX_CANDIDATE_BYTES, MAX_EARLY_CANDIDATES,
     MAX_SDP_BYTES, RESUME_TOKEN_METADATA_KEY,
 };
@@ -29,4 +30,5 @@ pub use registry::{
     PENDING_OFFER_TTL,
 };
 pub use session_host::{IceCandidate, SessionError, SessionEvent, SessionHost, SessionRequest};
+pub use turn::{IceServer, TurnCredentials};
 pub use websocket::{OriginPolicy, WebSocketSignaling, MAX_FRAME_BYTES};

@@ -21,10 +21,12 @@ use webrtc::data_channel::data_channel_message::DataChannelMessage;
 use webrtc::data_channel::RTCDataChannel;
 use webrtc::ice_transport::ice_candidate::{RTCIceCandidate, RTCIceCandidateInit};
 use webrtc::ice_transport::ice_gatherer_state::RTCIceGathererState;
+use webrtc::ice_transport::ice_server::RTCIceServer;
 use webrtc::interceptor::nack::responder::Responder;
 use webrtc::interceptor::registry::Registry;
 use webrtc::peer_connection::configuration::RTCConfiguration;
 use webrtc::peer_connection::peer_connection_state::RTCPeerConnectionState;
+use webrtc::peer_connection::policy::ice_transport_policy::RTCIceTransportPolicy;
 use webrtc::peer_connection::sdp::session_description::RTCSessionDescription;
 use webrtc::peer_connection::RTCPeerConnection;
 use webrtc::rtp::header::Header;
@@ -127,20 +129,39 @@ pub struct ClientPeer {
 
 impl ClientPeer {
     pub async fn new(options: ClientOptions) -> Self {
-        Self::build(options, None).await
+        Self::build(options, None, RTCConfiguration::default()).await
     }
 
     /// A client that also sends a VP8 video track.
     pub async fn new_with_video(options: ClientOptions) -> Self {
-        Self::build(options, Some(VideoOptions::default())).await
+        Self::build(
+            options,
+            Some(VideoOptions::default()),
+            RTCConfiguration::default(),
+        )
+        .await
     }
 
     /// A client that also sends a VP8 video track, its video side set up by `video`.
     pub async fn new_with_video_options(options: ClientOptions, video: VideoOptions) -> Self {
-        Self::build(options, Some(video)).await
+        Self::build(options, Some(video), RTCConfiguration::default()).await
     }
 
-    async fn build(options: ClientOptions, video_options: Option<VideoOptions>) -> Self {
+    /// A client whose ICE may only use relay candidates through these TURN servers.
+    pub async fn new_relay_only(options: ClientOptions, ice_servers: Vec<RTCIceServer>) -> Self {
+        let configuration = RTCConfiguration {
+            ice_servers,
+            ice_transport_policy: RTCIceTransportPolicy::Relay,
+            ..Default::default()
+        };
+        Self::build(options, None, configuration).await
+    }
+
+    async fn build(
+        options: ClientOptions,
+        video_options: Option<VideoOptions>,
+        configuration: RTCConfiguration,
+    ) -> Self {
         let with_video = video_options.is_some();
         let video_options = video_options.unwrap_or_default();
         let mut media = MediaEngine::default();
@@ -208,11 +229,7 @@ impl ClientPeer {
             .with_interceptor_registry(registry)
             .with_setting_engine(settings)
             .build();
-        let pc = Arc::new(
-            api.new_peer_connection(RTCConfiguration::default())
-                .await
-                .unwrap(),
-        );
+        let pc = Arc::new(api.new_peer_connection(configuration).await.unwrap());
 
         let audio = if options.audio {
             let track = Arc::new(TrackLocalStaticRTP::new(

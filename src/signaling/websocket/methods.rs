@@ -110,13 +110,7 @@ pub async fn dispatch(
                 identity,
             )
             .await?;
-        let roster = connected.roster().await;
-        let result = json!({
-            "peer_id": connected.peer_id(),
-            "peers_count": roster.peers_count,
-            "other_peers": roster.other_peers,
-            "resume_token": connected.resume_token(),
-        });
+        let result = connected.announce_ack().await;
         *peer = Some(connected);
         return Ok(result);
     }
