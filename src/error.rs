@@ -11,6 +11,8 @@ pub enum Error {
     Peer(#[from] crate::peer::PeerError),
     #[error(transparent)]
     Cluster(#[from] crate::cluster::ClusterError),
+    #[error(transparent)]
+    PublicAddress(#[from] crate::public_address::PublicAddressError),
     #[error("cannot listen on {address} ({what}): {source}")]
     Bind {
         what: &'static str,
@@ -28,6 +30,8 @@ pub enum Error {
     Unsupported(String),
     #[error("Kubernetes API: {0}")]
     Kubernetes(String),
+    #[error("drain request to the worker at {0}")]
+    Drain(String),
     #[error("HTTP server failed: {0}")]
     Http(#[source] std::io::Error),
 }

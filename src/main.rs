@@ -2,8 +2,8 @@
 
 use std::process::ExitCode;
 
-use remotemedia_webrtc::cluster::{Controller, Worker};
-use remotemedia_webrtc::config::{Config, Mode};
+use remotemedia_webrtc::cluster::{local_api_address, request_drain, Controller, Worker};
+use remotemedia_webrtc::config::{Command, Config, Mode};
 use remotemedia_webrtc::server::Server;
 use remotemedia_webrtc::websocket_mode::WebSocketPeer;
 use tracing_subscriber::EnvFilter;
@@ -29,6 +29,14 @@ async fn main() -> ExitCode {
 }
 
 async fn run(config: Config) -> anyhow::Result<()> {
+    if let Some(Command::Drain { worker_api }) = &config.command {
+        let api = worker_api
+            .clone()
+            .unwrap_or_else(|| local_api_address(&config));
+        let active = request_drain(&api).await?;
+        println!("worker at {api} drains; {active} sessions active");
+        return Ok(());
+    }
     if config.mode == Mode::Worker {
         let worker = Worker::bind(&config).await?;
         tracing::info!(
