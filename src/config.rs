@@ -95,6 +95,10 @@ pub struct Config {
 
     #[command(flatten)]
     pub turn: TurnOptions,
+
+    /// A one-shot command instead of a server.
+    #[command(subcommand)]
+    pub command: Option<Command>,
 }
 
 /// Client authentication.
@@ -254,6 +258,19 @@ pub struct TokenCommand {
     pub auth: AuthOptions,
 }
 
+/// One-shot commands.
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum Command {
+    /// Asks the worker on this host to drain (take no new sessions) and prints its active
+    /// sessions; the worker keeps running. A pod's preStop hook runs it.
+    Drain {
+        /// The worker's internal API; default: the `--grpc-address` of this environment
+        /// (127.0.0.1 when it listens on every address; 50052 in `--mode worker`).
+        #[arg(long)]
+        worker_api: Option<String>,
+    },
+}
+
 /// Options of the cluster roles (`frontend`, `worker`, `controller`).
 #[derive(Debug, Clone, clap::Args)]
 pub struct ClusterOptions {
@@ -337,14 +354,42 @@ pub struct ClusterOptions {
     pub worker_selector: String,
 }
 
+/// Where the address advertised in host candidates comes from (`--public-ip`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PublicIp {
+    /// This address.
+    Address(IpAddr),
+    /// The mapped address a STUN server sees (`auto`).
+    Stun,
+    /// The Kubernetes node's ExternalIP (`node`).
+    Node,
+}
+
+impl std::str::FromStr for PublicIp {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.trim() {
+            "auto" => Ok(Self::Stun),
+            "node" => Ok(Self::Node),
+            other => other
+                .parse()
+                .map(Self::Address)
+                .map_err(|_| format!("{other:?} is neither an IP address nor `auto` or `node`")),
+        }
+    }
+}
+
 /// Options of the server peers' WebRTC stack.
 #[derive(Debug, Clone, clap::Args)]
 pub struct MediaOptions {
-    /// STUN servers (comma-separated `stun:host:port`); empty: no traffic leaves the host.
+    /// STUN servers (comma-separated `stun:host:port`) that `--public-ip auto` asks for this
+    /// host's public address (the server peers are ICE-lite: host candidates only).
     #[arg(long, env = "WEBRTC_STUN_SERVERS", value_delimiter = ',')]
     pub stun_servers: Vec<String>,
 
-    /// TURN servers (comma-separated `turn:host:port:user:credential`).
+    /// TURN servers (comma-separated `turn:host:port:user:credential`); checked, but unused by
+    /// the ICE-lite server peers: clients that need a relay configure it themselves.
     #[arg(long, env = "WEBRTC_TURN_SERVERS", value_delimiter = ',')]
     pub turn_servers: Vec<String>,
 
@@ -382,9 +427,26 @@ pub struct MediaOptions {
     #[arg(long, env = "REMOTEMEDIA_UDP_PORT", default_value_t = 0)]
     pub udp_port: u16,
 
-    /// Address advertised in host candidates instead of the local one (NAT 1:1).
+    /// Address advertised in host candidates instead of the local one (NAT 1:1): an IP;
+    /// `auto`: discovered at start through the first `--stun-servers` that answers; `node`:
+    /// the ExternalIP of the Kubernetes node `--node-name` (read through the API), else
+    /// `--host-ip`.
     #[arg(long, env = "REMOTEMEDIA_PUBLIC_IP")]
-    pub public_ip: Option<IpAddr>,
+    pub public_ip: Option<PublicIp>,
+
+    /// UDP port advertised in host candidates when it differs from `--udp-port` (a NodePort or
+    /// load balancer maps it onto the bound port); default: the bound port.
+    #[arg(long, env = "REMOTEMEDIA_PUBLIC_PORT", value_parser = clap::value_parser!(u16).range(1..))]
+    pub public_port: Option<u16>,
+
+    /// `--public-ip node`: the Kubernetes node this pod runs on (downward API `spec.nodeName`).
+    #[arg(long, env = "REMOTEMEDIA_NODE_NAME")]
+    pub node_name: Option<String>,
+
+    /// `--public-ip node`: the last resort when the node has no ExternalIP or the API cannot
+    /// be read (downward API `status.hostIP`, usually a private address).
+    #[arg(long, env = "REMOTEMEDIA_HOST_IP")]
+    pub host_ip: Option<IpAddr>,
 
     /// A session that is not ICE+DTLS connected this long after its offer is closed.
     #[arg(long, env = "REMOTEMEDIA_CONNECT_TIMEOUT", default_value = "15s", value_parser = humantime::parse_duration)]
@@ -473,4 +535,45 @@ pub fn hostname() -> Option<String> {
 /// Drops the empty entries a `default_value = ""` list parses into.
 pub(crate) fn non_empty(list: &[String]) -> impl Iterator<Item = &str> {
     list.iter().map(|s| s.trim()).filter(|s| !s.is_empty())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn public_ip_is_an_address_auto_or_node() {
+        let parse = |value: &str| {
+            Config::try_from_iter(["webrtc_server", "--public-ip", value])
+                .map(|c| c.media.public_ip)
+        };
+        assert_eq!(
+            parse("203.0.113.7").unwrap(),
+            Some(PublicIp::Address("203.0.113.7".parse().unwrap()))
+        );
+        assert_eq!(parse("auto").unwrap(), Some(PublicIp::Stun));
+        assert_eq!(parse("node").unwrap(), Some(PublicIp::Node));
+        let err = parse("somewhere").unwrap_err().to_string();
+        assert!(
+            err.contains("neither an IP address nor `auto` or `node`"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn drain_is_a_subcommand_next_to_the_server_flags() {
+        let config =
+            Config::try_from_iter(["webrtc_server", "drain", "--worker-api", "127.0.0.1:1"])
+                .unwrap();
+        assert!(matches!(
+            config.command,
+            Some(Command::Drain { worker_api: Some(ref api) }) if api == "127.0.0.1:1"
+        ));
+        let worker = Config::try_from_iter(["webrtc_server", "--mode", "worker", "drain"]).unwrap();
+        assert_eq!(worker.grpc_address.port(), 50052);
+        assert!(Config::try_from_iter(["webrtc_server"])
+            .unwrap()
+            .command
+            .is_none());
+    }
 }

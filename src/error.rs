@@ -11,6 +11,8 @@ pub enum Error {
     Peer(#[from] crate::peer::PeerError),
     #[error(transparent)]
     Cluster(#[from] crate::cluster::ClusterError),
+    #[error(transparent)]
+    PublicAddress(#[from] crate::public_address::PublicAddressError),
     #[error("cannot listen on {address} ({what}): {source}")]
     Bind {
         what: &'static str,
@@ -30,6 +32,8 @@ pub enum Error {
     Kubernetes(String),
     #[error("secret: {0}")]
     AuthSecret(#[source] std::io::Error),
+    #[error("drain request to the worker at {0}")]
+    Drain(String),
     #[error("HTTP server failed: {0}")]
     Http(#[source] std::io::Error),
 }

@@ -13,6 +13,7 @@ pub mod metrics;
 pub mod peer;
 pub mod pipeline;
 pub mod proto;
+pub mod public_address;
 pub mod server;
 pub mod signaling;
 pub mod websocket_mode;

@@ -3,8 +3,10 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use remotemedia_webrtc::cluster::{Controller, Worker};
-use remotemedia_webrtc::config::{Config, Mode, TokenCommand};
+use remotemedia_webrtc::cluster::{
+    local_api_address, request_drain, AttachToken, Controller, Worker,
+};
+use remotemedia_webrtc::config::{Command, Config, Mode, TokenCommand};
 use remotemedia_webrtc::server::Server;
 use remotemedia_webrtc::signaling::issue_token;
 use remotemedia_webrtc::websocket_mode::WebSocketPeer;
@@ -34,6 +36,17 @@ async fn main() -> ExitCode {
 }
 
 async fn run(config: Config) -> anyhow::Result<()> {
+    if let Some(Command::Drain { worker_api }) = &config.command {
+        let api = worker_api
+            .clone()
+            .unwrap_or_else(|| local_api_address(&config));
+        // The worker API may require --worker-token; the preStop hook has the pod's env.
+        let token = config.cluster.worker_token()?;
+        let token = AttachToken::new(token.as_ref()).map_err(anyhow::Error::msg)?;
+        let active = request_drain(&api, token).await?;
+        println!("worker at {api} drains; {active} sessions active");
+        return Ok(());
+    }
     if config.mode == Mode::Worker {
         let worker = Worker::bind(&config).await?;
         tracing::info!(

@@ -30,6 +30,21 @@ pub const AUTH_REFUSAL_REASONS: [&str; 5] = [
     "wrong_manifest",
 ];
 
+/// Every Redis operation whose failures are counted (`operation` label of
+/// `remotemedia_cluster_redis_errors_total`).
+pub const REDIS_OPERATIONS: &[&str] = &[
+    "heartbeat",
+    "forget_session",
+    "read_heartbeats",
+    "read_table",
+    "reap",
+    "publish_table",
+    "drain_request",
+    "leader_lock",
+    "get_session",
+    "remember_session",
+];
+
 /// Every metric family of the process.
 pub struct Metrics {
     pub registry: Registry,
@@ -270,11 +285,54 @@ impl Metrics {
             )?,
             registry: registry.clone(),
         };
+        metrics.initialise_labels();
         #[cfg(target_os = "linux")]
         registry.register(Box::new(
             prometheus::process_collector::ProcessCollector::for_self(),
         ))?;
         Ok(metrics)
+    }
+
+    /// Creates every labelled series whose label values are a fixed set, at zero: a family
+    /// with no series is not exported at all, and dashboards and alerts must find each family
+    /// before its first event (`rate()` of a series that appears at 1 also misses that 1).
+    /// Only `placements` (by worker id) and the error kinds of `offers` appear as they happen.
+    fn initialise_labels(&self) {
+        for result in ["answered", "forwarded"] {
+            self.offers.with_label_values(&[result]);
+        }
+        for operation in REDIS_OPERATIONS {
+            self.redis_errors.with_label_values(&[operation]);
+        }
+        for state in ["ready", "draining", "full"] {
+            self.controller_workers.with_label_values(&[state]);
+        }
+        for reason in crate::peer::CloseReason::ALL {
+            self.sessions_closed.with_label_values(&[reason.label()]);
+        }
+        for direction in ["in", "out"] {
+            self.rtp_packets.with_label_values(&[direction]);
+            self.rtp_bytes.with_label_values(&[direction]);
+        }
+        for event in [
+            "lost",
+            "late",
+            "duplicate",
+            "concealed",
+            "fec_recovered",
+            "discarded",
+        ] {
+            self.jitter_events.with_label_values(&[event]);
+        }
+        for outcome in ["rtx", "same_ssrc", "not_buffered"] {
+            self.retransmissions.with_label_values(&[outcome]);
+        }
+        for operation in ["encode", "decode"] {
+            self.opus_seconds.with_label_values(&[operation]);
+        }
+        for node_type in crate::pipeline::NODE_TYPES {
+            self.pipeline_node_seconds.with_label_values(&[node_type]);
+        }
     }
 
     /// The Prometheus text exposition of every family.

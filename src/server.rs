@@ -59,7 +59,8 @@ pub async fn session_manager(
     let pipelines =
         PipelineCatalog::load(config.manifest.as_deref(), config.manifest_dir.as_deref())?;
     let opus = opus_settings(config, pipelines.default_pipeline());
-    let stack = WebRtcStack::new(&config.media).await?;
+    let public_ip = crate::public_address::resolve(&config.media).await?;
+    let stack = WebRtcStack::new(&config.media, public_ip).await?;
     let (event_tx, events) = mpsc::channel(SESSION_EVENT_QUEUE);
     let sessions = Arc::new(SessionManager::new(
         stack,

@@ -21,12 +21,16 @@ pub use keys::Keys;
 pub use redis_bus::RedisBus;
 pub use redis_registry::RedisRegistry;
 pub use remote_host::RemoteSessionHost;
-pub use worker::Worker;
+pub use worker::{local_api_address, request_drain, Worker};
 pub use worker_auth::{AttachToken, RequireToken};
 pub use worker_service::{DrainState, WorkerService};
 
 /// Counts and logs a failed Redis command; callers carry on (Redis is not in the liveness path).
 pub(crate) fn redis_error(operation: &'static str, err: &redis::RedisError) {
+    debug_assert!(
+        crate::metrics::REDIS_OPERATIONS.contains(&operation),
+        "{operation} is missing from REDIS_OPERATIONS (its series would not show at zero)"
+    );
     crate::metrics::metrics()
         .redis_errors
         .with_label_values(&[operation])

@@ -17,7 +17,7 @@ use tokio_util::sync::CancellationToken;
 use super::keys::Keys;
 use super::process_load::CpuMeter;
 use super::remote_host::FORGET_SESSION_SCRIPT;
-use super::worker_auth::RequireToken;
+use super::worker_auth::{AttachToken, RequireToken};
 use super::worker_service::{DrainState, WorkerService};
 use super::workers::{self, WorkerStatus, HEARTBEAT_INTERVAL};
 use super::{RedisBus, RedisRegistry};
@@ -249,6 +249,44 @@ impl Worker {
         }
         Ok(())
     }
+}
+
+/// Asks the worker whose internal API is at `api` (`host:port`) to drain, as a pod's preStop
+/// hook does (`webrtc_server drain`): it takes no new sessions and fails readiness, and keeps
+/// its calls until SIGTERM's drain ends them. Returns its active sessions.
+///
+/// # Errors
+/// `Drain` when the worker cannot be reached or refuses.
+pub async fn request_drain(api: &str, token: AttachToken) -> Result<u32, Error> {
+    use crate::proto::worker::media_worker_client::MediaWorkerClient;
+    let url = if api.contains("://") {
+        api.to_owned()
+    } else {
+        format!("http://{api}")
+    };
+    let failed = |err: &dyn std::fmt::Display| Error::Drain(format!("{url}: {err}"));
+    let channel = tonic::transport::Endpoint::from_shared(url.clone())
+        .map_err(|e| failed(&e))?
+        .connect_timeout(Duration::from_secs(5))
+        .timeout(Duration::from_secs(5))
+        .connect()
+        .await
+        .map_err(|e| failed(&e))?;
+    let response = MediaWorkerClient::with_interceptor(channel, token)
+        .drain(crate::proto::worker::DrainRequest {})
+        .await
+        .map_err(|e| failed(&e))?;
+    Ok(response.into_inner().active_sessions)
+}
+
+/// The internal API of the worker this configuration describes, seen from its own host:
+/// `--grpc-address` with 127.0.0.1 in place of an unspecified address.
+pub fn local_api_address(config: &Config) -> String {
+    let mut address = config.grpc_address;
+    if address.ip().is_unspecified() {
+        address.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+    }
+    address.to_string()
 }
 
 /// `host:port` frontends can reach: the listen address when it names one, else this host.

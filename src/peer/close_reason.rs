@@ -20,6 +20,17 @@ pub enum CloseReason {
 }
 
 impl CloseReason {
+    /// Every reason, so the metrics can show each at zero before it first happens.
+    pub const ALL: [Self; 7] = [
+        Self::Client,
+        Self::Replaced,
+        Self::ConnectTimeout,
+        Self::Failed,
+        Self::PeerClosed,
+        Self::MediaTimeout,
+        Self::Shutdown,
+    ];
+
     /// A sentence for logs and call records.
     pub fn describe(self) -> &'static str {
         match self {

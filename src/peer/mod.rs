@@ -2,6 +2,7 @@
 //! rest of the server sees a [`SessionManager`] behind the signaling `SessionHost` trait.
 
 mod activity;
+mod advertise;
 mod audio;
 mod close_reason;
 mod error;
@@ -14,6 +15,7 @@ mod session_manager;
 mod stack;
 mod video;
 
+pub use advertise::PortMap;
 pub use close_reason::CloseReason;
 pub use error::PeerError;
 pub use quality::{CallRecord, RtcpStats, SessionStats};

@@ -100,7 +100,7 @@ impl ServerPeer {
 
     #[allow(clippy::too_many_arguments)]
     async fn wire(
-        _stack: &WebRtcStack,
+        stack: &WebRtcStack,
         pipeline: &Pipeline,
         settings: &PeerSettings,
         pc: &Arc<RTCPeerConnection>,
@@ -187,6 +187,7 @@ impl ServerPeer {
         }));
 
         let mid = first_mid(offer_sdp);
+        let port_map = stack.port_map();
         let candidate_cancel = cancel.clone();
         pc.on_ice_candidate(Box::new(move |candidate: Option<RTCIceCandidate>| {
             let on_candidate = on_candidate.clone();
@@ -197,7 +198,10 @@ impl ServerPeer {
                     return;
                 }
                 let line = match candidate.map(|c| c.to_json()) {
-                    Some(Ok(init)) => init.candidate,
+                    Some(Ok(init)) => match port_map {
+                        Some(map) => map.candidate(&init.candidate),
+                        None => init.candidate,
+                    },
                     Some(Err(err)) => {
                         tracing::warn!(%err, "unserializable local candidate");
                         return;
@@ -309,7 +313,10 @@ impl ServerPeer {
             .map_err(|e| PeerError::step("creating the answer", e))?;
         // The answer as created, before gathering starts: every candidate then trickles, the
         // same way whether gathering takes microseconds (lite, host only) or longer.
-        let answer_sdp = answer.sdp.clone();
+        let answer_sdp = match stack.port_map() {
+            Some(map) => map.sdp(&answer.sdp),
+            None => answer.sdp.clone(),
+        };
         pc.set_local_description(answer)
             .await
             .map_err(|e| PeerError::step("setting the local description", e))?;

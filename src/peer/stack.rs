@@ -17,6 +17,7 @@ use webrtc::rtp_transceiver::rtp_codec::{
     RTCRtpCodecCapability, RTCRtpCodecParameters, RTPCodecType,
 };
 
+use super::advertise::PortMap;
 use super::error::PeerError;
 use super::nack::NackResponderBuilder;
 use super::video::{rtx_codecs, video_codecs};
@@ -39,15 +40,19 @@ const OPUS_PAYLOAD_TYPE: u8 = 111;
 /// `--udp-port`, one UDP socket for every peer.
 pub struct WebRtcStack {
     api: API,
-    ice_servers: Vec<RTCIceServer>,
     /// The shared ICE socket's address, when muxed.
     udp_address: Option<SocketAddr>,
+    /// `--public-port`: the port host candidates advertise instead of the bound one.
+    port_map: Option<PortMap>,
 }
 
 impl WebRtcStack {
+    /// `public_ip` is the address host candidates advertise (`--public-ip`, resolved).
+    ///
     /// # Errors
-    /// `Setup` when the codec set cannot be registered or the UDP port cannot be bound.
-    pub async fn new(options: &MediaOptions) -> Result<Self, PeerError> {
+    /// `Setup` when the codec set cannot be registered, the UDP port cannot be bound, or
+    /// `--public-port` is set without `--udp-port`.
+    pub async fn new(options: &MediaOptions, public_ip: Option<IpAddr>) -> Result<Self, PeerError> {
         let mut media = MediaEngine::default();
         media
             .register_codec(
@@ -84,7 +89,7 @@ impl WebRtcStack {
             settings.set_include_loopback_candidate(allowed.iter().any(IpAddr::is_loopback));
             settings.set_ip_filter(Box::new(move |ip| allowed.contains(&ip)));
         }
-        if let Some(public_ip) = options.public_ip {
+        if let Some(public_ip) = public_ip {
             settings.set_nat_1to1_ips(vec![public_ip.to_string()], RTCIceCandidateType::Host);
         }
         let mut udp_address = None;
@@ -104,15 +109,41 @@ impl WebRtcStack {
             ))));
         }
 
+        let port_map =
+            match (options.public_port, udp_address) {
+                (None, _) => None,
+                (Some(public), Some(bound)) => Some(PortMap {
+                    bound: bound.port(),
+                    public,
+                })
+                .filter(|map| map.bound != map.public),
+                (Some(_), None) => return Err(PeerError::Setup(
+                    "--public-port needs --udp-port: an ephemeral port per peer cannot be mapped"
+                        .into(),
+                )),
+            };
+
         let api = APIBuilder::new()
             .with_media_engine(media)
             .with_interceptor_registry(interceptors)
             .with_setting_engine(settings)
             .build();
+        // ICE-lite agents gather host candidates only, and webrtc-rs refuses STUN or TURN URLs
+        // for them (ErrUselessUrlsProvided: every offer failed while any was configured). The
+        // URLs are still checked here; STUN serves `--public-ip auto`, and clients reach a
+        // server through their own TURN relays.
+        let configured = ice_servers(options)?;
+        if !configured.is_empty() {
+            tracing::info!(
+                servers = configured.len(),
+                "server peers are ICE-lite: they advertise host candidates only and do not use \
+                 the STUN/TURN servers (STUN serves --public-ip auto; clients use TURN themselves)"
+            );
+        }
         Ok(Self {
             api,
-            ice_servers: ice_servers(options)?,
             udp_address,
+            port_map,
         })
     }
 
@@ -120,16 +151,19 @@ impl WebRtcStack {
         &self.api
     }
 
+    /// Server peers have no ICE servers (ICE-lite, see [`WebRtcStack::new`]).
     pub(crate) fn rtc_configuration(&self) -> RTCConfiguration {
-        RTCConfiguration {
-            ice_servers: self.ice_servers.clone(),
-            ..Default::default()
-        }
+        RTCConfiguration::default()
     }
 
     /// The shared ICE UDP socket's address, when `--udp-port` is set.
     pub fn udp_address(&self) -> Option<SocketAddr> {
         self.udp_address
+    }
+
+    /// `--public-port`'s rewrite of local candidates, when it differs from the bound port.
+    pub(crate) fn port_map(&self) -> Option<PortMap> {
+        self.port_map
     }
 }
 

@@ -503,6 +503,8 @@ pub struct ConnectReport {
     /// The answer SDP said gathering was complete (the server waited for it).
     pub answer_claimed_end_of_candidates: bool,
     pub offer_id: String,
+    /// Every non-empty candidate the server trickled before the client was connected.
+    pub server_candidates: Vec<String>,
 }
 
 /// Offers to `remotemedia-server`, trickles candidates both ways, waits for connected.
@@ -516,6 +518,7 @@ pub async fn connect_to_server(
     let mut offer_to_answer = None;
     let mut offer_id = None;
     let mut server_candidates = 0;
+    let mut server_candidate_lines = Vec::new();
     let mut answer_claimed_end = false;
     let deadline = tokio::time::Instant::now() + WAIT;
     loop {
@@ -544,6 +547,7 @@ pub async fn connect_to_server(
                         assert!(offer_to_answer.is_some(), "server candidate before the answer");
                         if !c.candidate.is_empty() && !peer.is_connected() {
                             server_candidates += 1;
+                            server_candidate_lines.push(c.candidate.clone());
                         }
                         peer.add_remote_candidate(&c).await;
                     }
@@ -566,6 +570,7 @@ pub async fn connect_to_server(
         server_candidates_before_connected: server_candidates,
         answer_claimed_end_of_candidates: answer_claimed_end,
         offer_id: offer_id.expect("offer id"),
+        server_candidates: server_candidate_lines,
     }
 }
 

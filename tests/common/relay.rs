@@ -137,7 +137,12 @@ fn is_rtp(packet: &[u8]) -> bool {
 impl Relay {
     /// Starts a relay on 127.0.0.1 forwarding to `server`.
     pub async fn start(server: SocketAddr, impairment: Impairment) -> Self {
-        let socket = Arc::new(UdpSocket::bind("127.0.0.1:0").await.unwrap());
+        Self::start_on(([127, 0, 0, 1], 0).into(), server, impairment).await
+    }
+
+    /// Starts a relay listening on `listen` (a NodePort, say) forwarding to `server`.
+    pub async fn start_on(listen: SocketAddr, server: SocketAddr, impairment: Impairment) -> Self {
+        let socket = Arc::new(UdpSocket::bind(listen).await.unwrap());
         let address = socket.local_addr().unwrap();
         let stats = Arc::new(RelayStats::default());
         let client: Arc<Mutex<Option<SocketAddr>>> = Arc::default();

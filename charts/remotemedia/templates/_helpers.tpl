@@ -1,0 +1,123 @@
+{{/* Names, labels and the pieces every role shares. */}}
+
+{{- define "remotemedia.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{- define "remotemedia.fullname" -}}
+{{- if .Values.fullnameOverride -}}
+{{- .Values.fullnameOverride | trunc 50 | trimSuffix "-" -}}
+{{- else -}}
+{{- $name := default .Chart.Name .Values.nameOverride -}}
+{{- if contains $name .Release.Name -}}
+{{- .Release.Name | trunc 50 | trimSuffix "-" -}}
+{{- else -}}
+{{- printf "%s-%s" .Release.Name $name | trunc 50 | trimSuffix "-" -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+
+{{/* Labels of every object; "component" is added per role. */}}
+{{- define "remotemedia.labels" -}}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
+app.kubernetes.io/name: {{ include "remotemedia.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+{{- with .Values.common.labels }}
+{{ toYaml . }}
+{{- end }}
+{{- end -}}
+
+{{/* Selector labels of one role: (dict "ctx" $ "component" "worker"). */}}
+{{- define "remotemedia.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "remotemedia.name" .ctx }}
+app.kubernetes.io/instance: {{ .ctx.Release.Name }}
+app.kubernetes.io/component: {{ .component }}
+{{- end -}}
+
+{{- define "remotemedia.image" -}}
+{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) -}}
+{{- end -}}
+
+{{- define "remotemedia.redisName" -}}
+{{- printf "%s-redis" (include "remotemedia.fullname" .) -}}
+{{- end -}}
+
+{{/* The env entry that carries the Redis URL. */}}
+{{- define "remotemedia.redisEnv" -}}
+- name: REMOTEMEDIA_REDIS_URL
+{{- if .Values.redis.existingSecret }}
+  valueFrom:
+    secretKeyRef:
+      name: {{ .Values.redis.existingSecret }}
+      key: {{ .Values.redis.existingSecretKey }}
+{{- else if .Values.redis.url }}
+  value: {{ .Values.redis.url | quote }}
+{{- else if .Values.redis.bundled.enabled }}
+  value: {{ printf "redis://%s:6379" (include "remotemedia.redisName" .) | quote }}
+{{- else }}
+{{- fail "set redis.url, redis.existingSecret, or redis.bundled.enabled=true" }}
+{{- end }}
+- name: REMOTEMEDIA_REDIS_PREFIX
+  value: {{ .Values.redisPrefix | quote }}
+- name: RUST_LOG
+  value: {{ .Values.logLevel | quote }}
+{{- end -}}
+
+{{/* Where the manifests ConfigMap is mounted. */}}
+{{- define "remotemedia.manifestDir" -}}/etc/remotemedia/manifests{{- end -}}
+
+{{/* Env of the roles that load pipelines. */}}
+{{- define "remotemedia.manifestEnv" -}}
+- name: WEBRTC_PIPELINE_MANIFEST
+  value: {{ printf "%s/%s" (include "remotemedia.manifestDir" .) .Values.manifests.default | quote }}
+- name: REMOTEMEDIA_MANIFEST_DIR
+  value: {{ include "remotemedia.manifestDir" . | quote }}
+{{- end -}}
+
+{{/* Pod annotations that roll pods when the manifests change. */}}
+{{- define "remotemedia.checksums" -}}
+checksum/manifests: {{ include (print $.Template.BasePath "/configmap-manifests.yaml") . | sha256sum }}
+{{- end -}}
+
+{{- define "remotemedia.podCommon" -}}
+{{- with .Values.image.pullSecrets }}
+imagePullSecrets:
+{{- range . }}
+  - name: {{ . }}
+{{- end }}
+{{- end }}
+securityContext:
+  {{- toYaml .Values.common.podSecurityContext | nindent 2 }}
+{{- with .Values.common.nodeSelector }}
+nodeSelector:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with .Values.common.tolerations }}
+tolerations:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- end -}}
+
+{{/* HTTP probes: liveness /healthz (the process serves), readiness /readyz (it takes work). */}}
+{{- define "remotemedia.probes" -}}
+livenessProbe:
+  httpGet:
+    path: /healthz
+    port: http
+  periodSeconds: 10
+  timeoutSeconds: 2
+  failureThreshold: 3
+readinessProbe:
+  httpGet:
+    path: /readyz
+    port: http
+  periodSeconds: 2
+  timeoutSeconds: 2
+  failureThreshold: 1
+{{- end -}}
+
+{{- define "remotemedia.workerName" -}}
+{{- printf "%s-worker" (include "remotemedia.fullname" .) -}}
+{{- end -}}

@@ -1,0 +1,88 @@
+#!/usr/bin/env bash
+# `make chart-check`: lints the chart and validates every object it renders against the
+# Kubernetes 1.37 schemas in strict mode (unknown fields are errors), for the default values,
+# helm/values-kind.yaml, helm/values-production.yaml and the per-pod UDP mode. Objects of
+# CRDs (ServiceMonitor, PrometheusRule of the Prometheus Operator) have no schema in
+# kubernetes-validate: they are listed as SKIPPED, never counted as valid. Invalid value
+# combinations must fail to render.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+
+TOOLS="$(deploy/scripts/tools.sh)"
+HELM="$TOOLS/helm"
+VALIDATE="$TOOLS/venv/bin/kubernetes-validate"
+PY="$TOOLS/venv/bin/python"
+K8S_VERSION=1.37.0
+CHART=charts/remotemedia
+OUT="$(mktemp -d)"
+trap 'rm -rf "$OUT"' EXIT
+# helm logs each symlink it follows (files/ links to examples/ and deploy/) at INFO level.
+quiet() { grep -v 'level=INFO msg="found symbolic link' || true; }
+
+# The validator must reject what it should: an unknown field in strict mode.
+cat >"$OUT/canary.yaml" <<'YAML'
+apiVersion: v1
+kind: ConfigMap
+metadata: {name: canary}
+notAField: true
+YAML
+if "$VALIDATE" --strict --quiet -k "$K8S_VERSION" "$OUT/canary.yaml" >/dev/null 2>&1; then
+	echo "chart-check: kubernetes-validate --strict accepted an unknown field; not trusting it" >&2
+	exit 1
+fi
+
+check() {
+	local label="$1"
+	shift
+	echo "== $label"
+	"$HELM" lint --strict "$CHART" "$@" 2>&1 | quiet
+	"$HELM" template remotemedia "$CHART" --namespace remotemedia "$@" 2> >(quiet >&2) >"$OUT/rendered.yaml"
+	# Split: objects with a schema go to one file for the validator; CRD objects are named.
+	"$PY" - "$OUT/rendered.yaml" "$OUT/validate.yaml" <<'PY'
+import sys, yaml
+CRDS = {("monitoring.coreos.com/v1", "ServiceMonitor"), ("monitoring.coreos.com/v1", "PrometheusRule")}
+docs = [d for d in yaml.safe_load_all(open(sys.argv[1])) if d]
+keep = []
+for d in docs:
+    key = (d.get("apiVersion"), d.get("kind"))
+    name = f'{d["kind"]}/{d["metadata"]["name"]}'
+    if key in CRDS:
+        print(f"  SKIPPED {name}: a CRD (Prometheus Operator), no schema to validate against")
+    elif "." in key[0].split("/")[0] and not key[0].split("/")[0].endswith(".k8s.io"):
+        # An API group outside Kubernetes itself: a CRD nobody listed above.
+        sys.exit(f"  {name}: {key[0]} is not a Kubernetes API: list it as a CRD above")
+    else:
+        keep.append(d)
+yaml.safe_dump_all(keep, open(sys.argv[2], "w"), sort_keys=False)
+print(f"  {len(keep)} objects to validate: " + ", ".join(sorted({d['kind'] for d in keep})))
+PY
+	"$VALIDATE" --strict --quiet -k "$K8S_VERSION" "$OUT/validate.yaml"
+	echo "  valid (strict, Kubernetes $K8S_VERSION)"
+}
+
+# Must not render: the chart's guards.
+refuse() {
+	local label="$1"
+	shift
+	if "$HELM" template remotemedia "$CHART" "$@" >/dev/null 2>&1; then
+		echo "chart-check: rendered although it must not: $label" >&2
+		exit 1
+	fi
+	echo "== refused as it should: $label"
+}
+
+check "default values"
+check "helm/values-kind.yaml" -f helm/values-kind.yaml
+check "helm/values-production.yaml" -f helm/values-production.yaml
+check "per-pod NodePort workers, STUN address, every optional object" \
+	--set worker.networking.mode=perPodNodePort --set worker.replicas=3 \
+	--set worker.publicIp.mode=stun --set 'webrtc.stunServers={stun:stun.example.com:3478}' \
+	--set networkPolicy.enabled=true --set frontend.ingress.enabled=true \
+	--set frontend.autoscaling.enabled=true --set monitoring.serviceMonitor.enabled=true \
+	--set monitoring.prometheusRule.enabled=true --set monitoring.grafanaDashboard.enabled=true
+refuse "autoscaling with per-pod NodePort workers" \
+	--set worker.networking.mode=perPodNodePort --set controller.autoscaling.enabled=true
+refuse "no Redis at all" --set redis.bundled.enabled=false
+refuse "publicIp.mode stun without STUN servers" --set worker.publicIp.mode=stun
+refuse "a default manifest that does not exist" --set manifests.default=nope.yaml
+echo "chart-check: ok"
