@@ -28,6 +28,8 @@ pub enum Error {
     Unsupported(String),
     #[error("Kubernetes API: {0}")]
     Kubernetes(String),
+    #[error(transparent)]
+    Telemetry(#[from] crate::telemetry::TelemetryError),
     #[error("HTTP server failed: {0}")]
     Http(#[source] std::io::Error),
 }

@@ -15,6 +15,7 @@ pub mod pipeline;
 pub mod proto;
 pub mod server;
 pub mod signaling;
+pub mod telemetry;
 pub mod websocket_mode;
 
 pub use error::Error;

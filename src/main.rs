@@ -5,27 +5,33 @@ use std::process::ExitCode;
 use remotemedia_webrtc::cluster::{Controller, Worker};
 use remotemedia_webrtc::config::{Config, Mode};
 use remotemedia_webrtc::server::Server;
+use remotemedia_webrtc::telemetry::Telemetry;
 use remotemedia_webrtc::websocket_mode::WebSocketPeer;
-use tracing_subscriber::EnvFilter;
 
 #[tokio::main]
 async fn main() -> ExitCode {
     let config = Config::from_args();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
-        )
-        // Colours only on a terminal: log collectors get plain text.
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
-        .init();
-    match run(config).await {
+    let telemetry = match Telemetry::install(config.mode.name(), config.log_format) {
+        Ok(telemetry) => telemetry,
+        Err(err) => {
+            eprintln!("webrtc_server: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let code = match run(config).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             tracing::error!("{err:#}");
             eprintln!("webrtc_server: {err:#}");
             ExitCode::FAILURE
         }
+    };
+    // Every role's graceful stop ends here: the spans still queued leave now.
+    if !telemetry.shutdown().await {
+        // The exporter is stuck on a thread the runtime would wait for: leave without it.
+        std::process::exit(if code == ExitCode::SUCCESS { 0 } else { 1 });
     }
+    code
 }
 
 async fn run(config: Config) -> anyhow::Result<()> {

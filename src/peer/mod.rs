@@ -11,6 +11,7 @@ mod quality;
 mod send_buffer;
 mod server_peer;
 mod session_manager;
+mod session_trace;
 mod stack;
 mod video;
 

@@ -11,6 +11,7 @@ mod grpc;
 mod peer_id;
 mod registry;
 mod session_host;
+mod spans;
 mod websocket;
 
 pub use bus::{BusError, Delivery, InMemoryBus, Mailbox, NotificationBus, MAILBOX_CAPACITY};

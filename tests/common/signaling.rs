@@ -28,12 +28,22 @@ pub struct SignalingClient {
 impl SignalingClient {
     /// Opens a stream (nothing sent yet).
     pub async fn open(url: &str) -> Self {
+        Self::open_with_metadata(url, &[]).await
+    }
+
+    /// Opens a stream whose call carries `metadata` (e.g. `traceparent`).
+    pub async fn open_with_metadata(url: &str, metadata: &[(&'static str, &str)]) -> Self {
         let mut grpc = WebRtcSignalingClient::connect(url.to_owned())
             .await
             .expect("connect to signaling");
         let (outbound, rx) = mpsc::channel(64);
+        let mut call = tonic::Request::new(ReceiverStream::new(rx));
+        for (key, value) in metadata {
+            call.metadata_mut()
+                .insert(*key, value.parse().expect("ASCII metadata"));
+        }
         let inbound = grpc
-            .signal(ReceiverStream::new(rx))
+            .signal(call)
             .await
             .expect("open Signal stream")
             .into_inner();
