@@ -233,6 +233,22 @@ async fn one_trace_follows_an_offer_from_the_frontend_to_its_worker() {
     let other_session = find(&spans, WORKER, "session", "offer_id", &other_offer_id);
     assert_eq!(other_session.trace_id, other_offer.trace_id);
     assert!(descends_from(&spans, other_session, &other_offer.span_id));
+    // It never connected: the close says so, and where it stopped.
+    let never = spans
+        .iter()
+        .find(|s| s.name == "rtp.first_in" && s.parent_span_id == other_session.span_id)
+        .expect("rtp.first_in of the unconnected session");
+    assert_eq!(never.attribute("reached"), Some("false"));
+
+    // Hanging up is in the client's trace: the stream's end closed the session.
+    let leave = find(
+        &spans,
+        FRONTEND,
+        "signaling.leave",
+        "peer_id",
+        "traced-caller",
+    );
+    assert_eq!(leave.parent_span_id, CLIENT_SPAN);
 
     // Ids only: no SDP (nor anything else from it) in any attribute.
     for span in &spans {
@@ -252,9 +268,11 @@ async fn spans_go_over_http_protobuf_when_asked() {
     let _serial = one_at_a_time().await;
     let receiver = OtlpReceiver::start_http().await;
     let endpoint = receiver.endpoint();
+    // Quiet logs do not silence the traces.
     let env = [
         ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str()),
         ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf"),
+        ("RUST_LOG", "warn"),
     ];
     let redis = RedisProcess::start();
     let mut server = Node::start_with_env("server", "grpc", &redis.url(), &[], &env).await;

@@ -208,10 +208,13 @@ async fn run_stream(
             }
         }
     };
+    // The stream's end in the client's trace too: it closes the server session.
+    let method = if clean { "leave" } else { "detach" };
+    let span = request_span(Transport::Grpc, method, Some(peer.peer_id()), "", &parent);
     if clean {
-        peer.leave().await;
+        peer.leave().instrument(span).await;
     } else {
-        peer.detach().await;
+        peer.detach().instrument(span).await;
     }
 }
 

@@ -5,9 +5,10 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use opentelemetry_sdk::trace::SdkTracerProvider;
+use tracing_subscriber::filter::{LevelFilter, Targets};
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
-use tracing_subscriber::EnvFilter;
+use tracing_subscriber::{EnvFilter, Layer, Registry};
 
 use super::error::TelemetryError;
 use super::export::{self, ExportSettings};
@@ -39,39 +40,40 @@ impl Telemetry {
             (None, LogFormat::Text) => None,
             (export, _) => Some(export::tracer_provider(role, export.as_ref())?),
         };
-        let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-        let otel = provider.as_ref().map(|provider| {
-            tracing_opentelemetry::layer()
-                .with_tracer(export::tracer(provider))
-                // Spans carry their own fields and source location, not per-poll timings
-                // or thread names: smaller spans, less work per span.
-                .with_tracked_inactivity(false)
-                .with_threads(false)
-        });
+        // `RUST_LOG` filters the log lines only: traces keep this crate's spans (info and
+        // up) whatever the log level, and never see other crates' spans or the exporter's
+        // own events (which would feed back into it).
+        let logs = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+        let spans = Targets::new()
+            .with_target(env!("CARGO_CRATE_NAME"), LevelFilter::INFO)
+            .with_target("webrtc_server", LevelFilter::INFO);
+        let mut layers: Vec<Box<dyn Layer<Registry> + Send + Sync>> = Vec::new();
+        if let Some(provider) = &provider {
+            layers.push(
+                tracing_opentelemetry::layer()
+                    .with_tracer(export::tracer(provider))
+                    // Spans carry their own fields and source location, not per-poll timings
+                    // or thread names: smaller spans, less work per span.
+                    .with_tracked_inactivity(false)
+                    .with_threads(false)
+                    .with_filter(spans)
+                    .boxed(),
+            );
+        }
         let dispatch = Arc::new(OnceLock::new());
-        let (text, json) = match format {
-            LogFormat::Text => (
-                Some(
-                    tracing_subscriber::fmt::layer()
-                        // Colours only on a terminal: log collectors get plain text.
-                        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout())),
-                ),
-                None,
-            ),
-            LogFormat::Json => (
-                None,
-                Some(
-                    tracing_subscriber::fmt::layer()
-                        .fmt_fields(json::fields())
-                        .event_format(JsonWithTraceIds::new(Arc::clone(&dispatch))),
-                ),
-            ),
-        };
-        let subscriber = tracing_subscriber::registry()
-            .with(filter)
-            .with(otel)
-            .with(text)
-            .with(json);
+        layers.push(match format {
+            LogFormat::Text => tracing_subscriber::fmt::layer()
+                // Colours only on a terminal: log collectors get plain text.
+                .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
+                .with_filter(logs)
+                .boxed(),
+            LogFormat::Json => tracing_subscriber::fmt::layer()
+                .fmt_fields(json::fields())
+                .event_format(JsonWithTraceIds::new(Arc::clone(&dispatch)))
+                .with_filter(logs)
+                .boxed(),
+        });
+        let subscriber = tracing_subscriber::registry().with(layers);
         let installed = tracing::Dispatch::new(subscriber);
         let _ = dispatch.set(installed.downgrade());
         installed

@@ -138,10 +138,20 @@ async fn run_connection(
             }
         }
     };
-    match peer {
-        Some(peer) if clean => peer.leave().await,
-        Some(peer) => peer.detach().await,
-        None => {}
+    let Some(peer) = peer else { return };
+    // The connection's end in the client's trace too: it closes the server session.
+    let method = if clean { "leave" } else { "detach" };
+    let span = request_span(
+        Transport::WebSocket,
+        method,
+        Some(peer.peer_id()),
+        "",
+        &parent,
+    );
+    if clean {
+        peer.leave().instrument(span).await;
+    } else {
+        peer.detach().instrument(span).await;
     }
 }
 
