@@ -121,6 +121,96 @@ pub struct Config {
 
     #[command(flatten)]
     pub limits: LimitOptions,
+
+    #[command(flatten)]
+    pub auth: AuthOptions,
+}
+
+/// Client authentication.
+#[derive(Debug, Clone, clap::Args)]
+pub struct AuthOptions {
+    /// Shared HS256 secret: every signaling stream and WebSocket then needs a JWT whose `sub`
+    /// is the peer id it announces. Unset: no authentication.
+    #[arg(long, env = "REMOTEMEDIA_AUTH_SECRET", value_parser = parse_secret, conflicts_with = "auth_secret_file")]
+    pub auth_secret: Option<Secret>,
+
+    /// The same secret read from a file (a mounted Kubernetes Secret); surrounding whitespace
+    /// is ignored.
+    #[arg(long, env = "REMOTEMEDIA_AUTH_SECRET_FILE")]
+    pub auth_secret_file: Option<PathBuf>,
+}
+
+impl AuthOptions {
+    /// The secret tokens are checked with, if authentication is on.
+    ///
+    /// # Errors
+    /// The secret file cannot be read, or the secret is empty.
+    pub fn secret(&self) -> Result<Option<Secret>, std::io::Error> {
+        let secret = match (&self.auth_secret, &self.auth_secret_file) {
+            (Some(secret), _) => secret.clone(),
+            (None, Some(path)) => {
+                let text = std::fs::read_to_string(path).map_err(|err| {
+                    std::io::Error::new(err.kind(), format!("{}: {err}", path.display()))
+                })?;
+                Secret(text.trim().to_owned())
+            }
+            (None, None) => return Ok(None),
+        };
+        if secret.0.is_empty() {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                "the auth secret is empty",
+            ));
+        }
+        Ok(Some(secret))
+    }
+}
+
+/// A secret that never shows in logs or `Debug` output.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(secret: impl Into<String>) -> Self {
+        Self(secret.into())
+    }
+
+    pub fn expose(&self) -> &[u8] {
+        self.0.as_bytes()
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(..)")
+    }
+}
+
+fn parse_secret(text: &str) -> Result<Secret, String> {
+    Ok(Secret(text.to_owned()))
+}
+
+/// `webrtc_server token`: prints a client token (testing, scripts).
+#[derive(Debug, Clone, Parser)]
+#[command(
+    name = "webrtc_server token",
+    about = "Print a signed client token (JWT, HS256)"
+)]
+pub struct TokenCommand {
+    /// The peer id the token may announce (`sub`).
+    #[arg(long)]
+    pub peer_id: String,
+    /// Seconds the token is valid.
+    #[arg(long, default_value_t = 3600)]
+    pub ttl: u64,
+    /// Optional `room` claim.
+    #[arg(long)]
+    pub room: Option<String>,
+    /// Optional `manifest` claim: the only manifest this peer's sessions may run.
+    #[arg(long)]
+    pub manifest: Option<String>,
+    #[command(flatten)]
+    pub auth: AuthOptions,
 }
 
 /// Options of the cluster roles (`frontend`, `worker`, `controller`).

@@ -30,6 +30,8 @@ pub enum Error {
     Kubernetes(String),
     #[error(transparent)]
     Telemetry(#[from] crate::telemetry::TelemetryError),
+    #[error("auth secret: {0}")]
+    AuthSecret(#[source] std::io::Error),
     #[error("HTTP server failed: {0}")]
     Http(#[source] std::io::Error),
 }

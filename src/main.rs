@@ -2,14 +2,19 @@
 
 use std::process::ExitCode;
 
+use clap::Parser;
 use remotemedia_webrtc::cluster::{Controller, Worker};
-use remotemedia_webrtc::config::{Config, Mode};
+use remotemedia_webrtc::config::{Config, Mode, TokenCommand};
 use remotemedia_webrtc::server::Server;
+use remotemedia_webrtc::signaling::issue_token;
 use remotemedia_webrtc::telemetry::Telemetry;
 use remotemedia_webrtc::websocket_mode::WebSocketPeer;
 
 #[tokio::main]
 async fn main() -> ExitCode {
+    if std::env::args().nth(1).as_deref() == Some("token") {
+        return print_token(TokenCommand::parse_from(std::env::args().skip(1)));
+    }
     let config = Config::from_args();
     let telemetry = match Telemetry::install(config.mode.name(), config.log_format) {
         Ok(telemetry) => telemetry,
@@ -92,6 +97,38 @@ async fn run(config: Config) -> anyhow::Result<()> {
         .await?;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// `webrtc_server token --peer-id ID --ttl SECONDS --auth-secret S`: the token alone on the
+/// last line of stdout.
+fn print_token(command: TokenCommand) -> ExitCode {
+    let secret = match command.auth.secret() {
+        Ok(Some(secret)) => secret,
+        Ok(None) => {
+            eprintln!("webrtc_server token: --auth-secret or --auth-secret-file is required");
+            return ExitCode::from(2);
+        }
+        Err(err) => {
+            eprintln!("webrtc_server token: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match issue_token(
+        secret.expose(),
+        &command.peer_id,
+        std::time::Duration::from_secs(command.ttl),
+        command.room,
+        command.manifest,
+    ) {
+        Ok(token) => {
+            println!("{token}");
+            ExitCode::SUCCESS
+        }
+        Err(err) => {
+            eprintln!("webrtc_server token: {err}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 /// Completes at the first SIGINT/SIGTERM; a second signal or the watchdog exits at once.

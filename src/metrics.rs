@@ -21,6 +21,15 @@ const WORK_BUCKETS: &[f64] = &[
     0.1,
 ];
 
+/// The `reason` labels of `remotemedia_auth_refusals_total`.
+pub const AUTH_REFUSAL_REASONS: [&str; 5] = [
+    "missing",
+    "expired",
+    "invalid",
+    "wrong_peer",
+    "wrong_manifest",
+];
+
 /// Every metric family of the process.
 pub struct Metrics {
     pub registry: Registry,
@@ -44,6 +53,8 @@ pub struct Metrics {
     pub workers_available: IntGauge,
     /// Failed Redis commands by operation.
     pub redis_errors: IntCounterVec,
+    /// Streams and announces refused by authentication, by reason (a fixed set).
+    pub auth_refusals: IntCounterVec,
     /// 1 while this controller leads.
     pub controller_leader: IntGauge,
     /// Workers by state, as the controller sees them.
@@ -176,6 +187,18 @@ impl Metrics {
                 "Redis commands that failed, by operation",
                 &["operation"],
             )?,
+            auth_refusals: {
+                let refusals = counter_vec(
+                    "remotemedia_auth_refusals_total",
+                    "Streams and announces refused by authentication, by reason",
+                    &["reason"],
+                )?;
+                // Every reason shows from the start, so alerts see a zero, not an absence.
+                for reason in AUTH_REFUSAL_REASONS {
+                    refusals.with_label_values(&[reason]);
+                }
+                refusals
+            },
             controller_leader: gauge(
                 "remotemedia_controller_leader",
                 "1 while this controller holds the leader lock",

@@ -22,7 +22,7 @@ use crate::pipeline::{OpusSettings, Pipeline, PipelineCatalog};
 use crate::proto::signaling::web_rtc_signaling_server::WebRtcSignalingServer;
 use crate::signaling::{
     GrpcSignaling, InMemoryBus, InMemoryRegistry, NotificationBus, OriginPolicy, PeerRegistry,
-    SignalingCore, SignalingLimits, WebSocketSignaling,
+    SignalingCore, SignalingLimits, TokenVerifier, WebSocketSignaling,
 };
 
 /// Session events queued between the session manager and signaling.
@@ -155,6 +155,11 @@ impl Server {
                 resume_grace: config.limits.resume_grace,
                 keep_peers_on_shutdown: config.mode == Mode::Frontend,
             },
+            config
+                .auth
+                .secret()
+                .map_err(crate::Error::AuthSecret)?
+                .map(|secret| TokenVerifier::new(secret.expose())),
         );
         Ok(Self {
             grpc_listener,

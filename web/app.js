@@ -149,7 +149,11 @@ async function start() {
 
   const remoteReady = { done: false, queue: [] };
   const addRemote = (c) => pc.addIceCandidate(c).catch(fail);
-  signaling = new Signaling(`${location.protocol === 'https:' ? 'wss' : 'ws'}://${location.host}/ws`, (method, p) => {
+  // With --auth-secret the page is opened as /?token=<JWT>&peer_id=<its sub>.
+  const page = new URLSearchParams(location.search);
+  const token = page.get('token');
+  const query = token ? `?access_token=${encodeURIComponent(token)}` : '';
+  signaling = new Signaling(`${location.protocol === 'https:' ? 'wss' : 'ws'}://${location.host}/ws${query}`, (method, p) => {
     if (method === 'peer.ice_candidate' && p.from === SERVER) {
       const c = p.candidate ? { candidate: p.candidate, sdpMid: p.sdp_mid, sdpMLineIndex: p.sdp_mline_index } : null;
       if (c === null) return;
@@ -159,7 +163,7 @@ async function start() {
     }
   });
   await signaling.opened;
-  state.peerId = 'browser-' + Math.random().toString(36).slice(2, 10);
+  state.peerId = page.get('peer_id') || 'browser-' + Math.random().toString(36).slice(2, 10);
   await signaling.call('peer.announce', { peer_id: state.peerId, capabilities: { audio: true, data: true }, metadata: { client: 'demo page' } });
   pc.onicecandidate = (event) => {
     const c = event.candidate;

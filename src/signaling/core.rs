@@ -9,6 +9,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
+use super::auth::{AuthError, Identity, TokenVerifier};
 use super::bus::{BusError, Mailbox, NotificationBus};
 use super::error::{Payload, SignalingError};
 use super::peer_id::{validate_peer_id, SERVER_PEER_ID};
@@ -29,6 +30,8 @@ pub const MAX_EARLY_CANDIDATES: usize = 64;
 
 /// Announce metadata key naming the pipeline manifest of the peer's server sessions.
 pub const MANIFEST_METADATA_KEY: &str = "manifest";
+/// Announce metadata key of the room a peer reports (a token's `room` claim sets it).
+pub const ROOM_METADATA_KEY: &str = "room";
 /// Announce metadata key carrying the resume token of a peer that comes back.
 pub const RESUME_TOKEN_METADATA_KEY: &str = "resume_token";
 /// How often graces that ran out are looked for.
@@ -56,6 +59,8 @@ pub struct SignalingCore {
     started: Instant,
     /// Peers announced through this process (for `--max-peers`).
     local_peers: AtomicUsize,
+    /// `--auth-secret`: every stream needs a token; `None`: anyone may announce.
+    auth: Option<TokenVerifier>,
 }
 
 /// The result of an offer.
@@ -94,6 +99,7 @@ impl SignalingCore {
         bus: Arc<dyn NotificationBus>,
         host: Arc<dyn SessionHost>,
         limits: SignalingLimits,
+        auth: Option<TokenVerifier>,
     ) -> Arc<Self> {
         Arc::new(Self {
             registry,
@@ -102,7 +108,30 @@ impl SignalingCore {
             limits,
             started: Instant::now(),
             local_peers: AtomicUsize::new(0),
+            auth,
         })
+    }
+
+    /// Who the token a stream opened with says it is; anyone when authentication is off.
+    ///
+    /// # Errors
+    /// `Unauthenticated` when authentication is on and the token is missing, expired or bad.
+    pub fn authenticate(&self, token: Option<&str>) -> Result<Identity, SignalingError> {
+        let Some(verifier) = &self.auth else {
+            return Ok(Identity::Anonymous);
+        };
+        verifier
+            .verify(token)
+            .map(Identity::Verified)
+            .map_err(|err| {
+                let reason = match err {
+                    AuthError::Missing => "missing",
+                    AuthError::Expired => "expired",
+                    AuthError::Invalid(_) => "invalid",
+                };
+                refused(reason);
+                err.into()
+            })
     }
 
     /// Delivers what session hosts report (server candidates, closes) to the clients.
@@ -143,12 +172,14 @@ impl SignalingCore {
     pub async fn announce(
         self: &Arc<Self>,
         mut request: pb::AnnounceRequest,
+        identity: &Identity,
     ) -> Result<ConnectedPeer, SignalingError> {
         let peer_id = std::mem::take(&mut request.peer_id);
         validate_peer_id(&peer_id)?;
         if peer_id == SERVER_PEER_ID {
             return Err(SignalingError::PeerIdReserved(peer_id));
         }
+        apply_claims(identity, &peer_id, &mut request.metadata)?;
         let slot = PeerSlot::reserve(self)?;
         let connection_id = uuid::Uuid::new_v4().simple().to_string();
         if let Some(token) = request.metadata.remove(RESUME_TOKEN_METADATA_KEY) {
@@ -704,4 +735,46 @@ fn unix_seconds() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())
+}
+
+/// Counts an authentication refusal.
+fn refused(reason: &'static str) {
+    metrics().auth_refusals.with_label_values(&[reason]).inc();
+}
+
+/// What a verified token allows: only its own peer id, only its manifest (which it then
+/// picks), and the room it names (which the client cannot override).
+fn apply_claims(
+    identity: &Identity,
+    peer_id: &str,
+    metadata: &mut HashMap<String, String>,
+) -> Result<(), SignalingError> {
+    let Identity::Verified(claims) = identity else {
+        return Ok(());
+    };
+    if claims.sub != peer_id {
+        refused("wrong_peer");
+        return Err(SignalingError::PermissionDenied(format!(
+            "the token is for peer {:?}, not {peer_id:?}",
+            claims.sub
+        )));
+    }
+    if let Some(manifest) = &claims.manifest {
+        match metadata.get(MANIFEST_METADATA_KEY) {
+            Some(asked) if asked != manifest => {
+                refused("wrong_manifest");
+                return Err(SignalingError::PermissionDenied(format!(
+                    "the token allows manifest {manifest:?}, not {asked:?}"
+                )));
+            }
+            _ => {
+                metadata.insert(MANIFEST_METADATA_KEY.to_owned(), manifest.clone());
+            }
+        }
+    }
+    match &claims.room {
+        Some(room) => metadata.insert(ROOM_METADATA_KEY.to_owned(), room.clone()),
+        None => metadata.remove(ROOM_METADATA_KEY),
+    };
+    Ok(())
 }

@@ -3,6 +3,7 @@
 
 use tonic::Code;
 
+use super::auth::AuthError;
 use super::session_host::SessionError;
 
 /// Why a signaling request or stream failed.
@@ -47,6 +48,10 @@ pub enum SignalingError {
     #[error("signaling state unavailable: {0}")]
     StateUnavailable(String),
     #[error(transparent)]
+    Unauthenticated(#[from] AuthError),
+    #[error("permission denied: {0}")]
+    PermissionDenied(String),
+    #[error(transparent)]
     Session(#[from] SessionError),
 }
 
@@ -77,6 +82,8 @@ impl SignalingError {
             }
             Self::UnknownPeer(_) => Code::NotFound,
             Self::ShuttingDown | Self::StateUnavailable(_) => Code::Unavailable,
+            Self::Unauthenticated(_) => Code::Unauthenticated,
+            Self::PermissionDenied(_) => Code::PermissionDenied,
             Self::Session(err) => err.code(),
         }
     }
@@ -103,6 +110,8 @@ impl SignalingError {
             Self::SlowConsumer => "slow_consumer",
             Self::ShuttingDown => "shutting_down",
             Self::StateUnavailable(_) => "state_unavailable",
+            Self::Unauthenticated(_) => "unauthenticated",
+            Self::PermissionDenied(_) => "permission_denied",
             Self::Session(err) => err.metric_label(),
         }
     }
@@ -220,6 +229,8 @@ impl SignalingError {
             | Self::TooManyEarlyCandidates(_) => BAD_CANDIDATE,
             Self::SlowConsumer => INTERNAL,
             Self::ShuttingDown | Self::StateUnavailable(_) => NO_WORKER,
+            Self::Unauthenticated(_) => UNAUTHENTICATED,
+            Self::PermissionDenied(_) => PERMISSION_DENIED,
             Self::Session(err) => match err {
                 SessionError::InvalidSdp(_) | SessionError::UnknownManifest(_) => BAD_OFFER,
                 SessionError::InvalidCandidate(_) => BAD_CANDIDATE,

@@ -11,6 +11,7 @@ use tokio_util::task::TaskTracker;
 use tonic::{Request, Response, Status, Streaming};
 use tracing::Instrument;
 
+use super::auth::{bearer, Identity};
 use super::core::{ConnectedPeer, OfferOutcome, SignalingCore};
 use super::error::SignalingError;
 use super::peer_id::SERVER_PEER_ID;
@@ -59,12 +60,14 @@ impl WebRtcSignaling for GrpcSignaling {
         &self,
         request: Request<Streaming<SignalingRequest>>,
     ) -> Result<Response<Self::SignalStream>, Status> {
+        let identity = authenticate(&self.core, &request)?;
         // A client's `traceparent`: every request of the stream continues its trace.
         let parent = RemoteParent::from_metadata(request.metadata());
         let inbound = request.into_inner();
         let (sender, receiver) = mpsc::channel(RESPONSE_BUFFER);
         self.streams.spawn(run_stream(
             Arc::clone(&self.core),
+            identity,
             inbound,
             sender,
             self.shutdown.clone(),
@@ -75,8 +78,10 @@ impl WebRtcSignaling for GrpcSignaling {
 
     async fn get_peers(
         &self,
-        _request: Request<pb::GetPeersRequest>,
+        request: Request<pb::GetPeersRequest>,
     ) -> Result<Response<pb::GetPeersResponse>, Status> {
+        // The peer list is for signed-in clients only (health checks stay open).
+        authenticate(&self.core, &request)?;
         let peers = self.core.peers().await;
         Ok(Response::new(pb::GetPeersResponse {
             count: count(peers.len()),
@@ -103,9 +108,22 @@ impl WebRtcSignaling for GrpcSignaling {
     }
 }
 
+/// The caller's identity from its `authorization: Bearer <token>` metadata.
+fn authenticate<T>(core: &SignalingCore, request: &Request<T>) -> Result<Identity, Status> {
+    let header = request
+        .metadata()
+        .get("authorization")
+        .and_then(|value| value.to_str().ok());
+    core.authenticate(header.and_then(bearer)).map_err(|err| {
+        tracing::info!(%err, "signaling call refused");
+        err.into()
+    })
+}
+
 /// Reads the stream until the client half-closes, breaks, or the server shuts down.
 async fn run_stream(
     core: Arc<SignalingCore>,
+    identity: Identity,
     mut inbound: Streaming<SignalingRequest>,
     out: ResponseSender,
     shutdown: CancellationToken,
@@ -132,7 +150,7 @@ async fn run_stream(
         &parent,
     );
     let announced = async {
-        let peer = core.announce(announce).await?;
+        let peer = core.announce(announce, &identity).await?;
         let roster = peer.roster().await;
         Ok::<_, SignalingError>((peer, roster))
     }

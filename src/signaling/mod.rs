@@ -4,6 +4,7 @@
 //! depends on traits ([`PeerRegistry`], [`NotificationBus`], [`SessionHost`]) so that the
 //! single process and the cluster run the same code. Nothing here imports `peer` or `media`.
 
+mod auth;
 mod bus;
 mod core;
 mod error;
@@ -14,6 +15,7 @@ mod session_host;
 mod spans;
 mod websocket;
 
+pub use auth::{bearer, issue as issue_token, AuthError, Claims, Identity, TokenVerifier};
 pub use bus::{BusError, Delivery, InMemoryBus, Mailbox, NotificationBus, MAILBOX_CAPACITY};
 pub use core::{
     deliver_session_event, ConnectedPeer, OfferOutcome, Roster, SignalingCore, SignalingLimits,

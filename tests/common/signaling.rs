@@ -28,31 +28,52 @@ pub struct SignalingClient {
 impl SignalingClient {
     /// Opens a stream (nothing sent yet).
     pub async fn open(url: &str) -> Self {
-        Self::open_with_metadata(url, &[]).await
+        Self::open_with_token(url, None)
+            .await
+            .expect("open Signal stream")
+    }
+
+    /// Opens a stream with `authorization: Bearer <token>`; the status if the server refuses.
+    pub async fn open_with_token(url: &str, token: Option<&str>) -> Result<Self, tonic::Status> {
+        Self::open_with(url, token, &[]).await
     }
 
     /// Opens a stream whose call carries `metadata` (e.g. `traceparent`).
     pub async fn open_with_metadata(url: &str, metadata: &[(&'static str, &str)]) -> Self {
+        Self::open_with(url, None, metadata)
+            .await
+            .expect("open Signal stream")
+    }
+
+    /// Opens a stream with an optional bearer token and extra metadata.
+    pub async fn open_with(
+        url: &str,
+        token: Option<&str>,
+        metadata: &[(&'static str, &str)],
+    ) -> Result<Self, tonic::Status> {
         let mut grpc = WebRtcSignalingClient::connect(url.to_owned())
             .await
             .expect("connect to signaling");
         let (outbound, rx) = mpsc::channel(64);
-        let mut call = tonic::Request::new(ReceiverStream::new(rx));
+        let mut request = tonic::Request::new(ReceiverStream::new(rx));
+        if let Some(token) = token {
+            request.metadata_mut().insert(
+                "authorization",
+                format!("Bearer {token}").parse().expect("metadata value"),
+            );
+        }
         for (key, value) in metadata {
-            call.metadata_mut()
+            request
+                .metadata_mut()
                 .insert(*key, value.parse().expect("ASCII metadata"));
         }
-        let inbound = grpc
-            .signal(call)
-            .await
-            .expect("open Signal stream")
-            .into_inner();
-        Self {
+        let inbound = grpc.signal(request).await?.into_inner();
+        Ok(Self {
             grpc,
             outbound: Some(outbound),
             inbound,
             next_id: 0,
-        }
+        })
     }
 
     /// Opens a stream and announces `peer_id`; returns the client and the ack's JSON.

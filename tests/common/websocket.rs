@@ -38,7 +38,22 @@ impl WsClient {
         http: SocketAddr,
         origin: Option<&str>,
     ) -> Result<Self, tokio_tungstenite::tungstenite::Error> {
-        let mut request = format!("ws://{http}/ws").into_client_request()?;
+        Self::connect_to(&format!("ws://{http}/ws"), origin, None).await
+    }
+
+    /// Connects to `url` with an optional `Origin` and an optional `Sec-WebSocket-Protocol`.
+    pub async fn connect_to(
+        url: &str,
+        origin: Option<&str>,
+        protocols: Option<&str>,
+    ) -> Result<Self, tokio_tungstenite::tungstenite::Error> {
+        let mut request = url.into_client_request()?;
+        if let Some(protocols) = protocols {
+            request.headers_mut().insert(
+                "sec-websocket-protocol",
+                protocols.parse().expect("protocol header"),
+            );
+        }
         if let Some(origin) = origin {
             request
                 .headers_mut()

@@ -9,6 +9,7 @@ use serde_json::{json, Value};
 
 use super::rpc::peer_json;
 use crate::proto::signaling::{self as pb};
+use crate::signaling::auth::Identity;
 use crate::signaling::core::{
     ConnectedPeer, OfferOutcome, SignalingCore, RESUME_TOKEN_METADATA_KEY,
 };
@@ -67,6 +68,7 @@ fn params<T: DeserializeOwned>(params: Value) -> Result<T, RpcError> {
 /// `UnknownMethod`, `InvalidParams`, or the core's error.
 pub async fn dispatch(
     core: &Arc<SignalingCore>,
+    identity: &Identity,
     peer: &mut Option<ConnectedPeer>,
     method: &str,
     raw: Value,
@@ -94,16 +96,19 @@ pub async fn dispatch(
         }
         let capabilities = p.capabilities.unwrap_or_default();
         let connected = core
-            .announce(pb::AnnounceRequest {
-                peer_id: p.peer_id,
-                capabilities: Some(pb::PeerCapabilities {
-                    audio: capabilities.audio,
-                    video: capabilities.video,
-                    data: capabilities.data,
-                    extensions: capabilities.extensions,
-                }),
-                metadata: p.metadata,
-            })
+            .announce(
+                pb::AnnounceRequest {
+                    peer_id: p.peer_id,
+                    capabilities: Some(pb::PeerCapabilities {
+                        audio: capabilities.audio,
+                        video: capabilities.video,
+                        data: capabilities.data,
+                        extensions: capabilities.extensions,
+                    }),
+                    metadata: p.metadata,
+                },
+                identity,
+            )
             .await?;
         let roster = connected.roster().await;
         let result = json!({

@@ -10,7 +10,7 @@ mod rpc;
 use std::sync::Arc;
 
 use axum::extract::ws::{close_code, CloseFrame, Message, WebSocket, WebSocketUpgrade};
-use axum::extract::State;
+use axum::extract::{Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde_json::Value;
@@ -20,6 +20,7 @@ use tracing::Instrument;
 
 pub use origin::OriginPolicy;
 
+use super::auth::Identity;
 use super::core::{ConnectedPeer, SignalingCore};
 use super::error::{RpcError, SignalingError};
 use super::spans::{request_span, websocket_method, Transport};
@@ -64,6 +65,7 @@ impl WebSocketSignaling {
     /// The axum handler of `GET /ws`.
     pub async fn upgrade(
         State(ws): State<Self>,
+        Query(query): Query<UpgradeQuery>,
         headers: HeaderMap,
         upgrade: WebSocketUpgrade,
     ) -> Response {
@@ -76,15 +78,47 @@ impl WebSocketSignaling {
         if ws.shutdown.is_cancelled() {
             return (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n").into_response();
         }
+        let protocols = text(header::SEC_WEBSOCKET_PROTOCOL);
+        let bearer = query
+            .access_token
+            .as_deref()
+            .or_else(|| protocols.and_then(protocol_token));
+        // A refused browser only sees why in a message, so the socket opens to say it.
+        let identity = ws.core.authenticate(bearer);
         let token = ws.connections.token();
         upgrade
+            .protocols([PROTOCOL])
             .max_message_size(HARD_MESSAGE_BYTES)
             .max_frame_size(HARD_MESSAGE_BYTES)
-            .on_upgrade(move |socket| async move {
-                run_connection(ws.core, socket, ws.shutdown).await;
+            .on_upgrade(move |mut socket| async move {
+                match identity {
+                    Ok(identity) => run_connection(ws.core, identity, socket, ws.shutdown).await,
+                    Err(err) => {
+                        tracing::info!(%err, "WebSocket refused");
+                        close(&mut socket, err, close_code::POLICY).await;
+                    }
+                }
                 drop(token);
             })
     }
+}
+
+/// The subprotocol the server selects when a client offers it (a client that passes its
+/// token as a subprotocol must offer this one too: browsers need one selected).
+pub const PROTOCOL: &str = "remotemedia.v1";
+
+/// Query parameters of `GET /ws`.
+#[derive(Debug, Default, serde::Deserialize)]
+pub struct UpgradeQuery {
+    /// The client's token when authentication is on.
+    access_token: Option<String>,
+}
+
+/// The token of a `bearer.<token>` entry of `Sec-WebSocket-Protocol`.
+fn protocol_token(protocols: &str) -> Option<&str> {
+    protocols
+        .split(',')
+        .find_map(|protocol| protocol.trim().strip_prefix("bearer."))
 }
 
 /// What woke the connection's loop up besides a frame.
@@ -97,6 +131,7 @@ enum Wake {
 /// Reads frames until the client closes, the socket breaks, or the server shuts down.
 async fn run_connection(
     core: Arc<SignalingCore>,
+    identity: Identity,
     mut socket: WebSocket,
     shutdown: CancellationToken,
 ) {
@@ -107,7 +142,7 @@ async fn run_connection(
     let clean = loop {
         let outgoing = tokio::select! {
             frame = socket.recv() => match frame {
-                Some(Ok(Message::Text(text))) => handle_text(&core, &mut peer, &mut parent, text.as_str()).await,
+                Some(Ok(Message::Text(text))) => handle_text(&core, &identity, &mut peer, &mut parent, text.as_str()).await,
                 Some(Ok(Message::Binary(_))) => Some(rpc::error(
                     Value::Null,
                     &RpcError::InvalidRequest("binary frames are not supported; send text".into()),
@@ -158,6 +193,7 @@ async fn run_connection(
 /// The answer to one text frame; `None` for a JSON-RPC notification.
 async fn handle_text(
     core: &Arc<SignalingCore>,
+    identity: &Identity,
     peer: &mut Option<ConnectedPeer>,
     parent: &mut RemoteParent,
     text: &str,
@@ -191,7 +227,7 @@ async fn handle_text(
         &request_id,
         if own.is_some() { &own } else { parent },
     );
-    let outcome = methods::dispatch(core, peer, &call.method, call.params)
+    let outcome = methods::dispatch(core, identity, peer, &call.method, call.params)
         .instrument(span.clone())
         .await;
     if let Err(err) = &outcome {
