@@ -21,6 +21,29 @@ pub enum Mode {
     Controller,
 }
 
+impl Mode {
+    /// The role's name as the flag spells it (`service.name` is `remotemedia-<name>`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Grpc => "grpc",
+            Self::Websocket => "websocket",
+            Self::Frontend => "frontend",
+            Self::Worker => "worker",
+            Self::Controller => "controller",
+        }
+    }
+}
+
+/// How log lines are written on stdout.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line, with the `trace_id` and `span_id` of the span it was logged
+    /// in, so logs join traces.
+    Json,
+}
+
 /// Where the controller learns which workers exist.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Discovery {
@@ -80,6 +103,15 @@ pub struct Config {
     /// `websocket` mode: the peer id to announce; default `remotemedia-<hostname>`.
     #[arg(long, env = "REMOTEMEDIA_PEER_ID")]
     pub peer_id: Option<String>,
+
+    /// Log lines as `text` or `json` (with trace and span ids).
+    #[arg(
+        long,
+        env = "REMOTEMEDIA_LOG_FORMAT",
+        value_enum,
+        default_value = "text"
+    )]
+    pub log_format: LogFormat,
 
     #[command(flatten)]
     pub cluster: ClusterOptions,

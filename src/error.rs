@@ -30,6 +30,8 @@ pub enum Error {
     Unsupported(String),
     #[error("Kubernetes API: {0}")]
     Kubernetes(String),
+    #[error(transparent)]
+    Telemetry(#[from] crate::telemetry::TelemetryError),
     #[error("secret: {0}")]
     AuthSecret(#[source] std::io::Error),
     #[error("drain request to the worker at {0}")]

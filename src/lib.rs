@@ -16,6 +16,7 @@ pub mod proto;
 pub mod public_address;
 pub mod server;
 pub mod signaling;
+pub mod telemetry;
 pub mod websocket_mode;
 
 pub use error::Error;

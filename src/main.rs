@@ -9,8 +9,8 @@ use remotemedia_webrtc::cluster::{
 use remotemedia_webrtc::config::{Command, Config, Mode, TokenCommand};
 use remotemedia_webrtc::server::Server;
 use remotemedia_webrtc::signaling::issue_token;
+use remotemedia_webrtc::telemetry::Telemetry;
 use remotemedia_webrtc::websocket_mode::WebSocketPeer;
-use tracing_subscriber::EnvFilter;
 
 #[tokio::main]
 async fn main() -> ExitCode {
@@ -18,21 +18,27 @@ async fn main() -> ExitCode {
         return print_token(TokenCommand::parse_from(std::env::args().skip(1)));
     }
     let config = Config::from_args();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
-        )
-        // Colours only on a terminal: log collectors get plain text.
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
-        .init();
-    match run(config).await {
+    let telemetry = match Telemetry::install(config.mode.name(), config.log_format) {
+        Ok(telemetry) => telemetry,
+        Err(err) => {
+            eprintln!("webrtc_server: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let code = match run(config).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             tracing::error!("{err:#}");
             eprintln!("webrtc_server: {err:#}");
             ExitCode::FAILURE
         }
+    };
+    // Every role's graceful stop ends here: the spans still queued leave now.
+    if !telemetry.shutdown().await {
+        // The exporter is stuck on a thread the runtime would wait for: leave without it.
+        std::process::exit(if code == ExitCode::SUCCESS { 0 } else { 1 });
     }
+    code
 }
 
 async fn run(config: Config) -> anyhow::Result<()> {

@@ -9,7 +9,6 @@ use std::time::Duration;
 
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
-use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -222,9 +221,13 @@ impl Server {
                 stop.clone(),
                 streams.clone(),
             )))
-            .serve_with_incoming_shutdown(TcpListenerStream::new(self.grpc_listener), async move {
-                grpc_stop.cancelled().await
-            });
+            // Nagle off: a reply's frames leave at once instead of waiting ~40 ms for the
+            // peer's delayed ACK.
+            .serve_with_incoming_shutdown(
+                tonic::transport::server::TcpIncoming::from(self.grpc_listener)
+                    .with_nodelay(Some(true)),
+                async move { grpc_stop.cancelled().await },
+            );
         let grpc = tokio::spawn(grpc);
 
         readiness.set(true);

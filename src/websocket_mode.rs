@@ -14,6 +14,7 @@ use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use crate::config::Config;
 use crate::error::Error;
@@ -190,12 +191,16 @@ impl Link<'_> {
         match method {
             "peer.offer" => {
                 let from = text("from");
+                let offer_id = text("offer_id");
+                let span = tracing::info_span!("offer", peer_id = from, offer_id);
                 let request = SessionRequest {
                     peer_id: from.clone(),
+                    offer_id,
                     offer_sdp: text("sdp"),
                     manifest: None,
                 };
-                match self.sessions.create_session(request).await {
+                let created = self.sessions.create_session(request).instrument(span).await;
+                match created {
                     Ok(answer) => {
                         self.request("peer.answer", json!({"to": from, "sdp": answer}))
                             .await;

@@ -48,6 +48,41 @@ impl RecentPlacements {
     }
 }
 
+/// Why placement chose the worker it chose (for the placement span and logs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reason {
+    /// It was the only worker able to take the session.
+    OnlyCandidate,
+    /// Of two workers drawn at random, it had the lower load.
+    LowerLoad,
+    /// Two workers drawn at random had the same load; a coin picked it.
+    Tie,
+}
+
+impl Reason {
+    pub fn describe(self) -> &'static str {
+        match self {
+            Self::OnlyCandidate => "only worker able to take it",
+            Self::LowerLoad => "lower load of two random choices",
+            Self::Tie => "equal load of two random choices, picked at random",
+        }
+    }
+}
+
+/// A placement decision.
+#[derive(Debug, Clone, Copy)]
+pub struct Choice<'w> {
+    pub worker: &'w WorkerStatus,
+    /// Workers that could take the session (fresh, ready, not draining, not full, not
+    /// excluded).
+    pub candidates: usize,
+    pub reason: Reason,
+    /// Sessions over capacity of the chosen worker, recent placements included.
+    pub load: f64,
+    /// The other worker drawn and its load, when two were compared.
+    pub other: Option<(&'w WorkerStatus, f64)>,
+}
+
 /// Picks a worker for one new session, or `None` when no worker can take it.
 ///
 /// `recent` are placements not yet in the heartbeats; `excluded` are workers this offer
@@ -58,7 +93,7 @@ pub fn choose<'w>(
     excluded: &HashSet<String>,
     now_ms: u64,
     rng: &mut impl Rng,
-) -> Option<&'w WorkerStatus> {
+) -> Option<Choice<'w>> {
     let load = |w: &WorkerStatus| {
         let sessions = w.active_sessions + recent.get(&w.id).copied().unwrap_or(0);
         (sessions, f64::from(sessions) / f64::from(w.capacity.max(1)))
@@ -68,9 +103,16 @@ pub fn choose<'w>(
         .filter(|w| w.takes_sessions(now_ms) && !excluded.contains(&w.id))
         .filter(|w| load(w).0 < w.capacity)
         .collect();
-    match eligible.len() {
+    let candidates = eligible.len();
+    match candidates {
         0 => None,
-        1 => Some(eligible[0]),
+        1 => Some(Choice {
+            worker: eligible[0],
+            candidates,
+            reason: Reason::OnlyCandidate,
+            load: load(eligible[0]).1,
+            other: None,
+        }),
         n => {
             let first = rng.random_range(0..n);
             let mut second = rng.random_range(0..n - 1);
@@ -79,14 +121,24 @@ pub fn choose<'w>(
             }
             let (a, b) = (eligible[first], eligible[second]);
             let (load_a, load_b) = (load(a).1, load(b).1);
-            Some(if load_a < load_b {
-                a
+            let (reason, a_wins) = if load_a < load_b {
+                (Reason::LowerLoad, true)
             } else if load_b < load_a {
-                b
-            } else if rng.random_bool(0.5) {
-                a
+                (Reason::LowerLoad, false)
             } else {
-                b
+                (Reason::Tie, rng.random_bool(0.5))
+            };
+            let ((worker, load), other) = if a_wins {
+                ((a, load_a), (b, load_b))
+            } else {
+                ((b, load_b), (a, load_a))
+            };
+            Some(Choice {
+                worker,
+                candidates,
+                reason,
+                load,
+                other: Some(other),
             })
         }
     }
@@ -124,7 +176,9 @@ mod tests {
         let mut rng = rng();
         for _ in 0..50 {
             let chosen = choose(&workers, &HashMap::new(), &excluded, NOW, &mut rng).unwrap();
-            assert_eq!(chosen.id, "ok");
+            assert_eq!(chosen.worker.id, "ok");
+            assert_eq!(chosen.candidates, 1);
+            assert_eq!(chosen.reason, Reason::OnlyCandidate);
         }
         // Recent placements fill "ok" up: nothing is left.
         let recent = HashMap::from([("ok".to_owned(), 1)]);
@@ -142,7 +196,16 @@ mod tests {
         let mut picks: HashMap<String, u32> = HashMap::new();
         for _ in 0..300 {
             let chosen = choose(&workers, &HashMap::new(), &HashSet::new(), NOW, &mut rng).unwrap();
-            *picks.entry(chosen.id.clone()).or_default() += 1;
+            assert_eq!(chosen.candidates, 3);
+            assert_eq!(chosen.reason, Reason::LowerLoad);
+            let (other, other_load) = chosen.other.unwrap();
+            assert!(
+                chosen.load < other_load,
+                "{} vs {}",
+                chosen.worker.id,
+                other.id
+            );
+            *picks.entry(chosen.worker.id.clone()).or_default() += 1;
         }
         assert_eq!(
             picks.get("c"),
@@ -165,7 +228,7 @@ mod tests {
         for _ in 0..30 {
             let counts = recent.counts(now);
             let chosen = choose(&workers, &counts, &HashSet::new(), NOW, &mut rng).unwrap();
-            recent.record(&chosen.id, now);
+            recent.record(&chosen.worker.id, now);
         }
         let counts = recent.counts(now);
         for id in ["a", "b", "c"] {

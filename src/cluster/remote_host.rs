@@ -13,6 +13,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Channel, Endpoint};
+use tracing::{field, info_span, Instrument};
 
 use super::worker_auth::AttachToken;
 
@@ -26,6 +27,7 @@ use crate::proto::worker::{
     session_failure::Kind,
 };
 use crate::signaling::{IceCandidate, SessionError, SessionEvent, SessionHost, SessionRequest};
+use crate::telemetry::inject_current;
 
 /// How often the frontend re-reads the placement table and heartbeats.
 pub const REFRESH_INTERVAL: Duration = Duration::from_secs(1);
@@ -232,7 +234,20 @@ impl RemoteSessionHost {
             .map(|w| w.address.clone())
     }
 
-    fn pick(&self, excluded: &HashSet<String>) -> Option<WorkerStatus> {
+    /// Picks a worker, in a `placement` span that says from how many and why this one.
+    fn pick(&self, excluded: &HashSet<String>, attempt: usize) -> Option<WorkerStatus> {
+        let span = info_span!(
+            "placement",
+            attempt,
+            known = field::Empty,
+            candidates = field::Empty,
+            worker_id = field::Empty,
+            reason = field::Empty,
+            load = field::Empty,
+            other_worker = field::Empty,
+            other_load = field::Empty,
+        );
+        let _placing = span.enter();
         let now = Instant::now();
         let recent = self.recent.counts(now);
         let mut skip = excluded.clone();
@@ -244,12 +259,26 @@ impl RemoteSessionHost {
             suspect
         });
         let workers = self.workers.read();
+        span.record("known", workers.len());
         let now_ms = workers::now_ms();
         let mut rng = rand::rng();
-        placement::choose(&workers, &recent, &skip, now_ms, &mut rng)
+        let Some(choice) = placement::choose(&workers, &recent, &skip, now_ms, &mut rng)
             // Suspects are a hint: when nothing else is left, try them again.
             .or_else(|| placement::choose(&workers, &recent, excluded, now_ms, &mut rng))
-            .cloned()
+        else {
+            span.record("candidates", 0);
+            span.record("reason", "no worker can take it");
+            return None;
+        };
+        span.record("candidates", choice.candidates);
+        span.record("worker_id", choice.worker.id.as_str());
+        span.record("reason", choice.reason.describe());
+        span.record("load", choice.load);
+        if let Some((other, load)) = choice.other {
+            span.record("other_worker", other.id.as_str());
+            span.record("other_load", load);
+        }
+        Some(choice.worker.clone())
     }
 
     async fn remember(&self, peer_id: &str, worker_id: &str) -> Result<(), SessionError> {
@@ -291,16 +320,32 @@ impl SessionHost for RemoteSessionHost {
         }
         let mut excluded = HashSet::new();
         let mut last_error = None;
-        for _ in 0..ATTEMPTS {
-            let Some(worker) = self.pick(&excluded) else {
+        for attempt in 1..=ATTEMPTS {
+            let Some(worker) = self.pick(&excluded, attempt) else {
                 break;
             };
             let call = pb::CreateSessionRequest {
                 peer_id: request.peer_id.clone(),
                 offer_sdp: request.offer_sdp.clone(),
                 manifest: request.manifest.clone().unwrap_or_default(),
+                offer_id: request.offer_id.clone(),
             };
-            let reply = match self.client(&worker.address)?.create_session(call).await {
+            let mut client = self.client(&worker.address)?;
+            let span = info_span!(
+                "worker_api.create_session",
+                otel.kind = "client",
+                worker_id = worker.id,
+                peer_id = request.peer_id,
+                offer_id = request.offer_id,
+            );
+            let reply = async {
+                let mut call = tonic::Request::new(call);
+                inject_current(call.metadata_mut());
+                client.create_session(call).await
+            }
+            .instrument(span)
+            .await;
+            let reply = match reply {
                 Ok(reply) => reply.into_inner().result,
                 Err(status) => {
                     tracing::warn!(worker_id = worker.id, %status, "worker call failed; trying another");
@@ -368,14 +413,16 @@ impl SessionHost for RemoteSessionHost {
         let Some(address) = self.address_of(&worker_id) else {
             return Err(SessionError::NoSession(peer_id.to_owned()));
         };
-        let reply = self
-            .client(&address)?
-            .add_candidate(pb::AddCandidateRequest {
-                peer_id: peer_id.to_owned(),
-                candidate: candidate.candidate,
-                sdp_mid: candidate.sdp_mid,
-                sdp_mline_index: candidate.sdp_mline_index,
-            })
+        let mut client = self.client(&address)?;
+        let mut call = tonic::Request::new(pb::AddCandidateRequest {
+            peer_id: peer_id.to_owned(),
+            candidate: candidate.candidate,
+            sdp_mid: candidate.sdp_mid,
+            sdp_mline_index: candidate.sdp_mline_index,
+        });
+        inject_current(call.metadata_mut());
+        let reply = client
+            .add_candidate(call)
             .await
             .map_err(|status| {
                 SessionError::Unavailable(format!("media worker {worker_id}: {}", status.message()))
@@ -413,12 +460,11 @@ impl RemoteSessionHost {
         let Ok(mut client) = self.client(address) else {
             return false;
         };
-        match client
-            .close_session(pb::CloseSessionRequest {
-                peer_id: peer_id.to_owned(),
-            })
-            .await
-        {
+        let mut call = tonic::Request::new(pb::CloseSessionRequest {
+            peer_id: peer_id.to_owned(),
+        });
+        inject_current(call.metadata_mut());
+        match client.close_session(call).await {
             Ok(reply) => reply.into_inner().existed,
             Err(status) => {
                 tracing::warn!(peer_id, address, %status, "closing a session on its worker failed");

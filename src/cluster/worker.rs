@@ -11,7 +11,6 @@ use std::time::Duration;
 
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
-use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
 
 use super::keys::Keys;
@@ -170,9 +169,13 @@ impl Worker {
                 WorkerService::new(host, Arc::clone(&self.drain)),
                 self.token,
             ))
-            .serve_with_incoming_shutdown(TcpListenerStream::new(self.grpc_listener), async move {
-                grpc_stop.cancelled().await
-            });
+            // Nagle off: a reply's frames leave at once instead of waiting ~40 ms for the
+            // peer's delayed ACK.
+            .serve_with_incoming_shutdown(
+                tonic::transport::server::TcpIncoming::from(self.grpc_listener)
+                    .with_nodelay(Some(true)),
+                async move { grpc_stop.cancelled().await },
+            );
         let grpc = tokio::spawn(grpc);
 
         let heartbeat = Heartbeat {

@@ -6,12 +6,14 @@ use std::sync::Arc;
 
 use tokio::sync::Notify;
 use tonic::{Request, Response, Status};
+use tracing::{info_span, Instrument};
 
 use super::remote_host::error_to_failure;
 use crate::proto::worker::{
     self as pb, create_session_response, media_worker_server::MediaWorker, session_failure::Kind,
 };
 use crate::signaling::{IceCandidate, SessionHost, SessionRequest};
+use crate::telemetry::RemoteParent;
 
 /// Whether the worker drains (takes no new sessions), and a wake-up when it starts.
 #[derive(Debug, Default)]
@@ -65,7 +67,76 @@ impl MediaWorker for WorkerService {
         &self,
         request: Request<pb::CreateSessionRequest>,
     ) -> Result<Response<pb::CreateSessionResponse>, Status> {
+        let parent = RemoteParent::from_metadata(request.metadata());
         let request = request.into_inner();
+        // A child of the frontend's call: the session's spans join the offer's trace.
+        let span = info_span!(
+            "worker.create_session",
+            otel.kind = "server",
+            peer_id = request.peer_id,
+            offer_id = request.offer_id,
+        );
+        parent.adopt(&span);
+        self.create(request).instrument(span).await
+    }
+
+    async fn add_candidate(
+        &self,
+        request: Request<pb::AddCandidateRequest>,
+    ) -> Result<Response<pb::AddCandidateResponse>, Status> {
+        let parent = RemoteParent::from_metadata(request.metadata());
+        let request = request.into_inner();
+        let span = info_span!(
+            "worker.add_candidate",
+            otel.kind = "server",
+            peer_id = request.peer_id
+        );
+        parent.adopt(&span);
+        let candidate = IceCandidate {
+            candidate: request.candidate,
+            sdp_mid: request.sdp_mid,
+            sdp_mline_index: request.sdp_mline_index,
+        };
+        let failure = self
+            .host
+            .add_candidate(&request.peer_id, candidate)
+            .instrument(span)
+            .await
+            .err()
+            .map(|err| error_to_failure(&err));
+        Ok(Response::new(pb::AddCandidateResponse { failure }))
+    }
+
+    async fn close_session(
+        &self,
+        request: Request<pb::CloseSessionRequest>,
+    ) -> Result<Response<pb::CloseSessionResponse>, Status> {
+        let parent = RemoteParent::from_metadata(request.metadata());
+        let peer_id = request.into_inner().peer_id;
+        let span = info_span!("worker.close_session", otel.kind = "server", peer_id);
+        parent.adopt(&span);
+        let existed = self.host.close_session(&peer_id).instrument(span).await;
+        Ok(Response::new(pb::CloseSessionResponse { existed }))
+    }
+
+    async fn drain(
+        &self,
+        _request: Request<pb::DrainRequest>,
+    ) -> Result<Response<pb::DrainResponse>, Status> {
+        if !self.drain.start() {
+            tracing::info!("drain requested: taking no new sessions");
+        }
+        Ok(Response::new(pb::DrainResponse {
+            active_sessions: self.host.session_count() as u32,
+        }))
+    }
+}
+
+impl WorkerService {
+    async fn create(
+        &self,
+        request: pb::CreateSessionRequest,
+    ) -> Result<Response<pb::CreateSessionResponse>, Status> {
         if self.drain.is_draining() {
             return Ok(Response::new(pb::CreateSessionResponse {
                 result: Some(create_session_response::Result::Failure(
@@ -81,6 +152,7 @@ impl MediaWorker for WorkerService {
             .host
             .create_session(SessionRequest {
                 peer_id: request.peer_id,
+                offer_id: request.offer_id,
                 offer_sdp: request.offer_sdp,
                 manifest: Some(request.manifest).filter(|m| !m.is_empty()),
             })
@@ -91,45 +163,6 @@ impl MediaWorker for WorkerService {
         };
         Ok(Response::new(pb::CreateSessionResponse {
             result: Some(result),
-        }))
-    }
-
-    async fn add_candidate(
-        &self,
-        request: Request<pb::AddCandidateRequest>,
-    ) -> Result<Response<pb::AddCandidateResponse>, Status> {
-        let request = request.into_inner();
-        let candidate = IceCandidate {
-            candidate: request.candidate,
-            sdp_mid: request.sdp_mid,
-            sdp_mline_index: request.sdp_mline_index,
-        };
-        let failure = self
-            .host
-            .add_candidate(&request.peer_id, candidate)
-            .await
-            .err()
-            .map(|err| error_to_failure(&err));
-        Ok(Response::new(pb::AddCandidateResponse { failure }))
-    }
-
-    async fn close_session(
-        &self,
-        request: Request<pb::CloseSessionRequest>,
-    ) -> Result<Response<pb::CloseSessionResponse>, Status> {
-        let existed = self.host.close_session(&request.into_inner().peer_id).await;
-        Ok(Response::new(pb::CloseSessionResponse { existed }))
-    }
-
-    async fn drain(
-        &self,
-        _request: Request<pb::DrainRequest>,
-    ) -> Result<Response<pb::DrainResponse>, Status> {
-        if !self.drain.start() {
-            tracing::info!("drain requested: taking no new sessions");
-        }
-        Ok(Response::new(pb::DrainResponse {
-            active_sessions: self.host.session_count() as u32,
         }))
     }
 }

@@ -18,6 +18,7 @@ use webrtc::track::track_remote::TrackRemote;
 use super::activity::Activity;
 use super::quality::MediaCounters;
 use super::server_peer::encode_data_message;
+use super::session_trace::SessionTrace;
 use crate::media::{
     Framer, JitterBuffer, JitterOutput, OpusConfig, OpusDecoder, OpusEncoder, Resampler,
     FRAME_DURATION, FRAME_SAMPLES, MAX_PACKET_SAMPLES, SAMPLE_RATE,
@@ -36,6 +37,8 @@ pub(crate) struct InboundAudio {
     pub counters: Arc<MediaCounters>,
     /// Upper bound of the jitter buffer's delay (`--jitter-buffer-ms`).
     pub max_delay: Duration,
+    /// Told of the first packet.
+    pub trace: Arc<SessionTrace>,
 }
 
 /// One received RTP packet, as the jitter buffer takes it.
@@ -57,7 +60,13 @@ pub(crate) async fn receive_audio(
     // Reading and playout run side by side in this one task; the channel between them keeps
     // `read_rtp` out of the ticker's `select!` (it is not cancel-safe).
     tokio::join!(
-        read_track(track, tx, Arc::clone(&inbound.activity), cancel.clone()),
+        read_track(
+            track,
+            tx,
+            Arc::clone(&inbound.activity),
+            Arc::clone(&inbound.trace),
+            cancel.clone()
+        ),
         play_out(rx, inbound, cancel)
     );
 }
@@ -66,8 +75,11 @@ async fn read_track(
     track: Arc<TrackRemote>,
     tx: mpsc::Sender<Arrival>,
     activity: Arc<Activity>,
+    trace: Arc<SessionTrace>,
     cancel: CancellationToken,
 ) {
+    // Dropped at the first packet: nothing per packet after that.
+    let mut first_in = Some(trace);
     loop {
         let packet = tokio::select! {
             read = track.read_rtp() => match read {
@@ -77,6 +89,9 @@ async fn read_track(
             () = cancel.cancelled() => break,
         };
         activity.touch();
+        if let Some(trace) = first_in.take() {
+            trace.first_rtp_in();
+        }
         if packet.payload.is_empty() {
             continue;
         }
@@ -173,8 +188,11 @@ pub(crate) async fn send_pipeline_output(
     mut new_channels: mpsc::Receiver<Arc<RTCDataChannel>>,
     opus: OpusSettings,
     counters: Arc<MediaCounters>,
+    trace: Arc<SessionTrace>,
     cancel: CancellationToken,
 ) {
+    // Dropped once the first packet has left: nothing per packet after that.
+    let mut first_out = Some(trace);
     let config = OpusConfig {
         bitrate_bps: opus.bitrate,
         complexity: opus.complexity,
@@ -220,6 +238,9 @@ pub(crate) async fn send_pipeline_output(
                         match track.write_sample(&sample).await {
                             Ok(()) => {
                                 counters.packets_out.fetch_add(1, Ordering::Relaxed);
+                                if first_out.as_ref().is_some_and(|t| t.first_rtp_out()) {
+                                    first_out = None;
+                                }
                             }
                             Err(err) => tracing::debug!(%err, "writing audio sample failed"),
                         }

@@ -12,6 +12,7 @@ mod quality;
 mod send_buffer;
 mod server_peer;
 mod session_manager;
+mod session_trace;
 mod stack;
 mod video;
 

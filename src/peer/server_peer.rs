@@ -8,9 +8,11 @@ use bytes::Bytes;
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+use tracing::{info_span, Instrument};
 use webrtc::data_channel::data_channel_message::DataChannelMessage;
 use webrtc::data_channel::RTCDataChannel;
 use webrtc::ice_transport::ice_candidate::{RTCIceCandidate, RTCIceCandidateInit};
+use webrtc::ice_transport::ice_connection_state::RTCIceConnectionState;
 use webrtc::peer_connection::peer_connection_state::RTCPeerConnectionState;
 use webrtc::peer_connection::sdp::session_description::RTCSessionDescription;
 use webrtc::peer_connection::RTCPeerConnection;
@@ -23,6 +25,7 @@ use super::audio::{receive_audio, send_pipeline_output, InboundAudio};
 use super::error::PeerError;
 use super::forward::{drain, forward_rtp};
 use super::quality::MediaCounters;
+use super::session_trace::SessionTrace;
 use super::stack::{opus_capability, WebRtcStack};
 use super::video::{is_video, offered_video_codec, relay_keyframe_requests};
 use crate::pipeline::{AudioMode, Envelope, OpusSettings, Pipeline, VideoMode};
@@ -57,7 +60,9 @@ pub(crate) struct PeerSettings {
 impl ServerPeer {
     /// Creates the peer connection, starts the pipeline and its media tasks (on `tasks`,
     /// stopped by `cancel`) and answers `offer_sdp`. Local candidates go to `on_candidate`
-    /// as they are gathered; the answer does not wait for them.
+    /// as they are gathered; the answer does not wait for them. The session's steps are
+    /// reported to `trace`.
+    #[allow(clippy::too_many_arguments)]
     pub async fn start(
         stack: &WebRtcStack,
         pipeline: &Pipeline,
@@ -66,6 +71,7 @@ impl ServerPeer {
         on_candidate: mpsc::Sender<IceCandidate>,
         tasks: &TaskTracker,
         cancel: &CancellationToken,
+        trace: &Arc<SessionTrace>,
     ) -> Result<Self, PeerError> {
         let offer = RTCSessionDescription::offer(offer_sdp.to_owned())
             .map_err(|e| PeerError::InvalidOffer(e.to_string()))?;
@@ -86,6 +92,7 @@ impl ServerPeer {
             on_candidate,
             tasks,
             cancel,
+            trace,
         )
         .await
         {
@@ -109,12 +116,16 @@ impl ServerPeer {
         on_candidate: mpsc::Sender<IceCandidate>,
         tasks: &TaskTracker,
         cancel: &CancellationToken,
+        trace: &Arc<SessionTrace>,
     ) -> Result<Self, PeerError> {
         let activity = Arc::new(Activity::new());
         let counters = Arc::new(MediaCounters::default());
-        let pipeline_session = pipeline
-            .start(cancel.child_token())
-            .map_err(|e| PeerError::Pipeline(e.to_string()))?;
+        let pipeline_session = info_span!(
+            "pipeline.build",
+            pipeline = pipeline.manifest().metadata.name
+        )
+        .in_scope(|| pipeline.start(cancel.child_token()))
+        .map_err(|e| PeerError::Pipeline(e.to_string()))?;
         let pipeline_input = pipeline_session.input;
 
         // Outbound audio: pipeline audio encoded and paced by the output task, or in
@@ -181,15 +192,33 @@ impl ServerPeer {
 
         // Callbacks → channels.
         let (state_tx, state_rx) = watch::channel(RTCPeerConnectionState::New);
+        let state_trace = Arc::clone(trace);
         pc.on_peer_connection_state_change(Box::new(move |state| {
+            if state == RTCPeerConnectionState::Connected {
+                state_trace.dtls_connected();
+            }
             let _ = state_tx.send(state);
+            Box::pin(async {})
+        }));
+        let ice_trace = Arc::clone(trace);
+        pc.on_ice_connection_state_change(Box::new(move |state| {
+            if matches!(
+                state,
+                RTCIceConnectionState::Connected | RTCIceConnectionState::Completed
+            ) {
+                ice_trace.ice_connected();
+            }
             Box::pin(async {})
         }));
 
         let mid = first_mid(offer_sdp);
         let port_map = stack.port_map();
         let candidate_cancel = cancel.clone();
+        let gathering_trace = Arc::clone(trace);
         pc.on_ice_candidate(Box::new(move |candidate: Option<RTCIceCandidate>| {
+            if candidate.is_none() {
+                gathering_trace.gathering_complete();
+            }
             let on_candidate = on_candidate.clone();
             let mid = mid.clone();
             let cancel = candidate_cancel.clone();
@@ -231,6 +260,7 @@ impl ServerPeer {
         let audio_tasks = tasks.clone();
         let audio_counters = Arc::clone(&counters);
         let max_delay = settings.jitter_buffer;
+        let media_trace = Arc::clone(trace);
         tasks.spawn(async move {
             loop {
                 let remote = tokio::select! {
@@ -245,9 +275,15 @@ impl ServerPeer {
                             Arc::clone(local),
                             video_source_tx.clone(),
                             activity,
+                            Arc::clone(&media_trace),
                             audio_cancel.clone(),
                         )),
-                        None => audio_tasks.spawn(drain(remote, activity, audio_cancel.clone())),
+                        None => audio_tasks.spawn(drain(
+                            remote,
+                            activity,
+                            Arc::clone(&media_trace),
+                            audio_cancel.clone(),
+                        )),
                     };
                     continue;
                 }
@@ -257,6 +293,7 @@ impl ServerPeer {
                         Arc::clone(local),
                         watch::channel(None).0,
                         Arc::clone(&audio_activity),
+                        Arc::clone(&media_trace),
                         audio_cancel.clone(),
                     ));
                     continue;
@@ -266,6 +303,7 @@ impl ServerPeer {
                     activity: Arc::clone(&audio_activity),
                     counters: Arc::clone(&audio_counters),
                     max_delay,
+                    trace: Arc::clone(&media_trace),
                 };
                 audio_tasks.spawn(receive_audio(remote, inbound, audio_cancel.clone()));
             }
@@ -301,25 +339,32 @@ impl ServerPeer {
             channel_rx,
             settings.opus.clone(),
             Arc::clone(&counters),
+            Arc::clone(trace),
             cancel.clone(),
         ));
 
-        pc.set_remote_description(offer)
-            .await
-            .map_err(|e| PeerError::InvalidOffer(e.to_string()))?;
-        let answer = pc
-            .create_answer(None)
-            .await
-            .map_err(|e| PeerError::step("creating the answer", e))?;
-        // The answer as created, before gathering starts: every candidate then trickles, the
-        // same way whether gathering takes microseconds (lite, host only) or longer.
-        let answer_sdp = match stack.port_map() {
-            Some(map) => map.sdp(&answer.sdp),
-            None => answer.sdp.clone(),
-        };
-        pc.set_local_description(answer)
-            .await
-            .map_err(|e| PeerError::step("setting the local description", e))?;
+        let answer_sdp = async {
+            pc.set_remote_description(offer)
+                .await
+                .map_err(|e| PeerError::InvalidOffer(e.to_string()))?;
+            let answer = pc
+                .create_answer(None)
+                .await
+                .map_err(|e| PeerError::step("creating the answer", e))?;
+            // The answer as created, before gathering starts: every candidate then trickles,
+            // the same way whether gathering takes microseconds (lite, host only) or longer.
+            let answer_sdp = match stack.port_map() {
+                Some(map) => map.sdp(&answer.sdp),
+                None => answer.sdp.clone(),
+            };
+            trace.answering();
+            pc.set_local_description(answer)
+                .await
+                .map_err(|e| PeerError::step("setting the local description", e))?;
+            Ok::<_, PeerError>(answer_sdp)
+        }
+        .instrument(info_span!("sdp.answer"))
+        .await?;
 
         Ok(Self {
             pc: Arc::clone(pc),

@@ -11,12 +11,14 @@ use parking_lot::Mutex;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+use tracing::Instrument;
 use webrtc::peer_connection::peer_connection_state::RTCPeerConnectionState;
 use webrtc::peer_connection::RTCPeerConnection;
 
 use super::close_reason::CloseReason;
 use super::quality::{self, CallRecord, MediaCounters, SessionStats};
 use super::server_peer::{PeerSettings, ServerPeer};
+use super::session_trace::SessionTrace;
 use super::stack::WebRtcStack;
 use crate::metrics::metrics;
 use crate::pipeline::{OpusSettings, PipelineCatalog};
@@ -78,6 +80,8 @@ struct Session {
     cancel: CancellationToken,
     created: Instant,
     counters: Arc<MediaCounters>,
+    /// The session's spans (ICE, DTLS, first RTP, close).
+    trace: Arc<SessionTrace>,
 }
 
 impl SessionManager {
@@ -176,6 +180,7 @@ impl SessionHost for SessionManager {
         let cancel = CancellationToken::new();
         let (candidate_tx, candidate_rx) = mpsc::channel(CANDIDATE_QUEUE);
         let started = Instant::now();
+        let trace = Arc::new(SessionTrace::start(peer_id, &request.offer_id, id));
         let peer = ServerPeer::start(
             &inner.stack,
             pipeline,
@@ -193,9 +198,17 @@ impl SessionHost for SessionManager {
             candidate_tx,
             &inner.tasks,
             &cancel,
+            &trace,
         )
-        .await
-        .map_err(SessionError::from)?;
+        .instrument(trace.span())
+        .await;
+        let peer = match peer {
+            Ok(peer) => peer,
+            Err(err) => {
+                trace.failed(&err);
+                return Err(SessionError::from(err));
+            }
+        };
 
         inner.tasks.spawn(forward_candidates(
             peer_id.to_owned(),
@@ -203,15 +216,18 @@ impl SessionHost for SessionManager {
             inner.events.clone(),
             cancel.clone(),
         ));
-        inner.tasks.spawn(supervise(
-            Arc::downgrade(inner),
-            peer_id.to_owned(),
-            id,
-            peer.state,
-            Arc::clone(&peer.activity),
-            started,
-            cancel.clone(),
-        ));
+        inner.tasks.spawn(
+            supervise(
+                Arc::downgrade(inner),
+                peer_id.to_owned(),
+                id,
+                peer.state,
+                Arc::clone(&peer.activity),
+                started,
+                cancel.clone(),
+            )
+            .instrument(trace.span()),
+        );
         metrics().sessions_active.inc();
         metrics().sessions_created.inc();
         inner.sessions.lock().insert(
@@ -222,6 +238,7 @@ impl SessionHost for SessionManager {
                 cancel,
                 created: started,
                 counters: peer.counters,
+                trace,
             },
         );
         Ok(peer.answer_sdp)
@@ -262,6 +279,15 @@ impl SessionHost for SessionManager {
 
 /// Stops a session's tasks and peer connection, then logs and keeps its call record.
 async fn close_peer(inner: &Inner, peer_id: &str, session: Session, reason: CloseReason) {
+    let span = session.trace.closing(reason);
+    let trace = Arc::clone(&session.trace);
+    close_and_record(inner, peer_id, session, reason)
+        .instrument(span)
+        .await;
+    trace.finish();
+}
+
+async fn close_and_record(inner: &Inner, peer_id: &str, session: Session, reason: CloseReason) {
     session.cancel.cancel();
     metrics().sessions_active.dec();
     metrics()

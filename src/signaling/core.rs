@@ -7,6 +7,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use super::auth::{AuthError, Identity, TokenVerifier};
 use super::bus::{BusError, Mailbox, NotificationBus};
@@ -395,23 +396,45 @@ impl ConnectedPeer {
     /// # Errors
     /// `InvalidOffer`, `TooLarge`, `UnknownPeer`, or the session host's error.
     pub async fn offer(&mut self, to: &str, sdp: &str) -> Result<OfferOutcome, SignalingError> {
-        let outcome = self.try_offer(to, sdp).await;
+        let offer_id = uuid::Uuid::new_v4().to_string();
+        // The offer's span: in the cluster, the worker's session spans descend from it.
+        let span = tracing::info_span!(
+            "offer",
+            peer_id = self.peer_id,
+            offer_id,
+            to,
+            result = tracing::field::Empty,
+            otel.status_code = tracing::field::Empty,
+        );
+        let outcome = self
+            .try_offer(to, sdp, offer_id)
+            .instrument(span.clone())
+            .await;
         let result = match &outcome {
             Ok(OfferOutcome::Answered { .. }) => "answered",
             Ok(OfferOutcome::Forwarded { .. }) => "forwarded",
-            Err(err) => err.metric_label(),
+            Err(err) => {
+                span.record("otel.status_code", "ERROR");
+                err.metric_label()
+            }
         };
+        span.record("result", result);
         metrics().offers.with_label_values(&[result]).inc();
         outcome
     }
 
-    async fn try_offer(&mut self, to: &str, sdp: &str) -> Result<OfferOutcome, SignalingError> {
+    async fn try_offer(
+        &mut self,
+        to: &str,
+        sdp: &str,
+        offer_id: String,
+    ) -> Result<OfferOutcome, SignalingError> {
         check_sdp(sdp, Payload::Offer)?;
-        let offer_id = uuid::Uuid::new_v4().to_string();
         if to == SERVER_PEER_ID {
             let started = Instant::now();
             let request = SessionRequest {
                 peer_id: self.peer_id.clone(),
+                offer_id: offer_id.clone(),
                 offer_sdp: sdp.to_owned(),
                 manifest: self.manifest.clone(),
             };

@@ -9,17 +9,20 @@ use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tonic::{Request, Response, Status, Streaming};
+use tracing::Instrument;
 
 use super::auth::{bearer, Identity};
 use super::core::{ConnectedPeer, OfferOutcome, SignalingCore};
 use super::error::SignalingError;
 use super::peer_id::SERVER_PEER_ID;
 use super::session_host::IceCandidate;
+use super::spans::{request_span, Transport};
 use crate::proto::signaling::{
     self as pb, signaling_notification::Notification, signaling_request::Request as Req,
     signaling_response::Response as Resp, web_rtc_signaling_server::WebRtcSignaling,
     SignalingRequest, SignalingResponse,
 };
+use crate::telemetry::RemoteParent;
 
 /// Responses buffered per stream before the stream task waits for the client to read.
 const RESPONSE_BUFFER: usize = 128;
@@ -58,6 +61,8 @@ impl WebRtcSignaling for GrpcSignaling {
         request: Request<Streaming<SignalingRequest>>,
     ) -> Result<Response<Self::SignalStream>, Status> {
         let identity = authenticate(&self.core, &request)?;
+        // A client's `traceparent`: every request of the stream continues its trace.
+        let parent = RemoteParent::from_metadata(request.metadata());
         let inbound = request.into_inner();
         let (sender, receiver) = mpsc::channel(RESPONSE_BUFFER);
         self.streams.spawn(run_stream(
@@ -66,6 +71,7 @@ impl WebRtcSignaling for GrpcSignaling {
             inbound,
             sender,
             self.shutdown.clone(),
+            parent,
         ));
         Ok(Response::new(ReceiverStream::new(receiver)))
     }
@@ -121,6 +127,7 @@ async fn run_stream(
     mut inbound: Streaming<SignalingRequest>,
     out: ResponseSender,
     shutdown: CancellationToken,
+    parent: RemoteParent,
 ) {
     let first = tokio::select! {
         message = inbound.message() => message,
@@ -135,15 +142,30 @@ async fn run_stream(
             return;
         }
     };
-    let mut peer = match core.announce(announce, &identity).await {
-        Ok(peer) => peer,
+    let span = request_span(
+        Transport::Grpc,
+        "announce",
+        Some(&announce.peer_id),
+        &request_id,
+        &parent,
+    );
+    let announced = async {
+        let peer = core.announce(announce, &identity).await?;
+        let body = peer.announce_ack().await;
+        Ok::<_, SignalingError>((peer, body))
+    }
+    .instrument(span.clone())
+    .await;
+    let (mut peer, body) = match announced {
+        Ok(announced) => announced,
         Err(err) => {
-            tracing::info!(%err, "announce refused");
+            span.in_scope(|| tracing::info!(%err, "announce refused"));
             let _ = out.send(Err(err.into())).await;
             return;
         }
     };
-    let ack = ack(request_id, "announced", peer.announce_ack().await);
+    drop(span);
+    let ack = ack(request_id, "announced", body);
     if out.send(Ok(ack)).await.is_err() {
         if ended_cleanly(&mut inbound).await {
             peer.leave().await;
@@ -158,7 +180,17 @@ async fn run_stream(
         tokio::select! {
             message = inbound.message() => match message {
                 Ok(Some(request)) => {
-                    if handle_request(&core, &mut peer, request, &out).await.is_err() {
+                    let span = request_span(
+                        Transport::Grpc,
+                        method_name(request.request.as_ref()),
+                        Some(peer.peer_id()),
+                        &request.request_id,
+                        &parent,
+                    );
+                    let handled = handle_request(&core, &mut peer, request, &out)
+                        .instrument(span)
+                        .await;
+                    if handled.is_err() {
                         break ended_cleanly(&mut inbound).await;
                     }
                 }
@@ -185,10 +217,26 @@ async fn run_stream(
             }
         }
     };
+    // The stream's end in the client's trace too: it closes the server session.
+    let method = if clean { "leave" } else { "detach" };
+    let span = request_span(Transport::Grpc, method, Some(peer.peer_id()), "", &parent);
     if clean {
-        peer.leave().await;
+        peer.leave().instrument(span).await;
     } else {
-        peer.detach().await;
+        peer.detach().instrument(span).await;
+    }
+}
+
+/// The span name of a request's method.
+fn method_name(request: Option<&Req>) -> &'static str {
+    match request {
+        None => "empty",
+        Some(Req::Announce(_)) => "announce",
+        Some(Req::Offer(_)) => "offer",
+        Some(Req::Answer(_)) => "answer",
+        Some(Req::IceCandidate(_)) => "ice_candidate",
+        Some(Req::Disconnect(_)) => "disconnect",
+        Some(Req::ListPeers(_)) => "list_peers",
     }
 }
 

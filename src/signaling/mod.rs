@@ -12,6 +12,7 @@ mod grpc;
 mod peer_id;
 mod registry;
 mod session_host;
+mod spans;
 mod turn;
 mod websocket;
 

@@ -18,6 +18,8 @@ pub struct IceCandidate {
 pub struct SessionRequest {
     /// The client peer the session belongs to.
     pub peer_id: String,
+    /// The offer this session answers (its id in logs and traces).
+    pub offer_id: String,
     pub offer_sdp: String,
     /// The pipeline to run, by manifest name (announce metadata `manifest`); `None`: default.
     pub manifest: Option<String>,

@@ -107,6 +107,18 @@ pub struct Node {
 impl Node {
     /// Starts `webrtc_server --mode <mode>` with `args`, and waits for `/healthz`.
     pub async fn start(name: &str, mode: &str, redis_url: &str, args: &[&str]) -> Self {
+        Self::start_with_env(name, mode, redis_url, args, &[]).await
+    }
+
+    /// [`Node::start`] with extra environment variables (e.g. `OTEL_*`); the test's own
+    /// `OTEL_*` variables are never passed on.
+    pub async fn start_with_env(
+        name: &str,
+        mode: &str,
+        redis_url: &str,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> Self {
         let grpc: SocketAddr = ([127, 0, 0, 1], free_tcp_port()).into();
         let http: SocketAddr = ([127, 0, 0, 1], free_tcp_port()).into();
         static STARTED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
@@ -114,23 +126,29 @@ impl Node {
         let log = log_dir().join(format!("{n:03}-{name}.log"));
         let log_file = std::fs::File::create(&log).expect("log file");
         let log_out = log_file.try_clone().expect("log file");
-        let child =
-            Command::new(option_env!("CARGO_BIN_EXE_webrtc_server").unwrap_or("webrtc_server"))
-                .args(["--mode", mode, "--redis-url", redis_url])
-                .args(["--grpc-address", &grpc.to_string()])
-                .args(["--http-address", &http.to_string()])
-                .args(["--ice-ips", "127.0.0.1"])
-                .args(args)
-                .env(
-                    "RUST_LOG",
-                    std::env::var("NODE_LOG").unwrap_or_else(|_| "info".into()),
-                )
-                .env_remove("REMOTEMEDIA_REDIS_URL")
-                .env("NO_COLOR", "1")
-                .stdout(log_out)
-                .stderr(log_file)
-                .spawn()
-                .expect("webrtc_server starts");
+        let mut command =
+            Command::new(option_env!("CARGO_BIN_EXE_webrtc_server").unwrap_or("webrtc_server"));
+        command
+            .args(["--mode", mode, "--redis-url", redis_url])
+            .args(["--grpc-address", &grpc.to_string()])
+            .args(["--http-address", &http.to_string()])
+            .args(["--ice-ips", "127.0.0.1"])
+            .args(args)
+            .env(
+                "RUST_LOG",
+                std::env::var("NODE_LOG").unwrap_or_else(|_| "info".into()),
+            )
+            .env_remove("REMOTEMEDIA_REDIS_URL")
+            .env("NO_COLOR", "1");
+        for (key, _) in std::env::vars().filter(|(key, _)| key.starts_with("OTEL_")) {
+            command.env_remove(key);
+        }
+        let child = command
+            .envs(env.iter().copied())
+            .stdout(log_out)
+            .stderr(log_file)
+            .spawn()
+            .expect("webrtc_server starts");
         let node = Self {
             name: name.to_owned(),
             grpc,
@@ -152,10 +170,34 @@ impl Node {
 
     /// A worker with its own UDP port, id `name`.
     pub async fn worker(name: &str, redis_url: &str, extra: &[&str]) -> Self {
+        Self::worker_with_env(name, redis_url, extra, &[]).await
+    }
+
+    /// [`Node::worker`] with extra environment variables.
+    pub async fn worker_with_env(
+        name: &str,
+        redis_url: &str,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> Self {
         let udp = free_udp_port().to_string();
         let mut args = vec!["--worker-id", name, "--udp-port", udp.as_str()];
         args.extend_from_slice(extra);
-        Self::start(name, "worker", redis_url, &args).await
+        Self::start_with_env(name, "worker", redis_url, &args, env).await
+    }
+
+    /// Waits until the process has exited (after [`Node::sigterm`]).
+    pub async fn wait_exit(&mut self, within: Duration) {
+        let deadline = Instant::now() + within;
+        while !self.has_exited() {
+            assert!(
+                Instant::now() < deadline,
+                "{} did not exit; its log:\n{}",
+                self.name,
+                self.log_text()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 
     pub fn grpc_url(&self) -> String {

@@ -5,6 +5,7 @@
 pub mod cdp;
 pub mod client;
 pub mod cluster;
+pub mod otlp;
 pub mod relay;
 pub mod repair;
 pub mod signaling;

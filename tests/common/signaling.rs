@@ -35,6 +35,22 @@ impl SignalingClient {
 
     /// Opens a stream with `authorization: Bearer <token>`; the status if the server refuses.
     pub async fn open_with_token(url: &str, token: Option<&str>) -> Result<Self, tonic::Status> {
+        Self::open_with(url, token, &[]).await
+    }
+
+    /// Opens a stream whose call carries `metadata` (e.g. `traceparent`).
+    pub async fn open_with_metadata(url: &str, metadata: &[(&'static str, &str)]) -> Self {
+        Self::open_with(url, None, metadata)
+            .await
+            .expect("open Signal stream")
+    }
+
+    /// Opens a stream with an optional bearer token and extra metadata.
+    pub async fn open_with(
+        url: &str,
+        token: Option<&str>,
+        metadata: &[(&'static str, &str)],
+    ) -> Result<Self, tonic::Status> {
         let mut grpc = WebRtcSignalingClient::connect(url.to_owned())
             .await
             .expect("connect to signaling");
@@ -45,6 +61,11 @@ impl SignalingClient {
                 "authorization",
                 format!("Bearer {token}").parse().expect("metadata value"),
             );
+        }
+        for (key, value) in metadata {
+            request
+                .metadata_mut()
+                .insert(*key, value.parse().expect("ASCII metadata"));
         }
         let inbound = grpc.signal(request).await?.into_inner();
         Ok(Self {

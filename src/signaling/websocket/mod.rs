@@ -16,13 +16,16 @@ use axum::response::{IntoResponse, Response};
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+use tracing::Instrument;
 
 pub use origin::OriginPolicy;
 
 use super::auth::Identity;
 use super::core::{ConnectedPeer, SignalingCore};
 use super::error::{RpcError, SignalingError};
+use super::spans::{request_span, websocket_method, Transport};
 use crate::proto::signaling::SignalingNotification;
+use crate::telemetry::{RemoteParent, TRACEPARENT, TRACESTATE};
 
 /// Largest text frame answered; a larger one gets -32600 and the connection stays.
 pub const MAX_FRAME_BYTES: usize = 256 * 1024;
@@ -133,11 +136,13 @@ async fn run_connection(
     shutdown: CancellationToken,
 ) {
     let mut peer: Option<ConnectedPeer> = None;
+    // The trace context the client announced with: its requests continue that trace.
+    let mut parent = RemoteParent::default();
     // Whether the client closed (it leaves) or the socket broke (it may resume).
     let clean = loop {
         let outgoing = tokio::select! {
             frame = socket.recv() => match frame {
-                Some(Ok(Message::Text(text))) => handle_text(&core, &identity, &mut peer, text.as_str()).await,
+                Some(Ok(Message::Text(text))) => handle_text(&core, &identity, &mut peer, &mut parent, text.as_str()).await,
                 Some(Ok(Message::Binary(_))) => Some(rpc::error(
                     Value::Null,
                     &RpcError::InvalidRequest("binary frames are not supported; send text".into()),
@@ -168,10 +173,20 @@ async fn run_connection(
             }
         }
     };
-    match peer {
-        Some(peer) if clean => peer.leave().await,
-        Some(peer) => peer.detach().await,
-        None => {}
+    let Some(peer) = peer else { return };
+    // The connection's end in the client's trace too: it closes the server session.
+    let method = if clean { "leave" } else { "detach" };
+    let span = request_span(
+        Transport::WebSocket,
+        method,
+        Some(peer.peer_id()),
+        "",
+        &parent,
+    );
+    if clean {
+        peer.leave().instrument(span).await;
+    } else {
+        peer.detach().instrument(span).await;
     }
 }
 
@@ -180,6 +195,7 @@ async fn handle_text(
     core: &Arc<SignalingCore>,
     identity: &Identity,
     peer: &mut Option<ConnectedPeer>,
+    parent: &mut RemoteParent,
     text: &str,
 ) -> Option<String> {
     if text.len() > MAX_FRAME_BYTES {
@@ -193,10 +209,30 @@ async fn handle_text(
         Ok(call) => call,
         Err(rejected) => return Some(rpc::error(rejected.id, &rejected.error)),
     };
-    let outcome = methods::dispatch(core, identity, peer, &call.method, call.params).await;
+    let method = websocket_method(&call.method);
+    // `traceparent` in the params: on `peer.announce` it holds for the whole connection;
+    // on any other request, for that request.
+    let own = RemoteParent::from_traceparent(
+        call.params.get(TRACEPARENT).and_then(Value::as_str),
+        call.params.get(TRACESTATE).and_then(Value::as_str),
+    );
+    if method == "announce" && peer.is_none() {
+        *parent = own.clone();
+    }
+    let request_id = call.id.as_ref().map(Value::to_string).unwrap_or_default();
+    let span = request_span(
+        Transport::WebSocket,
+        method,
+        peer.as_ref().map(ConnectedPeer::peer_id),
+        &request_id,
+        if own.is_some() { &own } else { parent },
+    );
+    let outcome = methods::dispatch(core, identity, peer, &call.method, call.params)
+        .instrument(span.clone())
+        .await;
     if let Err(err) = &outcome {
         let peer_id = peer.as_ref().map(ConnectedPeer::peer_id);
-        tracing::info!(peer_id, method = call.method, %err, "request failed");
+        span.in_scope(|| tracing::info!(peer_id, method = call.method, %err, "request failed"));
     }
     let id = call.id?;
     Some(match outcome {
