@@ -9,7 +9,6 @@ use std::time::Duration;
 
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
-use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -212,7 +211,7 @@ impl Server {
                 stop.clone(),
                 streams.clone(),
             )))
-            .serve_with_incoming_shutdown(TcpListenerStream::new(self.grpc_listener), async move {
+            .serve_with_incoming_shutdown(http::nodelay_incoming(self.grpc_listener), async move {
                 grpc_stop.cancelled().await
             });
         let grpc = tokio::spawn(grpc);

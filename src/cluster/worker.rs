@@ -11,7 +11,6 @@ use std::time::Duration;
 
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
-use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
 
 use super::keys::Keys;
@@ -160,9 +159,10 @@ impl Worker {
                 host,
                 Arc::clone(&self.drain),
             )))
-            .serve_with_incoming_shutdown(TcpListenerStream::new(self.grpc_listener), async move {
-                grpc_stop.cancelled().await
-            });
+            .serve_with_incoming_shutdown(
+                crate::http::nodelay_incoming(self.grpc_listener),
+                async move { grpc_stop.cancelled().await },
+            );
         let grpc = tokio::spawn(grpc);
 
         let heartbeat = Heartbeat {
