@@ -183,6 +183,23 @@ impl JitterBuffer {
         self.store(seq, ts, payload, samples);
     }
 
+    /// When [`Self::pop`] will next have something to play (in the past when it has now);
+    /// `None` while no stream is playing (the next push starts one). Lets the caller sleep
+    /// until exactly then instead of polling on a ticker whose phase adds up to a frame of
+    /// delay.
+    pub fn next_due(&self) -> Option<Instant> {
+        let play = self.play.as_ref()?;
+        if self.base_us + self.target_us > play.offset_us || play.stretch_samples > 0 {
+            return Some(play.anchor);
+        }
+        let slot_ts = match self.packets.first_key_value() {
+            Some((&seq, entry)) if seq == play.next_seq => entry.ts,
+            _ => play.next_ts,
+        };
+        let due_us = ts_us(slot_ts - play.anchor_ts) + play.offset_us;
+        Some(play.anchor + us(due_us))
+    }
+
     /// The next thing to play if its time has come at `now`; call until `None` on every tick.
     pub fn pop(&mut self, now: Instant) -> Option<JitterOutput> {
         let target = self.base_us() + self.target_us();
