@@ -2,6 +2,8 @@
 #
 #   make run    builds and starts `webrtc_server --mode grpc` with examples/loopback.yaml
 #   make test   installs what the tests need (cmake, protoc, redis), starts Redis, runs the tests
+#   make bench  micro benchmarks, then the capacity sweeps (benches/capacity.sh, release build)
+#   make bench-janus  our forwarding server and Janus' EchoTest in a netns, swept side by side
 #
 # CARGO_TARGET_DIR may point outside the clone so later runs reuse the build.
 
@@ -9,7 +11,7 @@ CARGO ?= cargo
 MANIFEST ?= examples/loopback.yaml
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: all deps services build run test bench lint fmt clean
+.PHONY: all deps services build run test bench bench-janus lint fmt clean
 
 all: build
 
@@ -46,6 +48,14 @@ test: services
 bench: deps
 	$(CARGO) bench --bench media
 	$(CARGO) bench --bench pipeline
+	$(CARGO) build --release --bins
+	benches/capacity.sh
+
+# Needs root for `ip netns` and the Debian `janus` package.
+bench-janus: deps
+	@command -v janus >/dev/null || { echo "install the Debian janus package" >&2; exit 1; }
+	$(CARGO) build --release --bins
+	benches/janus.sh
 
 lint: deps
 	$(CARGO) fmt --check

@@ -7,7 +7,7 @@
 # Needs root (ip netns), the Debian `janus` package and release binaries in $BIN.
 set -euo pipefail
 
-BIN=${BIN:-target/release}
+BIN=${BIN:-${CARGO_TARGET_DIR:-target}/release}
 OUT=${OUT:-target/bench}
 NS=${NS:-rmbench}
 HOST_IP=${HOST_IP:-10.203.0.1}
