@@ -78,6 +78,7 @@ pub fn plot(path: &Path, label: &str, rows: &[SweepRow]) -> Result<(), Box<dyn s
         ("p99", MAGENTA, |r: &SweepRow| r.latency_p99_ms),
     ] {
         let points: Vec<(f64, f64)> = rows.iter().map(|r| (r.peers as f64, pick(r))).collect();
+        latency.draw_series(points.iter().map(|&p| Circle::new(p, 3, color.filled())))?;
         latency
             .draw_series(LineSeries::new(points, &color))?
             .label(name)
