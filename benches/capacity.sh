@@ -13,5 +13,5 @@ NOTE=${NOTE:-}
 
 "$BIN/webrtc_capacity" --label loopback --manifest examples/loopback.yaml \
     --start 20 --step 20 --max 400 --duration-s "$DURATION" --out-dir "$OUT" --note "$NOTE"
-"$BIN/webrtc_capacity" --label forward --manifest examples/forward.yaml \
+"$BIN/webrtc_capacity" --label forward --manifest examples/forward.yaml --ramp-per-s 50 \
     --start 50 --step 50 --max 1000 --duration-s "$DURATION" --out-dir "$OUT" --note "$NOTE"

@@ -88,7 +88,7 @@ CFG
 echo "== our server (examples/forward.yaml) in netns $NS"
 OURS=$("$BIN/webrtc_capacity" --label janus-compare-ours --manifest examples/forward.yaml \
     --netns "$NS" --server-ip "$NS_IP" --client-ip "$HOST_IP" \
-    --start "$START" --step "$STEP" --max "$MAX" --duration-s "$DURATION" \
+    --start "$START" --step "$STEP" --max "$MAX" --duration-s "$DURATION" --ramp-per-s 50 \
     --out-dir "$OUT" --note "$NOTE" | tee /dev/stderr)
 
 echo "== Janus EchoTest in netns $NS"
@@ -102,7 +102,7 @@ done
 JANUS=$("$BIN/webrtc_capacity" --label janus-compare-janus --protocol janus \
     --external-pid "$JANUS_PID" --server-url "http://$NS_IP:8088/janus" \
     --server-ip "$NS_IP" --client-ip "$HOST_IP" \
-    --start "$START" --step "$STEP" --max "$MAX" --duration-s "$DURATION" \
+    --start "$START" --step "$STEP" --max "$MAX" --duration-s "$DURATION" --ramp-per-s 50 \
     --out-dir "$OUT" --note "$NOTE" | tee /dev/stderr)
 
 # "<label> (<protocol>): N peers within ..." and the first table row's setup columns.
