@@ -89,7 +89,7 @@ echo "== our server (examples/forward.yaml) in netns $NS"
 OURS=$("$BIN/webrtc_capacity" --label janus-compare-ours --manifest examples/forward.yaml \
     --netns "$NS" --server-ip "$NS_IP" --client-ip "$HOST_IP" \
     --start "$START" --step "$STEP" --max "$MAX" --duration-s "$DURATION" --ramp-per-s 50 \
-    --out-dir "$OUT" --note "$NOTE" | tee /dev/stderr)
+    --out-dir "$OUT" --note "$NOTE" | tee -a /dev/stderr)
 
 echo "== Janus EchoTest in netns $NS"
 $SUDO ip netns exec "$NS" taskset -c 0 janus -F "$JANUS_DIR/conf" -C "$JANUS_DIR/conf/janus.jcfg" \
@@ -103,7 +103,7 @@ JANUS=$("$BIN/webrtc_capacity" --label janus-compare-janus --protocol janus \
     --external-pid "$JANUS_PID" --server-url "http://$NS_IP:8088/janus" \
     --server-ip "$NS_IP" --client-ip "$HOST_IP" \
     --start "$START" --step "$STEP" --max "$MAX" --duration-s "$DURATION" --ramp-per-s 50 \
-    --out-dir "$OUT" --note "$NOTE" | tee /dev/stderr)
+    --out-dir "$OUT" --note "$NOTE" | tee -a /dev/stderr)
 
 # "<label> (<protocol>): N peers within ..." and the first table row's setup columns.
 capacity() { sed -n 's/^.*): \([0-9]*\) peers within.*$/\1/p' <<<"$1" | head -1; }

@@ -8,7 +8,7 @@ async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
-                tracing_subscriber::EnvFilter::new("warn,webrtc=error,webrtc_ice=error")
+                tracing_subscriber::EnvFilter::new("error,remotemedia_webrtc=warn")
             }),
         )
         .with_writer(std::io::stderr)
