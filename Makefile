@@ -5,6 +5,8 @@
 #   make chart-check   lints the Helm chart and validates what it renders (strict schemas)
 #   make image, kind-up, kind-deploy, kind-test, kind-down   the local Kubernetes recipe
 #                      (docker, kind, kubectl and helm on your machine; docs/kubernetes.md)
+#   make bench  micro benchmarks, then the capacity sweeps (benches/capacity.sh, release build)
+#   make bench-janus  our forwarding server and Janus' EchoTest in a netns, swept side by side
 #
 # CARGO_TARGET_DIR may point outside the clone so later runs reuse the build.
 
@@ -17,7 +19,7 @@ KIND_CLUSTER ?= remotemedia
 KIND_NAMESPACE ?= remotemedia
 HELM ?= helm
 
-.PHONY: all deps services build run test bench lint fmt clean chart-check image kind-up kind-deploy kind-test kind-down
+.PHONY: all deps services build run test bench bench-janus lint fmt clean chart-check image kind-up kind-deploy kind-test kind-down
 
 all: build
 
@@ -57,6 +59,14 @@ test: services
 bench: deps
 	$(CARGO) bench --bench media
 	$(CARGO) bench --bench pipeline
+	$(CARGO) build --release --bins
+	benches/capacity.sh
+
+# Needs root for `ip netns` and the Debian `janus` package.
+bench-janus: deps
+	@command -v janus >/dev/null || { echo "install the Debian janus package" >&2; exit 1; }
+	$(CARGO) build --release --bins
+	benches/janus.sh
 
 lint: deps
 	$(CARGO) fmt --check

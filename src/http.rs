@@ -8,6 +8,7 @@ use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::response::IntoResponse;
 use axum::routing::get;
+use axum::serve::ListenerExt;
 use axum::Router;
 
 use crate::signaling::WebSocketSignaling;
@@ -32,9 +33,24 @@ pub fn serve(
     router: Router,
     stop: tokio_util::sync::CancellationToken,
 ) -> tokio::task::JoinHandle<Result<(), crate::Error>> {
+    // Signaling messages are small and latency-bound: Nagle would hold each answer and
+    // candidate back until the previous segment is acknowledged.
+    let listener = listener.tap_io(|stream| {
+        if let Err(e) = stream.set_nodelay(true) {
+            tracing::debug!("TCP_NODELAY on an HTTP connection: {e}");
+        }
+    });
     let server =
         axum::serve(listener, router).with_graceful_shutdown(async move { stop.cancelled().await });
     tokio::spawn(async move { server.await.map_err(crate::Error::Http) })
+}
+
+/// The accepted connections of a gRPC listener, with TCP_NODELAY set on each (signaling and
+/// worker RPCs are small messages waiting on each other; Nagle adds tens of milliseconds).
+pub fn nodelay_incoming(
+    listener: tokio::net::TcpListener,
+) -> tonic::transport::server::TcpIncoming {
+    tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true))
 }
 
 /// `/healthz` answers while the process runs; `/readyz` only while it takes new sessions;

@@ -8,6 +8,7 @@ pub mod cluster;
 pub mod config;
 pub mod error;
 pub mod http;
+pub mod loadgen;
 pub mod media;
 pub mod metrics;
 pub mod peer;

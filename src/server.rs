@@ -221,13 +221,9 @@ impl Server {
                 stop.clone(),
                 streams.clone(),
             )))
-            // Nagle off: a reply's frames leave at once instead of waiting ~40 ms for the
-            // peer's delayed ACK.
-            .serve_with_incoming_shutdown(
-                tonic::transport::server::TcpIncoming::from(self.grpc_listener)
-                    .with_nodelay(Some(true)),
-                async move { grpc_stop.cancelled().await },
-            );
+            .serve_with_incoming_shutdown(http::nodelay_incoming(self.grpc_listener), async move {
+                grpc_stop.cancelled().await
+            });
         let grpc = tokio::spawn(grpc);
 
         readiness.set(true);

@@ -169,11 +169,8 @@ impl Worker {
                 WorkerService::new(host, Arc::clone(&self.drain)),
                 self.token,
             ))
-            // Nagle off: a reply's frames leave at once instead of waiting ~40 ms for the
-            // peer's delayed ACK.
             .serve_with_incoming_shutdown(
-                tonic::transport::server::TcpIncoming::from(self.grpc_listener)
-                    .with_nodelay(Some(true)),
+                crate::http::nodelay_incoming(self.grpc_listener),
                 async move { grpc_stop.cancelled().await },
             );
         let grpc = tokio::spawn(grpc);

@@ -52,7 +52,7 @@ impl Framer {
                 self.dropped += excess as u64;
             }
         }
-        self.buf.extend(samples);
+        self.buf.extend(samples.iter().copied());
     }
 
     /// The next full frame, if one is buffered.
@@ -60,7 +60,13 @@ impl Framer {
         if self.buf.len() < FRAME_SAMPLES {
             return None;
         }
-        Some(self.buf.drain(..FRAME_SAMPLES).collect())
+        let mut frame = vec![0.0; FRAME_SAMPLES];
+        let (head, tail) = self.buf.as_slices();
+        let from_head = head.len().min(FRAME_SAMPLES);
+        frame[..from_head].copy_from_slice(&head[..from_head]);
+        frame[from_head..].copy_from_slice(&tail[..FRAME_SAMPLES - from_head]);
+        self.buf.drain(..FRAME_SAMPLES);
+        Some(frame)
     }
 
     /// Like [`Self::pop`] into a caller's buffer, to avoid an allocation per frame.
@@ -69,9 +75,12 @@ impl Framer {
         if self.buf.len() < FRAME_SAMPLES {
             return false;
         }
-        for (dst, src) in frame.iter_mut().zip(self.buf.drain(..FRAME_SAMPLES)) {
-            *dst = src;
-        }
+        // The ring's front is at most two slices: two memcpys, no per-sample iteration.
+        let (head, tail) = self.buf.as_slices();
+        let from_head = head.len().min(FRAME_SAMPLES);
+        frame[..from_head].copy_from_slice(&head[..from_head]);
+        frame[from_head..].copy_from_slice(&tail[..FRAME_SAMPLES - from_head]);
+        self.buf.drain(..FRAME_SAMPLES);
         true
     }
 

@@ -91,6 +91,12 @@ pub struct JitterBuffer {
     /// Previous (arrival µs, ts) for the RFC 3550 jitter estimate, and the estimate in µs.
     last_transit: Option<i64>,
     jitter_us: f64,
+    /// [`Self::base_us`] and [`Self::target_us`] as of the last change of `transits`: `pop`
+    /// runs several times per packet and needs both, the window changes once per packet.
+    base_us: i64,
+    target_us: i64,
+    /// Reused for the percentile (no allocation per packet).
+    scratch: Vec<i64>,
     stats: JitterStats,
 }
 
@@ -127,6 +133,9 @@ impl JitterBuffer {
             transits: VecDeque::with_capacity(WINDOW),
             last_transit: None,
             jitter_us: 0.0,
+            base_us: 0,
+            target_us: MIN_DELAY_US.min(max_delay_us),
+            scratch: Vec::with_capacity(WINDOW),
             stats: JitterStats::default(),
         }
     }
@@ -172,6 +181,23 @@ impl JitterBuffer {
             self.measure(now, ts);
         }
         self.store(seq, ts, payload, samples);
+    }
+
+    /// When [`Self::pop`] will next have something to play (in the past when it has now);
+    /// `None` while no stream is playing (the next push starts one). Lets the caller sleep
+    /// until exactly then instead of polling on a ticker whose phase adds up to a frame of
+    /// delay.
+    pub fn next_due(&self) -> Option<Instant> {
+        let play = self.play.as_ref()?;
+        if self.base_us + self.target_us > play.offset_us || play.stretch_samples > 0 {
+            return Some(play.anchor);
+        }
+        let slot_ts = match self.packets.first_key_value() {
+            Some((&seq, entry)) if seq == play.next_seq => entry.ts,
+            _ => play.next_ts,
+        };
+        let due_us = ts_us(slot_ts - play.anchor_ts) + play.offset_us;
+        Some(play.anchor + us(due_us))
     }
 
     /// The next thing to play if its time has come at `now`; call until `None` on every tick.
@@ -258,6 +284,7 @@ impl JitterBuffer {
         self.transits.clear();
         self.transits.push_back(0);
         self.last_transit = None;
+        self.update_target();
         self.play = Some(Playout {
             anchor: now,
             anchor_ts: ts,
@@ -302,21 +329,33 @@ impl JitterBuffer {
             self.transits.pop_front();
         }
         self.transits.push_back(transit);
+        self.update_target();
     }
 
     /// The fastest recent transit: playout offsets are relative to it.
     fn base_us(&self) -> i64 {
-        self.transits.iter().min().copied().unwrap_or(0)
+        self.base_us
     }
 
     /// Delay that covers [`PERCENTILE`] of recent packets, within the configured bounds.
     fn target_us(&self) -> i64 {
-        let base = self.base_us();
-        let mut rel: Vec<i64> = self.transits.iter().map(|t| t - base).collect();
-        rel.sort_unstable();
-        let index = ((rel.len().saturating_sub(1)) as f64 * PERCENTILE).round() as usize;
-        let jitter = rel.get(index).copied().unwrap_or(0);
-        (jitter + MARGIN_US).clamp(self.min_delay_us, self.max_delay_us)
+        self.target_us
+    }
+
+    /// Recomputes the base and the target after `transits` changed: a partial selection
+    /// (O(n)) instead of a sort.
+    fn update_target(&mut self) {
+        let base = self.transits.iter().min().copied().unwrap_or(0);
+        self.scratch.clear();
+        self.scratch.extend(self.transits.iter().map(|t| t - base));
+        let index = ((self.scratch.len().saturating_sub(1)) as f64 * PERCENTILE).round() as usize;
+        let jitter = if index < self.scratch.len() {
+            *self.scratch.select_nth_unstable(index).1
+        } else {
+            0
+        };
+        self.base_us = base;
+        self.target_us = (jitter + MARGIN_US).clamp(self.min_delay_us, self.max_delay_us);
     }
 
     /// 16-bit sequence and 32-bit timestamp to monotonic 64-bit ones, relative to the highest seen.

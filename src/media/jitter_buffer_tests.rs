@@ -299,3 +299,15 @@ fn a_stopped_stream_is_concealed_briefly_then_resumes_on_the_next_packet() {
     assert_eq!(sim.decoded(), (0..20).collect::<Vec<_>>());
     assert_eq!(sim.jb.stats().lost, 0);
 }
+
+#[test]
+fn next_due_is_when_pop_has_the_next_frame() {
+    let t0 = Instant::now();
+    let mut jb = JitterBuffer::new(Duration::from_millis(100));
+    assert_eq!(jb.next_due(), None);
+    jb.push(t0, 1, 0, Bytes::from_static(&[0xf8, 0xff, 0xfe]));
+    let due = jb.next_due().unwrap();
+    assert!(due > t0);
+    assert_eq!(jb.pop(due - Duration::from_micros(500)), None);
+    assert!(jb.pop(due).is_some());
+}

@@ -8,7 +8,6 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use tokio::sync::mpsc;
-use tokio::time::MissedTickBehavior;
 use tokio_util::sync::CancellationToken;
 use webrtc::data_channel::RTCDataChannel;
 use webrtc::media::Sample;
@@ -122,31 +121,39 @@ async fn play_out(
     };
     let mut buffer = JitterBuffer::new(inbound.max_delay);
     let mut framer = Framer::with_max_buffered(FRAME_SAMPLES * 10);
-    let mut ticker = tokio::time::interval(FRAME_DURATION);
-    ticker.set_missed_tick_behavior(MissedTickBehavior::Skip);
     loop {
+        // Wake exactly when the buffer has the next frame due (or a frame from now when it
+        // is idle), not on a free-running ticker whose phase would add up to 20 ms.
+        let now = tokio::time::Instant::now();
+        let due = buffer
+            .next_due()
+            .map_or(now + FRAME_DURATION, tokio::time::Instant::from_std);
         tokio::select! {
             () = cancel.cancelled() => break,
             arrival = rx.recv() => match arrival {
                 Some(a) => buffer.push(a.at, a.seq, a.timestamp, a.payload),
                 None => break, // end of track
             },
-            _ = ticker.tick() => {
-                let now = tokio::time::Instant::now().into_std();
-                while let Some(output) = buffer.pop(now) {
-                    play(&mut decoder, output, &mut framer);
-                }
-                *inbound.counters.jitter.lock() = buffer.stats();
-                while let Some(frame) = framer.pop() {
-                    let envelope = Envelope::new(RuntimeData::Audio(AudioFrame {
-                        samples: frame,
-                        sample_rate: SAMPLE_RATE,
-                        channels: 1,
-                    }));
-                    if inbound.input.send(envelope).await.is_err() {
-                        return;
-                    }
-                }
+            () = tokio::time::sleep_until(due) => {}
+        }
+        let now = tokio::time::Instant::now().into_std();
+        let mut played = false;
+        while let Some(output) = buffer.pop(now) {
+            play(&mut decoder, output, &mut framer);
+            played = true;
+        }
+        if !played {
+            continue;
+        }
+        *inbound.counters.jitter.lock() = buffer.stats();
+        while let Some(frame) = framer.pop() {
+            let envelope = Envelope::new(RuntimeData::Audio(AudioFrame {
+                samples: frame,
+                sample_rate: SAMPLE_RATE,
+                channels: 1,
+            }));
+            if inbound.input.send(envelope).await.is_err() {
+                return;
             }
         }
     }
@@ -178,8 +185,8 @@ fn play(decoder: &mut OpusDecoder, output: JitterOutput, framer: &mut Framer) {
     }
 }
 
-/// Sends what the pipeline outputs: audio as Opus on `track`, one 20 ms frame per tick of a
-/// real-time ticker (never in bursts); everything else on the data channels. `track` is
+/// Sends what the pipeline outputs: audio as Opus on `track`, each 20 ms frame as soon as it
+/// is complete but never faster than real time (a [`Pacer`] slot each); everything else on the data channels. `track` is
 /// `None` in `media.audio: forward`, where the client's own RTP goes back and pipeline audio
 /// is not sent.
 pub(crate) async fn send_pipeline_output(
@@ -208,10 +215,15 @@ pub(crate) async fn send_pipeline_output(
     };
     let mut outbound = OutboundAudio::new();
     let mut channels: Vec<Arc<RTCDataChannel>> = Vec::new();
-    let mut ticker = tokio::time::interval(FRAME_DURATION);
-    ticker.set_missed_tick_behavior(MissedTickBehavior::Skip);
+    let mut pacer = Pacer::default();
     let mut output_open = true;
     loop {
+        // A frame goes out as soon as it is complete, unless that would be faster than real
+        // time: then at its pacing slot. Loopback frames arrive every 20 ms from the
+        // playout, so they leave at once instead of waiting up to 20 ms for a free-running
+        // ticker.
+        let ready = track.is_some() && outbound.framer.buffered() >= FRAME_SAMPLES;
+        let wake = pacer.next_slot(tokio::time::Instant::now());
         tokio::select! {
             () = cancel.cancelled() => break,
             Some(channel) = new_channels.recv() => channels.push(channel),
@@ -223,32 +235,89 @@ pub(crate) async fn send_pipeline_output(
                 Some(Envelope { data: RuntimeData::Audio(frame), .. }) => outbound.push(&frame),
                 Some(envelope) => send_to_channels(&mut channels, envelope).await,
             },
-            _ = ticker.tick() => {
-                let Some(track) = &track else { continue };
-                let Some(frame) = outbound.framer.pop() else { continue };
-                let started = std::time::Instant::now();
-                let encoded = encoder.encode(&frame);
-                metrics()
-                    .opus_seconds
-                    .with_label_values(&["encode"])
-                    .observe(started.elapsed().as_secs_f64());
-                match encoded {
-                    Ok(data) => {
-                        let sample = Sample { data, duration: FRAME_DURATION, ..Default::default() };
-                        match track.write_sample(&sample).await {
-                            Ok(()) => {
-                                counters.packets_out.fetch_add(1, Ordering::Relaxed);
-                                if first_out.as_ref().is_some_and(|t| t.first_rtp_out()) {
-                                    first_out = None;
-                                }
-                            }
-                            Err(err) => tracing::debug!(%err, "writing audio sample failed"),
-                        }
-                    }
-                    Err(err) => tracing::warn!(%err, "Opus encode failed; frame dropped"),
-                }
+            () = tokio::time::sleep_until(wake), if ready => {}
+        }
+        let Some(track) = &track else { continue };
+        while outbound.framer.buffered() >= FRAME_SAMPLES && pacer.take(tokio::time::Instant::now())
+        {
+            if !outbound.framer.pop_into(&mut outbound.frame) {
+                break;
+            }
+            let sent = send_frame(&mut encoder, &outbound.frame, track, &counters).await;
+            if sent && first_out.as_ref().is_some_and(|t| t.first_rtp_out()) {
+                first_out = None;
             }
         }
+    }
+}
+
+/// Encodes one frame and writes it to the track; whether it left.
+async fn send_frame(
+    encoder: &mut OpusEncoder,
+    frame: &[f32],
+    track: &TrackLocalStaticSample,
+    counters: &MediaCounters,
+) -> bool {
+    let started = std::time::Instant::now();
+    let encoded = encoder.encode(frame);
+    metrics()
+        .opus_seconds
+        .with_label_values(&["encode"])
+        .observe(started.elapsed().as_secs_f64());
+    match encoded {
+        Ok(data) => {
+            let sample = Sample {
+                data,
+                duration: FRAME_DURATION,
+                ..Default::default()
+            };
+            match track.write_sample(&sample).await {
+                Ok(()) => {
+                    counters.packets_out.fetch_add(1, Ordering::Relaxed);
+                    return true;
+                }
+                Err(err) => tracing::debug!(%err, "writing audio sample failed"),
+            }
+        }
+        Err(err) => tracing::warn!(%err, "Opus encode failed; frame dropped"),
+    }
+    false
+}
+
+/// Real-time pacing of outbound frames: at most one per 20 ms slot, never in bursts, and a
+/// frame that is ready early in its slot waits for the slot (sans-IO: the caller passes `now`).
+#[derive(Debug, Default)]
+struct Pacer {
+    /// The earliest time the next frame may leave; `None` before the first frame.
+    next: Option<tokio::time::Instant>,
+}
+
+/// A frame this early for its slot still goes (scheduling noise, not a burst).
+const PACER_SLACK: Duration = Duration::from_millis(2);
+/// Later than this for its slot, a frame restarts the schedule rather than catching up.
+const PACER_RESTART: Duration = Duration::from_millis(100);
+
+impl Pacer {
+    /// When the next frame may leave.
+    fn next_slot(&self, now: tokio::time::Instant) -> tokio::time::Instant {
+        self.next
+            .map_or(now, |next| next.checked_sub(PACER_SLACK).unwrap_or(next))
+    }
+
+    /// True (and the slot consumed) when a frame may leave at `now`.
+    fn take(&mut self, now: tokio::time::Instant) -> bool {
+        if now < self.next_slot(now) {
+            return false;
+        }
+        // A frame late for its slot (this task was scheduled late) keeps the schedule, so the
+        // next ones catch up instead of the stream falling behind real time; after a pause
+        // (nothing to send for a while) the schedule restarts at `now`, without a burst.
+        let base = match self.next {
+            Some(next) if now.saturating_duration_since(next) <= PACER_RESTART => next,
+            _ => now,
+        };
+        self.next = Some(base + FRAME_DURATION);
+        true
     }
 }
 
@@ -271,6 +340,8 @@ async fn send_to_channels(channels: &mut Vec<Arc<RTCDataChannel>>, envelope: Env
 /// Pipeline audio of any rate and chunk size, turned into exact 48 kHz mono 20 ms frames.
 struct OutboundAudio {
     framer: Framer,
+    /// The frame being encoded (no allocation per frame).
+    frame: [f32; FRAME_SAMPLES],
     resampler: Option<(u32, Resampler)>,
     scratch: Vec<f32>,
 }
@@ -279,6 +350,7 @@ impl OutboundAudio {
     fn new() -> Self {
         Self {
             framer: Framer::with_max_buffered(FRAME_SAMPLES * MAX_OUTBOUND_FRAMES),
+            frame: [0.0; FRAME_SAMPLES],
             resampler: None,
             scratch: Vec::new(),
         }
@@ -286,6 +358,11 @@ impl OutboundAudio {
 
     fn push(&mut self, frame: &AudioFrame) {
         let channels = usize::from(frame.channels.max(1));
+        if channels == 1 && (frame.sample_rate == SAMPLE_RATE || frame.sample_rate == 0) {
+            // The common case: straight into the framer, no copy of the frame.
+            self.framer.push(&frame.samples);
+            return;
+        }
         let mono: Vec<f32> = if channels == 1 {
             frame.samples.clone()
         } else {
@@ -327,5 +404,31 @@ impl OutboundAudio {
         if let Some(last) = self.framer.flush() {
             self.framer.push(&last);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_pacer_lets_one_frame_per_slot_and_never_bursts_after_a_pause() {
+        let t0 = tokio::time::Instant::now();
+        let mut pacer = Pacer::default();
+        assert!(pacer.take(t0));
+        // A second frame at once waits for its slot.
+        assert!(!pacer.take(t0));
+        assert!(!pacer.take(t0 + Duration::from_millis(10)));
+        assert!(pacer.take(t0 + Duration::from_millis(19)));
+        assert!(pacer.take(t0 + Duration::from_millis(40)));
+        // Late by 10 ms for the 60 ms slot (scheduling): the schedule holds at 80 ms.
+        assert!(pacer.take(t0 + Duration::from_millis(70)));
+        assert!(!pacer.take(t0 + Duration::from_millis(71)));
+        assert!(pacer.take(t0 + Duration::from_millis(78)));
+        // After a second of nothing: one frame, then the schedule restarts.
+        let later = t0 + Duration::from_secs(1);
+        assert!(pacer.take(later));
+        assert!(!pacer.take(later + Duration::from_millis(1)));
+        assert!(pacer.take(later + Duration::from_millis(20)));
     }
 }

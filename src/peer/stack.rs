@@ -6,6 +6,7 @@ use webrtc::api::interceptor_registry::{configure_rtcp_reports, configure_twcc_r
 use webrtc::api::media_engine::{MediaEngine, MIME_TYPE_OPUS};
 use webrtc::api::setting_engine::SettingEngine;
 use webrtc::api::{APIBuilder, API};
+use webrtc::ice::mdns::MulticastDnsMode;
 use webrtc::ice::udp_mux::{UDPMuxDefault, UDPMuxParams};
 use webrtc::ice::udp_network::UDPNetwork;
 use webrtc::ice_transport::ice_candidate_type::RTCIceCandidateType;
@@ -80,6 +81,10 @@ impl WebRtcStack {
         // candidate learns the address as peer-reflexive first; webrtc-rs 0.17 clients then
         // stall about a second before nominating.
         settings.set_lite(true);
+        // No mDNS: the server never hides its addresses behind `.local` names, and with mDNS
+        // queries on, every peer's agent also opens a multicast socket and resolves the
+        // client's `.local` candidates (which a server cannot reach anyway).
+        settings.set_ice_multicast_dns_mode(MulticastDnsMode::Disabled);
         if options.ice_ips.is_empty() {
             // IPv6 link-local addresses need a scope id that candidates cannot carry: binding
             // them fails, and no remote peer could use them anyway.
