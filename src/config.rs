@@ -138,7 +138,7 @@ pub struct Config {
 pub struct AuthOptions {
     /// Shared HS256 secret: every signaling stream and WebSocket then needs a JWT whose `sub`
     /// is the peer id it announces. Unset: no authentication.
-    #[arg(long, env = "REMOTEMEDIA_AUTH_SECRET", value_parser = parse_secret, conflicts_with = "auth_secret_file")]
+    #[arg(long, env = "REMOTEMEDIA_AUTH_SECRET", hide_env_values = true, value_parser = parse_secret, conflicts_with = "auth_secret_file")]
     pub auth_secret: Option<Secret>,
 
     /// The same secret read from a file (a mounted Kubernetes Secret); surrounding whitespace
@@ -152,7 +152,7 @@ pub struct AuthOptions {
 pub struct TurnOptions {
     /// The `static-auth-secret` of your TURN servers (coturn `use-auth-secret`): every announce
     /// ack then carries short-lived credentials for `--turn-uris`.
-    #[arg(long, env = "REMOTEMEDIA_TURN_SECRET", value_parser = parse_secret, conflicts_with = "turn_secret_file")]
+    #[arg(long, env = "REMOTEMEDIA_TURN_SECRET", hide_env_values = true, value_parser = parse_secret, conflicts_with = "turn_secret_file")]
     pub turn_secret: Option<Secret>,
 
     /// The same secret read from a file.
@@ -318,7 +318,7 @@ pub struct ClusterOptions {
     /// `worker` and `frontend`: a shared token the worker API requires of every call
     /// (`authorization: Bearer`), so only frontends create sessions. Unset: the API is open
     /// (keep it on a private network).
-    #[arg(long, env = "REMOTEMEDIA_WORKER_TOKEN", value_parser = parse_secret, conflicts_with = "worker_token_file")]
+    #[arg(long, env = "REMOTEMEDIA_WORKER_TOKEN", hide_env_values = true, value_parser = parse_secret, conflicts_with = "worker_token_file")]
     pub worker_token: Option<Secret>,
 
     /// The same token read from a file (a mounted Kubernetes Secret).

@@ -332,6 +332,20 @@ async fn the_token_command_prints_a_token_the_server_accepts() {
         Code::Unauthenticated
     );
 
+    // `--help` never prints the secrets from the environment.
+    let help = std::process::Command::new(env!("CARGO_BIN_EXE_webrtc_server"))
+        .arg("--help")
+        .env("REMOTEMEDIA_AUTH_SECRET", SECRET)
+        .env("REMOTEMEDIA_WORKER_TOKEN", "worker-token-value")
+        .env("REMOTEMEDIA_TURN_SECRET", "turn-secret-value")
+        .output()
+        .unwrap();
+    let help = String::from_utf8_lossy(&help.stdout);
+    assert!(help.contains("REMOTEMEDIA_AUTH_SECRET"));
+    for secret in [SECRET, "worker-token-value", "turn-secret-value"] {
+        assert!(!help.contains(secret), "--help shows a secret");
+    }
+
     // Without a secret the command says what is missing.
     let output = std::process::Command::new(env!("CARGO_BIN_EXE_webrtc_server"))
         .args(["token", "--peer-id", "gina"])

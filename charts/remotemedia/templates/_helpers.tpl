@@ -65,6 +65,55 @@ app.kubernetes.io/component: {{ .component }}
   value: {{ .Values.logLevel | quote }}
 {{- end -}}
 
+{{/* Secrets and tracing of every role: client tokens and TURN (frontends), the worker API
+token (frontends and workers), OTLP export (all). `role` picks what applies. */}}
+{{- define "remotemedia.securityEnv" -}}
+{{- $root := .root -}}
+{{- $a := $root.Values.auth -}}
+{{- if and $a.existingSecret (eq .role "frontend") $a.clientSecretKey }}
+- name: REMOTEMEDIA_AUTH_SECRET
+  valueFrom:
+    secretKeyRef:
+      name: {{ $a.existingSecret }}
+      key: {{ $a.clientSecretKey }}
+{{- end }}
+{{- if and $a.existingSecret (has .role (list "frontend" "worker")) $a.workerTokenKey }}
+- name: REMOTEMEDIA_WORKER_TOKEN
+  valueFrom:
+    secretKeyRef:
+      name: {{ $a.existingSecret }}
+      key: {{ $a.workerTokenKey }}
+{{- end }}
+{{- $t := $root.Values.turn -}}
+{{- if and $t.existingSecret (eq .role "frontend") }}
+{{- if not $t.uris }}
+{{- fail "turn.existingSecret needs turn.uris: the TURN URLs clients use the credentials with" }}
+{{- end }}
+- name: REMOTEMEDIA_TURN_SECRET
+  valueFrom:
+    secretKeyRef:
+      name: {{ $t.existingSecret }}
+      key: {{ $t.secretKey }}
+- name: REMOTEMEDIA_TURN_URIS
+  value: {{ join "," $t.uris | quote }}
+- name: REMOTEMEDIA_TURN_TTL
+  value: {{ $t.ttl | quote }}
+{{- end }}
+{{- $o := $root.Values.tracing -}}
+{{- if $o.otlpEndpoint }}
+- name: OTEL_EXPORTER_OTLP_ENDPOINT
+  value: {{ $o.otlpEndpoint | quote }}
+- name: OTEL_EXPORTER_OTLP_PROTOCOL
+  value: {{ $o.protocol | quote }}
+- name: OTEL_TRACES_SAMPLER
+  value: parentbased_traceidratio
+- name: OTEL_TRACES_SAMPLER_ARG
+  value: {{ $o.samplingRatio | quote }}
+{{- end }}
+- name: REMOTEMEDIA_LOG_FORMAT
+  value: {{ $o.logFormat | quote }}
+{{- end -}}
+
 {{/* Where the manifests ConfigMap is mounted. */}}
 {{- define "remotemedia.manifestDir" -}}/etc/remotemedia/manifests{{- end -}}
 
