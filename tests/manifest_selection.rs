@@ -11,6 +11,7 @@ use common::signaling::{SignalingClient, SERVER};
 use common::TestServer;
 use prost::Message;
 use remotemedia_webrtc::proto::common::{data_buffer::DataType, DataBuffer, JsonData};
+use remotemedia_webrtc::proto::signaling::{self as pb, signaling_request::Request as Req};
 use tonic::Code;
 
 fn manifest_dir() -> std::path::PathBuf {
@@ -106,4 +107,29 @@ async fn an_unknown_manifest_name_is_invalid_argument() {
         "{error:?}"
     );
     peer.close().await;
+}
+
+#[tokio::test]
+async fn a_manifest_name_that_is_not_a_plain_name_is_refused_at_announce() {
+    let dir = manifest_dir();
+    let server = TestServer::start_with(|c| c.manifest_dir = Some(dir.clone())).await;
+    let long = "a".repeat(65);
+    for name in ["../calc", "/etc/passwd", "calc.yaml", "", long.as_str()] {
+        let mut signaling = SignalingClient::open(&server.grpc_url()).await;
+        signaling
+            .send(Req::Announce(pb::AnnounceRequest {
+                peer_id: "curious".into(),
+                metadata: HashMap::from([("manifest".to_owned(), name.to_owned())]),
+                ..Default::default()
+            }))
+            .await;
+        let status = signaling.expect_status().await;
+        assert_eq!(status.code(), Code::InvalidArgument, "{name:?}: {status:?}");
+        assert!(status.message().contains("[A-Za-z0-9_-]"), "{status:?}");
+    }
+    // A plain name still works (and the peer id was never taken by the refusals).
+    let metadata = HashMap::from([("manifest".to_owned(), "calc".to_owned())]);
+    let (_signaling, ack) =
+        SignalingClient::announce_with(&server.grpc_url(), "curious", metadata).await;
+    assert_eq!(ack["peer_id"], "curious");
 }

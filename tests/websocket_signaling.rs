@@ -34,7 +34,7 @@ async fn announce_list_and_info() {
     assert_eq!(token.len(), 32, "{announced}");
     assert_eq!(
         announced,
-        json!({"peer_id": "ws-a", "peers_count": 2, "other_peers": [SERVER], "resume_token": token})
+        json!({"peer_id": "ws-a", "peers_count": 2, "other_peers": [SERVER], "resume_token": token, "ice_servers": []})
     );
     let list = ws.call("peer.list", json!({})).await.unwrap();
     assert_eq!(list["count"], 2);

@@ -180,6 +180,9 @@ impl SignalingCore {
             return Err(SignalingError::PeerIdReserved(peer_id));
         }
         apply_claims(identity, &peer_id, &mut request.metadata)?;
+        if let Some(name) = request.metadata.get(MANIFEST_METADATA_KEY) {
+            validate_manifest_name(name)?;
+        }
         let slot = PeerSlot::reserve(self)?;
         let connection_id = uuid::Uuid::new_v4().simple().to_string();
         if let Some(token) = request.metadata.remove(RESUME_TOKEN_METADATA_KEY) {
@@ -787,5 +790,19 @@ fn apply_claims(
         Some(room) => metadata.insert(ROOM_METADATA_KEY.to_owned(), room.clone()),
         None => metadata.remove(ROOM_METADATA_KEY),
     };
+    Ok(())
+}
+
+/// Longest manifest name a client may ask for.
+const MAX_MANIFEST_NAME: usize = 64;
+
+/// Manifest names from clients are plain names (`[A-Za-z0-9_-]`), never paths: the catalog
+/// only looks names up, and this keeps it so whatever changes behind it.
+fn validate_manifest_name(name: &str) -> Result<(), SignalingError> {
+    let plain = |c: char| c.is_ascii_alphanumeric() || c == '_' || c == '-';
+    if name.is_empty() || name.len() > MAX_MANIFEST_NAME || !name.chars().all(plain) {
+        let shown: String = name.chars().take(MAX_MANIFEST_NAME).collect();
+        return Err(SignalingError::InvalidManifestName(shown));
+    }
     Ok(())
 }

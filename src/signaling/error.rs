@@ -39,6 +39,8 @@ pub enum SignalingError {
     },
     #[error("invalid request: {0}")]
     InvalidRequest(String),
+    #[error("invalid manifest name {0:?}: 1 to 64 characters of [A-Za-z0-9_-]")]
+    InvalidManifestName(String),
     #[error("too many buffered ICE candidates (limit {0}); send the offer first")]
     TooManyEarlyCandidates(usize),
     #[error("notification queue overflowed: this client reads too slowly")]
@@ -75,7 +77,8 @@ impl SignalingError {
             | Self::InvalidAnswer(_)
             | Self::InvalidCandidate(_)
             | Self::TooLarge { .. }
-            | Self::InvalidRequest(_) => Code::InvalidArgument,
+            | Self::InvalidRequest(_)
+            | Self::InvalidManifestName(_) => Code::InvalidArgument,
             Self::PeerIdTaken(_) | Self::PeerIdReserved(_) => Code::AlreadyExists,
             Self::TooManyPeers(_) | Self::TooManyEarlyCandidates(_) | Self::SlowConsumer => {
                 Code::ResourceExhausted
@@ -106,6 +109,7 @@ impl SignalingError {
             Self::InvalidCandidate(_) => "invalid_candidate",
             Self::TooLarge { .. } => "too_large",
             Self::InvalidRequest(_) => "invalid_request",
+            Self::InvalidManifestName(_) => "invalid_manifest_name",
             Self::TooManyEarlyCandidates(_) => "too_many_early_candidates",
             Self::SlowConsumer => "slow_consumer",
             Self::ShuttingDown => "shutting_down",
@@ -207,7 +211,7 @@ impl SignalingError {
             Self::AlreadyAnnounced(_) | Self::EmptyRequest | Self::InvalidRequest(_) => {
                 INVALID_REQUEST
             }
-            Self::InvalidPeerId(_) => INVALID_PARAMS,
+            Self::InvalidPeerId(_) | Self::InvalidManifestName(_) => INVALID_PARAMS,
             Self::PeerIdTaken(_) | Self::PeerIdReserved(_) => PEER_ID_EXISTS,
             Self::TooManyPeers(_) => SESSION_LIMIT,
             Self::UnknownPeer(_) => PEER_NOT_FOUND,
