@@ -19,12 +19,21 @@ const WINDOW: usize = 100;
 const PERCENTILE: f64 = 0.98;
 /// Added to the measured jitter so a packet at the percentile is not right at the edge.
 const MARGIN_US: i64 = 5_000;
-/// Lowest delay: one 20 ms packet, so a ticker's phase never makes a punctual packet late.
-const MIN_DELAY_US: i64 = 20_000;
+/// Lowest delay on a clean path. Playout wakes when a frame is due (no ticker phase to
+/// cover), so a path without jitter or loss needs only the margin.
+const MIN_DELAY_US: i64 = MARGIN_US;
+/// Lowest delay once packets go missing: one 20 ms packet, so the packet after a lost one is
+/// here by the lost one's slot and its in-band FEC can rebuild it (else only PLC can).
+const LOSS_MIN_DELAY_US: i64 = 20_000;
+/// Played slots the loss floor holds after the last missing packet (10 s of 20 ms packets).
+const LOSS_MEMORY: u64 = 500;
 /// The delay shrinks only when it is this much above the target (no flapping).
-const SHRINK_HYSTERESIS_US: i64 = 10_000;
-/// Packets played between two shrink steps (each step drops one packet), ~0.5 s.
-const SHRINK_EVERY: u64 = 25;
+const SHRINK_HYSTERESIS_US: i64 = 5_000;
+/// Audio dropped by one shrink step: small, so a step never leaves a gap a listener or the
+/// outbound pacing would notice (a whole 20 ms packet did).
+const SHRINK_STEP_SAMPLES: usize = GRANULE;
+/// Packets played between two shrink steps (100 ms: the delay shrinks by 25 ms a second).
+const SHRINK_EVERY: u64 = 5;
 /// Concealment after the last packet before the stream counts as paused (DTX, mute, end).
 const MAX_TAIL_CONCEAL_SAMPLES: usize = FRAME_SAMPLES * 5;
 /// A packet this far ahead of playout means the sender restarted: the buffer resets.
@@ -35,8 +44,13 @@ const GRANULE: usize = 120;
 /// What the decoder should produce next.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum JitterOutput {
-    /// Decode this packet of `samples` samples.
-    Decode { payload: Bytes, samples: usize },
+    /// Decode this packet of `samples` samples and play all but its first `skip` (a delay
+    /// shrink of less than a packet: see [`JitterBuffer::pop`]).
+    Decode {
+        payload: Bytes,
+        samples: usize,
+        skip: usize,
+    },
     /// Produce `samples` of packet loss concealment (a lost or late packet, or a delay increase).
     Conceal { samples: usize },
     /// Rebuild a lost packet of `samples` from the in-band FEC of the packet after it.
@@ -64,7 +78,8 @@ pub struct JitterStats {
     pub concealed: u64,
     /// Slots rebuilt from the next packet's in-band FEC.
     pub fec_recovered: u64,
-    /// Packets dropped on purpose to shrink the delay after jitter stopped.
+    /// Shrink steps: the start of a packet (or a whole short one) dropped on purpose to
+    /// shrink the delay after jitter stopped.
     pub discarded: u64,
 }
 
@@ -78,6 +93,9 @@ struct Entry {
 pub struct JitterBuffer {
     max_delay_us: i64,
     min_delay_us: i64,
+    /// Sequence number until which [`LOSS_MIN_DELAY_US`] is the floor (a packet went missing
+    /// less than [`LOSS_MEMORY`] slots ago).
+    loss_floor_until: Option<u64>,
     packets: BTreeMap<u64, Entry>,
     /// `None` until the first packet, and again after a pause (the next packet re-anchors).
     play: Option<Playout>,
@@ -125,6 +143,7 @@ impl JitterBuffer {
         Self {
             max_delay_us,
             min_delay_us: MIN_DELAY_US.min(max_delay_us),
+            loss_floor_until: None,
             packets: BTreeMap::new(),
             play: None,
             highest: None,
@@ -163,18 +182,26 @@ impl JitterBuffer {
             self.start(now, seq, ts);
             return self.store(seq, ts, payload, samples);
         };
-        if seq < play.next_seq {
-            let back = play.next_seq - seq - 1;
+        let next_seq = play.next_seq;
+        // Slots concealed at the tail and then a packet: they were lost or late, not a pause.
+        let after_tail = play.tail_concealed > 0;
+        if seq < next_seq {
+            let back = next_seq - seq - 1;
             if back < 128 && play.played & (1u128 << back) != 0 {
                 self.stats.duplicate += 1;
                 return;
             }
-            // Late packets are the jitter the delay must learn to cover.
+            // Late packets are the jitter the delay must learn to cover; their slot was
+            // concealed, as for a loss.
             self.stats.late += 1;
             self.unique += 1;
+            self.note_loss(next_seq);
             return self.measure(now, ts);
         }
-        if seq >= play.next_seq + MAX_SPAN {
+        if after_tail {
+            self.note_loss(next_seq);
+        }
+        if seq >= next_seq + MAX_SPAN {
             self.packets.clear();
             self.start(now, seq, ts);
         } else if !self.packets.contains_key(&seq) {
@@ -227,19 +254,27 @@ impl JitterBuffer {
         match next {
             Some((seq, _)) if seq == play.next_seq => {
                 let entry = self.packets.remove(&seq)?;
+                // Shrinking drops the start of this packet, a step at a time (the whole packet
+                // only when it is that short).
                 let excess = play.offset_us - target;
-                let shrink = excess >= SHRINK_HYSTERESIS_US.max(ts_us(entry.samples as i64))
-                    && play.since_shrink >= SHRINK_EVERY;
+                let skip = if excess >= SHRINK_HYSTERESIS_US && play.since_shrink >= SHRINK_EVERY {
+                    SHRINK_STEP_SAMPLES.min(entry.samples)
+                } else {
+                    0
+                };
                 play.advance(seq, entry.ts, entry.samples, true);
-                if shrink {
+                if skip > 0 {
                     play.since_shrink = 0;
-                    play.offset_us -= ts_us(entry.samples as i64);
+                    play.offset_us -= ts_us(skip as i64);
                     self.stats.discarded += 1;
-                    return self.pop(now);
+                    if skip == entry.samples {
+                        return self.pop(now);
+                    }
                 }
                 Some(JitterOutput::Decode {
                     payload: entry.payload,
                     samples: entry.samples,
+                    skip,
                 })
             }
             Some((seq, ts)) => {
@@ -249,6 +284,7 @@ impl JitterBuffer {
                 let samples = clamp_samples(if span == 0 { play.last_samples } else { span });
                 let lost_seq = play.next_seq;
                 play.advance(lost_seq, play.next_ts, samples, false);
+                self.note_loss(lost_seq);
                 if missing == 1 {
                     self.stats.fec_recovered += 1;
                     let next_payload = self.packets.get(&seq)?.payload.clone();
@@ -277,8 +313,37 @@ impl JitterBuffer {
         }
     }
 
+    /// A packet was missing at its slot: the floor rises to one packet for a while so the
+    /// next loss can be rebuilt from FEC.
+    fn note_loss(&mut self, seq: u64) {
+        let until = seq + LOSS_MEMORY;
+        if self.loss_floor_until.is_some_and(|u| u >= until) {
+            return;
+        }
+        let raised = self.loss_floor_until.is_none_or(|u| u <= seq);
+        self.loss_floor_until = Some(until);
+        if raised {
+            self.update_target();
+        }
+    }
+
+    /// The delay's lower bound now: [`LOSS_MIN_DELAY_US`] while a recent loss is remembered,
+    /// else [`MIN_DELAY_US`].
+    fn floor_us(&self) -> i64 {
+        let seq = match (&self.play, self.highest) {
+            (Some(play), _) => play.next_seq,
+            (None, Some((highest, _))) => highest,
+            (None, None) => return self.min_delay_us,
+        };
+        match self.loss_floor_until {
+            Some(until) if seq < until => LOSS_MIN_DELAY_US.min(self.max_delay_us),
+            _ => self.min_delay_us,
+        }
+    }
+
     fn start(&mut self, now: Instant, seq: u64, ts: i64) {
-        let offset_us = self.play.as_ref().map_or(self.min_delay_us, |p| {
+        let floor = self.floor_us();
+        let offset_us = self.play.as_ref().map_or(floor, |p| {
             p.offset_us - self.transits.iter().min().copied().unwrap_or(0)
         });
         self.transits.clear();
@@ -290,7 +355,7 @@ impl JitterBuffer {
             anchor_ts: ts,
             next_seq: seq,
             next_ts: ts,
-            offset_us: offset_us.clamp(self.min_delay_us, self.max_delay_us),
+            offset_us: offset_us.clamp(floor, self.max_delay_us),
             stretch_samples: 0,
             last_samples: FRAME_SAMPLES,
             tail_concealed: 0,
@@ -355,7 +420,7 @@ impl JitterBuffer {
             0
         };
         self.base_us = base;
-        self.target_us = (jitter + MARGIN_US).clamp(self.min_delay_us, self.max_delay_us);
+        self.target_us = (jitter + MARGIN_US).clamp(self.floor_us(), self.max_delay_us);
     }
 
     /// 16-bit sequence and 32-bit timestamp to monotonic 64-bit ones, relative to the highest seen.

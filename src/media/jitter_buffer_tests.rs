@@ -147,7 +147,7 @@ fn a_burst_of_three_lost_packets_is_concealed_then_fec() {
         .filter(|a| !(105..=107).contains(&a.1))
         .collect();
     sim.run(arrivals, 500);
-    let slots: Vec<String> = sim.out[4..9]
+    let slots: Vec<String> = sim.out[4..10]
         .iter()
         .map(|o| match o {
             JitterOutput::Decode { payload, .. } => format!("d{}", id(payload)),
@@ -158,7 +158,9 @@ fn a_burst_of_three_lost_packets_is_concealed_then_fec() {
             } => format!("f{}:{samples}", id(next_payload)),
         })
         .collect();
-    assert_eq!(slots, ["d104", "c960", "c960", "f108:960", "d108"]);
+    // The first loss raises the delay floor to one packet: 15 ms of concealment stretch the
+    // delay before the FEC of the last lost packet.
+    assert_eq!(slots, ["d104", "c960", "c960", "c720", "f108:960", "d108"]);
     let stats = sim.jb.stats();
     assert_eq!(
         (stats.lost, stats.concealed, stats.fec_recovered),
@@ -186,11 +188,14 @@ fn a_single_loss_is_recovered_from_the_next_packets_fec() {
             samples: 960
         }
     );
+    // The loss raises the delay floor to one packet: 15 ms of concealment stretch it.
+    assert_eq!(sim.out[fec + 1], JitterOutput::Conceal { samples: 720 });
     assert_eq!(
-        sim.out[fec + 1],
+        sim.out[fec + 2],
         JitterOutput::Decode {
             payload: packet(20, 5),
-            samples: 960
+            samples: 960,
+            skip: 0
         }
     );
     assert_eq!(sim.jb.stats().fec_recovered, 1);
@@ -205,16 +210,19 @@ fn a_lost_60_ms_packet_is_concealed_with_60_ms() {
         .map(|i| (u64::from(i) * 60, i, u32::from(i) * 2880, 60))
         .collect();
     sim.run(arrivals, 900);
-    // With a 20 ms delay the packet after the gap is not here yet: PLC, not FEC.
-    let slots: Vec<_> = sim.out.iter().skip(4).take(3).cloned().collect();
+    // With a 5 ms delay the packet after the gap is not here yet: PLC, not FEC; the loss
+    // then raises the floor (15 ms of stretch).
+    let slots: Vec<_> = sim.out.iter().skip(4).take(4).cloned().collect();
     assert_eq!(
         slots,
         [
             JitterOutput::Conceal { samples: 2880 },
             JitterOutput::Conceal { samples: 2880 },
+            JitterOutput::Conceal { samples: 720 },
             JitterOutput::Decode {
                 payload: packet(60, 6),
-                samples: 2880
+                samples: 2880,
+                skip: 0
             }
         ]
     );
@@ -310,4 +318,60 @@ fn next_due_is_when_pop_has_the_next_frame() {
     assert!(due > t0);
     assert_eq!(jb.pop(due - Duration::from_micros(500)), None);
     assert!(jb.pop(due).is_some());
+}
+
+#[test]
+fn a_clean_path_plays_with_the_margin_only() {
+    let mut sim = Sim::new(100);
+    sim.run(steady(100, 0, 0, 0), 2_000);
+    let stats = sim.jb.stats();
+    assert_eq!(stats.delay, Duration::from_millis(5), "{stats:?}");
+    assert_eq!(stats.concealed, 0);
+    assert_eq!(sim.decoded(), (0..100).collect::<Vec<_>>());
+}
+
+#[test]
+fn a_loss_raises_the_floor_to_one_packet_so_the_next_loss_is_rebuilt_from_fec() {
+    // The sim plays on a 20 ms tick, which hides the floor: play every millisecond instead,
+    // as the playout task does when it wakes at each frame's due time.
+    let mut jb = JitterBuffer::new(Duration::from_millis(100));
+    let t0 = Instant::now();
+    let mut outputs = Vec::new();
+    let lost = [50u16, 100];
+    for t in 0..4_000u64 {
+        let now = t0 + Duration::from_millis(t);
+        let seq = (t / 20) as u16;
+        if t % 20 == 0 && !lost.contains(&seq) {
+            jb.push(now, seq, u32::from(seq) * 960, packet(20, seq));
+        }
+        while let Some(output) = jb.pop(now) {
+            outputs.push(output);
+        }
+    }
+    let first = outputs
+        .iter()
+        .position(|o| !matches!(o, JitterOutput::Decode { .. }))
+        .expect("the first loss");
+    // At a 5 ms delay the packet after the first loss is not here yet: concealment.
+    assert!(
+        matches!(outputs[first], JitterOutput::Conceal { .. }),
+        "{:?}",
+        outputs[first]
+    );
+    let stats = jb.stats();
+    assert_eq!(stats.fec_recovered, 1, "{stats:?}");
+    assert!(stats.delay >= Duration::from_millis(20), "{stats:?}");
+}
+
+#[test]
+fn the_loss_floor_is_forgotten_after_ten_clean_seconds() {
+    let mut sim = Sim::new(100);
+    let arrivals: Vec<_> = steady(1_200, 0, 0, 0)
+        .into_iter()
+        .filter(|a| a.1 != 10)
+        .collect();
+    sim.run(arrivals, 24_000);
+    let stats = sim.jb.stats();
+    assert!(stats.delay <= Duration::from_millis(10), "{stats:?}");
+    assert!(stats.discarded >= 1, "{stats:?}");
 }

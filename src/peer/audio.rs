@@ -164,8 +164,16 @@ async fn play_out(
 /// the same length so the stream keeps its timing.
 fn play(decoder: &mut OpusDecoder, output: JitterOutput, framer: &mut Framer) {
     let started = std::time::Instant::now();
+    let mut skip = 0;
     let (result, samples) = match &output {
-        JitterOutput::Decode { payload, samples } => (decoder.decode(payload), *samples),
+        JitterOutput::Decode {
+            payload,
+            samples,
+            skip: start,
+        } => {
+            skip = *start;
+            (decoder.decode(payload), *samples)
+        }
         JitterOutput::Conceal { samples } => (decoder.conceal(*samples), *samples),
         JitterOutput::Fec {
             next_payload,
@@ -177,10 +185,13 @@ fn play(decoder: &mut OpusDecoder, output: JitterOutput, framer: &mut Framer) {
         .with_label_values(&["decode"])
         .observe(started.elapsed().as_secs_f64());
     match result {
-        Ok(pcm) => framer.push(pcm),
+        Ok(pcm) => framer.push(pcm.get(skip..).unwrap_or_default()),
         Err(err) => {
             tracing::debug!(%err, "Opus decode or concealment failed; silence instead");
-            framer.push(&vec![0.0; samples.min(MAX_PACKET_SAMPLES)]);
+            framer.push(&vec![
+                0.0;
+                samples.saturating_sub(skip).min(MAX_PACKET_SAMPLES)
+            ]);
         }
     }
 }
@@ -290,18 +301,28 @@ async fn send_frame(
 struct Pacer {
     /// The earliest time the next frame may leave; `None` before the first frame.
     next: Option<tokio::time::Instant>,
+    /// When the last frame left: catching up never sends two frames closer than
+    /// [`PACER_MIN_GAP`].
+    last: Option<tokio::time::Instant>,
 }
 
 /// A frame this early for its slot still goes (scheduling noise, not a burst).
 const PACER_SLACK: Duration = Duration::from_millis(2);
 /// Later than this for its slot, a frame restarts the schedule rather than catching up.
 const PACER_RESTART: Duration = Duration::from_millis(100);
+/// The closest two frames ever leave: a frame late for its slot and the next one on time
+/// would otherwise go back to back (a burst), e.g. when the jitter buffer's delay grows
+/// right after it shrank.
+const PACER_MIN_GAP: Duration = Duration::from_millis(16);
 
 impl Pacer {
     /// When the next frame may leave.
     fn next_slot(&self, now: tokio::time::Instant) -> tokio::time::Instant {
-        self.next
-            .map_or(now, |next| next.checked_sub(PACER_SLACK).unwrap_or(next))
+        let slot = self
+            .next
+            .map_or(now, |next| next.checked_sub(PACER_SLACK).unwrap_or(next));
+        self.last
+            .map_or(slot, |last| slot.max(last + PACER_MIN_GAP))
     }
 
     /// True (and the slot consumed) when a frame may leave at `now`.
@@ -317,6 +338,7 @@ impl Pacer {
             _ => now,
         };
         self.next = Some(base + FRAME_DURATION);
+        self.last = Some(now);
         true
     }
 }
@@ -421,14 +443,30 @@ mod tests {
         assert!(!pacer.take(t0 + Duration::from_millis(10)));
         assert!(pacer.take(t0 + Duration::from_millis(19)));
         assert!(pacer.take(t0 + Duration::from_millis(40)));
-        // Late by 10 ms for the 60 ms slot (scheduling): the schedule holds at 80 ms.
+        // Late by 10 ms for the 60 ms slot (scheduling): the schedule holds at 80 ms, but
+        // not closer than the minimum gap to the late frame.
         assert!(pacer.take(t0 + Duration::from_millis(70)));
-        assert!(!pacer.take(t0 + Duration::from_millis(71)));
-        assert!(pacer.take(t0 + Duration::from_millis(78)));
+        assert!(!pacer.take(t0 + Duration::from_millis(78)));
+        assert!(pacer.take(t0 + Duration::from_millis(86)));
+        assert!(pacer.take(t0 + Duration::from_millis(102)));
         // After a second of nothing: one frame, then the schedule restarts.
         let later = t0 + Duration::from_secs(1);
         assert!(pacer.take(later));
         assert!(!pacer.take(later + Duration::from_millis(1)));
         assert!(pacer.take(later + Duration::from_millis(20)));
+    }
+
+    #[test]
+    fn catching_up_never_sends_two_frames_back_to_back() {
+        let t0 = tokio::time::Instant::now();
+        let mut pacer = Pacer::default();
+        assert!(pacer.take(t0));
+        // 19 ms late for the 20 ms slot, then the next frame is ready at once: it waits for
+        // the minimum gap instead of leaving right behind the late one.
+        let late = t0 + Duration::from_millis(39);
+        assert!(pacer.take(late));
+        assert!(!pacer.take(late + Duration::from_millis(1)));
+        assert_eq!(pacer.next_slot(late), late + PACER_MIN_GAP);
+        assert!(pacer.take(late + PACER_MIN_GAP));
     }
 }
