@@ -75,6 +75,9 @@ enum End {
     /// The client read too slowly: the stream ends with RESOURCE_EXHAUSTED and the peer is
     /// kept for a resume, like a broken stream.
     SlowConsumer,
+    /// The client sent what cannot be decoded: INVALID_ARGUMENT, and it leaves (a gRPC
+    /// stream cannot be read past such a message).
+    Undecodable(SignalingError),
     ShuttingDown,
 }
 
@@ -159,7 +162,16 @@ async fn run_stream(
         message = inbound.message() => message,
         () = shutdown.cancelled() => return,
     };
-    let Ok(Some(first)) = first else { return };
+    let first = match first {
+        Ok(Some(first)) => first,
+        Ok(None) => return,
+        Err(status) => {
+            if let Some(err) = undecodable(&status) {
+                let _ = out.send(Err(err.into())).await;
+            }
+            return;
+        }
+    };
     let request_id = first.request_id;
     let announce = match first.request {
         Some(Req::Announce(announce)) => announce,
@@ -231,6 +243,10 @@ async fn run_stream(
                 // The client cancelled its call (RST_STREAM CANCEL): it chose to go.
                 Err(status) if status.code() == tonic::Code::Cancelled => break End::Clean,
                 Err(status) => {
+                    if let Some(err) = undecodable(&status) {
+                        tracing::info!(peer_id = peer.peer_id(), %status, "undecodable request");
+                        break End::Undecodable(err);
+                    }
                     tracing::info!(peer_id = peer.peer_id(), %status, "signaling stream broke");
                     break End::Broken;
                 }
@@ -265,6 +281,10 @@ async fn run_stream(
         End::ShuttingDown => {
             last_word.send(Err(SignalingError::ShuttingDown.into()));
             !core.keeps_peers_on_shutdown()
+        }
+        End::Undecodable(err) => {
+            last_word.send(Err(err.into()));
+            true
         }
     };
     drop(out);
@@ -315,6 +335,28 @@ async fn send(out: &ResponseSender, peer: &ConnectedPeer, item: Item) -> Result<
             }
         }
     }
+}
+
+/// What tonic (0.14: codec/decode.rs, and tonic-prost's decode errors) says when a request
+/// stream fails because of what the client sent rather than the transport.
+const CLIENT_FAULTS: [&str; 5] = [
+    "failed to decode Protobuf message",
+    "decoded message length too large",
+    "protocol error: received message with",
+    "Unexpected EOF decoding stream",
+    "Error decompressing",
+];
+
+/// The INVALID_ARGUMENT for a request that is not a gRPC-framed `SignalingRequest` (bad
+/// framing, not protobuf, over the size limit); `None` for a transport failure.
+fn undecodable(status: &Status) -> Option<SignalingError> {
+    let client_fault = matches!(
+        status.code(),
+        tonic::Code::Internal | tonic::Code::OutOfRange | tonic::Code::ResourceExhausted
+    ) && CLIENT_FAULTS.iter().any(|m| status.message().contains(m));
+    client_fault.then(|| {
+        SignalingError::InvalidRequest(format!("undecodable request: {}", status.message()))
+    })
 }
 
 /// The responses can no longer be sent: how did the client go?
