@@ -459,6 +459,16 @@ pub struct MediaOptions {
     #[arg(long, env = "REMOTEMEDIA_UDP_PORT", default_value_t = 0)]
     pub udp_port: u16,
 
+    /// `--udp-port`: STUN checks per second each source IP may send before its address
+    /// belongs to a session (a NAT may hide many clients behind one IP; one client sends a
+    /// handful while it connects). Beyond it they are dropped before the ICE mux.
+    #[arg(long, env = "REMOTEMEDIA_UDP_STUN_RATE", default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..))]
+    pub udp_stun_rate: u32,
+
+    /// `--udp-port`: the checks a source IP may send at once above `--udp-stun-rate`.
+    #[arg(long, env = "REMOTEMEDIA_UDP_STUN_BURST", default_value_t = 500, value_parser = clap::value_parser!(u32).range(1..))]
+    pub udp_stun_burst: u32,
+
     /// Address advertised in host candidates instead of the local one (NAT 1:1): an IP;
     /// `auto`: discovered at start through the first `--stun-servers` that answers; `node`:
     /// the ExternalIP of the Kubernetes node `--node-name` (read through the API), else

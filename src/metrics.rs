@@ -98,6 +98,10 @@ pub struct Metrics {
     pub jitter_buffer_delay_seconds: Histogram,
     /// Round-trip time from RTCP at session close.
     pub rtt_seconds: Histogram,
+    /// Signaling streams ended because their client read too slowly, by transport.
+    pub slow_consumers: IntCounterVec,
+    /// Datagrams the shared UDP port dropped before the ICE mux, by reason (a fixed set).
+    pub udp_dropped: IntCounterVec,
     /// Opus work per 20 ms frame, by operation (`encode`, `decode`).
     pub opus_seconds: HistogramVec,
     /// Time a pipeline node takes per input, by node type (bounded: the registry's types).
@@ -271,6 +275,16 @@ impl Metrics {
                 "Round-trip time from RTCP at session close",
                 SETUP_BUCKETS,
             )?,
+            slow_consumers: counter_vec(
+                "remotemedia_signaling_slow_consumers_total",
+                "Signaling streams ended because their client stopped reading, by transport",
+                &["transport"],
+            )?,
+            udp_dropped: counter_vec(
+                "remotemedia_media_udp_dropped_total",
+                "Datagrams the shared ICE UDP port dropped before the mux, by reason",
+                &["reason"],
+            )?,
             opus_seconds: histogram_vec(
                 "remotemedia_media_opus_seconds",
                 "Opus work per 20 ms frame, by operation",
@@ -326,6 +340,12 @@ impl Metrics {
         }
         for outcome in ["rtx", "same_ssrc", "not_buffered"] {
             self.retransmissions.with_label_values(&[outcome]);
+        }
+        for transport in ["grpc", "websocket"] {
+            self.slow_consumers.with_label_values(&[transport]);
+        }
+        for reason in crate::peer::UdpDropReason::ALL {
+            self.udp_dropped.with_label_values(&[reason.label()]);
         }
         for operation in ["encode", "decode"] {
             self.opus_seconds.with_label_values(&[operation]);

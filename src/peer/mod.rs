@@ -14,6 +14,7 @@ mod server_peer;
 mod session_manager;
 mod session_trace;
 mod stack;
+mod udp_filter;
 mod video;
 
 pub use advertise::PortMap;
@@ -22,3 +23,4 @@ pub use error::PeerError;
 pub use quality::{CallRecord, RtcpStats, SessionStats};
 pub use session_manager::{PeerConnectionProbe, SessionManager, SessionSettings};
 pub use stack::{opus_capability, WebRtcStack};
+pub use udp_filter::DropReason as UdpDropReason;

@@ -27,6 +27,7 @@ use super::forward::{drain, forward_rtp};
 use super::quality::MediaCounters;
 use super::session_trace::SessionTrace;
 use super::stack::{opus_capability, WebRtcStack};
+use super::udp_filter::UfragRegistration;
 use super::video::{is_video, offered_video_codec, relay_keyframe_requests};
 use crate::pipeline::{AudioMode, Envelope, OpusSettings, Pipeline, VideoMode};
 use crate::proto::common::DataBuffer;
@@ -45,6 +46,8 @@ pub(crate) struct ServerPeer {
     pub activity: Arc<Activity>,
     /// Quality counters the media tasks update.
     pub counters: Arc<MediaCounters>,
+    /// The shared UDP port admits this session's checks while this lives.
+    pub ufrag: Option<UfragRegistration>,
 }
 
 /// Per-session settings.
@@ -343,7 +346,7 @@ impl ServerPeer {
             cancel.clone(),
         ));
 
-        let answer_sdp = async {
+        let (answer_sdp, ufrag) = async {
             pc.set_remote_description(offer)
                 .await
                 .map_err(|e| PeerError::InvalidOffer(e.to_string()))?;
@@ -351,6 +354,8 @@ impl ServerPeer {
                 .create_answer(None)
                 .await
                 .map_err(|e| PeerError::step("creating the answer", e))?;
+            // Before the client can know the ufrag: its first check must find it admitted.
+            let ufrag = stack.admit_ufrag(&answer.sdp)?;
             // The answer as created, before gathering starts: every candidate then trickles,
             // the same way whether gathering takes microseconds (lite, host only) or longer.
             let answer_sdp = match stack.port_map() {
@@ -361,7 +366,7 @@ impl ServerPeer {
             pc.set_local_description(answer)
                 .await
                 .map_err(|e| PeerError::step("setting the local description", e))?;
-            Ok::<_, PeerError>(answer_sdp)
+            Ok::<_, PeerError>((answer_sdp, ufrag))
         }
         .instrument(info_span!("sdp.answer"))
         .await?;
@@ -372,6 +377,7 @@ impl ServerPeer {
             state: state_rx,
             activity,
             counters,
+            ufrag,
         })
     }
 

@@ -82,6 +82,8 @@ struct Session {
     counters: Arc<MediaCounters>,
     /// The session's spans (ICE, DTLS, first RTP, close).
     trace: Arc<SessionTrace>,
+    /// Keeps the session's ufrag admitted on the shared UDP port; dropped with the session.
+    _ufrag: Option<super::udp_filter::UfragRegistration>,
 }
 
 impl SessionManager {
@@ -239,6 +241,7 @@ impl SessionHost for SessionManager {
                 created: started,
                 counters: peer.counters,
                 trace,
+                _ufrag: peer.ufrag,
             },
         );
         Ok(peer.answer_sdp)

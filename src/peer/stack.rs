@@ -1,6 +1,8 @@
 //! The process-wide WebRTC stack: codecs, interceptors, and where ICE may gather.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+use std::time::Instant;
 
 use webrtc::api::interceptor_registry::{configure_rtcp_reports, configure_twcc_receiver_only};
 use webrtc::api::media_engine::{MediaEngine, MIME_TYPE_OPUS};
@@ -21,6 +23,7 @@ use webrtc::rtp_transceiver::rtp_codec::{
 use super::advertise::PortMap;
 use super::error::PeerError;
 use super::nack::NackResponderBuilder;
+use super::udp_filter::{local_ufrag, FilteredSocket, RateLimit, UdpFilter, UfragRegistration};
 use super::video::{rtx_codecs, video_codecs};
 use crate::config::{non_empty, MediaOptions};
 
@@ -43,6 +46,8 @@ pub struct WebRtcStack {
     api: API,
     /// The shared ICE socket's address, when muxed.
     udp_address: Option<SocketAddr>,
+    /// What the shared socket lets through to the mux; sessions register their ufrags.
+    udp_filter: Option<Arc<UdpFilter>>,
     /// `--public-port`: the port host candidates advertise instead of the bound one.
     port_map: Option<PortMap>,
 }
@@ -98,6 +103,7 @@ impl WebRtcStack {
             settings.set_nat_1to1_ips(vec![public_ip.to_string()], RTCIceCandidateType::Host);
         }
         let mut udp_address = None;
+        let mut udp_filter = None;
         if options.udp_port != 0 {
             let bind_ip = match options.ice_ips.as_slice() {
                 [only] => *only,
@@ -109,9 +115,15 @@ impl WebRtcStack {
                     PeerError::Setup(format!("binding UDP {bind_ip}:{}: {e}", options.udp_port))
                 })?;
             udp_address = socket.local_addr().ok();
+            let limit = RateLimit {
+                rate: f64::from(options.udp_stun_rate),
+                burst: f64::from(options.udp_stun_burst),
+            };
+            let filter = Arc::new(UdpFilter::new(limit, Instant::now()));
             settings.set_udp_network(UDPNetwork::Muxed(UDPMuxDefault::new(UDPMuxParams::new(
-                socket,
+                FilteredSocket::new(socket, Arc::clone(&filter)),
             ))));
+            udp_filter = Some(filter);
         }
 
         let port_map =
@@ -148,6 +160,7 @@ impl WebRtcStack {
         Ok(Self {
             api,
             udp_address,
+            udp_filter,
             port_map,
         })
     }
@@ -164,6 +177,23 @@ impl WebRtcStack {
     /// The shared ICE UDP socket's address, when `--udp-port` is set.
     pub fn udp_address(&self) -> Option<SocketAddr> {
         self.udp_address
+    }
+
+    /// Lets the shared UDP port admit checks for the ufrag of `local_sdp` (our answer) until
+    /// the registration is dropped; `None` without `--udp-port` (each peer has its own port).
+    ///
+    /// # Errors
+    /// `Setup` when the SDP carries no `a=ice-ufrag`.
+    pub(crate) fn admit_ufrag(
+        &self,
+        local_sdp: &str,
+    ) -> Result<Option<UfragRegistration>, PeerError> {
+        let Some(filter) = &self.udp_filter else {
+            return Ok(None);
+        };
+        let ufrag = local_ufrag(local_sdp)
+            .ok_or_else(|| PeerError::Setup("the answer has no a=ice-ufrag".into()))?;
+        Ok(Some(filter.register(ufrag)))
     }
 
     /// `--public-port`'s rewrite of local candidates, when it differs from the bound port.

@@ -54,6 +54,12 @@ impl Mailbox {
         Some(delivery.notification)
     }
 
+    /// The bus cut this mailbox off (it overflowed) or closed it; what it holds can still be
+    /// taken, but nothing more will come.
+    pub fn is_cut_off(&self) -> bool {
+        self.receiver.is_closed()
+    }
+
     /// Where a resumed mailbox continues: after the last notification taken.
     pub fn cursor(&self) -> Option<String> {
         self.cursor.clone()
@@ -158,7 +164,11 @@ impl NotificationBus for InMemoryBus {
     }
 
     async fn detach(&self, peer_id: &str, mailbox: Mailbox) -> Option<String> {
-        self.kept.lock().insert(peer_id.to_owned(), mailbox);
+        // A mailbox that was cut off is not kept: a resume would replay a queue that has
+        // already lost notifications, then end at once. The peer starts afresh instead.
+        if !mailbox.is_cut_off() {
+            self.kept.lock().insert(peer_id.to_owned(), mailbox);
+        }
         None
     }
 

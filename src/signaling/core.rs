@@ -394,6 +394,11 @@ impl ConnectedPeer {
         self.mailbox.recv().await
     }
 
+    /// Whether the bus cut this peer off for reading too slowly (its mailbox overflowed).
+    pub fn is_cut_off(&self) -> bool {
+        self.mailbox.is_cut_off()
+    }
+
     /// An SDP offer to the server (creates a session) or to another peer (forwarded).
     ///
     /// # Errors

@@ -17,6 +17,7 @@ use super::error::SignalingError;
 use super::peer_id::SERVER_PEER_ID;
 use super::session_host::IceCandidate;
 use super::spans::{request_span, Transport};
+use crate::metrics::metrics;
 use crate::proto::signaling::{
     self as pb, signaling_notification::Notification, signaling_request::Request as Req,
     signaling_response::Response as Resp, web_rtc_signaling_server::WebRtcSignaling,
@@ -26,6 +27,9 @@ use crate::telemetry::RemoteParent;
 
 /// Responses buffered per stream before the stream task waits for the client to read.
 const RESPONSE_BUFFER: usize = 128;
+/// How often a stream task that waits for its client to read checks whether the bus has
+/// cut the peer off meanwhile (its mailbox overflowed).
+const STALL_CHECK: Duration = Duration::from_millis(250);
 
 /// The `WebRtcSignaling` service.
 pub struct GrpcSignaling {
@@ -51,6 +55,31 @@ impl GrpcSignaling {
 }
 
 type ResponseSender = mpsc::Sender<Result<SignalingResponse, Status>>;
+type Item = Result<SignalingResponse, Status>;
+
+/// Why a response could not be sent.
+#[derive(Debug)]
+enum Undelivered {
+    /// The response stream is gone: the client left or the connection broke.
+    Gone,
+    /// The client stopped reading until its mailbox overflowed.
+    SlowConsumer,
+}
+
+/// How a stream's loop ended.
+enum End {
+    /// The client ended its call: it leaves.
+    Clean,
+    /// The connection broke: the peer may resume.
+    Broken,
+    /// The client read too slowly: the stream ends with RESOURCE_EXHAUSTED and the peer is
+    /// kept for a resume, like a broken stream.
+    SlowConsumer,
+    /// The client sent what cannot be decoded: INVALID_ARGUMENT, and it leaves (a gRPC
+    /// stream cannot be read past such a message).
+    Undecodable(SignalingError),
+    ShuttingDown,
+}
 
 #[tonic::async_trait]
 impl WebRtcSignaling for GrpcSignaling {
@@ -133,7 +162,16 @@ async fn run_stream(
         message = inbound.message() => message,
         () = shutdown.cancelled() => return,
     };
-    let Ok(Some(first)) = first else { return };
+    let first = match first {
+        Ok(Some(first)) => first,
+        Ok(None) => return,
+        Err(status) => {
+            if let Some(err) = undecodable(&status) {
+                let _ = out.send(Err(err.into())).await;
+            }
+            return;
+        }
+    };
     let request_id = first.request_id;
     let announce = match first.request {
         Some(Req::Announce(announce)) => announce,
@@ -165,6 +203,12 @@ async fn run_stream(
         }
     };
     drop(span);
+    // One slot is kept for the stream's last word (a status), so ending a stream whose
+    // client stopped reading never waits for that client.
+    let Ok(last_word) = out.clone().reserve_owned().await else {
+        peer.detach().await;
+        return;
+    };
     let ack = ack(request_id, "announced", body);
     if out.send(Ok(ack)).await.is_err() {
         if ended_cleanly(&mut inbound).await {
@@ -175,8 +219,7 @@ async fn run_stream(
         return;
     }
 
-    // Whether the client ended the stream (it leaves) or the stream broke (it may resume).
-    let clean = loop {
+    let end = loop {
         tokio::select! {
             message = inbound.message() => match message {
                 Ok(Some(request)) => {
@@ -190,33 +233,61 @@ async fn run_stream(
                     let handled = handle_request(&core, &mut peer, request, &out)
                         .instrument(span)
                         .await;
-                    if handled.is_err() {
-                        break ended_cleanly(&mut inbound).await;
+                    match handled {
+                        Ok(()) => {}
+                        Err(Undelivered::SlowConsumer) => break End::SlowConsumer,
+                        Err(Undelivered::Gone) => break gone(&mut inbound).await,
                     }
                 }
-                Ok(None) => break true,
+                Ok(None) => break End::Clean,
                 // The client cancelled its call (RST_STREAM CANCEL): it chose to go.
-                Err(status) if status.code() == tonic::Code::Cancelled => break true,
+                Err(status) if status.code() == tonic::Code::Cancelled => break End::Clean,
                 Err(status) => {
+                    if let Some(err) = undecodable(&status) {
+                        tracing::info!(peer_id = peer.peer_id(), %status, "undecodable request");
+                        break End::Undecodable(err);
+                    }
                     tracing::info!(peer_id = peer.peer_id(), %status, "signaling stream broke");
-                    break false;
+                    break End::Broken;
                 }
             },
             notification = peer.next_notification() => {
                 let Some(notification) = notification else {
-                    let _ = out.send(Err(SignalingError::SlowConsumer.into())).await;
-                    break true;
+                    break End::SlowConsumer;
                 };
-                if out.send(Ok(response(String::new(), Resp::Notification(notification)))).await.is_err() {
-                    break ended_cleanly(&mut inbound).await;
+                let item = Ok(response(String::new(), Resp::Notification(notification)));
+                match send(&out, &peer, item).await {
+                    Ok(()) => {}
+                    Err(Undelivered::SlowConsumer) => break End::SlowConsumer,
+                    Err(Undelivered::Gone) => break gone(&mut inbound).await,
                 }
             },
-            () = shutdown.cancelled() => {
-                let _ = out.send(Err(SignalingError::ShuttingDown.into())).await;
-                break !core.keeps_peers_on_shutdown();
-            }
+            () = shutdown.cancelled() => break End::ShuttingDown,
         }
     };
+    // Whether the client ended the stream (it leaves) or not (it may resume).
+    let clean = match end {
+        End::Clean => true,
+        End::Broken => false,
+        End::SlowConsumer => {
+            tracing::warn!(
+                peer_id = peer.peer_id(),
+                "client reads too slowly: stream ended, peer kept for a resume"
+            );
+            metrics().slow_consumers.with_label_values(&["grpc"]).inc();
+            last_word.send(Err(SignalingError::SlowConsumer.into()));
+            false
+        }
+        End::ShuttingDown => {
+            last_word.send(Err(SignalingError::ShuttingDown.into()));
+            !core.keeps_peers_on_shutdown()
+        }
+        End::Undecodable(err) => {
+            last_word.send(Err(err.into()));
+            true
+        }
+    };
+    drop(out);
     // The stream's end in the client's trace too: it closes the server session.
     let method = if clean { "leave" } else { "detach" };
     let span = request_span(Transport::Grpc, method, Some(peer.peer_id()), "", &parent);
@@ -240,6 +311,63 @@ fn method_name(request: Option<&Req>) -> &'static str {
     }
 }
 
+/// Queues `item` for the client. While the queue is full (the client is not reading), the
+/// wait ends when the bus cuts the peer off: a client that stopped reading holds up only
+/// its own stream, and only until its mailbox overflows.
+async fn send(out: &ResponseSender, peer: &ConnectedPeer, item: Item) -> Result<(), Undelivered> {
+    let item = match out.try_send(item) {
+        Ok(()) => return Ok(()),
+        Err(mpsc::error::TrySendError::Closed(_)) => return Err(Undelivered::Gone),
+        Err(mpsc::error::TrySendError::Full(item)) => item,
+    };
+    let mut check = tokio::time::interval(STALL_CHECK);
+    loop {
+        tokio::select! {
+            permit = out.reserve() => {
+                let permit = permit.map_err(|_| Undelivered::Gone)?;
+                permit.send(item);
+                return Ok(());
+            }
+            _ = check.tick() => {
+                if peer.is_cut_off() {
+                    return Err(Undelivered::SlowConsumer);
+                }
+            }
+        }
+    }
+}
+
+/// What tonic (0.14: codec/decode.rs, and tonic-prost's decode errors) says when a request
+/// stream fails because of what the client sent rather than the transport.
+const CLIENT_FAULTS: [&str; 5] = [
+    "failed to decode Protobuf message",
+    "decoded message length too large",
+    "protocol error: received message with",
+    "Unexpected EOF decoding stream",
+    "Error decompressing",
+];
+
+/// The INVALID_ARGUMENT for a request that is not a gRPC-framed `SignalingRequest` (bad
+/// framing, not protobuf, over the size limit); `None` for a transport failure.
+fn undecodable(status: &Status) -> Option<SignalingError> {
+    let client_fault = matches!(
+        status.code(),
+        tonic::Code::Internal | tonic::Code::OutOfRange | tonic::Code::ResourceExhausted
+    ) && CLIENT_FAULTS.iter().any(|m| status.message().contains(m));
+    client_fault.then(|| {
+        SignalingError::InvalidRequest(format!("undecodable request: {}", status.message()))
+    })
+}
+
+/// The responses can no longer be sent: how did the client go?
+async fn gone(inbound: &mut Streaming<SignalingRequest>) -> End {
+    if ended_cleanly(inbound).await {
+        End::Clean
+    } else {
+        End::Broken
+    }
+}
+
 /// How long a stream whose responses can no longer be sent is given to show how it ended.
 const END_PROBE: Duration = Duration::from_secs(1);
 
@@ -258,13 +386,13 @@ async fn ended_cleanly(inbound: &mut Streaming<SignalingRequest>) -> bool {
     }
 }
 
-/// Handles one request; `Err` means the client is gone.
+/// Handles one request; `Err` means its answer could not be delivered.
 async fn handle_request(
     core: &Arc<SignalingCore>,
     peer: &mut ConnectedPeer,
     request: SignalingRequest,
     out: &ResponseSender,
-) -> Result<(), mpsc::error::SendError<Result<SignalingResponse, Status>>> {
+) -> Result<(), Undelivered> {
     let request_id = request.request_id;
     let result: Result<Vec<Resp>, SignalingError> = match request.request {
         None => Err(SignalingError::EmptyRequest),
@@ -337,7 +465,7 @@ async fn handle_request(
                     Resp::Notification(_) => String::new(),
                     _ => request_id.clone(),
                 };
-                out.send(Ok(response(request_id, body))).await?;
+                send(out, peer, Ok(response(request_id, body))).await?;
             }
         }
         Err(err) => {
@@ -347,8 +475,7 @@ async fn handle_request(
                 message: err.to_string(),
                 details: String::new(),
             };
-            out.send(Ok(response(request_id, Resp::Error(error))))
-                .await?;
+            send(out, peer, Ok(response(request_id, Resp::Error(error)))).await?;
         }
     }
     Ok(())

@@ -158,8 +158,14 @@ async fn run_connection(
             wake = next_wake(&mut peer) => match wake {
                 Wake::Notification(notification) => rpc::notification(notification),
                 Wake::CutOff => {
+                    // Kept for a resume, as a broken connection is: the client missed
+                    // notifications, not its call.
+                    crate::metrics::metrics()
+                        .slow_consumers
+                        .with_label_values(&["websocket"])
+                        .inc();
                     close(&mut socket, SignalingError::SlowConsumer, close_code::POLICY).await;
-                    break true;
+                    break false;
                 }
             },
             () = shutdown.cancelled() => {
