@@ -66,11 +66,14 @@ pub struct Config {
     pub mode: Mode,
 
     /// Address of the gRPC signaling service; in `worker` mode, of the internal worker API
-    /// (default 0.0.0.0:50052 there).
+    /// (default 127.0.0.1:50052 there: internal, so never on every interface unless asked;
+    /// the Helm chart passes the pod IP).
     #[arg(long, env = "GRPC_SIGNALING_ADDRESS", default_value = "0.0.0.0:50051")]
     pub grpc_address: SocketAddr,
 
-    /// Address of the HTTP listener (/healthz, /readyz, /ws, the demo page /).
+    /// Address of the HTTP listener (/healthz, /readyz, /metrics; /ws and the demo page / in
+    /// `grpc` and `frontend` mode). Default 127.0.0.1:8080 in `worker` and `controller` mode,
+    /// where it serves only probes and metrics.
     #[arg(long, env = "REMOTEMEDIA_HTTP_ADDRESS", default_value = "0.0.0.0:8080")]
     pub http_address: SocketAddr,
 
@@ -84,9 +87,15 @@ pub struct Config {
     pub manifest_dir: Option<PathBuf>,
 
     /// Redis holding the peer registry, pending offers and notification streams, shared by
-    /// every replica; none: state in memory (one process).
-    #[arg(long, env = "REMOTEMEDIA_REDIS_URL")]
+    /// every replica; none: state in memory (one process). `rediss://` for TLS; a password
+    /// as `redis://:password@host:port` (or `user:password@`), never logged.
+    #[arg(long, env = "REMOTEMEDIA_REDIS_URL", hide_env_values = true)]
     pub redis_url: Option<String>,
+
+    /// PEM CA bundle that verifies a `rediss://` server (a private CA); default: the
+    /// system's roots.
+    #[arg(long, env = "REMOTEMEDIA_REDIS_CA_FILE")]
+    pub redis_ca_file: Option<PathBuf>,
 
     /// Prefix of every Redis key, so deployments can share a Redis.
     #[arg(long, env = "REMOTEMEDIA_REDIS_PREFIX", default_value = "rm:")]
@@ -128,6 +137,9 @@ pub struct Config {
     #[command(flatten)]
     pub turn: TurnOptions,
 
+    #[command(flatten)]
+    pub tls: TlsOptions,
+
     /// A one-shot command instead of a server.
     #[command(subcommand)]
     pub command: Option<Command>,
@@ -145,6 +157,31 @@ pub struct AuthOptions {
     /// is ignored.
     #[arg(long, env = "REMOTEMEDIA_AUTH_SECRET_FILE")]
     pub auth_secret_file: Option<PathBuf>,
+}
+
+/// TLS on the listeners clients reach.
+#[derive(Debug, Clone, clap::Args)]
+pub struct TlsOptions {
+    /// `grpc` and `frontend`: PEM certificate chain (leaf first) of the gRPC signaling and
+    /// HTTP listeners; with `--tls-key` they serve only TLS (gRPC over TLS, HTTPS, WSS).
+    #[arg(long, env = "REMOTEMEDIA_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// The PEM private key (PKCS#8, PKCS#1 or SEC1) of `--tls-cert`.
+    #[arg(long, env = "REMOTEMEDIA_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+
+    /// How often the certificate and key files are checked for a change (a renewal), which is
+    /// then served to new connections without a restart; 0 never checks.
+    #[arg(long, env = "REMOTEMEDIA_TLS_RELOAD_INTERVAL", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub tls_reload_interval: Duration,
+}
+
+impl TlsOptions {
+    /// The certificate and key of the client-facing listeners, if TLS is on.
+    pub fn files(&self) -> Option<crate::tls::CertificateFiles> {
+        crate::tls::CertificateFiles::from_flags(self.tls_cert.as_deref(), self.tls_key.as_deref())
+    }
 }
 
 /// TURN for clients that cannot reach the media ports directly.
@@ -537,9 +574,13 @@ impl Config {
         let mut config = Self::from_arg_matches(&matches)?;
         let defaulted =
             |id: &str| matches.value_source(id) == Some(clap::parser::ValueSource::DefaultValue);
+        // Internal listeners stay on loopback unless an address is given (DESIGN.md §1).
+        if matches!(config.mode, Mode::Worker | Mode::Controller) && defaulted("http_address") {
+            config.http_address = SocketAddr::from(([127, 0, 0, 1], 8080));
+        }
         if config.mode == Mode::Worker {
             if defaulted("grpc_address") {
-                config.grpc_address = SocketAddr::from(([0, 0, 0, 0], 50052));
+                config.grpc_address = SocketAddr::from(([127, 0, 0, 1], 50052));
             }
             if defaulted("udp_port") {
                 config.media.udp_port = 50_000;
@@ -600,6 +641,27 @@ mod tests {
             err.contains("neither an IP address nor `auto` or `node`"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn internal_listeners_default_to_loopback() {
+        let parse = |args: &[&str]| {
+            let mut all = vec!["webrtc_server"];
+            all.extend_from_slice(args);
+            Config::try_from_iter(all).unwrap()
+        };
+        let worker = parse(&["--mode", "worker"]);
+        assert_eq!(worker.grpc_address.to_string(), "127.0.0.1:50052");
+        assert_eq!(worker.http_address.to_string(), "127.0.0.1:8080");
+        let controller = parse(&["--mode", "controller"]);
+        assert_eq!(controller.http_address.to_string(), "127.0.0.1:8080");
+        // What clients reach keeps listening everywhere.
+        let frontend = parse(&["--mode", "frontend"]);
+        assert_eq!(frontend.grpc_address.to_string(), "0.0.0.0:50051");
+        assert_eq!(frontend.http_address.to_string(), "0.0.0.0:8080");
+        // An address given (the chart's pod IP) wins.
+        let pod = parse(&["--mode", "worker", "--grpc-address", "10.1.2.3:50052"]);
+        assert_eq!(pod.grpc_address.to_string(), "10.1.2.3:50052");
     }
 
     #[test]

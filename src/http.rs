@@ -45,6 +45,17 @@ pub fn serve(
     tokio::spawn(async move { server.await.map_err(crate::Error::Http) })
 }
 
+/// [`serve`] over TLS: HTTPS, and WSS for `/ws` (TCP_NODELAY is set by the TLS accept loop).
+pub fn serve_tls(
+    incoming: crate::tls::TlsIncoming,
+    router: Router,
+    stop: tokio_util::sync::CancellationToken,
+) -> tokio::task::JoinHandle<Result<(), crate::Error>> {
+    let server =
+        axum::serve(incoming, router).with_graceful_shutdown(async move { stop.cancelled().await });
+    tokio::spawn(async move { server.await.map_err(crate::Error::Http) })
+}
+
 /// The accepted connections of a gRPC listener, with TCP_NODELAY set on each (signaling and
 /// worker RPCs are small messages waiting on each other; Nagle adds tens of milliseconds).
 pub fn nodelay_incoming(

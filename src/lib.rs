@@ -18,6 +18,7 @@ pub mod public_address;
 pub mod server;
 pub mod signaling;
 pub mod telemetry;
+pub mod tls;
 pub mod websocket_mode;
 
 pub use error::Error;

@@ -30,6 +30,9 @@ pub const AUTH_REFUSAL_REASONS: [&str; 5] = [
     "wrong_manifest",
 ];
 
+/// The `listener` labels of `remotemedia_tls_handshakes_total`.
+pub const TLS_LISTENERS: [&str; 3] = ["signaling", "http", "worker_api"];
+
 /// Every Redis operation whose failures are counted (`operation` label of
 /// `remotemedia_cluster_redis_errors_total`).
 pub const REDIS_OPERATIONS: &[&str] = &[
@@ -106,6 +109,12 @@ pub struct Metrics {
     pub opus_seconds: HistogramVec,
     /// Time a pipeline node takes per input, by node type (bounded: the registry's types).
     pub pipeline_node_seconds: HistogramVec,
+    /// TLS handshakes on a listener (`signaling`, `http`, `worker_api`), by result (`ok`,
+    /// `failed`: not TLS or refused, `timeout`).
+    pub tls_handshakes: IntCounterVec,
+    /// Certificate files that changed and were loaded again, by result (`ok`, `failed`: the
+    /// old certificate stays).
+    pub tls_reloads: IntCounterVec,
 }
 
 impl Metrics {
@@ -297,6 +306,16 @@ impl Metrics {
                 WORK_BUCKETS,
                 &["node_type"],
             )?,
+            tls_handshakes: counter_vec(
+                "remotemedia_tls_handshakes_total",
+                "TLS handshakes on a listener, by listener and result",
+                &["listener", "result"],
+            )?,
+            tls_reloads: counter_vec(
+                "remotemedia_tls_certificate_reloads_total",
+                "Changed certificate files loaded again, by result",
+                &["result"],
+            )?,
             registry: registry.clone(),
         };
         metrics.initialise_labels();
@@ -352,6 +371,14 @@ impl Metrics {
         }
         for node_type in crate::pipeline::NODE_TYPES {
             self.pipeline_node_seconds.with_label_values(&[node_type]);
+        }
+        for listener in TLS_LISTENERS {
+            for result in ["ok", "failed", "timeout"] {
+                self.tls_handshakes.with_label_values(&[listener, result]);
+            }
+        }
+        for result in ["ok", "failed"] {
+            self.tls_reloads.with_label_values(&[result]);
         }
     }
 

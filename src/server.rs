@@ -24,6 +24,7 @@ use crate::signaling::{
     PeerRegistry, SignalingCore, SignalingLimits, TokenVerifier, TurnCredentials,
     WebSocketSignaling,
 };
+use crate::tls::{self, ReloadingCertificate, TlsIncoming};
 
 /// Session events queued between the session manager and signaling.
 const SESSION_EVENT_QUEUE: usize = 1024;
@@ -39,6 +40,33 @@ pub struct Server {
     /// Stops the server's background work (listeners, state refreshers).
     stop: CancellationToken,
     origins: OriginPolicy,
+    /// `--tls-cert`/`--tls-key`: both listeners serve TLS.
+    tls: Option<ListenerTls>,
+}
+
+/// The TLS side of the client-facing listeners: one certificate (reloaded when its files
+/// change), a configuration per protocol.
+struct ListenerTls {
+    certificate: Arc<ReloadingCertificate>,
+    reload_every: Duration,
+    grpc: Arc<rustls::ServerConfig>,
+    http: Arc<rustls::ServerConfig>,
+}
+
+impl ListenerTls {
+    /// Reads the certificate files, if TLS is configured.
+    fn from_config(config: &Config) -> Result<Option<Self>, Error> {
+        let Some(files) = config.tls.files() else {
+            return Ok(None);
+        };
+        let certificate = ReloadingCertificate::load(files)?;
+        Ok(Some(Self {
+            grpc: tls::server_config(Arc::clone(&certificate), tls::ALPN_GRPC)?,
+            http: tls::server_config(Arc::clone(&certificate), tls::ALPN_HTTP1)?,
+            reload_every: config.tls.tls_reload_interval,
+            certificate,
+        }))
+    }
 }
 
 /// Loads the pipeline and starts the WebRTC stack: the session host of `grpc` and
@@ -126,6 +154,7 @@ impl Server {
         if config.mode == Mode::Frontend && config.redis_url.is_none() {
             return Err(Error::MissingRedisUrl("frontend"));
         }
+        let tls = ListenerTls::from_config(config)?;
         let grpc_listener = bind("gRPC", config.grpc_address).await?;
         let http_listener = bind("HTTP", config.http_address).await?;
         let stop = CancellationToken::new();
@@ -173,6 +202,7 @@ impl Server {
             events,
             stop,
             origins: OriginPolicy::from_flag(non_empty(&config.allowed_origins)),
+            tls,
         })
     }
 
@@ -211,23 +241,46 @@ impl Server {
 
         let websocket = WebSocketSignaling::new(Arc::clone(&self.core), self.origins, stop.clone());
         let router = http::router(readiness.clone(), Some(websocket.clone()));
-        let http = http::serve(self.http_listener, router, stop.clone());
+        let http = match &self.tls {
+            Some(tls) => {
+                let incoming = TlsIncoming::spawn(
+                    self.http_listener,
+                    Arc::clone(&tls.http),
+                    "http",
+                    stop.clone(),
+                );
+                http::serve_tls(incoming, router, stop.clone())
+            }
+            None => http::serve(self.http_listener, router, stop.clone()),
+        };
 
         let streams = TaskTracker::new();
         let grpc_stop = stop.clone();
-        let grpc = tonic::transport::Server::builder()
-            .add_service(WebRtcSignalingServer::new(GrpcSignaling::new(
-                Arc::clone(&self.core),
-                stop.clone(),
-                streams.clone(),
-            )))
-            .serve_with_incoming_shutdown(http::nodelay_incoming(self.grpc_listener), async move {
-                grpc_stop.cancelled().await
-            });
-        let grpc = tokio::spawn(grpc);
+        let grpc_shutdown = async move { grpc_stop.cancelled().await };
+        let grpc = tonic::transport::Server::builder().add_service(WebRtcSignalingServer::new(
+            GrpcSignaling::new(Arc::clone(&self.core), stop.clone(), streams.clone()),
+        ));
+        let grpc = match &self.tls {
+            Some(tls) => {
+                Arc::clone(&tls.certificate).watch(tls.reload_every, stop.clone());
+                let incoming = TlsIncoming::spawn(
+                    self.grpc_listener,
+                    Arc::clone(&tls.grpc),
+                    "signaling",
+                    stop.clone(),
+                );
+                tokio::spawn(
+                    grpc.serve_with_incoming_shutdown(incoming.into_stream(), grpc_shutdown),
+                )
+            }
+            None => tokio::spawn(grpc.serve_with_incoming_shutdown(
+                http::nodelay_incoming(self.grpc_listener),
+                grpc_shutdown,
+            )),
+        };
 
         readiness.set(true);
-        tracing::info!("serving");
+        tracing::info!(tls = self.tls.is_some(), "serving");
         shutdown.await;
         tracing::info!("shutting down: closing signaling streams and server peers");
         readiness.set(false);
@@ -271,7 +324,7 @@ async fn shared_state(config: &Config, stop: &CancellationToken) -> Result<Share
             None,
         ));
     };
-    let (client, manager) = cluster::connect(url).await?;
+    let (client, manager) = cluster::connect(url, config.redis_ca_file.as_deref()).await?;
     let keys = Keys::new(config.redis_prefix.clone());
     let registry: Arc<dyn PeerRegistry> = Arc::new(RedisRegistry::new(
         manager.clone(),
@@ -286,7 +339,7 @@ async fn shared_state(config: &Config, stop: &CancellationToken) -> Result<Share
         stop.child_token(),
     ));
     tracing::info!(
-        url,
+        url = cluster::redact_url(url),
         prefix = config.redis_prefix,
         "signaling state in Redis"
     );

@@ -130,7 +130,7 @@ impl Controller {
             )),
         };
         let http_listener = bind("HTTP", config.http_address).await?;
-        let (_, redis) = super::connect(url).await?;
+        let (_, redis) = super::connect(url, config.redis_ca_file.as_deref()).await?;
         let id = format!(
             "{}-{}",
             hostname().unwrap_or_else(|| "controller".into()),

@@ -9,6 +9,7 @@ pub mod kubernetes;
 pub mod placement;
 pub mod process_load;
 mod redis_bus;
+mod redis_client;
 mod redis_registry;
 mod remote_host;
 mod worker;
@@ -38,41 +39,4 @@ pub(crate) fn redis_error(operation: &'static str, err: &redis::RedisError) {
     tracing::warn!(operation, %err, "Redis command failed");
 }
 
-/// Why cluster state could not be reached.
-#[derive(Debug, thiserror::Error)]
-pub enum ClusterError {
-    #[error("Redis at {url}: {source}")]
-    Redis {
-        url: String,
-        #[source]
-        source: redis::RedisError,
-    },
-}
-
-/// Connects to Redis and checks it answers, so a wrong URL or a dead Redis stops the server at
-/// start with a clear message instead of failing every request later.
-///
-/// # Errors
-/// `ClusterError::Redis` naming the URL.
-pub async fn connect(
-    url: &str,
-) -> Result<(redis::Client, redis::aio::ConnectionManager), ClusterError> {
-    let error = |source| ClusterError::Redis {
-        url: url.to_owned(),
-        source,
-    };
-    let client = redis::Client::open(url).map_err(error)?;
-    // Fail fast at start: a few quick retries, not the default minute of backoff.
-    let config = redis::aio::ConnectionManagerConfig::new()
-        .set_number_of_retries(2)
-        .set_connection_timeout(Some(std::time::Duration::from_secs(2)));
-    let mut manager = client
-        .get_connection_manager_with_config(config)
-        .await
-        .map_err(error)?;
-    redis::cmd("PING")
-        .query_async::<String>(&mut manager)
-        .await
-        .map_err(error)?;
-    Ok((client, manager))
-}
+pub use redis_client::{connect, redact_url, ClusterError};

@@ -84,7 +84,7 @@ impl Worker {
             .unwrap_or_else(|| default_advertised_address(local));
         let (sessions, events) = session_manager(config).await?;
         let stop = CancellationToken::new();
-        let (client, redis) = super::connect(url).await?;
+        let (client, redis) = super::connect(url, config.redis_ca_file.as_deref()).await?;
         let keys = Keys::new(config.redis_prefix.clone());
         let registry: Arc<dyn PeerRegistry> = Arc::new(RedisRegistry::new(
             redis.clone(),

@@ -41,13 +41,23 @@ fn log_dir() -> PathBuf {
 /// A private Redis, killed on drop.
 pub struct RedisProcess {
     pub port: u16,
+    /// Arguments after `--bind` and the persistence switches; default `--port <port>`.
+    args: Vec<String>,
     child: Option<Child>,
 }
 
 impl RedisProcess {
     pub fn start() -> Self {
+        Self::start_with(|port| vec!["--port".into(), port.to_string()])
+    }
+
+    /// A Redis whose listening arguments `args` gives for its free port (`--requirepass`,
+    /// `--port 0 --tls-port <port> ...`).
+    pub fn start_with(args: impl FnOnce(u16) -> Vec<String>) -> Self {
+        let port = free_tcp_port();
         let mut redis = Self {
-            port: free_tcp_port(),
+            port,
+            args: args(port),
             child: None,
         };
         redis.spawn();
@@ -61,7 +71,7 @@ impl RedisProcess {
     fn spawn(&mut self) {
         let child = Command::new("redis-server")
             .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
-            .args(["--port", &self.port.to_string()])
+            .args(&self.args)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()

@@ -10,6 +10,7 @@ pub mod relay;
 pub mod repair;
 pub mod signaling;
 pub mod tcp_proxy;
+pub mod tls;
 pub mod video;
 pub mod websocket;
 
@@ -135,4 +136,42 @@ pub fn metric_value(exposition: &str, sample: &str) -> Option<f64> {
     exposition
         .lines()
         .find_map(|line| line.strip_prefix(sample)?.trim().parse().ok())
+}
+
+/// Runs `webrtc_server` with `args` (and no TLS or Redis settings from this environment);
+/// returns its exit status and everything it printed. Fails the test if it is still
+/// running after [`WAIT`]: it was expected to refuse to start.
+pub fn run_until_exit(args: &[&str]) -> (std::process::ExitStatus, String) {
+    use std::process::{Command, Stdio};
+    let dir = tempfile::tempdir().expect("temp dir");
+    let log = dir.path().join("log");
+    let file = std::fs::File::create(&log).expect("log file");
+    let mut child =
+        Command::new(option_env!("CARGO_BIN_EXE_webrtc_server").unwrap_or("webrtc_server"))
+            .args(args)
+            .env_remove("REMOTEMEDIA_TLS_CERT")
+            .env_remove("REMOTEMEDIA_TLS_KEY")
+            .env_remove("REMOTEMEDIA_REDIS_URL")
+            .env("NO_COLOR", "1")
+            .stdout(file.try_clone().expect("log file"))
+            .stderr(file)
+            .stdin(Stdio::null())
+            .spawn()
+            .expect("webrtc_server starts");
+    let deadline = std::time::Instant::now() + WAIT;
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait for webrtc_server") {
+            break status;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "webrtc_server {args:?} kept running: {}",
+                std::fs::read_to_string(&log).unwrap_or_default()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    (status, std::fs::read_to_string(&log).unwrap_or_default())
 }

@@ -51,9 +51,21 @@ impl SignalingClient {
         token: Option<&str>,
         metadata: &[(&'static str, &str)],
     ) -> Result<Self, tonic::Status> {
-        let mut grpc = WebRtcSignalingClient::connect(url.to_owned())
+        let channel = tonic::transport::Endpoint::from_shared(url.to_owned())
+            .expect("signaling URL")
+            .connect()
             .await
             .expect("connect to signaling");
+        Self::open_on(channel, token, metadata).await
+    }
+
+    /// Opens a stream on an established channel (e.g. TLS with a test CA).
+    pub async fn open_on(
+        channel: Channel,
+        token: Option<&str>,
+        metadata: &[(&'static str, &str)],
+    ) -> Result<Self, tonic::Status> {
+        let mut grpc = WebRtcSignalingClient::new(channel);
         let (outbound, rx) = mpsc::channel(64);
         let mut request = tonic::Request::new(ReceiverStream::new(rx));
         if let Some(token) = token {
@@ -87,7 +99,17 @@ impl SignalingClient {
         peer_id: &str,
         metadata: HashMap<String, String>,
     ) -> (Self, serde_json::Value) {
-        let mut client = Self::open(url).await;
+        let client = Self::open(url).await;
+        client.announce_as(peer_id, metadata).await
+    }
+
+    /// Announces `peer_id` on this (just opened) stream; returns the client and the ack.
+    pub async fn announce_as(
+        mut self,
+        peer_id: &str,
+        metadata: HashMap<String, String>,
+    ) -> (Self, serde_json::Value) {
+        let client = &mut self;
         let id = client
             .send(Req::Announce(pb::AnnounceRequest {
                 peer_id: peer_id.into(),
@@ -101,7 +123,7 @@ impl SignalingClient {
             }))
             .await;
         let ack = client.expect_ack(&id).await;
-        (client, ack)
+        (self, ack)
     }
 
     /// Sends a request; returns its request id.

@@ -67,6 +67,28 @@ impl WsClient {
         })
     }
 
+    /// Connects to `wss://localhost:<port>/ws` at `http`, verifying the server with `tls`
+    /// (a client configuration that trusts the test CA).
+    pub async fn connect_tls(
+        http: SocketAddr,
+        tls: std::sync::Arc<rustls::ClientConfig>,
+    ) -> Result<Self, tokio_tungstenite::tungstenite::Error> {
+        let url = format!("wss://localhost:{}/ws", http.port());
+        let tcp = TcpStream::connect(http).await?;
+        let (socket, _) = tokio_tungstenite::client_async_tls_with_config(
+            url.into_client_request()?,
+            tcp,
+            None,
+            Some(tokio_tungstenite::Connector::Rustls(tls)),
+        )
+        .await?;
+        Ok(Self {
+            socket,
+            next_id: 0,
+            notifications: VecDeque::new(),
+        })
+    }
+
     /// Connects and announces `peer_id`; returns the client and the announce result.
     pub async fn announce(http: SocketAddr, peer_id: &str) -> (Self, Value) {
         let mut client = Self::connect(http).await;

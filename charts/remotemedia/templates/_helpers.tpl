@@ -59,6 +59,10 @@ app.kubernetes.io/component: {{ .component }}
 {{- else }}
 {{- fail "set redis.url, redis.existingSecret, or redis.bundled.enabled=true" }}
 {{- end }}
+{{- if .Values.redis.tls.caSecret }}
+- name: REMOTEMEDIA_REDIS_CA_FILE
+  value: {{ printf "%s/%s" (include "remotemedia.redisCaDir" .) .Values.redis.tls.caSecretKey | quote }}
+{{- end }}
 - name: REMOTEMEDIA_REDIS_PREFIX
   value: {{ .Values.redisPrefix | quote }}
 - name: RUST_LOG
@@ -149,12 +153,15 @@ tolerations:
 {{- end }}
 {{- end -}}
 
-{{/* HTTP probes: liveness /healthz (the process serves), readiness /readyz (it takes work). */}}
+{{/* HTTP probes: liveness /healthz (the process serves), readiness /readyz (it takes work);
+HTTPS on frontends that serve TLS. (dict "root" $ "role" "frontend") */}}
 {{- define "remotemedia.probes" -}}
+{{- $scheme := ternary "HTTPS" "HTTP" (and .root.Values.tls.enabled (eq .role "frontend")) -}}
 livenessProbe:
   httpGet:
     path: /healthz
     port: http
+    scheme: {{ $scheme }}
   periodSeconds: 10
   timeoutSeconds: 2
   failureThreshold: 3
@@ -162,6 +169,7 @@ readinessProbe:
   httpGet:
     path: /readyz
     port: http
+    scheme: {{ $scheme }}
   periodSeconds: 2
   timeoutSeconds: 2
   failureThreshold: 1
@@ -169,4 +177,54 @@ readinessProbe:
 
 {{- define "remotemedia.workerName" -}}
 {{- printf "%s-worker" (include "remotemedia.fullname" .) -}}
+{{- end -}}
+
+{{/* Where the Redis CA and the frontends' TLS certificate are mounted. */}}
+{{- define "remotemedia.redisCaDir" -}}/etc/remotemedia/redis-ca{{- end -}}
+{{- define "remotemedia.tlsDir" -}}/etc/remotemedia/tls{{- end -}}
+
+{{/* Volume mounts of the Secrets a role reads: the Redis CA (every role), the serving
+certificate (frontends, `tls.enabled`). (dict "root" $ "role" "frontend") */}}
+{{- define "remotemedia.secretMounts" -}}
+{{- if .root.Values.redis.tls.caSecret }}
+- name: redis-ca
+  mountPath: {{ include "remotemedia.redisCaDir" .root }}
+  readOnly: true
+{{- end }}
+{{- if and .root.Values.tls.enabled (eq .role "frontend") }}
+- name: tls
+  mountPath: {{ include "remotemedia.tlsDir" .root }}
+  readOnly: true
+{{- end }}
+{{- end -}}
+
+{{- define "remotemedia.secretVolumes" -}}
+{{- if .root.Values.redis.tls.caSecret }}
+- name: redis-ca
+  secret:
+    secretName: {{ .root.Values.redis.tls.caSecret }}
+    items:
+      - key: {{ .root.Values.redis.tls.caSecretKey }}
+        path: {{ .root.Values.redis.tls.caSecretKey }}
+{{- end }}
+{{- if and .root.Values.tls.enabled (eq .role "frontend") }}
+{{- if not .root.Values.tls.existingSecret }}
+{{- fail "tls.enabled needs tls.existingSecret: a kubernetes.io/tls Secret with tls.crt and tls.key" }}
+{{- end }}
+- name: tls
+  secret:
+    secretName: {{ .root.Values.tls.existingSecret }}
+{{- end }}
+{{- end -}}
+
+{{/* The frontends' TLS flags. */}}
+{{- define "remotemedia.tlsEnv" -}}
+{{- if .Values.tls.enabled }}
+- name: REMOTEMEDIA_TLS_CERT
+  value: {{ printf "%s/tls.crt" (include "remotemedia.tlsDir" .) | quote }}
+- name: REMOTEMEDIA_TLS_KEY
+  value: {{ printf "%s/tls.key" (include "remotemedia.tlsDir" .) | quote }}
+- name: REMOTEMEDIA_TLS_RELOAD_INTERVAL
+  value: {{ .Values.tls.reloadInterval | quote }}
+{{- end }}
 {{- end -}}
