@@ -36,6 +36,8 @@ pub enum Error {
     AuthSecret(#[source] std::io::Error),
     #[error("drain request to the worker at {0}")]
     Drain(String),
+    #[error("limits: {0}")]
+    Limits(String),
     #[error("HTTP server failed: {0}")]
     Http(#[source] std::io::Error),
 }
