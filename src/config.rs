@@ -549,9 +549,92 @@ pub struct LimitOptions {
     #[arg(long, env = "REMOTEMEDIA_RESUME_GRACE", default_value = "30s", value_parser = humantime::parse_duration)]
     pub resume_grace: Duration,
 
+    /// Largest SDP offer or answer accepted, in bytes (real ones are a few KiB); larger ones
+    /// get INVALID_ARGUMENT.
+    #[arg(long, env = "REMOTEMEDIA_MAX_SDP_BYTES", default_value_t = 64 * 1024)]
+    pub max_sdp_bytes: usize,
+
+    /// Largest whole signaling message (a gRPC request, a WebSocket text frame) answered, in
+    /// bytes; must exceed `--max-sdp-bytes`. A larger one gets INVALID_ARGUMENT (-32600) and
+    /// the stream stays; one above 4 times this ends the stream (RESOURCE_EXHAUSTED, close
+    /// 1009) without being read whole.
+    #[arg(long, env = "REMOTEMEDIA_MAX_MESSAGE_BYTES", default_value_t = 256 * 1024)]
+    pub max_message_bytes: usize,
+
+    /// Largest inbound data-channel message passed to the pipeline, in bytes; larger ones are
+    /// dropped and counted, the channel stays open. Advertised in the answer's SDP
+    /// (`a=max-message-size`), so conforming clients never send one.
+    #[arg(
+        long,
+        env = "REMOTEMEDIA_MAX_DATACHANNEL_MESSAGE_BYTES",
+        default_value_t = 256 * 1024
+    )]
+    pub max_datachannel_message_bytes: usize,
+
+    /// Signaling requests per second each stream or WebSocket may make, on average; more get
+    /// RESOURCE_EXHAUSTED (-32010) and the stream stays. 0: no limit.
+    #[arg(long, env = "REMOTEMEDIA_SIGNALING_RATE", default_value_t = 20)]
+    pub signaling_rate: u32,
+
+    /// Requests a stream may make at once above `--signaling-rate` (the bucket's size). A
+    /// stream refused 10 times this many requests faster than the rate refills is cut off.
+    #[arg(long, env = "REMOTEMEDIA_SIGNALING_BURST", default_value_t = 100)]
+    pub signaling_burst: u32,
+
+    /// ICE candidates a client may send for one server session (those sent before its offer
+    /// count too); more get RESOURCE_EXHAUSTED (-32004).
+    #[arg(long, env = "REMOTEMEDIA_MAX_ICE_CANDIDATES", default_value_t = 64)]
+    pub max_ice_candidates: usize,
+
+    /// Audio frames (20 ms each) a pipeline's input holds while the pipeline is busy; when it
+    /// is full the oldest frame is dropped and counted. Data-channel messages wait instead.
+    #[arg(long, env = "REMOTEMEDIA_PIPELINE_QUEUE_FRAMES", default_value_t = 50)]
+    pub pipeline_queue_frames: usize,
+
     /// Graceful shutdown gives up and exits after this long.
     #[arg(long, env = "REMOTEMEDIA_SHUTDOWN_TIMEOUT", default_value = "3s", value_parser = humantime::parse_duration)]
     pub shutdown_timeout: Duration,
+}
+
+/// A message above this many times `--max-message-bytes` is not read whole: it ends the stream.
+pub const HARD_MESSAGE_FACTOR: usize = 4;
+
+impl LimitOptions {
+    /// Checks that the limits make sense together.
+    ///
+    /// # Errors
+    /// A zero limit, or a message limit that an SDP of the SDP limit would not fit in.
+    pub fn validate(&self) -> Result<(), String> {
+        for (flag, value) in [
+            ("--max-sdp-bytes", self.max_sdp_bytes),
+            ("--max-message-bytes", self.max_message_bytes),
+            (
+                "--max-datachannel-message-bytes",
+                self.max_datachannel_message_bytes,
+            ),
+            ("--max-ice-candidates", self.max_ice_candidates),
+            ("--pipeline-queue-frames", self.pipeline_queue_frames),
+        ] {
+            if value == 0 {
+                return Err(format!("{flag} must be at least 1"));
+            }
+        }
+        if self.max_message_bytes <= self.max_sdp_bytes {
+            return Err(format!(
+                "--max-message-bytes ({}) must exceed --max-sdp-bytes ({}): a message carries an SDP",
+                self.max_message_bytes, self.max_sdp_bytes
+            ));
+        }
+        if self.signaling_rate > 0 && self.signaling_burst == 0 {
+            return Err("--signaling-burst must be at least 1 when --signaling-rate is set".into());
+        }
+        Ok(())
+    }
+
+    /// The size above which a signaling message ends its stream unread.
+    pub fn hard_message_bytes(&self) -> usize {
+        self.max_message_bytes.saturating_mul(HARD_MESSAGE_FACTOR)
+    }
 }
 
 impl Config {
@@ -662,6 +745,29 @@ mod tests {
         // An address given (the chart's pod IP) wins.
         let pod = parse(&["--mode", "worker", "--grpc-address", "10.1.2.3:50052"]);
         assert_eq!(pod.grpc_address.to_string(), "10.1.2.3:50052");
+    }
+
+    #[test]
+    fn limits_have_sane_defaults_and_must_fit_together() {
+        let limits = Config::try_from_iter(["webrtc_server"]).unwrap().limits;
+        assert_eq!(limits.max_sdp_bytes, 65_536);
+        assert_eq!(limits.max_datachannel_message_bytes, 262_144);
+        assert!(limits.max_message_bytes > limits.max_sdp_bytes);
+        assert_eq!(limits.validate(), Ok(()));
+        let parse = |args: &[&str]| {
+            let mut all = vec!["webrtc_server"];
+            all.extend_from_slice(args);
+            Config::try_from_iter(all).unwrap().limits.validate()
+        };
+        let err = parse(&["--max-message-bytes", "65536"]).unwrap_err();
+        assert!(err.contains("must exceed --max-sdp-bytes"), "{err}");
+        let err = parse(&["--pipeline-queue-frames", "0"]).unwrap_err();
+        assert!(err.contains("--pipeline-queue-frames"), "{err}");
+        assert_eq!(
+            parse(&["--signaling-rate", "0", "--signaling-burst", "0"]),
+            Ok(())
+        );
+        assert!(parse(&["--signaling-burst", "0"]).is_err());
     }
 
     #[test]

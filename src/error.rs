@@ -38,6 +38,8 @@ pub enum Error {
     Drain(String),
     #[error(transparent)]
     Tls(#[from] crate::tls::TlsError),
+    #[error("limits: {0}")]
+    Limits(String),
     #[error("HTTP server failed: {0}")]
     Http(#[source] std::io::Error),
 }

@@ -32,6 +32,73 @@ pub const AUTH_REFUSAL_REASONS: [&str; 5] = [
 
 /// The `listener` labels of `remotemedia_tls_handshakes_total`.
 pub const TLS_LISTENERS: [&str; 3] = ["signaling", "http", "worker_api"];
+/// A limit that protects the process (the `limit` label of `remotemedia_limit_hits_total`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Limit {
+    /// `--max-sdp-bytes`: an offer or answer refused.
+    SdpBytes,
+    /// `--max-message-bytes`: a whole signaling message (gRPC request, WebSocket frame) refused.
+    SignalingMessageBytes,
+    /// `--max-datachannel-message-bytes`: an inbound data-channel message dropped.
+    DatachannelMessageBytes,
+    /// `--signaling-rate`: a signaling request refused.
+    RequestsPerSecond,
+    /// `--max-ice-candidates`: a client candidate for a server session refused.
+    IceCandidates,
+    /// `--capacity` (or `--max-peers` in one process): a server session refused.
+    Sessions,
+    /// `--max-peers`: an announce refused.
+    Peers,
+    /// `--pipeline-queue-frames`: the oldest queued audio frame of a pipeline input dropped.
+    PipelineQueue,
+}
+
+impl Limit {
+    pub const ALL: [Limit; 8] = [
+        Limit::SdpBytes,
+        Limit::SignalingMessageBytes,
+        Limit::DatachannelMessageBytes,
+        Limit::RequestsPerSecond,
+        Limit::IceCandidates,
+        Limit::Sessions,
+        Limit::Peers,
+        Limit::PipelineQueue,
+    ];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::SdpBytes => "sdp_bytes",
+            Self::SignalingMessageBytes => "signaling_message_bytes",
+            Self::DatachannelMessageBytes => "datachannel_message_bytes",
+            Self::RequestsPerSecond => "requests_per_second",
+            Self::IceCandidates => "ice_candidates",
+            Self::Sessions => "sessions",
+            Self::Peers => "peers",
+            Self::PipelineQueue => "pipeline_queue",
+        }
+    }
+}
+
+/// Counts `n` hits of `limit` (a refused request, or a dropped message or frame).
+pub fn limit_hit(limit: Limit, n: u64) {
+    metrics()
+        .limit_hits
+        .with_label_values(&[limit.label()])
+        .inc_by(n);
+}
+
+/// Why a data-channel message was dropped (the `reason` label of
+/// `remotemedia_media_datachannel_dropped_total`).
+pub const DATACHANNEL_DROP_REASONS: [&str; 4] = [
+    // Inbound, above `--max-datachannel-message-bytes` (also a limit hit).
+    "too_large",
+    // Inbound, not a DataBuffer (or text that is not UTF-8, or a DataBuffer that is invalid).
+    "malformed",
+    // Outbound, larger than the client accepts (its SDP `max-message-size`).
+    "too_large_for_client",
+    // Outbound, no data channel open to send it on.
+    "no_channel",
+];
 
 /// Every Redis operation whose failures are counted (`operation` label of
 /// `remotemedia_cluster_redis_errors_total`).
@@ -73,6 +140,10 @@ pub struct Metrics {
     pub redis_errors: IntCounterVec,
     /// Streams and announces refused by authentication, by reason (a fixed set).
     pub auth_refusals: IntCounterVec,
+    /// Requests refused and messages or frames dropped by a limit, by limit (a fixed set).
+    pub limit_hits: IntCounterVec,
+    /// Data-channel messages dropped, by reason (a fixed set).
+    pub datachannel_dropped: IntCounterVec,
     /// 1 while this controller leads.
     pub controller_leader: IntGauge,
     /// Workers by state, as the controller sees them.
@@ -227,6 +298,16 @@ impl Metrics {
                 }
                 refusals
             },
+            limit_hits: counter_vec(
+                "remotemedia_limit_hits_total",
+                "Requests refused and messages or audio frames dropped by a limit, by limit",
+                &["limit"],
+            )?,
+            datachannel_dropped: counter_vec(
+                "remotemedia_media_datachannel_dropped_total",
+                "Data-channel messages dropped, by reason",
+                &["reason"],
+            )?,
             controller_leader: gauge(
                 "remotemedia_controller_leader",
                 "1 while this controller holds the leader lock",
@@ -337,6 +418,12 @@ impl Metrics {
         for operation in REDIS_OPERATIONS {
             self.redis_errors.with_label_values(&[operation]);
         }
+        for limit in Limit::ALL {
+            self.limit_hits.with_label_values(&[limit.label()]);
+        }
+        for reason in DATACHANNEL_DROP_REASONS {
+            self.datachannel_dropped.with_label_values(&[reason]);
+        }
         for state in ["ready", "draining", "full"] {
             self.controller_workers.with_label_values(&[state]);
         }
@@ -423,6 +510,14 @@ mod tests {
             "remotemedia_media_opus_seconds",
         ] {
             assert!(text.contains(family), "{family} missing");
+        }
+        // Every limit shows at zero before its first hit.
+        for limit in Limit::ALL {
+            let sample = format!(
+                r#"remotemedia_limit_hits_total{{limit="{}"}}"#,
+                limit.label()
+            );
+            assert!(text.contains(&sample), "{sample} missing");
         }
     }
 }

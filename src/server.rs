@@ -21,7 +21,7 @@ use crate::pipeline::{OpusSettings, Pipeline, PipelineCatalog};
 use crate::proto::signaling::web_rtc_signaling_server::WebRtcSignalingServer;
 use crate::signaling::{
     Access, GrpcSignaling, InMemoryBus, InMemoryRegistry, NotificationBus, OriginPolicy,
-    PeerRegistry, SignalingCore, SignalingLimits, TokenVerifier, TurnCredentials,
+    PeerRegistry, RequestLimits, SignalingCore, SignalingLimits, TokenVerifier, TurnCredentials,
     WebSocketSignaling,
 };
 use crate::tls::{self, ReloadingCertificate, TlsIncoming};
@@ -102,6 +102,8 @@ pub async fn session_manager(
             enable_data_channel: config.media.enable_data_channel,
             jitter_buffer: Duration::from_millis(u64::from(config.media.jitter_buffer_ms)),
             opus,
+            pipeline_queue_frames: config.limits.pipeline_queue_frames,
+            max_datachannel_message_bytes: config.limits.max_datachannel_message_bytes,
         },
         event_tx,
     ));
@@ -155,6 +157,7 @@ impl Server {
             return Err(Error::MissingRedisUrl("frontend"));
         }
         let tls = ListenerTls::from_config(config)?;
+        config.limits.validate().map_err(Error::Limits)?;
         let grpc_listener = bind("gRPC", config.grpc_address).await?;
         let http_listener = bind("HTTP", config.http_address).await?;
         let stop = CancellationToken::new();
@@ -189,6 +192,13 @@ impl Server {
             host,
             SignalingLimits {
                 max_peers: config.limits.max_peers,
+                max_sdp_bytes: config.limits.max_sdp_bytes,
+                max_ice_candidates: config.limits.max_ice_candidates,
+                requests: RequestLimits {
+                    rate: config.limits.signaling_rate,
+                    burst: config.limits.signaling_burst,
+                    max_message_bytes: config.limits.max_message_bytes,
+                },
                 resume_grace: config.limits.resume_grace,
                 keep_peers_on_shutdown: config.mode == Mode::Frontend,
             },
@@ -257,9 +267,16 @@ impl Server {
         let streams = TaskTracker::new();
         let grpc_stop = stop.clone();
         let grpc_shutdown = async move { grpc_stop.cancelled().await };
-        let grpc = tonic::transport::Server::builder().add_service(WebRtcSignalingServer::new(
-            GrpcSignaling::new(Arc::clone(&self.core), stop.clone(), streams.clone()),
-        ));
+        let grpc = tonic::transport::Server::builder().add_service(
+            WebRtcSignalingServer::new(GrpcSignaling::new(
+                Arc::clone(&self.core),
+                stop.clone(),
+                streams.clone(),
+            ))
+            // Above this a request is not read at all: it ends the stream. Up to it, the
+            // stream task answers requests above `--max-message-bytes` itself.
+            .max_decoding_message_size(self.core.hard_message_bytes()),
+        );
         let grpc = match &self.tls {
             Some(tls) => {
                 Arc::clone(&tls.certificate).watch(tls.reload_every, stop.clone());

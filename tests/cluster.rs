@@ -740,7 +740,7 @@ async fn a_full_cluster_answers_resource_exhausted() {
     let _serial = one_at_a_time().await;
     let redis = RedisProcess::start();
     let url = redis.url();
-    let _worker = Node::worker("worker-a", &url, &["--capacity", "1"]).await;
+    let worker = Node::worker("worker-a", &url, &["--capacity", "1"]).await;
     let frontend = Node::start("frontend", "frontend", &url, &[]).await;
     wait_metric(
         &frontend,
@@ -767,6 +767,18 @@ async fn a_full_cluster_answers_resource_exhausted() {
             r#"remotemedia_frontend_offers_total{result="at_capacity"}"#
         ),
         Some(1.0)
+    );
+    // One refusal, one `sessions` limit hit: by the frontend when its placement knew the
+    // worker was full, else by the worker itself (never both).
+    let sessions_hits = |text: &str| {
+        metric_value(text, r#"remotemedia_limit_hits_total{limit="sessions"}"#)
+            .expect("the sessions limit is exported")
+    };
+    let worker_metrics = worker.metrics().await;
+    assert_eq!(
+        sessions_hits(&metrics) + sessions_hits(&worker_metrics),
+        1.0,
+        "frontend and worker together"
     );
 }
 

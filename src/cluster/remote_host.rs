@@ -208,7 +208,8 @@ impl RemoteSessionHost {
             .map_err(|err| redis_unavailable("get_session", &err))
     }
 
-    /// Why no worker could be picked: all full (RESOURCE_EXHAUSTED) or none usable
+    /// Why no worker could be picked: all full (RESOURCE_EXHAUSTED, a `sessions` limit hit
+    /// of this frontend; a worker counts the refusals it makes itself) or none usable
     /// (UNAVAILABLE).
     fn none_available(&self) -> SessionError {
         let now = workers::now_ms();
@@ -223,6 +224,7 @@ impl RemoteSessionHost {
                 workers.len()
             ));
         }
+        crate::metrics::limit_hit(crate::metrics::Limit::Sessions, 1);
         SessionError::AtCapacity(open.iter().map(|w| w.capacity as usize).sum())
     }
 

@@ -15,6 +15,7 @@ use webrtc::track::track_local::track_local_static_sample::TrackLocalStaticSampl
 use webrtc::track::track_remote::TrackRemote;
 
 use super::activity::Activity;
+use super::data_channel::dropped;
 use super::quality::MediaCounters;
 use super::server_peer::encode_data_message;
 use super::session_trace::SessionTrace;
@@ -22,7 +23,7 @@ use crate::media::{
     Framer, JitterBuffer, JitterOutput, OpusConfig, OpusDecoder, OpusEncoder, Resampler,
     FRAME_DURATION, FRAME_SAMPLES, MAX_PACKET_SAMPLES, SAMPLE_RATE,
 };
-use crate::pipeline::{AudioFrame, Envelope, OpusSettings, RuntimeData};
+use crate::pipeline::{AudioFrame, Envelope, OpusSettings, PipelineInput, RuntimeData};
 
 /// Outbound audio kept ahead of the pacer; older audio is dropped (clock drift, bursts).
 const MAX_OUTBOUND_FRAMES: usize = 6;
@@ -31,7 +32,8 @@ const INBOUND_QUEUE: usize = 64;
 
 /// What the inbound audio task needs besides its track.
 pub(crate) struct InboundAudio {
-    pub input: mpsc::Sender<Envelope>,
+    /// Never waited on: when the pipeline is behind, its oldest queued frame is dropped.
+    pub input: PipelineInput,
     pub activity: Arc<Activity>,
     pub counters: Arc<MediaCounters>,
     /// Upper bound of the jitter buffer's delay (`--jitter-buffer-ms`).
@@ -146,15 +148,15 @@ async fn play_out(
             continue;
         }
         *inbound.counters.jitter.lock() = buffer.stats();
-        while let Some(frame) = framer.pop() {
-            let envelope = Envelope::new(RuntimeData::Audio(AudioFrame {
+        let frames = std::iter::from_fn(|| framer.pop()).map(|frame| {
+            Envelope::new(RuntimeData::Audio(AudioFrame {
                 samples: frame,
                 sample_rate: SAMPLE_RATE,
                 channels: 1,
-            }));
-            if inbound.input.send(envelope).await.is_err() {
-                return;
-            }
+            }))
+        });
+        if inbound.input.push_audio(frames).is_err() {
+            return;
         }
     }
     *inbound.counters.jitter.lock() = buffer.stats();
@@ -346,6 +348,7 @@ impl Pacer {
 async fn send_to_channels(channels: &mut Vec<Arc<RTCDataChannel>>, envelope: Envelope) {
     if channels.is_empty() {
         tracing::debug!("pipeline output for the data channel, but none is open; dropped");
+        dropped("no_channel");
         return;
     }
     let data = encode_data_message(envelope);
@@ -353,10 +356,30 @@ async fn send_to_channels(channels: &mut Vec<Arc<RTCDataChannel>>, envelope: Env
     for channel in channels.drain(..) {
         match channel.send(&data).await {
             Ok(_) => open.push(channel),
+            // That message is too large for this client; the channel goes on.
+            Err(err) if too_large_for_client(&err) => {
+                tracing::debug!(
+                    len = data.len(),
+                    label = channel.label(),
+                    "pipeline output larger than the client accepts; dropped"
+                );
+                dropped("too_large_for_client");
+                open.push(channel);
+            }
             Err(err) => tracing::debug!(%err, label = channel.label(), "data channel send failed"),
         }
     }
     *channels = open;
+}
+
+/// Whether a send failed because the message is above the client's `max-message-size`.
+fn too_large_for_client(err: &webrtc::Error) -> bool {
+    use webrtc::sctp::Error::ErrOutboundPacketTooLarge;
+    matches!(
+        err,
+        webrtc::Error::Sctp(ErrOutboundPacketTooLarge)
+            | webrtc::Error::Data(webrtc::data::Error::Sctp(ErrOutboundPacketTooLarge))
+    )
 }
 
 /// Pipeline audio of any rate and chunk size, turned into exact 48 kHz mono 20 ms frames.

@@ -5,6 +5,7 @@ mod activity;
 mod advertise;
 mod audio;
 mod close_reason;
+mod data_channel;
 mod error;
 mod forward;
 mod nack;

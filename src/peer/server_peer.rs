@@ -9,7 +9,6 @@ use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{info_span, Instrument};
-use webrtc::data_channel::data_channel_message::DataChannelMessage;
 use webrtc::data_channel::RTCDataChannel;
 use webrtc::ice_transport::ice_candidate::{RTCIceCandidate, RTCIceCandidateInit};
 use webrtc::ice_transport::ice_connection_state::RTCIceConnectionState;
@@ -22,6 +21,7 @@ use webrtc::track::track_local::TrackLocal;
 
 use super::activity::Activity;
 use super::audio::{receive_audio, send_pipeline_output, InboundAudio};
+use super::data_channel::{advertise_max_message_size, read_when_open, DataInput};
 use super::error::PeerError;
 use super::forward::{drain, forward_rtp};
 use super::quality::MediaCounters;
@@ -30,7 +30,6 @@ use super::stack::{opus_capability, WebRtcStack};
 use super::udp_filter::UfragRegistration;
 use super::video::{is_video, offered_video_codec, relay_keyframe_requests};
 use crate::pipeline::{AudioMode, Envelope, OpusSettings, Pipeline, VideoMode};
-use crate::proto::common::DataBuffer;
 use crate::signaling::IceCandidate;
 
 /// Data channels and incoming tracks, announced by callbacks to the session's tasks.
@@ -58,6 +57,10 @@ pub(crate) struct PeerSettings {
     pub jitter_buffer: Duration,
     /// Outbound Opus encoder settings (flags merged with the manifest's `media.opus`).
     pub opus: OpusSettings,
+    /// Items the pipeline's input holds (`--pipeline-queue-frames`).
+    pub pipeline_queue_frames: usize,
+    /// Largest inbound data-channel message (`--max-datachannel-message-bytes`).
+    pub max_datachannel_message_bytes: usize,
 }
 
 impl ServerPeer {
@@ -127,7 +130,9 @@ impl ServerPeer {
             "pipeline.build",
             pipeline = pipeline.manifest().metadata.name
         )
-        .in_scope(|| pipeline.start(cancel.child_token()))
+        .in_scope(|| {
+            pipeline.start_with_queue(cancel.child_token(), settings.pipeline_queue_frames)
+        })
         .map_err(|e| PeerError::Pipeline(e.to_string()))?;
         let pipeline_input = pipeline_session.input;
 
@@ -314,20 +319,15 @@ impl ServerPeer {
 
         let (channel_tx, channel_rx) = mpsc::channel(CALLBACK_QUEUE);
         if settings.enable_data_channel {
-            let data_input = pipeline_input.clone();
-            let data_activity = Arc::clone(&activity);
+            let data = DataInput {
+                input: pipeline_input.clone(),
+                activity: Arc::clone(&activity),
+                max_message_bytes: settings.max_datachannel_message_bytes,
+                tasks: tasks.clone(),
+                cancel: cancel.clone(),
+            };
             pc.on_data_channel(Box::new(move |channel: Arc<RTCDataChannel>| {
-                let input = data_input.clone();
-                let activity = Arc::clone(&data_activity);
-                channel.on_message(Box::new(move |message: DataChannelMessage| {
-                    let input = input.clone();
-                    activity.touch();
-                    Box::pin(async move {
-                        if let Some(envelope) = decode_data_message(&message) {
-                            let _ = input.send(envelope).await;
-                        }
-                    })
-                }));
+                read_when_open(&channel, data.clone());
                 let channel_tx = channel_tx.clone();
                 Box::pin(async move {
                     let _ = channel_tx.send(channel).await;
@@ -362,6 +362,8 @@ impl ServerPeer {
                 Some(map) => map.sdp(&answer.sdp),
                 None => answer.sdp.clone(),
             };
+            let answer_sdp =
+                advertise_max_message_size(&answer_sdp, settings.max_datachannel_message_bytes);
             trace.answering();
             pc.set_local_description(answer)
                 .await
@@ -399,38 +401,6 @@ impl ServerPeer {
         pc.add_ice_candidate(init)
             .await
             .map_err(|e| PeerError::InvalidCandidate(e.to_string()))
-    }
-}
-
-/// One data-channel message into a pipeline input: a binary protobuf `DataBuffer`, or, for
-/// convenience, a text message as text.
-fn decode_data_message(message: &DataChannelMessage) -> Option<Envelope> {
-    use prost::Message;
-    if message.is_string {
-        return match String::from_utf8(message.data.to_vec()) {
-            Ok(text) => Some(Envelope::new(crate::pipeline::RuntimeData::Text {
-                text,
-                language: String::new(),
-            })),
-            Err(_) => {
-                tracing::warn!("data channel text message is not UTF-8; dropped");
-                None
-            }
-        };
-    }
-    let buffer = match DataBuffer::decode(message.data.clone()) {
-        Ok(buffer) => buffer,
-        Err(err) => {
-            tracing::warn!(%err, len = message.data.len(), "data channel message is not a DataBuffer; dropped");
-            return None;
-        }
-    };
-    match Envelope::from_data_buffer(buffer) {
-        Ok(envelope) => Some(envelope),
-        Err(err) => {
-            tracing::warn!(%err, "data channel DataBuffer rejected");
-            None
-        }
     }
 }
 

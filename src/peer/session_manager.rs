@@ -20,7 +20,7 @@ use super::quality::{self, CallRecord, MediaCounters, SessionStats};
 use super::server_peer::{PeerSettings, ServerPeer};
 use super::session_trace::SessionTrace;
 use super::stack::WebRtcStack;
-use crate::metrics::metrics;
+use crate::metrics::{limit_hit, metrics, Limit};
 use crate::pipeline::{OpusSettings, PipelineCatalog};
 use crate::signaling::{IceCandidate, SessionError, SessionEvent, SessionHost, SessionRequest};
 
@@ -45,6 +45,10 @@ pub struct SessionSettings {
     pub jitter_buffer: Duration,
     /// Outbound Opus settings: the `--opus-*` flags with the manifest's `media.opus` applied.
     pub opus: OpusSettings,
+    /// Items each pipeline's input holds (`--pipeline-queue-frames`).
+    pub pipeline_queue_frames: usize,
+    /// Largest inbound data-channel message (`--max-datachannel-message-bytes`).
+    pub max_datachannel_message_bytes: usize,
 }
 
 /// Weak handles to server peer connections, taken by [`SessionManager::peer_connection_probe`].
@@ -176,6 +180,7 @@ impl SessionHost for SessionManager {
             close_peer(inner, peer_id, old, CloseReason::Replaced).await;
         }
         if inner.sessions.lock().len() >= inner.settings.capacity {
+            limit_hit(Limit::Sessions, 1);
             return Err(SessionError::AtCapacity(inner.settings.capacity));
         }
         let id = inner.next_id.fetch_add(1, Ordering::Relaxed);
@@ -195,6 +200,8 @@ impl SessionHost for SessionManager {
                 } else {
                     inner.settings.opus.clone()
                 },
+                pipeline_queue_frames: inner.settings.pipeline_queue_frames,
+                max_datachannel_message_bytes: inner.settings.max_datachannel_message_bytes,
             },
             &request.offer_sdp,
             candidate_tx,

@@ -81,6 +81,9 @@ impl WebRtcStack {
         // An RTX stream for each video sender whose receiver negotiated `video/rtx`; only
         // our NACK responder writes to it.
         settings.enable_sender_rtx(true);
+        // Inbound data channels are read by our own task (peer/data_channel.rs): webrtc-rs's
+        // reader closes a channel on any message above 64 KiB.
+        settings.detach_data_channels();
         // ICE-lite, as SFUs usually are: the server only answers checks. A full agent here
         // would also send checks, and a client that receives one before it has the server's
         // candidate learns the address as peer-reflexive first; webrtc-rs 0.17 clients then

@@ -16,12 +16,16 @@ use tokio_util::task::TaskTracker;
 use super::data::Envelope;
 use super::error::PipelineError;
 use super::histogram::{AtomicHistogram, LatencyHistogram};
+use super::input::{input_queue, InputReceiver, PipelineInput};
 use super::manifest::Manifest;
 use super::nodes::{create_node, Node};
 
 /// Capacity of every channel in a session: enough to absorb a burst of 20 ms audio frames
 /// (over a second) without letting a stuck consumer hold unbounded memory.
 pub const CHANNEL_CAPACITY: usize = 64;
+/// The input queue of [`Pipeline::start`] (`--pipeline-queue-frames`' default): a second of
+/// 20 ms audio frames.
+pub const DEFAULT_INPUT_QUEUE: usize = 50;
 
 /// A validated manifest with every node known to build; start one session per peer from it.
 #[derive(Debug, Clone)]
@@ -35,11 +39,13 @@ pub struct Pipeline {
 
 /// One running instance of a [`Pipeline`].
 ///
-/// Drop `input` to end the stream: every node is finished in graph order and `output` closes
-/// after the last output. Fire the cancel token given to [`Pipeline::start`] to stop at once.
+/// Drop `input` (every clone) to end the stream: every node is finished in graph order and
+/// `output` closes after the last output. Fire the cancel token given to [`Pipeline::start`]
+/// to stop at once.
 #[derive(Debug)]
 pub struct PipelineSession {
-    pub input: mpsc::Sender<Envelope>,
+    /// Live audio is dropped oldest first when the pipeline falls behind; messages wait.
+    pub input: PipelineInput,
     pub output: mpsc::Receiver<Envelope>,
     stats: Arc<PipelineStats>,
     tasks: TaskTracker,
@@ -77,12 +83,25 @@ impl Pipeline {
         &self.manifest
     }
 
-    /// Builds fresh nodes and spawns the session's tasks on the current runtime.
+    /// [`Pipeline::start_with_queue`] with the default input queue.
+    ///
+    /// # Errors
+    /// As [`Pipeline::start_with_queue`].
+    pub fn start(&self, cancel: CancellationToken) -> Result<PipelineSession, PipelineError> {
+        self.start_with_queue(cancel, DEFAULT_INPUT_QUEUE)
+    }
+
+    /// Builds fresh nodes and spawns the session's tasks on the current runtime; the input
+    /// queue holds `input_queue` items.
     ///
     /// # Errors
     /// [`PipelineError::NoRuntime`] outside a tokio runtime; [`PipelineError::Node`] if a node
     /// that built in [`Pipeline::new`] now fails to.
-    pub fn start(&self, cancel: CancellationToken) -> Result<PipelineSession, PipelineError> {
+    pub fn start_with_queue(
+        &self,
+        cancel: CancellationToken,
+        input_queue_items: usize,
+    ) -> Result<PipelineSession, PipelineError> {
         let runtime =
             tokio::runtime::Handle::try_current().map_err(|_| PipelineError::NoRuntime)?;
         let nodes = self
@@ -91,7 +110,7 @@ impl Pipeline {
             .iter()
             .map(create_node)
             .collect::<Result<Vec<_>, _>>()?;
-        let (input_tx, input_rx) = mpsc::channel(CHANNEL_CAPACITY);
+        let (input_tx, input_rx) = input_queue(input_queue_items);
         let (output_tx, output_rx) = mpsc::channel(CHANNEL_CAPACITY);
         let (node_tx, node_rx): (Vec<_>, Vec<_>) = (0..nodes.len())
             .map(|_| mpsc::channel::<Envelope>(CHANNEL_CAPACITY))
@@ -285,7 +304,7 @@ async fn all_closed(targets: &[mpsc::Sender<Envelope>]) {
 
 /// Copies each session input to every source node (or straight to the output for loopback).
 async fn forward_input(
-    mut input: mpsc::Receiver<Envelope>,
+    mut input: InputReceiver,
     mut targets: Vec<mpsc::Sender<Envelope>>,
     cancel: CancellationToken,
 ) {

@@ -9,14 +9,18 @@ pub mod data;
 mod error;
 mod graph;
 mod histogram;
+mod input;
 mod manifest;
 mod nodes;
 
 pub use catalog::{CatalogError, PipelineCatalog};
 pub use data::{AudioFrame, Envelope, RuntimeData};
 pub use error::{DataError, ManifestError, NodeError, PipelineError};
-pub use graph::{NodeStats, Pipeline, PipelineSession, PipelineStats, CHANNEL_CAPACITY};
+pub use graph::{
+    NodeStats, Pipeline, PipelineSession, PipelineStats, CHANNEL_CAPACITY, DEFAULT_INPUT_QUEUE,
+};
 pub use histogram::{LatencyHistogram, LATENCY_BUCKETS_US};
+pub use input::{InputClosed, PipelineInput, TrySendError};
 pub use manifest::{
     AudioMode, Connection, Manifest, ManifestMetadata, MediaSettings, NodeSpec, OpusSettings,
     VideoMode,

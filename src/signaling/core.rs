@@ -13,21 +13,18 @@ use super::auth::{AuthError, Identity, TokenVerifier};
 use super::bus::{BusError, Mailbox, NotificationBus};
 use super::error::{Payload, SignalingError};
 use super::peer_id::{validate_peer_id, SERVER_PEER_ID};
+use super::rate_limit::{RequestGate, RequestLimits};
 use super::registry::{PeerRecord, PeerRegistry, PendingOffer};
 use super::session_host::{IceCandidate, SessionError, SessionEvent, SessionHost, SessionRequest};
 use super::turn::{IceServer, TurnCredentials};
-use crate::metrics::metrics;
+use crate::metrics::{limit_hit, metrics, Limit};
 use crate::proto::signaling::{
     self as pb, signaling_notification::Notification, PeerCapabilities, PeerInfo, PeerState,
     SignalingNotification,
 };
 
-/// Largest SDP accepted (real offers are a few KiB).
-pub const MAX_SDP_BYTES: usize = 64 * 1024;
 /// Largest ICE candidate line accepted.
 pub const MAX_CANDIDATE_BYTES: usize = 1024;
-/// Client candidates kept for a server session that does not exist yet.
-pub const MAX_EARLY_CANDIDATES: usize = 64;
 
 /// Announce metadata key naming the pipeline manifest of the peer's server sessions.
 pub const MANIFEST_METADATA_KEY: &str = "manifest";
@@ -43,6 +40,12 @@ const SWEEP_INTERVAL: Duration = Duration::from_secs(1);
 pub struct SignalingLimits {
     /// Announced client peers this process accepts.
     pub max_peers: usize,
+    /// Largest SDP offer or answer (`--max-sdp-bytes`).
+    pub max_sdp_bytes: usize,
+    /// Client candidates per server session, those buffered before it exists included.
+    pub max_ice_candidates: usize,
+    /// What each stream may send (`--signaling-rate`, `--max-message-bytes`).
+    pub requests: RequestLimits,
     /// How long a peer whose stream broke stays registered, its server session running and
     /// its notifications kept, so it can resume; zero: it leaves at once.
     pub resume_grace: Duration,
@@ -140,6 +143,19 @@ impl SignalingCore {
         while let Some(event) = events.recv().await {
             deliver_session_event(self.bus.as_ref(), event).await;
         }
+    }
+
+    /// The size above which a signaling message ends its stream unread.
+    pub fn hard_message_bytes(&self) -> usize {
+        self.limits
+            .requests
+            .max_message_bytes
+            .saturating_mul(crate::config::HARD_MESSAGE_FACTOR)
+    }
+
+    /// A fresh request gate for a new stream or WebSocket.
+    pub fn request_gate(&self) -> RequestGate {
+        RequestGate::new(self.limits.requests)
     }
 
     /// Whether the transport should keep its peers (detach) when this process shuts down.
@@ -328,6 +344,8 @@ pub struct ConnectedPeer {
     mailbox: Mailbox,
     /// Candidates for a server session that does not exist yet, applied after the offer.
     early_candidates: Vec<IceCandidate>,
+    /// Candidates sent for the current (or next) server session, buffered ones included.
+    server_candidates: usize,
     _slot: PeerSlot,
     left: bool,
 }
@@ -348,6 +366,7 @@ impl ConnectedPeer {
             connection_id: record.connection_id.clone(),
             mailbox,
             early_candidates: Vec::new(),
+            server_candidates: 0,
             _slot: slot,
             left: false,
         }
@@ -437,9 +456,11 @@ impl ConnectedPeer {
         sdp: &str,
         offer_id: String,
     ) -> Result<OfferOutcome, SignalingError> {
-        check_sdp(sdp, Payload::Offer)?;
+        check_sdp(sdp, Payload::Offer, self.core.limits.max_sdp_bytes)?;
         if to == SERVER_PEER_ID {
             let started = Instant::now();
+            // A new session: its candidate count starts with those buffered for it.
+            self.server_candidates = self.early_candidates.len();
             let request = SessionRequest {
                 peer_id: self.peer_id.clone(),
                 offer_id: offer_id.clone(),
@@ -495,7 +516,7 @@ impl ConnectedPeer {
     /// # Errors
     /// `InvalidAnswer`, `TooLarge`, `UnknownPeer`, or `InvalidRequest` for the server peer.
     pub async fn answer(&mut self, to: &str, sdp: &str) -> Result<(), SignalingError> {
-        check_sdp(sdp, Payload::Answer)?;
+        check_sdp(sdp, Payload::Answer, self.core.limits.max_sdp_bytes)?;
         if to == SERVER_PEER_ID {
             return Err(SignalingError::InvalidRequest(
                 "remotemedia-server makes answers; send it an offer".into(),
@@ -518,7 +539,7 @@ impl ConnectedPeer {
     /// A trickled ICE candidate for the server session or another peer.
     ///
     /// # Errors
-    /// `InvalidCandidate`, `TooLarge`, `UnknownPeer`, `TooManyEarlyCandidates`, or the session
+    /// `InvalidCandidate`, `TooLarge`, `UnknownPeer`, `TooManyCandidates`, or the session
     /// host's error.
     pub async fn ice_candidate(
         &mut self,
@@ -527,16 +548,23 @@ impl ConnectedPeer {
     ) -> Result<(), SignalingError> {
         check_candidate(&candidate.candidate)?;
         if to == SERVER_PEER_ID {
+            // End-of-candidates costs nothing and is not counted.
+            if !candidate.candidate.is_empty() {
+                let limit = self.core.limits.max_ice_candidates;
+                if self.server_candidates >= limit {
+                    limit_hit(Limit::IceCandidates, 1);
+                    return Err(SignalingError::TooManyCandidates(limit));
+                }
+                self.server_candidates += 1;
+            }
             return match self
                 .core
                 .host
                 .add_candidate(&self.peer_id, candidate.clone())
                 .await
             {
+                // Bounded by the count above: at most `max_ice_candidates` wait here.
                 Err(SessionError::NoSession(_)) => {
-                    if self.early_candidates.len() >= MAX_EARLY_CANDIDATES {
-                        return Err(SignalingError::TooManyEarlyCandidates(MAX_EARLY_CANDIDATES));
-                    }
                     self.early_candidates.push(candidate);
                     Ok(())
                 }
@@ -564,6 +592,7 @@ impl ConnectedPeer {
     pub async fn disconnect(&mut self, peer_id: &str) -> Result<(), SignalingError> {
         if peer_id == SERVER_PEER_ID {
             self.early_candidates.clear();
+            self.server_candidates = 0;
             if !self.core.host.close_session(&self.peer_id).await {
                 return Err(SignalingError::Session(SessionError::NoSession(
                     self.peer_id.clone(),
@@ -669,7 +698,10 @@ impl PeerSlot {
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
                 (n < max).then_some(n + 1)
             })
-            .map_err(|_| SignalingError::TooManyPeers(max))?;
+            .map_err(|_| {
+                limit_hit(Limit::Peers, 1);
+                SignalingError::TooManyPeers(max)
+            })?;
         metrics().peers_active.inc();
         Ok(Self {
             core: Arc::clone(core),
@@ -691,16 +723,17 @@ fn notify(notification: Notification) -> SignalingNotification {
 }
 
 /// Cheap structural check; the session host parses the SDP for real.
-fn check_sdp(sdp: &str, what: Payload) -> Result<(), SignalingError> {
+fn check_sdp(sdp: &str, what: Payload, limit: usize) -> Result<(), SignalingError> {
     let invalid = |reason: &str| match what {
         Payload::Answer => SignalingError::InvalidAnswer(reason.into()),
         _ => SignalingError::InvalidOffer(reason.into()),
     };
-    if sdp.len() > MAX_SDP_BYTES {
+    if sdp.len() > limit {
+        limit_hit(Limit::SdpBytes, 1);
         return Err(SignalingError::TooLarge {
             what,
             len: sdp.len(),
-            limit: MAX_SDP_BYTES,
+            limit,
         });
     }
     if !sdp.trim_start().starts_with("v=0") {

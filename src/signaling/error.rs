@@ -41,8 +41,16 @@ pub enum SignalingError {
     InvalidRequest(String),
     #[error("invalid manifest name {0:?}: 1 to 64 characters of [A-Za-z0-9_-]")]
     InvalidManifestName(String),
-    #[error("too many buffered ICE candidates (limit {0}); send the offer first")]
-    TooManyEarlyCandidates(usize),
+    #[error("more than {0} ICE candidates for one server session (those sent before the offer count too)")]
+    TooManyCandidates(usize),
+    #[error("more than {0} requests per second on this stream; slow down")]
+    RateLimited(u32),
+    #[error("far more than {0} requests per second on this stream: cut off")]
+    RateLimitCutOff(u32),
+    #[error("message is {len} bytes, the limit is {limit}")]
+    MessageTooLarge { len: usize, limit: usize },
+    #[error("a message above {0} bytes ends the stream")]
+    MessageTooLargeToRead(usize),
     #[error("notification queue overflowed: this client reads too slowly")]
     SlowConsumer,
     #[error("server is shutting down")]
@@ -80,9 +88,13 @@ impl SignalingError {
             | Self::InvalidRequest(_)
             | Self::InvalidManifestName(_) => Code::InvalidArgument,
             Self::PeerIdTaken(_) | Self::PeerIdReserved(_) => Code::AlreadyExists,
-            Self::TooManyPeers(_) | Self::TooManyEarlyCandidates(_) | Self::SlowConsumer => {
-                Code::ResourceExhausted
-            }
+            Self::MessageTooLarge { .. } => Code::InvalidArgument,
+            Self::TooManyPeers(_)
+            | Self::TooManyCandidates(_)
+            | Self::RateLimited(_)
+            | Self::RateLimitCutOff(_)
+            | Self::MessageTooLargeToRead(_)
+            | Self::SlowConsumer => Code::ResourceExhausted,
             Self::UnknownPeer(_) => Code::NotFound,
             Self::ShuttingDown | Self::StateUnavailable(_) => Code::Unavailable,
             Self::Unauthenticated(_) => Code::Unauthenticated,
@@ -93,6 +105,14 @@ impl SignalingError {
 }
 
 impl SignalingError {
+    /// Whether the stream ends after this error instead of answering it and reading on.
+    pub fn ends_stream(&self) -> bool {
+        matches!(
+            self,
+            Self::RateLimitCutOff(_) | Self::MessageTooLargeToRead(_)
+        )
+    }
+
     /// A fixed label for counting errors by kind (never the message text).
     pub fn metric_label(&self) -> &'static str {
         match self {
@@ -110,7 +130,11 @@ impl SignalingError {
             Self::TooLarge { .. } => "too_large",
             Self::InvalidRequest(_) => "invalid_request",
             Self::InvalidManifestName(_) => "invalid_manifest_name",
-            Self::TooManyEarlyCandidates(_) => "too_many_early_candidates",
+            Self::TooManyCandidates(_) => "too_many_candidates",
+            Self::RateLimited(_) => "rate_limited",
+            Self::RateLimitCutOff(_) => "rate_limit_cut_off",
+            Self::MessageTooLarge { .. } => "message_too_large",
+            Self::MessageTooLargeToRead(_) => "message_too_large_to_read",
             Self::SlowConsumer => "slow_consumer",
             Self::ShuttingDown => "shutting_down",
             Self::StateUnavailable(_) => "state_unavailable",
@@ -172,6 +196,7 @@ pub mod jsonrpc {
     pub const UNAUTHENTICATED: i32 = -32007;
     pub const PERMISSION_DENIED: i32 = -32008;
     pub const NO_WORKER: i32 = -32009;
+    pub const RATE_LIMITED: i32 = -32010;
 }
 
 /// Failures of the JSON-RPC framing itself, before a request reaches the signaling core.
@@ -208,9 +233,12 @@ impl SignalingError {
         use jsonrpc::*;
         match self {
             Self::AnnounceRequired => ANNOUNCE_REQUIRED,
-            Self::AlreadyAnnounced(_) | Self::EmptyRequest | Self::InvalidRequest(_) => {
-                INVALID_REQUEST
-            }
+            Self::AlreadyAnnounced(_)
+            | Self::EmptyRequest
+            | Self::InvalidRequest(_)
+            | Self::MessageTooLarge { .. }
+            | Self::MessageTooLargeToRead(_) => INVALID_REQUEST,
+            Self::RateLimited(_) | Self::RateLimitCutOff(_) => RATE_LIMITED,
             Self::InvalidPeerId(_) | Self::InvalidManifestName(_) => INVALID_PARAMS,
             Self::PeerIdTaken(_) | Self::PeerIdReserved(_) => PEER_ID_EXISTS,
             Self::TooManyPeers(_) => SESSION_LIMIT,
@@ -230,7 +258,7 @@ impl SignalingError {
                 what: Payload::Candidate,
                 ..
             }
-            | Self::TooManyEarlyCandidates(_) => BAD_CANDIDATE,
+            | Self::TooManyCandidates(_) => BAD_CANDIDATE,
             Self::SlowConsumer => INTERNAL,
             Self::ShuttingDown | Self::StateUnavailable(_) => NO_WORKER,
             Self::Unauthenticated(_) => UNAUTHENTICATED,

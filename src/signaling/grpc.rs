@@ -3,6 +3,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use prost::Message as _;
 use serde_json::json;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
@@ -158,6 +159,7 @@ async fn run_stream(
     shutdown: CancellationToken,
     parent: RemoteParent,
 ) {
+    let gate = core.request_gate();
     let first = tokio::select! {
         message = inbound.message() => message,
         () = shutdown.cancelled() => return,
@@ -165,6 +167,10 @@ async fn run_stream(
     let first = match first {
         Ok(Some(first)) => first,
         Ok(None) => return,
+        Err(status) if is_oversized(&status) => {
+            let _ = out.send(Err(too_large_to_read(&core).into())).await;
+            return;
+        }
         Err(status) => {
             if let Some(err) = undecodable(&status) {
                 let _ = out.send(Err(err.into())).await;
@@ -172,6 +178,11 @@ async fn run_stream(
             return;
         }
     };
+    // An announce that is refused ends the stream, whatever refused it.
+    if let Err(err) = gate.admit(first.encoded_len()) {
+        let _ = out.send(Err(err.into())).await;
+        return;
+    }
     let request_id = first.request_id;
     let announce = match first.request {
         Some(Req::Announce(announce)) => announce,
@@ -223,6 +234,21 @@ async fn run_stream(
         tokio::select! {
             message = inbound.message() => match message {
                 Ok(Some(request)) => {
+                    match gate.admit(request.encoded_len()) {
+                        Ok(()) => {}
+                        Err(err) if err.ends_stream() => {
+                            tracing::info!(peer_id = peer.peer_id(), %err, "stream cut off");
+                            let _ = out.send(Err(err.into())).await;
+                            break true;
+                        }
+                        Err(err) => {
+                            tracing::debug!(peer_id = peer.peer_id(), %err, "request refused");
+                            if out.send(Ok(error_response(request.request_id, &err))).await.is_err() {
+                                break ended_cleanly(&mut inbound).await;
+                            }
+                            continue;
+                        }
+                    }
                     let span = request_span(
                         Transport::Grpc,
                         method_name(request.request.as_ref()),
@@ -242,6 +268,13 @@ async fn run_stream(
                 Ok(None) => break End::Clean,
                 // The client cancelled its call (RST_STREAM CANCEL): it chose to go.
                 Err(status) if status.code() == tonic::Code::Cancelled => break End::Clean,
+                // A message too large to read: the stream cannot go on past it.
+                Err(status) if is_oversized(&status) => {
+                    let err = too_large_to_read(&core);
+                    tracing::info!(peer_id = peer.peer_id(), %err, "stream cut off");
+                    let _ = out.send(Err(err.into())).await;
+                    break End::Clean;
+                }
                 Err(status) => {
                     if let Some(err) = undecodable(&status) {
                         tracing::info!(peer_id = peer.peer_id(), %status, "undecodable request");
@@ -470,15 +503,32 @@ async fn handle_request(
         }
         Err(err) => {
             tracing::info!(peer_id = peer.peer_id(), request_id, %err, "request failed");
-            let error = pb::ErrorResponse {
-                code: err.code() as u32,
-                message: err.to_string(),
-                details: String::new(),
-            };
-            send(out, peer, Ok(response(request_id, Resp::Error(error)))).await?;
+            send(out, peer, Ok(error_response(request_id, &err))).await?;
         }
     }
     Ok(())
+}
+
+/// The `ErrorResponse` of a failed request; the stream goes on.
+fn error_response(request_id: String, err: &SignalingError) -> SignalingResponse {
+    let error = pb::ErrorResponse {
+        code: err.code() as u32,
+        message: err.to_string(),
+        details: String::new(),
+    };
+    response(request_id, Resp::Error(error))
+}
+
+/// Whether the inbound stream failed on a message above tonic's decoding limit (the hard
+/// message limit): tonic reports that, and only that, as OUT_OF_RANGE.
+fn is_oversized(status: &Status) -> bool {
+    status.code() == tonic::Code::OutOfRange
+}
+
+/// The error a message too large to read ends its stream with (counted).
+fn too_large_to_read(core: &SignalingCore) -> SignalingError {
+    crate::metrics::limit_hit(crate::metrics::Limit::SignalingMessageBytes, 1);
+    SignalingError::MessageTooLargeToRead(core.hard_message_bytes())
 }
 
 fn response(request_id: String, body: Resp) -> SignalingResponse {

@@ -10,6 +10,7 @@ mod core;
 mod error;
 mod grpc;
 mod peer_id;
+mod rate_limit;
 mod registry;
 mod session_host;
 mod spans;
@@ -20,16 +21,16 @@ pub use auth::{bearer, issue as issue_token, AuthError, Claims, Identity, TokenV
 pub use bus::{BusError, Delivery, InMemoryBus, Mailbox, NotificationBus, MAILBOX_CAPACITY};
 pub use core::{
     deliver_session_event, Access, ConnectedPeer, OfferOutcome, SignalingCore, SignalingLimits,
-    SignalingStats, MANIFEST_METADATA_KEY, MAX_CANDIDATE_BYTES, MAX_EARLY_CANDIDATES,
-    MAX_SDP_BYTES, RESUME_TOKEN_METADATA_KEY,
+    SignalingStats, MANIFEST_METADATA_KEY, MAX_CANDIDATE_BYTES, RESUME_TOKEN_METADATA_KEY,
 };
 pub use error::{jsonrpc, Payload, RpcError, SignalingError};
 pub use grpc::GrpcSignaling;
 pub use peer_id::{validate_peer_id, SERVER_PEER_ID};
+pub use rate_limit::{RequestGate, RequestLimits, TokioClock};
 pub use registry::{
     unix_millis, InMemoryRegistry, PeerRecord, PeerRegistry, PendingOffer, RegistryError,
     PENDING_OFFER_TTL,
 };
 pub use session_host::{IceCandidate, SessionError, SessionEvent, SessionHost, SessionRequest};
 pub use turn::{IceServer, TurnCredentials};
-pub use websocket::{OriginPolicy, WebSocketSignaling, MAX_FRAME_BYTES};
+pub use websocket::{OriginPolicy, WebSocketSignaling};

@@ -15,7 +15,7 @@ use webrtc::api::interceptor_registry::{
     configure_rtcp_reports, configure_twcc_receiver_only, register_default_interceptors,
 };
 use webrtc::api::media_engine::MediaEngine;
-use webrtc::api::setting_engine::SettingEngine;
+use webrtc::api::setting_engine::{SctpMaxMessageSize, SettingEngine};
 use webrtc::api::APIBuilder;
 use webrtc::data_channel::data_channel_message::DataChannelMessage;
 use webrtc::data_channel::RTCDataChannel;
@@ -224,6 +224,9 @@ impl ClientPeer {
         let mut settings = SettingEngine::default();
         settings.set_include_loopback_candidate(true);
         settings.set_ip_filter(Box::new(|ip| ip.is_loopback() && ip.is_ipv4()));
+        // Data-channel messages as large as the server's answer allows (webrtc-rs caps its
+        // own sends at 64 KiB otherwise).
+        settings.set_sctp_max_message_size_can_send(SctpMaxMessageSize::Unbounded);
         let api = APIBuilder::new()
             .with_media_engine(media)
             .with_interceptor_registry(registry)
@@ -505,6 +508,8 @@ pub struct ConnectReport {
     pub offer_id: String,
     /// Every non-empty candidate the server trickled before the client was connected.
     pub server_candidates: Vec<String>,
+    /// The answer as the server sent it.
+    pub answer_sdp: String,
 }
 
 /// Offers to `remotemedia-server`, trickles candidates both ways, waits for connected.
@@ -512,7 +517,18 @@ pub async fn connect_to_server(
     signaling: &mut SignalingClient,
     peer: &mut ClientPeer,
 ) -> ConnectReport {
+    connect_to_server_rewriting(signaling, peer, |answer| answer).await
+}
+
+/// [`connect_to_server`], applying `rewrite(answer)` instead of the server's answer (a
+/// client that ignores what the server says).
+pub async fn connect_to_server_rewriting(
+    signaling: &mut SignalingClient,
+    peer: &mut ClientPeer,
+    rewrite: impl Fn(String) -> String,
+) -> ConnectReport {
     let sdp = peer.offer().await;
+    let mut answer_sdp = String::new();
     let started = Instant::now();
     let offer_request = signaling.offer(SERVER, sdp).await;
     let mut offer_to_answer = None;
@@ -540,7 +556,8 @@ pub async fn connect_to_server(
                         assert!(offer_to_answer.is_none(), "one answer per offer");
                         offer_to_answer = Some(started.elapsed());
                         answer_claimed_end = answer.sdp.contains("a=end-of-candidates");
-                        peer.accept_answer(answer.sdp).await;
+                        answer_sdp = answer.sdp.clone();
+                        peer.accept_answer(rewrite(answer.sdp)).await;
                     }
                     Some(Resp::Notification(pb::SignalingNotification { notification: Some(Notification::IceCandidate(c)) })) => {
                         assert_eq!(c.from_peer_id, SERVER);
@@ -571,6 +588,7 @@ pub async fn connect_to_server(
         answer_claimed_end_of_candidates: answer_claimed_end,
         offer_id: offer_id.expect("offer id"),
         server_candidates: server_candidate_lines,
+        answer_sdp,
     }
 }
 

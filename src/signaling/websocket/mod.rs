@@ -23,14 +23,10 @@ pub use origin::OriginPolicy;
 use super::auth::Identity;
 use super::core::{ConnectedPeer, SignalingCore};
 use super::error::{RpcError, SignalingError};
+use super::rate_limit::RequestGate;
 use super::spans::{request_span, websocket_method, Transport};
 use crate::proto::signaling::SignalingNotification;
 use crate::telemetry::{RemoteParent, TRACEPARENT, TRACESTATE};
-
-/// Largest text frame answered; a larger one gets -32600 and the connection stays.
-pub const MAX_FRAME_BYTES: usize = 256 * 1024;
-/// Messages above this are not even buffered: the connection is closed (1009).
-const HARD_MESSAGE_BYTES: usize = 1024 * 1024;
 
 /// The `/ws` endpoint's shared state.
 #[derive(Clone)]
@@ -86,10 +82,13 @@ impl WebSocketSignaling {
         // A refused browser only sees why in a message, so the socket opens to say it.
         let identity = ws.core.authenticate(bearer);
         let token = ws.connections.token();
+        // Frames above `--max-message-bytes` are answered with -32600; above the hard limit
+        // they are not even buffered: the connection is closed (1009).
+        let hard = ws.core.hard_message_bytes();
         upgrade
             .protocols([PROTOCOL])
-            .max_message_size(HARD_MESSAGE_BYTES)
-            .max_frame_size(HARD_MESSAGE_BYTES)
+            .max_message_size(hard)
+            .max_frame_size(hard)
             .on_upgrade(move |mut socket| async move {
                 match identity {
                     Ok(identity) => run_connection(ws.core, identity, socket, ws.shutdown).await,
@@ -138,18 +137,41 @@ async fn run_connection(
     let mut peer: Option<ConnectedPeer> = None;
     // The trace context the client announced with: its requests continue that trace.
     let mut parent = RemoteParent::default();
+    let gate = core.request_gate();
     // Whether the client closed (it leaves) or the socket broke (it may resume).
     let clean = loop {
         let outgoing = tokio::select! {
             frame = socket.recv() => match frame {
-                Some(Ok(Message::Text(text))) => handle_text(&core, &identity, &mut peer, &mut parent, text.as_str()).await,
-                Some(Ok(Message::Binary(_))) => Some(rpc::error(
-                    Value::Null,
-                    &RpcError::InvalidRequest("binary frames are not supported; send text".into()),
-                )),
+                Some(Ok(Message::Text(text))) => match admit(&gate, text.as_str()) {
+                    Admission::Handle => handle_text(&core, &identity, &mut peer, &mut parent, text.as_str()).await,
+                    Admission::Refuse(answer) => answer,
+                    Admission::CutOff(err) => {
+                        tracing::info!(peer_id = peer.as_ref().map(ConnectedPeer::peer_id), %err, "WebSocket cut off");
+                        close(&mut socket, err, close_code::POLICY).await;
+                        break true;
+                    }
+                },
+                Some(Ok(Message::Binary(data))) => match gate.admit(data.len()) {
+                    Err(err) if err.ends_stream() => {
+                        close(&mut socket, err, close_code::POLICY).await;
+                        break true;
+                    }
+                    Err(err) => Some(rpc::error(Value::Null, &RpcError::Signaling(err))),
+                    Ok(()) => Some(rpc::error(
+                        Value::Null,
+                        &RpcError::InvalidRequest("binary frames are not supported; send text".into()),
+                    )),
+                },
                 Some(Ok(Message::Ping(_) | Message::Pong(_))) => None,
                 Some(Ok(Message::Close(_))) => break true,
                 None => break false,
+                Some(Err(err)) if is_oversized(&err) => {
+                    crate::metrics::limit_hit(crate::metrics::Limit::SignalingMessageBytes, 1);
+                    let err = SignalingError::MessageTooLargeToRead(core.hard_message_bytes());
+                    tracing::info!(peer_id = peer.as_ref().map(ConnectedPeer::peer_id), %err, "WebSocket cut off");
+                    close(&mut socket, err, close_code::SIZE).await;
+                    break true;
+                }
                 Some(Err(err)) => {
                     tracing::info!(peer_id = peer.as_ref().map(ConnectedPeer::peer_id), %err, "WebSocket broke");
                     break false;
@@ -204,13 +226,6 @@ async fn handle_text(
     parent: &mut RemoteParent,
     text: &str,
 ) -> Option<String> {
-    if text.len() > MAX_FRAME_BYTES {
-        let err = RpcError::InvalidRequest(format!(
-            "frame is {} bytes, the limit is {MAX_FRAME_BYTES}",
-            text.len()
-        ));
-        return Some(rpc::error(Value::Null, &err));
-    }
     let call = match rpc::parse(text) {
         Ok(call) => call,
         Err(rejected) => return Some(rpc::error(rejected.id, &rejected.error)),
@@ -245,6 +260,43 @@ async fn handle_text(
         Ok(result) => rpc::result(id, result),
         Err(err) => rpc::error(id, &err),
     })
+}
+
+/// What to do with a text frame, by the connection's [`RequestGate`].
+enum Admission {
+    Handle,
+    /// Refused; the answer, if the request wants one (it has an id).
+    Refuse(Option<String>),
+    /// The client is flooding: close the socket.
+    CutOff(SignalingError),
+}
+
+fn admit(gate: &RequestGate, text: &str) -> Admission {
+    match gate.admit(text.len()) {
+        Ok(()) => Admission::Handle,
+        Err(err) if err.ends_stream() => Admission::CutOff(err),
+        // Too large: not even parsed, so the answer has no id.
+        Err(err @ SignalingError::MessageTooLarge { .. }) => {
+            Admission::Refuse(Some(rpc::error(Value::Null, &RpcError::Signaling(err))))
+        }
+        // Too fast: answered under the request's id, so the client's call fails, not hangs.
+        Err(err) => {
+            let id = match rpc::parse(text) {
+                Ok(call) => call.id,
+                Err(rejected) => Some(rejected.id),
+            };
+            Admission::Refuse(id.map(|id| rpc::error(id, &RpcError::Signaling(err))))
+        }
+    }
+}
+
+/// Whether the socket failed on a frame above the hard message limit.
+fn is_oversized(err: &axum::Error) -> bool {
+    use std::error::Error as _;
+    use tokio_tungstenite::tungstenite::Error as WsError;
+    err.source()
+        .and_then(|source| source.downcast_ref::<WsError>())
+        .is_some_and(|err| matches!(err, WsError::Capacity(_)))
 }
 
 async fn next_wake(peer: &mut Option<ConnectedPeer>) -> Wake {

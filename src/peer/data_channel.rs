@@ -1,0 +1,189 @@
+//! Inbound data channels: each message is read whole by a task of ours, checked against
+//! `--max-datachannel-message-bytes`, decoded, and queued for the pipeline.
+//!
+//! Channels are detached (webrtc-rs `detach_data_channels`) because webrtc-rs's own reader has
+//! a 64 KiB buffer and closes the channel on any larger message: one big message from a
+//! client used to end its data channel for good. Ours reads into a buffer as large as the
+//! SCTP receive window, so every message a client can complete is read, and a message over
+//! the limit is dropped and counted while the channel stays open.
+
+use std::sync::{Arc, Weak};
+
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use webrtc::data::data_channel::DataChannel;
+use webrtc::data_channel::RTCDataChannel;
+
+use super::activity::Activity;
+use crate::metrics::{limit_hit, metrics, Limit};
+use crate::pipeline::{Envelope, PipelineInput, RuntimeData};
+use crate::proto::common::DataBuffer;
+
+/// webrtc-sctp's receive window: no message larger than this can complete (the sender stalls
+/// on a zero window), so a read buffer this large never fails on size. A message larger than
+/// the buffer would fail the read, and webrtc-data then closes the channel. The buffer is
+/// zeroed memory the OS maps lazily: only messages this large touch all of it.
+const READ_BUFFER_BYTES: usize = 1024 * 1024;
+
+/// What a channel's reader feeds, and how large a message it passes on.
+#[derive(Clone)]
+pub(crate) struct DataInput {
+    pub input: PipelineInput,
+    pub activity: Arc<Activity>,
+    /// `--max-datachannel-message-bytes`.
+    pub max_message_bytes: usize,
+    pub tasks: TaskTracker,
+    pub cancel: CancellationToken,
+}
+
+/// Starts reading `channel` once it is open.
+pub(crate) fn read_when_open(channel: &Arc<RTCDataChannel>, data: DataInput) {
+    // Weak: the handler lives in the channel, which must not keep itself alive.
+    let weak: Weak<RTCDataChannel> = Arc::downgrade(channel);
+    channel.on_open(Box::new(move || {
+        Box::pin(async move {
+            let Some(channel) = weak.upgrade() else {
+                return;
+            };
+            match channel.detach().await {
+                Ok(raw) => {
+                    let tasks = data.tasks.clone();
+                    tasks.spawn(read_messages(raw, data));
+                }
+                Err(err) => {
+                    tracing::warn!(%err, label = channel.label(), "cannot read data channel")
+                }
+            }
+        })
+    }));
+}
+
+/// Reads messages until the channel closes or the session ends; waits while the pipeline's
+/// input is full of messages (SCTP flow control then slows the client down).
+async fn read_messages(channel: Arc<DataChannel>, data: DataInput) {
+    let mut buffer = vec![0u8; READ_BUFFER_BYTES.max(data.max_message_bytes)];
+    loop {
+        let read = tokio::select! {
+            read = channel.read_data_channel(&mut buffer) => read,
+            () = data.cancel.cancelled() => break,
+        };
+        let (len, is_string) = match read {
+            // The stream was reset or shut down (webrtc-rs's reader ends here too).
+            Ok((0, _)) => break,
+            Ok(read) => read,
+            Err(err) => {
+                if matches!(
+                    err,
+                    webrtc::data::Error::Sctp(webrtc::sctp::Error::ErrShortBuffer { .. })
+                ) {
+                    too_large(usize::MAX, data.max_message_bytes);
+                }
+                tracing::debug!(%err, "data channel read ended");
+                break;
+            }
+        };
+        data.activity.touch();
+        if len > data.max_message_bytes {
+            too_large(len, data.max_message_bytes);
+            continue;
+        }
+        let Some(envelope) = decode(&buffer[..len], is_string) else {
+            continue;
+        };
+        if data.input.send(envelope).await.is_err() {
+            break;
+        }
+    }
+}
+
+fn too_large(len: usize, limit: usize) {
+    tracing::debug!(len, limit, "data channel message over the limit; dropped");
+    limit_hit(Limit::DatachannelMessageBytes, 1);
+    dropped("too_large");
+}
+
+/// Counts a data-channel message dropped for `reason` (one of
+/// [`crate::metrics::DATACHANNEL_DROP_REASONS`]).
+pub(crate) fn dropped(reason: &'static str) {
+    metrics()
+        .datachannel_dropped
+        .with_label_values(&[reason])
+        .inc();
+}
+
+/// One data-channel message into a pipeline input: a binary protobuf `DataBuffer`, or, for
+/// convenience, a text message as text. Anything else is dropped and counted.
+fn decode(message: &[u8], is_string: bool) -> Option<Envelope> {
+    use prost::Message;
+    let malformed = |why: &dyn std::fmt::Display| {
+        tracing::warn!(%why, len = message.len(), "data channel message dropped");
+        dropped("malformed");
+        None
+    };
+    if is_string {
+        return match std::str::from_utf8(message) {
+            Ok(text) => Some(Envelope::new(RuntimeData::Text {
+                text: text.to_owned(),
+                language: String::new(),
+            })),
+            Err(err) => malformed(&err),
+        };
+    }
+    match DataBuffer::decode(message) {
+        Ok(buffer) => match Envelope::from_data_buffer(buffer) {
+            Ok(envelope) => Some(envelope),
+            Err(err) => malformed(&err),
+        },
+        Err(err) => malformed(&err),
+    }
+}
+
+/// The answer with `a=max-message-size` in its data section (webrtc-rs writes none, which
+/// tells a client 64 KiB, RFC 8841 §6.1), so conforming clients never send a larger message.
+pub(crate) fn advertise_max_message_size(answer: &str, limit: usize) -> String {
+    let mut out = String::with_capacity(answer.len() + 32);
+    let mut in_application = false;
+    for line in answer.split_inclusive('\n') {
+        let bare = line.trim_end();
+        if bare.starts_with("m=") {
+            in_application = bare.starts_with("m=application");
+        }
+        if in_application && bare.starts_with("a=max-message-size:") {
+            continue;
+        }
+        out.push_str(line);
+        if in_application && bare.starts_with("a=sctp-port:") {
+            out.push_str(&format!("a=max-message-size:{limit}\r\n"));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_data_section_advertises_the_limit_once() {
+        let answer = "v=0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=mid:0\r\n\
+                      m=application 9 UDP/DTLS/SCTP webrtc-datachannel\r\na=mid:1\r\n\
+                      a=sctp-port:5000\r\na=max-message-size:65536\r\n";
+        let out = advertise_max_message_size(answer, 262_144);
+        assert_eq!(out.matches("a=max-message-size:").count(), 1, "{out}");
+        assert!(out.contains("a=sctp-port:5000\r\na=max-message-size:262144\r\n"));
+        assert!(out.starts_with("v=0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=mid:0\r\n"));
+        // No data section: nothing to advertise.
+        let audio_only = "v=0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\n";
+        assert_eq!(advertise_max_message_size(audio_only, 10), audio_only);
+    }
+
+    #[test]
+    fn text_and_databuffers_decode_and_garbage_is_dropped() {
+        assert!(matches!(
+            decode(b"hello", true).map(|e| e.data),
+            Some(RuntimeData::Text { text, .. }) if text == "hello"
+        ));
+        assert!(decode(&[0xff, 0xfe], true).is_none());
+        assert!(decode(&[0xff, 0xff, 0xff], false).is_none());
+    }
+}

@@ -1,0 +1,171 @@
+//! Media limits against a real server and a real WebRTC client: data-channel messages over
+//! `--max-datachannel-message-bytes`, and a pipeline input that overflows
+//! (`--pipeline-queue-frames`). Each checks what is counted and that media still flows after.
+//! (Its own test binary: the metrics are process-wide; the tests move different series.)
+
+#![allow(clippy::unwrap_used)] // tests unwrap: a failure is the test failing
+
+mod common;
+
+use std::net::SocketAddr;
+
+use bytes::Bytes;
+use common::client::{connect_to_server, connect_to_server_rewriting, ClientOptions, ClientPeer};
+use common::signaling::SignalingClient;
+use common::{http_get, metric_value, TestServer};
+use prost::Message;
+use remotemedia_webrtc::proto::common::{data_buffer::DataType, DataBuffer, TextBuffer};
+use webrtc::data_channel::data_channel_state::RTCDataChannelState;
+use webrtc::data_channel::RTCDataChannel;
+
+async fn sample(http: SocketAddr, sample: &str) -> f64 {
+    let text = http_get(http, "/metrics").await;
+    metric_value(&text, sample).unwrap_or_else(|| panic!("{sample} is not exported"))
+}
+
+async fn hits(http: SocketAddr, limit: &str) -> f64 {
+    sample(
+        http,
+        &format!(r#"remotemedia_limit_hits_total{{limit="{limit}"}}"#),
+    )
+    .await
+}
+
+async fn dropped(http: SocketAddr, reason: &str) -> f64 {
+    sample(
+        http,
+        &format!(r#"remotemedia_media_datachannel_dropped_total{{reason="{reason}"}}"#),
+    )
+    .await
+}
+
+fn text_message(text: &str) -> Bytes {
+    Bytes::from(
+        DataBuffer {
+            data_type: Some(DataType::Text(TextBuffer {
+                text_data: text.as_bytes().to_vec(),
+                encoding: "utf-8".into(),
+                language: String::new(),
+            })),
+            metadata: Default::default(),
+        }
+        .encode_to_vec(),
+    )
+}
+
+async fn open_channel(peer: &ClientPeer) -> std::sync::Arc<RTCDataChannel> {
+    let channel = peer.data.clone().unwrap();
+    common::eventually("the data channel to open", || {
+        let open = channel.ready_state() == RTCDataChannelState::Open;
+        async move { open }
+    })
+    .await;
+    channel
+}
+
+/// Sends `text` and waits for the loopback pipeline to send it back.
+async fn echoes(peer: &mut ClientPeer, channel: &RTCDataChannel, text: &str) {
+    channel.send(&text_message(text)).await.unwrap();
+    let reply = tokio::time::timeout(common::WAIT, peer.messages.recv())
+        .await
+        .expect("an echo on the data channel")
+        .unwrap();
+    match DataBuffer::decode(reply).unwrap().data_type {
+        Some(DataType::Text(echo)) => assert_eq!(echo.text_data, text.as_bytes()),
+        other => panic!("expected the text back, got {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_datachannel_message_over_the_limit_is_dropped_and_counted_and_the_channel_stays() {
+    common::init_tracing();
+    let server = TestServer::start_with(|c| c.limits.max_datachannel_message_bytes = 4096).await;
+    let hits_before = hits(server.http, "datachannel_message_bytes").await;
+    let dropped_before = dropped(server.http, "too_large").await;
+    let (mut signaling, _) = SignalingClient::announce(&server.grpc_url(), "big-dc").await;
+    let mut peer = ClientPeer::new(ClientOptions::default()).await;
+    // A client that ignores the limit the answer advertises (a conforming one refuses to
+    // send the large message itself).
+    let report = connect_to_server_rewriting(&mut signaling, &mut peer, |answer| {
+        answer.replace("a=max-message-size:4096", "a=max-message-size:1048576")
+    })
+    .await;
+    assert!(
+        report.answer_sdp.contains("a=max-message-size:4096\r\n"),
+        "{}",
+        report.answer_sdp
+    );
+    let channel = open_channel(&peer).await;
+    channel
+        .send(&text_message(&"x".repeat(5000)))
+        .await
+        .unwrap();
+    // The channel is in order: once the next message echoes, the large one was seen.
+    echoes(&mut peer, &channel, "after the large one").await;
+    assert_eq!(
+        hits(server.http, "datachannel_message_bytes").await,
+        hits_before + 1.0
+    );
+    assert_eq!(
+        dropped(server.http, "too_large").await,
+        dropped_before + 1.0
+    );
+    assert!(
+        peer.messages.try_recv().is_err(),
+        "the large message came back"
+    );
+    peer.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messages_above_64_kib_reach_the_pipeline_under_the_default_limit() {
+    common::init_tracing();
+    // webrtc-rs's own reader has a 64 KiB buffer and closed the channel on a larger message.
+    let server = TestServer::start().await;
+    let too_large_before = dropped(server.http, "too_large").await;
+    let for_client_before = dropped(server.http, "too_large_for_client").await;
+    let (mut signaling, _) = SignalingClient::announce(&server.grpc_url(), "dc-100k").await;
+    let mut peer = ClientPeer::new(ClientOptions::default()).await;
+    let report = connect_to_server(&mut signaling, &mut peer).await;
+    assert!(report.answer_sdp.contains("a=max-message-size:262144\r\n"));
+    let channel = open_channel(&peer).await;
+    channel
+        .send(&text_message(&"y".repeat(100_000)))
+        .await
+        .unwrap();
+    // The loopback sends it back, but this client takes 64 KiB (no max-message-size in its
+    // offer): that output is dropped, counted, and the channel goes on both ways.
+    echoes(&mut peer, &channel, "after 100 KB").await;
+    assert_eq!(
+        dropped(server.http, "too_large_for_client").await,
+        for_client_before + 1.0
+    );
+    assert_eq!(dropped(server.http, "too_large").await, too_large_before);
+    peer.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pipeline_input_that_overflows_drops_the_oldest_audio_and_audio_still_flows() {
+    common::init_tracing();
+    // Room for 2 frames; 60 ms packets play out as 3 frames at once, so every packet
+    // overflows the queue, however fast the pipeline.
+    let server = TestServer::start_with(|c| c.limits.pipeline_queue_frames = 2).await;
+    let before = hits(server.http, "pipeline_queue").await;
+    let (mut signaling, _) = SignalingClient::announce(&server.grpc_url(), "bursty").await;
+    let mut peer = ClientPeer::new(ClientOptions::default()).await;
+    connect_to_server(&mut signaling, &mut peer).await;
+    peer.send_tone(440.0, 0.6, 60, 0.5).await;
+    // Ten packets, each three frames into a queue of two: at least one dropped each.
+    common::eventually("ten dropped frames to be counted", || {
+        let http = server.http;
+        async move { hits(http, "pipeline_queue").await >= before + 10.0 }
+    })
+    .await;
+    // The newest audio went on: with 20 ms packets (one frame each) the tone comes back.
+    let frequency = peer.tone_round_trip(660.0).await;
+    assert!(
+        (frequency - 660.0).abs() < 20.0,
+        "the tone came back at {frequency} Hz"
+    );
+    peer.close().await;
+}
