@@ -27,6 +27,9 @@ const MIN_DELAY_US: i64 = MARGIN_US;
 const LOSS_MIN_DELAY_US: i64 = 20_000;
 /// Played slots the loss floor holds after the last missing packet (10 s of 20 ms packets).
 const LOSS_MEMORY: u64 = 500;
+/// Slots a concealed slot's packet may still arrive late before it counts as lost (100 ms):
+/// late packets are jitter, which the delay target covers, not loss.
+const LOSS_LAG: u32 = 5;
 /// The delay shrinks only when it is this much above the target (no flapping).
 const SHRINK_HYSTERESIS_US: i64 = 5_000;
 /// Audio dropped by one shrink step: small, so a step never leaves a gap a listener or the
@@ -134,6 +137,8 @@ struct Playout {
     /// Which of the 128 sequence numbers before `next_seq` were received (bit 0 = next_seq - 1).
     played: u128,
     since_shrink: u64,
+    /// Slots played since this schedule started (the loss check looks [`LOSS_LAG`] back).
+    slots: u64,
 }
 
 impl JitterBuffer {
@@ -183,23 +188,22 @@ impl JitterBuffer {
             return self.store(seq, ts, payload, samples);
         };
         let next_seq = play.next_seq;
-        // Slots concealed at the tail and then a packet: they were lost or late, not a pause.
-        let after_tail = play.tail_concealed > 0;
         if seq < next_seq {
             let back = next_seq - seq - 1;
             if back < 128 && play.played & (1u128 << back) != 0 {
                 self.stats.duplicate += 1;
                 return;
             }
-            // Late packets are the jitter the delay must learn to cover; their slot was
-            // concealed, as for a loss.
+            // Late packets are the jitter the delay must learn to cover. Marked as arrived,
+            // so their slot does not count as a loss (see `Playout::advance`).
+            if let Some(play) = self.play.as_mut() {
+                if back < 128 {
+                    play.played |= 1u128 << back;
+                }
+            }
             self.stats.late += 1;
             self.unique += 1;
-            self.note_loss(next_seq);
             return self.measure(now, ts);
-        }
-        if after_tail {
-            self.note_loss(next_seq);
         }
         if seq >= next_seq + MAX_SPAN {
             self.packets.clear();
@@ -216,7 +220,9 @@ impl JitterBuffer {
     /// delay.
     pub fn next_due(&self) -> Option<Instant> {
         let play = self.play.as_ref()?;
-        if self.base_us + self.target_us > play.offset_us || play.stretch_samples > 0 {
+        if growth_samples(self.base_us + self.target_us, play.offset_us) > 0
+            || play.stretch_samples > 0
+        {
             return Some(play.anchor);
         }
         let slot_ts = match self.packets.first_key_value() {
@@ -231,9 +237,9 @@ impl JitterBuffer {
     pub fn pop(&mut self, now: Instant) -> Option<JitterOutput> {
         let target = self.base_us() + self.target_us();
         let play = self.play.as_mut()?;
-        if target > play.offset_us {
+        let grow = growth_samples(target, play.offset_us);
+        if grow > 0 {
             // Delay grows at once: the gap it opens is filled with concealment.
-            let grow = round_down(usize::try_from(target - play.offset_us).ok()? * 48 / 1000);
             play.offset_us += ts_us(grow as i64);
             play.stretch_samples += grow;
         }
@@ -262,7 +268,13 @@ impl JitterBuffer {
                 } else {
                     0
                 };
-                play.advance(seq, entry.ts, entry.samples, true);
+                let lost = play.advance(seq, entry.ts, entry.samples, true);
+                if lost {
+                    self.note_loss(seq);
+                }
+                let Some(play) = self.play.as_mut() else {
+                    return None;
+                };
                 if skip > 0 {
                     play.since_shrink = 0;
                     play.offset_us -= ts_us(skip as i64);
@@ -283,8 +295,9 @@ impl JitterBuffer {
                 let span = usize::try_from(ts - play.next_ts).unwrap_or(0) / missing as usize;
                 let samples = clamp_samples(if span == 0 { play.last_samples } else { span });
                 let lost_seq = play.next_seq;
-                play.advance(lost_seq, play.next_ts, samples, false);
-                self.note_loss(lost_seq);
+                if play.advance(lost_seq, play.next_ts, samples, false) {
+                    self.note_loss(lost_seq);
+                }
                 if missing == 1 {
                     self.stats.fec_recovered += 1;
                     let next_payload = self.packets.get(&seq)?.payload.clone();
@@ -306,7 +319,9 @@ impl JitterBuffer {
                 let samples = play.last_samples;
                 play.tail_concealed += samples;
                 let lost_seq = play.next_seq;
-                play.advance(lost_seq, play.next_ts, samples, false);
+                if play.advance(lost_seq, play.next_ts, samples, false) {
+                    self.note_loss(lost_seq);
+                }
                 self.stats.concealed += 1;
                 Some(JitterOutput::Conceal { samples })
             }
@@ -361,6 +376,7 @@ impl JitterBuffer {
             tail_concealed: 0,
             played: 0,
             since_shrink: 0,
+            slots: 0,
         });
     }
 
@@ -444,15 +460,20 @@ impl JitterBuffer {
 }
 
 impl Playout {
-    fn advance(&mut self, seq: u64, ts: i64, samples: usize, received: bool) {
+    /// Moves past slot `seq`; true when the slot [`LOSS_LAG`] slots back never got its
+    /// packet, not even late: that packet was lost (late arrivals are jitter, not loss).
+    fn advance(&mut self, seq: u64, ts: i64, samples: usize, received: bool) -> bool {
         self.next_seq = seq + 1;
         self.next_ts = ts + samples as i64;
         self.played = (self.played << 1) | u128::from(received);
+        self.slots += 1;
+        let lost = self.slots > u64::from(LOSS_LAG) && (self.played >> LOSS_LAG) & 1 == 0;
         if received {
             self.last_samples = samples;
             self.tail_concealed = 0;
             self.since_shrink += 1;
         }
+        lost
     }
 }
 
@@ -467,6 +488,13 @@ fn us(v: i64) -> Duration {
 /// RTP time (48 kHz samples) to microseconds.
 fn ts_us(samples: i64) -> i64 {
     samples * 1_000_000 / i64::from(SAMPLE_RATE)
+}
+
+/// Concealment that grows the playout offset towards `target_us`, in whole granules: a
+/// target less than a granule above the offset is no growth (and nothing due now, so the
+/// playout does not spin on it).
+fn growth_samples(target_us: i64, offset_us: i64) -> usize {
+    usize::try_from(target_us - offset_us).map_or(0, |us| round_down(us * 48 / 1000))
 }
 
 fn round_down(samples: usize) -> usize {
