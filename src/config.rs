@@ -242,6 +242,14 @@ impl AuthOptions {
 }
 
 impl ClusterOptions {
+    /// The certificate and key the worker API serves TLS with, if set.
+    pub fn worker_tls_files(&self) -> Option<crate::tls::CertificateFiles> {
+        crate::tls::CertificateFiles::from_flags(
+            self.worker_tls_cert.as_deref(),
+            self.worker_tls_key.as_deref(),
+        )
+    }
+
     /// The worker API token, if one is set.
     ///
     /// # Errors
@@ -361,6 +369,26 @@ pub struct ClusterOptions {
     /// The same token read from a file (a mounted Kubernetes Secret).
     #[arg(long, env = "REMOTEMEDIA_WORKER_TOKEN_FILE")]
     pub worker_token_file: Option<PathBuf>,
+
+    /// `worker`: PEM certificate chain the internal API serves TLS with (with
+    /// `--worker-tls-key`; reloaded like `--tls-cert`); frontends then need `--worker-ca`.
+    #[arg(long, env = "REMOTEMEDIA_WORKER_TLS_CERT", requires = "worker_tls_key")]
+    pub worker_tls_cert: Option<PathBuf>,
+
+    /// `worker`: the PEM private key of `--worker-tls-cert`.
+    #[arg(long, env = "REMOTEMEDIA_WORKER_TLS_KEY", requires = "worker_tls_cert")]
+    pub worker_tls_key: Option<PathBuf>,
+
+    /// `frontend` and `drain`: PEM CA bundle that verifies the workers' certificates; set:
+    /// the worker API is dialled over TLS (`https://`).
+    #[arg(long, env = "REMOTEMEDIA_WORKER_CA")]
+    pub worker_ca: Option<PathBuf>,
+
+    /// With `--worker-ca`: the name every worker's certificate is checked against (one
+    /// certificate for all workers, e.g. the worker Service's DNS name); default: the host of
+    /// each worker's advertised address.
+    #[arg(long, env = "REMOTEMEDIA_WORKER_TLS_NAME", requires = "worker_ca")]
+    pub worker_tls_name: Option<String>,
 
     /// `worker`: server sessions this worker carries at most; more get RESOURCE_EXHAUSTED.
     #[arg(long, env = "REMOTEMEDIA_CAPACITY", default_value_t = 100)]

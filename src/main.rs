@@ -4,7 +4,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use remotemedia_webrtc::cluster::{
-    local_api_address, request_drain, AttachToken, Controller, Worker,
+    local_api_address, request_drain, AttachToken, Controller, Worker, WorkerTlsClient,
 };
 use remotemedia_webrtc::config::{Command, Config, Mode, TokenCommand};
 use remotemedia_webrtc::server::Server;
@@ -49,7 +49,8 @@ async fn run(config: Config) -> anyhow::Result<()> {
         // The worker API may require --worker-token; the preStop hook has the pod's env.
         let token = config.cluster.worker_token()?;
         let token = AttachToken::new(token.as_ref()).map_err(anyhow::Error::msg)?;
-        let active = request_drain(&api, token).await?;
+        let tls = WorkerTlsClient::from_config(&config)?;
+        let active = request_drain(&api, token, tls.as_ref()).await?;
         println!("worker at {api} drains; {active} sessions active");
         return Ok(());
     }

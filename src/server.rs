@@ -172,9 +172,16 @@ impl Server {
                         .map_err(crate::Error::AuthSecret)?;
                     let token =
                         AttachToken::new(token.as_ref()).map_err(crate::Error::Unsupported)?;
-                    let host =
-                        RemoteSessionHost::new(redis, keys, event_tx, token, stop.child_token())
-                            .await;
+                    let tls = cluster::WorkerTlsClient::from_config(config)?;
+                    let host = RemoteSessionHost::new(
+                        redis,
+                        keys,
+                        event_tx,
+                        token,
+                        tls,
+                        stop.child_token(),
+                    )
+                    .await;
                     (host, None, events)
                 }
                 _ => {

@@ -118,6 +118,8 @@ fn labelled_families_show_before_their_first_event() {
         "remotemedia_media_retransmissions_total",
         "remotemedia_media_opus_seconds_bucket",
         "remotemedia_pipeline_node_seconds_bucket",
+        "remotemedia_tls_handshakes_total",
+        "remotemedia_tls_certificate_reloads_total",
     ] {
         assert!(
             names.contains(family),

@@ -41,7 +41,12 @@ async fn a_tls_client_announces_offers_and_gets_its_tone_back() {
     let (mut signaling, ack) = signaling.announce_as("tls-client", HashMap::new()).await;
     assert_eq!(ack["peer_id"], "tls-client");
     let mut peer = ClientPeer::new(ClientOptions::default()).await;
-    connect_to_server(&mut signaling, &mut peer).await;
+    let report = connect_to_server(&mut signaling, &mut peer).await;
+    println!(
+        "over TLS: offer->answer {:.1} ms, offer->connected {:.1} ms",
+        report.offer_to_answer.as_secs_f64() * 1000.0,
+        report.offer_to_connected.as_secs_f64() * 1000.0
+    );
     let frequency = peer.tone_round_trip(440.0).await;
     assert!(
         (frequency - 440.0).abs() <= 5.0,

@@ -80,11 +80,13 @@ check "per-pod NodePort workers, STUN address, every optional object" \
 	--set networkPolicy.enabled=true --set frontend.ingress.enabled=true \
 	--set frontend.autoscaling.enabled=true --set monitoring.serviceMonitor.enabled=true \
 	--set monitoring.prometheusRule.enabled=true --set monitoring.grafanaDashboard.enabled=true
-check "frontends serve TLS; a rediss:// Redis with a private CA and its URL from a Secret" \
+check "frontends serve TLS, workers too; a rediss:// Redis with a private CA and its URL from a Secret" \
 	--set tls.enabled=true --set tls.existingSecret=remotemedia-tls \
+	--set workerTls.enabled=true --set workerTls.existingSecret=remotemedia-worker-tls \
 	--set redis.existingSecret=remotemedia-redis --set redis.tls.caSecret=remotemedia-redis-ca \
 	--set networkPolicy.enabled=true --set frontend.ingress.enabled=true
 refuse "tls.enabled without tls.existingSecret" --set tls.enabled=true
+refuse "workerTls.enabled without workerTls.existingSecret" --set workerTls.enabled=true
 refuse "autoscaling with per-pod NodePort workers" \
 	--set worker.networking.mode=perPodNodePort --set controller.autoscaling.enabled=true
 refuse "no Redis at all" --set redis.bundled.enabled=false

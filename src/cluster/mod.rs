@@ -15,6 +15,7 @@ mod remote_host;
 mod worker;
 mod worker_auth;
 mod worker_service;
+mod worker_tls;
 pub mod workers;
 
 pub use controller::Controller;
@@ -25,6 +26,7 @@ pub use remote_host::RemoteSessionHost;
 pub use worker::{local_api_address, request_drain, Worker};
 pub use worker_auth::{AttachToken, RequireToken};
 pub use worker_service::{DrainState, WorkerService};
+pub use worker_tls::{worker_endpoint, WorkerTlsClient};
 
 /// Counts and logs a failed Redis command; callers carry on (Redis is not in the liveness path).
 pub(crate) fn redis_error(operation: &'static str, err: &redis::RedisError) {

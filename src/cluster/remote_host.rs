@@ -12,10 +12,11 @@ use redis::aio::ConnectionManager;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tonic::service::interceptor::InterceptedService;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 use tracing::{field, info_span, Instrument};
 
 use super::worker_auth::AttachToken;
+use super::worker_tls::{worker_endpoint, WorkerTlsClient};
 
 use super::keys::Keys;
 use super::placement::{self, RecentPlacements};
@@ -75,6 +76,8 @@ pub struct RemoteSessionHost {
     clients: Mutex<HashMap<String, WorkerClient>>,
     /// `--worker-token` on every call.
     token: AttachToken,
+    /// `--worker-ca`: workers are dialled over TLS.
+    tls: Option<WorkerTlsClient>,
 }
 
 /// A worker API client that signs its calls.
@@ -88,10 +91,12 @@ impl RemoteSessionHost {
         keys: Keys,
         events: mpsc::Sender<SessionEvent>,
         token: AttachToken,
+        tls: Option<WorkerTlsClient>,
         stop: CancellationToken,
     ) -> Arc<Self> {
         let host = Arc::new(Self {
             token,
+            tls,
             redis,
             keys,
             workers: Arc::new(RwLock::new(Vec::new())),
@@ -186,7 +191,7 @@ impl RemoteSessionHost {
         if let Some(client) = self.clients.lock().get(address) {
             return Ok(client.clone());
         }
-        let endpoint = Endpoint::from_shared(format!("http://{address}"))
+        let endpoint = worker_endpoint(address, self.tls.as_ref())
             .map_err(|err| SessionError::Unavailable(format!("worker address {address:?}: {err}")))?
             .connect_timeout(CONNECT_TIMEOUT)
             .timeout(CALL_TIMEOUT)

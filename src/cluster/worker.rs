@@ -18,6 +18,7 @@ use super::process_load::CpuMeter;
 use super::remote_host::FORGET_SESSION_SCRIPT;
 use super::worker_auth::{AttachToken, RequireToken};
 use super::worker_service::{DrainState, WorkerService};
+use super::worker_tls::{worker_endpoint, WorkerTlsClient};
 use super::workers::{self, WorkerStatus, HEARTBEAT_INTERVAL};
 use super::{RedisBus, RedisRegistry};
 use crate::config::{hostname, Config};
@@ -31,6 +32,7 @@ use crate::signaling::{
     deliver_session_event, validate_peer_id, NotificationBus, PeerRegistry, SessionEvent,
     SessionHost,
 };
+use crate::tls::{self, ReloadingCertificate, TlsIncoming};
 
 /// A bound, not yet running, media worker.
 pub struct Worker {
@@ -49,6 +51,15 @@ pub struct Worker {
     drain: Arc<DrainState>,
     /// `--worker-token` required of every API call.
     token: RequireToken,
+    /// `--worker-tls-cert`/`--worker-tls-key`: the API serves TLS only.
+    tls: Option<ApiTls>,
+}
+
+/// The worker API's certificate (reloaded when its files change) and configuration.
+struct ApiTls {
+    certificate: Arc<ReloadingCertificate>,
+    config: Arc<rustls::ServerConfig>,
+    reload_every: Duration,
 }
 
 impl Worker {
@@ -70,6 +81,17 @@ impl Worker {
             .unwrap_or_else(|| format!("worker-{}", uuid::Uuid::new_v4().simple()));
         validate_peer_id(&id)
             .map_err(|err| Error::Unsupported(format!("worker id {id:?}: {err}")))?;
+        let tls = match config.cluster.worker_tls_files() {
+            Some(files) => {
+                let certificate = ReloadingCertificate::load(files)?;
+                Some(ApiTls {
+                    config: tls::server_config(Arc::clone(&certificate), tls::ALPN_GRPC)?,
+                    certificate,
+                    reload_every: config.tls.tls_reload_interval,
+                })
+            }
+            None => None,
+        };
         let grpc_listener = bind("worker API", config.grpc_address).await?;
         let http_listener = bind("HTTP", config.http_address).await?;
         let local = grpc_listener.local_addr().map_err(|source| Error::Bind {
@@ -122,6 +144,7 @@ impl Worker {
                     .map_err(crate::Error::AuthSecret)?
                     .as_ref(),
             ),
+            tls,
         })
     }
 
@@ -164,16 +187,30 @@ impl Worker {
 
         let host = Arc::clone(&self.sessions) as Arc<dyn SessionHost>;
         let grpc_stop = self.stop.clone();
-        let grpc = tonic::transport::Server::builder()
-            .add_service(MediaWorkerServer::with_interceptor(
+        let grpc_shutdown = async move { grpc_stop.cancelled().await };
+        let grpc =
+            tonic::transport::Server::builder().add_service(MediaWorkerServer::with_interceptor(
                 WorkerService::new(host, Arc::clone(&self.drain)),
                 self.token,
-            ))
-            .serve_with_incoming_shutdown(
+            ));
+        let grpc = match self.tls {
+            Some(tls) => {
+                Arc::clone(&tls.certificate).watch(tls.reload_every, self.stop.clone());
+                let incoming = TlsIncoming::spawn(
+                    self.grpc_listener,
+                    tls.config,
+                    "worker_api",
+                    self.stop.clone(),
+                );
+                tokio::spawn(
+                    grpc.serve_with_incoming_shutdown(incoming.into_stream(), grpc_shutdown),
+                )
+            }
+            None => tokio::spawn(grpc.serve_with_incoming_shutdown(
                 crate::http::nodelay_incoming(self.grpc_listener),
-                async move { grpc_stop.cancelled().await },
-            );
-        let grpc = tokio::spawn(grpc);
+                grpc_shutdown,
+            )),
+        };
 
         let heartbeat = Heartbeat {
             id: self.id.clone(),
@@ -257,15 +294,14 @@ impl Worker {
 ///
 /// # Errors
 /// `Drain` when the worker cannot be reached or refuses.
-pub async fn request_drain(api: &str, token: AttachToken) -> Result<u32, Error> {
+pub async fn request_drain(
+    api: &str,
+    token: AttachToken,
+    tls: Option<&WorkerTlsClient>,
+) -> Result<u32, Error> {
     use crate::proto::worker::media_worker_client::MediaWorkerClient;
-    let url = if api.contains("://") {
-        api.to_owned()
-    } else {
-        format!("http://{api}")
-    };
-    let failed = |err: &dyn std::fmt::Display| Error::Drain(format!("{url}: {err}"));
-    let channel = tonic::transport::Endpoint::from_shared(url.clone())
+    let failed = |err: &dyn std::fmt::Display| Error::Drain(format!("{api}: {err}"));
+    let channel = worker_endpoint(api, tls)
         .map_err(|e| failed(&e))?
         .connect_timeout(Duration::from_secs(5))
         .timeout(Duration::from_secs(5))

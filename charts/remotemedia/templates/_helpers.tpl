@@ -182,6 +182,7 @@ readinessProbe:
 {{/* Where the Redis CA and the frontends' TLS certificate are mounted. */}}
 {{- define "remotemedia.redisCaDir" -}}/etc/remotemedia/redis-ca{{- end -}}
 {{- define "remotemedia.tlsDir" -}}/etc/remotemedia/tls{{- end -}}
+{{- define "remotemedia.workerTlsDir" -}}/etc/remotemedia/worker-tls{{- end -}}
 
 {{/* Volume mounts of the Secrets a role reads: the Redis CA (every role), the serving
 certificate (frontends, `tls.enabled`). (dict "root" $ "role" "frontend") */}}
@@ -194,6 +195,11 @@ certificate (frontends, `tls.enabled`). (dict "root" $ "role" "frontend") */}}
 {{- if and .root.Values.tls.enabled (eq .role "frontend") }}
 - name: tls
   mountPath: {{ include "remotemedia.tlsDir" .root }}
+  readOnly: true
+{{- end }}
+{{- if and .root.Values.workerTls.enabled (has .role (list "frontend" "worker")) }}
+- name: worker-tls
+  mountPath: {{ include "remotemedia.workerTlsDir" .root }}
   readOnly: true
 {{- end }}
 {{- end -}}
@@ -214,6 +220,42 @@ certificate (frontends, `tls.enabled`). (dict "root" $ "role" "frontend") */}}
 - name: tls
   secret:
     secretName: {{ .root.Values.tls.existingSecret }}
+{{- end }}
+{{- $wt := .root.Values.workerTls -}}
+{{- if and $wt.enabled (has .role (list "frontend" "worker")) }}
+{{- if not $wt.existingSecret }}
+{{- fail "workerTls.enabled needs workerTls.existingSecret: a kubernetes.io/tls Secret with tls.crt, tls.key and the CA" }}
+{{- end }}
+- name: worker-tls
+  secret:
+    secretName: {{ $wt.existingSecret }}
+    {{- if eq .role "frontend" }}
+    # Frontends verify workers: the CA only, never the workers' key.
+    items:
+      - key: {{ $wt.caKey }}
+        path: {{ $wt.caKey }}
+    {{- end }}
+{{- end }}
+{{- end -}}
+
+{{/* The worker API's TLS flags: workers serve (and their preStop drain verifies), frontends
+verify. (dict "root" $ "role" "worker") */}}
+{{- define "remotemedia.workerTlsEnv" -}}
+{{- $wt := .root.Values.workerTls -}}
+{{- if $wt.enabled }}
+{{- $dir := include "remotemedia.workerTlsDir" .root }}
+{{- if eq .role "worker" }}
+- name: REMOTEMEDIA_WORKER_TLS_CERT
+  value: {{ printf "%s/tls.crt" $dir | quote }}
+- name: REMOTEMEDIA_WORKER_TLS_KEY
+  value: {{ printf "%s/tls.key" $dir | quote }}
+- name: REMOTEMEDIA_TLS_RELOAD_INTERVAL
+  value: {{ .root.Values.tls.reloadInterval | quote }}
+{{- end }}
+- name: REMOTEMEDIA_WORKER_CA
+  value: {{ printf "%s/%s" $dir $wt.caKey | quote }}
+- name: REMOTEMEDIA_WORKER_TLS_NAME
+  value: {{ default (printf "%s.%s.svc" (include "remotemedia.workerName" .root) .root.Release.Namespace) $wt.serverName | quote }}
 {{- end }}
 {{- end -}}
 
