@@ -1,13 +1,15 @@
 //! The WebSocket transport of signaling for browsers: JSON-RPC 2.0 text frames at `/ws`, one
 //! task per connection driving a [`ConnectedPeer`] as the gRPC stream does. The socket itself
 //! is the only outbound queue (each send waits for the client), and the peer's mailbox is
-//! bounded by the core, so a slow browser never grows memory.
+//! bounded by the core, so a slow browser never grows memory. A send that waits gives up
+//! when the core cuts the peer off, so a client that stopped reading holds up only itself.
 
 mod methods;
 mod origin;
 mod rpc;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::extract::ws::{close_code, CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{Query, State};
@@ -27,6 +29,12 @@ use super::rate_limit::RequestGate;
 use super::spans::{request_span, websocket_method, Transport};
 use crate::proto::signaling::SignalingNotification;
 use crate::telemetry::{RemoteParent, TRACEPARENT, TRACESTATE};
+
+/// How often a send that waits for the client checks whether the core cut the peer off.
+const STALL_CHECK: Duration = Duration::from_millis(250);
+/// The last error and close frame are given this long to go out to a client that may not
+/// be reading.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// The `/ws` endpoint's shared state.
 #[derive(Clone)]
@@ -182,10 +190,7 @@ async fn run_connection(
                 Wake::CutOff => {
                     // Kept for a resume, as a broken connection is: the client missed
                     // notifications, not its call.
-                    crate::metrics::metrics()
-                        .slow_consumers
-                        .with_label_values(&["websocket"])
-                        .inc();
+                    count_slow_consumer(peer.as_ref());
                     close(&mut socket, SignalingError::SlowConsumer, close_code::POLICY).await;
                     break false;
                 }
@@ -196,8 +201,14 @@ async fn run_connection(
             }
         };
         if let Some(text) = outgoing {
-            if socket.send(Message::Text(text.into())).await.is_err() {
-                break false;
+            match send_text(&mut socket, text, peer.as_ref()).await {
+                Sent::Delivered => {}
+                Sent::Gone => break false,
+                Sent::CutOff => {
+                    // The client is not reading: no close handshake to wait for.
+                    count_slow_consumer(peer.as_ref());
+                    break false;
+                }
             }
         }
     };
@@ -309,15 +320,57 @@ async fn next_wake(peer: &mut Option<ConnectedPeer>) -> Wake {
     }
 }
 
-/// Says why in a last error (id null), then sends the close frame.
+/// What became of a frame.
+enum Sent {
+    Delivered,
+    /// The socket broke.
+    Gone,
+    /// The client stopped reading until the core cut its peer off.
+    CutOff,
+}
+
+/// Sends one text frame; while the client does not take it, gives up once the core has cut
+/// the peer off (its mailbox overflowed meanwhile).
+async fn send_text(socket: &mut WebSocket, text: String, peer: Option<&ConnectedPeer>) -> Sent {
+    let send = socket.send(Message::Text(text.into()));
+    tokio::pin!(send);
+    let mut check = tokio::time::interval(STALL_CHECK);
+    loop {
+        tokio::select! {
+            sent = &mut send => return if sent.is_ok() { Sent::Delivered } else { Sent::Gone },
+            _ = check.tick() => {
+                if peer.is_some_and(ConnectedPeer::is_cut_off) {
+                    return Sent::CutOff;
+                }
+            }
+        }
+    }
+}
+
+fn count_slow_consumer(peer: Option<&ConnectedPeer>) {
+    tracing::warn!(
+        peer_id = peer.map(ConnectedPeer::peer_id),
+        "client reads too slowly: connection ended, peer kept for a resume"
+    );
+    crate::metrics::metrics()
+        .slow_consumers
+        .with_label_values(&["websocket"])
+        .inc();
+}
+
+/// Says why in a last error (id null), then sends the close frame; gives up after
+/// [`CLOSE_TIMEOUT`] (a client that does not read would hold the connection's task).
 async fn close(socket: &mut WebSocket, why: SignalingError, code: u16) {
     let message = why.to_string();
     let error = rpc::error(Value::Null, &RpcError::Signaling(why));
-    let _ = socket.send(Message::Text(error.into())).await;
-    let _ = socket
-        .send(Message::Close(Some(CloseFrame {
-            code,
-            reason: message.into(),
-        })))
-        .await;
+    let frames = async {
+        socket.send(Message::Text(error.into())).await?;
+        socket
+            .send(Message::Close(Some(CloseFrame {
+                code,
+                reason: message.into(),
+            })))
+            .await
+    };
+    let _ = tokio::time::timeout(CLOSE_TIMEOUT, frames).await;
 }
