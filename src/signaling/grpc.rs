@@ -76,9 +76,10 @@ enum End {
     /// The client read too slowly: the stream ends with RESOURCE_EXHAUSTED and the peer is
     /// kept for a resume, like a broken stream.
     SlowConsumer,
-    /// The client sent what cannot be decoded: INVALID_ARGUMENT, and it leaves (a gRPC
-    /// stream cannot be read past such a message).
-    Undecodable(SignalingError),
+    /// The client sent what ends its stream: a message that cannot be decoded or is too
+    /// large to read (a gRPC stream cannot be read past it), or a flood far past the rate
+    /// limit. It gets the error and leaves.
+    Refused(SignalingError),
     ShuttingDown,
 }
 
@@ -238,13 +239,15 @@ async fn run_stream(
                         Ok(()) => {}
                         Err(err) if err.ends_stream() => {
                             tracing::info!(peer_id = peer.peer_id(), %err, "stream cut off");
-                            let _ = out.send(Err(err.into())).await;
-                            break true;
+                            break End::Refused(err);
                         }
                         Err(err) => {
                             tracing::debug!(peer_id = peer.peer_id(), %err, "request refused");
-                            if out.send(Ok(error_response(request.request_id, &err))).await.is_err() {
-                                break ended_cleanly(&mut inbound).await;
+                            let item = Ok(error_response(request.request_id, &err));
+                            match send(&out, &peer, item).await {
+                                Ok(()) => {}
+                                Err(Undelivered::SlowConsumer) => break End::SlowConsumer,
+                                Err(Undelivered::Gone) => break gone(&mut inbound).await,
                             }
                             continue;
                         }
@@ -272,13 +275,12 @@ async fn run_stream(
                 Err(status) if is_oversized(&status) => {
                     let err = too_large_to_read(&core);
                     tracing::info!(peer_id = peer.peer_id(), %err, "stream cut off");
-                    let _ = out.send(Err(err.into())).await;
-                    break End::Clean;
+                    break End::Refused(err);
                 }
                 Err(status) => {
                     if let Some(err) = undecodable(&status) {
                         tracing::info!(peer_id = peer.peer_id(), %status, "undecodable request");
-                        break End::Undecodable(err);
+                        break End::Refused(err);
                     }
                     tracing::info!(peer_id = peer.peer_id(), %status, "signaling stream broke");
                     break End::Broken;
@@ -315,7 +317,7 @@ async fn run_stream(
             last_word.send(Err(SignalingError::ShuttingDown.into()));
             !core.keeps_peers_on_shutdown()
         }
-        End::Undecodable(err) => {
+        End::Refused(err) => {
             last_word.send(Err(err.into()));
             true
         }
