@@ -82,6 +82,7 @@ async fn a_datachannel_message_over_the_limit_is_dropped_and_counted_and_the_cha
     let server = TestServer::start_with(|c| c.limits.max_datachannel_message_bytes = 4096).await;
     let hits_before = hits(server.http, "datachannel_message_bytes").await;
     let dropped_before = dropped(server.http, "too_large").await;
+    let malformed_before = dropped(server.http, "malformed").await;
     let (mut signaling, _) = SignalingClient::announce(&server.grpc_url(), "big-dc").await;
     let mut peer = ClientPeer::new(ClientOptions::default()).await;
     // A client that ignores the limit the answer advertises (a conforming one refuses to
@@ -100,8 +101,14 @@ async fn a_datachannel_message_over_the_limit_is_dropped_and_counted_and_the_cha
         .send(&text_message(&"x".repeat(5000)))
         .await
         .unwrap();
-    // The channel is in order: once the next message echoes, the large one was seen.
+    // An empty message is no DataBuffer (dropped, counted), and no end of the channel.
+    channel.send(&Bytes::new()).await.unwrap();
+    // The channel is in order: once the next message echoes, the others were seen.
     echoes(&mut peer, &channel, "after the large one").await;
+    assert_eq!(
+        dropped(server.http, "malformed").await,
+        malformed_before + 1.0
+    );
     assert_eq!(
         hits(server.http, "datachannel_message_bytes").await,
         hits_before + 1.0

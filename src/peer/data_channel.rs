@@ -63,13 +63,16 @@ pub(crate) fn read_when_open(channel: &Arc<RTCDataChannel>, data: DataInput) {
 async fn read_messages(channel: Arc<DataChannel>, data: DataInput) {
     let mut buffer = vec![0u8; READ_BUFFER_BYTES.max(data.max_message_bytes)];
     loop {
+        // An empty message reads as 0 bytes, like the end of the stream; only a message
+        // moves this count.
+        let received = channel.messages_received();
         let read = tokio::select! {
             read = channel.read_data_channel(&mut buffer) => read,
             () = data.cancel.cancelled() => break,
         };
         let (len, is_string) = match read {
-            // The stream was reset or shut down (webrtc-rs's reader ends here too).
-            Ok((0, _)) => break,
+            // The stream was reset or shut down.
+            Ok((0, _)) if channel.messages_received() == received => break,
             Ok(read) => read,
             Err(err) => {
                 if matches!(
