@@ -39,6 +39,9 @@ impl ServerProcess {
             ])
             // Sessions that never connect go quickly, so the last ones do not linger.
             .args(["--connect-timeout", "2s"])
+            // A thousand offers in a few seconds is a flood to the signaling rate limit (its
+            // own test): off, so every offer reaches the session host this test measures.
+            .args(["--signaling-rate", "0"])
             .env("RUST_LOG", "error")
             .env_remove("REMOTEMEDIA_REDIS_URL")
             .stdout(Stdio::null())

@@ -166,7 +166,9 @@ const RAW_BODIES: [&[u8]; 5] = [
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn garbage_of_every_kind_is_refused_and_the_server_serves_on() {
     common::init_tracing();
-    let server = TestServer::start().await;
+    // Every request here must reach the parser, so the signaling rate limit (tested on its
+    // own in tests/limits.rs) is off.
+    let server = TestServer::start_with(|config| config.limits.signaling_rate = 0).await;
     let url = server.grpc_url();
     let (mut bystander, _) = SignalingClient::announce(&url, "bystander").await;
     let mut sent = 0;

@@ -1,7 +1,7 @@
 //! Signaling limits: each one hit against a real server, over gRPC and the WebSocket, with
 //! the error a client gets, the `remotemedia_limit_hits_total` count it moves, and the same
-//! stream working afterwards. (Its own test binary: the metrics are process-wide; each test
-//! here moves a different `limit` label, so they may run side by side.)
+//! stream working afterwards. (Its own test binary: the metrics are process-wide; tests that
+//! move the same `limit` label hold [`RATE_LABEL`] so they do not run side by side.)
 
 #![allow(clippy::unwrap_used)] // tests unwrap: a failure is the test failing
 
@@ -19,6 +19,9 @@ use remotemedia_webrtc::proto::signaling::{
 use remotemedia_webrtc::signaling::jsonrpc;
 use serde_json::json;
 use tonic::Code;
+
+/// Held by the two tests that move `limit="requests_per_second"`: each counts exact deltas.
+static RATE_LABEL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 /// `remotemedia_limit_hits_total{limit}` of the server now.
 async fn hits(http: SocketAddr, limit: &str) -> f64 {
@@ -220,6 +223,7 @@ async fn burst_of_lists(signaling: &mut SignalingClient, n: usize) -> usize {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn requests_over_the_rate_are_refused_then_served_again_once_the_bucket_refills() {
+    let _serial = RATE_LABEL.lock().await;
     common::init_tracing();
     // One request a second, three at once: a burst of ten cannot all pass, however slow
     // the machine.
@@ -287,6 +291,7 @@ async fn requests_over_the_rate_are_refused_then_served_again_once_the_bucket_re
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_that_floods_far_beyond_the_rate_is_cut_off() {
+    let _serial = RATE_LABEL.lock().await;
     common::init_tracing();
     let server = TestServer::start_with(|c| {
         c.limits.signaling_rate = 1;
