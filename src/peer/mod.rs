@@ -20,5 +20,6 @@ pub use advertise::PortMap;
 pub use close_reason::CloseReason;
 pub use error::PeerError;
 pub use quality::{CallRecord, RtcpStats, SessionStats};
+pub(crate) use server_peer::{decode_data_message, encode_data_message};
 pub use session_manager::{PeerConnectionProbe, SessionManager, SessionSettings};
 pub use stack::{opus_capability, WebRtcStack};

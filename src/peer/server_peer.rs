@@ -398,7 +398,7 @@ impl ServerPeer {
 
 /// One data-channel message into a pipeline input: a binary protobuf `DataBuffer`, or, for
 /// convenience, a text message as text.
-fn decode_data_message(message: &DataChannelMessage) -> Option<Envelope> {
+pub(crate) fn decode_data_message(message: &DataChannelMessage) -> Option<Envelope> {
     use prost::Message;
     if message.is_string {
         return match String::from_utf8(message.data.to_vec()) {
