@@ -3,6 +3,7 @@
 #   make run    builds and starts `webrtc_server --mode grpc` with examples/loopback.yaml
 #   make test   installs what the tests need (cmake, protoc, redis), starts Redis, runs the tests
 #   make chart-check   lints the Helm chart and validates what it renders (strict schemas)
+#   make fuzz-check    builds the cargo-fuzz targets (fuzz/) and runs each 30 s on its corpus
 #   make image, kind-up, kind-deploy, kind-test, kind-down   the local Kubernetes recipe
 #                      (docker, kind, kubectl and helm on your machine; docs/kubernetes.md)
 #   make bench  micro benchmarks, then the capacity sweeps (benches/capacity.sh, release build)
@@ -19,7 +20,7 @@ KIND_CLUSTER ?= remotemedia
 KIND_NAMESPACE ?= remotemedia
 HELM ?= helm
 
-.PHONY: all deps services build run test bench bench-janus lint fmt clean chart-check image kind-up kind-deploy kind-test kind-down
+.PHONY: all deps services build run test bench bench-janus lint fmt clean chart-check fuzz-check image kind-up kind-deploy kind-test kind-down
 
 all: build
 
@@ -83,6 +84,11 @@ clean:
 # ~/.cache/remotemedia-webrtc/tools once (deploy/scripts/tools.sh).
 chart-check:
 	deploy/scripts/chart-check.sh
+
+# Every parser a peer reaches, fuzzed 30 s each on the committed corpus (FUZZ_SECONDS to change);
+# installs cargo-fuzz once, builds in ~/.cache/remotemedia-webrtc/fuzz-target (fuzz/run.sh).
+fuzz-check: deps
+	fuzz/run.sh
 
 # The one image of every role.
 image:

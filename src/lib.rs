@@ -7,6 +7,8 @@
 pub mod cluster;
 pub mod config;
 pub mod error;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod http;
 pub mod loadgen;
 pub mod media;

@@ -116,7 +116,7 @@ pub(crate) fn dropped(reason: &'static str) {
 
 /// One data-channel message into a pipeline input: a binary protobuf `DataBuffer`, or, for
 /// convenience, a text message as text. Anything else is dropped and counted.
-fn decode(message: &[u8], is_string: bool) -> Option<Envelope> {
+pub(crate) fn decode(message: &[u8], is_string: bool) -> Option<Envelope> {
     use prost::Message;
     let malformed = |why: &dyn std::fmt::Display| {
         tracing::warn!(%why, len = message.len(), "data channel message dropped");

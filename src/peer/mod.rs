@@ -20,8 +20,10 @@ mod video;
 
 pub use advertise::PortMap;
 pub use close_reason::CloseReason;
+pub(crate) use data_channel::decode as decode_data_message;
 pub use error::PeerError;
 pub use quality::{CallRecord, RtcpStats, SessionStats};
+pub(crate) use server_peer::encode_data_message;
 pub use session_manager::{PeerConnectionProbe, SessionManager, SessionSettings};
 pub use stack::{opus_capability, WebRtcStack};
 pub use udp_filter::DropReason as UdpDropReason;

@@ -230,7 +230,7 @@ async fn run_connection(
 }
 
 /// The answer to one text frame; `None` for a JSON-RPC notification.
-async fn handle_text(
+pub(crate) async fn handle_text(
     core: &Arc<SignalingCore>,
     identity: &Identity,
     peer: &mut Option<ConnectedPeer>,
