@@ -149,6 +149,9 @@ async fn raw_signal(grpc: SocketAddr, body: &'static [u8]) -> (i32, String) {
     status(&trailers).expect("a grpc-status trailer")
 }
 
+/// The index in [`RAW_BODIES`] of the one whose length prefix is over the hard limit.
+const OVER_THE_LIMIT: usize = 3;
+
 /// Bodies that are not a gRPC-framed `SignalingRequest`.
 const RAW_BODIES: [&[u8]; 5] = [
     // The prefix promises 10 bytes; 3 come, then the stream ends.
@@ -211,18 +214,21 @@ async fn garbage_of_every_kind_is_refused_and_the_server_serves_on() {
             r#type: "offer".into(),
         }))
         .await;
+    // Far above --max-message-bytes a request is not even read: the stream ends with
+    // RESOURCE_EXHAUSTED, gRPC's code for a message over the receiver's limit.
     let status = oversized.expect_status().await;
-    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+    assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
     sent += 1;
     for i in 0..59 {
-        let body = RAW_BODIES[i % RAW_BODIES.len()];
-        let (code, message) = raw_signal(server.grpc, body).await;
-        assert_eq!(
-            code,
-            Code::InvalidArgument as i32,
-            "raw body {}: {message}",
-            i % RAW_BODIES.len()
-        );
+        let which = i % RAW_BODIES.len();
+        let (code, message) = raw_signal(server.grpc, RAW_BODIES[which]).await;
+        // The 2 GiB prefix is over the hard message limit: not read, RESOURCE_EXHAUSTED.
+        let expected = if which == OVER_THE_LIMIT {
+            Code::ResourceExhausted
+        } else {
+            Code::InvalidArgument
+        };
+        assert_eq!(code, expected as i32, "raw body {which}: {message}");
         sent += 1;
     }
     assert_eq!(sent, 500);
