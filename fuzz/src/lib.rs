@@ -9,8 +9,8 @@ use async_trait::async_trait;
 use futures::FutureExt;
 use remotemedia_webrtc::proto::signaling::AnnounceRequest;
 use remotemedia_webrtc::signaling::{
-    Access, ConnectedPeer, IceCandidate, Identity, InMemoryBus, InMemoryRegistry, SessionError,
-    SessionHost, SessionRequest, SignalingCore, SignalingLimits,
+    Access, ConnectedPeer, IceCandidate, Identity, InMemoryBus, InMemoryRegistry, RequestLimits,
+    SessionError, SessionHost, SessionRequest, SignalingCore, SignalingLimits,
 };
 
 /// The process's runtime, made on first use (libFuzzer calls the target from one thread).
@@ -31,13 +31,26 @@ pub fn signaling_core(host: Arc<dyn SessionHost>) -> Arc<SignalingCore> {
         Arc::new(InMemoryRegistry::default()),
         Arc::new(InMemoryBus::default()),
         host,
-        SignalingLimits {
-            max_peers: 100,
-            resume_grace: Duration::ZERO,
-            keep_peers_on_shutdown: false,
-        },
+        limits(),
         Access::default(),
     )
+}
+
+/// The server's default limits (the flags' defaults), no resume grace.
+fn limits() -> SignalingLimits {
+    let limits = remotemedia_webrtc::config::Config::local_test().limits;
+    SignalingLimits {
+        max_peers: limits.max_peers,
+        max_sdp_bytes: limits.max_sdp_bytes,
+        max_ice_candidates: limits.max_ice_candidates,
+        requests: RequestLimits {
+            rate: limits.signaling_rate,
+            burst: limits.signaling_burst,
+            max_message_bytes: limits.max_message_bytes,
+        },
+        resume_grace: Duration::ZERO,
+        keep_peers_on_shutdown: false,
+    }
 }
 
 /// Announces `peer_id` as an anonymous client (no auth).

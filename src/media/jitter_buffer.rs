@@ -272,9 +272,7 @@ impl JitterBuffer {
                 if lost {
                     self.note_loss(seq);
                 }
-                let Some(play) = self.play.as_mut() else {
-                    return None;
-                };
+                let play = self.play.as_mut()?;
                 if skip > 0 {
                     play.since_shrink = 0;
                     play.offset_us -= ts_us(skip as i64);
