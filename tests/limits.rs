@@ -300,14 +300,18 @@ async fn a_client_that_floods_far_beyond_the_rate_is_cut_off() {
     .await;
     let (mut signaling, _) = SignalingClient::announce(&server.grpc_url(), "flood").await;
     // The announce took the one token; 10 refusals (ten bursts) are tolerated, then the
-    // stream ends. 40 requests at once leave no doubt.
+    // stream ends. 40 requests at once leave no doubt (the last ones may find the stream
+    // already ended).
     for _ in 0..40 {
-        signaling
-            .send_raw(pb::SignalingRequest {
+        let sent = signaling
+            .try_send_raw(pb::SignalingRequest {
                 request_id: "f".into(),
                 request: Some(Req::ListPeers(pb::ListPeersRequest {})),
             })
             .await;
+        if !sent {
+            break;
+        }
     }
     let mut refused = 0;
     let status = loop {

@@ -173,6 +173,14 @@ impl SignalingClient {
             .expect("send request");
     }
 
+    /// Sends `request` unless the server already ended the stream (then false).
+    pub async fn try_send_raw(&mut self, request: SignalingRequest) -> bool {
+        match self.outbound.as_ref() {
+            Some(outbound) => outbound.send(request).await.is_ok(),
+            None => false,
+        }
+    }
+
     /// Half-closes the stream (a clean leave).
     pub fn close(&mut self) {
         self.outbound = None;
