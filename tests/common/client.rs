@@ -491,8 +491,13 @@ impl ClientPeer {
         remotemedia_webrtc::media::dominant_frequency(&fresh[4_800..19_200], 48_000)
     }
 
+    /// Closes the connection. webrtc-rs may fail its own teardown when the server ended the
+    /// association first ("sending reset packet in non-Established state"): that is the
+    /// client stack's error, not the server's, so it is logged, not a test failure.
     pub async fn close(&self) {
-        self.pc.close().await.unwrap();
+        if let Err(err) = self.pc.close().await {
+            eprintln!("client peer close: {err}");
+        }
     }
 }
 
