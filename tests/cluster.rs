@@ -25,29 +25,6 @@ use remotemedia_webrtc::proto::worker::{
     self as worker_pb, media_worker_client::MediaWorkerClient,
 };
 
-/// Waits until `node`'s metric `sample` satisfies `check`.
-async fn wait_metric(
-    node: &Node,
-    sample: &str,
-    within: Duration,
-    check: impl Fn(f64) -> bool,
-) -> f64 {
-    let deadline = Instant::now() + within;
-    loop {
-        let value = metric_value(&node.metrics().await, sample).unwrap_or(-1.0);
-        if check(value) {
-            return value;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{}: {sample} is {value} after {within:?}; log:\n{}",
-            node.name,
-            node.log_text()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
 async fn sessions_on(worker: &Node) -> f64 {
     metric_value(
         &worker.metrics().await,
@@ -96,13 +73,9 @@ async fn thirty_calls_through_two_frontends_spread_over_three_workers() {
         Node::start("frontend-2", "frontend", &url, &[]).await,
     ];
     for frontend in &frontends {
-        wait_metric(
-            frontend,
-            "remotemedia_frontend_workers_available",
-            WAIT,
-            |n| n == 3.0,
-        )
-        .await;
+        frontend
+            .wait_metric("remotemedia_frontend_workers_available", WAIT, |n| n == 3.0)
+            .await;
     }
 
     let mut calls = Vec::new();
@@ -189,10 +162,9 @@ async fn thirty_calls_through_two_frontends_spread_over_three_workers() {
         peer.close().await;
     }
     for worker in &workers {
-        wait_metric(worker, "remotemedia_worker_sessions_active", WAIT, |n| {
-            n == 0.0
-        })
-        .await;
+        worker
+            .wait_metric("remotemedia_worker_sessions_active", WAIT, |n| n == 0.0)
+            .await;
     }
 }
 
@@ -227,13 +199,9 @@ async fn a_killed_worker_gets_no_new_sessions_and_its_clients_are_told() {
     ];
     // No controller: the frontend places from heartbeats alone.
     let frontend = Node::start("frontend", "frontend", &url, &[]).await;
-    wait_metric(
-        &frontend,
-        "remotemedia_frontend_workers_available",
-        WAIT,
-        |n| n == 2.0,
-    )
-    .await;
+    frontend
+        .wait_metric("remotemedia_frontend_workers_available", WAIT, |n| n == 2.0)
+        .await;
 
     let (mut signaling, peer) = call(&frontend, "victim").await;
     let holder = if sessions_on(&workers[0]).await == 1.0 {
@@ -245,13 +213,13 @@ async fn a_killed_worker_gets_no_new_sessions_and_its_clients_are_told() {
     let killed = Instant::now();
     workers[holder].kill9();
 
-    wait_metric(
-        &frontend,
-        "remotemedia_frontend_workers_available",
-        Duration::from_secs(6),
-        |n| n == 1.0,
-    )
-    .await;
+    frontend
+        .wait_metric(
+            "remotemedia_frontend_workers_available",
+            Duration::from_secs(6),
+            |n| n == 1.0,
+        )
+        .await;
     println!("dead worker out of placement after {:?}", killed.elapsed());
     let told = expect_server_gone(&mut signaling, Duration::from_secs(10)).await;
     println!(
@@ -276,13 +244,9 @@ async fn a_terminated_worker_drains_its_calls_then_exits() {
     let url = redis.url();
     let mut worker = Node::worker("worker-a", &url, &["--drain-timeout", "60s"]).await;
     let frontend = Node::start("frontend", "frontend", &url, &[]).await;
-    wait_metric(
-        &frontend,
-        "remotemedia_frontend_workers_available",
-        WAIT,
-        |n| n == 1.0,
-    )
-    .await;
+    frontend
+        .wait_metric("remotemedia_frontend_workers_available", WAIT, |n| n == 1.0)
+        .await;
     let (mut signaling, peer) = call(&frontend, "caller").await;
 
     worker.sigterm();
@@ -309,13 +273,9 @@ async fn a_terminated_worker_drains_its_calls_then_exits() {
     tone_comes_back(&peer, 660.0).await;
 
     // No new session is placed on it.
-    wait_metric(
-        &frontend,
-        "remotemedia_frontend_workers_available",
-        WAIT,
-        |n| n == 0.0,
-    )
-    .await;
+    frontend
+        .wait_metric("remotemedia_frontend_workers_available", WAIT, |n| n == 0.0)
+        .await;
     let (mut other, _) = SignalingClient::announce(&frontend.grpc_url(), "latecomer").await;
     let late = ClientPeer::new(ClientOptions::default()).await;
     let offer = other.offer(SERVER, late.offer().await).await;
@@ -347,10 +307,9 @@ async fn sessions_place_without_a_controller_and_after_redis_restarts() {
     let _worker = Node::worker("worker-a", &url, &[]).await;
     let mut controller = Node::start("controller", "controller", &url, &[]).await;
     let frontend = Node::start("frontend", "frontend", &url, &[]).await;
-    wait_metric(&controller, "remotemedia_controller_leader", WAIT, |n| {
-        n == 1.0
-    })
-    .await;
+    controller
+        .wait_metric("remotemedia_controller_leader", WAIT, |n| n == 1.0)
+        .await;
     let (_first, _first_peer) = call(&frontend, "first").await;
 
     controller.kill9();
@@ -503,13 +462,9 @@ async fn a_broken_stream_resumes_on_the_other_frontend_and_misses_nothing() {
         Node::start("frontend-1", "frontend", &url, &[]).await,
         Node::start("frontend-2", "frontend", &url, &[]).await,
     ];
-    wait_metric(
-        &frontends[0],
-        "remotemedia_frontend_workers_available",
-        WAIT,
-        |n| n == 1.0,
-    )
-    .await;
+    frontends[0]
+        .wait_metric("remotemedia_frontend_workers_available", WAIT, |n| n == 1.0)
+        .await;
     let proxy = TcpProxy::start(frontends[0].grpc).await;
     let (mut alice, ack) = SignalingClient::announce(&proxy.url(), "alice").await;
     let token = ack["resume_token"].as_str().unwrap().to_owned();
@@ -556,13 +511,9 @@ async fn the_peers_of_a_crashed_frontend_resume_on_another_within_the_grace() {
     let grace = ["--resume-grace", "20s"];
     let mut crashing = Node::start("frontend-1", "frontend", &url, &grace).await;
     let survivor = Node::start("frontend-2", "frontend", &url, &grace).await;
-    wait_metric(
-        &crashing,
-        "remotemedia_frontend_workers_available",
-        WAIT,
-        |n| n == 1.0,
-    )
-    .await;
+    crashing
+        .wait_metric("remotemedia_frontend_workers_available", WAIT, |n| n == 1.0)
+        .await;
     let (mut alice, ack) = SignalingClient::announce(&crashing.grpc_url(), "alice").await;
     let token = ack["resume_token"].as_str().unwrap().to_owned();
     let mut peer = ClientPeer::new(ClientOptions::default()).await;
@@ -633,13 +584,9 @@ async fn a_drain_request_from_the_controller_moves_new_sessions_elsewhere() {
         Node::worker("worker-b", &url, &[]).await,
     ];
     let frontend = Node::start("frontend", "frontend", &url, &[]).await;
-    wait_metric(
-        &frontend,
-        "remotemedia_frontend_workers_available",
-        WAIT,
-        |n| n == 2.0,
-    )
-    .await;
+    frontend
+        .wait_metric("remotemedia_frontend_workers_available", WAIT, |n| n == 2.0)
+        .await;
     let (_first, first_peer) = call(&frontend, "before-drain").await;
 
     // What the autoscaler writes before it scales worker-a away.
@@ -651,17 +598,12 @@ async fn a_drain_request_from_the_controller_moves_new_sessions_elsewhere() {
         .query_async(&mut conn)
         .await
         .unwrap();
-    wait_metric(&workers[0], "remotemedia_worker_draining", WAIT, |n| {
-        n == 1.0
-    })
-    .await;
-    wait_metric(
-        &frontend,
-        "remotemedia_frontend_workers_available",
-        WAIT,
-        |n| n == 1.0,
-    )
-    .await;
+    workers[0]
+        .wait_metric("remotemedia_worker_draining", WAIT, |n| n == 1.0)
+        .await;
+    frontend
+        .wait_metric("remotemedia_frontend_workers_available", WAIT, |n| n == 1.0)
+        .await;
     let ready = try_http_get(workers[0].http, "/readyz")
         .await
         .unwrap_or_default();
@@ -697,13 +639,9 @@ async fn a_stopping_frontend_sends_its_clients_to_resume_elsewhere() {
     let _worker = Node::worker("worker-a", &url, &[]).await;
     let mut stopping = Node::start("frontend-1", "frontend", &url, &[]).await;
     let other = Node::start("frontend-2", "frontend", &url, &[]).await;
-    wait_metric(
-        &stopping,
-        "remotemedia_frontend_workers_available",
-        WAIT,
-        |n| n == 1.0,
-    )
-    .await;
+    stopping
+        .wait_metric("remotemedia_frontend_workers_available", WAIT, |n| n == 1.0)
+        .await;
     let (mut alice, ack) = SignalingClient::announce(&stopping.grpc_url(), "alice").await;
     let token = ack["resume_token"].as_str().unwrap().to_owned();
     let mut peer = ClientPeer::new(ClientOptions::default()).await;
@@ -742,13 +680,9 @@ async fn a_full_cluster_answers_resource_exhausted() {
     let url = redis.url();
     let worker = Node::worker("worker-a", &url, &["--capacity", "1"]).await;
     let frontend = Node::start("frontend", "frontend", &url, &[]).await;
-    wait_metric(
-        &frontend,
-        "remotemedia_frontend_workers_available",
-        WAIT,
-        |n| n == 1.0,
-    )
-    .await;
+    frontend
+        .wait_metric("remotemedia_frontend_workers_available", WAIT, |n| n == 1.0)
+        .await;
     let (_first, _first_peer) = call(&frontend, "first").await;
     let (mut second, _) = SignalingClient::announce(&frontend.grpc_url(), "second").await;
     let peer = ClientPeer::new(ClientOptions::default()).await;
@@ -804,13 +738,9 @@ async fn the_worker_api_takes_only_callers_with_the_worker_token() {
     )
     .await;
     for frontend in [&wrong, &right] {
-        wait_metric(
-            frontend,
-            "remotemedia_frontend_workers_available",
-            WAIT,
-            |n| n >= 1.0,
-        )
-        .await;
+        frontend
+            .wait_metric("remotemedia_frontend_workers_available", WAIT, |n| n >= 1.0)
+            .await;
     }
 
     // Anything else on the network that reaches the API directly is refused.

@@ -21,29 +21,6 @@ use remotemedia_webrtc::proto::signaling::{
 
 const HEARTBEAT_ERRORS: &str = "remotemedia_cluster_redis_errors_total{operation=\"heartbeat\"}";
 
-/// Waits until `node`'s metric `sample` satisfies `check`; returns its value.
-async fn wait_metric(
-    node: &Node,
-    sample: &str,
-    within: Duration,
-    check: impl Fn(f64) -> bool,
-) -> f64 {
-    let deadline = Instant::now() + within;
-    loop {
-        let value = metric_value(&node.metrics().await, sample).unwrap_or(-1.0);
-        if check(value) {
-            return value;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{}: {sample} is {value} after {within:?}; log:\n{}",
-            node.name,
-            node.log_text()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
 async fn sessions_on(worker: &Node) -> f64 {
     metric_value(
         &worker.metrics().await,
@@ -113,13 +90,9 @@ async fn a_worker_keeps_its_calls_through_a_redis_outage_and_is_placed_again() {
     let url = redis.url();
     let worker = Node::worker("worker-a", &url, &[]).await;
     let frontend = Node::start("frontend", "frontend", &url, &[]).await;
-    wait_metric(
-        &frontend,
-        "remotemedia_frontend_workers_available",
-        WAIT,
-        |n| n == 1.0,
-    )
-    .await;
+    frontend
+        .wait_metric("remotemedia_frontend_workers_available", WAIT, |n| n == 1.0)
+        .await;
 
     let (_signaling, peer) = {
         let (mut signaling, _) = SignalingClient::announce(&frontend.grpc_url(), "caller").await;
@@ -128,16 +101,19 @@ async fn a_worker_keeps_its_calls_through_a_redis_outage_and_is_placed_again() {
         (signaling, peer)
     };
     tone_comes_back(&peer, 440.0, "before the outage").await;
-    let errors_before = wait_metric(&worker, HEARTBEAT_ERRORS, WAIT, |n| n >= 0.0).await;
+    let errors_before = worker
+        .wait_metric(HEARTBEAT_ERRORS, WAIT, |n| n >= 0.0)
+        .await;
 
     redis.kill();
     let down = Instant::now();
     tone_comes_back(&peer, 440.0, "right after Redis went away").await;
     // Three failed heartbeats (2 s apart): longer than a worker lives without one (5 s).
-    wait_metric(&worker, HEARTBEAT_ERRORS, Duration::from_secs(30), |n| {
-        n >= errors_before + 3.0
-    })
-    .await;
+    worker
+        .wait_metric(HEARTBEAT_ERRORS, Duration::from_secs(30), |n| {
+            n >= errors_before + 3.0
+        })
+        .await;
     println!("heartbeats failing for {:?}", down.elapsed());
     tone_comes_back(&peer, 550.0, "with Redis gone for several heartbeats").await;
     assert_eq!(

@@ -253,6 +253,30 @@ impl Node {
             .await
             .unwrap_or_default()
     }
+
+    /// Waits until this node's metric `sample` satisfies `check` (a missing sample reads
+    /// -1); returns its value.
+    pub async fn wait_metric(
+        &self,
+        sample: &str,
+        within: Duration,
+        check: impl Fn(f64) -> bool,
+    ) -> f64 {
+        let deadline = Instant::now() + within;
+        loop {
+            let value = super::metric_value(&self.metrics().await, sample).unwrap_or(-1.0);
+            if check(value) {
+                return value;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{}: {sample} is {value} after {within:?}; log:\n{}",
+                self.name,
+                self.log_text()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
 }
 
 impl Drop for Node {
