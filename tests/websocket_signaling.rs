@@ -80,7 +80,11 @@ async fn every_reachable_error_code() {
     .await;
     assert_eq!(ws.response(json!(null)).await.unwrap_err().0, -32600);
     assert_eq!(ws.error_code("peer.dance", json!({})).await, -32601);
-    assert_eq!(ws.error_code("peer.list", json!({})).await, -32006);
+    assert_eq!(
+        ws.error_code("peer.answer", json!({"to": "x", "sdp": "v=0"}))
+            .await,
+        -32006
+    );
     assert_eq!(ws.error_code("peer.announce", json!({})).await, -32602);
     assert_eq!(
         ws.error_code("peer.announce", json!({"peer_id": "bad id!"}))

@@ -255,6 +255,12 @@ impl SignalingCore {
         Ok(ConnectedPeer::new(self, &record, mailbox, slot))
     }
 
+    /// What a stream that has not announced yet may list: the lobby (the peers in no room).
+    /// Nothing scopes the list to rooms yet, so that is every peer, as [`Self::peers`].
+    pub async fn lobby_peers(&self) -> Vec<PeerInfo> {
+        self.peers().await
+    }
+
     /// Every registered peer, the virtual server peer first.
     pub async fn peers(&self) -> Vec<PeerInfo> {
         let mut peers = vec![server_peer_info(self.started)];
@@ -772,7 +778,8 @@ fn server_peer_info(started: Instant) -> PeerInfo {
             audio: true,
             video: true,
             data: true,
-            extensions: String::new(),
+            // Valid JSON, as the original sent: clients parse it.
+            extensions: "{}".into(),
         }),
         state: PeerState::Available as i32,
         metadata: HashMap::from([
