@@ -577,6 +577,14 @@ pub struct LimitOptions {
     #[arg(long, env = "REMOTEMEDIA_RESUME_GRACE", default_value = "30s", value_parser = humantime::parse_duration)]
     pub resume_grace: Duration,
 
+    /// Without `--auth-secret`: a client that announces the peer id of a peer in its resume
+    /// grace without the resume token takes the id over (the old registration ends: its
+    /// session closes, `PeerLeft`, then `PeerJoined`), as the original's clients reconnect.
+    /// false: the id stays taken (ALREADY_EXISTS) for the grace. A live stream's id is never
+    /// taken; with `--auth-secret` a token for the id always takes it over.
+    #[arg(long, env = "REMOTEMEDIA_ID_TAKEOVER", default_value_t = true, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    pub id_takeover: bool,
+
     /// Largest SDP offer or answer accepted, in bytes (real ones are a few KiB); larger ones
     /// get INVALID_ARGUMENT.
     #[arg(long, env = "REMOTEMEDIA_MAX_SDP_BYTES", default_value_t = 64 * 1024)]

@@ -400,7 +400,11 @@ fn access(config: &Config) -> Result<Access, crate::Error> {
                 config.turn.turn_ttl,
             )
         });
-    Ok(Access { tokens, turn })
+    Ok(Access {
+        tokens,
+        turn,
+        id_takeover: config.limits.id_takeover,
+    })
 }
 
 #[cfg(test)]

@@ -458,9 +458,12 @@ async fn a_broken_stream_resumes_on_the_other_frontend_and_misses_nothing() {
     let redis = RedisProcess::start();
     let url = redis.url();
     let _worker = Node::worker("worker-a", &url, &[]).await;
+    // Without takeover, so that the id is taken during the grace (tests/id_takeover.rs has
+    // the default, where a stream without the token takes it over).
+    let no_takeover = ["--id-takeover=false"];
     let frontends = [
-        Node::start("frontend-1", "frontend", &url, &[]).await,
-        Node::start("frontend-2", "frontend", &url, &[]).await,
+        Node::start("frontend-1", "frontend", &url, &no_takeover).await,
+        Node::start("frontend-2", "frontend", &url, &no_takeover).await,
     ];
     frontends[0]
         .wait_metric("remotemedia_frontend_workers_available", WAIT, |n| n == 1.0)

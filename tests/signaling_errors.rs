@@ -73,7 +73,7 @@ async fn the_server_peer_id_is_reserved_and_malformed_ids_are_invalid() {
 }
 
 #[tokio::test]
-async fn anything_before_the_announce_is_failed_precondition() {
+async fn an_offer_before_the_announce_is_failed_precondition() {
     let server = TestServer::start().await;
     let mut client = SignalingClient::open(&server.grpc_url()).await;
     client.offer(SERVER, "v=0").await;

@@ -1,7 +1,8 @@
 //! The peer registry and pending offers in Redis: any replica sees every peer, and announce is
 //! an atomic create (`SET NX`) across all of them. Each replica keeps a liveness key; the
 //! peers of a replica whose key expired (it crashed) enter their resume grace, and whichever
-//! replica sweeps first ends a grace that ran out (Lua scripts make each step atomic).
+//! replica sweeps first ends a grace that ran out; a detached peer is resumed or taken over
+//! by one stream only (Lua scripts make each step atomic).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -54,6 +55,18 @@ r.detached_until_ms = cjson.null
 r.owner = ARGV[2]
 r.connection_id = ARGV[3]
 redis.call('SET', KEYS[1], cjson.encode(r), 'PX', ARGV[4])
+return v
+";
+
+/// Gives a detached peer's id to a new stream: replaces its record. Returns the record as it
+/// was, 'taken' (a live stream holds it), or nil (no such peer).
+/// KEYS[1] peer; ARGV: the new record, TTL ms.
+const TAKE_OVER_SCRIPT: &str = r"
+local v = redis.call('GET', KEYS[1])
+if not v then return nil end
+local d = cjson.decode(v).detached_until_ms
+if d == nil or d == cjson.null then return 'taken' end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
 return v
 ";
 
@@ -237,6 +250,15 @@ impl RedisRegistry {
         }
     }
 
+    /// The keys of the pending offers from and to `peer_id`.
+    async fn offer_keys(&self, peer_id: &str) -> Vec<String> {
+        let mut keys = Vec::new();
+        for pattern in self.keys.offer_patterns(peer_id) {
+            keys.extend(self.scan(&pattern).await);
+        }
+        keys
+    }
+
     async fn scan(&self, pattern: &str) -> Vec<String> {
         let mut redis = self.redis.clone();
         let mut cursor: u64 = 0;
@@ -324,9 +346,7 @@ impl PeerRegistry for RedisRegistry {
     async fn unregister(&self, peer_id: &str) {
         self.local.lock().remove(peer_id);
         let mut doomed = vec![self.keys.peer(peer_id)];
-        for pattern in self.keys.offer_patterns(peer_id) {
-            doomed.extend(self.scan(&pattern).await);
-        }
+        doomed.extend(self.offer_keys(peer_id).await);
         if let Err(err) = redis::cmd("DEL")
             .arg(&doomed)
             .query_async::<()>(&mut self.redis.clone())
@@ -450,6 +470,39 @@ impl PeerRegistry for RedisRegistry {
                 Ok(Some(stored.into()))
             }
         }
+    }
+
+    async fn take_over(&self, record: PeerRecord) -> Result<Option<PeerRecord>, RegistryError> {
+        let peer_id = record.peer_id.clone();
+        let value = serde_json::to_string(&StoredPeer::new(&record, &self.replica_id))
+            .map_err(|e| RegistryError::Unavailable(e.to_string()))?;
+        let reply: Option<String> = redis::Script::new(TAKE_OVER_SCRIPT)
+            .key(self.keys.peer(&peer_id))
+            .arg(value)
+            .arg(PEER_TTL.as_millis() as u64)
+            .invoke_async(&mut self.redis.clone())
+            .await
+            .map_err(|e| RegistryError::Unavailable(e.to_string()))?;
+        let old: StoredPeer = match reply.as_deref() {
+            None => return Ok(None),
+            Some("taken") => return Err(RegistryError::AlreadyExists(peer_id)),
+            Some(json) => serde_json::from_str(json)
+                .map_err(|e| RegistryError::Unavailable(format!("stored peer: {e}")))?,
+        };
+        self.local.lock().insert(peer_id.clone());
+        // The old registration's offers. Not atomic with the swap: an offer made in between
+        // goes too, as the notification carrying it does (the old notifications are discarded).
+        let offers = self.offer_keys(&peer_id).await;
+        if !offers.is_empty() {
+            if let Err(err) = redis::cmd("DEL")
+                .arg(&offers)
+                .query_async::<()>(&mut self.redis.clone())
+                .await
+            {
+                tracing::warn!(%err, peer_id, "removing taken-over offers from Redis failed; they expire");
+            }
+        }
+        Ok(Some(old.into()))
     }
 
     async fn sweep(&self, grace: Duration) -> Vec<PeerRecord> {

@@ -14,7 +14,7 @@ use super::bus::{BusError, Mailbox, NotificationBus};
 use super::error::{Payload, SignalingError};
 use super::peer_id::{validate_peer_id, SERVER_PEER_ID};
 use super::rate_limit::{RequestGate, RequestLimits};
-use super::registry::{PeerRecord, PeerRegistry, PendingOffer};
+use super::registry::{PeerRecord, PeerRegistry, PendingOffer, RegistryError};
 use super::session_host::{IceCandidate, SessionError, SessionEvent, SessionHost, SessionRequest};
 use super::turn::{IceServer, TurnCredentials};
 use crate::metrics::{limit_hit, metrics, Limit};
@@ -85,6 +85,9 @@ pub struct Access {
     pub tokens: Option<TokenVerifier>,
     /// `--turn-secret`: TURN credentials in every announce ack.
     pub turn: Option<TurnCredentials>,
+    /// `--id-takeover`: without `--auth-secret`, a new stream may take over a peer id whose
+    /// stream broke (with it, a token for that id always may). See [`SignalingCore::take_over`].
+    pub id_takeover: bool,
 }
 
 /// Process-level counters for health checks.
@@ -180,8 +183,14 @@ impl SignalingCore {
         }
     }
 
-    /// Registers a new peer for a stream, or takes a detached one back when the announce
-    /// carries its resume token.
+    /// Registers a new peer for a stream: it takes a detached one back when the announce
+    /// carries its resume token ([`Self::resume`]), or over when it may ([`Self::take_over`]).
+    ///
+    /// A peer's lifecycle: announced (registered, resumed or taken over) → connected → on a
+    /// clean end [`ConnectedPeer::leave`] (or its drop); on a broken stream
+    /// [`ConnectedPeer::detach`] → in its grace → resumed, taken over, or swept when the
+    /// grace ends ([`Self::expire_detached_peers`]). Leave and sweep end the registration
+    /// (`end_registration`); a takeover ends the old one the same way but keeps the id.
     ///
     /// # Errors
     /// `InvalidPeerId`, `PeerIdReserved`, `PeerIdTaken` or `TooManyPeers`.
@@ -201,46 +210,34 @@ impl SignalingCore {
         }
         let slot = PeerSlot::reserve(self)?;
         let connection_id = uuid::Uuid::new_v4().simple().to_string();
+        let may_take_over = self.may_take_over(identity);
         if let Some(token) = request.metadata.remove(RESUME_TOKEN_METADATA_KEY) {
-            match self.registry.resume(&peer_id, &token, &connection_id).await {
-                Ok(Some(mut record)) => {
-                    let mailbox = self
-                        .bus
-                        .resume(&peer_id, record.cursor.clone())
-                        .await
-                        .map_err(|err| SignalingError::StateUnavailable(err.to_string()))?;
-                    tracing::info!(peer_id, "peer resumed");
-                    record.connection_id = connection_id;
-                    return Ok(ConnectedPeer::new(self, &record, mailbox, slot));
-                }
-                // Its grace is over (or it never was): a fresh registration.
-                Ok(None) => {}
-                Err(err) => return Err(err.into()),
+            let resumed = self
+                .resume(&peer_id, &token, &connection_id, may_take_over)
+                .await?;
+            if let Some((record, mailbox)) = resumed {
+                return Ok(ConnectedPeer::new(self, &record, mailbox, slot));
             }
         }
-        let mailbox = self
-            .bus
-            .subscribe(&peer_id)
-            .await
-            .map_err(|err| match err {
-                BusError::Unavailable(why) => SignalingError::StateUnavailable(why),
-                _ => SignalingError::PeerIdTaken(peer_id.clone()),
-            })?;
-        let capabilities = request.capabilities.unwrap_or_default();
-        let record = PeerRecord {
+        let mut record = PeerRecord {
             peer_id: peer_id.clone(),
-            capabilities,
+            capabilities: request.capabilities.unwrap_or_default(),
             metadata: request.metadata,
             connected_at: unix_seconds(),
             resume_token: uuid::Uuid::new_v4().simple().to_string(),
-            connection_id: connection_id.clone(),
-            cursor: mailbox.cursor(),
+            connection_id,
+            cursor: None,
             detached_until_ms: None,
         };
-        if let Err(err) = self.registry.register(record.clone()).await {
-            self.bus.unsubscribe(&peer_id, mailbox.id).await;
-            return Err(err.into());
-        }
+        let taken_over = if may_take_over {
+            self.take_over(&record).await?
+        } else {
+            None
+        };
+        let mailbox = match taken_over {
+            Some(mailbox) => mailbox,
+            None => self.register(&mut record).await?,
+        };
         self.bus
             .broadcast(
                 &peer_id,
@@ -253,6 +250,109 @@ impl SignalingCore {
             .await;
         tracing::info!(peer_id, "peer announced");
         Ok(ConnectedPeer::new(self, &record, mailbox, slot))
+    }
+
+    /// A registration of a free peer id: the peer's mailbox opens, then the registry's
+    /// duplicate-checked create.
+    async fn register(&self, record: &mut PeerRecord) -> Result<Mailbox, SignalingError> {
+        let peer_id = record.peer_id.clone();
+        let mailbox = self
+            .bus
+            .subscribe(&peer_id)
+            .await
+            .map_err(|err| match err {
+                BusError::Unavailable(why) => SignalingError::StateUnavailable(why),
+                _ => SignalingError::PeerIdTaken(peer_id.clone()),
+            })?;
+        record.cursor = mailbox.cursor();
+        if let Err(err) = self.registry.register(record.clone()).await {
+            self.bus.unsubscribe(&peer_id, mailbox.id).await;
+            return Err(err.into());
+        }
+        Ok(mailbox)
+    }
+
+    /// Whether a new stream may take over a detached registration of its peer id: with
+    /// `--auth-secret` its token proves it is that peer; without, `--id-takeover` decides.
+    fn may_take_over(&self, identity: &Identity) -> bool {
+        match identity {
+            Identity::Verified(_) => true,
+            Identity::Anonymous => self.access.id_takeover,
+        }
+    }
+
+    /// Resume: the stream `connection_id` presents the resume token of a peer in its grace
+    /// and takes it back as it was (its server session ran on; what was kept for it comes
+    /// first). `None`: register afresh (the grace is over, or the token does not resume and
+    /// a takeover may be tried).
+    async fn resume(
+        &self,
+        peer_id: &str,
+        token: &str,
+        connection_id: &str,
+        may_take_over: bool,
+    ) -> Result<Option<(PeerRecord, Mailbox)>, SignalingError> {
+        match self.registry.resume(peer_id, token, connection_id).await {
+            Ok(Some(mut record)) => {
+                let mailbox = self
+                    .bus
+                    .resume(peer_id, record.cursor.clone())
+                    .await
+                    .map_err(|err| SignalingError::StateUnavailable(err.to_string()))?;
+                tracing::info!(peer_id, "peer resumed");
+                connection_id.clone_into(&mut record.connection_id);
+                Ok(Some((record, mailbox)))
+            }
+            // Its grace is over (or it never was): a fresh registration.
+            Ok(None) => Ok(None),
+            // Connected, or not its token: as if there were no token (a takeover of a
+            // detached peer where allowed; a live one stays taken).
+            Err(RegistryError::AlreadyExists(_)) if may_take_over => Ok(None),
+            Err(err) => Err(err.into()),
+        }
+    }
+
+    /// Takeover, the other way back after a broken stream besides [`Self::resume`]: a new stream without the resume token (the original's clients reconnect with
+    /// their fixed peer id) gets the id of a peer in its resume grace. The registry swaps the
+    /// records atomically, so one stream wins; a live stream's id is never taken
+    /// (`PeerIdTaken`). The old registration then ends as a leave would: its server session
+    /// closes (on its worker, in a cluster), its kept notifications and offers go, and the
+    /// others get `PeerLeft` (then `PeerJoined` from the announce, as for a re-announce).
+    /// `None`: nobody has the id, it is registered as usual.
+    async fn take_over(&self, record: &PeerRecord) -> Result<Option<Mailbox>, SignalingError> {
+        let peer_id = record.peer_id.as_str();
+        if self.registry.take_over(record.clone()).await?.is_none() {
+            return Ok(None);
+        }
+        tracing::info!(peer_id, "detached peer taken over by a new stream");
+        self.host.close_session(peer_id).await;
+        // Before the new mailbox opens: what was kept for the old stream is not the new one's.
+        self.bus.discard(peer_id).await;
+        self.bus
+            .broadcast(
+                peer_id,
+                notify(Notification::PeerLeft(pb::PeerLeftNotification {
+                    peer_id: peer_id.to_owned(),
+                })),
+            )
+            .await;
+        match self.bus.subscribe(peer_id).await {
+            Ok(mailbox) => Ok(Some(mailbox)),
+            Err(err) => {
+                // No stream will hold the new registration: it goes too (nobody was told of it).
+                self.registry.unregister(peer_id).await;
+                Err(match err {
+                    BusError::Unavailable(why) => SignalingError::StateUnavailable(why),
+                    _ => SignalingError::PeerIdTaken(peer_id.to_owned()),
+                })
+            }
+        }
+    }
+
+    /// What a stream that has not announced yet may list: the lobby (the peers in no room).
+    /// Nothing scopes the list to rooms yet, so that is every peer, as [`Self::peers`].
+    pub async fn lobby_peers(&self) -> Vec<PeerInfo> {
+        self.peers().await
     }
 
     /// Every registered peer, the virtual server peer first.
@@ -772,7 +872,8 @@ fn server_peer_info(started: Instant) -> PeerInfo {
             audio: true,
             video: true,
             data: true,
-            extensions: String::new(),
+            // Valid JSON, as the original sent: clients parse it.
+            extensions: "{}".into(),
         }),
         state: PeerState::Available as i32,
         metadata: HashMap::from([

@@ -9,7 +9,7 @@ use super::session_host::SessionError;
 /// Why a signaling request or stream failed.
 #[derive(Debug, thiserror::Error)]
 pub enum SignalingError {
-    #[error("the first request on a stream must be an announce")]
+    #[error("offers, answers and ICE candidates need an announce first")]
     AnnounceRequired,
     #[error("this stream already announced itself as {0:?}")]
     AlreadyAnnounced(String),

@@ -16,6 +16,7 @@ use super::auth::{bearer, Identity};
 use super::core::{ConnectedPeer, OfferOutcome, SignalingCore};
 use super::error::SignalingError;
 use super::peer_id::SERVER_PEER_ID;
+use super::rate_limit::RequestGate;
 use super::session_host::IceCandidate;
 use super::spans::{request_span, Transport};
 use crate::metrics::metrics;
@@ -161,36 +162,10 @@ async fn run_stream(
     parent: RemoteParent,
 ) {
     let gate = core.request_gate();
-    let first = tokio::select! {
-        message = inbound.message() => message,
-        () = shutdown.cancelled() => return,
-    };
-    let first = match first {
-        Ok(Some(first)) => first,
-        Ok(None) => return,
-        Err(status) if is_oversized(&status) => {
-            let _ = out.send(Err(too_large_to_read(&core).into())).await;
-            return;
-        }
-        Err(status) => {
-            if let Some(err) = undecodable(&status) {
-                let _ = out.send(Err(err.into())).await;
-            }
-            return;
-        }
-    };
-    // An announce that is refused ends the stream, whatever refused it.
-    if let Err(err) = gate.admit(first.encoded_len()) {
-        let _ = out.send(Err(err.into())).await;
+    let Some((request_id, announce)) =
+        until_announce(&core, &mut inbound, &out, &gate, &shutdown).await
+    else {
         return;
-    }
-    let request_id = first.request_id;
-    let announce = match first.request {
-        Some(Req::Announce(announce)) => announce,
-        _ => {
-            let _ = out.send(Err(SignalingError::AnnounceRequired.into())).await;
-            return;
-        }
     };
     let span = request_span(
         Transport::Grpc,
@@ -330,6 +305,77 @@ async fn run_stream(
         peer.leave().instrument(span).await;
     } else {
         peer.detach().instrument(span).await;
+    }
+}
+
+/// Reads the stream until its announce; `None` when the stream ended first. Before the
+/// announce, `ListPeers` is answered (the lobby's peers) and `Disconnect` acknowledged and
+/// ignored, as the original did (its clients send them first); an offer, answer or candidate
+/// ends the stream with FAILED_PRECONDITION, as does anything the gate refuses.
+async fn until_announce(
+    core: &SignalingCore,
+    inbound: &mut Streaming<SignalingRequest>,
+    out: &ResponseSender,
+    gate: &RequestGate,
+    shutdown: &CancellationToken,
+) -> Option<(String, pb::AnnounceRequest)> {
+    loop {
+        let message = tokio::select! {
+            message = inbound.message() => message,
+            () = shutdown.cancelled() => return None,
+        };
+        let request = match message {
+            Ok(Some(request)) => request,
+            Ok(None) => return None,
+            Err(status) if is_oversized(&status) => {
+                let _ = out.send(Err(too_large_to_read(core).into())).await;
+                return None;
+            }
+            Err(status) => {
+                if let Some(err) = undecodable(&status) {
+                    let _ = out.send(Err(err.into())).await;
+                }
+                return None;
+            }
+        };
+        // Refused before the announce: the stream ends, whatever refused it.
+        if let Err(err) = gate.admit(request.encoded_len()) {
+            let _ = out.send(Err(err.into())).await;
+            return None;
+        }
+        let request_id = request.request_id;
+        let reply = match request.request {
+            Some(Req::Announce(announce)) => return Some((request_id, announce)),
+            Some(Req::ListPeers(_)) => {
+                let peers = core.lobby_peers().await;
+                response(
+                    request_id,
+                    Resp::PeerList(pb::PeerListResponse {
+                        count: count(peers.len()),
+                        peers,
+                    }),
+                )
+            }
+            // Nothing to end yet: acknowledged, so the client's call does not hang.
+            Some(Req::Disconnect(disconnect)) => ack(
+                request_id,
+                "not announced: nothing to disconnect",
+                json!({"peer_id": disconnect.peer_id}),
+            ),
+            None => error_response(request_id, &SignalingError::EmptyRequest),
+            Some(Req::Offer(_) | Req::Answer(_) | Req::IceCandidate(_)) => {
+                let _ = out.send(Err(SignalingError::AnnounceRequired.into())).await;
+                return None;
+            }
+        };
+        // A client that does not read holds up only its own stream, and not shutdown.
+        let sent = tokio::select! {
+            sent = out.send(Ok(reply)) => sent.is_ok(),
+            () = shutdown.cancelled() => false,
+        };
+        if !sent {
+            return None;
+        }
     }
 }
 

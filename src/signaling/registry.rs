@@ -96,6 +96,11 @@ pub trait PeerRegistry: Send + Sync + 'static {
         token: &str,
         connection_id: &str,
     ) -> Result<Option<PeerRecord>, RegistryError>;
+    /// Gives the id of a detached peer to a new stream that has no (valid) resume token:
+    /// replaces its record with `record` and drops its pending offers, atomically with the
+    /// check. Returns the old record; `Ok(None)`: no such peer; `AlreadyExists`: a live
+    /// stream holds it (never taken).
+    async fn take_over(&self, record: PeerRecord) -> Result<Option<PeerRecord>, RegistryError>;
     /// Removes the peers whose grace ran out and returns them, each to exactly one caller
     /// (across replicas), which ends their sessions. In a cluster it also starts the grace of
     /// peers whose replica died.
@@ -212,6 +217,20 @@ impl PeerRegistry for InMemoryRegistry {
         Ok(Some(before))
     }
 
+    async fn take_over(&self, record: PeerRecord) -> Result<Option<PeerRecord>, RegistryError> {
+        let mut state = self.state.lock();
+        let peer_id = record.peer_id.clone();
+        match state.peers.get(&peer_id) {
+            None => return Ok(None),
+            Some(old) if !old.is_detached() => return Err(RegistryError::AlreadyExists(peer_id)),
+            Some(_) => {}
+        }
+        state
+            .offers
+            .retain(|(from, to), _| *from != peer_id && *to != peer_id);
+        Ok(state.peers.insert(peer_id, record))
+    }
+
     async fn sweep(&self, _grace: Duration) -> Vec<PeerRecord> {
         let now = unix_millis();
         let mut state = self.state.lock();
@@ -312,6 +331,40 @@ mod tests {
         let ended = registry.sweep(Duration::ZERO).await;
         assert_eq!(ended.len(), 1);
         assert!(registry.get("a").await.is_none());
+        assert!(registry.sweep(Duration::ZERO).await.is_empty());
+    }
+
+    #[tokio::test]
+    async fn only_a_detached_peer_is_taken_over_and_its_offers_go_with_it() {
+        let registry = InMemoryRegistry::default();
+        let mut newer = record("a");
+        newer.connection_id = "c2".into();
+        newer.resume_token = "token-new".into();
+        assert!(registry.take_over(newer.clone()).await.unwrap().is_none());
+        registry.register(record("a")).await.unwrap();
+        registry.put_offer(offer("a", "b")).await;
+        registry.put_offer(offer("b", "a")).await;
+        registry.put_offer(offer("b", "c")).await;
+        // Connected: never taken.
+        assert!(matches!(
+            registry.take_over(newer.clone()).await,
+            Err(RegistryError::AlreadyExists(_))
+        ));
+        assert_eq!(registry.pending_offer_count().await, 3);
+        assert!(
+            registry
+                .detach("a", "c1", None, Duration::from_secs(30))
+                .await
+        );
+        let old = registry.take_over(newer.clone()).await.unwrap().unwrap();
+        assert_eq!(old.connection_id, "c1");
+        assert_eq!(registry.get("a").await, Some(newer.clone()));
+        assert_eq!(registry.pending_offer_count().await, 1);
+        // The old token no longer resumes, the old stream's late detach changes nothing, and
+        // the new registration is live: not taken again, not swept.
+        assert!(registry.resume("a", "token-a", "c3").await.is_err());
+        assert!(!registry.detach("a", "c1", None, Duration::ZERO).await);
+        assert!(registry.take_over(record("a")).await.is_err());
         assert!(registry.sweep(Duration::ZERO).await.is_empty());
     }
 }

@@ -114,8 +114,15 @@ pub async fn dispatch(
         *peer = Some(connected);
         return Ok(result);
     }
+    // Before the announce only offers, answers and candidates are refused: the list is the
+    // lobby's, and a disconnect is acknowledged and ignored, as the original did.
     let Some(peer) = peer else {
-        return Err(SignalingError::AnnounceRequired.into());
+        return match method {
+            "peer.list" => Ok(peer_list(core.lobby_peers().await)),
+            "peer.disconnect" => Ok(json!({})),
+            "server.info" => Ok(server_info(core).await),
+            _ => Err(SignalingError::AnnounceRequired.into()),
+        };
     };
     match method {
         "peer.offer" => {
@@ -148,17 +155,23 @@ pub async fn dispatch(
             peer.disconnect(&p.to).await?;
             Ok(json!({}))
         }
-        "peer.list" => {
-            let peers: Vec<Value> = core.peers().await.iter().map(peer_json).collect();
-            Ok(json!({"count": peers.len(), "peers": peers}))
-        }
-        _ => {
-            let stats = core.stats().await;
-            Ok(json!({
-                "version": env!("CARGO_PKG_VERSION"),
-                "uptime_seconds": stats.uptime_seconds,
-                "connected_peers": stats.connected_peers,
-            }))
-        }
+        "peer.list" => Ok(peer_list(core.peers().await)),
+        _ => Ok(server_info(core).await),
     }
+}
+
+/// The result of `peer.list`.
+fn peer_list(peers: Vec<pb::PeerInfo>) -> Value {
+    let peers: Vec<Value> = peers.iter().map(peer_json).collect();
+    json!({"count": peers.len(), "peers": peers})
+}
+
+/// The result of `server.info`.
+async fn server_info(core: &SignalingCore) -> Value {
+    let stats = core.stats().await;
+    json!({
+        "version": env!("CARGO_PKG_VERSION"),
+        "uptime_seconds": stats.uptime_seconds,
+        "connected_peers": stats.connected_peers,
+    })
 }
