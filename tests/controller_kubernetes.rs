@@ -107,6 +107,7 @@ async fn wait_for(
 fn heartbeat(id: &str, active: u32) -> WorkerStatus {
     WorkerStatus {
         id: id.into(),
+        instance: String::new(),
         address: format!("{id}:50052"),
         udp_address: None,
         capacity: 10,
