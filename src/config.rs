@@ -350,7 +350,11 @@ pub enum Command {
     /// sends comes back (the chart's `helm test` Pod runs it).
     Probe {
         /// The gRPC signaling URL.
-        #[arg(long, env = "REMOTEMEDIA_PROBE_SERVER", default_value = "http://127.0.0.1:50051")]
+        #[arg(
+            long,
+            env = "REMOTEMEDIA_PROBE_SERVER",
+            default_value = "http://127.0.0.1:50051"
+        )]
         server: String,
         /// Seconds of tone to send.
         #[arg(long, default_value_t = 2.0)]
