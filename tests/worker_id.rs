@@ -10,7 +10,9 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::client::{connect_to_server, ClientOptions, ClientPeer};
-use common::cluster::{free_tcp_port, free_udp_port, one_at_a_time, Node, RedisProcess};
+use common::cluster::{
+    free_tcp_port, free_udp_port, one_at_a_time, try_http_get, Node, RedisProcess,
+};
 use common::signaling::{SignalingClient, SERVER};
 use common::{metric_value, WAIT};
 use remotemedia_webrtc::proto::signaling::{
@@ -148,4 +150,71 @@ async fn a_restarted_worker_takes_its_id_over_and_its_old_calls_end() {
     let got = again.tone_round_trip(523.0).await;
     assert!((got - 523.0).abs() <= 5.0, "got {got} Hz");
     assert_eq!(sessions_on(&restarted).await, 1.0);
+}
+
+/// A worker process with a fixed API port (a container restarted in its pod keeps its IP and
+/// port), its output in `log`.
+fn spawn_worker(url: &str, api_port: u16, log: &std::path::Path) -> (std::process::Child, u16) {
+    let http = free_tcp_port();
+    let out = std::fs::File::create(log).unwrap();
+    let child = Command::new(env!("CARGO_BIN_EXE_webrtc_server"))
+        .args(["--mode", "worker", "--redis-url", url])
+        .args(["--worker-id", "pod-0"])
+        .args(["--grpc-address", &format!("127.0.0.1:{api_port}")])
+        .args(["--http-address", &format!("127.0.0.1:{http}")])
+        .args(["--udp-port", &free_udp_port().to_string()])
+        .args(["--ice-ips", "127.0.0.1"])
+        .env_remove("REMOTEMEDIA_REDIS_URL")
+        .env("RUST_LOG", "info")
+        .env("NO_COLOR", "1")
+        .stdout(out.try_clone().unwrap())
+        .stderr(out)
+        .spawn()
+        .unwrap();
+    (child, http)
+}
+
+async fn wait_healthy(http: u16, log: &std::path::Path) {
+    let address = std::net::SocketAddr::from(([127, 0, 0, 1], http));
+    let deadline = Instant::now() + WAIT;
+    while try_http_get(address, "/healthz").await.is_none() {
+        assert!(
+            Instant::now() < deadline,
+            "the worker did not come up: {}",
+            std::fs::read_to_string(log).unwrap_or_default()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_container_restarted_at_its_own_address_takes_its_id_over_at_once() {
+    let _serial = one_at_a_time().await;
+    let redis = RedisProcess::start();
+    let url = redis.url();
+    let dir = tempfile::tempdir().unwrap();
+    let api = free_tcp_port();
+    let (mut first, http) = spawn_worker(&url, api, &dir.path().join("first.log"));
+    wait_healthy(http, &dir.path().join("first.log")).await;
+    let _ = first.kill();
+    let _ = first.wait();
+
+    // Same id, same address, the old heartbeat still fresh: no wait for it to go stale.
+    let log = dir.path().join("second.log");
+    let started = Instant::now();
+    let (mut second, http) = spawn_worker(&url, api, &log);
+    wait_healthy(http, &log).await;
+    let took = started.elapsed();
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    let _ = second.kill();
+    let _ = second.wait();
+    println!("restarted in place, serving after {took:?}");
+    assert!(
+        text.contains("restarted at the same address: taking the worker id over"),
+        "{text}"
+    );
+    assert!(
+        text.contains("took the worker id over from its previous process"),
+        "{text}"
+    );
 }

@@ -75,7 +75,7 @@ pub async fn claim(
                 tracing::warn!(
                     worker_id = status.id,
                     previous,
-                    "took over the worker id of a process that stopped heartbeating"
+                    "took the worker id over from its previous process"
                 );
             }
             return Ok(());
