@@ -106,10 +106,13 @@ kind-deploy:
 		--set image.repository=$(firstword $(subst :, ,$(IMAGE))) --set image.tag=$(lastword $(subst :, ,$(IMAGE))) \
 		--wait --timeout 5m
 
-# The tests' client against the cluster: a 440 Hz tone through gRPC 127.0.0.1:50051 and the
-# worker's UDP 127.0.0.1:50000; fails unless the tone comes back.
-kind-test: deps
-	$(CARGO) run --example echo_client -- http://127.0.0.1:50051 3
+# The image's own client against the cluster (`webrtc_server probe`, no Rust on the host): a
+# 440 Hz tone through gRPC 127.0.0.1:50051 and the worker's UDP 127.0.0.1:50000, from the
+# host's network; fails unless the tone comes back. (`helm test` runs the same probe from a
+# Pod, for clusters whose workers advertise an address pods reach; kind's is the host's
+# 127.0.0.1.)
+kind-test:
+	docker run --rm --network host $(IMAGE) probe --server http://127.0.0.1:50051 --ice-ip 127.0.0.1 --seconds 3
 
 kind-down:
 	kind delete cluster --name $(KIND_CLUSTER)

@@ -346,6 +346,27 @@ pub enum Command {
         #[arg(long)]
         worker_api: Option<String>,
     },
+    /// Makes one echo call against a server and exits non-zero unless the 440 Hz tone it
+    /// sends comes back (the chart's `helm test` Pod runs it).
+    Probe {
+        /// The gRPC signaling URL.
+        #[arg(
+            long,
+            env = "REMOTEMEDIA_PROBE_SERVER",
+            default_value = "http://127.0.0.1:50051"
+        )]
+        server: String,
+        /// Seconds of tone to send.
+        #[arg(long, default_value_t = 2.0)]
+        seconds: f32,
+        /// The address the probe gathers ICE candidates on; default: the one that routes to
+        /// the server.
+        #[arg(long, env = "REMOTEMEDIA_PROBE_ICE_IP")]
+        ice_ip: Option<std::net::IpAddr>,
+        /// The pipeline manifest to ask for (announce metadata); default: the server's.
+        #[arg(long = "probe-manifest")]
+        manifest: Option<String>,
+    },
 }
 
 /// Options of the cluster roles (`frontend`, `worker`, `controller`).

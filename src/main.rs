@@ -54,6 +54,45 @@ async fn run(config: Config) -> anyhow::Result<()> {
         println!("worker at {api} drains; {active} sessions active");
         return Ok(());
     }
+    if let Some(Command::Probe {
+        server,
+        seconds,
+        ice_ip,
+        manifest,
+    }) = &config.command
+    {
+        let peer_id = format!("probe-{}", uuid::Uuid::new_v4().simple());
+        // A server that authenticates: the probe signs its own short-lived token with the
+        // same secret (`--auth-secret`, from the release's Secret in the test Pod).
+        let token = match config.auth.secret()? {
+            Some(secret) => Some(issue_token(
+                secret.expose(),
+                &peer_id,
+                std::time::Duration::from_secs(300),
+                None,
+                None,
+            )?),
+            None => None,
+        };
+        let options = remotemedia_webrtc::loadgen::ProbeOptions {
+            server: server.clone(),
+            seconds: *seconds,
+            ice_ip: *ice_ip,
+            manifest: manifest.clone(),
+            peer_id,
+            token,
+        };
+        let report = remotemedia_webrtc::loadgen::probe(&options).await?;
+        println!(
+            "probe: {server} echoed {:.1} Hz at {:.1} dBFS ({:.2} s back; answer {:.0} ms, connected {:.0} ms): ok",
+            report.frequency,
+            report.level_dbfs,
+            report.received_seconds,
+            report.setup.answer.as_secs_f64() * 1000.0,
+            report.setup.connected.as_secs_f64() * 1000.0,
+        );
+        return Ok(());
+    }
     if config.mode == Mode::Worker {
         let worker = Worker::bind(&config).await?;
         tracing::info!(

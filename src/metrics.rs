@@ -158,11 +158,12 @@ pub struct Metrics {
     pub ice_connect_seconds: Histogram,
     /// Sessions closed, by reason (a fixed set).
     pub sessions_closed: IntCounterVec,
-    /// Audio RTP packets of closed sessions by direction (`in`, `out`).
+    /// Audio RTP packets by direction (`in`, `out`), counted as they flow.
     pub rtp_packets: IntCounterVec,
-    /// RTP bytes (headers included, all tracks) of closed sessions by direction.
+    /// RTP bytes (headers included, all tracks, resends too) by direction, counted as they
+    /// flow.
     pub rtp_bytes: IntCounterVec,
-    /// What the inbound jitter buffers of closed sessions did with packets and slots:
+    /// What the inbound jitter buffers did with packets and slots, counted as it happens:
     /// `lost`, `late`, `duplicate`, `concealed` (PLC), `fec_recovered`, `discarded`.
     pub jitter_events: IntCounterVec,
     /// Packets NACKed by receivers of the server's RTP, by outcome: resent as `rtx`, resent
@@ -337,17 +338,17 @@ impl Metrics {
             )?,
             rtp_bytes: counter_vec(
                 "remotemedia_media_rtp_bytes_total",
-                "RTP bytes, headers included, of closed sessions, by direction",
+                "RTP bytes, headers included, all tracks, by direction",
                 &["direction"],
             )?,
             rtp_packets: counter_vec(
                 "remotemedia_media_rtp_packets_total",
-                "Audio RTP packets of closed sessions, by direction",
+                "Audio RTP packets, by direction",
                 &["direction"],
             )?,
             jitter_events: counter_vec(
                 "remotemedia_media_jitter_buffer_events_total",
-                "Inbound jitter buffer outcomes of closed sessions",
+                "Inbound jitter buffer outcomes",
                 &["event"],
             )?,
             retransmissions: counter_vec(

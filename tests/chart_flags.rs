@@ -1,7 +1,8 @@
 //! The Helm chart configures the server only with flags and environment variables the binary
 //! knows: every `--flag` and every `REMOTEMEDIA_*`, `WEBRTC_*` and `GRPC_*` variable in
-//! charts/remotemedia/templates appears in `webrtc_server --help` (or `drain --help`, for the
-//! preStop hook). Read from the template files themselves: helm may not be installed.
+//! charts/remotemedia/templates (and its tests/) appears in `webrtc_server --help` (or
+//! `drain --help`, for the preStop hook, or `probe --help`, for the `helm test` Pod). Read from
+//! the template files themselves: helm may not be installed.
 
 #![allow(clippy::unwrap_used)] // tests unwrap: a failure is the test failing
 
@@ -39,7 +40,10 @@ fn tokens(text: &str, prefix: &str, allowed: impl Fn(char) -> bool) -> BTreeSet<
 fn every_flag_and_variable_of_the_chart_exists() {
     let templates = Path::new(env!("CARGO_MANIFEST_DIR")).join("charts/remotemedia/templates");
     let mut text = String::new();
-    for entry in std::fs::read_dir(&templates).unwrap() {
+    let files = std::fs::read_dir(&templates)
+        .unwrap()
+        .chain(std::fs::read_dir(templates.join("tests")).unwrap());
+    for entry in files {
         let path = entry.unwrap().path();
         let name = path
             .file_name()
@@ -65,7 +69,7 @@ fn every_flag_and_variable_of_the_chart_exists() {
         "{env:?}"
     );
 
-    let help = help(&["--help"]) + &help(&["drain", "--help"]);
+    let help = help(&["--help"]) + &help(&["drain", "--help"]) + &help(&["probe", "--help"]);
     let known_flags = tokens(&help, "--", flag_char);
     let unknown_flags: Vec<&String> = flags.difference(&known_flags).collect();
     assert!(

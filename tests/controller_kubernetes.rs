@@ -107,6 +107,7 @@ async fn wait_for(
 fn heartbeat(id: &str, active: u32) -> WorkerStatus {
     WorkerStatus {
         id: id.into(),
+        instance: String::new(),
         address: format!("{id}:50052"),
         udp_address: None,
         capacity: 10,
@@ -395,6 +396,13 @@ async fn the_autoscaler_marks_the_emptiest_pod_then_scales_the_deployment_down()
         "{down}"
     );
     assert_eq!(body["spec"]["replicas"], 2);
+    // A named field manager owns the replicas (Helm renders none when the controller scales).
+    for patch in [&mark, &down] {
+        assert!(
+            patch.contains("fieldManager=remotemedia-controller"),
+            "{patch}"
+        );
+    }
     assert_eq!(
         run.await.unwrap(),
         ScaleStep::Down {

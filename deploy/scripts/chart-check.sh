@@ -60,6 +60,16 @@ PY
 	echo "  valid (strict, Kubernetes $K8S_VERSION)"
 }
 
+# Renders with the given values and runs the named assertions of chart_assert.py on it.
+asserts() {
+	local label="$1" names="$2"
+	shift 2
+	echo "== asserting: $label"
+	"$HELM" template remotemedia "$CHART" --namespace remotemedia "$@" 2> >(quiet >&2) >"$OUT/asserted.yaml"
+	# shellcheck disable=SC2086 # the names are words
+	"$PY" deploy/scripts/chart_assert.py "$OUT/asserted.yaml" $names
+}
+
 # Must not render: the chart's guards.
 refuse() {
 	local label="$1"
@@ -80,11 +90,54 @@ check "per-pod NodePort workers, STUN address, every optional object" \
 	--set networkPolicy.enabled=true --set frontend.ingress.enabled=true \
 	--set frontend.autoscaling.enabled=true --set monitoring.serviceMonitor.enabled=true \
 	--set monitoring.prometheusRule.enabled=true --set monitoring.grafanaDashboard.enabled=true
+check "per-role placement, hostNetwork workers admitted to the bundled Redis" \
+	--set networkPolicy.enabled=true --set 'networkPolicy.nodeCidrs={10.0.0.0/16}' \
+	--set controller.autoscaling.enabled=true --set worker.priorityClassName=media \
+	--set 'worker.topologySpreadConstraints[0].maxSkew=1' \
+	--set 'worker.topologySpreadConstraints[0].topologyKey=topology.kubernetes.io/zone' \
+	--set 'worker.topologySpreadConstraints[0].whenUnsatisfiable=ScheduleAnyway'
 check "frontends serve TLS, workers too; a rediss:// Redis with a private CA and its URL from a Secret" \
 	--set tls.enabled=true --set tls.existingSecret=remotemedia-tls \
 	--set workerTls.enabled=true --set workerTls.existingSecret=remotemedia-worker-tls \
 	--set redis.existingSecret=remotemedia-redis --set redis.tls.caSecret=remotemedia-redis-ca \
 	--set networkPolicy.enabled=true --set frontend.ingress.enabled=true
+# What operators rely on, asserted on the rendered objects (deploy/scripts/chart_assert.py).
+asserts "default values: replicas rendered, the helm test Pod, probes, drains, workers not evictable" \
+	"replicas-rendered probe-test-pod probes worker-not-evictable frontend-prestop drain-timing servicemonitor-plain" \
+	--set monitoring.serviceMonitor.enabled=true
+asserts "the controller autoscales: the chart leaves the worker replicas to it" \
+	"replicas-owned-by-controller" --set controller.autoscaling.enabled=true
+asserts "helm/values-production.yaml: hour-long drains, frontends sized for the workers' sessions" \
+	"replicas-owned-by-controller hour-long-drains frontends-admit-the-workers-sessions probe-test-pod worker-not-evictable frontend-prestop" \
+	-f helm/values-production.yaml
+asserts "per-role nodeSelector, tolerations, priority class and topology spread" \
+	"per-role-placement" \
+	--set 'common.tolerations[0].key=common' --set 'common.tolerations[0].operator=Exists' \
+	--set frontend.nodeSelector.pool=frontend-pool --set 'common.nodeSelector.common=yes' \
+	--set 'frontend.tolerations[0].key=frontend' --set 'frontend.tolerations[0].operator=Exists' \
+	--set frontend.priorityClassName=frontend-priority \
+	--set 'frontend.topologySpreadConstraints[0].maxSkew=1' \
+	--set 'frontend.topologySpreadConstraints[0].topologyKey=topology.kubernetes.io/zone' \
+	--set 'frontend.topologySpreadConstraints[0].whenUnsatisfiable=ScheduleAnyway' \
+	--set worker.nodeSelector.pool=worker-pool --set 'common.nodeSelector.common=yes' \
+	--set 'worker.tolerations[0].key=worker' --set 'worker.tolerations[0].operator=Exists' \
+	--set worker.priorityClassName=worker-priority \
+	--set 'worker.topologySpreadConstraints[0].maxSkew=1' \
+	--set 'worker.topologySpreadConstraints[0].topologyKey=topology.kubernetes.io/zone' \
+	--set 'worker.topologySpreadConstraints[0].whenUnsatisfiable=ScheduleAnyway' \
+	--set controller.nodeSelector.pool=controller-pool --set 'common.nodeSelector.common=yes' \
+	--set 'controller.tolerations[0].key=controller' --set 'controller.tolerations[0].operator=Exists' \
+	--set controller.priorityClassName=controller-priority \
+	--set 'controller.topologySpreadConstraints[0].maxSkew=1' \
+	--set 'controller.topologySpreadConstraints[0].topologyKey=topology.kubernetes.io/zone' \
+	--set 'controller.topologySpreadConstraints[0].whenUnsatisfiable=ScheduleAnyway' \
+	--set frontend.preStopSleepSeconds=5
+asserts "tunable probes" "tuned-probes" \
+	--set worker.probes.startup.failureThreshold=90 --set worker.probes.liveness.timeoutSeconds=5
+asserts "NetworkPolicy: hostNetwork workers reach the bundled Redis from their nodes" \
+	"redis-admits-node-addresses" --set networkPolicy.enabled=true --set 'networkPolicy.nodeCidrs={10.0.0.0/16}'
+asserts "ServiceMonitor over HTTPS to TLS frontends" "servicemonitor-tls no-probe-test-pod" \
+	--set tls.enabled=true --set tls.existingSecret=remotemedia-tls --set monitoring.serviceMonitor.enabled=true
 refuse "tls.enabled without tls.existingSecret" --set tls.enabled=true
 refuse "workerTls.enabled without workerTls.existingSecret" --set workerTls.enabled=true
 refuse "autoscaling with per-pod NodePort workers" \
@@ -92,4 +145,8 @@ refuse "autoscaling with per-pod NodePort workers" \
 refuse "no Redis at all" --set redis.bundled.enabled=false
 refuse "publicIp.mode stun without STUN servers" --set worker.publicIp.mode=stun
 refuse "a default manifest that does not exist" --set manifests.default=nope.yaml
+refuse "a NetworkPolicy for the bundled Redis without the nodes' CIDRs (hostNetwork workers)" \
+	--set networkPolicy.enabled=true
+refuse "a frontend preStop sleep as long as its grace period" \
+	--set frontend.preStopSleepSeconds=30
 echo "chart-check: ok"

@@ -17,6 +17,17 @@ use super::workers::WorkerStatus;
 pub const POD_DELETION_COST: &str = "controller.kubernetes.io/pod-deletion-cost";
 /// The cost given to the pod chosen to go (lower goes first; the default is 0).
 const CHOSEN_COST: &str = "-1000";
+/// The field manager of the controller's writes: the worker Deployment's `spec.replicas` is
+/// owned by it, not by Helm (the chart renders no `replicas` when the controller scales), so
+/// `helm upgrade` neither resets the scale nor meets a field conflict.
+pub const FIELD_MANAGER: &str = "remotemedia-controller";
+
+fn patch_params() -> PatchParams {
+    PatchParams {
+        field_manager: Some(FIELD_MANAGER.to_owned()),
+        ..PatchParams::default()
+    }
+}
 
 /// How many workers the sessions need.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -121,7 +132,7 @@ impl Scaler {
     pub async fn set_replicas(&self, replicas: u32) -> Result<(), kube::Error> {
         let patch = Patch::Merge(json!({"spec": {"replicas": replicas}}));
         self.deployments
-            .patch_scale(&self.deployment, &PatchParams::default(), &patch)
+            .patch_scale(&self.deployment, &patch_params(), &patch)
             .await?;
         Ok(())
     }
@@ -133,9 +144,7 @@ impl Scaler {
     pub async fn mark_to_go(&self, pod: &str) -> Result<(), kube::Error> {
         let patch =
             Patch::Merge(json!({"metadata": {"annotations": {POD_DELETION_COST: CHOSEN_COST}}}));
-        self.pods
-            .patch(pod, &PatchParams::default(), &patch)
-            .await?;
+        self.pods.patch(pod, &patch_params(), &patch).await?;
         Ok(())
     }
 }

@@ -14,6 +14,7 @@ mod redis_registry;
 mod remote_host;
 mod worker;
 mod worker_auth;
+pub mod worker_id;
 mod worker_service;
 mod worker_tls;
 pub mod workers;

@@ -69,8 +69,12 @@ return 1
 pub struct RemoteSessionHost {
     redis: ConnectionManager,
     keys: Keys,
-    /// Workers sessions may be placed on, refreshed every [`REFRESH_INTERVAL`].
+    /// Workers sessions may be placed on, refreshed every [`REFRESH_INTERVAL`]: the
+    /// controller's table (only workers taking new sessions) or else the heartbeats.
     workers: Arc<RwLock<Vec<WorkerStatus>>>,
+    /// Every live worker by id, from the heartbeats, full and draining ones included: where
+    /// the sessions they already hold are reached.
+    live: RwLock<HashMap<String, WorkerStatus>>,
     recent: RecentPlacements,
     suspects: Mutex<HashMap<String, Instant>>,
     clients: Mutex<HashMap<String, WorkerClient>>,
@@ -100,6 +104,7 @@ impl RemoteSessionHost {
             redis,
             keys,
             workers: Arc::new(RwLock::new(Vec::new())),
+            live: RwLock::new(HashMap::new()),
             recent: RecentPlacements::default(),
             suspects: Mutex::new(HashMap::new()),
             clients: Mutex::new(HashMap::new()),
@@ -143,15 +148,23 @@ impl RemoteSessionHost {
                 None
             })
             .filter(|table| table.is_fresh(now));
-        let candidates: Vec<WorkerStatus> = table
-            .map_or(live, |table| table.workers)
+        let live: HashMap<String, WorkerStatus> = live
             .into_iter()
             .filter(|w| w.is_fresh(now))
+            .map(|w| (w.id.clone(), w))
             .collect();
+        let candidates: Vec<WorkerStatus> = match table {
+            Some(table) => table.workers,
+            None => live.values().cloned().collect(),
+        }
+        .into_iter()
+        .filter(|w| w.is_fresh(now))
+        .collect();
         metrics()
             .workers_available
             .set(candidates.iter().filter(|w| w.takes_sessions(now)).count() as i64);
         *self.workers.write() = candidates;
+        *self.live.write() = live;
         for worker_id in dead {
             self.reap(&worker_id, events).await;
         }
@@ -218,9 +231,10 @@ impl RemoteSessionHost {
     /// (UNAVAILABLE).
     fn none_available(&self) -> SessionError {
         let now = workers::now_ms();
-        let workers = self.workers.read();
+        // The heartbeats, not the table: the table leaves full workers out.
+        let workers = self.live.read();
         let open: Vec<&WorkerStatus> = workers
-            .iter()
+            .values()
             .filter(|w| w.is_fresh(now) && w.ready && !w.draining)
             .collect();
         if open.is_empty() {
@@ -233,12 +247,11 @@ impl RemoteSessionHost {
         SessionError::AtCapacity(open.iter().map(|w| w.capacity as usize).sum())
     }
 
+    /// Where a worker that holds sessions is reached: its heartbeat, whether or not it takes
+    /// new sessions (a full or draining worker is not in the placement table, but its calls
+    /// still need their candidates and closes).
     fn address_of(&self, worker_id: &str) -> Option<String> {
-        self.workers
-            .read()
-            .iter()
-            .find(|w| w.id == worker_id)
-            .map(|w| w.address.clone())
+        self.live.read().get(worker_id).map(|w| w.address.clone())
     }
 
     /// Picks a worker, in a `placement` span that says from how many and why this one.
@@ -454,9 +467,9 @@ impl SessionHost for RemoteSessionHost {
     }
 
     fn session_count(&self) -> usize {
-        self.workers
+        self.live
             .read()
-            .iter()
+            .values()
             .map(|w| w.active_sessions as usize)
             .sum()
     }

@@ -17,6 +17,7 @@ use super::keys::Keys;
 use super::process_load::CpuMeter;
 use super::remote_host::FORGET_SESSION_SCRIPT;
 use super::worker_auth::{AttachToken, RequireToken};
+use super::worker_id;
 use super::worker_service::{DrainState, WorkerService};
 use super::worker_tls::{worker_endpoint, WorkerTlsClient};
 use super::workers::{self, WorkerStatus, HEARTBEAT_INTERVAL};
@@ -37,6 +38,8 @@ use crate::tls::{self, ReloadingCertificate, TlsIncoming};
 /// A bound, not yet running, media worker.
 pub struct Worker {
     id: String,
+    /// This process's nonce in the heartbeat (see `worker_id`).
+    instance: String,
     advertised: String,
     grpc_listener: TcpListener,
     http_listener: TcpListener,
@@ -120,11 +123,28 @@ impl Worker {
             registry,
             stop.child_token(),
         ));
+        let instance = worker_id::new_instance();
+        let claim = WorkerStatus {
+            id: id.clone(),
+            instance: instance.clone(),
+            address: advertised.clone(),
+            udp_address: sessions.udp_address().map(|a| a.to_string()),
+            capacity: config.cluster.capacity as u32,
+            active_sessions: 0,
+            cpu_load: 0.0,
+            draining: false,
+            // Not ready until it serves: nothing is placed on it before.
+            ready: false,
+            updated_at_ms: workers::now_ms(),
+        };
+        worker_id::claim(&mut redis.clone(), &keys, &claim).await?;
+        worker_id::end_orphans(&mut redis.clone(), &keys, &bus, &id).await;
         metrics()
             .worker_capacity
             .set(config.cluster.capacity as i64);
         Ok(Self {
             id,
+            instance,
             advertised,
             grpc_listener,
             http_listener,
@@ -212,8 +232,11 @@ impl Worker {
             )),
         };
 
+        let lost_id = CancellationToken::new();
         let heartbeat = Heartbeat {
             id: self.id.clone(),
+            instance: self.instance.clone(),
+            lost_id: lost_id.clone(),
             address: self.advertised.clone(),
             udp_address: self.sessions.udp_address().map(|a| a.to_string()),
             capacity: self.capacity,
@@ -241,6 +264,20 @@ impl Worker {
         tokio::pin!(shutdown);
         tokio::select! {
             () = &mut shutdown => {}
+            () = lost_id.cancelled() => {
+                // Another process holds the id now (this one's record expired, e.g. Redis was
+                // out of reach): its sessions are that process's business; stop at once.
+                self.drain.start();
+                readiness.set(false);
+                self.sessions.close_all().await;
+                self.stop.cancel();
+                heartbeats.abort();
+                let _ = events.await;
+                return Err(Error::Unsupported(format!(
+                    "worker id {:?} was taken over by another process; this one stops",
+                    self.id
+                )));
+            }
             () = self.drain.started() => {
                 // A drain request: take nothing new and stay up; the pod is deleted next, and
                 // its SIGTERM waits for the sessions as below.
@@ -268,8 +305,13 @@ impl Worker {
             );
         }
         self.sessions.close_all().await;
-        if let Err(err) =
-            workers::remove_heartbeat(&mut self.redis.clone(), &self.keys, &self.id).await
+        if let Err(err) = workers::remove_heartbeat(
+            &mut self.redis.clone(),
+            &self.keys,
+            &self.id,
+            &self.instance,
+        )
+        .await
         {
             tracing::warn!(%err, "removing the heartbeat failed; it expires on its own");
         }
@@ -340,6 +382,9 @@ fn default_advertised_address(local: SocketAddr) -> String {
 #[derive(Clone)]
 struct Heartbeat {
     id: String,
+    instance: String,
+    /// Cancelled when another instance holds the id (a write was refused).
+    lost_id: CancellationToken,
     address: String,
     udp_address: Option<String>,
     capacity: usize,
@@ -379,6 +424,7 @@ impl Heartbeat {
         }
         let status = WorkerStatus {
             id: self.id.clone(),
+            instance: self.instance.clone(),
             address: self.address.clone(),
             udp_address: self.udp_address.clone(),
             capacity: self.capacity as u32,
@@ -388,14 +434,23 @@ impl Heartbeat {
             ready: true,
             updated_at_ms: workers::now_ms(),
         };
-        if let Err(err) =
-            workers::write_heartbeat(&mut self.redis.clone(), &self.keys, &status).await
-        {
-            metrics()
-                .redis_errors
-                .with_label_values(&["heartbeat"])
-                .inc();
-            tracing::warn!(%err, "heartbeat to Redis failed");
+        match workers::write_heartbeat(&mut self.redis.clone(), &self.keys, &status, None).await {
+            Ok(None) => {}
+            Ok(Some(holder)) => {
+                tracing::error!(
+                    worker_id = self.id,
+                    holder_address = holder.address,
+                    "another process holds this worker id now"
+                );
+                self.lost_id.cancel();
+            }
+            Err(err) => {
+                metrics()
+                    .redis_errors
+                    .with_label_values(&["heartbeat"])
+                    .inc();
+                tracing::warn!(%err, "heartbeat to Redis failed");
+            }
         }
     }
 }

@@ -20,6 +20,11 @@ pub const TABLE_STALE_AFTER: Duration = Duration::from_secs(5);
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct WorkerStatus {
     pub id: String,
+    /// A nonce of the process that writes this heartbeat (new at every start): two processes
+    /// never share one id's record (see [`claim`](super::worker_id)). Empty from workers
+    /// older than it.
+    #[serde(default)]
+    pub instance: String,
     /// The internal worker API (`host:port`).
     pub address: String,
     /// The shared ICE UDP port's advertised address, when it has one.
@@ -89,7 +94,37 @@ pub fn now_ms() -> u64 {
         .map_or(0, |d| d.as_millis() as u64)
 }
 
+/// Writes the heartbeat unless the record belongs to another instance (one with a nonce that
+/// is neither ARGV[2], the writer's, nor ARGV[4], a dead predecessor being taken over).
+/// KEYS: the record, the known-workers set. ARGV: JSON, instance, TTL ms, replaces, id.
+const WRITE_HEARTBEAT_SCRIPT: &str = r"
+local current = redis.call('GET', KEYS[1])
+if current then
+  local ok, record = pcall(cjson.decode, current)
+  if ok and type(record) == 'table' and type(record.instance) == 'string'
+     and record.instance ~= '' and record.instance ~= ARGV[2] and record.instance ~= ARGV[4] then
+    return current
+  end
+end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[3])
+redis.call('SADD', KEYS[2], ARGV[5])
+return false
+";
+
+/// Deletes the heartbeat only while it is still this instance's.
+const REMOVE_HEARTBEAT_SCRIPT: &str = r"
+local current = redis.call('GET', KEYS[1])
+if current then
+  local ok, record = pcall(cjson.decode, current)
+  if ok and type(record) == 'table' and record.instance ~= ARGV[1] then return 0 end
+  redis.call('DEL', KEYS[1])
+end
+return 1
+";
+
 /// Writes a worker's heartbeat; it expires unless renewed within [`WORKER_DEAD_AFTER`].
+/// Returns `Some(record)` instead when another instance holds the id (nothing written);
+/// `replaces` names a dead instance whose record may be overwritten.
 ///
 /// # Errors
 /// When Redis fails.
@@ -97,24 +132,40 @@ pub async fn write_heartbeat(
     redis: &mut ConnectionManager,
     keys: &Keys,
     status: &WorkerStatus,
-) -> redis::RedisResult<()> {
+    replaces: Option<&str>,
+) -> redis::RedisResult<Option<WorkerStatus>> {
     let json = serde_json::to_string(status).unwrap_or_default();
-    redis::pipe()
-        .cmd("SET")
-        .arg(keys.worker(&status.id))
+    let holder: Option<String> = redis::Script::new(WRITE_HEARTBEAT_SCRIPT)
+        .key(keys.worker(&status.id))
+        .key(keys.known_workers())
         .arg(json)
-        .arg("PX")
+        .arg(&status.instance)
         .arg(WORKER_DEAD_AFTER.as_millis() as u64)
-        .ignore()
-        .cmd("SADD")
-        .arg(keys.known_workers())
+        .arg(replaces.unwrap_or(status.instance.as_str()))
         .arg(&status.id)
-        .ignore()
-        .query_async(redis)
-        .await
+        .invoke_async(redis)
+        .await?;
+    Ok(holder.and_then(|json| serde_json::from_str(&json).ok()))
 }
 
-/// Removes a worker's heartbeat at once (a clean exit: nothing more is placed on it).
+/// The heartbeat record of `worker_id`, if one is live.
+///
+/// # Errors
+/// When Redis fails.
+pub async fn read_heartbeat(
+    redis: &mut ConnectionManager,
+    keys: &Keys,
+    worker_id: &str,
+) -> redis::RedisResult<Option<WorkerStatus>> {
+    let json: Option<String> = redis::cmd("GET")
+        .arg(keys.worker(worker_id))
+        .query_async(redis)
+        .await?;
+    Ok(json.and_then(|json| serde_json::from_str(&json).ok()))
+}
+
+/// Removes a worker's heartbeat at once (a clean exit: nothing more is placed on it), unless
+/// another instance has taken the id over meanwhile.
 ///
 /// # Errors
 /// When Redis fails.
@@ -122,11 +173,14 @@ pub async fn remove_heartbeat(
     redis: &mut ConnectionManager,
     keys: &Keys,
     worker_id: &str,
+    instance: &str,
 ) -> redis::RedisResult<()> {
-    redis::cmd("DEL")
-        .arg(keys.worker(worker_id))
-        .query_async(redis)
+    redis::Script::new(REMOVE_HEARTBEAT_SCRIPT)
+        .key(keys.worker(worker_id))
+        .arg(instance)
+        .invoke_async::<i64>(redis)
         .await
+        .map(drop)
 }
 
 /// Every live heartbeat, and the ids of known workers whose heartbeat has expired (dead).
@@ -186,6 +240,7 @@ pub async fn read_table(
 pub(crate) fn test_worker(id: &str, active: u32, capacity: u32) -> WorkerStatus {
     WorkerStatus {
         id: id.into(),
+        instance: String::new(),
         address: format!("{id}:50052"),
         udp_address: None,
         capacity,

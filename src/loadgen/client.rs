@@ -3,7 +3,7 @@
 
 use std::collections::VecDeque;
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -80,6 +80,9 @@ pub struct PeerCounters {
     pub latencies_ms: Mutex<Vec<f64>>,
     /// When the last marker packets were sent, newest last.
     markers_sent: Mutex<VecDeque<Instant>>,
+    /// Decoded returned audio, kept up to `keep_samples` (a measured peer; the probe).
+    pub decoded: Mutex<Vec<f32>>,
+    keep_samples: AtomicUsize,
 }
 
 /// A client peer connection with its audio track.
@@ -231,6 +234,12 @@ impl LoadPeer {
         *self.state.borrow() == RTCPeerConnectionState::Connected
     }
 
+    /// Keeps up to `samples` of the decoded returned audio in `counters.decoded` (a peer
+    /// made with `measure`).
+    pub fn keep_audio(&self, samples: usize) {
+        self.counters.keep_samples.store(samples, Ordering::Relaxed);
+    }
+
     /// Replays the signal in real time until `stop` fires: sequence numbers and timestamps
     /// follow the wall clock, so a tick the loadgen missed is a gap, not a burst.
     pub fn start_sending(&self, signal: Arc<TestSignal>, stop: CancellationToken) {
@@ -307,6 +316,12 @@ async fn receive(track: Arc<TrackRemote>, counters: Arc<PeerCounters>, baseline:
         let Ok(pcm) = decoder.decode(&packet.payload) else {
             continue;
         };
+        let keep = counters.keep_samples.load(Ordering::Relaxed);
+        if keep > 0 {
+            let mut decoded = counters.decoded.lock();
+            let room = keep.saturating_sub(decoded.len());
+            decoded.extend_from_slice(&pcm[..pcm.len().min(room)]);
+        }
         let packet_start = decoded_samples;
         decoded_samples += pcm.len() as u64;
         for onset in detector.push(pcm) {

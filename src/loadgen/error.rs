@@ -21,6 +21,8 @@ pub enum LoadgenError {
     Timeout(&'static str),
     #[error("{0}")]
     Io(#[from] std::io::Error),
+    #[error("probe: {0}")]
+    Probe(String),
 }
 
 impl LoadgenError {
@@ -35,6 +37,7 @@ impl LoadgenError {
             Self::Http(_) => "http",
             Self::Timeout(_) => "timeout",
             Self::Io(_) => "io",
+            Self::Probe(_) => "probe",
         }
     }
 }

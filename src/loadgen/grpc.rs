@@ -82,22 +82,34 @@ pub async fn connect(
     channel: Channel,
     peer_id: &str,
     manifest: Option<&str>,
+    token: Option<&str>,
     peer: &mut LoadPeer,
 ) -> Result<(GrpcSession, SetupTimes), LoadgenError> {
-    tokio::time::timeout(SETUP_TIMEOUT, setup(channel, peer_id, manifest, peer))
-        .await
-        .map_err(|_| LoadgenError::Timeout("announce to connected"))?
+    tokio::time::timeout(
+        SETUP_TIMEOUT,
+        setup(channel, peer_id, manifest, token, peer),
+    )
+    .await
+    .map_err(|_| LoadgenError::Timeout("announce to connected"))?
 }
 
 async fn setup(
     channel: Channel,
     peer_id: &str,
     manifest: Option<&str>,
+    token: Option<&str>,
     peer: &mut LoadPeer,
 ) -> Result<(GrpcSession, SetupTimes), LoadgenError> {
     let mut grpc = WebRtcSignalingClient::new(channel);
     let (outbound, rx) = mpsc::channel(16);
-    let inbound = grpc.signal(ReceiverStream::new(rx)).await?.into_inner();
+    let mut request = tonic::Request::new(ReceiverStream::new(rx));
+    if let Some(token) = token {
+        let value = format!("Bearer {token}")
+            .parse()
+            .map_err(|_| LoadgenError::Signaling("the token is not a valid header value".into()))?;
+        request.metadata_mut().insert("authorization", value);
+    }
+    let inbound = grpc.signal(request).await?.into_inner();
     let mut stream = Stream {
         outbound,
         inbound,

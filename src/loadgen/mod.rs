@@ -9,6 +9,7 @@ mod error;
 mod grpc;
 mod janus;
 mod plot;
+mod probe;
 mod procstat;
 mod run;
 mod signal;
@@ -22,6 +23,7 @@ pub use churn::{churn, ChurnReport};
 pub use client::{ClientStack, LoadPeer, PeerCounters};
 pub use error::LoadgenError;
 pub use janus::JanusApi;
+pub use probe::{probe, ProbeOptions, ProbeReport, PROBE_HZ};
 pub use procstat::{pinned_core, rss_mb, CoreSample, CpuSample};
 pub use run::{run, Latency, PeerPackets, Report, MAX_LOADGEN_CPU_PCT};
 pub use signal::{MarkerDetector, TestSignal};
@@ -137,10 +139,24 @@ impl Target {
         manifest: Option<&str>,
         peer: &mut LoadPeer,
     ) -> Result<(Session, SetupTimes), LoadgenError> {
+        self.connect_with_token(peer_id, manifest, None, peer).await
+    }
+
+    /// [`Target::connect`] with a bearer token on the signaling stream (gRPC only).
+    ///
+    /// # Errors
+    /// The signaling's or the peer's failure.
+    pub async fn connect_with_token(
+        &self,
+        peer_id: &str,
+        manifest: Option<&str>,
+        token: Option<&str>,
+        peer: &mut LoadPeer,
+    ) -> Result<(Session, SetupTimes), LoadgenError> {
         match self {
             Self::Grpc(channel) => {
                 let (session, times) =
-                    grpc::connect(channel.clone(), peer_id, manifest, peer).await?;
+                    grpc::connect(channel.clone(), peer_id, manifest, token, peer).await?;
                 Ok((Session::Grpc(session), times))
             }
             Self::Janus(api) => {

@@ -71,6 +71,26 @@ impl TestSignal {
     }
 }
 
+impl TestSignal {
+    /// One second of a steady tone at `frequency` (a whole number of Hz loops seamlessly)
+    /// and `amplitude`, without markers: what `webrtc_server probe` sends.
+    ///
+    /// # Errors
+    /// [`LoadgenError::Media`] when libopus refuses the encoder or a frame.
+    pub fn tone(frequency: f32, amplitude: f32) -> Result<Self, LoadgenError> {
+        let pcm = crate::media::sine(frequency, SAMPLE_RATE, SAMPLE_RATE as usize * 2, amplitude);
+        let mut encoder = OpusEncoder::new(&OpusConfig::default())?;
+        let mut packets = Vec::with_capacity(PERIOD_PACKETS * 2);
+        for frame in pcm.chunks(FRAME_SAMPLES) {
+            packets.push(encoder.encode(frame)?);
+        }
+        Ok(Self {
+            packets: packets.split_off(PERIOD_PACKETS),
+            baseline_samples: 0,
+        })
+    }
+}
+
 /// `seconds` periods of the raw test signal.
 fn pcm(seconds: usize) -> Vec<f32> {
     let period = SAMPLE_RATE as usize;

@@ -2,7 +2,6 @@
 //! and data channel out.
 
 use crate::metrics::metrics;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -147,7 +146,7 @@ async fn play_out(
         if !played {
             continue;
         }
-        *inbound.counters.jitter.lock() = buffer.stats();
+        inbound.counters.update_jitter(buffer.stats());
         let frames = std::iter::from_fn(|| framer.pop()).map(|frame| {
             Envelope::new(RuntimeData::Audio(AudioFrame {
                 samples: frame,
@@ -159,7 +158,7 @@ async fn play_out(
             return;
         }
     }
-    *inbound.counters.jitter.lock() = buffer.stats();
+    inbound.counters.update_jitter(buffer.stats());
 }
 
 /// Decodes or conceals one jitter buffer output into `framer`. A failure plays silence of
@@ -286,7 +285,7 @@ async fn send_frame(
             };
             match track.write_sample(&sample).await {
                 Ok(()) => {
-                    counters.packets_out.fetch_add(1, Ordering::Relaxed);
+                    counters.packet_sent();
                     return true;
                 }
                 Err(err) => tracing::debug!(%err, "writing audio sample failed"),

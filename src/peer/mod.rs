@@ -15,6 +15,7 @@ mod server_peer;
 mod session_manager;
 mod session_trace;
 mod stack;
+mod traffic;
 mod udp_filter;
 mod video;
 

@@ -8,6 +8,7 @@ use parking_lot::Mutex;
 use webrtc::peer_connection::RTCPeerConnection;
 use webrtc::stats::StatsReportType;
 
+use super::traffic::JitterCounted;
 use crate::media::JitterStats;
 
 /// Counters the media tasks of one session update and the session manager reads.
@@ -17,6 +18,23 @@ pub(crate) struct MediaCounters {
     pub jitter: Mutex<JitterStats>,
     /// Opus packets written to the outbound track.
     pub packets_out: AtomicU64,
+    /// What of `jitter` the process metrics already count.
+    counted: JitterCounted,
+}
+
+impl MediaCounters {
+    /// Keeps the inbound jitter buffer's latest snapshot and adds what grew since the last
+    /// one to the process counters (they move during the call, not at its end).
+    pub(crate) fn update_jitter(&self, stats: JitterStats) {
+        self.counted.add(&stats);
+        *self.jitter.lock() = stats;
+    }
+
+    /// One audio packet written to the client.
+    pub(crate) fn packet_sent(&self) {
+        self.packets_out.fetch_add(1, Ordering::Relaxed);
+        super::traffic::audio_packet_sent();
+    }
 }
 
 /// Figures the peer connection derives from RTCP (webrtc 0.17.2 fills only these).
@@ -110,32 +128,11 @@ pub(crate) async fn collect(pc: &RTCPeerConnection, counters: &MediaCounters) ->
     }
 }
 
-/// Adds a closed session's figures to the process metrics.
+/// Adds a closed session's end-of-call figures to the process metrics (its packets, bytes
+/// and jitter-buffer events were counted as they happened, in `traffic`).
 pub(crate) fn export(stats: &SessionStats) {
     let m = crate::metrics::metrics();
     let jitter = &stats.jitter;
-    m.rtp_packets
-        .with_label_values(&["in"])
-        .inc_by(jitter.received);
-    m.rtp_packets
-        .with_label_values(&["out"])
-        .inc_by(stats.packets_out);
-    m.rtp_bytes
-        .with_label_values(&["in"])
-        .inc_by(stats.rtcp.bytes_received);
-    m.rtp_bytes
-        .with_label_values(&["out"])
-        .inc_by(stats.rtcp.bytes_sent);
-    for (event, count) in [
-        ("lost", jitter.lost),
-        ("late", jitter.late),
-        ("duplicate", jitter.duplicate),
-        ("concealed", jitter.concealed),
-        ("fec_recovered", jitter.fec_recovered),
-        ("discarded", jitter.discarded),
-    ] {
-        m.jitter_events.with_label_values(&[event]).inc_by(count);
-    }
     if jitter.received > 0 {
         m.jitter_buffer_delay_seconds
             .observe(jitter.delay.as_secs_f64());

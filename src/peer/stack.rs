@@ -210,6 +210,8 @@ impl WebRtcStack {
 /// our video codecs already.
 fn interceptors(media: &mut MediaEngine) -> Result<Registry, PeerError> {
     let mut registry = Registry::new();
+    // First: the innermost, so it counts what crosses SRTP (resends included).
+    registry.add(Box::new(super::traffic::TrafficCounterBuilder));
     registry.add(Box::new(NackResponderBuilder));
     registry.add(Box::new(Generator::builder()));
     registry = configure_rtcp_reports(registry);

@@ -135,21 +135,42 @@ checksum/manifests: {{ include (print $.Template.BasePath "/configmap-manifests.
 {{- end -}}
 
 {{- define "remotemedia.podCommon" -}}
-{{- with .Values.image.pullSecrets }}
+{{- $root := .root -}}
+{{- $role := index $root.Values .role -}}
+{{- with $root.Values.image.pullSecrets }}
 imagePullSecrets:
 {{- range . }}
   - name: {{ . }}
 {{- end }}
 {{- end }}
 securityContext:
-  {{- toYaml .Values.common.podSecurityContext | nindent 2 }}
-{{- with .Values.common.nodeSelector }}
+  {{- toYaml $root.Values.common.podSecurityContext | nindent 2 }}
+{{- /* Per role: its nodeSelector over the common one (key by key), the common tolerations
+plus its own, its priority class and topology spread (each constraint gets the role's pods
+as its labelSelector unless it names one). */}}
+{{- with merge (deepCopy ($role.nodeSelector | default dict)) ($root.Values.common.nodeSelector | default dict) }}
 nodeSelector:
   {{- toYaml . | nindent 2 }}
 {{- end }}
-{{- with .Values.common.tolerations }}
+{{- with concat ($root.Values.common.tolerations | default list) ($role.tolerations | default list) }}
 tolerations:
   {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with $role.priorityClassName }}
+priorityClassName: {{ . }}
+{{- end }}
+{{- with $role.topologySpreadConstraints }}
+topologySpreadConstraints:
+{{- range . }}
+  - {{- toYaml (omit . "labelSelector") | nindent 4 }}
+    labelSelector:
+      {{- if .labelSelector }}
+      {{- toYaml .labelSelector | nindent 6 }}
+      {{- else }}
+      matchLabels:
+        {{- include "remotemedia.selectorLabels" (dict "ctx" $root "component" $.role) | nindent 8 }}
+      {{- end }}
+{{- end }}
 {{- end }}
 {{- end -}}
 
@@ -157,22 +178,27 @@ tolerations:
 HTTPS on frontends that serve TLS. (dict "root" $ "role" "frontend") */}}
 {{- define "remotemedia.probes" -}}
 {{- $scheme := ternary "HTTPS" "HTTP" (and .root.Values.tls.enabled (eq .role "frontend")) -}}
+{{- $p := (index .root.Values .role).probes -}}
+{{- /* startup: /healthz until the process serves (liveness waits for it); liveness:
+/healthz; readiness: /readyz. Timings per role (`<role>.probes`). */}}
+startupProbe:
+  httpGet:
+    path: /healthz
+    port: http
+    scheme: {{ $scheme }}
+  {{- toYaml $p.startup | nindent 2 }}
 livenessProbe:
   httpGet:
     path: /healthz
     port: http
     scheme: {{ $scheme }}
-  periodSeconds: 10
-  timeoutSeconds: 2
-  failureThreshold: 3
+  {{- toYaml $p.liveness | nindent 2 }}
 readinessProbe:
   httpGet:
     path: /readyz
     port: http
     scheme: {{ $scheme }}
-  periodSeconds: 2
-  timeoutSeconds: 2
-  failureThreshold: 1
+  {{- toYaml $p.readiness | nindent 2 }}
 {{- end -}}
 
 {{- define "remotemedia.workerName" -}}
