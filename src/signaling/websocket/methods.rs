@@ -5,7 +5,8 @@ use std::sync::Arc;
 
 use serde_json::{json, Value};
 
-use super::dialect::server::{self as wire, Outcome, Reply, Request, Step};
+use super::dialect::answers::{Outcome, Reply};
+use super::dialect::requests::{self as wire, Request, Step};
 use super::dialect::Dialect;
 use super::Connection;
 use crate::signaling::auth::Identity;

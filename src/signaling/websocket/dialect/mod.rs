@@ -1,11 +1,13 @@
 //! The JSON-RPC dialects of WebSocket signaling. RemoteMedia clients and servers have spoken
 //! three over the years, all JSON-RPC 2.0 over a WebSocket with the same five steps
 //! (announce, offer, answer, ICE candidate, disconnect) but different names and shapes.
-//! `/ws` answers each client in the dialect it spoke ([`server`]); `--mode websocket` joins a
-//! signaling server of any of them ([`client`]). docs/signaling.md has the tables.
+//! `/ws` reads every dialect ([`requests`]) and answers each client in the dialect it spoke
+//! ([`answers`]); `--mode websocket` joins a signaling server of any of them ([`client`]).
+//! docs/signaling.md has the tables.
 
+pub mod answers;
 pub mod client;
-pub mod server;
+pub mod requests;
 
 use std::collections::HashMap;
 
