@@ -113,6 +113,16 @@ pub struct Config {
     #[arg(long, env = "REMOTEMEDIA_PEER_ID")]
     pub peer_id: Option<String>,
 
+    /// `websocket` mode: the signaling server's JSON-RPC dialect (`remotemedia`, the
+    /// original's `original` or `node`); `auto` tries `peer.announce`, then `announce`.
+    #[arg(
+        long,
+        env = "REMOTEMEDIA_SIGNALING_DIALECT",
+        value_enum,
+        default_value = "auto"
+    )]
+    pub signaling_dialect: crate::signaling::dialect::DialectChoice,
+
     /// Log lines as `text` or `json` (with trace and span ids).
     #[arg(
         long,

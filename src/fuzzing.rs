@@ -8,16 +8,14 @@ use std::sync::Arc;
 use bytes::Bytes;
 
 use crate::pipeline::Envelope;
-use crate::signaling::{handle_text, ConnectedPeer, Identity, SignalingCore};
-use crate::telemetry::RemoteParent;
+use crate::signaling::{handle_text, ConnectedPeer, Connection, Identity, SignalingCore};
 
 /// One `/ws` connection's state between text frames, as the connection task keeps it.
 pub struct WebSocketConnection {
     core: Arc<SignalingCore>,
     identity: Identity,
-    /// `None` until a `peer.announce` succeeds.
-    peer: Option<ConnectedPeer>,
-    parent: RemoteParent,
+    /// The announced peer (`None` until an announce succeeds), trace parent and dialect.
+    state: Connection,
 }
 
 impl WebSocketConnection {
@@ -26,31 +24,26 @@ impl WebSocketConnection {
         Self {
             core,
             identity,
-            peer: None,
-            parent: RemoteParent::default(),
+            state: Connection::default(),
         }
     }
 
     /// The answer the connection sends to one text frame; `None` for a JSON-RPC notification.
+    /// (A notification that follows the answer in some dialects is not returned.)
     pub async fn text_frame(&mut self, text: &str) -> Option<String> {
-        handle_text(
-            &self.core,
-            &self.identity,
-            &mut self.peer,
-            &mut self.parent,
-            text,
-        )
-        .await
+        handle_text(&self.core, &self.identity, &mut self.state, text)
+            .await
+            .reply
     }
 
     /// The announced peer, if any (to read its notifications).
     pub fn peer(&mut self) -> Option<&mut ConnectedPeer> {
-        self.peer.as_mut()
+        self.state.peer.as_mut()
     }
 
     /// The client closed the socket: its peer leaves.
     pub async fn close(self) {
-        if let Some(peer) = self.peer {
+        if let Some(peer) = self.state.peer {
             peer.leave().await;
         }
     }

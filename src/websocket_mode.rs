@@ -1,6 +1,7 @@
-//! `--mode websocket`: this process joins an external signaling server of our JSON-RPC dialect
-//! as one peer and answers every offer addressed to it with a server session (the same
-//! session manager as `grpc` mode). When the signaling server goes away it reconnects with
+//! `--mode websocket`: this process joins an external JSON-RPC signaling server (of this
+//! server's dialect or one of the original's, `--signaling-dialect`) as one peer and answers
+//! every offer addressed to it with a server session (the same session manager as `grpc`
+//! mode). When the signaling server goes away it reconnects with
 //! backoff; media sessions do not depend on signaling and keep running meanwhile.
 
 use std::future::Future;
@@ -21,7 +22,9 @@ use crate::error::Error;
 use crate::http::{self, Readiness};
 use crate::peer::SessionManager;
 use crate::server::{bind, session_manager};
-use crate::signaling::{IceCandidate, SessionEvent, SessionHost, SessionRequest};
+use crate::signaling::dialect::client::{Call, Incoming, Negotiation};
+use crate::signaling::dialect::{Dialect, DialectChoice};
+use crate::signaling::{SessionEvent, SessionHost, SessionRequest};
 
 /// First and largest wait between reconnection attempts.
 const BACKOFF: (Duration, Duration) = (Duration::from_millis(200), Duration::from_secs(5));
@@ -33,6 +36,7 @@ type Socket =
 pub struct WebSocketPeer {
     url: String,
     peer_id: String,
+    dialect: DialectChoice,
     http_listener: TcpListener,
     sessions: Arc<SessionManager>,
     events: mpsc::Receiver<SessionEvent>,
@@ -59,6 +63,7 @@ impl WebSocketPeer {
         Ok(Self {
             url,
             peer_id: config.peer_id.clone().unwrap_or_else(default_peer_id),
+            dialect: config.signaling_dialect,
             http_listener,
             sessions,
             events,
@@ -109,8 +114,10 @@ impl WebSocketPeer {
                         socket,
                         sessions: &self.sessions,
                         next_id: 0,
+                        me: &self.peer_id,
+                        dialect: Dialect::default(),
                     };
-                    if link.serve(&self.peer_id, &mut self.events, &stop).await {
+                    if link.serve(self.dialect, &mut self.events, &stop).await {
                         backoff = BACKOFF.0;
                     }
                 }
@@ -140,20 +147,25 @@ struct Link<'a> {
     socket: Socket,
     sessions: &'a Arc<SessionManager>,
     next_id: u64,
+    /// The peer id this process announces.
+    me: &'a str,
+    /// The dialect of this connection's server (settled by the announce).
+    dialect: Dialect,
 }
 
 impl Link<'_> {
-    /// Announces and serves until the socket ends or `stop`; returns whether the announce
-    /// succeeded (a reason to reset the backoff).
+    /// Announces (in each dialect `choice` allows, until one is taken) and serves until the
+    /// socket ends or `stop`; returns whether the announce succeeded (a reason to reset the
+    /// backoff).
     async fn serve(
         &mut self,
-        peer_id: &str,
+        choice: DialectChoice,
         events: &mut mpsc::Receiver<SessionEvent>,
         stop: &CancellationToken,
     ) -> bool {
-        let announce = self
-            .request("peer.announce", json!({"peer_id": peer_id, "capabilities": {"audio": true, "video": true, "data": true}, "metadata": {"type": "server"}}))
-            .await;
+        let mut negotiation = Negotiation::new(choice);
+        self.dialect = negotiation.dialect();
+        let mut announce = self.request(self.dialect.announce(self.me)).await;
         let mut announced = false;
         loop {
             tokio::select! {
@@ -164,12 +176,22 @@ impl Link<'_> {
                         Some(Ok(_)) => continue,
                     };
                     let Ok(message) = serde_json::from_str::<Value>(&text) else { continue };
-                    if message.get("id") == Some(&json!(announce)) {
+                    // A server that cannot read the announce may answer it with id null.
+                    let unread = !announced && message.get("id") == Some(&Value::Null);
+                    if message.get("id") == Some(&json!(announce)) || unread {
                         if let Some(error) = message.get("error") {
+                            let code = error["code"].as_i64().unwrap_or_default();
+                            if let Some(next) = negotiation.refused(code) {
+                                tracing::info!(%error, dialect = next.name(), "announce refused; trying another dialect");
+                                self.dialect = next;
+                                announce = self.request(next.announce(self.me)).await;
+                                continue;
+                            }
                             tracing::warn!(%error, "announce refused");
                             break;
                         }
                         announced = true;
+                        tracing::info!(dialect = self.dialect.name(), "announced");
                     } else if let Some(error) = message.get("error") {
                         tracing::info!(%error, "signaling request failed");
                     } else if let Some(method) = message["method"].as_str() {
@@ -187,73 +209,63 @@ impl Link<'_> {
     }
 
     async fn on_notification(&mut self, method: &str, params: &Value) {
-        let text = |key: &str| params[key].as_str().unwrap_or_default().to_owned();
-        match method {
-            "peer.offer" => {
-                let from = text("from");
-                let offer_id = text("offer_id");
+        match Incoming::read(method, params, self.me) {
+            Some(Incoming::Offer {
+                from,
+                offer_id,
+                sdp,
+            }) => {
                 let span = tracing::info_span!("offer", peer_id = from, offer_id);
                 let request = SessionRequest {
                     peer_id: from.clone(),
                     offer_id,
-                    offer_sdp: text("sdp"),
+                    offer_sdp: sdp,
                     manifest: None,
                 };
                 let created = self.sessions.create_session(request).instrument(span).await;
                 match created {
                     Ok(answer) => {
-                        self.request("peer.answer", json!({"to": from, "sdp": answer}))
+                        self.request(self.dialect.answer(self.me, &from, &answer))
                             .await;
                     }
                     Err(err) => {
                         tracing::warn!(from, %err, "offer refused");
-                        self.request("peer.disconnect", json!({"to": from})).await;
+                        self.request(self.dialect.disconnect(&from, "offer refused"))
+                            .await;
                     }
                 }
             }
-            "peer.ice_candidate" => {
-                let candidate = IceCandidate {
-                    candidate: text("candidate"),
-                    sdp_mid: text("sdp_mid"),
-                    sdp_mline_index: params["sdp_mline_index"]
-                        .as_u64()
-                        .and_then(|i| u32::try_from(i).ok())
-                        .unwrap_or(0),
-                };
-                if let Err(err) = self.sessions.add_candidate(&text("from"), candidate).await {
+            Some(Incoming::Candidate { from, candidate }) => {
+                if let Err(err) = self.sessions.add_candidate(&from, candidate).await {
                     tracing::debug!(%err, "candidate for no session");
                 }
             }
             // Only an explicit disconnect ends a session: `peer.left` also comes when the
             // signaling server restarts, and media must outlive that. A caller that is really
             // gone is reclaimed by the session's own ICE consent and media timeouts.
-            "peer.disconnected" => {
-                self.sessions.close_session(&text("peer_id")).await;
+            Some(Incoming::Disconnected { peer_id }) => {
+                self.sessions.close_session(&peer_id).await;
             }
-            _ => {}
+            None => {}
         }
     }
 
     async fn on_session_event(&mut self, event: SessionEvent) {
         match event {
             SessionEvent::LocalCandidate { peer_id, candidate } => {
-                let sdp_mid = (!candidate.sdp_mid.is_empty()).then_some(candidate.sdp_mid);
-                self.request(
-                    "peer.ice_candidate",
-                    json!({"to": peer_id, "candidate": candidate.candidate, "sdp_mid": sdp_mid, "sdp_mline_index": candidate.sdp_mline_index}),
-                )
-                .await;
+                self.request(self.dialect.candidate(self.me, &peer_id, &candidate))
+                    .await;
             }
             SessionEvent::Closed { peer_id, reason } => {
                 tracing::info!(peer_id, reason, "session closed");
-                self.request("peer.disconnect", json!({"to": peer_id}))
+                self.request(self.dialect.disconnect(&peer_id, &reason))
                     .await;
             }
         }
     }
 
     /// Sends a request and returns its id; a failed send shows up as the socket ending.
-    async fn request(&mut self, method: &str, params: Value) -> u64 {
+    async fn request(&mut self, (method, params): Call) -> u64 {
         self.next_id += 1;
         let frame =
             json!({"jsonrpc": "2.0", "id": self.next_id, "method": method, "params": params});

@@ -33,5 +33,5 @@ pub use registry::{
 };
 pub use session_host::{IceCandidate, SessionError, SessionEvent, SessionHost, SessionRequest};
 pub use turn::{IceServer, TurnCredentials};
-pub(crate) use websocket::handle_text;
-pub use websocket::{OriginPolicy, WebSocketSignaling};
+pub use websocket::{dialect, OriginPolicy, WebSocketSignaling};
+pub(crate) use websocket::{handle_text, Connection};

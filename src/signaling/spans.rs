@@ -47,12 +47,13 @@ pub(crate) fn request_span(
 /// bounded whatever clients send).
 pub(crate) fn websocket_method(method: &str) -> &'static str {
     match method {
-        "peer.announce" => "announce",
-        "peer.offer" => "offer",
-        "peer.answer" => "answer",
-        "peer.ice_candidate" => "ice_candidate",
-        "peer.disconnect" => "disconnect",
-        "peer.list" => "list_peers",
+        // The original's Node signaling server's names too (the dialects of `/ws`).
+        "peer.announce" | "announce" => "announce",
+        "peer.offer" | "offer" => "offer",
+        "peer.answer" | "answer" => "answer",
+        "peer.ice_candidate" | "ice_candidate" => "ice_candidate",
+        "peer.disconnect" | "disconnect" => "disconnect",
+        "peer.list" | "list_peers" => "list_peers",
         "server.info" => "server_info",
         _ => "unknown",
     }

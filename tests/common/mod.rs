@@ -5,6 +5,7 @@
 pub mod cdp;
 pub mod client;
 pub mod cluster;
+pub mod dialect_server;
 pub mod otlp;
 pub mod relay;
 pub mod repair;

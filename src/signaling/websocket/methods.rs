@@ -1,169 +1,134 @@
-//! The methods of the WebSocket dialect: typed params in, the core's answer out as JSON.
+//! The methods of `/ws`: a request of any dialect in, the core's answer out as JSON in the
+//! connection's dialect.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
-use serde::de::DeserializeOwned;
-use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::rpc::peer_json;
-use crate::proto::signaling::{self as pb};
+use super::dialect::answers::{Outcome, Reply};
+use super::dialect::requests::{self as wire, Request, Step};
+use super::dialect::Dialect;
+use super::Connection;
 use crate::signaling::auth::Identity;
-use crate::signaling::core::{
-    ConnectedPeer, OfferOutcome, SignalingCore, RESUME_TOKEN_METADATA_KEY,
-};
+use crate::signaling::core::{ConnectedPeer, SignalingCore};
 use crate::signaling::error::{RpcError, SignalingError};
-use crate::signaling::session_host::IceCandidate;
+use crate::signaling::peer_id::SERVER_PEER_ID;
+use crate::signaling::session_host::SessionError;
 
-#[derive(Deserialize)]
-struct AnnounceParams {
-    peer_id: String,
-    #[serde(default)]
-    capabilities: Option<Capabilities>,
-    #[serde(default)]
-    metadata: HashMap<String, String>,
-    /// Takes the peer back after its socket broke (the same as metadata `resume_token`).
-    #[serde(default)]
-    resume_token: Option<String>,
-}
-
-#[derive(Deserialize, Default)]
-#[serde(default)]
-struct Capabilities {
-    audio: bool,
-    video: bool,
-    data: bool,
-    extensions: String,
-}
-
-#[derive(Deserialize)]
-struct SdpParams {
-    to: String,
-    sdp: String,
-}
-
-#[derive(Deserialize)]
-struct CandidateParams {
-    to: String,
-    candidate: String,
-    #[serde(default)]
-    sdp_mid: Option<String>,
-    #[serde(default)]
-    sdp_mline_index: Option<u32>,
-}
-
-#[derive(Deserialize)]
-struct DisconnectParams {
-    to: String,
-}
-
-fn params<T: DeserializeOwned>(params: Value) -> Result<T, RpcError> {
-    serde_json::from_value(params).map_err(|err| RpcError::InvalidParams(err.to_string()))
-}
-
-/// Runs one call for a connection; `peer` is `None` until `peer.announce` succeeds.
+/// Runs one call for a connection; `connection.peer` is `None` until an announce succeeds,
+/// which also fixes the connection's dialect.
 ///
 /// # Errors
 /// `UnknownMethod`, `InvalidParams`, or the core's error.
 pub async fn dispatch(
     core: &Arc<SignalingCore>,
     identity: &Identity,
-    peer: &mut Option<ConnectedPeer>,
+    connection: &mut Connection,
     method: &str,
     raw: Value,
-) -> Result<Value, RpcError> {
-    const METHODS: [&str; 7] = [
-        "peer.announce",
-        "peer.offer",
-        "peer.answer",
-        "peer.ice_candidate",
-        "peer.disconnect",
-        "peer.list",
-        "server.info",
-    ];
-    if !METHODS.contains(&method) {
-        return Err(RpcError::UnknownMethod(method.to_owned()));
-    }
-    if method == "peer.announce" {
-        if let Some(peer) = peer {
-            return Err(SignalingError::AlreadyAnnounced(peer.peer_id().into()).into());
+) -> Result<Reply, RpcError> {
+    let (step, named) =
+        wire::method(method).ok_or_else(|| RpcError::UnknownMethod(method.to_owned()))?;
+    match (&connection.peer, step) {
+        (Some(peer), Step::Announce) => {
+            return Err(SignalingError::AlreadyAnnounced(peer.peer_id().into()).into())
         }
-        let mut p: AnnounceParams = params(raw)?;
-        if let Some(token) = p.resume_token.take() {
-            p.metadata
-                .insert(RESUME_TOKEN_METADATA_KEY.to_owned(), token);
+        (None, Step::Offer | Step::Answer | Step::Candidate) => {
+            return Err(SignalingError::AnnounceRequired.into())
         }
-        let capabilities = p.capabilities.unwrap_or_default();
-        let connected = core
-            .announce(
-                pb::AnnounceRequest {
-                    peer_id: p.peer_id,
-                    capabilities: Some(pb::PeerCapabilities {
-                        audio: capabilities.audio,
-                        video: capabilities.video,
-                        data: capabilities.data,
-                        extensions: capabilities.extensions,
-                    }),
-                    metadata: p.metadata,
-                },
-                identity,
-            )
-            .await?;
-        let result = connected.announce_ack().await;
-        *peer = Some(connected);
-        return Ok(result);
+        _ => {}
     }
-    // Before the announce only offers, answers and candidates are refused: the list is the
-    // lobby's, and a disconnect is acknowledged and ignored, as the original did.
-    let Some(peer) = peer else {
-        return match method {
-            "peer.list" => Ok(peer_list(core.lobby_peers().await)),
-            "peer.disconnect" => Ok(json!({})),
-            "server.info" => Ok(server_info(core).await),
-            _ => Err(SignalingError::AnnounceRequired.into()),
-        };
+    let dialect = match step {
+        Step::Announce => wire::of_announce(named, &raw),
+        _ => connection.dialect.unwrap_or(named),
     };
-    match method {
-        "peer.offer" => {
-            let p: SdpParams = params(raw)?;
-            Ok(match peer.offer(&p.to, &p.sdp).await? {
-                OfferOutcome::Answered {
-                    offer_id,
-                    answer_sdp,
-                } => json!({"offer_id": offer_id, "type": "answer", "sdp": answer_sdp}),
-                OfferOutcome::Forwarded { offer_id } => json!({"offer_id": offer_id}),
-            })
+    let request = match wire::decode(step, raw)? {
+        Request::Announce(announce) => {
+            let connected = core.announce(announce, identity).await?;
+            let ack = connected.announce_ack().await;
+            let reply = dialect.result(Outcome::Announced(ack), Some(connected.peer_id()));
+            connection.peer = Some(connected);
+            connection.dialect = Some(dialect);
+            return Ok(reply);
         }
-        "peer.answer" => {
-            let p: SdpParams = params(raw)?;
-            peer.answer(&p.to, &p.sdp).await?;
-            Ok(json!({}))
+        request => request,
+    };
+    let Some(peer) = &mut connection.peer else {
+        // Before the announce only offers, answers and candidates are refused (above): the
+        // list is the lobby's, and a disconnect is acknowledged and ignored, as the original
+        // did.
+        let outcome = match request {
+            Request::List => Outcome::Peers(core.lobby_peers().await),
+            Request::Disconnect { peer_id } => Outcome::Disconnected { peer_id },
+            Request::Info => Outcome::Info(server_info(core).await),
+            _ => return Err(SignalingError::AnnounceRequired.into()),
+        };
+        return Ok(dialect.result(outcome, None));
+    };
+    let outcome = match request {
+        Request::Announce(_) => {
+            return Err(SignalingError::AlreadyAnnounced(peer.peer_id().into()).into())
         }
-        "peer.ice_candidate" => {
-            let p: CandidateParams = params(raw)?;
-            let candidate = IceCandidate {
-                candidate: p.candidate,
-                sdp_mid: p.sdp_mid.unwrap_or_default(),
-                sdp_mline_index: p.sdp_mline_index.unwrap_or(0),
-            };
-            peer.ice_candidate(&p.to, candidate).await?;
-            Ok(json!({}))
+        Request::Offer { to, sdp, from } => {
+            check_sender(from.as_deref(), peer)?;
+            let outcome = peer.offer(&to, &sdp).await?;
+            Outcome::Offered { to, outcome }
         }
-        "peer.disconnect" => {
-            let p: DisconnectParams = params(raw)?;
-            peer.disconnect(&p.to).await?;
-            Ok(json!({}))
+        Request::Answer { to, sdp, from } => {
+            check_sender(from.as_deref(), peer)?;
+            peer.answer(&to, &sdp).await?;
+            Outcome::Sent { to }
         }
-        "peer.list" => Ok(peer_list(core.peers().await)),
-        _ => Ok(server_info(core).await),
+        Request::Candidate {
+            to,
+            candidate,
+            from,
+        } => {
+            check_sender(from.as_deref(), peer)?;
+            peer.ice_candidate(&to, candidate).await?;
+            Outcome::Sent { to }
+        }
+        Request::Disconnect { peer_id } => {
+            disconnect(peer, dialect, &peer_id).await?;
+            Outcome::Disconnected { peer_id }
+        }
+        Request::List => Outcome::Peers(core.peers().await),
+        Request::Info => Outcome::Info(server_info(core).await),
+    };
+    Ok(dialect.result(outcome, Some(peer.peer_id())))
+}
+
+/// The original's clients name themselves in `from`; naming anyone else is refused, never
+/// taken as the sender.
+fn check_sender(from: Option<&str>, peer: &ConnectedPeer) -> Result<(), RpcError> {
+    match from {
+        Some(from) if from != peer.peer_id() => Err(RpcError::InvalidParams(format!(
+            "`from` is {from:?}, but this connection announced {:?}",
+            peer.peer_id()
+        ))),
+        _ => Ok(()),
     }
 }
 
-/// The result of `peer.list`.
-fn peer_list(peers: Vec<pb::PeerInfo>) -> Value {
-    let peers: Vec<Value> = peers.iter().map(peer_json).collect();
-    json!({"count": peers.len(), "peers": peers})
+/// Ends `peer`'s session with `peer_id`. The original's client named itself ("I am
+/// leaving"): that ends its server session. Both original servers acknowledged a
+/// disconnect from a peer that is not there; so do their dialects here.
+async fn disconnect(
+    peer: &mut ConnectedPeer,
+    dialect: Dialect,
+    peer_id: &str,
+) -> Result<(), SignalingError> {
+    let to = if dialect != Dialect::RemoteMedia && peer_id == peer.peer_id() {
+        SERVER_PEER_ID
+    } else {
+        peer_id
+    };
+    match peer.disconnect(to).await {
+        Err(
+            SignalingError::UnknownPeer(_) | SignalingError::Session(SessionError::NoSession(_)),
+        ) if dialect.acks_every_disconnect() => Ok(()),
+        other => other,
+    }
 }
 
 /// The result of `server.info`.

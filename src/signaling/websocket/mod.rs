@@ -4,6 +4,7 @@
 //! bounded by the core, so a slow browser never grows memory. A send that waits gives up
 //! when the core cuts the peer off, so a client that stopped reading holds up only itself.
 
+pub mod dialect;
 mod methods;
 mod origin;
 mod rpc;
@@ -29,6 +30,7 @@ use super::rate_limit::RequestGate;
 use super::spans::{request_span, websocket_method, Transport};
 use crate::proto::signaling::SignalingNotification;
 use crate::telemetry::{RemoteParent, TRACEPARENT, TRACESTATE};
+use dialect::Dialect;
 
 /// How often a send that waits for the client checks whether the core cut the peer off.
 const STALL_CHECK: Duration = Duration::from_millis(250);
@@ -142,19 +144,17 @@ async fn run_connection(
     mut socket: WebSocket,
     shutdown: CancellationToken,
 ) {
-    let mut peer: Option<ConnectedPeer> = None;
-    // The trace context the client announced with: its requests continue that trace.
-    let mut parent = RemoteParent::default();
+    let mut connection = Connection::default();
     let gate = core.request_gate();
     // Whether the client closed (it leaves) or the socket broke (it may resume).
-    let clean = loop {
+    let clean = 'serve: loop {
         let outgoing = tokio::select! {
             frame = socket.recv() => match frame {
                 Some(Ok(Message::Text(text))) => match admit(&gate, text.as_str()) {
-                    Admission::Handle => handle_text(&core, &identity, &mut peer, &mut parent, text.as_str()).await,
-                    Admission::Refuse(answer) => answer,
+                    Admission::Handle => handle_text(&core, &identity, &mut connection, text.as_str()).await,
+                    Admission::Refuse(answer) => answer.into(),
                     Admission::CutOff(err) => {
-                        tracing::info!(peer_id = peer.as_ref().map(ConnectedPeer::peer_id), %err, "WebSocket cut off");
+                        tracing::info!(peer_id = connection.peer_id(), %err, "WebSocket cut off");
                         close(&mut socket, err, close_code::POLICY).await;
                         break true;
                     }
@@ -164,33 +164,33 @@ async fn run_connection(
                         close(&mut socket, err, close_code::POLICY).await;
                         break true;
                     }
-                    Err(err) => Some(rpc::error(Value::Null, &RpcError::Signaling(err))),
+                    Err(err) => Some(rpc::error(Value::Null, &RpcError::Signaling(err))).into(),
                     Ok(()) => Some(rpc::error(
                         Value::Null,
                         &RpcError::InvalidRequest("binary frames are not supported; send text".into()),
-                    )),
+                    )).into(),
                 },
-                Some(Ok(Message::Ping(_) | Message::Pong(_))) => None,
+                Some(Ok(Message::Ping(_) | Message::Pong(_))) => Frames::default(),
                 Some(Ok(Message::Close(_))) => break true,
                 None => break false,
                 Some(Err(err)) if is_oversized(&err) => {
                     crate::metrics::limit_hit(crate::metrics::Limit::SignalingMessageBytes, 1);
                     let err = SignalingError::MessageTooLargeToRead(core.hard_message_bytes());
-                    tracing::info!(peer_id = peer.as_ref().map(ConnectedPeer::peer_id), %err, "WebSocket cut off");
+                    tracing::info!(peer_id = connection.peer_id(), %err, "WebSocket cut off");
                     close(&mut socket, err, close_code::SIZE).await;
                     break true;
                 }
                 Some(Err(err)) => {
-                    tracing::info!(peer_id = peer.as_ref().map(ConnectedPeer::peer_id), %err, "WebSocket broke");
+                    tracing::info!(peer_id = connection.peer_id(), %err, "WebSocket broke");
                     break false;
                 }
             },
-            wake = next_wake(&mut peer) => match wake {
-                Wake::Notification(notification) => rpc::notification(notification),
+            wake = next_wake(&mut connection.peer) => match wake {
+                Wake::Notification(notification) => connection.notification(notification).into(),
                 Wake::CutOff => {
                     // Kept for a resume, as a broken connection is: the client missed
                     // notifications, not its call.
-                    count_slow_consumer(peer.as_ref());
+                    count_slow_consumer(connection.peer.as_ref());
                     close(&mut socket, SignalingError::SlowConsumer, close_code::POLICY).await;
                     break false;
                 }
@@ -200,18 +200,19 @@ async fn run_connection(
                 break !core.keeps_peers_on_shutdown();
             }
         };
-        if let Some(text) = outgoing {
-            match send_text(&mut socket, text, peer.as_ref()).await {
+        for text in outgoing {
+            match send_text(&mut socket, text, connection.peer.as_ref()).await {
                 Sent::Delivered => {}
-                Sent::Gone => break false,
+                Sent::Gone => break 'serve false,
                 Sent::CutOff => {
                     // The client is not reading: no close handshake to wait for.
-                    count_slow_consumer(peer.as_ref());
-                    break false;
+                    count_slow_consumer(connection.peer.as_ref());
+                    break 'serve false;
                 }
             }
         }
     };
+    let Connection { peer, parent, .. } = connection;
     let Some(peer) = peer else { return };
     // The connection's end in the client's trace too: it closes the server session.
     let method = if clean { "leave" } else { "detach" };
@@ -229,48 +230,108 @@ async fn run_connection(
     }
 }
 
-/// The answer to one text frame; `None` for a JSON-RPC notification.
+/// What a connection keeps between text frames.
+#[derive(Default)]
+pub(crate) struct Connection {
+    /// `None` until an announce succeeds.
+    pub peer: Option<ConnectedPeer>,
+    /// The trace context the client announced with: its requests continue that trace.
+    pub parent: RemoteParent,
+    /// The dialect the client announced in; until then, each request's own.
+    pub dialect: Option<Dialect>,
+}
+
+impl Connection {
+    fn peer_id(&self) -> Option<&str> {
+        self.peer.as_ref().map(ConnectedPeer::peer_id)
+    }
+
+    /// A notification for this client, in its dialect.
+    fn notification(&self, notification: SignalingNotification) -> Option<String> {
+        let me = self.peer_id().unwrap_or_default();
+        let (method, params) = self
+            .dialect
+            .unwrap_or_default()
+            .notification(notification, me)?;
+        Some(rpc::notification(method, params))
+    }
+}
+
+/// What one text frame makes the connection send, in order.
+#[derive(Debug, Default)]
+pub(crate) struct Frames {
+    /// The answer; `None` for a JSON-RPC notification (no `id`).
+    pub reply: Option<String>,
+    /// A notification that follows it (the Node dialect's `answer` after an offer to the
+    /// server: it comes whether or not the request had an id).
+    pub then: Option<String>,
+}
+
+impl From<Option<String>> for Frames {
+    fn from(reply: Option<String>) -> Self {
+        Self { reply, then: None }
+    }
+}
+
+impl IntoIterator for Frames {
+    type Item = String;
+    type IntoIter = std::iter::Chain<std::option::IntoIter<String>, std::option::IntoIter<String>>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        self.reply.into_iter().chain(self.then)
+    }
+}
+
+/// The frames one text frame is answered with.
 pub(crate) async fn handle_text(
     core: &Arc<SignalingCore>,
     identity: &Identity,
-    peer: &mut Option<ConnectedPeer>,
-    parent: &mut RemoteParent,
+    connection: &mut Connection,
     text: &str,
-) -> Option<String> {
+) -> Frames {
     let call = match rpc::parse(text) {
         Ok(call) => call,
-        Err(rejected) => return Some(rpc::error(rejected.id, &rejected.error)),
+        Err(rejected) => return Some(rpc::error(rejected.id, &rejected.error)).into(),
     };
     let method = websocket_method(&call.method);
-    // `traceparent` in the params: on `peer.announce` it holds for the whole connection;
-    // on any other request, for that request.
+    // `traceparent` in the params: on an announce it holds for the whole connection; on
+    // any other request, for that request.
     let own = RemoteParent::from_traceparent(
         call.params.get(TRACEPARENT).and_then(Value::as_str),
         call.params.get(TRACESTATE).and_then(Value::as_str),
     );
-    if method == "announce" && peer.is_none() {
-        *parent = own.clone();
+    if method == "announce" && connection.peer.is_none() {
+        connection.parent = own.clone();
     }
     let request_id = call.id.as_ref().map(Value::to_string).unwrap_or_default();
     let span = request_span(
         Transport::WebSocket,
         method,
-        peer.as_ref().map(ConnectedPeer::peer_id),
+        connection.peer_id(),
         &request_id,
-        if own.is_some() { &own } else { parent },
+        if own.is_some() {
+            &own
+        } else {
+            &connection.parent
+        },
     );
-    let outcome = methods::dispatch(core, identity, peer, &call.method, call.params)
+    let outcome = methods::dispatch(core, identity, connection, &call.method, call.params)
         .instrument(span.clone())
         .await;
     if let Err(err) = &outcome {
-        let peer_id = peer.as_ref().map(ConnectedPeer::peer_id);
+        let peer_id = connection.peer_id();
         span.in_scope(|| tracing::info!(peer_id, method = call.method, %err, "request failed"));
     }
-    let id = call.id?;
-    Some(match outcome {
-        Ok(result) => rpc::result(id, result),
-        Err(err) => rpc::error(id, &err),
-    })
+    match (call.id, outcome) {
+        (id, Ok(reply)) => Frames {
+            reply: id.map(|id| rpc::result(id, reply.result)),
+            then: reply
+                .then
+                .map(|(method, params)| rpc::notification(method, params)),
+        },
+        (Some(id), Err(err)) => Some(rpc::error(id, &err)).into(),
+        (None, Err(_)) => Frames::default(),
+    }
 }
 
 /// What to do with a text frame, by the connection's [`RequestGate`].

@@ -1,12 +1,8 @@
-//! JSON-RPC 2.0 framing of the WebSocket dialect: parsing requests, writing results, errors
+//! JSON-RPC 2.0 framing of the WebSocket dialects: parsing requests, writing results, errors
 //! and notifications. No signaling rule lives here.
 
 use serde_json::{json, Map, Value};
 
-use crate::proto::signaling::{
-    signaling_notification::Notification, PeerCapabilities, PeerInfo, PeerState,
-    SignalingNotification,
-};
 use crate::signaling::error::RpcError;
 
 /// One request read from a text frame.
@@ -93,57 +89,9 @@ pub fn error(id: Value, error: &RpcError) -> String {
     .to_string()
 }
 
-/// A server-to-client notification frame.
-pub fn notification(notification: SignalingNotification) -> Option<String> {
-    let (method, params) = match notification.notification? {
-        Notification::PeerJoined(n) => (
-            "peer.joined",
-            json!({
-                "peer_id": n.peer_id,
-                "capabilities": capabilities_json(&n.capabilities.unwrap_or_default()),
-                "metadata": n.metadata,
-            }),
-        ),
-        Notification::PeerLeft(n) => ("peer.left", json!({"peer_id": n.peer_id})),
-        Notification::Offer(n) => (
-            "peer.offer",
-            json!({"from": n.from_peer_id, "offer_id": n.offer_id, "sdp": n.sdp}),
-        ),
-        Notification::Answer(n) => ("peer.answer", json!({"from": n.from_peer_id, "sdp": n.sdp})),
-        Notification::IceCandidate(n) => (
-            "peer.ice_candidate",
-            json!({
-                "from": n.from_peer_id,
-                "candidate": n.candidate,
-                // Browsers take `sdpMid: null` for "unset"; the core spells it "".
-                "sdp_mid": (!n.sdp_mid.is_empty()).then_some(n.sdp_mid),
-                "sdp_mline_index": n.sdp_mline_index,
-            }),
-        ),
-        Notification::PeerDisconnected(n) => ("peer.disconnected", json!({"peer_id": n.peer_id})),
-    };
-    Some(json!({"jsonrpc": "2.0", "method": method, "params": params}).to_string())
-}
-
-pub fn capabilities_json(c: &PeerCapabilities) -> Value {
-    json!({"audio": c.audio, "video": c.video, "data": c.data, "extensions": c.extensions})
-}
-
-pub fn peer_json(peer: &PeerInfo) -> Value {
-    let state = match PeerState::try_from(peer.state).unwrap_or(PeerState::Unspecified) {
-        PeerState::Available => "available",
-        PeerState::Busy => "busy",
-        PeerState::Away => "away",
-        PeerState::Offline => "offline",
-        PeerState::Unspecified => "unspecified",
-    };
-    json!({
-        "peer_id": peer.peer_id,
-        "capabilities": capabilities_json(&peer.capabilities.clone().unwrap_or_default()),
-        "state": state,
-        "metadata": peer.metadata,
-        "connected_at": peer.connected_at,
-    })
+/// A server-to-client notification frame (the dialect picked `method` and `params`).
+pub fn notification(method: &str, params: Value) -> String {
+    json!({"jsonrpc": "2.0", "method": method, "params": params}).to_string()
 }
 
 #[cfg(test)]
