@@ -62,7 +62,7 @@ pub enum Discovery {
 )]
 pub struct Config {
     /// Role of this process.
-    #[arg(long, env = "WEBRTC_MODE", value_enum, default_value = "grpc")]
+    #[arg(short, long, env = "WEBRTC_MODE", value_enum, default_value = "grpc")]
     pub mode: Mode,
 
     /// Address of the gRPC signaling service; in `worker` mode, of the internal worker API
@@ -73,7 +73,8 @@ pub struct Config {
 
     /// Address of the HTTP listener (/healthz, /readyz, /metrics; /ws and the demo page / in
     /// `grpc` and `frontend` mode). Default 127.0.0.1:8080 in `worker` and `controller` mode,
-    /// where it serves only probes and metrics.
+    /// where it serves only probes and metrics; 0.0.0.0:8081 in `websocket` mode, so a
+    /// signaling server on this host keeps 8080.
     #[arg(long, env = "REMOTEMEDIA_HTTP_ADDRESS", default_value = "0.0.0.0:8080")]
     pub http_address: SocketAddr,
 
@@ -105,7 +106,8 @@ pub struct Config {
     #[arg(long, env = "REMOTEMEDIA_ALLOWED_ORIGINS", value_delimiter = ',')]
     pub allowed_origins: Vec<String>,
 
-    /// `websocket` mode: the signaling server to join (`ws://host:port/ws`).
+    /// `websocket` mode: the signaling server to join; default `ws://localhost:8080`, as in
+    /// the original (our own server's endpoint is `ws://host:port/ws`).
     #[arg(long, env = "WEBRTC_SIGNALING_URL")]
     pub signaling_url: Option<String>,
 
@@ -512,7 +514,8 @@ impl std::str::FromStr for PublicIp {
 #[derive(Debug, Clone, clap::Args)]
 pub struct MediaOptions {
     /// STUN servers (comma-separated `stun:host:port`) that `--public-ip auto` asks for this
-    /// host's public address (the server peers are ICE-lite: host candidates only).
+    /// host's public address; nothing else uses them (the server peers are ICE-lite: host
+    /// candidates only, so there is nothing to gather through STUN).
     #[arg(long, env = "WEBRTC_STUN_SERVERS", value_delimiter = ',')]
     pub stun_servers: Vec<String>,
 
@@ -521,8 +524,9 @@ pub struct MediaOptions {
     #[arg(long, env = "WEBRTC_TURN_SERVERS", value_delimiter = ',')]
     pub turn_servers: Vec<String>,
 
-    /// Open a data channel path to the pipeline (DataBuffer messages both ways).
-    #[arg(long, env = "WEBRTC_ENABLE_DATA_CHANNEL", default_value_t = true, action = clap::ArgAction::Set)]
+    /// Open a data channel path to the pipeline (DataBuffer messages both ways); a bare
+    /// `--enable-data-channel` (the original's form) means true.
+    #[arg(long, env = "WEBRTC_ENABLE_DATA_CHANNEL", default_value_t = true, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
     pub enable_data_channel: bool,
 
     /// Upper bound of the inbound jitter buffer delay, in milliseconds.
@@ -663,6 +667,13 @@ pub struct LimitOptions {
     pub shutdown_timeout: Duration,
 }
 
+/// `--mode websocket`'s `--signaling-url` when none is given (the original's default).
+pub const DEFAULT_SIGNALING_URL: &str = "ws://localhost:8080";
+
+/// `--mode websocket`'s HTTP port when `--http-address` is not given: not 8080, where the
+/// signaling server of [`DEFAULT_SIGNALING_URL`] listens.
+pub const WEBSOCKET_MODE_HTTP_PORT: u16 = 8081;
+
 /// A message above this many times `--max-message-bytes` is not read whole: it ends the stream.
 pub const HARD_MESSAGE_FACTOR: usize = 4;
 
@@ -727,6 +738,15 @@ impl Config {
         // Internal listeners stay on loopback unless an address is given (DESIGN.md §1).
         if matches!(config.mode, Mode::Worker | Mode::Controller) && defaulted("http_address") {
             config.http_address = SocketAddr::from(([127, 0, 0, 1], 8080));
+        }
+        if config.mode == Mode::Websocket {
+            // The original's default; its signaling server listens there, so ours moves aside.
+            if config.signaling_url.is_none() {
+                config.signaling_url = Some(DEFAULT_SIGNALING_URL.to_owned());
+            }
+            if defaulted("http_address") {
+                config.http_address = SocketAddr::from(([0, 0, 0, 0], WEBSOCKET_MODE_HTTP_PORT));
+            }
         }
         if config.mode == Mode::Worker {
             if defaulted("grpc_address") {

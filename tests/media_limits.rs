@@ -46,6 +46,7 @@ fn text_message(text: &str) -> Bytes {
                 text_data: text.as_bytes().to_vec(),
                 encoding: "utf-8".into(),
                 language: String::new(),
+                ..Default::default()
             })),
             metadata: Default::default(),
         }

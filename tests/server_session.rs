@@ -152,6 +152,7 @@ async fn data_buffers_come_back_unchanged_through_the_loopback_pipeline() {
             text_data: "hello, pipeline".as_bytes().to_vec(),
             encoding: "utf-8".into(),
             language: "en".into(),
+            ..Default::default()
         })),
         metadata: [("sequence".to_owned(), "1".to_owned())].into(),
     };

@@ -2,6 +2,8 @@
 
 use std::collections::HashMap;
 
+use base64::engine::general_purpose::STANDARD as BASE64;
+use base64::Engine as _;
 use bytes::Bytes;
 
 use super::error::DataError;
@@ -37,6 +39,11 @@ pub enum RuntimeData {
     Control(pb::ControlMessage),
     Video(pb::VideoFrame),
     Tensor(pb::TensorBuffer),
+    /// A NumPy array of later originals' clients, carried as is; nodes that want audio get a
+    /// 1-D float32/int16 one as audio (see [`Envelope::numpy_as_audio`]).
+    Numpy(pb::NumpyBuffer),
+    /// A file reference of later originals' clients: its path is data, never opened here.
+    File(pb::FileBuffer),
 }
 
 /// A payload plus the `DataBuffer` metadata that travels with it.
@@ -61,6 +68,17 @@ impl Envelope {
 const MAX_SAMPLE_RATE: u32 = 768_000;
 const MAX_CHANNELS: u32 = 64;
 
+/// Envelope metadata keys that carry fields of later originals' buffers which our payload
+/// types do not hold, so they travel with the payload (through nodes that keep metadata) and
+/// go back into their field on the way out, never into the wire's metadata map.
+/// `AudioBuffer.metadata_json`, base64 (standard, padded) since it is bytes.
+pub const AUDIO_METADATA_JSON_KEY: &str = "remotemedia.audio.metadata_json";
+/// `TextBuffer.channel`.
+pub const TEXT_CHANNEL_KEY: &str = "remotemedia.text.channel";
+
+/// The rate of numpy audio whose metadata names none (WebRTC's Opus rate).
+pub const NUMPY_DEFAULT_SAMPLE_RATE: u32 = 48_000;
+
 impl Envelope {
     /// Reads a wire `DataBuffer` (one data-channel message) into a pipeline payload.
     ///
@@ -71,9 +89,21 @@ impl Envelope {
     /// [`DataError`] when no payload is set or the payload is malformed (see its variants).
     pub fn from_data_buffer(buffer: pb::DataBuffer) -> Result<Envelope, DataError> {
         use pb::data_buffer::DataType;
+        let mut metadata = buffer.metadata;
+        // A client's own map never sets our internal keys.
+        metadata.remove(AUDIO_METADATA_JSON_KEY);
+        metadata.remove(TEXT_CHANNEL_KEY);
         let data = match buffer.data_type.ok_or(DataError::NoPayload)? {
-            DataType::Audio(audio) => RuntimeData::Audio(audio_from_pb(audio)?),
+            DataType::Audio(mut audio) => {
+                if let Some(json) = audio.metadata_json.take() {
+                    metadata.insert(AUDIO_METADATA_JSON_KEY.to_owned(), BASE64.encode(json));
+                }
+                RuntimeData::Audio(audio_from_pb(audio)?)
+            }
             DataType::Text(text) => {
+                if !text.channel.is_empty() {
+                    metadata.insert(TEXT_CHANNEL_KEY.to_owned(), text.channel);
+                }
                 let encoding = text.encoding.trim().to_ascii_lowercase();
                 if !matches!(
                     encoding.as_str(),
@@ -105,22 +135,75 @@ impl Envelope {
             DataType::Control(control) => RuntimeData::Control(control),
             DataType::Video(video) => RuntimeData::Video(video),
             DataType::Tensor(tensor) => RuntimeData::Tensor(tensor),
+            DataType::Numpy(array) => RuntimeData::Numpy(array),
+            DataType::File(file) => RuntimeData::File(file),
         };
-        Ok(Envelope {
-            data,
-            metadata: buffer.metadata,
+        Ok(Envelope { data, metadata })
+    }
+
+    /// This envelope as mono audio, when it is a 1-D, contiguous float32 or int16 NumPy array
+    /// (48 kHz unless the metadata's `sample_rate` names another rate); `None` otherwise. The
+    /// graph hands this to a node that works on audio ([`Node::wants_audio`](super::Node)).
+    pub fn numpy_as_audio(&self) -> Option<Envelope> {
+        let RuntimeData::Numpy(array) = &self.data else {
+            return None;
+        };
+        let size = match array.dtype.trim() {
+            "float32" | "f4" | "<f4" => 4,
+            "int16" | "i2" | "<i2" => 2,
+            _ => return None,
+        };
+        let [len] = array.shape[..] else {
+            return None;
+        };
+        let contiguous = match array.strides[..] {
+            [] => true,
+            [stride] => stride == size as i64,
+            _ => false,
+        };
+        if !contiguous || Some(array.data.len() as u64) != len.checked_mul(size as u64) {
+            return None;
+        }
+        let sample_rate = match self.metadata.get("sample_rate") {
+            None => NUMPY_DEFAULT_SAMPLE_RATE,
+            Some(rate) => match rate.trim().parse::<u32>() {
+                Ok(rate) if (1..=MAX_SAMPLE_RATE).contains(&rate) => rate,
+                _ => return None,
+            },
+        };
+        let samples = if size == 4 {
+            decode_f32(&array.data)
+        } else {
+            decode_i16(&array.data)
+        };
+        Some(Envelope {
+            data: RuntimeData::Audio(AudioFrame {
+                samples,
+                sample_rate,
+                channels: 1,
+            }),
+            metadata: self.metadata.clone(),
         })
     }
 
     /// Writes this payload as a wire `DataBuffer`; audio always goes out as f32 little-endian.
     pub fn into_data_buffer(self) -> pb::DataBuffer {
         use pb::data_buffer::DataType;
+        let mut metadata = self.metadata;
+        let metadata_json = metadata
+            .remove(AUDIO_METADATA_JSON_KEY)
+            .and_then(|b64| BASE64.decode(b64).ok());
+        let channel = metadata.remove(TEXT_CHANNEL_KEY).unwrap_or_default();
         let data_type = match self.data {
-            RuntimeData::Audio(frame) => DataType::Audio(audio_to_pb(&frame)),
+            RuntimeData::Audio(frame) => DataType::Audio(pb::AudioBuffer {
+                metadata_json,
+                ..audio_to_pb(&frame)
+            }),
             RuntimeData::Text { text, language } => DataType::Text(pb::TextBuffer {
                 text_data: text.into_bytes(),
                 encoding: "utf-8".to_owned(),
                 language,
+                channel,
             }),
             RuntimeData::Json {
                 payload,
@@ -141,10 +224,12 @@ impl Envelope {
             RuntimeData::Control(control) => DataType::Control(control),
             RuntimeData::Video(video) => DataType::Video(video),
             RuntimeData::Tensor(tensor) => DataType::Tensor(tensor),
+            RuntimeData::Numpy(array) => DataType::Numpy(array),
+            RuntimeData::File(file) => DataType::File(file),
         };
         pb::DataBuffer {
             data_type: Some(data_type),
-            metadata: self.metadata,
+            metadata,
         }
     }
 }
@@ -182,14 +267,8 @@ fn audio_from_pb(audio: pb::AudioBuffer) -> Result<AudioFrame, DataError> {
         });
     }
     let samples: Vec<f32> = match format {
-        pb::AudioFormat::Unspecified | pb::AudioFormat::F32 => bytes
-            .chunks_exact(4)
-            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-            .collect(),
-        pb::AudioFormat::I16 => bytes
-            .chunks_exact(2)
-            .map(|b| f32::from(i16::from_le_bytes([b[0], b[1]])) / 32768.0)
-            .collect(),
+        pb::AudioFormat::Unspecified | pb::AudioFormat::F32 => decode_f32(bytes),
+        pb::AudioFormat::I16 => decode_i16(bytes),
         pb::AudioFormat::I32 => bytes
             .chunks_exact(4)
             // f64 keeps the 32-bit precision until the final narrowing.
@@ -205,11 +284,16 @@ fn audio_from_pb(audio: pb::AudioBuffer) -> Result<AudioFrame, DataError> {
         });
     }
     let per_channel = samples.len() / usize::from(channels);
-    // 0 means "not filled in", which older clients do.
-    if audio.num_samples != 0 && audio.num_samples != per_channel as u64 {
+    // 0 means "not filled in", which older clients do. The original counted all samples of
+    // all channels, we count per channel: either is taken (they differ only for 2+ channels).
+    if audio.num_samples != 0
+        && audio.num_samples != per_channel as u64
+        && audio.num_samples != samples.len() as u64
+    {
         return Err(DataError::NumSamples {
             declared: audio.num_samples,
             actual: per_channel,
+            total: samples.len(),
         });
     }
     Ok(AudioFrame {
@@ -219,6 +303,24 @@ fn audio_from_pb(audio: pb::AudioBuffer) -> Result<AudioFrame, DataError> {
     })
 }
 
+/// Little-endian f32 samples; a trailing partial sample is ignored (callers check lengths).
+fn decode_f32(bytes: &[u8]) -> Vec<f32> {
+    bytes
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        .collect()
+}
+
+/// Little-endian i16 samples scaled to [-1, 1).
+fn decode_i16(bytes: &[u8]) -> Vec<f32> {
+    bytes
+        .chunks_exact(2)
+        .map(|b| f32::from(i16::from_le_bytes([b[0], b[1]])) / 32768.0)
+        .collect()
+}
+
+/// Per-channel `num_samples` (ours; the original's readers want the total for 2+ channels,
+/// but what leaves here is mono or goes out on the audio track, not as an `AudioBuffer`).
 fn audio_to_pb(frame: &AudioFrame) -> pb::AudioBuffer {
     let mut bytes = Vec::with_capacity(frame.samples.len() * 4);
     for sample in &frame.samples {
@@ -231,6 +333,7 @@ fn audio_to_pb(frame: &AudioFrame) -> pb::AudioBuffer {
         format: pb::AudioFormat::F32 as i32,
         // max(1): a hand-built frame with 0 channels must not divide by zero.
         num_samples: (frame.samples.len() / usize::from(frame.channels.max(1))) as u64,
+        metadata_json: None,
     }
 }
 

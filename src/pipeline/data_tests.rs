@@ -15,6 +15,7 @@ fn audio(samples: Vec<u8>, format: pb::AudioFormat, channels: u32, num: u64) -> 
         channels,
         format: format as i32,
         num_samples: num,
+        metadata_json: None,
     }))
 }
 
@@ -107,7 +108,8 @@ fn malformed_audio_is_a_typed_error() {
         err(audio(vec![0; 8], pb::AudioFormat::F32, 1, 5)),
         DataError::NumSamples {
             declared: 5,
-            actual: 2
+            actual: 2,
+            total: 2
         }
     ));
     let mut zero_rate = audio(vec![0; 4], pb::AudioFormat::F32, 1, 0);
@@ -131,6 +133,7 @@ fn text_round_trips_and_rejects_bad_utf8() {
         text_data: "héllo".as_bytes().to_vec(),
         encoding: String::new(),
         language: "fr".into(),
+        channel: String::new(),
     }));
     let env = Envelope::from_data_buffer(buffer).unwrap();
     assert_eq!(
@@ -150,6 +153,7 @@ fn text_round_trips_and_rejects_bad_utf8() {
         text_data: vec![0xff, 0xfe],
         encoding: "utf-8".into(),
         language: String::new(),
+        channel: String::new(),
     }));
     assert!(matches!(
         Envelope::from_data_buffer(bad),
@@ -159,6 +163,7 @@ fn text_round_trips_and_rejects_bad_utf8() {
         text_data: b"a\0".to_vec(),
         encoding: "utf-16le".into(),
         language: String::new(),
+        channel: String::new(),
     }));
     assert!(matches!(
         Envelope::from_data_buffer(utf16),
@@ -221,6 +226,7 @@ fn control_video_tensor_pass_through() {
             format: pb::PixelFormat::Rgb24 as i32,
             frame_number: 1,
             timestamp_us: 2,
+            ..Default::default()
         }),
         DataType::Tensor(pb::TensorBuffer {
             data: vec![0; 8],

@@ -20,8 +20,14 @@ pub enum DataError {
     SampleBytes { len: usize, size: usize },
     #[error("audio.samples: {samples} samples do not split into {channels} channels")]
     ChannelMismatch { samples: usize, channels: u32 },
-    #[error("audio.num_samples is {declared} but samples hold {actual} per channel")]
-    NumSamples { declared: u64, actual: usize },
+    #[error(
+        "audio.num_samples is {declared} but samples hold {actual} per channel ({total} in all)"
+    )]
+    NumSamples {
+        declared: u64,
+        actual: usize,
+        total: usize,
+    },
     #[error("text.encoding `{0}` is not supported (only utf-8)")]
     TextEncoding(String),
     #[error("text.text_data is not valid UTF-8: {0}")]
@@ -108,6 +114,15 @@ pub enum NodeError {
         id: String,
         node_type: String,
         known: String,
+    },
+    /// A node of the original (Python-backed, video, remote) this server does not have.
+    #[error(
+        "node `{id}`: node_type `{node_type}` of the original is not available here: {advice}"
+    )]
+    Unavailable {
+        id: String,
+        node_type: String,
+        advice: &'static str,
     },
     #[error("node `{id}`: params: {message}")]
     Params { id: String, message: String },

@@ -18,7 +18,7 @@ use super::error::PipelineError;
 use super::histogram::{AtomicHistogram, LatencyHistogram};
 use super::input::{input_queue, InputReceiver, PipelineInput};
 use super::manifest::Manifest;
-use super::nodes::{create_node, Node};
+use super::nodes::{canonical_type, create_node, Node};
 
 /// Capacity of every channel in a session: enough to absorb a burst of 20 ms audio frames
 /// (over a second) without letting a stuck consumer hold unbounded memory.
@@ -139,7 +139,7 @@ impl Pipeline {
                 // Resolved once per node: labelling on every frame would cost a lookup.
                 latency: crate::metrics::metrics()
                     .pipeline_node_seconds
-                    .with_label_values(&[self.manifest.nodes[index].node_type.as_str()]),
+                    .with_label_values(&[canonical_type(&self.manifest.nodes[index].node_type)]),
             };
             tasks.spawn_on(task.run(rx), &runtime);
         }
@@ -350,8 +350,16 @@ impl NodeTask {
             };
             let end = env.is_none();
             let result = match env {
-                Some(env) if !self.node.accepts(&env.data) => continue,
                 Some(env) => {
+                    // A node that works on audio takes a 1-D numpy array as audio.
+                    let env = if self.node.wants_audio() {
+                        env.numpy_as_audio().unwrap_or(env)
+                    } else {
+                        env
+                    };
+                    if !self.node.accepts(&env.data) {
+                        continue;
+                    }
                     let started = Instant::now();
                     let result = self.node.process(env, &mut out);
                     let elapsed = started.elapsed();

@@ -11,7 +11,9 @@ use super::error::ManifestError;
 /// A whole pipeline description.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Manifest {
-    /// Required (the original's loopback file without it was a bug); its value is not interpreted.
+    /// Not interpreted. The original's `loopback.yaml` had none: a missing version is taken as
+    /// [`DEFAULT_VERSION`] with a warning; an empty one is an error.
+    #[serde(default = "missing_version")]
     pub version: String,
     #[serde(default)]
     pub metadata: ManifestMetadata,
@@ -37,13 +39,26 @@ pub struct ManifestMetadata {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct NodeSpec {
     pub id: String,
+    /// `nodeType` in some of the original's manifests (its Next.js examples).
+    #[serde(alias = "nodeType")]
     pub node_type: String,
     /// Node-specific; read through [`Params`](super::Params), which takes camelCase and
     /// snake_case names alike.
     #[serde(default = "empty_params")]
     pub params: serde_json::Value,
-    #[serde(default)]
+    #[serde(default, alias = "isStreaming")]
     pub is_streaming: bool,
+}
+
+/// The version a manifest without one is taken as.
+pub const DEFAULT_VERSION: &str = "v1";
+
+/// Marks a manifest that had no `version` until [`Manifest::parse`] warns and fills it in; no
+/// real manifest's version starts with a NUL.
+const MISSING_VERSION: &str = "\u{0}missing";
+
+fn missing_version() -> String {
+    MISSING_VERSION.to_owned()
 }
 
 fn empty_params() -> serde_json::Value {
@@ -118,11 +133,24 @@ impl Manifest {
     /// [`ManifestError`] for syntax errors (with line and column) and for every rule
     /// [`Manifest::validate`] checks.
     pub fn parse(text: &str) -> Result<Manifest, ManifestError> {
-        let manifest: Manifest = if text.trim_start().starts_with('{') {
+        Self::parse_from(text, None)
+    }
+
+    /// [`Manifest::parse`], naming `file` in the missing-version warning.
+    fn parse_from(text: &str, file: Option<&Path>) -> Result<Manifest, ManifestError> {
+        let mut manifest: Manifest = if text.trim_start().starts_with('{') {
             serde_json::from_str(text).map_err(ManifestError::Json)?
         } else {
             serde_yaml::from_str(text).map_err(ManifestError::Yaml)?
         };
+        if manifest.version == MISSING_VERSION {
+            tracing::warn!(
+                file = ?file.map(Path::display).map(|f| f.to_string()),
+                manifest = %manifest.metadata.name,
+                "manifest has no `version`: taken as {DEFAULT_VERSION:?} (add `version: {DEFAULT_VERSION}`)"
+            );
+            manifest.version = DEFAULT_VERSION.to_owned();
+        }
         manifest.validate()?;
         Ok(manifest)
     }
@@ -136,13 +164,13 @@ impl Manifest {
             file: path.to_path_buf(),
             source,
         })?;
-        Self::parse(&text).map_err(|e| e.in_file(path.to_path_buf()))
+        Self::parse_from(&text, Some(path)).map_err(|e| e.in_file(path.to_path_buf()))
     }
 
     /// The built-in default: no nodes, so every input comes straight back.
     pub fn loopback() -> Manifest {
         Manifest {
-            version: "v1".to_owned(),
+            version: DEFAULT_VERSION.to_owned(),
             metadata: ManifestMetadata {
                 name: "loopback".to_owned(),
                 description: "Returns every input unchanged".to_owned(),

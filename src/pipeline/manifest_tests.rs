@@ -59,9 +59,11 @@ fn json_parses_the_same() {
 }
 
 #[test]
-fn version_is_required() {
-    let err = Manifest::parse("nodes: []").unwrap_err().to_string();
-    assert!(err.contains("version"), "{err}");
+fn a_missing_version_is_v1_and_an_empty_one_an_error() {
+    // The original's loopback.yaml had none.
+    let m = Manifest::parse(r#"{"nodes": [], "connections": []}"#).unwrap();
+    assert_eq!(m.version, "v1");
+    assert_eq!(Manifest::parse("nodes: []").unwrap().version, "v1");
     let err = Manifest::parse("version: ''").unwrap_err().to_string();
     assert!(err.contains("version"), "{err}");
 }

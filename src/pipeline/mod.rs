@@ -14,7 +14,10 @@ mod manifest;
 mod nodes;
 
 pub use catalog::{CatalogError, PipelineCatalog};
-pub use data::{AudioFrame, Envelope, RuntimeData};
+pub use data::{
+    AudioFrame, Envelope, RuntimeData, AUDIO_METADATA_JSON_KEY, NUMPY_DEFAULT_SAMPLE_RATE,
+    TEXT_CHANNEL_KEY,
+};
 pub use error::{DataError, ManifestError, NodeError, PipelineError};
 pub use graph::{
     NodeStats, Pipeline, PipelineSession, PipelineStats, CHANNEL_CAPACITY, DEFAULT_INPUT_QUEUE,
@@ -26,7 +29,8 @@ pub use manifest::{
     VideoMode,
 };
 pub use nodes::{
-    create_node, AudioBufferAccumulatorNode, AudioChunkerNode, CalculatorNode, FastResampleNode,
-    GainNode, Node, Params, PassThrough, Quality, SpeculativeVadGate, TextCollectorNode,
-    ToneGeneratorNode, VadEvent, VadNode, NODE_TYPES, VAD_SCHEMA,
+    canonical_type, create_node, unavailable_advice, AudioBufferAccumulatorNode, AudioChunkerNode,
+    CalculatorNode, FastResampleNode, GainNode, Node, Params, PassThrough, Quality,
+    SpeculativeVadGate, TextCollectorNode, ToneGeneratorNode, VadEvent, VadNode, NODE_ALIASES,
+    NODE_TYPES, VAD_SCHEMA,
 };

@@ -93,6 +93,10 @@ impl AudioBufferAccumulatorNode {
 }
 
 impl Node for AudioBufferAccumulatorNode {
+    fn wants_audio(&self) -> bool {
+        true
+    }
+
     fn accepts(&self, data: &RuntimeData) -> bool {
         matches!(data, RuntimeData::Audio(_) | RuntimeData::Json { .. })
     }

@@ -66,6 +66,10 @@ impl AudioChunkerNode {
 }
 
 impl Node for AudioChunkerNode {
+    fn wants_audio(&self) -> bool {
+        true
+    }
+
     fn process(&mut self, input: Envelope, out: &mut Vec<Envelope>) -> Result<(), NodeError> {
         let RuntimeData::Audio(frame) = input.data else {
             // Events and control messages travel on along the audio chain.

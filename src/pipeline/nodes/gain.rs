@@ -29,6 +29,10 @@ impl GainNode {
 }
 
 impl Node for GainNode {
+    fn wants_audio(&self) -> bool {
+        true
+    }
+
     fn process(&mut self, mut input: Envelope, out: &mut Vec<Envelope>) -> Result<(), NodeError> {
         if let RuntimeData::Audio(frame) = &mut input.data {
             for s in &mut frame.samples {

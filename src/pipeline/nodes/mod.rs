@@ -8,6 +8,7 @@ mod accumulator;
 mod calculator;
 mod chunker;
 mod gain;
+mod original;
 mod params;
 mod passthrough;
 mod resample;
@@ -21,6 +22,7 @@ pub use accumulator::AudioBufferAccumulatorNode;
 pub use calculator::CalculatorNode;
 pub use chunker::AudioChunkerNode;
 pub use gain::GainNode;
+pub use original::{canonical_type, unavailable_advice, NODE_ALIASES};
 pub use params::Params;
 pub use passthrough::PassThrough;
 pub use resample::{FastResampleNode, Quality};
@@ -43,6 +45,12 @@ pub trait Node: Send {
     fn accepts(&self, data: &RuntimeData) -> bool {
         let _ = data;
         true
+    }
+
+    /// Whether this node works on audio: a 1-D float32/int16 numpy array (later originals'
+    /// clients) then reaches it as audio (see [`Envelope::numpy_as_audio`]).
+    fn wants_audio(&self) -> bool {
+        false
     }
 
     /// Handles one input, pushing any outputs to `out` in the order they should travel.
@@ -80,11 +88,12 @@ pub const NODE_TYPES: &[&str] = &[
 /// Builds the node a manifest entry describes.
 ///
 /// # Errors
-/// [`NodeError::UnknownType`] for a `node_type` not in [`NODE_TYPES`], [`NodeError::Param`] for
-/// bad params; both name the node id.
+/// [`NodeError::UnknownType`] for a `node_type` not in [`NODE_TYPES`] (nor an alias of the
+/// original's in [`NODE_ALIASES`]), [`NodeError::Unavailable`] for an original node we do not
+/// have, [`NodeError::Param`] for bad params; all name the node id.
 pub fn create_node(spec: &NodeSpec) -> Result<Box<dyn Node>, NodeError> {
     let params = Params::new(&spec.id, &spec.params)?;
-    match spec.node_type.as_str() {
+    match canonical_type(&spec.node_type) {
         "PassThrough" => Ok(Box::new(PassThrough::new(&params)?)),
         "CalculatorNode" => Ok(Box::new(CalculatorNode::new(&params)?)),
         "AudioChunkerNode" => Ok(Box::new(AudioChunkerNode::new(&params)?)),
@@ -96,10 +105,17 @@ pub fn create_node(spec: &NodeSpec) -> Result<Box<dyn Node>, NodeError> {
         "SpeculativeVADGate" => Ok(Box::new(SpeculativeVadGate::new(&params)?)),
         "GainNode" => Ok(Box::new(GainNode::new(&params)?)),
         "ToneGeneratorNode" => Ok(Box::new(ToneGeneratorNode::new(&params)?)),
-        other => Err(NodeError::UnknownType {
-            id: spec.id.clone(),
-            node_type: other.to_owned(),
-            known: NODE_TYPES.join(", "),
+        other => Err(match unavailable_advice(other) {
+            Some(advice) => NodeError::Unavailable {
+                id: spec.id.clone(),
+                node_type: other.to_owned(),
+                advice,
+            },
+            None => NodeError::UnknownType {
+                id: spec.id.clone(),
+                node_type: other.to_owned(),
+                known: NODE_TYPES.join(", "),
+            },
         }),
     }
 }

@@ -130,6 +130,10 @@ impl FastResampleNode {
 }
 
 impl Node for FastResampleNode {
+    fn wants_audio(&self) -> bool {
+        true
+    }
+
     fn process(&mut self, input: Envelope, out: &mut Vec<Envelope>) -> Result<(), NodeError> {
         let RuntimeData::Audio(frame) = input.data else {
             // Events and control messages travel on along the audio chain.

@@ -90,6 +90,10 @@ impl SpeculativeVadGate {
 }
 
 impl Node for SpeculativeVadGate {
+    fn wants_audio(&self) -> bool {
+        true
+    }
+
     fn accepts(&self, data: &RuntimeData) -> bool {
         matches!(data, RuntimeData::Audio(_) | RuntimeData::Json { .. })
     }

@@ -59,6 +59,10 @@ impl ToneGeneratorNode {
 }
 
 impl Node for ToneGeneratorNode {
+    fn wants_audio(&self) -> bool {
+        true
+    }
+
     fn process(&mut self, input: Envelope, out: &mut Vec<Envelope>) -> Result<(), NodeError> {
         let samples = match (&input.data, self.duration_ms) {
             (_, Some(ms)) => u64::from(self.sample_rate) * u64::from(ms) / 1000,

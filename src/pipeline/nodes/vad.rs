@@ -150,6 +150,10 @@ fn frame_ms_of(f: &crate::pipeline::data::AudioFrame) -> u64 {
 }
 
 impl Node for VadNode {
+    fn wants_audio(&self) -> bool {
+        true
+    }
+
     fn accepts(&self, data: &RuntimeData) -> bool {
         matches!(data, RuntimeData::Audio(_))
     }
