@@ -33,7 +33,7 @@ fn port_of(candidate: &str) -> u16 {
 }
 
 /// The answer's candidates: at least one, all component 1 (rtcp-mux), all in the first media
-/// section, followed there by `a=end-of-candidates`. Returns them.
+/// section, followed there by `a=end-of-candidates`; no `a=ice-lite`. Returns them.
 fn assert_answer_carries_candidates(sdp: &str) -> Vec<String> {
     let sections: Vec<&str> = sdp.split("\r\nm=").skip(1).collect();
     assert!(!sections.is_empty(), "no media section in {sdp}");
@@ -51,6 +51,10 @@ fn assert_answer_carries_candidates(sdp: &str) -> Vec<String> {
             .lines()
             .any(|line| line == "a=end-of-candidates"),
         "no a=end-of-candidates in the first media section: {sdp}"
+    );
+    assert!(
+        !sdp.contains("a=ice-lite"),
+        "a=ice-lite makes clients nominate late: {sdp}"
     );
     assert_eq!(
         answer_candidates(sdp).len(),

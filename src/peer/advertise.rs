@@ -100,6 +100,18 @@ pub fn with_candidates(sdp: &str, candidates: &[&str], complete: bool) -> String
     out
 }
 
+/// The SDP without its `a=ice-lite` line. The server's agent stays ICE-lite (it answers checks
+/// and sends only the triggered checks webrtc-rs's lite agent sends), but a client that knows
+/// its peer is lite nominates late: Chromium (semi-aggressive nomination) only on the ping
+/// after its pair became writable, about 50 ms later, aioice with a second check; webrtc-rs
+/// starts DTLS only at nomination. Told nothing, both nominate on their first check. The
+/// client stays controlling either way: it is the offerer.
+pub fn without_ice_lite(sdp: &str) -> String {
+    sdp.split_inclusive('\n')
+        .filter(|line| !split_line_end(line).0.starts_with("a=ice-lite"))
+        .collect()
+}
+
 /// A line without, and its, `\r\n` or `\n`.
 fn split_line_end(line: &str) -> (&str, &str) {
     if let Some(body) = line.strip_suffix("\r\n") {
@@ -155,6 +167,19 @@ mod tests {
             "v=0\r\na=mid:0\r\na=candidate:1 1 udp 2130706431 10.0.0.1 31001 typ host\r\na=end-of-candidates\r\n"
         );
         assert_eq!(MAP.sdp("v=0\n"), "v=0\n");
+    }
+
+    #[test]
+    fn the_ice_lite_line_goes_and_nothing_else() {
+        let sdp = "v=0\r\na=ice-lite\r\na=group:BUNDLE 0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\n";
+        assert_eq!(
+            without_ice_lite(sdp),
+            "v=0\r\na=group:BUNDLE 0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\n"
+        );
+        assert_eq!(
+            without_ice_lite("v=0\r\na=ice-lite:ice-lite\r\n"),
+            "v=0\r\n"
+        );
     }
 
     const HOST: &str = "candidate:1 1 udp 2130706431 127.0.0.1 50000 typ host";

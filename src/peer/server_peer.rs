@@ -21,7 +21,7 @@ use webrtc::track::track_local::track_local_static_sample::TrackLocalStaticSampl
 use webrtc::track::track_local::TrackLocal;
 
 use super::activity::Activity;
-use super::advertise::with_candidates;
+use super::advertise::{with_candidates, without_ice_lite};
 use super::audio::{receive_audio, send_pipeline_output, InboundAudio};
 use super::data_channel::{advertise_max_message_size, read_when_open, DataInput};
 use super::error::PeerError;
@@ -380,6 +380,7 @@ impl ServerPeer {
             };
             let answer_sdp =
                 advertise_max_message_size(&answer_sdp, settings.max_datachannel_message_bytes);
+            let answer_sdp = without_ice_lite(&answer_sdp);
             trace.answering();
             pc.set_local_description(answer)
                 .await
