@@ -8,6 +8,7 @@
 #                      (docker, kind, kubectl and helm on your machine; docs/kubernetes.md)
 #   make bench  micro benchmarks, then the capacity sweeps (benches/capacity.sh, release build)
 #   make bench-janus  our forwarding server and Janus' EchoTest in a netns, swept side by side
+#   make bench-connect  offer->connected with aiortc and headless Chromium, ours vs Janus' EchoTest
 #
 # CARGO_TARGET_DIR may point outside the clone so later runs reuse the build.
 
@@ -20,7 +21,7 @@ KIND_CLUSTER ?= remotemedia
 KIND_NAMESPACE ?= remotemedia
 HELM ?= helm
 
-.PHONY: all deps services build run test bench bench-janus lint fmt clean chart-check fuzz-check image kind-up kind-deploy kind-test kind-down
+.PHONY: all deps services build run test bench bench-janus bench-connect lint fmt clean chart-check fuzz-check image kind-up kind-deploy kind-test kind-down
 
 all: build
 
@@ -68,6 +69,13 @@ bench-janus: deps
 	@command -v janus >/dev/null || { echo "install the Debian janus package" >&2; exit 1; }
 	$(CARGO) build --release --bins
 	benches/janus.sh
+
+# Needs root (`ip netns`), the Debian `janus` package and chromium; installs aiortc from PyPI
+# into a venv under ~/.cache.
+bench-connect: deps
+	@command -v janus >/dev/null || { echo "install the Debian janus package" >&2; exit 1; }
+	$(CARGO) build --release --bin webrtc_server
+	benches/connect_time.sh
 
 lint: deps
 	$(CARGO) fmt --check

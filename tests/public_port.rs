@@ -1,6 +1,7 @@
 //! `--public-port`: a worker behind a NodePort advertises the mapped port. Here a UDP relay
 //! listening on the "public" port forwards to the port the server bound, as kube-proxy does;
-//! the client only learns the public port from the server's candidates, so audio that comes
+//! the client only learns the public port from the server's candidates (in the answer and
+//! trickled), so audio that comes
 //! back has flowed through the advertised port.
 
 #![allow(clippy::unwrap_used)] // tests unwrap: a failure is the test failing
@@ -47,11 +48,16 @@ async fn a_call_flows_through_the_advertised_public_port() {
     let mut peer = ClientPeer::new(ClientOptions::default()).await;
     let report = connect_to_server(&mut signaling, &mut peer).await;
 
+    // The answer's candidates and those that trickled before connected.
     assert!(
-        !report.server_candidates.is_empty(),
-        "the server trickled no candidate"
+        !report.answer_candidates.is_empty(),
+        "the answer carries no candidate"
     );
-    for candidate in &report.server_candidates {
+    for candidate in report
+        .answer_candidates
+        .iter()
+        .chain(&report.server_candidates)
+    {
         assert_eq!(
             port_of(candidate),
             public,

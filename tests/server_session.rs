@@ -17,19 +17,21 @@ use remotemedia_webrtc::proto::signaling::{
 };
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_answer_does_not_wait_for_gathering_and_server_candidates_trickle() {
+async fn the_answer_carries_the_host_candidates_and_trickled_ones_still_connect() {
     common::init_tracing();
     let server = TestServer::start().await;
     let (mut signaling, _) = SignalingClient::announce(&server.grpc_url(), "trickle").await;
     let mut peer = ClientPeer::new(ClientOptions::default()).await;
     let report = connect_to_server(&mut signaling, &mut peer).await;
+    // Host-only gathering is immediate: the answer waits for it (tests/answer_candidates.rs
+    // connects from the answer alone); the candidates trickle as well, harmless duplicates.
     assert!(
-        !report.answer_claimed_end_of_candidates,
-        "the answer waited for gathering to complete"
+        report.answer_claimed_end_of_candidates,
+        "the answer did not say gathering was complete"
     );
     assert!(
-        report.server_candidates_before_connected >= 1,
-        "no server candidate trickled before connected"
+        !report.answer_candidates.is_empty(),
+        "no candidate in the answer"
     );
     assert!(uuid_like(&report.offer_id), "offer id {}", report.offer_id);
     println!(

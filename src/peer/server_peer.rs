@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use parking_lot::Mutex;
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -20,6 +21,7 @@ use webrtc::track::track_local::track_local_static_sample::TrackLocalStaticSampl
 use webrtc::track::track_local::TrackLocal;
 
 use super::activity::Activity;
+use super::advertise::{with_candidates, without_ice_lite};
 use super::audio::{receive_audio, send_pipeline_output, InboundAudio};
 use super::data_channel::{advertise_max_message_size, read_when_open, DataInput};
 use super::error::PeerError;
@@ -34,11 +36,16 @@ use crate::signaling::IceCandidate;
 
 /// Data channels and incoming tracks, announced by callbacks to the session's tasks.
 const CALLBACK_QUEUE: usize = 8;
+/// How long the answer waits for host-only gathering (which takes well under a millisecond).
+const GATHERING_WAIT: Duration = Duration::from_secs(1);
 
 /// What the session manager needs to run and close a server peer.
 pub(crate) struct ServerPeer {
     pub pc: Arc<RTCPeerConnection>,
+    /// The answer, with the local candidates gathered before it was made.
     pub answer_sdp: String,
+    /// Those candidates (and end-of-candidates) to trickle as well, before any later one.
+    pub held_candidates: Vec<IceCandidate>,
     /// Peer connection state changes.
     pub state: watch::Receiver<RTCPeerConnectionState>,
     /// When media last arrived.
@@ -65,9 +72,9 @@ pub(crate) struct PeerSettings {
 
 impl ServerPeer {
     /// Creates the peer connection, starts the pipeline and its media tasks (on `tasks`,
-    /// stopped by `cancel`) and answers `offer_sdp`. Local candidates go to `on_candidate`
-    /// as they are gathered; the answer does not wait for them. The session's steps are
-    /// reported to `trace`.
+    /// stopped by `cancel`) and answers `offer_sdp`. The answer waits for host-only gathering
+    /// (immediate) and carries the candidates; those gathered later go to `on_candidate`.
+    /// The session's steps are reported to `trace`.
     #[allow(clippy::too_many_arguments)]
     pub async fn start(
         stack: &WebRtcStack,
@@ -219,39 +226,50 @@ impl ServerPeer {
             Box::pin(async {})
         }));
 
+        // Local candidates: held for the answer until it is made, trickled after that.
         let mid = first_mid(offer_sdp);
         let port_map = stack.port_map();
+        let held = Arc::new(Mutex::new(Some(Vec::new())));
+        let (gathered_tx, mut gathered_rx) = watch::channel(false);
+        let candidate_held = Arc::clone(&held);
         let candidate_cancel = cancel.clone();
         let gathering_trace = Arc::clone(trace);
         pc.on_ice_candidate(Box::new(move |candidate: Option<RTCIceCandidate>| {
-            if candidate.is_none() {
+            let complete = candidate.is_none();
+            // Converted here, not in the future: the order of calls is the gathering order.
+            let line = match candidate.map(|c| c.to_json()) {
+                Some(Ok(init)) => Some(match port_map {
+                    Some(map) => map.candidate(&init.candidate),
+                    None => init.candidate,
+                }),
+                Some(Err(err)) => {
+                    tracing::warn!(%err, "unserializable local candidate");
+                    None
+                }
+                None => Some(String::new()),
+            };
+            let candidate = line.map(|line| IceCandidate {
+                candidate: line,
+                sdp_mid: mid.clone(),
+                sdp_mline_index: 0,
+            });
+            let candidate = match (candidate, candidate_held.lock().as_mut()) {
+                (Some(candidate), Some(held)) => {
+                    held.push(candidate);
+                    None
+                }
+                (candidate, _) => candidate,
+            };
+            if complete {
                 gathering_trace.gathering_complete();
+                let _ = gathered_tx.send(true);
             }
             let on_candidate = on_candidate.clone();
-            let mid = mid.clone();
             let cancel = candidate_cancel.clone();
             Box::pin(async move {
-                if cancel.is_cancelled() {
-                    return;
+                if let Some(candidate) = candidate.filter(|_| !cancel.is_cancelled()) {
+                    let _ = on_candidate.send(candidate).await;
                 }
-                let line = match candidate.map(|c| c.to_json()) {
-                    Some(Ok(init)) => match port_map {
-                        Some(map) => map.candidate(&init.candidate),
-                        None => init.candidate,
-                    },
-                    Some(Err(err)) => {
-                        tracing::warn!(%err, "unserializable local candidate");
-                        return;
-                    }
-                    None => String::new(),
-                };
-                let _ = on_candidate
-                    .send(IceCandidate {
-                        candidate: line,
-                        sdp_mid: mid,
-                        sdp_mline_index: 0,
-                    })
-                    .await;
             })
         }));
 
@@ -346,7 +364,7 @@ impl ServerPeer {
             cancel.clone(),
         ));
 
-        let (answer_sdp, ufrag) = async {
+        let (answer_sdp, ufrag, held_candidates) = async {
             pc.set_remote_description(offer)
                 .await
                 .map_err(|e| PeerError::InvalidOffer(e.to_string()))?;
@@ -356,19 +374,37 @@ impl ServerPeer {
                 .map_err(|e| PeerError::step("creating the answer", e))?;
             // Before the client can know the ufrag: its first check must find it admitted.
             let ufrag = stack.admit_ufrag(&answer.sdp)?;
-            // The answer as created, before gathering starts: every candidate then trickles,
-            // the same way whether gathering takes microseconds (lite, host only) or longer.
             let answer_sdp = match stack.port_map() {
                 Some(map) => map.sdp(&answer.sdp),
                 None => answer.sdp.clone(),
             };
             let answer_sdp =
                 advertise_max_message_size(&answer_sdp, settings.max_datachannel_message_bytes);
+            let answer_sdp = without_ice_lite(&answer_sdp);
             trace.answering();
             pc.set_local_description(answer)
                 .await
                 .map_err(|e| PeerError::step("setting the local description", e))?;
-            Ok::<_, PeerError>((answer_sdp, ufrag))
+            // An ICE-lite agent gathers host candidates only, which takes well under a
+            // millisecond: the answer carries them and end-of-candidates, for clients that
+            // never use trickled candidates. They still trickle for those that expect them.
+            let complete = tokio::time::timeout(GATHERING_WAIT, gathered_rx.wait_for(|done| *done))
+                .await
+                .is_ok_and(|done| done.is_ok());
+            let held_candidates = held.lock().take().unwrap_or_default();
+            let lines: Vec<&str> = held_candidates
+                .iter()
+                .map(|c| c.candidate.as_str())
+                .filter(|line| !line.is_empty())
+                .collect();
+            if !complete {
+                tracing::warn!(
+                    candidates = lines.len(),
+                    "gathering did not complete in time: the rest of the candidates trickle"
+                );
+            }
+            let answer_sdp = with_candidates(&answer_sdp, &lines, complete);
+            Ok::<_, PeerError>((answer_sdp, ufrag, held_candidates))
         }
         .instrument(info_span!("sdp.answer"))
         .await?;
@@ -376,6 +412,7 @@ impl ServerPeer {
         Ok(Self {
             pc: Arc::clone(pc),
             answer_sdp,
+            held_candidates,
             state: state_rx,
             activity,
             counters,

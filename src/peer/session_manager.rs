@@ -221,6 +221,7 @@ impl SessionHost for SessionManager {
 
         inner.tasks.spawn(forward_candidates(
             peer_id.to_owned(),
+            peer.held_candidates,
             candidate_rx,
             inner.events.clone(),
             cancel.clone(),
@@ -328,14 +329,20 @@ async fn close_and_record(inner: &Inner, peer_id: &str, session: Session, reason
 /// Local candidates to signaling, until the session is cancelled.
 async fn forward_candidates(
     peer_id: String,
+    held: Vec<IceCandidate>,
     mut candidates: mpsc::Receiver<IceCandidate>,
     events: mpsc::Sender<SessionEvent>,
     cancel: CancellationToken,
 ) {
+    let mut held = held.into_iter();
     loop {
-        let candidate = tokio::select! {
-            c = candidates.recv() => match c { Some(c) => c, None => break },
-            () = cancel.cancelled() => break,
+        let candidate = match held.next() {
+            Some(_) if cancel.is_cancelled() => break,
+            Some(c) => c,
+            None => tokio::select! {
+                c = candidates.recv() => match c { Some(c) => c, None => break },
+                () = cancel.cancelled() => break,
+            },
         };
         let event = SessionEvent::LocalCandidate {
             peer_id: peer_id.clone(),

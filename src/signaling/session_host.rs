@@ -62,9 +62,9 @@ pub enum SessionError {
 /// Creates, feeds and closes server sessions, one per client peer.
 #[async_trait]
 pub trait SessionHost: Send + Sync + 'static {
-    /// Creates a session for the request's peer from its SDP offer and returns the SDP answer as soon
-    /// as it exists (no waiting for ICE gathering). An existing session of the same peer is
-    /// closed first: a re-offer replaces it.
+    /// Creates a session for the request's peer from its SDP offer and returns the SDP answer,
+    /// with the server's candidates and end-of-candidates (host-only gathering is immediate).
+    /// An existing session of the same peer is closed first: a re-offer replaces it.
     async fn create_session(&self, request: SessionRequest) -> Result<String, SessionError>;
 
     /// Adds a remote candidate to `peer_id`'s session.

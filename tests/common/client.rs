@@ -125,6 +125,11 @@ pub struct ClientPeer {
     pub gathering_done: watch::Receiver<bool>,
     /// Audio packets sent so far (the next RTP sequence number).
     packets_sent: std::sync::atomic::AtomicU64,
+    /// Trickled remote candidates are dropped, as clients that only log them do (see
+    /// [`ClientPeer::ignoring_trickled_candidates`]).
+    ignore_trickled: bool,
+    /// Remote candidates dropped so.
+    pub trickled_ignored: std::sync::atomic::AtomicUsize,
 }
 
 impl ClientPeer {
@@ -363,7 +368,16 @@ impl ClientPeer {
             state,
             gathering_done,
             packets_sent: std::sync::atomic::AtomicU64::new(0),
+            ignore_trickled: false,
+            trickled_ignored: std::sync::atomic::AtomicUsize::new(0),
         }
+    }
+
+    /// This client never adds a remote candidate: it only knows what the answer carries
+    /// (the original's browser path logs trickled candidates and drops them).
+    pub fn ignoring_trickled_candidates(mut self) -> Self {
+        self.ignore_trickled = true;
+        self
     }
 
     /// Payloads of the video RTP packets received so far, in arrival order.
@@ -403,6 +417,11 @@ impl ClientPeer {
 
     pub async fn add_remote_candidate(&self, c: &pb::IceCandidateNotification) {
         if c.candidate.is_empty() {
+            return;
+        }
+        if self.ignore_trickled {
+            self.trickled_ignored
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             return;
         }
         self.pc
@@ -513,6 +532,8 @@ pub struct ConnectReport {
     pub offer_id: String,
     /// Every non-empty candidate the server trickled before the client was connected.
     pub server_candidates: Vec<String>,
+    /// The `a=candidate:` lines of the answer (without `a=`).
+    pub answer_candidates: Vec<String>,
     /// The answer as the server sent it.
     pub answer_sdp: String,
 }
@@ -593,8 +614,18 @@ pub async fn connect_to_server_rewriting(
         answer_claimed_end_of_candidates: answer_claimed_end,
         offer_id: offer_id.expect("offer id"),
         server_candidates: server_candidate_lines,
+        answer_candidates: answer_candidates(&answer_sdp),
         answer_sdp,
     }
+}
+
+/// The `a=candidate:` lines of an SDP, without `a=`.
+pub fn answer_candidates(sdp: &str) -> Vec<String> {
+    sdp.lines()
+        .filter_map(|line| line.trim_end().strip_prefix("a="))
+        .filter(|line| line.starts_with("candidate:"))
+        .map(str::to_owned)
+        .collect()
 }
 
 /// Sends everything still queued in the client's candidate channel to `to` (for tests that

@@ -240,8 +240,9 @@ pub async fn connect_via_relay(
                 let response = response.expect("signaling stream").expect("signaling open");
                 match response.response {
                     Some(Resp::Notification(pb::SignalingNotification { notification: Some(Notification::Answer(answer)) })) => {
-                        // Any candidate in the answer would bypass the relay.
-                        let sdp: Vec<&str> = answer.sdp.split("\r\n").filter(|l| !l.starts_with("a=candidate:")).collect();
+                        // Any candidate in the answer would bypass the relay (and, gathering
+                        // being complete there, the relayed candidate would come too late).
+                        let sdp: Vec<&str> = answer.sdp.split("\r\n").filter(|l| !l.starts_with("a=candidate:") && *l != "a=end-of-candidates").collect();
                         peer.accept_answer(sdp.join("\r\n")).await;
                     }
                     Some(Resp::Notification(pb::SignalingNotification { notification: Some(Notification::IceCandidate(mut c)) })) => {
