@@ -482,6 +482,28 @@ pub struct ClusterOptions {
         default_value = "app.kubernetes.io/component=worker"
     )]
     pub worker_selector: String,
+
+    /// `controller --discovery kubernetes`: the Lease the replicas elect a leader with (one
+    /// per Helm release: the chart passes `<release>-controller`).
+    #[arg(
+        long,
+        env = "REMOTEMEDIA_LEASE_NAME",
+        default_value = "remotemedia-controller"
+    )]
+    pub lease_name: String,
+
+    /// `controller --discovery kubernetes`: a Lease not renewed this long may be taken over.
+    #[arg(long, env = "REMOTEMEDIA_LEASE_DURATION", default_value = "15s", value_parser = humantime::parse_duration)]
+    pub lease_duration: Duration,
+
+    /// `controller --discovery kubernetes`: the leader stops leading when it could not renew
+    /// the Lease for this long.
+    #[arg(long, env = "REMOTEMEDIA_LEASE_RENEW_DEADLINE", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub lease_renew_deadline: Duration,
+
+    /// `controller --discovery kubernetes`: between Lease attempts, and the bound on one.
+    #[arg(long, env = "REMOTEMEDIA_LEASE_RETRY_PERIOD", default_value = "2s", value_parser = humantime::parse_duration)]
+    pub lease_retry_period: Duration,
 }
 
 /// Where the address advertised in host candidates comes from (`--public-ip`).

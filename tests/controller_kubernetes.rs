@@ -411,3 +411,338 @@ async fn the_autoscaler_marks_the_emptiest_pod_then_scales_the_deployment_down()
         }
     );
 }
+
+// ---- The controller against a failing Pod watch (a real Redis on 127.0.0.1:6379) ----
+
+use remotemedia_webrtc::cluster::kubernetes::LeaseTimings;
+use remotemedia_webrtc::cluster::workers::{read_table, write_heartbeat, PlacementTable};
+use remotemedia_webrtc::cluster::{Controller, Keys};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+
+fn forbidden() -> Value {
+    json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "Forbidden", "code": 403,
+           "message": "pods is forbidden: User \"system:serviceaccount:test:controller\" cannot list resource \"pods\""})
+}
+
+/// What the mock API server does with Pod requests.
+#[derive(Default)]
+struct PodApi {
+    /// Lists and watches answer 403 (RBAC removed, a webhook down).
+    failing: AtomicBool,
+    /// A held watch is answered with an error once this flips.
+    fail_watches: tokio::sync::Notify,
+    lists: AtomicUsize,
+    lease_writes: AtomicUsize,
+}
+
+/// Serves the controller's requests: a Lease kept in memory (created, then replaced) and
+/// the worker Pods (`w1`, Ready) unless `pods.failing`; watches stay open until
+/// `pods.fail_watches` fires.
+fn serve_controller(mut handle: Handle, pods: Arc<PodApi>) {
+    tokio::spawn(async move {
+        let mut lease: Option<Value> = None;
+        while let Some((request, send)) = handle.next_request().await {
+            let method = request.method().to_string();
+            let uri = request.uri().to_string();
+            if uri.contains("/leases") {
+                let bytes = request.into_body().collect_bytes().await.unwrap();
+                let body: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+                let (status, reply) = match (method.as_str(), &lease) {
+                    ("GET", None) => (StatusCode::NOT_FOUND, not_found()),
+                    ("GET", Some(stored)) => (StatusCode::OK, stored.clone()),
+                    _ => {
+                        pods.lease_writes.fetch_add(1, Ordering::SeqCst);
+                        let mut stored = body;
+                        stored["metadata"]["resourceVersion"] = json!("1");
+                        lease = Some(stored.clone());
+                        (StatusCode::OK, stored)
+                    }
+                };
+                send.send_response(respond(status, serde_json::to_vec(&reply).unwrap()));
+            } else if uri.contains("watch=true") {
+                let pods = Arc::clone(&pods);
+                tokio::spawn(async move {
+                    let failed = pods.fail_watches.notified();
+                    tokio::pin!(failed);
+                    failed.as_mut().enable();
+                    if !pods.failing.load(Ordering::SeqCst) {
+                        failed.await;
+                    }
+                    send.send_response(respond(
+                        StatusCode::FORBIDDEN,
+                        serde_json::to_vec(&forbidden()).unwrap(),
+                    ));
+                });
+            } else {
+                pods.lists.fetch_add(1, Ordering::SeqCst);
+                if pods.failing.load(Ordering::SeqCst) {
+                    send.send_response(respond(
+                        StatusCode::FORBIDDEN,
+                        serde_json::to_vec(&forbidden()).unwrap(),
+                    ));
+                } else {
+                    let list = json!({
+                        "apiVersion": "v1", "kind": "PodList",
+                        "metadata": {"resourceVersion": "10"},
+                        "items": [pod("w1", true, false, "9")],
+                    });
+                    send.send_response(respond(StatusCode::OK, serde_json::to_vec(&list).unwrap()));
+                }
+            }
+        }
+    });
+}
+
+/// The controller's `/readyz` status code.
+async fn readyz(address: std::net::SocketAddr) -> u16 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(address).await.unwrap();
+    stream
+        .write_all(b"GET /readyz HTTP/1.0\r\nHost: localhost\r\n\r\n")
+        .await
+        .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.unwrap();
+    response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .unwrap()
+}
+
+struct RunningController {
+    http: std::net::SocketAddr,
+    redis: redis::aio::ConnectionManager,
+    keys: Keys,
+    stop: CancellationToken,
+}
+
+impl RunningController {
+    async fn table(&self) -> Option<PlacementTable> {
+        read_table(&mut self.redis.clone(), &self.keys)
+            .await
+            .unwrap()
+    }
+}
+
+/// A controller on a mock API server and the real Redis under a prefix of its own, with a
+/// live heartbeat of worker `w1`.
+async fn start_controller(pods: Arc<PodApi>) -> RunningController {
+    let prefix = format!(
+        "rm-ctl-{}-{}:",
+        std::process::id(),
+        uuid::Uuid::new_v4().simple()
+    );
+    let mut config = remotemedia_webrtc::config::Config::local_test();
+    config.redis_url = Some("redis://127.0.0.1:6379".into());
+    config.redis_prefix = prefix.clone();
+    config.http_address = "127.0.0.1:0".parse().unwrap();
+    let (client, handle) = mock_client();
+    serve_controller(handle, pods);
+    let controller = Controller::bind(&config)
+        .await
+        .unwrap()
+        .with_kubernetes(client, "test", "app.kubernetes.io/component=worker")
+        .with_lease(
+            "rm-test-controller",
+            LeaseTimings {
+                duration: Duration::from_secs(3),
+                renew_deadline: Duration::from_secs(2),
+                retry_period: Duration::from_millis(500),
+            },
+        );
+    let http = controller.http_address().unwrap();
+    let stop = CancellationToken::new();
+    let stopped = stop.clone();
+    tokio::spawn(controller.run(async move { stopped.cancelled().await }));
+    let (_, redis) = remotemedia_webrtc::cluster::connect("redis://127.0.0.1:6379", None)
+        .await
+        .unwrap();
+    let keys = Keys::new(prefix);
+    let (mut beat, beat_keys, beat_stop) = (redis.clone(), keys.clone(), stop.clone());
+    tokio::spawn(async move {
+        while !beat_stop.is_cancelled() {
+            write_heartbeat(&mut beat, &beat_keys, &heartbeat("w1", 1))
+                .await
+                .unwrap();
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    });
+    RunningController {
+        http,
+        redis,
+        keys,
+        stop,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_watch_that_never_lists_publishes_no_table_and_the_controller_is_not_ready() {
+    let pods = Arc::new(PodApi::default());
+    pods.failing.store(true, Ordering::SeqCst);
+    let controller = start_controller(Arc::clone(&pods)).await;
+
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(
+        pods.lease_writes.load(Ordering::SeqCst) >= 2,
+        "the replica leads (took and renewed the Lease)"
+    );
+    assert!(
+        pods.lists.load(Ordering::SeqCst) >= 2,
+        "the list is retried"
+    );
+    assert_eq!(
+        controller.table().await,
+        None,
+        "no placement table without a synced Pod view"
+    );
+    assert_eq!(readyz(controller.http).await, 503);
+    controller.stop.cancel();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_watch_that_fails_after_syncing_lets_the_table_go_stale_until_it_lists_again() {
+    let pods = Arc::new(PodApi::default());
+    let controller = start_controller(Arc::clone(&pods)).await;
+
+    // Synced: the leader publishes w1 and is ready.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let table = controller.table().await;
+        if table.as_ref().is_some_and(|t| t.workers.len() == 1) {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no table: {table:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(readyz(controller.http).await, 200);
+
+    // The watch fails and so do the lists (RBAC removed): the table is not refreshed any
+    // more, the controller is not ready, and the table goes stale, which makes frontends
+    // place from the heartbeats.
+    pods.failing.store(true, Ordering::SeqCst);
+    pods.fail_watches.notify_waiters();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let last = controller.table().await.unwrap().updated_at_ms;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        controller.table().await.map(|t| t.updated_at_ms),
+        Some(last),
+        "not refreshed while the watch fails"
+    );
+    assert_eq!(readyz(controller.http).await, 503);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while controller
+        .table()
+        .await
+        .is_some_and(|t| t.is_fresh(now_ms()))
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the table stays fresh"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    println!(
+        "table stale {} ms after its last write",
+        now_ms().saturating_sub(last)
+    );
+
+    // The API answers again: the next list syncs, the table is fresh and the controller ready.
+    pods.failing.store(false, Ordering::SeqCst);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(40);
+    while !controller
+        .table()
+        .await
+        .is_some_and(|t| t.is_fresh(now_ms()))
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no fresh table again"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(readyz(controller.http).await, 200);
+    controller.stop.cancel();
+}
+
+#[tokio::test]
+async fn a_hung_lease_call_times_out_and_the_leader_steps_down_at_its_renew_deadline() {
+    let (client, mut handle) = mock_client();
+    let timings = LeaseTimings {
+        duration: Duration::from_secs(3),
+        renew_deadline: Duration::from_secs(2),
+        retry_period: Duration::from_millis(300),
+    };
+    let mut me = LeaseElection::with_timings(
+        kube::Api::namespaced(client, "test"),
+        "rm-test-controller",
+        "me",
+        timings,
+    );
+
+    // Becomes the leader.
+    let lead = tokio::spawn(async move {
+        let term = me.lead().await;
+        (me, term)
+    });
+    answer(&mut handle, |_, _, _| (StatusCode::NOT_FOUND, not_found())).await;
+    answer(&mut handle, |_, _, body| (StatusCode::CREATED, body)).await;
+    let (mut me, term) = lead.await.unwrap();
+    assert_eq!(term, Some(1));
+
+    // From now on the API server takes requests and never answers.
+    tokio::spawn(async move {
+        let mut unanswered = Vec::new();
+        while let Some(request) = handle.next_request().await {
+            unanswered.push(request);
+        }
+    });
+
+    // A hung renewal returns within the retry period; still leading inside the deadline.
+    let started = std::time::Instant::now();
+    assert_eq!(me.lead().await, Some(1));
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "{:?}",
+        started.elapsed()
+    );
+
+    // Past the renew deadline without a renewal: no longer the leader.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let started = std::time::Instant::now();
+    assert_eq!(me.lead().await, None);
+    assert!(started.elapsed() < Duration::from_secs(1));
+
+    // The next paced attempt (a follower's) is bounded the same way.
+    tokio::time::sleep(timings.retry_period).await;
+    let started = std::time::Instant::now();
+    assert_eq!(me.tick().await, None);
+    assert!(started.elapsed() < Duration::from_secs(1));
+}
+
+#[test]
+fn the_lease_timings_default_to_client_go() {
+    let timings = LeaseTimings::default();
+    assert_eq!(
+        (
+            timings.duration,
+            timings.renew_deadline,
+            timings.retry_period
+        ),
+        (
+            Duration::from_secs(15),
+            Duration::from_secs(10),
+            Duration::from_secs(2)
+        )
+    );
+    let config = remotemedia_webrtc::config::Config::local_test();
+    assert_eq!(config.cluster.lease_duration, Duration::from_secs(15));
+    assert_eq!(config.cluster.lease_renew_deadline, Duration::from_secs(10));
+    assert_eq!(config.cluster.lease_retry_period, Duration::from_secs(2));
+    assert_eq!(config.cluster.lease_name, "remotemedia-controller");
+}

@@ -17,7 +17,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::autoscale::{AutoscalePolicy, ScaleStep, Scaler};
 use super::keys::Keys;
-use super::kubernetes::{self, LeaseElection, PodStates};
+use super::kubernetes::{self, LeaseElection, LeaseTimings, PodStates, WatchStatus};
 use super::redis_error;
 use super::workers::{self, PlacementTable, WorkerStatus};
 use crate::config::{hostname, Config, Discovery};
@@ -57,10 +57,11 @@ redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
 return 1
 ";
 
-/// Name of the Lease controller replicas compete for.
+/// Name of the Lease controller replicas compete for, unless `--lease-name` says otherwise
+/// (the chart names it after the release, so two releases in one namespace each elect one).
 pub const LEASE_NAME: &str = "remotemedia-controller";
-/// A Lease not renewed for this long may be taken over.
-const LEASE_DURATION: Duration = Duration::from_secs(5);
+/// Bound on one autoscaler round's API calls (a hung API server must not freeze the loop).
+const API_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Where the workers come from.
 enum Discovered {
@@ -81,6 +82,8 @@ pub struct Controller {
     discovered: Discovered,
     /// `--autoscale`: the policy and the worker Deployment.
     autoscale: Option<(AutoscalePolicy, String)>,
+    /// The Lease's name and timings (Kubernetes discovery).
+    lease: (String, LeaseTimings),
 }
 
 impl Controller {
@@ -96,8 +99,14 @@ impl Controller {
         let discovered = match config.cluster.discovery {
             Discovery::Redis => Discovered::Redis,
             Discovery::Kubernetes => {
-                let client = kube::Client::try_default()
+                let mut kube_config = kube::Config::infer()
                     .await
+                    .map_err(|err| Error::Kubernetes(err.to_string()))?;
+                // Reads keep kube's default (past the watches' server-side timeout); every
+                // other call is bounded where it is made.
+                kube_config.connect_timeout = Some(Duration::from_secs(5));
+                kube_config.write_timeout = Some(Duration::from_secs(10));
+                let client = kube::Client::try_from(kube_config)
                     .map_err(|err| Error::Kubernetes(err.to_string()))?;
                 let namespace = config
                     .cluster
@@ -129,6 +138,18 @@ impl Controller {
                 cluster.worker_deployment.clone(),
             )),
         };
+        let timings = LeaseTimings {
+            duration: cluster.lease_duration,
+            renew_deadline: cluster.lease_renew_deadline,
+            retry_period: cluster.lease_retry_period,
+        };
+        if timings.retry_period >= timings.renew_deadline
+            || timings.renew_deadline >= timings.duration
+        {
+            return Err(Error::Unsupported(
+                "the Lease timings need --lease-retry-period < --lease-renew-deadline < --lease-duration".into(),
+            ));
+        }
         let http_listener = bind("HTTP", config.http_address).await?;
         let (_, redis) = super::connect(url, config.redis_ca_file.as_deref()).await?;
         let id = format!(
@@ -143,7 +164,14 @@ impl Controller {
             http_listener,
             discovered,
             autoscale,
+            lease: (cluster.lease_name.clone(), timings),
         })
+    }
+
+    /// Competes for the Lease `name` with `timings` instead (tests shorten them).
+    pub fn with_lease(mut self, name: &str, timings: LeaseTimings) -> Self {
+        self.lease = (name.to_owned(), timings);
+        self
     }
 
     /// Discovers workers through `client` instead (tests drive a mock API server).
@@ -185,7 +213,8 @@ impl Controller {
             http::router(readiness.clone(), None),
             stop.clone(),
         );
-        readiness.set(true);
+        // With Kubernetes discovery, ready only while the Pod watch is synced.
+        readiness.set(matches!(self.discovered, Discovered::Redis));
 
         let (mut election, pods) = match &self.discovered {
             Discovered::Redis => {
@@ -213,19 +242,21 @@ impl Controller {
                     "controller running (discovery kubernetes)"
                 );
                 let pods = PodStates::default();
-                tokio::spawn(kubernetes::watch_pods(
+                let watch = Arc::new(WatchStatus::default());
+                tokio::spawn(kubernetes::watch_pods_with_status(
                     kube::Api::namespaced(client.clone(), namespace),
                     selector.clone(),
                     Arc::clone(&pods),
+                    Arc::clone(&watch),
                     stop.child_token(),
                 ));
-                let lease = LeaseElection::new(
+                let lease = LeaseElection::with_timings(
                     kube::Api::namespaced(client.clone(), namespace),
-                    LEASE_NAME,
+                    &self.lease.0,
                     &self.id,
-                    LEASE_DURATION,
+                    self.lease.1,
                 );
-                (Election::Kubernetes(Box::new(lease)), Some(pods))
+                (Election::Kubernetes(Box::new(lease)), Some((pods, watch)))
             }
         };
         let mut autoscaler = match (&self.discovered, self.autoscale) {
@@ -249,14 +280,26 @@ impl Controller {
                 () = &mut shutdown => break,
                 _ = tick.tick() => {}
             }
+            let synced = pods.as_ref().is_none_or(|(_, watch)| watch.is_synced());
+            readiness.set(synced);
             let Some(term) = election.lead().await else {
                 continue;
             };
+            if !synced {
+                // An empty or outdated view of the Pods would publish a fresh table that
+                // places nothing (or on gone Pods): publish none, so the last one goes stale
+                // and frontends place from the heartbeats.
+                tracing::warn!(
+                    term,
+                    "worker pods not synced: not publishing the placement table"
+                );
+                continue;
+            }
             let mut redis = self.redis.clone();
             match workers::read_heartbeats(&mut redis, &self.keys).await {
                 Ok((live, _dead)) => {
                     let live = match &pods {
-                        Some(pods) => kubernetes::join(live, &pods.read()),
+                        Some((pods, _)) => kubernetes::join(live, &pods.read()),
                         None => live,
                     };
                     let fresh: Vec<WorkerStatus> = live
@@ -273,7 +316,10 @@ impl Controller {
                         continue;
                     }
                     if let Some(autoscaler) = autoscaler.as_mut() {
-                        autoscaler.round(&fresh, &mut redis, &self.keys).await;
+                        let round = autoscaler.round(&fresh, &mut redis, &self.keys);
+                        if tokio::time::timeout(API_TIMEOUT, round).await.is_err() {
+                            tracing::warn!(timeout = ?API_TIMEOUT, "an autoscaler round timed out");
+                        }
                     }
                 }
                 Err(err) => redis_error("read_heartbeats", &err),
@@ -382,7 +428,7 @@ impl Election {
     async fn lead(&mut self) -> Option<u64> {
         let term = match self {
             Self::Redis(lock) => lock.lead().await,
-            Self::Kubernetes(lease) => lease.lead().await,
+            Self::Kubernetes(lease) => lease.tick().await,
         };
         metrics().controller_leader.set(i64::from(term.is_some()));
         term

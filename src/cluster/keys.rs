@@ -29,6 +29,43 @@ impl Keys {
         key.strip_prefix(&self.prefix)?.strip_prefix("peer:")
     }
 
+    /// Index of the peer records: peer id scored by when its record expires (unix ms), so
+    /// counting and listing never scan the key space.
+    pub fn peer_index(&self) -> String {
+        format!("{}peers", self.prefix)
+    }
+
+    /// Detached peers scored by the end of their grace (unix ms): the sweep reads only the
+    /// expired ones.
+    pub fn detached(&self) -> String {
+        format!("{}detached", self.prefix)
+    }
+
+    /// Signaling replicas scored by when their liveness runs out (unix ms).
+    pub fn replicas(&self) -> String {
+        format!("{}replicas", self.prefix)
+    }
+
+    /// The peers a signaling replica holds (their grace starts when it dies).
+    pub fn replica_peers(&self, replica_id: &str) -> String {
+        format!("{}replica-peers:{replica_id}", self.prefix)
+    }
+
+    /// Pending offer keys scored by when they expire (unix ms).
+    pub fn offer_index(&self) -> String {
+        format!("{}offers", self.prefix)
+    }
+
+    /// The keys of the offers from and to a peer (dropped with it).
+    pub fn peer_offers(&self, peer_id: &str) -> String {
+        format!("{}peer-offers:{peer_id}", self.prefix)
+    }
+
+    /// What every notification stream key starts with (a broadcast script appends ids).
+    pub fn inbox_prefix(&self) -> String {
+        format!("{}inbox:", self.prefix)
+    }
+
     /// The pending offer `from` sent to `to`.
     pub fn offer(&self, from: &str, to: &str) -> String {
         format!("{}offer:{from}/{to}", self.prefix)

@@ -30,12 +30,27 @@ const STREAM_TTL: Duration = Duration::from_secs(120);
 /// Field holding the encoded notification.
 const FIELD: &str = "n";
 
+/// Appends a notification to the stream of every live peer of the index but one. The stream
+/// keys are built from the prefix (the peers are only known inside the script): a single
+/// Redis, not Redis Cluster, as everywhere else.
+/// KEYS[1] peer index; ARGV: now ms, except, inbox prefix, max length, field, payload, TTL ms.
+const BROADCAST_SCRIPT: &str = r"
+local sent = 0
+for _, peer in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], ARGV[1], '+inf')) do
+  if peer ~= ARGV[2] then
+    local key = ARGV[3] .. peer
+    redis.call('XADD', key, 'MAXLEN', '~', ARGV[4], '*', ARGV[5], ARGV[6])
+    redis.call('PEXPIRE', key, ARGV[7])
+    sent = sent + 1
+  end
+end
+return sent
+";
+
 /// [`NotificationBus`] on Redis streams.
 pub struct RedisBus {
     redis: ConnectionManager,
     keys: Keys,
-    /// Who broadcasts reach: every registered peer.
-    registry: Arc<dyn PeerRegistry>,
     subscribers: Arc<Mutex<HashMap<String, Subscriber>>>,
     changed: Arc<Notify>,
     next_id: AtomicU64,
@@ -56,7 +71,7 @@ impl RedisBus {
         redis: ConnectionManager,
         client: redis::Client,
         keys: Keys,
-        registry: Arc<dyn PeerRegistry>,
+        _registry: Arc<dyn PeerRegistry>,
         stop: CancellationToken,
     ) -> Self {
         let subscribers = Arc::new(Mutex::new(HashMap::new()));
@@ -71,7 +86,6 @@ impl RedisBus {
         Self {
             redis,
             keys,
-            registry,
             subscribers,
             changed,
             next_id: AtomicU64::new(0),
@@ -190,13 +204,21 @@ impl NotificationBus for RedisBus {
         })
     }
 
+    /// One script (one round trip): an entry on the stream of every live peer but `except`.
     async fn broadcast(&self, except: &str, notification: SignalingNotification) {
-        for peer in self.registry.list().await {
-            if peer.peer_id != except {
-                if let Err(err) = self.append(&peer.peer_id, &notification).await {
-                    tracing::warn!(%err, peer_id = peer.peer_id, "broadcast to a peer failed");
-                }
-            }
+        let sent: Result<i64, _> = redis::Script::new(BROADCAST_SCRIPT)
+            .key(self.keys.peer_index())
+            .arg(crate::signaling::unix_millis())
+            .arg(except)
+            .arg(self.keys.inbox_prefix())
+            .arg(STREAM_MAX_LEN)
+            .arg(FIELD)
+            .arg(notification.encode_to_vec())
+            .arg(STREAM_TTL.as_millis() as u64)
+            .invoke_async(&mut self.redis.clone())
+            .await;
+        if let Err(err) = sent {
+            tracing::warn!(%err, "broadcast through Redis failed");
         }
     }
 }

@@ -30,8 +30,44 @@ const REFRESH_INTERVAL: Duration = Duration::from_secs(3);
 /// A detached record outlives its grace by this much, so a sweep claims it before it expires.
 const DETACHED_MARGIN: Duration = Duration::from_secs(30);
 
+/// Registers a peer unless its id is taken, with its index entries.
+/// KEYS[1] peer, KEYS[2] peer index, KEYS[3] this replica's peers; ARGV: record, TTL ms,
+/// peer id, now ms.
+const REGISTER_SCRIPT: &str = r"
+if not redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then return 0 end
+redis.call('ZADD', KEYS[2], tonumber(ARGV[4]) + tonumber(ARGV[2]), ARGV[3])
+redis.call('SADD', KEYS[3], ARGV[3])
+return 1
+";
+
+/// Removes a peer, its index entries and every pending offer from or to it.
+/// KEYS[1] peer, KEYS[2] peer index, KEYS[3] detached, KEYS[4] this replica's peers,
+/// KEYS[5] the peer's offers, KEYS[6] offer index; ARGV: peer id.
+const UNREGISTER_SCRIPT: &str = r"
+for _, offer in ipairs(redis.call('SMEMBERS', KEYS[5])) do
+  redis.call('DEL', offer)
+  redis.call('ZREM', KEYS[6], offer)
+end
+redis.call('DEL', KEYS[1], KEYS[5])
+redis.call('ZREM', KEYS[2], ARGV[1])
+redis.call('ZREM', KEYS[3], ARGV[1])
+redis.call('SREM', KEYS[4], ARGV[1])
+return 1
+";
+
+/// Drops a peer's pending offers. KEYS[1] the peer's offers, KEYS[2] offer index.
+const DROP_OFFERS_SCRIPT: &str = r"
+for _, offer in ipairs(redis.call('SMEMBERS', KEYS[1])) do
+  redis.call('DEL', offer)
+  redis.call('ZREM', KEYS[2], offer)
+end
+redis.call('DEL', KEYS[1])
+return 1
+";
+
 /// Marks a peer detached if the given stream still holds it.
-/// KEYS[1] peer; ARGV: connection id, detached-until ms, cursor ("" = none), TTL ms.
+/// KEYS[1] peer, KEYS[2] detached, KEYS[3] peer index; ARGV: connection id, detached-until
+/// ms, cursor ("" = none), TTL ms, peer id, now ms.
 const DETACH_SCRIPT: &str = r"
 local v = redis.call('GET', KEYS[1])
 if not v then return 0 end
@@ -40,11 +76,14 @@ if r.connection_id ~= ARGV[1] then return 0 end
 r.detached_until_ms = tonumber(ARGV[2])
 if ARGV[3] == '' then r.cursor = cjson.null else r.cursor = ARGV[3] end
 redis.call('SET', KEYS[1], cjson.encode(r), 'PX', ARGV[4])
+redis.call('ZADD', KEYS[2], tonumber(ARGV[2]), ARGV[5])
+redis.call('ZADD', KEYS[3], tonumber(ARGV[6]) + tonumber(ARGV[4]), ARGV[5])
 return 1
 ";
 
 /// Takes a detached peer back with its token. Returns the record as it was, 'taken', or nil.
-/// KEYS[1] peer; ARGV: token, owner, connection id, TTL ms.
+/// KEYS[1] peer, KEYS[2] detached, KEYS[3] peer index, KEYS[4] this replica's peers;
+/// ARGV: token, owner, connection id, TTL ms, peer id, now ms.
 const RESUME_SCRIPT: &str = r"
 local v = redis.call('GET', KEYS[1])
 if not v then return nil end
@@ -55,34 +94,55 @@ r.detached_until_ms = cjson.null
 r.owner = ARGV[2]
 r.connection_id = ARGV[3]
 redis.call('SET', KEYS[1], cjson.encode(r), 'PX', ARGV[4])
+redis.call('ZREM', KEYS[2], ARGV[5])
+redis.call('ZADD', KEYS[3], tonumber(ARGV[6]) + tonumber(ARGV[4]), ARGV[5])
+redis.call('SADD', KEYS[4], ARGV[5])
 return v
 ";
 
 /// Gives a detached peer's id to a new stream: replaces its record. Returns the record as it
 /// was, 'taken' (a live stream holds it), or nil (no such peer).
-/// KEYS[1] peer; ARGV: the new record, TTL ms.
+/// KEYS as [`RESUME_SCRIPT`]; ARGV: the new record, TTL ms, peer id, now ms.
 const TAKE_OVER_SCRIPT: &str = r"
 local v = redis.call('GET', KEYS[1])
 if not v then return nil end
 local d = cjson.decode(v).detached_until_ms
 if d == nil or d == cjson.null then return 'taken' end
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+redis.call('ZREM', KEYS[2], ARGV[3])
+redis.call('ZADD', KEYS[3], tonumber(ARGV[4]) + tonumber(ARGV[2]), ARGV[3])
+redis.call('SADD', KEYS[4], ARGV[3])
 return v
 ";
 
-/// Deletes a peer whose grace ran out; 1 for the one caller that did.
-/// KEYS[1] peer; ARGV: now ms.
+/// Deletes a peer whose grace ran out and returns its record, to the one caller that did;
+/// otherwise corrects the detached index (the peer resumed, or its grace moved).
+/// KEYS[1] peer, KEYS[2] detached, KEYS[3] peer index; ARGV: now ms, peer id.
 const CLAIM_EXPIRED_SCRIPT: &str = r"
 local v = redis.call('GET', KEYS[1])
-if not v then return 0 end
+if not v then
+  redis.call('ZREM', KEYS[2], ARGV[2])
+  redis.call('ZREM', KEYS[3], ARGV[2])
+  return nil
+end
 local d = cjson.decode(v).detached_until_ms
-if d == nil or d == cjson.null or d > tonumber(ARGV[1]) then return 0 end
+if d == nil or d == cjson.null then
+  redis.call('ZREM', KEYS[2], ARGV[2])
+  return nil
+end
+if d > tonumber(ARGV[1]) then
+  redis.call('ZADD', KEYS[2], d, ARGV[2])
+  return nil
+end
 redis.call('DEL', KEYS[1])
-return 1
+redis.call('ZREM', KEYS[2], ARGV[2])
+redis.call('ZREM', KEYS[3], ARGV[2])
+return v
 ";
 
 /// Starts the grace of a connected peer whose replica died.
-/// KEYS[1] peer; ARGV: dead owner, detached-until ms, TTL ms.
+/// KEYS[1] peer, KEYS[2] detached, KEYS[3] peer index; ARGV: dead owner, detached-until ms,
+/// TTL ms, peer id, now ms.
 const ORPHAN_SCRIPT: &str = r"
 local v = redis.call('GET', KEYS[1])
 if not v then return 0 end
@@ -91,10 +151,26 @@ local d = r.detached_until_ms
 if (d ~= nil and d ~= cjson.null) or r.owner ~= ARGV[1] then return 0 end
 r.detached_until_ms = tonumber(ARGV[2])
 redis.call('SET', KEYS[1], cjson.encode(r), 'PX', ARGV[3])
+redis.call('ZADD', KEYS[2], tonumber(ARGV[2]), ARGV[4])
+redis.call('ZADD', KEYS[3], tonumber(ARGV[5]) + tonumber(ARGV[3]), ARGV[4])
 return 1
 ";
-/// Keys fetched per SCAN step.
-const SCAN_COUNT: usize = 500;
+
+/// Stores a pending offer and indexes it under both peers.
+/// KEYS[1] offer, KEYS[2] offer index, KEYS[3] sender's offers, KEYS[4] receiver's offers;
+/// ARGV: offer, TTL ms, now ms, index TTL ms.
+const PUT_OFFER_SCRIPT: &str = r"
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+redis.call('ZADD', KEYS[2], tonumber(ARGV[3]) + tonumber(ARGV[2]), KEYS[1])
+for i = 3, 4 do
+  redis.call('SADD', KEYS[i], KEYS[1])
+  redis.call('PEXPIRE', KEYS[i], ARGV[4])
+end
+return 1
+";
+
+/// Detached peers claimed per sweep round trip at most (the rest wait for the next sweep).
+const SWEEP_BATCH: usize = 500;
 
 /// [`PeerRegistry`] on Redis.
 pub struct RedisRegistry {
@@ -196,23 +272,35 @@ impl RedisRegistry {
         }
     }
 
-    /// Every stored peer record.
+    /// Every stored peer record: the index's live entries, then their records (two commands,
+    /// no scan of the key space).
     async fn stored_peers(&self) -> Vec<StoredPeer> {
-        let keys = self.scan(&self.keys.peer_pattern()).await;
-        if keys.is_empty() {
-            return Vec::new();
-        }
-        let values: Vec<Option<String>> = match redis::cmd("MGET")
-            .arg(&keys)
-            .query_async(&mut self.redis.clone())
+        let mut redis = self.redis.clone();
+        let ids: Vec<String> = match redis::cmd("ZRANGEBYSCORE")
+            .arg(self.keys.peer_index())
+            .arg(unix_millis())
+            .arg("+inf")
+            .query_async(&mut redis)
             .await
         {
-            Ok(values) => values,
+            Ok(ids) => ids,
             Err(err) => {
                 tracing::warn!(%err, "listing peers from Redis failed");
                 return Vec::new();
             }
         };
+        if ids.is_empty() {
+            return Vec::new();
+        }
+        let keys: Vec<String> = ids.iter().map(|id| self.keys.peer(id)).collect();
+        let values: Vec<Option<String>> =
+            match redis::cmd("MGET").arg(&keys).query_async(&mut redis).await {
+                Ok(values) => values,
+                Err(err) => {
+                    tracing::warn!(%err, "listing peers from Redis failed");
+                    return Vec::new();
+                }
+            };
         values
             .into_iter()
             .flatten()
@@ -220,75 +308,82 @@ impl RedisRegistry {
             .collect()
     }
 
-    /// Owners among `owners` whose liveness key is gone.
-    async fn dead_replicas(&self, owners: HashSet<String>) -> HashSet<String> {
-        let owners: Vec<String> = owners
-            .into_iter()
-            .filter(|o| !o.is_empty() && *o != self.replica_id)
-            .collect();
-        if owners.is_empty() {
-            return HashSet::new();
-        }
-        let alive: Result<Vec<Option<String>>, _> = redis::cmd("MGET")
-            .arg(
-                owners
-                    .iter()
-                    .map(|o| self.keys.replica(o))
-                    .collect::<Vec<_>>(),
-            )
-            .query_async(&mut self.redis.clone())
+    /// Live entries of an index scored by expiry time: one `ZCOUNT`, whatever the size.
+    async fn count_live(&self, index: String) -> usize {
+        redis::cmd("ZCOUNT")
+            .arg(index)
+            .arg(unix_millis())
+            .arg("+inf")
+            .query_async::<usize>(&mut self.redis.clone())
+            .await
+            .unwrap_or_else(|err| {
+                tracing::warn!(%err, "counting in Redis failed");
+                0
+            })
+    }
+
+    async fn drop_offers(&self, peer_id: &str) {
+        let dropped: Result<i64, _> = redis::Script::new(DROP_OFFERS_SCRIPT)
+            .key(self.keys.peer_offers(peer_id))
+            .key(self.keys.offer_index())
+            .invoke_async(&mut self.redis.clone())
             .await;
-        match alive {
-            Ok(alive) => owners
-                .into_iter()
-                .zip(alive)
-                .filter(|(_, key)| key.is_none())
-                .map(|(owner, _)| owner)
-                .collect(),
-            // Unknown is not dead: nobody loses its peers over a Redis hiccup.
-            Err(_) => HashSet::new(),
+        if let Err(err) = dropped {
+            tracing::warn!(%err, peer_id, "removing offers from Redis failed; they expire");
         }
     }
 
-    /// The keys of the pending offers from and to `peer_id`.
-    async fn offer_keys(&self, peer_id: &str) -> Vec<String> {
-        let mut keys = Vec::new();
-        for pattern in self.keys.offer_patterns(peer_id) {
-            keys.extend(self.scan(&pattern).await);
-        }
-        keys
-    }
-
-    async fn scan(&self, pattern: &str) -> Vec<String> {
-        let mut redis = self.redis.clone();
-        let mut cursor: u64 = 0;
-        let mut found = Vec::new();
-        loop {
-            let step: Result<(u64, Vec<String>), _> = redis::cmd("SCAN")
-                .arg(cursor)
-                .arg("MATCH")
-                .arg(pattern)
-                .arg("COUNT")
-                .arg(SCAN_COUNT)
+    /// Starts the grace of the peers of replicas whose liveness ran out (normally none).
+    async fn orphan_peers_of(&self, dead: Vec<String>, grace: Duration) {
+        let now = unix_millis();
+        for owner in dead.into_iter().filter(|o| *o != self.replica_id) {
+            let mut redis = self.redis.clone();
+            let set = self.keys.replica_peers(&owner);
+            let peers: Vec<String> = match redis::cmd("SMEMBERS")
+                .arg(&set)
                 .query_async(&mut redis)
-                .await;
-            match step {
-                Ok((next, keys)) => {
-                    found.extend(keys);
-                    if next == 0 {
-                        return found;
-                    }
-                    cursor = next;
-                }
-                Err(err) => {
-                    tracing::warn!(%err, pattern, "Redis SCAN failed");
-                    return found;
+                .await
+            {
+                Ok(peers) => peers,
+                // Unknown is not dead: nobody loses its peers over a Redis hiccup.
+                Err(_) => continue,
+            };
+            for peer_id in peers {
+                let orphaned: Result<i64, _> = redis::Script::new(ORPHAN_SCRIPT)
+                    .key(self.keys.peer(&peer_id))
+                    .key(self.keys.detached())
+                    .key(self.keys.peer_index())
+                    .arg(&owner)
+                    .arg(now + grace.as_millis() as u64)
+                    .arg((grace + DETACHED_MARGIN).as_millis() as u64)
+                    .arg(&peer_id)
+                    .arg(now)
+                    .invoke_async(&mut redis)
+                    .await;
+                if matches!(orphaned, Ok(1)) {
+                    tracing::warn!(
+                        peer_id,
+                        replica = owner,
+                        "the peer's signaling replica died: it may resume elsewhere"
+                    );
                 }
             }
+            let _ = redis::pipe()
+                .cmd("ZREM")
+                .arg(self.keys.replicas())
+                .arg(&owner)
+                .ignore()
+                .cmd("DEL")
+                .arg(&set)
+                .ignore()
+                .query_async::<()>(&mut redis)
+                .await;
         }
     }
 }
 
+/// Every few seconds, in one transaction: this replica's liveness (key and index score), the
+/// set of the peers it holds, and their records' TTL and index scores.
 async fn refresh_local_peers(
     redis: ConnectionManager,
     keys: Keys,
@@ -297,19 +392,43 @@ async fn refresh_local_peers(
     stop: CancellationToken,
 ) {
     let mut ticker = tokio::time::interval(REFRESH_INTERVAL);
+    let held = keys.replica_peers(&replica_id);
     loop {
         tokio::select! {
             () = stop.cancelled() => return,
             _ = ticker.tick() => {}
         }
         let peers: Vec<String> = local.lock().iter().cloned().collect();
+        let now = unix_millis();
         let mut pipe = redis::pipe();
-        pipe.cmd("SET")
+        pipe.atomic()
+            .cmd("SET")
             .arg(keys.replica(&replica_id))
             .arg(1)
             .arg("PX")
             .arg(REPLICA_TTL.as_millis() as u64)
+            .ignore()
+            .cmd("ZADD")
+            .arg(keys.replicas())
+            .arg(now + REPLICA_TTL.as_millis() as u64)
+            .arg(&replica_id)
+            .ignore()
+            .cmd("DEL")
+            .arg(&held)
             .ignore();
+        if !peers.is_empty() {
+            pipe.cmd("SADD").arg(&held).arg(&peers).ignore();
+            pipe.cmd("PEXPIRE")
+                .arg(&held)
+                .arg(PEER_TTL.as_millis() as u64)
+                .ignore();
+            let expires = now + PEER_TTL.as_millis() as u64;
+            let index = pipe.cmd("ZADD").arg(keys.peer_index()).arg("XX");
+            for peer_id in &peers {
+                index.arg(expires).arg(peer_id);
+            }
+            index.ignore();
+        }
         for peer_id in &peers {
             pipe.cmd("PEXPIRE")
                 .arg(keys.peer(peer_id))
@@ -327,16 +446,18 @@ impl PeerRegistry for RedisRegistry {
     async fn register(&self, record: PeerRecord) -> Result<(), RegistryError> {
         let value = serde_json::to_string(&StoredPeer::new(&record, &self.replica_id))
             .map_err(|e| RegistryError::Unavailable(e.to_string()))?;
-        let created: Option<String> = redis::cmd("SET")
-            .arg(self.keys.peer(&record.peer_id))
+        let created: i64 = redis::Script::new(REGISTER_SCRIPT)
+            .key(self.keys.peer(&record.peer_id))
+            .key(self.keys.peer_index())
+            .key(self.keys.replica_peers(&self.replica_id))
             .arg(value)
-            .arg("NX")
-            .arg("PX")
             .arg(PEER_TTL.as_millis() as u64)
-            .query_async(&mut self.redis.clone())
+            .arg(&record.peer_id)
+            .arg(unix_millis())
+            .invoke_async(&mut self.redis.clone())
             .await
             .map_err(|e| RegistryError::Unavailable(e.to_string()))?;
-        if created.is_none() {
+        if created != 1 {
             return Err(RegistryError::AlreadyExists(record.peer_id));
         }
         self.local.lock().insert(record.peer_id);
@@ -345,13 +466,17 @@ impl PeerRegistry for RedisRegistry {
 
     async fn unregister(&self, peer_id: &str) {
         self.local.lock().remove(peer_id);
-        let mut doomed = vec![self.keys.peer(peer_id)];
-        doomed.extend(self.offer_keys(peer_id).await);
-        if let Err(err) = redis::cmd("DEL")
-            .arg(&doomed)
-            .query_async::<()>(&mut self.redis.clone())
-            .await
-        {
+        let removed: Result<i64, _> = redis::Script::new(UNREGISTER_SCRIPT)
+            .key(self.keys.peer(peer_id))
+            .key(self.keys.peer_index())
+            .key(self.keys.detached())
+            .key(self.keys.replica_peers(&self.replica_id))
+            .key(self.keys.peer_offers(peer_id))
+            .key(self.keys.offer_index())
+            .arg(peer_id)
+            .invoke_async(&mut self.redis.clone())
+            .await;
+        if let Err(err) = removed {
             tracing::warn!(%err, peer_id, "removing a peer from Redis failed; it expires");
         }
     }
@@ -378,8 +503,16 @@ impl PeerRegistry for RedisRegistry {
         peers
     }
 
+    async fn peer_count(&self) -> usize {
+        self.count_live(self.keys.peer_index()).await
+    }
+
     async fn put_offer(&self, offer: PendingOffer) {
         let key = self.keys.offer(&offer.from, &offer.to);
+        let (from_offers, to_offers) = (
+            self.keys.peer_offers(&offer.from),
+            self.keys.peer_offers(&offer.to),
+        );
         let stored = StoredOffer {
             offer_id: offer.offer_id,
             from: offer.from,
@@ -389,21 +522,33 @@ impl PeerRegistry for RedisRegistry {
         let Ok(value) = serde_json::to_string(&stored) else {
             return;
         };
-        if let Err(err) = redis::cmd("SET")
-            .arg(key)
+        let ttl = PENDING_OFFER_TTL.as_millis() as u64;
+        let stored: Result<i64, _> = redis::Script::new(PUT_OFFER_SCRIPT)
+            .key(key)
+            .key(self.keys.offer_index())
+            .key(from_offers)
+            .key(to_offers)
             .arg(value)
-            .arg("PX")
-            .arg(PENDING_OFFER_TTL.as_millis() as u64)
-            .query_async::<()>(&mut self.redis.clone())
-            .await
-        {
+            .arg(ttl)
+            .arg(unix_millis())
+            .arg(ttl)
+            .invoke_async(&mut self.redis.clone())
+            .await;
+        if let Err(err) = stored {
             tracing::warn!(%err, "storing a pending offer in Redis failed");
         }
     }
 
     async fn take_offer(&self, from: &str, to: &str) -> Option<PendingOffer> {
-        let value: Option<String> = redis::cmd("GETDEL")
-            .arg(self.keys.offer(from, to))
+        let key = self.keys.offer(from, to);
+        let (value,): (Option<String>,) = redis::pipe()
+            .atomic()
+            .cmd("GETDEL")
+            .arg(&key)
+            .cmd("ZREM")
+            .arg(self.keys.offer_index())
+            .arg(&key)
+            .ignore()
             .query_async(&mut self.redis.clone())
             .await
             .ok()?;
@@ -417,7 +562,7 @@ impl PeerRegistry for RedisRegistry {
     }
 
     async fn pending_offer_count(&self) -> usize {
-        self.scan(&self.keys.offer_pattern()).await.len()
+        self.count_live(self.keys.offer_index()).await
     }
 
     async fn detach(
@@ -428,12 +573,17 @@ impl PeerRegistry for RedisRegistry {
         grace: Duration,
     ) -> bool {
         self.local.lock().remove(peer_id);
+        let now = unix_millis();
         let detached: Result<i64, _> = redis::Script::new(DETACH_SCRIPT)
             .key(self.keys.peer(peer_id))
+            .key(self.keys.detached())
+            .key(self.keys.peer_index())
             .arg(connection_id)
-            .arg(unix_millis() + grace.as_millis() as u64)
+            .arg(now + grace.as_millis() as u64)
             .arg(cursor.unwrap_or_default())
             .arg((grace + DETACHED_MARGIN).as_millis() as u64)
+            .arg(peer_id)
+            .arg(now)
             .invoke_async(&mut self.redis.clone())
             .await;
         match detached {
@@ -453,10 +603,15 @@ impl PeerRegistry for RedisRegistry {
     ) -> Result<Option<PeerRecord>, RegistryError> {
         let reply: Option<String> = redis::Script::new(RESUME_SCRIPT)
             .key(self.keys.peer(peer_id))
+            .key(self.keys.detached())
+            .key(self.keys.peer_index())
+            .key(self.keys.replica_peers(&self.replica_id))
             .arg(token)
             .arg(&self.replica_id)
             .arg(connection_id)
             .arg(PEER_TTL.as_millis() as u64)
+            .arg(peer_id)
+            .arg(unix_millis())
             .invoke_async(&mut self.redis.clone())
             .await
             .map_err(|e| RegistryError::Unavailable(e.to_string()))?;
@@ -478,8 +633,13 @@ impl PeerRegistry for RedisRegistry {
             .map_err(|e| RegistryError::Unavailable(e.to_string()))?;
         let reply: Option<String> = redis::Script::new(TAKE_OVER_SCRIPT)
             .key(self.keys.peer(&peer_id))
+            .key(self.keys.detached())
+            .key(self.keys.peer_index())
+            .key(self.keys.replica_peers(&self.replica_id))
             .arg(value)
             .arg(PEER_TTL.as_millis() as u64)
+            .arg(&peer_id)
+            .arg(unix_millis())
             .invoke_async(&mut self.redis.clone())
             .await
             .map_err(|e| RegistryError::Unavailable(e.to_string()))?;
@@ -492,60 +652,64 @@ impl PeerRegistry for RedisRegistry {
         self.local.lock().insert(peer_id.clone());
         // The old registration's offers. Not atomic with the swap: an offer made in between
         // goes too, as the notification carrying it does (the old notifications are discarded).
-        let offers = self.offer_keys(&peer_id).await;
-        if !offers.is_empty() {
-            if let Err(err) = redis::cmd("DEL")
-                .arg(&offers)
-                .query_async::<()>(&mut self.redis.clone())
-                .await
-            {
-                tracing::warn!(%err, peer_id, "removing taken-over offers from Redis failed; they expire");
-            }
-        }
+        self.drop_offers(&peer_id).await;
         Ok(Some(old.into()))
     }
 
+    /// One round trip reads the expired graces and the dead replicas (normally both empty)
+    /// and trims the indexes; then one script per expired peer. Nothing scans the key space.
     async fn sweep(&self, grace: Duration) -> Vec<PeerRecord> {
         let now = unix_millis();
-        let stored = self.stored_peers().await;
-        let owners = stored
-            .iter()
-            .filter(|p| p.detached_until_ms.is_none())
-            .map(|p| p.owner.clone())
-            .collect();
-        let dead = self.dead_replicas(owners).await;
-        let mut ended = Vec::new();
-        for peer in stored {
-            let key = self.keys.peer(&peer.peer_id);
-            match peer.detached_until_ms {
-                Some(until) if until <= now => {
-                    let claimed: Result<i64, _> = redis::Script::new(CLAIM_EXPIRED_SCRIPT)
-                        .key(&key)
-                        .arg(now)
-                        .invoke_async(&mut self.redis.clone())
-                        .await;
-                    if matches!(claimed, Ok(1)) {
-                        ended.push(peer.into());
-                    }
-                }
-                None if dead.contains(&peer.owner) => {
-                    let orphaned: Result<i64, _> = redis::Script::new(ORPHAN_SCRIPT)
-                        .key(&key)
-                        .arg(&peer.owner)
-                        .arg(now + grace.as_millis() as u64)
-                        .arg((grace + DETACHED_MARGIN).as_millis() as u64)
-                        .invoke_async(&mut self.redis.clone())
-                        .await;
-                    if matches!(orphaned, Ok(1)) {
-                        tracing::warn!(
-                            peer_id = peer.peer_id,
-                            replica = peer.owner,
-                            "the peer's signaling replica died: it may resume elsewhere"
-                        );
-                    }
-                }
-                _ => {}
+        let mut redis = self.redis.clone();
+        let read: Result<(Vec<String>, Vec<String>), _> = redis::pipe()
+            .cmd("ZRANGEBYSCORE")
+            .arg(self.keys.detached())
+            .arg("-inf")
+            .arg(now)
+            .arg("LIMIT")
+            .arg(0)
+            .arg(SWEEP_BATCH)
+            .cmd("ZRANGEBYSCORE")
+            .arg(self.keys.replicas())
+            .arg("-inf")
+            .arg(now)
+            .cmd("ZREMRANGEBYSCORE")
+            .arg(self.keys.peer_index())
+            .arg("-inf")
+            .arg(now)
+            .ignore()
+            .cmd("ZREMRANGEBYSCORE")
+            .arg(self.keys.offer_index())
+            .arg("-inf")
+            .arg(now)
+            .ignore()
+            .query_async(&mut redis)
+            .await;
+        let (expired, dead) = match read {
+            Ok(read) => read,
+            Err(err) => {
+                tracing::warn!(%err, "sweeping detached peers in Redis failed");
+                return Vec::new();
             }
+        };
+        let mut ended = Vec::new();
+        for peer_id in expired {
+            let claimed: Result<Option<String>, _> = redis::Script::new(CLAIM_EXPIRED_SCRIPT)
+                .key(self.keys.peer(&peer_id))
+                .key(self.keys.detached())
+                .key(self.keys.peer_index())
+                .arg(now)
+                .arg(&peer_id)
+                .invoke_async(&mut redis)
+                .await;
+            if let Ok(Some(json)) = claimed {
+                if let Ok(stored) = serde_json::from_str::<StoredPeer>(&json) {
+                    ended.push(stored.into());
+                }
+            }
+        }
+        if !dead.is_empty() {
+            self.orphan_peers_of(dead, grace).await;
         }
         ended
     }

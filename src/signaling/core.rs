@@ -378,7 +378,7 @@ impl SignalingCore {
     pub async fn stats(&self) -> SignalingStats {
         SignalingStats {
             uptime_seconds: self.started.elapsed().as_secs(),
-            connected_peers: self.registry.list().await.len(),
+            connected_peers: self.registry.peer_count().await,
             sessions: self.host.session_count(),
             pending_offers: self.registry.pending_offer_count().await,
         }

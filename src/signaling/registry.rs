@@ -76,6 +76,11 @@ pub trait PeerRegistry: Send + Sync + 'static {
     async fn put_offer(&self, offer: PendingOffer);
     /// Removes and returns the live offer `from` sent to `to`.
     async fn take_offer(&self, from: &str, to: &str) -> Option<PendingOffer>;
+    /// Registered peers (detached ones included), without listing them: `HealthCheck`
+    /// answers unauthenticated callers, so its cost must not grow with the cluster.
+    async fn peer_count(&self) -> usize {
+        self.list().await.len()
+    }
     /// Live pending offers.
     async fn pending_offer_count(&self) -> usize;
     /// The stream `connection_id` of `peer_id` broke: keep the peer, and its notification
