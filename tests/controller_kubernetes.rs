@@ -563,7 +563,7 @@ async fn start_controller(pods: Arc<PodApi>) -> RunningController {
     let (mut beat, beat_keys, beat_stop) = (redis.clone(), keys.clone(), stop.clone());
     tokio::spawn(async move {
         while !beat_stop.is_cancelled() {
-            write_heartbeat(&mut beat, &beat_keys, &heartbeat("w1", 1))
+            write_heartbeat(&mut beat, &beat_keys, &heartbeat("w1", 1), None)
                 .await
                 .unwrap();
             tokio::time::sleep(Duration::from_millis(500)).await;
