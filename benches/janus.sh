@@ -6,6 +6,8 @@
 # namespace of their own (a veth pair with a /30), the load generator on the host side.
 # Needs root (ip netns), the Debian `janus` package and release binaries in $BIN.
 set -euo pipefail
+# shellcheck source=benches/netns_janus.sh
+. "$(dirname "$0")/netns_janus.sh"
 
 BIN=${BIN:-${CARGO_TARGET_DIR:-target}/release}
 OUT=${OUT:-target/bench}
@@ -31,59 +33,9 @@ cleanup() {
 }
 trap cleanup EXIT INT TERM
 
-# The namespace and its /30.
-$SUDO ip netns del "$NS" 2>/dev/null || true
-$SUDO ip netns add "$NS"
-$SUDO ip link add "$NS-h" type veth peer name "$NS-n"
-$SUDO ip link set "$NS-n" netns "$NS"
-$SUDO ip addr add "$HOST_IP/30" dev "$NS-h"
-$SUDO ip link set "$NS-h" up
-$SUDO ip netns exec "$NS" ip addr add "$NS_IP/30" dev "$NS-n"
-$SUDO ip netns exec "$NS" ip link set "$NS-n" up
-$SUDO ip netns exec "$NS" ip link set lo up
-
-# A minimal Janus: the EchoTest plugin and the HTTP transport only, bound to the namespace's
-# address, no STUN, logs quiet.
-mkdir -p "$JANUS_DIR/conf" "$JANUS_DIR/plugins" "$JANUS_DIR/transports"
-LIB=/usr/lib/x86_64-linux-gnu/janus
-ln -s "$LIB/plugins/libjanus_echotest.so" "$JANUS_DIR/plugins/"
-ln -s "$LIB/transports/libjanus_http.so" "$JANUS_DIR/transports/"
-cat > "$JANUS_DIR/conf/janus.jcfg" <<CFG
-general: {
-    configs_folder = "$JANUS_DIR/conf"
-    plugins_folder = "$JANUS_DIR/plugins"
-    transports_folder = "$JANUS_DIR/transports"
-    debug_level = 2
-    session_timeout = 120
-}
-media: {
-    rtp_port_range = "20000-40000"
-}
-nat: {
-    ice_enforce_list = "$NS-n"
-}
-plugins: {}
-transports: {}
-events: {}
-loggers: {}
-CFG
-cat > "$JANUS_DIR/conf/janus.transport.http.jcfg" <<CFG
-general: {
-    json = "compact"
-    base_path = "/janus"
-    http = true
-    port = 8088
-    ip = "$NS_IP"
-    https = false
-}
-admin: {
-    admin_http = false
-}
-CFG
-cat > "$JANUS_DIR/conf/janus.plugin.echotest.jcfg" <<CFG
-general: {
-}
-CFG
+# The namespace, its /30 and a minimal Janus (benches/netns_janus.sh).
+make_netns
+write_janus_config
 
 echo "== our server (examples/forward.yaml) in netns $NS"
 OURS=$("$BIN/webrtc_capacity" --label janus-compare-ours --manifest examples/forward.yaml \
