@@ -8,42 +8,14 @@ use std::path::{Path, PathBuf};
 
 use remotemedia_webrtc::media::sine;
 use remotemedia_webrtc::pipeline::{
-    AudioFrame, Envelope, Manifest, Pipeline, PipelineCatalog, RuntimeData, NODE_ALIASES,
+    Envelope, Manifest, Pipeline, PipelineCatalog, RuntimeData, NODE_ALIASES,
 };
-use tokio_util::sync::CancellationToken;
+
+mod common;
+use common::pipeline::{frames, run};
 
 fn path(rel: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join(rel)
-}
-
-async fn run(pipeline: &Pipeline, inputs: Vec<Envelope>) -> Vec<Envelope> {
-    let mut session = pipeline.start(CancellationToken::new()).unwrap();
-    let input = session.input.clone();
-    let feeder = tokio::spawn(async move {
-        for env in inputs {
-            input.send(env).await.unwrap();
-        }
-    });
-    drop(session.input);
-    let mut out = Vec::new();
-    while let Some(env) = session.output.recv().await {
-        out.push(env);
-    }
-    feeder.await.unwrap();
-    out
-}
-
-fn frames(samples: &[f32]) -> Vec<Envelope> {
-    samples
-        .chunks(960)
-        .map(|c| {
-            Envelope::new(RuntimeData::Audio(AudioFrame {
-                samples: c.to_vec(),
-                sample_rate: 48_000,
-                channels: 1,
-            }))
-        })
-        .collect()
 }
 
 fn audio_of(out: &[Envelope]) -> (usize, Vec<u32>) {

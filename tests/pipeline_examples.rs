@@ -6,47 +6,17 @@
 use std::path::Path;
 
 use remotemedia_webrtc::media::{dominant_frequency, sine};
-use remotemedia_webrtc::pipeline::{AudioFrame, Envelope, Manifest, Pipeline, RuntimeData};
+use remotemedia_webrtc::pipeline::{Envelope, Manifest, Pipeline, RuntimeData};
 use remotemedia_webrtc::proto::common as pb;
-use tokio_util::sync::CancellationToken;
+
+mod common;
+use common::pipeline::{frames, run};
 
 fn load(name: &str) -> Pipeline {
     let path = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("examples")
         .join(name);
     Pipeline::new(Manifest::load(&path).unwrap()).unwrap()
-}
-
-/// Pushes `inputs`, ends the stream and collects every output.
-async fn run(pipeline: &Pipeline, inputs: Vec<Envelope>) -> Vec<Envelope> {
-    let mut session = pipeline.start(CancellationToken::new()).unwrap();
-    let input = session.input.clone();
-    let feeder = tokio::spawn(async move {
-        for env in inputs {
-            input.send(env).await.unwrap();
-        }
-    });
-    drop(session.input);
-    let mut out = Vec::new();
-    while let Some(env) = session.output.recv().await {
-        out.push(env);
-    }
-    feeder.await.unwrap();
-    out
-}
-
-/// 20 ms frames of 48 kHz mono audio.
-fn frames(samples: &[f32]) -> Vec<Envelope> {
-    samples
-        .chunks(960)
-        .map(|c| {
-            Envelope::new(RuntimeData::Audio(AudioFrame {
-                samples: c.to_vec(),
-                sample_rate: 48_000,
-                channels: 1,
-            }))
-        })
-        .collect()
 }
 
 fn audio_of(out: &[Envelope]) -> (Vec<f32>, Vec<u32>) {

@@ -7,6 +7,7 @@ pub mod client;
 pub mod cluster;
 pub mod dialect_server;
 pub mod otlp;
+pub mod pipeline;
 pub mod relay;
 pub mod repair;
 pub mod signaling;
