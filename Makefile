@@ -78,11 +78,14 @@ bench-connect: deps
 	benches/connect_time.sh
 
 lint: deps
-	$(CARGO) fmt --check
+	$(CARGO) fmt --all --check
 	$(CARGO) clippy --all-targets -- -D warnings
+	@# The wall between the server and the load generator: no plotting in the server's tree.
+	@if $(CARGO) tree -p remotemedia-webrtc -e normal --prefix none | grep -q '^plotters '; then \
+		echo "plotters reached the server crate's dependencies (belongs in loadgen/)" >&2; exit 1; fi
 
 fmt:
-	$(CARGO) fmt
+	$(CARGO) fmt --all
 
 clean:
 	$(CARGO) clean

@@ -10,7 +10,7 @@
 
 use std::process::ExitCode;
 
-use remotemedia_webrtc::loadgen::{probe, ProbeOptions};
+use remotemedia_webrtc::client::{probe, ProbeOptions};
 
 #[tokio::main]
 async fn main() -> ExitCode {

@@ -4,13 +4,13 @@
 //! Data flows down from [`signaling`] to the session host, to the server peer ([`peer`]), to
 //! [`media`] and [`pipeline`], and comes back up only through channels.
 
+pub mod client;
 pub mod cluster;
 pub mod config;
 pub mod error;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod http;
-pub mod loadgen;
 pub mod media;
 pub mod metrics;
 pub mod peer;

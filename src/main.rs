@@ -74,7 +74,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
             )?),
             None => None,
         };
-        let options = remotemedia_webrtc::loadgen::ProbeOptions {
+        let options = remotemedia_webrtc::client::ProbeOptions {
             server: server.clone(),
             seconds: *seconds,
             ice_ip: *ice_ip,
@@ -82,7 +82,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
             peer_id,
             token,
         };
-        let report = remotemedia_webrtc::loadgen::probe(&options).await?;
+        let report = remotemedia_webrtc::client::probe(&options).await?;
         println!(
             "probe: {server} echoed {:.1} Hz at {:.1} dBFS ({:.2} s back; answer {:.0} ms, connected {:.0} ms): ok",
             report.frequency,

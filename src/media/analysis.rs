@@ -2,6 +2,8 @@
 
 use std::f64::consts::TAU;
 
+use rustfft::{num_complex::Complex64, FftPlanner};
+
 /// A phase-continuous sine source, so audio generated in chunks has no discontinuities.
 #[derive(Debug, Clone)]
 pub struct SineGenerator {
@@ -62,7 +64,7 @@ pub fn rms_dbfs(samples: &[f32]) -> f32 {
 ///
 /// Hann window, zero-padded FFT, then Gaussian (log-parabolic) interpolation of the peak,
 /// which is near exact for a Hann-windowed tone: a 440 Hz tone over 1 s at 48 kHz resolves
-/// well within 1 Hz. A tiny FFT is inlined so the crate needs no FFT dependency for this.
+/// well within 1 Hz.
 pub fn dominant_frequency(samples: &[f32], sample_rate: u32) -> f32 {
     let n = samples.len();
     if n < 2 {
@@ -70,18 +72,15 @@ pub fn dominant_frequency(samples: &[f32], sample_rate: u32) -> f32 {
     }
     // Pad to at least twice the length: finer bins make the interpolation more accurate.
     let size = (2 * n).next_power_of_two();
-    let mut re = vec![0.0f64; size];
-    let mut im = vec![0.0f64; size];
-    for (i, (&s, r)) in samples.iter().zip(re.iter_mut()).enumerate() {
+    let mut spectrum = vec![Complex64::default(); size];
+    for (i, (&s, bin)) in samples.iter().zip(spectrum.iter_mut()).enumerate() {
         let w = 0.5 - 0.5 * (TAU * i as f64 / (n - 1) as f64).cos();
-        *r = f64::from(s) * w;
+        bin.re = f64::from(s) * w;
     }
-    fft_in_place(&mut re, &mut im);
-    let mag: Vec<f64> = re[..size / 2]
-        .iter()
-        .zip(&im[..size / 2])
-        .map(|(r, i)| (r * r + i * i).sqrt())
-        .collect();
+    FftPlanner::new()
+        .plan_fft_forward(size)
+        .process(&mut spectrum);
+    let mag: Vec<f64> = spectrum[..size / 2].iter().map(|c| c.norm()).collect();
     // Skip DC: an offset must not win over the tone.
     let Some((peak, _)) = mag
         .iter()
@@ -103,45 +102,6 @@ pub fn dominant_frequency(samples: &[f32], sample_rate: u32) -> f32 {
         0.0
     };
     ((peak as f64 + offset) * f64::from(sample_rate) / size as f64) as f32
-}
-
-/// Iterative radix-2 complex FFT; `re.len()` must be a power of two (callers ensure it).
-fn fft_in_place(re: &mut [f64], im: &mut [f64]) {
-    let n = re.len();
-    let mut j = 0;
-    for i in 1..n {
-        let mut bit = n >> 1;
-        while j & bit != 0 {
-            j ^= bit;
-            bit >>= 1;
-        }
-        j |= bit;
-        if i < j {
-            re.swap(i, j);
-            im.swap(i, j);
-        }
-    }
-    let mut len = 2;
-    while len <= n {
-        let ang = -TAU / len as f64;
-        let (w_re, w_im) = (ang.cos(), ang.sin());
-        for start in (0..n).step_by(len) {
-            let (mut c_re, mut c_im) = (1.0, 0.0);
-            for k in 0..len / 2 {
-                let (a, b) = (start + k, start + k + len / 2);
-                let t_re = re[b] * c_re - im[b] * c_im;
-                let t_im = re[b] * c_im + im[b] * c_re;
-                re[b] = re[a] - t_re;
-                im[b] = im[a] - t_im;
-                re[a] += t_re;
-                im[a] += t_im;
-                let next = c_re * w_re - c_im * w_im;
-                c_im = c_re * w_im + c_im * w_re;
-                c_re = next;
-            }
-        }
-        len <<= 1;
-    }
 }
 
 #[cfg(test)]

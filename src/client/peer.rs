@@ -28,7 +28,7 @@ use webrtc::track::track_local::track_local_static_rtp::TrackLocalStaticRTP;
 use webrtc::track::track_local::{TrackLocal, TrackLocalWriter};
 use webrtc::track::track_remote::TrackRemote;
 
-use super::error::LoadgenError;
+use super::error::ClientError;
 use super::signal::{MarkerDetector, TestSignal, PERIOD_PACKETS};
 use crate::media::{OpusDecoder, FRAME_DURATION, FRAME_SAMPLES};
 use crate::peer::opus_capability;
@@ -47,8 +47,8 @@ impl ClientStack {
     /// Clients gather candidates on `ice_ip` only.
     ///
     /// # Errors
-    /// [`LoadgenError::WebRtc`] when the codec cannot be registered.
-    pub fn new(ice_ip: IpAddr) -> Result<Self, LoadgenError> {
+    /// [`ClientError::WebRtc`] when the codec cannot be registered.
+    pub fn new(ice_ip: IpAddr) -> Result<Self, ClientError> {
         let mut media = MediaEngine::default();
         media.register_codec(
             RTCRtpCodecParameters {
@@ -101,12 +101,12 @@ impl LoadPeer {
     /// decoded and its markers timed against `signal`'s baseline.
     ///
     /// # Errors
-    /// [`LoadgenError::WebRtc`] when the peer connection or its track cannot be made.
+    /// [`ClientError::WebRtc`] when the peer connection or its track cannot be made.
     pub async fn new(
         stack: &ClientStack,
         signal: &Arc<TestSignal>,
         measure: bool,
-    ) -> Result<Self, LoadgenError> {
+    ) -> Result<Self, ClientError> {
         let pc = Arc::new(
             stack
                 .api
@@ -182,8 +182,8 @@ impl LoadPeer {
     /// returns the SDP with every candidate in it (for servers that take no trickle).
     ///
     /// # Errors
-    /// [`LoadgenError::WebRtc`] when the stack refuses the offer.
-    pub async fn offer(&self, gathered: bool) -> Result<String, LoadgenError> {
+    /// [`ClientError::WebRtc`] when the stack refuses the offer.
+    pub async fn offer(&self, gathered: bool) -> Result<String, ClientError> {
         let offer = self.pc.create_offer(None).await?;
         let sdp = offer.sdp.clone();
         let mut done = self.pc.gathering_complete_promise().await;
@@ -200,8 +200,8 @@ impl LoadPeer {
     }
 
     /// # Errors
-    /// [`LoadgenError::WebRtc`] when the answer does not parse or does not fit the offer.
-    pub async fn accept_answer(&self, sdp: String) -> Result<(), LoadgenError> {
+    /// [`ClientError::WebRtc`] when the answer does not parse or does not fit the offer.
+    pub async fn accept_answer(&self, sdp: String) -> Result<(), ClientError> {
         self.pc
             .set_remote_description(RTCSessionDescription::answer(sdp)?)
             .await?;
@@ -209,13 +209,13 @@ impl LoadPeer {
     }
 
     /// # Errors
-    /// [`LoadgenError::WebRtc`] when the candidate does not parse.
+    /// [`ClientError::WebRtc`] when the candidate does not parse.
     pub async fn add_candidate(
         &self,
         candidate: String,
         sdp_mid: Option<String>,
         sdp_mline_index: Option<u16>,
-    ) -> Result<(), LoadgenError> {
+    ) -> Result<(), ClientError> {
         if candidate.is_empty() {
             return Ok(());
         }

@@ -1,32 +1,29 @@
-//! The load generator (`webrtc_loadgen`): N real WebRTC client peers against a server (our
-//! gRPC signaling, or Janus' EchoTest for comparison), replaying one pre-encoded Opus test
-//! signal, measuring setup times, packet loss, the server-added audio latency and the
-//! server's CPU and memory. `sweep` drives it step by step for the capacity tables.
+//! The load generator (`webrtc_loadgen`): N real WebRTC client peers (the server crate's
+//! [`remotemedia_webrtc::client`]) against a server (our gRPC signaling, or Janus' EchoTest
+//! for comparison), replaying one pre-encoded Opus test signal, measuring setup times, packet
+//! loss, the server-added audio latency and the server's CPU and memory. `sweep` drives it
+//! step by step for the capacity tables (`webrtc_capacity`).
+//!
+//! Its own crate so that the server's dependency tree carries no plotting and no Janus client.
 
 mod churn;
-mod client;
 mod error;
-mod grpc;
 mod janus;
 mod plot;
-mod probe;
 mod procstat;
 mod run;
-mod signal;
 mod stats;
 mod sweep;
 
 use std::net::IpAddr;
-use std::time::Duration;
+
+use remotemedia_webrtc::client::{self, ClientError, LoadPeer, SetupTimes};
 
 pub use churn::{churn, ChurnReport};
-pub use client::{ClientStack, LoadPeer, PeerCounters};
 pub use error::LoadgenError;
 pub use janus::JanusApi;
-pub use probe::{probe, ProbeOptions, ProbeReport, PROBE_HZ};
 pub use procstat::{pinned_core, rss_mb, CoreSample, CpuSample};
 pub use run::{run, Latency, PeerPackets, Report, MAX_LOADGEN_CPU_PCT};
-pub use signal::{MarkerDetector, TestSignal};
 pub use stats::Percentiles;
 pub use sweep::{sweep, SweepOptions, SweepRow};
 
@@ -81,13 +78,6 @@ pub struct Options {
     pub churn: Option<usize>,
 }
 
-/// Offer→answer and offer→connected of one peer.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct SetupTimes {
-    pub answer: Duration,
-    pub connected: Duration,
-}
-
 /// Where the peers connect: one shared gRPC channel or one Janus API client.
 #[derive(Clone)]
 pub enum Target {
@@ -97,7 +87,7 @@ pub enum Target {
 
 /// A connected peer's signaling, kept until it leaves.
 pub enum Session {
-    Grpc(grpc::GrpcSession),
+    Grpc(client::GrpcSession),
     Janus(janus::JanusSession),
 }
 
@@ -114,15 +104,16 @@ impl Target {
     /// Connects to `options.server` (gRPC: one HTTP/2 connection all peers share).
     ///
     /// # Errors
-    /// [`LoadgenError::Connect`] when the gRPC server cannot be reached.
+    /// [`ClientError::Connect`] when the gRPC server cannot be reached.
     pub async fn connect_to(options: &Options) -> Result<Self, LoadgenError> {
         match options.protocol {
             Protocol::Grpc => {
                 let channel = tonic::transport::Endpoint::from_shared(options.server.clone())
-                    .map_err(LoadgenError::Connect)?
+                    .map_err(ClientError::Connect)?
                     .tcp_nodelay(true)
                     .connect()
-                    .await?;
+                    .await
+                    .map_err(ClientError::Connect)?;
                 Ok(Self::Grpc(channel))
             }
             Protocol::Janus => Ok(Self::Janus(JanusApi::new(&options.server))),
@@ -156,7 +147,7 @@ impl Target {
         match self {
             Self::Grpc(channel) => {
                 let (session, times) =
-                    grpc::connect(channel.clone(), peer_id, manifest, token, peer).await?;
+                    client::connect_grpc(channel.clone(), peer_id, manifest, token, peer).await?;
                 Ok((Session::Grpc(session), times))
             }
             Self::Janus(api) => {

@@ -10,8 +10,8 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::Channel;
 use tonic::Streaming;
 
-use super::client::LoadPeer;
-use super::error::LoadgenError;
+use super::error::ClientError;
+use super::peer::LoadPeer;
 use super::SetupTimes;
 use crate::proto::signaling::{
     self as pb, signaling_notification::Notification, signaling_request::Request as Req,
@@ -53,7 +53,7 @@ struct Stream {
 }
 
 impl Stream {
-    async fn send(&mut self, request: Req) -> Result<String, LoadgenError> {
+    async fn send(&mut self, request: Req) -> Result<String, ClientError> {
         self.next_id += 1;
         let request_id = format!("r{}", self.next_id);
         self.outbound
@@ -62,35 +62,35 @@ impl Stream {
                 request: Some(request),
             })
             .await
-            .map_err(|_| LoadgenError::Signaling("the stream closed".into()))?;
+            .map_err(|_| ClientError::Signaling("the stream closed".into()))?;
         Ok(request_id)
     }
 
-    async fn next(&mut self) -> Result<SignalingResponse, LoadgenError> {
+    async fn next(&mut self) -> Result<SignalingResponse, ClientError> {
         self.inbound
             .message()
             .await?
-            .ok_or_else(|| LoadgenError::Signaling("the server ended the stream".into()))
+            .ok_or_else(|| ClientError::Signaling("the server ended the stream".into()))
     }
 }
 
 /// Announces `peer_id` on a new stream of `channel` and connects `peer` to the server.
 ///
 /// # Errors
-/// Signaling failures, an error response, a WebRTC failure or [`LoadgenError::Timeout`].
+/// Signaling failures, an error response, a WebRTC failure or [`ClientError::Timeout`].
 pub async fn connect(
     channel: Channel,
     peer_id: &str,
     manifest: Option<&str>,
     token: Option<&str>,
     peer: &mut LoadPeer,
-) -> Result<(GrpcSession, SetupTimes), LoadgenError> {
+) -> Result<(GrpcSession, SetupTimes), ClientError> {
     tokio::time::timeout(
         SETUP_TIMEOUT,
         setup(channel, peer_id, manifest, token, peer),
     )
     .await
-    .map_err(|_| LoadgenError::Timeout("announce to connected"))?
+    .map_err(|_| ClientError::Timeout("announce to connected"))?
 }
 
 async fn setup(
@@ -99,14 +99,14 @@ async fn setup(
     manifest: Option<&str>,
     token: Option<&str>,
     peer: &mut LoadPeer,
-) -> Result<(GrpcSession, SetupTimes), LoadgenError> {
+) -> Result<(GrpcSession, SetupTimes), ClientError> {
     let mut grpc = WebRtcSignalingClient::new(channel);
     let (outbound, rx) = mpsc::channel(16);
     let mut request = tonic::Request::new(ReceiverStream::new(rx));
     if let Some(token) = token {
         let value = format!("Bearer {token}")
             .parse()
-            .map_err(|_| LoadgenError::Signaling("the token is not a valid header value".into()))?;
+            .map_err(|_| ClientError::Signaling("the token is not a valid header value".into()))?;
         request.metadata_mut().insert("authorization", value);
     }
     let inbound = grpc.signal(request).await?.into_inner();
@@ -138,10 +138,7 @@ async fn setup(
         match response.response {
             Some(Resp::Ack(_)) => break,
             Some(Resp::Error(err)) => {
-                return Err(LoadgenError::Signaling(format!(
-                    "announce: {}",
-                    err.message
-                )))
+                return Err(ClientError::Signaling(format!("announce: {}", err.message)))
             }
             _ => {}
         }
@@ -162,7 +159,7 @@ async fn setup(
         tokio::select! {
             changed = peer.state.changed() => {
                 if changed.is_err() {
-                    return Err(LoadgenError::Signaling("peer connection dropped".into()));
+                    return Err(ClientError::Signaling("peer connection dropped".into()));
                 }
                 if peer.is_connected() && connected.is_none() {
                     connected = Some(started.elapsed());
@@ -192,7 +189,7 @@ async fn setup(
                     peer.add_candidate(c.candidate, mid, mline).await?;
                 }
                 Some(Resp::Error(err)) => {
-                    return Err(LoadgenError::Signaling(format!("offer: {}", err.message)))
+                    return Err(ClientError::Signaling(format!("offer: {}", err.message)))
                 }
                 _ => {}
             },

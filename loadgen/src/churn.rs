@@ -8,10 +8,10 @@ use std::time::Duration;
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
-use super::client::{ClientStack, LoadPeer};
+use remotemedia_webrtc::client::{ClientStack, LoadPeer, TestSignal};
+
 use super::error::LoadgenError;
 use super::procstat::rss_mb;
-use super::signal::TestSignal;
 use super::stats::round2;
 use super::{Options, Target};
 

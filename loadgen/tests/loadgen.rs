@@ -4,12 +4,59 @@
 
 #![allow(clippy::unwrap_used)] // tests unwrap: a failure is the test failing
 
-mod common;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
 
 use clap::Parser;
-use common::TestServer;
-use remotemedia_webrtc::loadgen::{churn, run, Options, Target};
+use remotemedia_loadgen::{churn, run, Options, Target};
+use remotemedia_webrtc::config::Config;
+use remotemedia_webrtc::peer::SessionManager;
+use remotemedia_webrtc::server::Server;
 use remotemedia_webrtc::signaling::SessionHost;
+
+/// The server under load, in this test's runtime (the server crate's tests/common has a
+/// fuller one; this crate needs only the address, the sessions and a stop).
+struct TestServer {
+    grpc: SocketAddr,
+    sessions: Arc<SessionManager>,
+    stop: tokio::sync::oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<Result<(), remotemedia_webrtc::Error>>,
+}
+
+impl TestServer {
+    async fn start() -> Self {
+        let server = Server::bind(&Config::local_test()).await.unwrap();
+        let grpc = server.grpc_address().unwrap();
+        let sessions = server.sessions().unwrap();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(server.run(async move {
+            let _ = stopped.await;
+        }));
+        Self {
+            grpc,
+            sessions,
+            stop,
+            task,
+        }
+    }
+
+    fn grpc_url(&self) -> String {
+        format!("http://{}", self.grpc)
+    }
+
+    async fn stop(self) {
+        let _ = self.stop.send(());
+        self.task.await.unwrap().unwrap();
+    }
+}
+
+fn init_tracing() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new("warn"))
+        .with_test_writer()
+        .try_init();
+}
 
 fn options(server: &TestServer, extra: &[&str]) -> Options {
     let url = server.grpc_url();
@@ -29,7 +76,7 @@ fn options(server: &TestServer, extra: &[&str]) -> Options {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_peers_connect_get_their_audio_back_and_the_report_has_every_field() {
-    common::init_tracing();
+    init_tracing();
     let server = TestServer::start().await;
     let options = options(&server, &["--peers", "3", "--duration-s", "2", "--json"]);
     let target = Target::connect_to(&options).await.unwrap();
@@ -75,7 +122,7 @@ async fn three_peers_connect_get_their_audio_back_and_the_report_has_every_field
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn churn_cycles_each_get_audio_back_and_leave() {
-    common::init_tracing();
+    init_tracing();
     let server = TestServer::start().await;
     let options = options(&server, &["--churn", "3", "--json"]);
     let target = Target::connect_to(&options).await.unwrap();
@@ -84,9 +131,14 @@ async fn churn_cycles_each_get_audio_back_and_leave() {
     assert_eq!(report.failed, 0);
     assert_eq!(report.with_audio, 3);
     assert!(report.rss_after_last_mb.is_some());
-    common::eventually("every churn peer left", || async {
-        server.sessions.session_count() == 0
-    })
-    .await;
+    // Every churn peer left (their sessions end as their streams close).
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while server.sessions.session_count() != 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "churn peers left sessions behind"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     server.stop().await;
 }

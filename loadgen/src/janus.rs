@@ -17,9 +17,9 @@ use hyper_util::rt::TokioExecutor;
 use serde_json::{json, Value};
 use tokio::task::JoinHandle;
 
-use super::client::LoadPeer;
+use remotemedia_webrtc::client::{ClientError, LoadPeer, SetupTimes};
+
 use super::error::LoadgenError;
-use super::SetupTimes;
 
 /// How long a peer may take from session creation to connected.
 const SETUP_TIMEOUT: Duration = Duration::from_secs(15);
@@ -117,7 +117,7 @@ pub async fn connect(
 ) -> Result<(JanusSession, SetupTimes), LoadgenError> {
     tokio::time::timeout(SETUP_TIMEOUT, setup(api, peer))
         .await
-        .map_err(|_| LoadgenError::Timeout("create to connected"))?
+        .map_err(|_| ClientError::Timeout("create to connected"))?
 }
 
 fn id(reply: &Value) -> Result<u64, LoadgenError> {
@@ -174,7 +174,7 @@ async fn setup(
         peer.state
             .changed()
             .await
-            .map_err(|_| LoadgenError::Signaling("peer connection dropped".into()))?;
+            .map_err(|_| ClientError::Signaling("peer connection dropped".into()))?;
     }
     let poller = tokio::spawn(keep_alive(api.clone(), session));
     let times = SetupTimes {

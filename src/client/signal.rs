@@ -6,7 +6,7 @@ use bytes::Bytes;
 
 use crate::media::{OpusConfig, OpusDecoder, OpusEncoder, FRAME_SAMPLES, SAMPLE_RATE};
 
-use super::error::LoadgenError;
+use super::error::ClientError;
 
 /// Packets in one period of the signal (one second of 20 ms frames).
 pub const PERIOD_PACKETS: usize = 50;
@@ -40,8 +40,8 @@ impl TestSignal {
     /// encoder state at the loop point is the steady one).
     ///
     /// # Errors
-    /// [`LoadgenError::Media`] when libopus refuses the encoder or a frame.
-    pub fn new() -> Result<Self, LoadgenError> {
+    /// [`ClientError::Media`] when libopus refuses the encoder or a frame.
+    pub fn new() -> Result<Self, ClientError> {
         let pcm = pcm(2);
         let mut encoder = OpusEncoder::new(&OpusConfig::default())?;
         let mut packets = Vec::with_capacity(PERIOD_PACKETS * 2);
@@ -76,8 +76,8 @@ impl TestSignal {
     /// and `amplitude`, without markers: what `webrtc_server probe` sends.
     ///
     /// # Errors
-    /// [`LoadgenError::Media`] when libopus refuses the encoder or a frame.
-    pub fn tone(frequency: f32, amplitude: f32) -> Result<Self, LoadgenError> {
+    /// [`ClientError::Media`] when libopus refuses the encoder or a frame.
+    pub fn tone(frequency: f32, amplitude: f32) -> Result<Self, ClientError> {
         let pcm = crate::media::sine(frequency, SAMPLE_RATE, SAMPLE_RATE as usize * 2, amplitude);
         let mut encoder = OpusEncoder::new(&OpusConfig::default())?;
         let mut packets = Vec::with_capacity(PERIOD_PACKETS * 2);

@@ -1,4 +1,4 @@
-//! `webrtc_server probe`: one echo call against a server, with the load generator's client.
+//! `webrtc_server probe`: one echo call against a server, with this crate's client peer.
 //! It announces over gRPC, offers to `remotemedia-server`, sends a 440 Hz tone and checks that
 //! the tone comes back, loud enough; it fails otherwise. The image's own smoke test (the
 //! chart's `helm test` Pod), needing nothing but the binary.
@@ -9,10 +9,11 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-use super::client::{ClientStack, LoadPeer};
-use super::error::LoadgenError;
+use super::error::ClientError;
+use super::grpc;
+use super::peer::{ClientStack, LoadPeer};
 use super::signal::TestSignal;
-use super::{SetupTimes, Target};
+use super::SetupTimes;
 use crate::media::{dominant_frequency, rms_dbfs, SAMPLE_RATE};
 
 /// What the probe sends.
@@ -58,10 +59,10 @@ pub struct ProbeOptions {
 ///
 /// # Errors
 /// The connection's or the call's failure, or `Probe` when no tone (or silence) came back.
-pub async fn probe(options: &ProbeOptions) -> Result<ProbeReport, LoadgenError> {
+pub async fn probe(options: &ProbeOptions) -> Result<ProbeReport, ClientError> {
     let seconds = options.seconds.max(0.5);
     let endpoint = tonic::transport::Endpoint::from_shared(options.server.clone())
-        .map_err(LoadgenError::Connect)?
+        .map_err(ClientError::Connect)?
         .connect_timeout(CONNECT_TIMEOUT)
         .tcp_nodelay(true);
     let ice_ip = match options.ice_ip {
@@ -70,19 +71,19 @@ pub async fn probe(options: &ProbeOptions) -> Result<ProbeReport, LoadgenError> 
     };
     let channel = tokio::time::timeout(CONNECT_TIMEOUT, endpoint.connect())
         .await
-        .map_err(|_| LoadgenError::Timeout("connecting to the signaling server"))??;
+        .map_err(|_| ClientError::Timeout("connecting to the signaling server"))??;
     let stack = ClientStack::new(ice_ip)?;
     let signal = Arc::new(TestSignal::tone(PROBE_HZ, PROBE_AMPLITUDE)?);
     let mut peer = LoadPeer::new(&stack, &signal, true).await?;
     peer.keep_audio((seconds * SAMPLE_RATE as f32) as usize);
-    let (session, setup) = Target::Grpc(channel)
-        .connect_with_token(
-            &options.peer_id,
-            options.manifest.as_deref(),
-            options.token.as_deref(),
-            &mut peer,
-        )
-        .await?;
+    let (session, setup) = grpc::connect(
+        channel,
+        &options.peer_id,
+        options.manifest.as_deref(),
+        options.token.as_deref(),
+        &mut peer,
+    )
+    .await?;
     let stop = CancellationToken::new();
     peer.start_sending(Arc::clone(&signal), stop.clone());
     tokio::time::sleep(Duration::from_secs_f32(seconds + 0.5)).await;
@@ -94,12 +95,12 @@ pub async fn probe(options: &ProbeOptions) -> Result<ProbeReport, LoadgenError> 
 }
 
 /// Whether `samples` (what came back) are the probe's tone.
-fn judge(samples: &[f32], setup: SetupTimes) -> Result<ProbeReport, LoadgenError> {
+fn judge(samples: &[f32], setup: SetupTimes) -> Result<ProbeReport, ClientError> {
     let received_seconds = samples.len() as f32 / SAMPLE_RATE as f32;
     let skip = (SKIP_SECONDS * SAMPLE_RATE as f32) as usize;
     let steady = samples.get(skip..).unwrap_or_default();
     if steady.len() < SAMPLE_RATE as usize / 4 {
-        return Err(LoadgenError::Probe(format!(
+        return Err(ClientError::Probe(format!(
             "only {received_seconds:.2} s of audio came back"
         )));
     }
@@ -110,13 +111,13 @@ fn judge(samples: &[f32], setup: SetupTimes) -> Result<ProbeReport, LoadgenError
         level_dbfs: rms_dbfs(steady),
     };
     if report.level_dbfs < MIN_LEVEL_DBFS {
-        return Err(LoadgenError::Probe(format!(
+        return Err(ClientError::Probe(format!(
             "the audio that came back is silence ({:.1} dBFS)",
             report.level_dbfs
         )));
     }
     if (report.frequency - PROBE_HZ).abs() > TOLERANCE_HZ {
-        return Err(LoadgenError::Probe(format!(
+        return Err(ClientError::Probe(format!(
             "sent {PROBE_HZ} Hz, {:.1} Hz came back",
             report.frequency
         )));
@@ -125,13 +126,13 @@ fn judge(samples: &[f32], setup: SetupTimes) -> Result<ProbeReport, LoadgenError
 }
 
 /// The local address the system routes to `uri`'s host from (no packet is sent).
-async fn route_to(uri: &tonic::codegen::http::Uri) -> Result<IpAddr, LoadgenError> {
+async fn route_to(uri: &tonic::codegen::http::Uri) -> Result<IpAddr, ClientError> {
     let host = uri.host().unwrap_or("127.0.0.1").trim_matches(['[', ']']);
     let port = uri.port_u16().unwrap_or(80);
     let target: SocketAddr = tokio::net::lookup_host((host, port))
         .await?
         .next()
-        .ok_or_else(|| LoadgenError::Probe(format!("{host} does not resolve")))?;
+        .ok_or_else(|| ClientError::Probe(format!("{host} does not resolve")))?;
     let any: SocketAddr = if target.is_ipv4() {
         ([0, 0, 0, 0], 0).into()
     } else {

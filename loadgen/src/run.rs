@@ -9,12 +9,12 @@ use serde::Serialize;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use super::client::{ClientStack, LoadPeer};
+use remotemedia_webrtc::client::{ClientStack, LoadPeer, SetupTimes, TestSignal};
+
 use super::error::LoadgenError;
 use super::procstat::{pinned_core, rss_mb, CoreSample, CpuSample};
-use super::signal::TestSignal;
 use super::stats::{round2, Percentiles};
-use super::{Options, Protocol, Session, SetupTimes, Target};
+use super::{Options, Protocol, Session, Target};
 
 /// Above this share of its core, the loadgen measured itself rather than the server.
 pub const MAX_LOADGEN_CPU_PCT: f64 = 85.0;

@@ -1,8 +1,8 @@
-//! Why a load peer or a run failed.
+//! Why a client peer or its call failed.
 
-/// A load peer's or the run's failure.
+/// A client peer's or its signaling's failure.
 #[derive(Debug, thiserror::Error)]
-pub enum LoadgenError {
+pub enum ClientError {
     #[error("WebRTC: {0}")]
     WebRtc(#[from] webrtc::Error),
     #[error("media: {0}")]
@@ -13,10 +13,6 @@ pub enum LoadgenError {
     Signaling(String),
     #[error("signaling stream failed: {0}")]
     Status(#[from] tonic::Status),
-    #[error("Janus: {0}")]
-    Janus(String),
-    #[error("HTTP: {0}")]
-    Http(String),
     #[error("timed out: {0}")]
     Timeout(&'static str),
     #[error("{0}")]
@@ -25,7 +21,7 @@ pub enum LoadgenError {
     Probe(String),
 }
 
-impl LoadgenError {
+impl ClientError {
     /// A fixed label of the error's kind, to count failures by kind in the report.
     pub fn kind(&self) -> &'static str {
         match self {
@@ -33,8 +29,6 @@ impl LoadgenError {
             Self::Media(_) => "media",
             Self::Connect(_) => "connect",
             Self::Signaling(_) | Self::Status(_) => "signaling",
-            Self::Janus(_) => "janus",
-            Self::Http(_) => "http",
             Self::Timeout(_) => "timeout",
             Self::Io(_) => "io",
             Self::Probe(_) => "probe",

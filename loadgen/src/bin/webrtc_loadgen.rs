@@ -1,14 +1,16 @@
-//! `webrtc_loadgen`: see `remotemedia_webrtc::loadgen`.
+//! `webrtc_loadgen`: see `remotemedia_loadgen`.
 
 use clap::Parser;
-use remotemedia_webrtc::loadgen::{churn, run, Options, Report, Target};
+use remotemedia_loadgen::{churn, run, Options, Report, Target};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
-                tracing_subscriber::EnvFilter::new("error,remotemedia_webrtc=warn")
+                tracing_subscriber::EnvFilter::new(
+                    "error,remotemedia_webrtc=warn,remotemedia_loadgen=warn",
+                )
             }),
         )
         .with_writer(std::io::stderr)
