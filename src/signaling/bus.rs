@@ -39,12 +39,6 @@ impl Mailbox {
         }
     }
 
-    /// A mailbox that is already closed (what a detached stream is left holding).
-    pub(crate) fn closed() -> Self {
-        let (_, receiver) = mpsc::channel(1);
-        Self::new(u64::MAX, receiver, None)
-    }
-
     /// The next notification, or `None` once the mailbox is closed.
     pub async fn recv(&mut self) -> Option<SignalingNotification> {
         let delivery = self.receiver.recv().await?;

@@ -12,6 +12,7 @@ use tracing::Instrument;
 use super::auth::{AuthError, Identity, TokenVerifier};
 use super::bus::{BusError, Mailbox, NotificationBus};
 use super::error::{Payload, SignalingError};
+use super::lifecycle::{transition, Event, Stage, Step};
 use super::peer_id::{validate_peer_id, SERVER_PEER_ID};
 use super::rate_limit::{RequestGate, RequestLimits};
 use super::registry::{PeerRecord, PeerRegistry, PendingOffer, RegistryError};
@@ -177,8 +178,8 @@ impl SignalingCore {
                 _ = tick.tick() => {}
             }
             for record in self.registry.sweep(self.limits.resume_grace).await {
-                tracing::info!(peer_id = record.peer_id, "resume grace ended");
-                end_registration(Arc::clone(&self), record.peer_id, None).await;
+                self.advance(&record.peer_id, Stage::Detached, Event::GraceExpired, None)
+                    .await;
             }
         }
     }
@@ -186,11 +187,8 @@ impl SignalingCore {
     /// Registers a new peer for a stream: it takes a detached one back when the announce
     /// carries its resume token ([`Self::resume`]), or over when it may ([`Self::take_over`]).
     ///
-    /// A peer's lifecycle: announced (registered, resumed or taken over) → connected → on a
-    /// clean end [`ConnectedPeer::leave`] (or its drop); on a broken stream
-    /// [`ConnectedPeer::detach`] → in its grace → resumed, taken over, or swept when the
-    /// grace ends ([`Self::expire_detached_peers`]). Leave and sweep end the registration
-    /// (`end_registration`); a takeover ends the old one the same way but keeps the id.
+    /// What happens to the registration afterwards is the state machine of
+    /// [`super::lifecycle`]; [`Self::advance`] carries its steps out.
     ///
     /// # Errors
     /// `InvalidPeerId`, `PeerIdReserved`, `PeerIdTaken` or `TooManyPeers`.
@@ -299,7 +297,8 @@ impl SignalingCore {
                     .resume(peer_id, record.cursor.clone())
                     .await
                     .map_err(|err| SignalingError::StateUnavailable(err.to_string()))?;
-                tracing::info!(peer_id, "peer resumed");
+                self.advance(peer_id, Stage::Detached, Event::Resumed, None)
+                    .await;
                 connection_id.clone_into(&mut record.connection_id);
                 Ok(Some((record, mailbox)))
             }
@@ -324,17 +323,8 @@ impl SignalingCore {
         if self.registry.take_over(record.clone()).await?.is_none() {
             return Ok(None);
         }
-        tracing::info!(peer_id, "detached peer taken over by a new stream");
-        self.host.close_session(peer_id).await;
         // Before the new mailbox opens: what was kept for the old stream is not the new one's.
-        self.bus.discard(peer_id).await;
-        self.bus
-            .broadcast(
-                peer_id,
-                notify(Notification::PeerLeft(pb::PeerLeftNotification {
-                    peer_id: peer_id.to_owned(),
-                })),
-            )
+        self.advance(peer_id, Stage::Detached, Event::TakenOver, None)
             .await;
         match self.bus.subscribe(peer_id).await {
             Ok(mailbox) => Ok(Some(mailbox)),
@@ -346,6 +336,68 @@ impl SignalingCore {
                     _ => SignalingError::PeerIdTaken(peer_id.to_owned()),
                 })
             }
+        }
+    }
+
+    /// Moves `peer_id`'s registration from `from` on `event` ([`super::lifecycle`]): carries
+    /// out the transition's steps in order, with `hold` the stream's mailbox where a step
+    /// closes or keeps it, and returns the stage reached. A detach the registry cannot keep
+    /// (it lost the registration) goes on to end the peer.
+    async fn advance(
+        &self,
+        peer_id: &str,
+        from: Stage,
+        event: Event,
+        mut hold: Option<Hold>,
+    ) -> Stage {
+        let (mut stage, mut event) = (from, event);
+        loop {
+            let next = match transition(stage, event) {
+                Ok(next) => next,
+                Err(illegal) => {
+                    tracing::error!(peer_id, %illegal, "peer lifecycle");
+                    return stage;
+                }
+            };
+            let mut lost = false;
+            for step in next.steps {
+                match step {
+                    Step::CloseSession => {
+                        self.host.close_session(peer_id).await;
+                    }
+                    Step::CloseMailbox => {
+                        if let Some(hold) = hold.take() {
+                            self.bus.unsubscribe(peer_id, hold.mailbox.id).await;
+                        }
+                    }
+                    Step::KeepMailbox => {
+                        if let Some(hold) = hold.take() {
+                            let cursor = self.bus.detach(peer_id, hold.mailbox).await;
+                            let grace = self.limits.resume_grace;
+                            lost = !self
+                                .registry
+                                .detach(peer_id, &hold.connection_id, cursor, grace)
+                                .await;
+                        }
+                    }
+                    Step::DiscardKept => self.bus.discard(peer_id).await,
+                    Step::Unregister => self.registry.unregister(peer_id).await,
+                    Step::AnnounceLeft => {
+                        let left = pb::PeerLeftNotification {
+                            peer_id: peer_id.to_owned(),
+                        };
+                        self.bus
+                            .broadcast(peer_id, notify(Notification::PeerLeft(left)))
+                            .await;
+                    }
+                }
+            }
+            log_transition(peer_id, event, next.next, self.limits.resume_grace);
+            stage = next.next;
+            if !lost {
+                return stage;
+            }
+            event = Event::RegistrationLost;
         }
     }
 
@@ -439,15 +491,22 @@ pub struct ConnectedPeer {
     manifest: Option<String>,
     /// Given in the announce ack; presented to resume after the stream breaks.
     resume_token: String,
-    /// This stream's hold on the peer.
-    connection_id: String,
-    mailbox: Mailbox,
+    /// This stream's hold on the peer: its connection id and mailbox (`None` once handed
+    /// to the lifecycle's steps).
+    hold: Option<Hold>,
     /// Candidates for a server session that does not exist yet, applied after the offer.
     early_candidates: Vec<IceCandidate>,
     /// Candidates sent for the current (or next) server session, buffered ones included.
     server_candidates: usize,
     _slot: PeerSlot,
-    left: bool,
+    /// Connected until the stream leaves or detaches; a drop while connected is a leave.
+    stage: Stage,
+}
+
+/// What a stream holds of its peer, handed to the lifecycle step that closes or keeps it.
+struct Hold {
+    connection_id: String,
+    mailbox: Mailbox,
 }
 
 impl ConnectedPeer {
@@ -463,12 +522,14 @@ impl ConnectedPeer {
             peer_id: record.peer_id.clone(),
             manifest: record.metadata.get(MANIFEST_METADATA_KEY).cloned(),
             resume_token: record.resume_token.clone(),
-            connection_id: record.connection_id.clone(),
-            mailbox,
+            hold: Some(Hold {
+                connection_id: record.connection_id.clone(),
+                mailbox,
+            }),
             early_candidates: Vec::new(),
             server_candidates: 0,
             _slot: slot,
-            left: false,
+            stage: Stage::Connected,
         }
     }
 
@@ -510,12 +571,14 @@ impl ConnectedPeer {
 
     /// The next notification for this peer; `None` when it was cut off for reading too slowly.
     pub async fn next_notification(&mut self) -> Option<SignalingNotification> {
-        self.mailbox.recv().await
+        self.hold.as_mut()?.mailbox.recv().await
     }
 
     /// Whether the bus cut this peer off for reading too slowly (its mailbox overflowed).
     pub fn is_cut_off(&self) -> bool {
-        self.mailbox.is_cut_off()
+        self.hold
+            .as_ref()
+            .is_some_and(|hold| hold.mailbox.is_cut_off())
     }
 
     /// An SDP offer to the server (creates a session) or to another peer (forwarded).
@@ -715,75 +778,67 @@ impl ConnectedPeer {
 
     /// Ends the registration: closes the server session, clears offers, tells the others.
     pub async fn leave(mut self) {
-        self.left = true;
-        end_registration(
-            Arc::clone(&self.core),
-            self.peer_id.clone(),
-            Some(self.mailbox.id),
-        )
-        .await;
+        self.stage = self
+            .core
+            .advance(
+                &self.peer_id,
+                self.stage,
+                Event::StreamEnded,
+                self.hold.take(),
+            )
+            .await;
     }
 
     /// The stream broke: the peer stays registered for the resume grace, its server session
-    /// runs on and its notifications are kept; nobody is told it left (yet).
+    /// runs on and its notifications are kept; nobody is told it left (yet). Without a grace
+    /// this is a leave.
     pub async fn detach(mut self) {
-        let grace = self.core.limits.resume_grace;
-        if grace.is_zero() {
-            return self.leave().await;
-        }
-        self.left = true;
-        let mailbox = std::mem::replace(&mut self.mailbox, Mailbox::closed());
-        let cursor = self.core.bus.detach(&self.peer_id, mailbox).await;
-        let kept = self
-            .core
-            .registry
-            .detach(&self.peer_id, &self.connection_id, cursor, grace)
-            .await;
-        if kept {
-            tracing::info!(
-                peer_id = self.peer_id,
-                ?grace,
-                "stream broke: peer kept for a resume"
-            );
+        let event = if self.core.limits.resume_grace.is_zero() {
+            Event::StreamEnded
         } else {
-            // Gone from the registry (e.g. Redis lost it): nothing to resume, end it all.
-            end_registration(Arc::clone(&self.core), self.peer_id.clone(), None).await;
-        }
+            Event::StreamBroke
+        };
+        self.stage = self
+            .core
+            .advance(&self.peer_id, self.stage, event, self.hold.take())
+            .await;
     }
 }
 
 impl Drop for ConnectedPeer {
+    /// A stream's owner that neither left nor detached (a task cancelled mid-call): a leave,
+    /// from a spawned task.
     fn drop(&mut self) {
-        if self.left {
+        if self.stage != Stage::Connected {
             return;
         }
         let core = Arc::clone(&self.core);
         let peer_id = std::mem::take(&mut self.peer_id);
-        let mailbox_id = self.mailbox.id;
+        let hold = self.hold.take();
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-            runtime.spawn(end_registration(core, peer_id, Some(mailbox_id)));
+            runtime.spawn(async move {
+                core.advance(&peer_id, Stage::Connected, Event::StreamEnded, hold)
+                    .await;
+            });
         }
     }
 }
 
-/// A peer leaves for good: its server session closes, its kept notifications and offers go,
-/// and the others get `PeerLeft`.
-async fn end_registration(core: Arc<SignalingCore>, peer_id: String, mailbox_id: Option<u64>) {
-    core.host.close_session(&peer_id).await;
-    if let Some(mailbox_id) = mailbox_id {
-        core.bus.unsubscribe(&peer_id, mailbox_id).await;
+/// One line per lifecycle move: what happened to the peer and where it now is.
+fn log_transition(peer_id: &str, event: Event, next: Stage, grace: Duration) {
+    let what = match event {
+        Event::StreamEnded => "stream ended",
+        Event::StreamBroke => "stream broke: peer kept for a resume",
+        Event::RegistrationLost => "registry lost the detached peer",
+        Event::GraceExpired => "resume grace ended",
+        Event::Resumed => "peer resumed",
+        Event::TakenOver => "detached peer taken over by a new stream",
+    };
+    match next {
+        Stage::Ended => tracing::info!(peer_id, "{what}: peer left"),
+        Stage::Detached => tracing::info!(peer_id, ?grace, "{what}"),
+        Stage::Connected => tracing::info!(peer_id, "{what}"),
     }
-    core.bus.discard(&peer_id).await;
-    core.registry.unregister(&peer_id).await;
-    core.bus
-        .broadcast(
-            &peer_id,
-            notify(Notification::PeerLeft(pb::PeerLeftNotification {
-                peer_id: peer_id.clone(),
-            })),
-        )
-        .await;
-    tracing::info!(peer_id, "peer left");
 }
 
 /// A counted place under `--max-peers`, released on drop.

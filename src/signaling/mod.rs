@@ -9,6 +9,7 @@ mod bus;
 mod core;
 mod error;
 mod grpc;
+mod lifecycle;
 mod peer_id;
 mod rate_limit;
 mod registry;
