@@ -11,6 +11,7 @@ mod error;
 mod janus;
 mod plot;
 mod procstat;
+mod row;
 mod run;
 mod stats;
 mod sweep;
@@ -23,9 +24,10 @@ pub use churn::{churn, ChurnReport};
 pub use error::LoadgenError;
 pub use janus::JanusApi;
 pub use procstat::{pinned_core, rss_mb, CoreSample, CpuSample};
+pub use row::SweepRow;
 pub use run::{run, Latency, PeerPackets, Report, MAX_LOADGEN_CPU_PCT};
 pub use stats::Percentiles;
-pub use sweep::{sweep, SweepOptions, SweepRow};
+pub use sweep::{sweep, SweepOptions};
 
 /// The signaling the peers speak.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]

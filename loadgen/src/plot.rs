@@ -4,7 +4,7 @@ use std::path::Path;
 
 use plotters::prelude::*;
 
-use super::sweep::SweepRow;
+use super::row::SweepRow;
 
 /// A system TrueType font for the labels (plotters draws text with ab_glyph).
 const FONTS: [&str; 2] = [

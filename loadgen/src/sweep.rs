@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use super::procstat::rss_mb;
+use super::row::SweepRow;
 use super::Protocol;
 
 /// `webrtc_capacity`'s flags.
@@ -80,32 +81,12 @@ pub struct SweepOptions {
     pub note: String,
 }
 
-/// One step of the sweep.
-#[derive(Debug, Clone, Default)]
-pub struct SweepRow {
-    pub peers: usize,
-    pub connected: usize,
-    pub server_cpu_pct: f64,
-    pub rss_mb: f64,
-    /// (RSS - the idle server's RSS) / peers.
-    pub mb_per_peer: f64,
-    pub loss_pct: f64,
-    pub latency_p50_ms: f64,
-    pub latency_p99_ms: f64,
-    pub answer_p50_ms: f64,
-    pub connected_p50_ms: f64,
-    pub loadgen_cpu_pct: f64,
-    pub valid: bool,
-}
-
-impl SweepRow {
-    /// Within the loss and latency limits with every peer connected. An invalid step (the
-    /// loadgen's core was busy) does not stop the sweep; the table marks it.
-    fn within(&self, options: &SweepOptions) -> bool {
-        self.loss_pct <= options.loss_limit
-            && self.latency_p99_ms <= options.latency_limit_ms
-            && self.connected == self.peers
-    }
+/// Within the loss and latency limits with every peer connected. An invalid step (the
+/// loadgen's core was busy) does not stop the sweep; the table marks it.
+fn within(row: &SweepRow, options: &SweepOptions) -> bool {
+    row.loss_pct <= options.loss_limit
+        && row.latency_p99_ms <= options.latency_limit_ms
+        && row.connected == row.peers
 }
 
 /// Runs the sweep; returns its rows (also printed and written under `--out-dir`).
@@ -155,7 +136,7 @@ pub fn sweep(options: &SweepOptions) -> std::io::Result<Vec<SweepRow>> {
             row.loadgen_cpu_pct,
             if row.valid { "" } else { " INVALID (loadgen core > 85 % busy)" }
         );
-        let within = row.within(options);
+        let within = within(&row, options);
         rows.push(row);
         if !within {
             break;
@@ -181,7 +162,7 @@ pub fn sweep(options: &SweepOptions) -> std::io::Result<Vec<SweepRow>> {
 /// The most peers of a step within the limits.
 pub fn capacity(rows: &[SweepRow], options: &SweepOptions) -> usize {
     rows.iter()
-        .filter(|r| r.within(options))
+        .filter(|r| within(r, options))
         .map(|r| r.peers)
         .max()
         .unwrap_or(0)
