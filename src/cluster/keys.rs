@@ -99,11 +99,6 @@ impl Keys {
         format!("{}worker:{worker_id}", self.prefix)
     }
 
-    /// Pattern matching every worker heartbeat.
-    pub fn worker_pattern(&self) -> String {
-        format!("{}worker:*", self.prefix)
-    }
-
     /// Ids of every worker that has sent a heartbeat and not been reaped.
     pub fn known_workers(&self) -> String {
         format!("{}workers", self.prefix)

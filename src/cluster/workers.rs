@@ -1,7 +1,7 @@
 //! What the cluster knows about its media workers (DESIGN.md §5, §6): each worker's heartbeat
 //! record, and the placement table the controller publishes from them.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use redis::aio::ConnectionManager;
 use serde::{Deserialize, Serialize};
@@ -87,12 +87,9 @@ impl PlacementTable {
     }
 }
 
-/// Milliseconds since the Unix epoch (heartbeats compare wall clocks across processes).
-pub fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
+/// Milliseconds since the Unix epoch (heartbeats compare wall clocks across processes): the
+/// signaling registry's clock, under the name the cluster's callers use.
+pub use crate::signaling::unix_millis as now_ms;
 
 /// Writes the heartbeat unless the record belongs to another instance (one with a nonce that
 /// is neither ARGV[2], the writer's, nor ARGV[4], a dead predecessor being taken over).

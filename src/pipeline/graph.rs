@@ -169,11 +169,6 @@ impl PipelineSession {
         self.stats.snapshot()
     }
 
-    /// The live counters, for a metrics exporter that outlives this struct.
-    pub fn stats_handle(&self) -> Arc<PipelineStats> {
-        Arc::clone(&self.stats)
-    }
-
     /// The session's tasks (closed: `wait()` returns once all of them have ended).
     pub fn tasks(&self) -> TaskTracker {
         self.tasks.clone()
