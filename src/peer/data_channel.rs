@@ -141,44 +141,9 @@ pub(crate) fn decode(message: &[u8], is_string: bool) -> Option<Envelope> {
     }
 }
 
-/// The answer with `a=max-message-size` in its data section (webrtc-rs writes none, which
-/// tells a client 64 KiB, RFC 8841 §6.1), so conforming clients never send a larger message.
-pub(crate) fn advertise_max_message_size(answer: &str, limit: usize) -> String {
-    let mut out = String::with_capacity(answer.len() + 32);
-    let mut in_application = false;
-    for line in answer.split_inclusive('\n') {
-        let bare = line.trim_end();
-        if bare.starts_with("m=") {
-            in_application = bare.starts_with("m=application");
-        }
-        if in_application && bare.starts_with("a=max-message-size:") {
-            continue;
-        }
-        out.push_str(line);
-        if in_application && bare.starts_with("a=sctp-port:") {
-            out.push_str(&format!("a=max-message-size:{limit}\r\n"));
-        }
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn the_data_section_advertises_the_limit_once() {
-        let answer = "v=0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=mid:0\r\n\
-                      m=application 9 UDP/DTLS/SCTP webrtc-datachannel\r\na=mid:1\r\n\
-                      a=sctp-port:5000\r\na=max-message-size:65536\r\n";
-        let out = advertise_max_message_size(answer, 262_144);
-        assert_eq!(out.matches("a=max-message-size:").count(), 1, "{out}");
-        assert!(out.contains("a=sctp-port:5000\r\na=max-message-size:262144\r\n"));
-        assert!(out.starts_with("v=0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=mid:0\r\n"));
-        // No data section: nothing to advertise.
-        let audio_only = "v=0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\n";
-        assert_eq!(advertise_max_message_size(audio_only, 10), audio_only);
-    }
 
     #[test]
     fn text_and_databuffers_decode_and_garbage_is_dropped() {

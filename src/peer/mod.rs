@@ -10,6 +10,7 @@ mod error;
 mod forward;
 mod nack;
 mod quality;
+mod sdp;
 mod send_buffer;
 mod server_peer;
 mod session_manager;

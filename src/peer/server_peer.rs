@@ -21,12 +21,12 @@ use webrtc::track::track_local::track_local_static_sample::TrackLocalStaticSampl
 use webrtc::track::track_local::TrackLocal;
 
 use super::activity::Activity;
-use super::advertise::{with_candidates, without_ice_lite};
 use super::audio::{receive_audio, send_pipeline_output, InboundAudio};
-use super::data_channel::{advertise_max_message_size, read_when_open, DataInput};
+use super::data_channel::{read_when_open, DataInput};
 use super::error::PeerError;
 use super::forward::{drain, forward_rtp};
 use super::quality::MediaCounters;
+use super::sdp::Sdp;
 use super::session_trace::SessionTrace;
 use super::stack::{opus_capability, WebRtcStack};
 use super::udp_filter::UfragRegistration;
@@ -227,7 +227,12 @@ impl ServerPeer {
         }));
 
         // Local candidates: held for the answer until it is made, trickled after that.
-        let mid = first_mid(offer_sdp);
+        // Under BUNDLE every candidate belongs to the first section (an offer that does not
+        // parse fails at set_remote_description below).
+        let mid = Sdp::parse(offer_sdp)
+            .ok()
+            .and_then(|sdp| sdp.first_mid().map(str::to_owned))
+            .unwrap_or_default();
         let port_map = stack.port_map();
         let held = Arc::new(Mutex::new(Some(Vec::new())));
         let (gathered_tx, mut gathered_rx) = watch::channel(false);
@@ -374,13 +379,13 @@ impl ServerPeer {
                 .map_err(|e| PeerError::step("creating the answer", e))?;
             // Before the client can know the ufrag: its first check must find it admitted.
             let ufrag = stack.admit_ufrag(&answer.sdp)?;
-            let answer_sdp = match stack.port_map() {
-                Some(map) => map.sdp(&answer.sdp),
-                None => answer.sdp.clone(),
-            };
-            let answer_sdp =
-                advertise_max_message_size(&answer_sdp, settings.max_datachannel_message_bytes);
-            let answer_sdp = without_ice_lite(&answer_sdp);
+            let mut answer_sdp = Sdp::parse(&answer.sdp)
+                .map_err(|e| PeerError::Setup(format!("our own answer: {e}")))?;
+            if let Some(map) = stack.port_map() {
+                answer_sdp.map_candidates(|c| map.candidate(c));
+            }
+            answer_sdp.advertise_max_message_size(settings.max_datachannel_message_bytes);
+            answer_sdp.remove_ice_lite();
             trace.answering();
             pc.set_local_description(answer)
                 .await
@@ -403,8 +408,8 @@ impl ServerPeer {
                     "gathering did not complete in time: the rest of the candidates trickle"
                 );
             }
-            let answer_sdp = with_candidates(&answer_sdp, &lines, complete);
-            Ok::<_, PeerError>((answer_sdp, ufrag, held_candidates))
+            answer_sdp.add_candidates(&lines, complete);
+            Ok::<_, PeerError>((answer_sdp.to_text(), ufrag, held_candidates))
         }
         .instrument(info_span!("sdp.answer"))
         .await?;
@@ -445,12 +450,4 @@ impl ServerPeer {
 pub(crate) fn encode_data_message(envelope: Envelope) -> Bytes {
     use prost::Message;
     Bytes::from(envelope.into_data_buffer().encode_to_vec())
-}
-
-/// The first `a=mid:` of an SDP: every candidate belongs to it under BUNDLE.
-fn first_mid(sdp: &str) -> String {
-    sdp.lines()
-        .find_map(|line| line.trim_end().strip_prefix("a=mid:"))
-        .unwrap_or_default()
-        .to_owned()
 }

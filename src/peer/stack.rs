@@ -23,7 +23,8 @@ use webrtc::rtp_transceiver::rtp_codec::{
 use super::advertise::PortMap;
 use super::error::PeerError;
 use super::nack::NackResponderBuilder;
-use super::udp_filter::{local_ufrag, FilteredSocket, RateLimit, UdpFilter, UfragRegistration};
+use super::sdp::Sdp;
+use super::udp_filter::{FilteredSocket, RateLimit, UdpFilter, UfragRegistration};
 use super::video::{rtx_codecs, video_codecs};
 use crate::config::{non_empty, MediaOptions};
 
@@ -194,7 +195,9 @@ impl WebRtcStack {
         let Some(filter) = &self.udp_filter else {
             return Ok(None);
         };
-        let ufrag = local_ufrag(local_sdp)
+        let sdp = Sdp::parse(local_sdp).map_err(|e| PeerError::Setup(e.to_string()))?;
+        let ufrag = sdp
+            .ice_ufrag()
             .ok_or_else(|| PeerError::Setup("the answer has no a=ice-ufrag".into()))?;
         Ok(Some(filter.register(ufrag)))
     }

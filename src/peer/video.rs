@@ -4,8 +4,6 @@
 
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
-use webrtc::track::track_remote::TrackRemote;
-
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use webrtc::api::media_engine::{MIME_TYPE_H264, MIME_TYPE_VP8};
@@ -17,6 +15,9 @@ use webrtc::rtp_transceiver::rtp_codec::{
 };
 use webrtc::rtp_transceiver::rtp_sender::RTCRtpSender;
 use webrtc::rtp_transceiver::RTCPFeedback;
+use webrtc::track::track_remote::TrackRemote;
+
+use super::sdp::Sdp;
 
 /// At most one keyframe request per source this often (a burst of receivers asking must not
 /// make the sender emit a keyframe each time).
@@ -95,26 +96,10 @@ pub(crate) fn rtx_codecs() -> Vec<RTCRtpCodecParameters> {
 /// The codec to send video back with: the first of ours (VP8, then H.264) that the offer
 /// has in an active video section; `None` when the offer has no video.
 pub(crate) fn offered_video_codec(offer_sdp: &str) -> Option<RTCRtpCodecCapability> {
-    let mut in_active_video = false;
-    let mut offered = Vec::new();
-    for line in offer_sdp.lines().map(str::trim_end) {
-        if let Some(media) = line.strip_prefix("m=") {
-            let mut fields = media.split_whitespace();
-            in_active_video = fields.next() == Some("video") && fields.next() != Some("0");
-        } else if in_active_video {
-            if let Some(rtpmap) = line.strip_prefix("a=rtpmap:") {
-                if let Some(codec) = rtpmap.split_whitespace().nth(1) {
-                    offered.push(
-                        codec
-                            .split('/')
-                            .next()
-                            .unwrap_or_default()
-                            .to_ascii_uppercase(),
-                    );
-                }
-            }
-        }
-    }
+    // An offer that does not parse fails at set_remote_description; here it has no video.
+    let offered = Sdp::parse(offer_sdp)
+        .map(|sdp| sdp.active_video_codecs())
+        .unwrap_or_default();
     video_codecs().into_iter().map(|c| c.capability).find(|c| {
         let name = c
             .mime_type
@@ -180,15 +165,15 @@ mod tests {
 
     #[test]
     fn picks_vp8_then_h264_from_an_active_video_section() {
-        let both = "v=0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=rtpmap:111 opus/48000/2\r\nm=video 9 UDP/TLS/RTP/SAVPF 102 96\r\na=rtpmap:102 H264/90000\r\na=rtpmap:96 VP8/90000\r\n";
+        let both = "v=0\r\no=- 1 2 IN IP4 0.0.0.0\r\ns=-\r\nt=0 0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=rtpmap:111 opus/48000/2\r\nm=video 9 UDP/TLS/RTP/SAVPF 102 96\r\na=rtpmap:102 H264/90000\r\na=rtpmap:96 VP8/90000\r\n";
         assert_eq!(offered_video_codec(both).unwrap().mime_type, MIME_TYPE_VP8);
-        let h264 = "v=0\r\nm=video 9 UDP/TLS/RTP/SAVPF 102\r\na=rtpmap:102 h264/90000\r\n";
+        let h264 = "v=0\r\no=- 1 2 IN IP4 0.0.0.0\r\ns=-\r\nt=0 0\r\nm=video 9 UDP/TLS/RTP/SAVPF 102\r\na=rtpmap:102 h264/90000\r\n";
         assert_eq!(offered_video_codec(h264).unwrap().mime_type, MIME_TYPE_H264);
-        let rejected = "v=0\r\nm=video 0 UDP/TLS/RTP/SAVPF 96\r\na=rtpmap:96 VP8/90000\r\n";
+        let rejected = "v=0\r\no=- 1 2 IN IP4 0.0.0.0\r\ns=-\r\nt=0 0\r\nm=video 0 UDP/TLS/RTP/SAVPF 96\r\na=rtpmap:96 VP8/90000\r\n";
         assert!(offered_video_codec(rejected).is_none());
-        let audio_only = "v=0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 96\r\na=rtpmap:96 VP8/90000\r\n";
+        let audio_only = "v=0\r\no=- 1 2 IN IP4 0.0.0.0\r\ns=-\r\nt=0 0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 96\r\na=rtpmap:96 VP8/90000\r\n";
         assert!(offered_video_codec(audio_only).is_none());
-        let vp9 = "v=0\r\nm=video 9 UDP/TLS/RTP/SAVPF 98\r\na=rtpmap:98 VP9/90000\r\n";
+        let vp9 = "v=0\r\no=- 1 2 IN IP4 0.0.0.0\r\ns=-\r\nt=0 0\r\nm=video 9 UDP/TLS/RTP/SAVPF 98\r\na=rtpmap:98 VP9/90000\r\n";
         assert!(offered_video_codec(vp9).is_none());
     }
 }

@@ -224,13 +224,6 @@ impl Drop for UfragRegistration {
     }
 }
 
-/// The local ufrag of an SDP (`a=ice-ufrag:`; one for every section under BUNDLE).
-pub(crate) fn local_ufrag(sdp: &str) -> Option<&str> {
-    sdp.lines()
-        .find_map(|line| line.trim_end().strip_prefix("a=ice-ufrag:"))
-        .filter(|ufrag| !ufrag.is_empty())
-}
-
 #[cfg(test)]
 mod tests {
     use std::time::Duration;
@@ -434,13 +427,5 @@ mod tests {
             filter.check(now, addr("192.0.2.1:5000"), b"\x80 rtp"),
             Verdict::Drop(DropReason::NotStun)
         );
-    }
-
-    #[test]
-    fn the_answer_sdp_names_the_local_ufrag() {
-        let sdp = "v=0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=ice-ufrag:AbCd\r\na=ice-pwd:x\r\n";
-        assert_eq!(local_ufrag(sdp), Some("AbCd"));
-        assert_eq!(local_ufrag("v=0\r\na=ice-ufrag:\r\n"), None);
-        assert_eq!(local_ufrag("v=0\r\n"), None);
     }
 }

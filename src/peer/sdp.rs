@@ -1,0 +1,268 @@
+//! SDP, read and edited in one place, through the `sdp` crate webrtc-rs itself parses and
+//! writes with: what the answer advertises (candidates, `a=max-message-size`, no
+//! `a=ice-lite`, `--public-port`) and what is read from an offer or an answer (its first mid,
+//! its ufrag, the video codecs it offers). Rooms will rewrite m-lines and msids here too.
+
+use std::io::Cursor;
+
+use webrtc::sdp::description::common::Attribute;
+use webrtc::sdp::description::media::MediaDescription;
+use webrtc::sdp::SessionDescription;
+
+/// A session description that did not parse.
+#[derive(Debug, thiserror::Error)]
+#[error("unparsable SDP: {0}")]
+pub struct SdpError(String);
+
+/// A parsed session description.
+#[derive(Debug, Clone)]
+pub struct Sdp(SessionDescription);
+
+const CANDIDATE: &str = "candidate";
+const END_OF_CANDIDATES: &str = "end-of-candidates";
+const MAX_MESSAGE_SIZE: &str = "max-message-size";
+const SCTP_PORT: &str = "sctp-port";
+
+impl Sdp {
+    /// # Errors
+    /// [`SdpError`] when `text` is not a session description.
+    pub fn parse(text: &str) -> Result<Self, SdpError> {
+        SessionDescription::unmarshal(&mut Cursor::new(text.as_bytes()))
+            .map(Self)
+            .map_err(|e| SdpError(e.to_string()))
+    }
+
+    /// The description as text (CRLF line ends).
+    pub fn to_text(&self) -> String {
+        self.0.marshal()
+    }
+
+    /// The first media section's `a=mid`: under BUNDLE every candidate belongs to it.
+    pub fn first_mid(&self) -> Option<&str> {
+        self.0
+            .media_descriptions
+            .first()?
+            .attribute("mid")
+            .flatten()
+    }
+
+    /// The local ICE ufrag (session level, or the first section that has one: under BUNDLE
+    /// every section repeats it).
+    pub fn ice_ufrag(&self) -> Option<&str> {
+        let session = self.0.attribute("ice-ufrag").map(String::as_str);
+        session
+            .into_iter()
+            .chain(
+                self.0
+                    .media_descriptions
+                    .iter()
+                    .filter_map(|m| m.attribute("ice-ufrag").flatten()),
+            )
+            .find(|ufrag| !ufrag.is_empty())
+    }
+
+    /// The codec names (upper case, e.g. `VP8`) of the video sections that are not rejected
+    /// (port 0), in the order offered.
+    pub fn active_video_codecs(&self) -> Vec<String> {
+        self.0
+            .media_descriptions
+            .iter()
+            .filter(|m| m.media_name.media == "video" && m.media_name.port.value != 0)
+            .flat_map(|m| attribute_values(m, "rtpmap"))
+            .filter_map(|rtpmap| {
+                let codec = rtpmap.split_whitespace().nth(1)?;
+                Some(codec.split('/').next()?.to_ascii_uppercase())
+            })
+            .collect()
+    }
+
+    /// `a=max-message-size:<limit>` in every data section, once, after its `a=sctp-port`
+    /// (webrtc-rs writes none, which tells a client 64 KiB, RFC 8841 §6.1).
+    pub fn advertise_max_message_size(&mut self, limit: usize) {
+        for media in &mut self.0.media_descriptions {
+            if media.media_name.media != "application" {
+                continue;
+            }
+            media.attributes.retain(|a| a.key != MAX_MESSAGE_SIZE);
+            let at = media
+                .attributes
+                .iter()
+                .position(|a| a.key == SCTP_PORT)
+                .map_or(media.attributes.len(), |i| i + 1);
+            let size = Attribute::new(MAX_MESSAGE_SIZE.into(), Some(limit.to_string()));
+            media.attributes.insert(at, size);
+        }
+    }
+
+    /// Every `a=candidate` rewritten by `map` (given and returning the value after `a=`).
+    pub fn map_candidates(&mut self, map: impl Fn(&str) -> String) {
+        let sections = self.0.media_descriptions.iter_mut();
+        for attribute in sections.flat_map(|m| m.attributes.iter_mut()) {
+            if attribute.key == CANDIDATE {
+                if let Some(value) = &attribute.value {
+                    let line = map(&format!("{CANDIDATE}:{value}"));
+                    attribute.value = line
+                        .strip_prefix("candidate:")
+                        .map(str::to_owned)
+                        .or(Some(line));
+                }
+            }
+        }
+    }
+
+    /// `candidates` (`candidate:...`, as trickled) added to the first media section (under
+    /// BUNDLE every section shares its transport, as JSEP allows), then
+    /// `a=end-of-candidates` when gathering is `complete`. Component 1 only (the server's
+    /// answer always has rtcp-mux); a candidate the section already has is not repeated.
+    pub fn add_candidates(&mut self, candidates: &[&str], complete: bool) {
+        let Some(first) = self.0.media_descriptions.first_mut() else {
+            return;
+        };
+        for candidate in candidates {
+            let Some(value) = candidate.strip_prefix("candidate:") else {
+                continue;
+            };
+            let known = attribute_values(first, CANDIDATE).any(|v| v == value);
+            if value.split(' ').nth(1) == Some("1") && !known {
+                let attribute = Attribute::new(CANDIDATE.into(), Some(value.to_owned()));
+                first.attributes.push(attribute);
+            }
+        }
+        if complete && !first.has_attribute(END_OF_CANDIDATES) {
+            let end = Attribute::new(END_OF_CANDIDATES.into(), None);
+            first.attributes.push(end);
+        }
+    }
+
+    /// No `a=ice-lite`. The server's agent stays ICE-lite (it answers checks and sends only
+    /// the triggered checks webrtc-rs's lite agent sends), but a client that knows its peer is
+    /// lite nominates late: Chromium (semi-aggressive nomination) only on the ping after its
+    /// pair became writable, about 50 ms later, aioice with a second check; webrtc-rs starts
+    /// DTLS only at nomination. Told nothing, both nominate on their first check. The client
+    /// stays controlling either way: it is the offerer.
+    pub fn remove_ice_lite(&mut self) {
+        self.0.attributes.retain(|a| a.key != "ice-lite");
+    }
+}
+
+/// The values of a section's attributes named `key`.
+fn attribute_values<'a>(
+    media: &'a MediaDescription,
+    key: &'a str,
+) -> impl Iterator<Item = &'a str> {
+    media
+        .attributes
+        .iter()
+        .filter(move |a| a.key == key)
+        .filter_map(|a| a.value.as_deref())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const HEAD: &str = "v=0\r\no=- 1 2 IN IP4 0.0.0.0\r\ns=-\r\nt=0 0\r\n";
+    const HOST: &str = "candidate:1 1 udp 2130706431 10.0.0.1 50000 typ host";
+
+    fn sdp(body: &str) -> Sdp {
+        Sdp::parse(&format!("{HEAD}{body}")).unwrap_or_else(|e| panic!("{e}: {body}"))
+    }
+
+    fn audio_and_data() -> Sdp {
+        sdp("a=ice-lite\r\na=group:BUNDLE 0 1\r\n\
+             m=audio 9 UDP/TLS/RTP/SAVPF 111\r\nc=IN IP4 0.0.0.0\r\na=mid:0\r\n\
+             a=ice-ufrag:AbCd\r\na=ice-pwd:x\r\na=rtpmap:111 opus/48000/2\r\n\
+             m=application 9 UDP/DTLS/SCTP webrtc-datachannel\r\nc=IN IP4 0.0.0.0\r\n\
+             a=mid:1\r\na=ice-ufrag:AbCd\r\na=sctp-port:5000\r\na=max-message-size:65536\r\n")
+    }
+
+    #[test]
+    fn the_first_mid_and_the_ufrag_are_read() {
+        let sdp = audio_and_data();
+        assert_eq!(sdp.first_mid(), Some("0"));
+        assert_eq!(sdp.ice_ufrag(), Some("AbCd"));
+        let bare = Sdp::parse(HEAD).unwrap();
+        assert_eq!(bare.first_mid(), None);
+        assert_eq!(bare.ice_ufrag(), None);
+        let empty = Sdp::parse(&format!("{HEAD}m=audio 9 RTP/AVP 0\r\na=ice-ufrag:\r\n")).unwrap();
+        assert_eq!(empty.ice_ufrag(), None);
+    }
+
+    #[test]
+    fn the_data_section_advertises_the_limit_once_after_its_sctp_port() {
+        let mut sdp = audio_and_data();
+        sdp.advertise_max_message_size(262_144);
+        let text = sdp.to_text();
+        assert_eq!(text.matches("a=max-message-size:").count(), 1, "{text}");
+        assert!(
+            text.contains("a=sctp-port:5000\r\na=max-message-size:262144\r\n"),
+            "{text}"
+        );
+        let mut audio_only = self::sdp("m=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=mid:0\r\n");
+        let before = audio_only.to_text();
+        audio_only.advertise_max_message_size(10);
+        assert_eq!(audio_only.to_text(), before);
+    }
+
+    #[test]
+    fn candidates_go_to_the_first_section_once_with_end_of_candidates() {
+        let mut sdp = audio_and_data();
+        let rtcp = "candidate:1 2 udp 2130706430 10.0.0.1 50001 typ host";
+        sdp.add_candidates(&[HOST, rtcp, HOST, "garbage"], true);
+        let text = sdp.to_text();
+        let (audio, data) = text.split_once("m=application").unwrap();
+        assert_eq!(audio.matches(&format!("a={HOST}\r\n")).count(), 1, "{text}");
+        assert!(audio.ends_with("a=end-of-candidates\r\n"), "{text}");
+        assert!(!text.contains("50001"), "component 2 is left out: {text}");
+        assert!(!data.contains("candidate"), "{text}");
+        // Incomplete gathering: no end-of-candidates; applied twice, nothing repeats.
+        let mut partial = audio_and_data();
+        partial.add_candidates(&[HOST], false);
+        partial.add_candidates(&[HOST], false);
+        let text = partial.to_text();
+        assert_eq!(text.matches("a=candidate:").count(), 1, "{text}");
+        assert!(!text.contains("end-of-candidates"), "{text}");
+    }
+
+    #[test]
+    fn candidates_are_rewritten_in_place() {
+        let mut sdp = audio_and_data();
+        sdp.add_candidates(&[HOST], true);
+        sdp.map_candidates(|c| c.replace(" 50000 ", " 31001 "));
+        let text = sdp.to_text();
+        assert!(
+            text.contains("a=candidate:1 1 udp 2130706431 10.0.0.1 31001 typ host\r\n"),
+            "{text}"
+        );
+        assert!(text.contains("a=end-of-candidates\r\n"), "{text}");
+    }
+
+    #[test]
+    fn ice_lite_is_left_out_and_the_rest_kept() {
+        let mut sdp = audio_and_data();
+        sdp.remove_ice_lite();
+        let text = sdp.to_text();
+        assert!(!text.contains("ice-lite"), "{text}");
+        assert!(text.contains("a=group:BUNDLE 0 1\r\n"), "{text}");
+    }
+
+    #[test]
+    fn video_codecs_of_active_sections_only() {
+        let both = sdp(
+            "m=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=rtpmap:111 opus/48000/2\r\n\
+                        m=video 9 UDP/TLS/RTP/SAVPF 102 96\r\na=rtpmap:102 H264/90000\r\n\
+                        a=rtpmap:96 vp8/90000\r\n",
+        );
+        assert_eq!(both.active_video_codecs(), ["H264", "VP8"]);
+        let rejected = sdp("m=video 0 UDP/TLS/RTP/SAVPF 96\r\na=rtpmap:96 VP8/90000\r\n");
+        assert!(rejected.active_video_codecs().is_empty());
+        let audio = sdp("m=audio 9 UDP/TLS/RTP/SAVPF 96\r\na=rtpmap:96 VP8/90000\r\n");
+        assert!(audio.active_video_codecs().is_empty());
+    }
+
+    #[test]
+    fn garbage_is_an_error_not_a_panic() {
+        assert!(Sdp::parse("not sdp").is_err());
+        assert!(Sdp::parse("").is_err());
+    }
+}
