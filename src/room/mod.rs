@@ -10,10 +10,12 @@
 //! - [`SpeakerDetector`]: the active speaker list from RFC 6464 audio levels.
 //! - [`Renegotiation`]: one participant's server offers, answers, glare and answer timers.
 //! - [`MLinePlan`]: one subscriber's forwarded m-lines, recycled, and its track map.
-//! - [`RtpRewriter`], [`Vp8Rewriter`], [`ExtensionMap`]: one forwarded stream's packets.
+//! - [`Consumer`] ([`RtpRewriter`], [`Vp8Rewriter`], [`ExtensionMap`]): one forwarded
+//!   stream's packets.
 //! - [`LayerSelector`]: one subscriber's simulcast layer.
 //! - [`ClientMessage`], [`ServerMessage`]: the room channel.
 
+mod consumer;
 mod error;
 mod extensions;
 mod layers;
@@ -28,6 +30,7 @@ mod speakers;
 mod track;
 pub mod vp8;
 
+pub use consumer::{Consumer, ConsumerConfig};
 pub use error::RoomError;
 pub use extensions::{extension_id, ExtensionMap, AUDIO_LEVEL_URI};
 pub use layers::{LayerInfo, LayerSelector, UP_HOLD, UP_MARGIN};
