@@ -8,6 +8,7 @@
 //! - [`Room`]: participants, published tracks ([`Producer`]s), subscriptions and who gets
 //!   what (last-N, pins, `off`), as [`RoomAction`]s.
 //! - [`SpeakerDetector`]: the active speaker list from RFC 6464 audio levels.
+//! - [`MuteDetector`]: publishers that stop or resume sending.
 //! - [`Renegotiation`]: one participant's server offers, answers, glare and answer timers.
 //! - [`MLinePlan`]: one subscriber's forwarded m-lines, recycled, and its track map.
 //! - [`Consumer`] ([`RtpRewriter`], [`Vp8Rewriter`], [`ExtensionMap`]): one forwarded
@@ -22,6 +23,7 @@ mod layers;
 mod limits;
 mod messages;
 mod mlines;
+mod mute;
 mod names;
 mod renegotiation;
 mod rewrite;
@@ -40,6 +42,7 @@ pub use messages::{
     MAX_CLIENT_MESSAGE_BYTES,
 };
 pub use mlines::{ForwardedTrack, LineState, MLine, MLinePlan, Placement};
+pub use mute::{MuteDetector, MUTE_AFTER};
 pub use names::{ParticipantId, RoomName, MAX_NAME_LEN};
 pub use renegotiation::{Renegotiation, RenegotiationOutput, ANSWER_TIMEOUT};
 pub use rewrite::{seq_before, RtpRewriter, Verdict};
