@@ -17,6 +17,7 @@ pub mod peer;
 pub mod pipeline;
 pub mod proto;
 pub mod public_address;
+pub mod room;
 pub mod server;
 pub mod signaling;
 pub mod telemetry;

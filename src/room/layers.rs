@@ -1,0 +1,156 @@
+//! Simulcast layer choice for one subscriber of one video track (LiveKit's *Forwarder*
+//! decision, as a plain function of state).
+//!
+//! The subscriber gets the highest layer that fits its `max_height` and that its path carries.
+//! The path estimate is loss-based, from its RTCP receiver reports (the loss controller of
+//! GCC, draft-ietf-rmcat-gcc §6: above 10 % loss the estimate drops by half the loss, below
+//! 2 % it grows), capped by the subscriber's REMB where it sends one. A delay-based estimate
+//! from transport-cc feedback is not made: forwarded packets carry no transport-cc of ours yet.
+//! Hysteresis: down at once (loss hurts now), up only after the higher layer has fitted with
+//! headroom for [`UP_HOLD`], so a noisy estimate does not flap between layers. The choice is
+//! only a request: the switch takes effect at the new layer's next keyframe
+//! ([`super::RtpRewriter::switch_to`]).
+
+use std::time::{Duration, Instant};
+
+/// How long a higher layer must fit before switching up.
+pub const UP_HOLD: Duration = Duration::from_secs(2);
+/// The headroom a higher layer needs: the estimate must exceed its bitrate by this factor.
+pub const UP_MARGIN: f64 = 1.2;
+/// A REMB older than this no longer caps the estimate.
+const REMB_MAX_AGE: Duration = Duration::from_secs(5);
+/// Bounds of the loss-based estimate.
+const MIN_BPS: f64 = 50_000.0;
+const MAX_BPS: f64 = 50_000_000.0;
+
+/// What the selector knows about one layer of the publisher's track, lowest first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LayerInfo {
+    /// From the layer's last keyframe header; `None` until one was seen.
+    pub height: Option<u32>,
+    /// The layer's measured incoming bitrate; `None` (or 0) until measured.
+    pub bitrate_bps: Option<u64>,
+}
+
+impl LayerInfo {
+    /// The measured bitrate, or a typical one for its height (or position) until measured.
+    fn bitrate(&self, index: usize) -> f64 {
+        if let Some(bps) = self.bitrate_bps.filter(|b| *b > 0) {
+            return bps as f64;
+        }
+        let typical = match self.height {
+            Some(h) if h <= 180 => 150_000,
+            Some(h) if h <= 360 => 500_000,
+            Some(h) if h <= 720 => 1_500_000,
+            Some(_) => 2_500_000,
+            None => [150_000, 500_000, 1_500_000]
+                .get(index)
+                .copied()
+                .unwrap_or(2_500_000),
+        };
+        f64::from(typical)
+    }
+}
+
+/// Chooses the layer one subscriber gets.
+#[derive(Debug)]
+pub struct LayerSelector {
+    /// The loss-based estimate of the subscriber's path, bits per second.
+    estimate_bps: f64,
+    remb: Option<(u64, Instant)>,
+    /// The layer last chosen.
+    current: Option<usize>,
+    /// Since when a higher layer than the current one has fitted with headroom.
+    up_since: Option<Instant>,
+}
+
+impl LayerSelector {
+    /// `initial_bps`: the estimate before any report (e.g. 1 Mbps).
+    pub fn new(initial_bps: u64) -> Self {
+        Self {
+            estimate_bps: (initial_bps as f64).clamp(MIN_BPS, MAX_BPS),
+            remb: None,
+            current: None,
+            up_since: None,
+        }
+    }
+
+    /// A receiver report block for this stream: `fraction_lost` in 1/256 (RFC 3550).
+    pub fn on_receiver_report(&mut self, fraction_lost: u8) {
+        let loss = f64::from(fraction_lost) / 256.0;
+        if loss > 0.10 {
+            self.estimate_bps *= 1.0 - 0.5 * loss;
+        } else if loss < 0.02 {
+            self.estimate_bps *= 1.08;
+        }
+        self.estimate_bps = self.estimate_bps.clamp(MIN_BPS, MAX_BPS);
+    }
+
+    /// The subscriber's REMB (its receive-side estimate for the whole connection).
+    pub fn on_remb(&mut self, bitrate_bps: u64, now: Instant) {
+        self.remb = Some((bitrate_bps, now));
+    }
+
+    /// What the path carries now, bits per second.
+    pub fn available_bps(&self, now: Instant) -> u64 {
+        let remb = self
+            .remb
+            .filter(|(_, at)| now.saturating_duration_since(*at) < REMB_MAX_AGE)
+            .map_or(f64::MAX, |(bps, _)| bps as f64);
+        self.estimate_bps.min(remb) as u64
+    }
+
+    /// The layer to forward now (an index into `layers`, lowest first); `None` without layers.
+    pub fn choose(
+        &mut self,
+        layers: &[LayerInfo],
+        max_height: Option<u32>,
+        now: Instant,
+    ) -> Option<usize> {
+        if layers.is_empty() {
+            self.current = None;
+            return None;
+        }
+        let available = self.available_bps(now) as f64;
+        // Layers of unknown height are trusted only without a height limit; the lowest layer
+        // is always a candidate, so a subscriber never loses the video altogether.
+        let fits_height = |i: usize, layer: &LayerInfo| {
+            i == 0 || max_height.is_none_or(|max| layer.height.is_some_and(|h| h <= max))
+        };
+        let best = |margin: f64| {
+            layers
+                .iter()
+                .enumerate()
+                .filter(|(i, l)| fits_height(*i, l))
+                .filter(|(i, l)| *i == 0 || l.bitrate(*i) * margin <= available)
+                .map(|(i, _)| i)
+                .max()
+                .unwrap_or(0)
+        };
+        let target = best(1.0);
+        let current = match self.current {
+            Some(current) if current < layers.len() => current,
+            _ => {
+                self.current = Some(target);
+                return self.current;
+            }
+        };
+        if target < current {
+            self.up_since = None;
+            self.current = Some(target);
+        } else if best(UP_MARGIN) > current {
+            let since = *self.up_since.get_or_insert(now);
+            if now.saturating_duration_since(since) >= UP_HOLD {
+                self.current = Some(best(UP_MARGIN));
+                self.up_since = None;
+            }
+        } else {
+            self.up_since = None;
+        }
+        self.current
+    }
+}
+
+#[cfg(test)]
+#[path = "layers_tests.rs"]
+mod tests;
