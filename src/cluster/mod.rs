@@ -24,7 +24,7 @@ pub use keys::Keys;
 pub use redis_bus::RedisBus;
 pub use redis_registry::RedisRegistry;
 pub use remote_host::RemoteSessionHost;
-pub use worker::{local_api_address, request_drain, Worker};
+pub use worker::{local_api_address, request_drain, request_undrain, Worker};
 pub use worker_auth::{AttachToken, RequireToken};
 pub use worker_service::{DrainState, WorkerService};
 pub use worker_tls::{worker_endpoint, WorkerTlsClient};
