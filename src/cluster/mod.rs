@@ -12,6 +12,7 @@ mod redis_bus;
 mod redis_client;
 mod redis_registry;
 mod remote_host;
+pub mod scale_down;
 mod worker;
 mod worker_auth;
 pub mod worker_id;
