@@ -393,8 +393,9 @@ pub struct ClusterOptions {
     #[arg(long, env = "REMOTEMEDIA_WORKER_ADDRESS")]
     pub worker_address: Option<String>,
 
-    /// `worker` and `frontend`: a shared token the worker API requires of every call
-    /// (`authorization: Bearer`), so only frontends create sessions. Unset: the API is open
+    /// `worker`, `frontend` and `controller --autoscale`: a shared token the worker API requires
+    /// of every call (`authorization: Bearer`), so only frontends create sessions (and only
+    /// the controller drains and undrains). Unset: the API is open
     /// (keep it on a private network).
     #[arg(long, env = "REMOTEMEDIA_WORKER_TOKEN", hide_env_values = true, value_parser = parse_secret, conflicts_with = "worker_token_file")]
     pub worker_token: Option<Secret>,
@@ -412,8 +413,8 @@ pub struct ClusterOptions {
     #[arg(long, env = "REMOTEMEDIA_WORKER_TLS_KEY", requires = "worker_tls_cert")]
     pub worker_tls_key: Option<PathBuf>,
 
-    /// `frontend` and `drain`: PEM CA bundle that verifies the workers' certificates; set:
-    /// the worker API is dialled over TLS (`https://`).
+    /// `frontend`, `drain` and `controller --autoscale`: PEM CA bundle that verifies the
+    /// workers' certificates; set: the worker API is dialled over TLS (`https://`).
     #[arg(long, env = "REMOTEMEDIA_WORKER_CA")]
     pub worker_ca: Option<PathBuf>,
 
@@ -428,7 +429,8 @@ pub struct ClusterOptions {
     pub capacity: usize,
 
     /// `worker`: after SIGTERM (or a drain request) the worker takes no new sessions and exits
-    /// when its sessions end or this long has passed.
+    /// when its sessions end or this long has passed. `controller --autoscale`: how long a
+    /// worker drained for a scale-down may keep calls before its pod is evicted anyway.
     #[arg(long, env = "REMOTEMEDIA_DRAIN_TIMEOUT", default_value = "300s", value_parser = humantime::parse_duration)]
     pub drain_timeout: Duration,
 

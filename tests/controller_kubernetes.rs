@@ -1,6 +1,8 @@
-//! The controller's Kubernetes side against a mock API server (no API server can run here):
-//! the Pod watcher follows Ready conditions, deletions and watch restarts, the join with the
-//! heartbeats gives the placement table, and the Lease elects one leader with growing terms.
+//! The controller's Kubernetes side against a scripted mock API server (tower-test), for what
+//! a stateful fake cannot stage easily: exact request sequences, watches that fail with 403,
+//! Lease calls that never answer. The stateful fake API server (tests/common/fake_kube) runs
+//! the rest in tests/controller_fake_cluster.rs: Lease renewal and release, 410 Gone and the
+//! re-list, the scale-down.
 
 #![allow(clippy::unwrap_used)] // tests unwrap: a failure is the test failing
 
@@ -343,73 +345,6 @@ async fn the_lease_elects_one_leader_with_growing_terms() {
     answer(&mut handle, |_, _, _| (StatusCode::CONFLICT, conflict())).await;
     let (_me, term) = lead.await.unwrap();
     assert_eq!(term, None);
-}
-
-#[tokio::test]
-async fn the_autoscaler_marks_the_emptiest_pod_then_scales_the_deployment_down() {
-    use remotemedia_webrtc::cluster::autoscale::{AutoscalePolicy, ScaleStep, Scaler};
-    let (client, mut handle) = mock_client();
-    let scaler = Scaler::new(client, "test", "remotemedia-worker");
-    let policy = AutoscalePolicy {
-        sessions_per_worker: 10,
-        min_workers: 1,
-        max_workers: 4,
-        cooldown: Duration::from_secs(60),
-    };
-    let workers = [heartbeat("w1", 2), heartbeat("w2", 0), heartbeat("w3", 3)];
-    let run = tokio::spawn(async move {
-        let replicas = scaler.replicas().await.unwrap();
-        let step = policy.decide(replicas, &workers, None, std::time::Instant::now());
-        if let ScaleStep::Down { to, drain } = &step {
-            scaler.mark_to_go(drain).await.unwrap();
-            scaler.set_replicas(*to).await.unwrap();
-        }
-        step
-    });
-    let scale = |replicas: i32| {
-        json!({"apiVersion": "autoscaling/v1", "kind": "Scale",
-               "metadata": {"name": "remotemedia-worker", "namespace": "test"},
-               "spec": {"replicas": replicas}})
-    };
-    let (get, _) = answer(&mut handle, |_, _, _| (StatusCode::OK, scale(3))).await;
-    assert_eq!(
-        get,
-        "GET /apis/apps/v1/namespaces/test/deployments/remotemedia-worker/scale"
-    );
-    let (mark, body) = answer(&mut handle, |_, _, _| {
-        (StatusCode::OK, pod("w2", true, false, "5"))
-    })
-    .await;
-    assert!(
-        mark.starts_with("PATCH /api/v1/namespaces/test/pods/w2"),
-        "the emptiest pod: {mark}"
-    );
-    assert_eq!(
-        body["metadata"]["annotations"]["controller.kubernetes.io/pod-deletion-cost"],
-        "-1000"
-    );
-    let (down, body) = answer(&mut handle, |_, _, _| (StatusCode::OK, scale(2))).await;
-    assert!(
-        down.starts_with(
-            "PATCH /apis/apps/v1/namespaces/test/deployments/remotemedia-worker/scale"
-        ),
-        "{down}"
-    );
-    assert_eq!(body["spec"]["replicas"], 2);
-    // A named field manager owns the replicas (Helm renders none when the controller scales).
-    for patch in [&mark, &down] {
-        assert!(
-            patch.contains("fieldManager=remotemedia-controller"),
-            "{patch}"
-        );
-    }
-    assert_eq!(
-        run.await.unwrap(),
-        ScaleStep::Down {
-            to: 2,
-            drain: "w2".into()
-        }
-    );
 }
 
 // ---- The controller against a failing Pod watch (a real Redis on 127.0.0.1:6379) ----

@@ -84,3 +84,42 @@ fn drain_without_a_worker_fails_with_the_address() {
     let stderr = String::from_utf8_lossy(&drain.stderr);
     assert!(stderr.contains(&format!("127.0.0.1:{port}")), "{stderr}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_undrain_makes_a_drained_worker_ready_and_take_sessions_again() {
+    use remotemedia_webrtc::cluster::{request_drain, request_undrain, AttachToken};
+    let _serial = one_at_a_time().await;
+    let redis = RedisProcess::start();
+    let worker = Node::worker(
+        "worker-undrain",
+        &redis.url(),
+        &["--worker-token", "s3cret-token"],
+    )
+    .await;
+    let api = worker.grpc.to_string();
+    let secret = remotemedia_webrtc::config::Secret::new("s3cret-token");
+    let token = AttachToken::new(Some(&secret)).unwrap();
+
+    // Same authentication as the drain: without the token, refused.
+    assert!(request_undrain(&api, AttachToken::default(), None)
+        .await
+        .is_err());
+
+    request_drain(&api, token.clone(), None).await.unwrap();
+    let http = worker.http;
+    common::eventually("readiness to fail", || async move {
+        status_of(&try_http_get(http, "/readyz").await.unwrap_or_default()) == "503"
+    })
+    .await;
+
+    assert_eq!(request_undrain(&api, token, None).await.unwrap(), 0);
+    common::eventually("readiness to pass again", || async move {
+        status_of(&try_http_get(http, "/readyz").await.unwrap_or_default()) == "200"
+    })
+    .await;
+    let metrics = worker.metrics().await;
+    assert_eq!(
+        common::metric_value(&metrics, "remotemedia_worker_draining"),
+        Some(0.0)
+    );
+}

@@ -105,8 +105,10 @@ check "frontends serve TLS, workers too; a rediss:// Redis with a private CA and
 asserts "default values: replicas rendered, the helm test Pod, probes, drains, workers not evictable" \
 	"replicas-rendered probe-test-pod probes worker-not-evictable frontend-prestop drain-timing servicemonitor-plain" \
 	--set monitoring.serviceMonitor.enabled=true
-asserts "the controller autoscales: the chart leaves the worker replicas to it" \
-	"replicas-owned-by-controller" --set controller.autoscaling.enabled=true
+asserts "the controller autoscales: the chart leaves the worker replicas to it; it evicts and records Events" \
+	"replicas-owned-by-controller worker-pdb-evicts-unhealthy controller-evicts-and-records-events" \
+	--set controller.autoscaling.enabled=true \
+	--set auth.existingSecret=remotemedia-auth --set auth.workerTokenKey=worker-token
 asserts "helm/values-production.yaml: hour-long drains, frontends sized for the workers' sessions" \
 	"replicas-owned-by-controller hour-long-drains frontends-admit-the-workers-sessions probe-test-pod worker-not-evictable frontend-prestop" \
 	-f helm/values-production.yaml

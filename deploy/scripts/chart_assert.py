@@ -99,6 +99,29 @@ def frontend_prestop(docs):
     assert sleep > 0 and sleep + shutdown < grace, (sleep, shutdown, grace)
 
 
+def worker_pdb_evicts_unhealthy(docs):
+    pdb = next(d for d in find(docs, "PodDisruptionBudget", "worker"))
+    policy = pdb["spec"].get("unhealthyPodEvictionPolicy")
+    assert policy == "AlwaysAllow", f"worker PDB unhealthyPodEvictionPolicy {policy!r}: a drained (NotReady) worker's eviction could wait for others"
+
+
+def controller_evicts_and_records_events(docs):
+    role = next(d for d in find(docs, "Role", "controller"))
+    rules = role["rules"]
+
+    def allowed(group, resource, verb):
+        return any(group in r["apiGroups"] and resource in r["resources"] and verb in r["verbs"]
+                   and not r.get("resourceNames") for r in rules)
+
+    assert allowed("", "pods/eviction", "create"), "the controller cannot evict the worker it drained"
+    for verb in ("create", "patch"):
+        assert allowed("events.k8s.io", "events", verb), f"the controller cannot {verb} events.k8s.io Events"
+    c = container(workload(docs, "controller"))
+    assert seconds(env(c, "REMOTEMEDIA_DRAIN_TIMEOUT")) == seconds(env(container(workload(docs, "worker")), "REMOTEMEDIA_DRAIN_TIMEOUT"))
+    names = [e["name"] for e in c.get("env", [])]
+    assert "REMOTEMEDIA_WORKER_TOKEN" in names, "the controller cannot call the workers' drain and undrain"
+
+
 def drain_timing(docs):
     worker = workload(docs, "worker")
     c = container(worker)

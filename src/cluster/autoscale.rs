@@ -1,22 +1,22 @@
 //! `controller --autoscale` (DESIGN.md §6): sets the worker Deployment's replicas from the total
 //! sessions. Scaling up is immediate; scaling down goes one worker at a time, after a
-//! cooldown, and never drops a call: the emptiest worker is told to drain first and gets the
-//! lowest `controller.kubernetes.io/pod-deletion-cost`, so the ReplicaSet removes exactly that
-//! pod (whose SIGTERM then waits for its last session).
+//! cooldown, and never drops a call: the emptiest worker is drained, then its pod evicted,
+//! then the replicas lowered (the steps are in [`super::scale_down`]).
 
+use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::Pod;
-use kube::api::{Api, Patch, PatchParams};
+use k8s_openapi::api::core::v1::{ObjectReference, Pod};
+use kube::api::{Api, EvictParams, Patch, PatchParams};
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use serde_json::json;
 
+use super::keys::Keys;
+use super::scale_down::{Action, Autoscaling, Outcome};
+use super::worker_auth::AttachToken;
+use super::worker_tls::WorkerTlsClient;
 use super::workers::WorkerStatus;
-
-/// The annotation the ReplicaSet controller reads to pick which pod to delete first.
-pub const POD_DELETION_COST: &str = "controller.kubernetes.io/pod-deletion-cost";
-/// The cost given to the pod chosen to go (lower goes first; the default is 0).
-const CHOSEN_COST: &str = "-1000";
 /// The field manager of the controller's writes: the worker Deployment's `spec.replicas` is
 /// owned by it, not by Helm (the chart renders no `replicas` when the controller scales), so
 /// `helm upgrade` neither resets the scale nor meets a field conflict.
@@ -47,7 +47,7 @@ pub enum ScaleStep {
     Up {
         to: u32,
     },
-    /// Drain `drain` (the emptiest worker), mark it to go, then lower the replicas.
+    /// Drain `drain` (the emptiest worker), evict its pod, then lower the replicas to `to`.
     Down {
         to: u32,
         drain: String,
@@ -137,15 +137,277 @@ impl Scaler {
         Ok(())
     }
 
-    /// Marks `pod` as the one the ReplicaSet removes first.
+    /// Evicts `pod` through the Eviction API, which honours its PodDisruptionBudget.
     ///
     /// # Errors
-    /// When the API server refuses or is unreachable.
-    pub async fn mark_to_go(&self, pod: &str) -> Result<(), kube::Error> {
-        let patch =
-            Patch::Merge(json!({"metadata": {"annotations": {POD_DELETION_COST: CHOSEN_COST}}}));
-        self.pods.patch(pod, &patch_params(), &patch).await?;
+    /// 429 when the budget forbids it now, 404 when the pod is gone, or any API failure.
+    pub async fn evict(&self, pod: &str) -> Result<(), kube::Error> {
+        self.pods.evict(pod, &EvictParams::default()).await?;
         Ok(())
+    }
+}
+
+/// How the controller reaches the workers' internal API (to drain and undrain them): the
+/// frontends' `--worker-token` and `--worker-ca`.
+#[derive(Clone)]
+pub struct WorkerApi {
+    pub token: AttachToken,
+    pub tls: Option<WorkerTlsClient>,
+}
+
+/// Bound on publishing one Kubernetes Event (best effort: the scaling goes on without it).
+const EVENT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The leader's autoscaler: [`Autoscaling`]'s steps, performed against the API server and the
+/// workers, each announced as a Kubernetes Event (`events.k8s.io/v1`) on the pod or the
+/// Deployment it concerns.
+pub struct Autoscaler {
+    pub(super) scaling: Autoscaling,
+    pub(super) scaler: Scaler,
+    pub(super) workers: WorkerApi,
+    pub(super) recorder: Recorder,
+    pub(super) namespace: String,
+}
+
+impl Autoscaler {
+    pub fn new(
+        scaling: Autoscaling,
+        client: kube::Client,
+        namespace: &str,
+        deployment: &str,
+        workers: WorkerApi,
+        instance: &str,
+    ) -> Self {
+        let reporter = Reporter {
+            controller: FIELD_MANAGER.to_owned(),
+            instance: Some(instance.to_owned()),
+        };
+        Self {
+            scaling,
+            scaler: Scaler::new(client.clone(), namespace, deployment),
+            workers,
+            recorder: Recorder::new(client, reporter),
+            namespace: namespace.to_owned(),
+        }
+    }
+
+    /// One round: the next step of the scaling, performed. A successful eviction is followed
+    /// at once by lowering the replicas, so the ReplicaSet's replacement is still Pending
+    /// (the pod it removes first) when the replicas drop.
+    pub async fn round(
+        &mut self,
+        workers: &[WorkerStatus],
+        deleting: &HashSet<String>,
+        redis: &mut redis::aio::ConnectionManager,
+        keys: &Keys,
+    ) {
+        let replicas = match self.scaler.replicas().await {
+            Ok(replicas) => replicas,
+            Err(err) => return tracing::warn!(%err, "reading the worker Deployment's scale failed"),
+        };
+        for _ in 0..2 {
+            let Some(action) = self
+                .scaling
+                .next(Instant::now(), replicas, workers, deleting)
+            else {
+                return;
+            };
+            let outcome = self.perform(&action, replicas, workers, redis, keys).await;
+            self.scaling.report(&action, outcome, Instant::now());
+            if !matches!(
+                (&action, outcome),
+                (Action::Evict { .. }, Outcome::Done | Outcome::Gone)
+            ) {
+                return;
+            }
+        }
+    }
+
+    async fn perform(
+        &self,
+        action: &Action,
+        replicas: u32,
+        workers: &[WorkerStatus],
+        redis: &mut redis::aio::ConnectionManager,
+        keys: &Keys,
+    ) -> Outcome {
+        let address = |worker: &str| {
+            workers
+                .iter()
+                .find(|w| w.id == worker)
+                .map(|w| w.address.clone())
+        };
+        match action {
+            Action::ScaleUp { to } | Action::ScaleDown { to } => {
+                let result = self.scaler.set_replicas(*to).await;
+                let outcome = outcome_of(&result);
+                if outcome == Outcome::Done {
+                    tracing::info!(from = replicas, to, "scaled the workers");
+                    let reason = if *to > replicas {
+                        "ScaledUp"
+                    } else {
+                        "ScaledDown"
+                    };
+                    let note = format!("worker replicas {replicas} -> {to}");
+                    self.event(self.deployment(), EventType::Normal, reason, "Scale", note);
+                } else if let Err(err) = result {
+                    tracing::warn!(%err, ?action, "scaling the workers failed");
+                }
+                outcome
+            }
+            Action::Drain { worker } => {
+                let Some(address) = address(worker) else {
+                    return Outcome::Gone;
+                };
+                let api = &self.workers;
+                match super::request_drain(&address, api.token.clone(), api.tls.as_ref()).await {
+                    Ok(sessions) => {
+                        tracing::info!(
+                            worker_id = worker,
+                            sessions,
+                            from = replicas,
+                            "draining a worker to scale down"
+                        );
+                        let note = format!("draining to scale down from {replicas} workers; {sessions} sessions left");
+                        self.event(
+                            self.pod(worker),
+                            EventType::Normal,
+                            "Draining",
+                            "Drain",
+                            note,
+                        );
+                        Outcome::Done
+                    }
+                    Err(err) => {
+                        tracing::warn!(%err, worker_id = worker, "asking a worker to drain failed");
+                        Outcome::Failed
+                    }
+                }
+            }
+            Action::Undrain { worker } => {
+                // A drain request a controller of the previous version left in Redis would
+                // drain the worker again.
+                let _: redis::RedisResult<()> = redis::cmd("DEL")
+                    .arg(keys.drain(worker))
+                    .query_async(redis)
+                    .await;
+                let Some(address) = address(worker) else {
+                    return Outcome::Gone;
+                };
+                let api = &self.workers;
+                match super::request_undrain(&address, api.token.clone(), api.tls.as_ref()).await {
+                    Ok(_) => {
+                        tracing::info!(
+                            worker_id = worker,
+                            "the load rose: scale-down abandoned, worker undrained"
+                        );
+                        let note =
+                            "the load rose: scale-down abandoned, taking sessions again".to_owned();
+                        self.event(
+                            self.pod(worker),
+                            EventType::Normal,
+                            "Undrained",
+                            "Undrain",
+                            note,
+                        );
+                        Outcome::Done
+                    }
+                    Err(err) => {
+                        tracing::warn!(%err, worker_id = worker, "undraining a worker failed");
+                        Outcome::Failed
+                    }
+                }
+            }
+            Action::Evict { worker } => {
+                let result = self.scaler.evict(worker).await;
+                let outcome = outcome_of(&result);
+                match &result {
+                    Ok(()) => {
+                        tracing::info!(worker_id = worker, "evicted the drained worker's pod");
+                        let note = "drained worker evicted to scale down".to_owned();
+                        self.event(
+                            self.pod(worker),
+                            EventType::Normal,
+                            "Evicted",
+                            "Evict",
+                            note,
+                        );
+                    }
+                    Err(err) => {
+                        tracing::warn!(%err, worker_id = worker, "evicting the drained worker's pod failed; retrying");
+                        if outcome == Outcome::Refused {
+                            let note = format!("eviction refused, retrying: {err}");
+                            self.event(
+                                self.pod(worker),
+                                EventType::Warning,
+                                "EvictionRefused",
+                                "Evict",
+                                note,
+                            );
+                        }
+                    }
+                }
+                outcome
+            }
+        }
+    }
+
+    fn pod(&self, name: &str) -> ObjectReference {
+        ObjectReference {
+            api_version: Some("v1".into()),
+            kind: Some("Pod".into()),
+            name: Some(name.to_owned()),
+            namespace: Some(self.namespace.clone()),
+            ..ObjectReference::default()
+        }
+    }
+
+    fn deployment(&self) -> ObjectReference {
+        ObjectReference {
+            api_version: Some("apps/v1".into()),
+            kind: Some("Deployment".into()),
+            name: Some(self.scaler.deployment.clone()),
+            namespace: Some(self.namespace.clone()),
+            ..ObjectReference::default()
+        }
+    }
+
+    /// Publishes an Event in the background (bounded; a failure is only logged).
+    fn event(
+        &self,
+        regarding: ObjectReference,
+        type_: EventType,
+        reason: &'static str,
+        action: &'static str,
+        note: String,
+    ) {
+        let recorder = self.recorder.clone();
+        tokio::spawn(async move {
+            let event = Event {
+                type_,
+                reason: reason.to_owned(),
+                note: Some(note),
+                action: action.to_owned(),
+                secondary: None,
+            };
+            match tokio::time::timeout(EVENT_TIMEOUT, recorder.publish(&event, &regarding)).await {
+                Ok(Ok(())) => {}
+                Ok(Err(err)) => {
+                    tracing::debug!(%err, reason, "publishing a Kubernetes Event failed")
+                }
+                Err(_) => tracing::debug!(reason, "publishing a Kubernetes Event timed out"),
+            }
+        });
+    }
+}
+
+/// An API call's [`Outcome`]: 429 is a refusal to retry, 404 a gone object.
+fn outcome_of(result: &Result<(), kube::Error>) -> Outcome {
+    match result {
+        Ok(()) => Outcome::Done,
+        Err(kube::Error::Api(status)) if status.code == 429 => Outcome::Refused,
+        Err(kube::Error::Api(status)) if status.code == 404 => Outcome::Gone,
+        Err(_) => Outcome::Failed,
     }
 }
 

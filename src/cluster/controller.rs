@@ -6,19 +6,23 @@
 //! (one Lua script) refuses a term lower than the table's, so a paused former leader cannot
 //! overwrite its successor.
 
+use std::collections::HashSet;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use redis::aio::ConnectionManager;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use super::autoscale::{AutoscalePolicy, ScaleStep, Scaler};
+use super::autoscale::{AutoscalePolicy, Autoscaler, WorkerApi};
 use super::keys::Keys;
 use super::kubernetes::{self, LeaseElection, LeaseTimings, PodStates, WatchStatus};
 use super::redis_error;
+use super::scale_down::Autoscaling;
+use super::worker_auth::AttachToken;
+use super::worker_tls::WorkerTlsClient;
 use super::workers::{self, PlacementTable, WorkerStatus};
 use crate::config::{hostname, Config, Discovery};
 use crate::error::Error;
@@ -73,6 +77,15 @@ enum Discovered {
     },
 }
 
+/// `--autoscale`'s settings.
+struct AutoscaleConfig {
+    policy: AutoscalePolicy,
+    /// How long a drained worker's sessions may last before its pod is evicted anyway.
+    drain_timeout: Duration,
+    deployment: String,
+    workers: WorkerApi,
+}
+
 /// A bound, not yet running, controller.
 pub struct Controller {
     id: String,
@@ -80,8 +93,8 @@ pub struct Controller {
     keys: Keys,
     http_listener: TcpListener,
     discovered: Discovered,
-    /// `--autoscale`: the policy and the worker Deployment.
-    autoscale: Option<(AutoscalePolicy, String)>,
+    /// `--autoscale`: the policy, the worker Deployment and how to reach the workers' API.
+    autoscale: Option<AutoscaleConfig>,
     /// The Lease's name and timings (Kubernetes discovery).
     lease: (String, LeaseTimings),
 }
@@ -92,6 +105,15 @@ impl Controller {
     /// # Errors
     /// No `--redis-url`, an unreachable Redis, no Kubernetes configuration, a port in use.
     pub async fn bind(config: &Config) -> Result<Self, Error> {
+        Self::bind_with(config, None).await
+    }
+
+    /// [`Self::bind`], with `client` as the Kubernetes client instead of the one the
+    /// environment configures (tests drive a fake API server).
+    ///
+    /// # Errors
+    /// As [`Self::bind`].
+    pub async fn bind_with(config: &Config, client: Option<kube::Client>) -> Result<Self, Error> {
         let url = config
             .redis_url
             .as_deref()
@@ -99,15 +121,10 @@ impl Controller {
         let discovered = match config.cluster.discovery {
             Discovery::Redis => Discovered::Redis,
             Discovery::Kubernetes => {
-                let mut kube_config = kube::Config::infer()
-                    .await
-                    .map_err(|err| Error::Kubernetes(err.to_string()))?;
-                // Reads keep kube's default (past the watches' server-side timeout); every
-                // other call is bounded where it is made.
-                kube_config.connect_timeout = Some(Duration::from_secs(5));
-                kube_config.write_timeout = Some(Duration::from_secs(10));
-                let client = kube::Client::try_from(kube_config)
-                    .map_err(|err| Error::Kubernetes(err.to_string()))?;
+                let client = match client {
+                    Some(client) => client,
+                    None => kubernetes_client().await?,
+                };
                 let namespace = config
                     .cluster
                     .namespace
@@ -128,15 +145,23 @@ impl Controller {
                     "--autoscale scales a Deployment: it needs --discovery kubernetes".into(),
                 ))
             }
-            (true, Discovered::Kubernetes { .. }) => Some((
-                AutoscalePolicy {
-                    sessions_per_worker: cluster.sessions_per_worker,
-                    min_workers: cluster.min_workers,
-                    max_workers: cluster.max_workers,
-                    cooldown: cluster.scale_down_cooldown,
-                },
-                cluster.worker_deployment.clone(),
-            )),
+            (true, Discovered::Kubernetes { .. }) => {
+                let token = cluster.worker_token().map_err(Error::AuthSecret)?;
+                Some(AutoscaleConfig {
+                    policy: AutoscalePolicy {
+                        sessions_per_worker: cluster.sessions_per_worker,
+                        min_workers: cluster.min_workers,
+                        max_workers: cluster.max_workers,
+                        cooldown: cluster.scale_down_cooldown,
+                    },
+                    drain_timeout: cluster.drain_timeout,
+                    deployment: cluster.worker_deployment.clone(),
+                    workers: WorkerApi {
+                        token: AttachToken::new(token.as_ref()).map_err(Error::Unsupported)?,
+                        tls: WorkerTlsClient::from_config(config)?,
+                    },
+                })
+            }
         };
         let timings = LeaseTimings {
             duration: cluster.lease_duration,
@@ -264,12 +289,15 @@ impl Controller {
                 Discovered::Kubernetes {
                     client, namespace, ..
                 },
-                Some((policy, ref deployment)),
-            ) => Some(Autoscaler {
-                policy,
-                scaler: Scaler::new(client.clone(), namespace, deployment),
-                last_change: None,
-            }),
+                Some(settings),
+            ) => Some(Autoscaler::new(
+                Autoscaling::new(settings.policy, settings.drain_timeout),
+                client.clone(),
+                namespace,
+                &settings.deployment,
+                settings.workers,
+                &self.id,
+            )),
             _ => None,
         };
         let mut tick = tokio::time::interval(CONTROL_INTERVAL);
@@ -298,9 +326,12 @@ impl Controller {
             let mut redis = self.redis.clone();
             match workers::read_heartbeats(&mut redis, &self.keys).await {
                 Ok((live, _dead)) => {
-                    let live = match &pods {
-                        Some((pods, _)) => kubernetes::join(live, &pods.read()),
-                        None => live,
+                    let (live, deleting) = match &pods {
+                        Some((pods, _)) => {
+                            let pods = pods.read();
+                            (kubernetes::join(live, &pods), kubernetes::deleting(&pods))
+                        }
+                        None => (live, HashSet::new()),
                     };
                     let fresh: Vec<WorkerStatus> = live
                         .iter()
@@ -316,7 +347,7 @@ impl Controller {
                         continue;
                     }
                     if let Some(autoscaler) = autoscaler.as_mut() {
-                        let round = autoscaler.round(&fresh, &mut redis, &self.keys);
+                        let round = autoscaler.round(&fresh, &deleting, &mut redis, &self.keys);
                         if tokio::time::timeout(API_TIMEOUT, round).await.is_err() {
                             tracing::warn!(timeout = ?API_TIMEOUT, "an autoscaler round timed out");
                         }
@@ -332,6 +363,22 @@ impl Controller {
         }
         Ok(())
     }
+}
+
+/// The client the environment configures (in-cluster, or a kubeconfig).
+async fn kubernetes_client() -> Result<kube::Client, Error> {
+    let mut kube_config = kube::Config::infer()
+        .await
+        .map_err(|err| Error::Kubernetes(err.to_string()))?;
+    // Reads keep kube's default (past the watches' server-side timeout); every other call is
+    // bounded where it is made.
+    kube_config.connect_timeout = Some(Duration::from_secs(5));
+    kube_config.write_timeout = Some(Duration::from_secs(10));
+    // No retries inside the client (kube retries 429/503/504 up to 15 times, for minutes):
+    // the controller's loops retry on their own pace, and a 429 from the Eviction API is an
+    // answer (the disruption budget forbids it now) the scale-down backs off on.
+    kube_config.default_retry = false;
+    kube::Client::try_from(kube_config).map_err(|err| Error::Kubernetes(err.to_string()))
 }
 
 /// Writes the table unless a leader of a later term already did.
@@ -353,67 +400,6 @@ async fn publish(redis: &mut ConnectionManager, keys: &Keys, table: &PlacementTa
         Err(err) => {
             redis_error("publish_table", &err);
             false
-        }
-    }
-}
-
-/// How long a drain request stays in Redis (the worker reads it within one heartbeat).
-const DRAIN_REQUEST_TTL: Duration = Duration::from_secs(3600);
-
-/// `--autoscale` state of the leader.
-struct Autoscaler {
-    policy: AutoscalePolicy,
-    scaler: Scaler,
-    last_change: Option<Instant>,
-}
-
-impl Autoscaler {
-    /// One round: compare the replicas with what the sessions need and take one step.
-    async fn round(
-        &mut self,
-        workers: &[WorkerStatus],
-        redis: &mut ConnectionManager,
-        keys: &Keys,
-    ) {
-        let replicas = match self.scaler.replicas().await {
-            Ok(replicas) => replicas,
-            Err(err) => return tracing::warn!(%err, "reading the worker Deployment's scale failed"),
-        };
-        let step = self
-            .policy
-            .decide(replicas, workers, self.last_change, Instant::now());
-        let result = match &step {
-            ScaleStep::Hold => return,
-            ScaleStep::Up { to } => {
-                tracing::info!(from = replicas, to, "scaling workers up");
-                self.scaler.set_replicas(*to).await
-            }
-            ScaleStep::Down { to, drain } => {
-                tracing::info!(
-                    from = replicas,
-                    to,
-                    worker_id = drain,
-                    "draining the emptiest worker, then scaling down"
-                );
-                let requested: redis::RedisResult<()> = redis::cmd("SET")
-                    .arg(keys.drain(drain))
-                    .arg(1)
-                    .arg("PX")
-                    .arg(DRAIN_REQUEST_TTL.as_millis() as u64)
-                    .query_async(redis)
-                    .await;
-                if let Err(err) = requested {
-                    return redis_error("drain_request", &err);
-                }
-                match self.scaler.mark_to_go(drain).await {
-                    Ok(()) => self.scaler.set_replicas(*to).await,
-                    Err(err) => Err(err),
-                }
-            }
-        };
-        match result {
-            Ok(()) => self.last_change = Some(Instant::now()),
-            Err(err) => tracing::warn!(%err, ?step, "scaling the workers failed"),
         }
     }
 }

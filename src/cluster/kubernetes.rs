@@ -157,6 +157,14 @@ pub fn join(heartbeats: Vec<WorkerStatus>, pods: &HashMap<String, PodState>) -> 
         .collect()
 }
 
+/// The Pods being deleted (terminating): their workers go away on their own.
+pub fn deleting(pods: &HashMap<String, PodState>) -> std::collections::HashSet<String> {
+    pods.iter()
+        .filter(|(_, pod)| pod.deleting)
+        .map(|(name, _)| name.clone())
+        .collect()
+}
+
 /// client-go's defaults: a Lease not renewed for 15 s may be taken over; its holder gives up
 /// leading when it could not renew for 10 s; replicas try every 2 s.
 pub const LEASE_DURATION: Duration = Duration::from_secs(15);

@@ -262,32 +262,41 @@ impl Worker {
             "worker serving"
         );
         tokio::pin!(shutdown);
-        tokio::select! {
-            () = &mut shutdown => {}
-            () = lost_id.cancelled() => {
-                // Another process holds the id now (this one's record expired, e.g. Redis was
-                // out of reach): its sessions are that process's business; stop at once.
-                self.drain.start();
-                readiness.set(false);
-                self.sessions.close_all().await;
-                self.stop.cancel();
-                heartbeats.abort();
-                let _ = events.await;
-                return Err(Error::Unsupported(format!(
-                    "worker id {:?} was taken over by another process; this one stops",
-                    self.id
-                )));
-            }
-            () = self.drain.started() => {
-                // A drain request: take nothing new and stay up; the pod is deleted next, and
-                // its SIGTERM waits for the sessions as below.
-                readiness.set(false);
-                heartbeat.beat().await;
-                tracing::info!(worker_id = self.id, "draining on request: no new sessions");
-                (&mut shutdown).await;
+        loop {
+            tokio::select! {
+                () = &mut shutdown => break,
+                () = lost_id.cancelled() => {
+                    // Another process holds the id now (this one's record expired, e.g. Redis
+                    // was out of reach): its sessions are that process's business; stop at once.
+                    self.drain.start_final();
+                    readiness.set(false);
+                    self.sessions.close_all().await;
+                    self.stop.cancel();
+                    heartbeats.abort();
+                    let _ = events.await;
+                    return Err(Error::Unsupported(format!(
+                        "worker id {:?} was taken over by another process; this one stops",
+                        self.id
+                    )));
+                }
+                () = self.drain.started() => {
+                    // A drain request: take nothing new and stay up; the pod is evicted next
+                    // (its SIGTERM waits for the sessions as below), or the drain is undone.
+                    readiness.set(false);
+                    heartbeat.beat().await;
+                    tracing::info!(worker_id = self.id, "draining on request: no new sessions");
+                    tokio::select! {
+                        () = &mut shutdown => break,
+                        () = self.drain.ended() => {
+                            readiness.set(true);
+                            heartbeat.beat().await;
+                            tracing::info!(worker_id = self.id, "drain undone: taking sessions again");
+                        }
+                    }
+                }
             }
         }
-        self.drain.start();
+        self.drain.start_final();
         readiness.set(false);
         heartbeat.beat().await;
         let active = self.sessions.session_count();
@@ -331,8 +340,9 @@ impl Worker {
 }
 
 /// Asks the worker whose internal API is at `api` (`host:port`) to drain, as a pod's preStop
-/// hook does (`webrtc_server drain`): it takes no new sessions and fails readiness, and keeps
-/// its calls until SIGTERM's drain ends them. Returns its active sessions.
+/// hook does (`webrtc_server drain`) and the autoscaler before it evicts a worker: it takes no
+/// new sessions and fails readiness, and keeps its calls until SIGTERM's drain ends them.
+/// Returns its active sessions.
 ///
 /// # Errors
 /// `Drain` when the worker cannot be reached or refuses.
@@ -341,20 +351,56 @@ pub async fn request_drain(
     token: AttachToken,
     tls: Option<&WorkerTlsClient>,
 ) -> Result<u32, Error> {
-    use crate::proto::worker::media_worker_client::MediaWorkerClient;
     let failed = |err: &dyn std::fmt::Display| Error::Drain(format!("{api}: {err}"));
-    let channel = worker_endpoint(api, tls)
-        .map_err(|e| failed(&e))?
-        .connect_timeout(Duration::from_secs(5))
-        .timeout(Duration::from_secs(5))
-        .connect()
+    let response = worker_client(api, token, tls)
         .await
-        .map_err(|e| failed(&e))?;
-    let response = MediaWorkerClient::with_interceptor(channel, token)
+        .map_err(|e| failed(&e))?
         .drain(crate::proto::worker::DrainRequest {})
         .await
         .map_err(|e| failed(&e))?;
     Ok(response.into_inner().active_sessions)
+}
+
+/// Undoes [`request_drain`] (the autoscaler abandoned a scale-down): the worker takes sessions
+/// again. Returns its active sessions.
+///
+/// # Errors
+/// `Drain` when the worker cannot be reached, or refuses because it is stopping.
+pub async fn request_undrain(
+    api: &str,
+    token: AttachToken,
+    tls: Option<&WorkerTlsClient>,
+) -> Result<u32, Error> {
+    let failed = |err: &dyn std::fmt::Display| Error::Drain(format!("{api}: {err}"));
+    let response = worker_client(api, token, tls)
+        .await
+        .map_err(|e| failed(&e))?
+        .undrain(crate::proto::worker::UndrainRequest {})
+        .await
+        .map_err(|e| failed(&e))?;
+    Ok(response.into_inner().active_sessions)
+}
+
+type WorkerClient = crate::proto::worker::media_worker_client::MediaWorkerClient<
+    tonic::service::interceptor::InterceptedService<tonic::transport::Channel, AttachToken>,
+>;
+
+/// A client of one worker's API, every call bounded to 5 s.
+async fn worker_client(
+    api: &str,
+    token: AttachToken,
+    tls: Option<&WorkerTlsClient>,
+) -> Result<WorkerClient, Box<dyn std::error::Error + Send + Sync>> {
+    let channel = worker_endpoint(api, tls)?
+        .connect_timeout(Duration::from_secs(5))
+        .timeout(Duration::from_secs(5))
+        .connect()
+        .await?;
+    Ok(
+        crate::proto::worker::media_worker_client::MediaWorkerClient::with_interceptor(
+            channel, token,
+        ),
+    )
 }
 
 /// The internal API of the worker this configuration describes, seen from its own host:

@@ -15,11 +15,16 @@ use crate::proto::worker::{
 use crate::signaling::{IceCandidate, SessionHost, SessionRequest};
 use crate::telemetry::RemoteParent;
 
-/// Whether the worker drains (takes no new sessions), and a wake-up when it starts.
+/// Whether the worker drains (takes no new sessions), and wake-ups when that changes. A drain
+/// on request can be undone (the controller abandoned a scale-down); the drain of a stopping
+/// worker cannot.
 #[derive(Debug, Default)]
 pub struct DrainState {
     draining: AtomicBool,
+    /// Set when the worker stops (SIGTERM): the drain is final.
+    stopping: AtomicBool,
     started: Notify,
+    ended: Notify,
 }
 
 impl DrainState {
@@ -31,6 +36,35 @@ impl DrainState {
             self.started.notify_waiters();
         }
         was
+    }
+
+    /// Starts the final drain of a stopping worker; [`Self::undo`] refuses from now on.
+    pub fn start_final(&self) {
+        self.stopping.store(true, Ordering::Release);
+        self.start();
+    }
+
+    /// Takes sessions again; false when the worker is stopping (the drain stays).
+    pub fn undo(&self) -> bool {
+        if self.stopping.load(Ordering::Acquire) {
+            return false;
+        }
+        if self.draining.swap(false, Ordering::AcqRel) {
+            crate::metrics::metrics().worker_draining.set(0);
+            self.ended.notify_waiters();
+        }
+        true
+    }
+
+    /// Completes once a drain on request has been undone.
+    pub async fn ended(&self) {
+        loop {
+            let notified = self.ended.notified();
+            if !self.is_draining() {
+                return;
+            }
+            notified.await;
+        }
     }
 
     pub fn is_draining(&self) -> bool {
@@ -130,6 +164,21 @@ impl MediaWorker for WorkerService {
             active_sessions: self.host.session_count() as u32,
         }))
     }
+
+    async fn undrain(
+        &self,
+        _request: Request<pb::UndrainRequest>,
+    ) -> Result<Response<pb::UndrainResponse>, Status> {
+        if !self.drain.undo() {
+            return Err(Status::failed_precondition(
+                "this worker is stopping: its drain cannot be undone",
+            ));
+        }
+        tracing::info!("undrain requested: taking sessions again");
+        Ok(Response::new(pb::UndrainResponse {
+            active_sessions: self.host.session_count() as u32,
+        }))
+    }
 }
 
 impl WorkerService {
@@ -164,5 +213,23 @@ impl WorkerService {
         Ok(Response::new(pb::CreateSessionResponse {
             result: Some(result),
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_drain_on_request_can_be_undone_but_not_a_stopping_workers_drain() {
+        let drain = DrainState::default();
+        assert!(!drain.start());
+        assert!(drain.is_draining());
+        assert!(drain.undo());
+        assert!(!drain.is_draining(), "taking sessions again");
+
+        drain.start_final();
+        assert!(!drain.undo(), "a stopping worker stays drained");
+        assert!(drain.is_draining());
     }
 }

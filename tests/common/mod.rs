@@ -6,6 +6,7 @@ pub mod cdp;
 pub mod client;
 pub mod cluster;
 pub mod dialect_server;
+pub mod fake_kube;
 pub mod otlp;
 pub mod pipeline;
 pub mod relay;

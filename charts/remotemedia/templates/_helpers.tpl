@@ -70,7 +70,8 @@ app.kubernetes.io/component: {{ .component }}
 {{- end -}}
 
 {{/* Secrets and tracing of every role: client tokens and TURN (frontends), the worker API
-token (frontends and workers), OTLP export (all). `role` picks what applies. */}}
+token (frontends, workers, and the controller, which drains and undrains workers), OTLP
+export (all). `role` picks what applies. */}}
 {{- define "remotemedia.securityEnv" -}}
 {{- $root := .root -}}
 {{- $a := $root.Values.auth -}}
@@ -81,7 +82,7 @@ token (frontends and workers), OTLP export (all). `role` picks what applies. */}
       name: {{ $a.existingSecret }}
       key: {{ $a.clientSecretKey }}
 {{- end }}
-{{- if and $a.existingSecret (has .role (list "frontend" "worker")) $a.workerTokenKey }}
+{{- if and $a.existingSecret (has .role (list "frontend" "worker" "controller")) $a.workerTokenKey }}
 - name: REMOTEMEDIA_WORKER_TOKEN
   valueFrom:
     secretKeyRef:
@@ -223,7 +224,7 @@ certificate (frontends, `tls.enabled`). (dict "root" $ "role" "frontend") */}}
   mountPath: {{ include "remotemedia.tlsDir" .root }}
   readOnly: true
 {{- end }}
-{{- if and .root.Values.workerTls.enabled (has .role (list "frontend" "worker")) }}
+{{- if and .root.Values.workerTls.enabled (or (has .role (list "frontend" "worker")) (and (eq .role "controller") .root.Values.controller.autoscaling.enabled)) }}
 - name: worker-tls
   mountPath: {{ include "remotemedia.workerTlsDir" .root }}
   readOnly: true
@@ -248,15 +249,15 @@ certificate (frontends, `tls.enabled`). (dict "root" $ "role" "frontend") */}}
     secretName: {{ .root.Values.tls.existingSecret }}
 {{- end }}
 {{- $wt := .root.Values.workerTls -}}
-{{- if and $wt.enabled (has .role (list "frontend" "worker")) }}
+{{- if and $wt.enabled (or (has .role (list "frontend" "worker")) (and (eq .role "controller") .root.Values.controller.autoscaling.enabled)) }}
 {{- if not $wt.existingSecret }}
 {{- fail "workerTls.enabled needs workerTls.existingSecret: a kubernetes.io/tls Secret with tls.crt, tls.key and the CA" }}
 {{- end }}
 - name: worker-tls
   secret:
     secretName: {{ $wt.existingSecret }}
-    {{- if eq .role "frontend" }}
-    # Frontends verify workers: the CA only, never the workers' key.
+    {{- if ne .role "worker" }}
+    # Frontends (and the controller) verify workers: the CA only, never the workers' key.
     items:
       - key: {{ $wt.caKey }}
         path: {{ $wt.caKey }}
