@@ -664,6 +664,16 @@ pub struct LimitOptions {
     )]
     pub max_datachannel_message_bytes: usize,
 
+    /// Pipeline output waiting to be sent on a session's data channels, in bytes. A client
+    /// that stops reading its channel stops taking messages; what does not fit then is dropped
+    /// and counted, and the session's audio is never held up by it.
+    #[arg(
+        long,
+        env = "REMOTEMEDIA_DATACHANNEL_SEND_QUEUE_BYTES",
+        default_value_t = 1024 * 1024
+    )]
+    pub datachannel_send_queue_bytes: usize,
+
     /// Signaling requests per second each stream or WebSocket may make, on average; more get
     /// RESOURCE_EXHAUSTED (-32010) and the stream stays. 0: no limit.
     #[arg(long, env = "REMOTEMEDIA_SIGNALING_RATE", default_value_t = 20)]
@@ -713,6 +723,10 @@ impl LimitOptions {
                 self.max_datachannel_message_bytes,
             ),
             ("--max-ice-candidates", self.max_ice_candidates),
+            (
+                "--datachannel-send-queue-bytes",
+                self.datachannel_send_queue_bytes,
+            ),
             ("--pipeline-queue-frames", self.pipeline_queue_frames),
         ] {
             if value == 0 {

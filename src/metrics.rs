@@ -51,10 +51,13 @@ pub enum Limit {
     Peers,
     /// `--pipeline-queue-frames`: the oldest queued audio frame of a pipeline input dropped.
     PipelineQueue,
+    /// `--datachannel-send-queue-bytes`: pipeline output for a client that does not take its
+    /// data-channel messages dropped.
+    DatachannelSendQueueBytes,
 }
 
 impl Limit {
-    pub const ALL: [Limit; 8] = [
+    pub const ALL: [Limit; 9] = [
         Limit::SdpBytes,
         Limit::SignalingMessageBytes,
         Limit::DatachannelMessageBytes,
@@ -63,6 +66,7 @@ impl Limit {
         Limit::Sessions,
         Limit::Peers,
         Limit::PipelineQueue,
+        Limit::DatachannelSendQueueBytes,
     ];
 
     pub fn label(self) -> &'static str {
@@ -75,6 +79,7 @@ impl Limit {
             Self::Sessions => "sessions",
             Self::Peers => "peers",
             Self::PipelineQueue => "pipeline_queue",
+            Self::DatachannelSendQueueBytes => "datachannel_send_queue_bytes",
         }
     }
 }
@@ -89,7 +94,7 @@ pub fn limit_hit(limit: Limit, n: u64) {
 
 /// Why a data-channel message was dropped (the `reason` label of
 /// `remotemedia_media_datachannel_dropped_total`).
-pub const DATACHANNEL_DROP_REASONS: [&str; 4] = [
+pub const DATACHANNEL_DROP_REASONS: [&str; 5] = [
     // Inbound, above `--max-datachannel-message-bytes` (also a limit hit).
     "too_large",
     // Inbound, not a DataBuffer (or text that is not UTF-8, or a DataBuffer that is invalid).
@@ -98,6 +103,8 @@ pub const DATACHANNEL_DROP_REASONS: [&str; 4] = [
     "too_large_for_client",
     // Outbound, no data channel open to send it on.
     "no_channel",
+    // Outbound, the session's send queue full (also a limit hit).
+    "send_queue_full",
 ];
 
 /// Every Redis operation whose failures are counted (`operation` label of

@@ -24,6 +24,7 @@ use super::activity::Activity;
 use super::advertise::{with_candidates, without_ice_lite};
 use super::audio::{receive_audio, send_pipeline_output, InboundAudio};
 use super::data_channel::{advertise_max_message_size, read_when_open, DataInput};
+use super::data_output::DataOutput;
 use super::error::PeerError;
 use super::forward::{drain, forward_rtp};
 use super::quality::MediaCounters;
@@ -68,6 +69,8 @@ pub(crate) struct PeerSettings {
     pub pipeline_queue_frames: usize,
     /// Largest inbound data-channel message (`--max-datachannel-message-bytes`).
     pub max_datachannel_message_bytes: usize,
+    /// Pipeline output waiting for the data channels (`--datachannel-send-queue-bytes`).
+    pub datachannel_send_queue_bytes: usize,
 }
 
 impl ServerPeer {
@@ -354,10 +357,16 @@ impl ServerPeer {
         }
         drop(pipeline_input);
 
+        let (data_output, send_data) = DataOutput::start(
+            settings.datachannel_send_queue_bytes,
+            channel_rx,
+            cancel.clone(),
+        );
+        tasks.spawn(send_data);
         tasks.spawn(send_pipeline_output(
             pipeline_session.output,
             track,
-            channel_rx,
+            data_output,
             settings.opus.clone(),
             Arc::clone(&counters),
             Arc::clone(trace),

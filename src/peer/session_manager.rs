@@ -49,6 +49,8 @@ pub struct SessionSettings {
     pub pipeline_queue_frames: usize,
     /// Largest inbound data-channel message (`--max-datachannel-message-bytes`).
     pub max_datachannel_message_bytes: usize,
+    /// Pipeline output waiting for the data channels (`--datachannel-send-queue-bytes`).
+    pub datachannel_send_queue_bytes: usize,
 }
 
 /// Weak handles to server peer connections, taken by [`SessionManager::peer_connection_probe`].
@@ -202,6 +204,7 @@ impl SessionHost for SessionManager {
                 },
                 pipeline_queue_frames: inner.settings.pipeline_queue_frames,
                 max_datachannel_message_bytes: inner.settings.max_datachannel_message_bytes,
+                datachannel_send_queue_bytes: inner.settings.datachannel_send_queue_bytes,
             },
             &request.offer_sdp,
             candidate_tx,
