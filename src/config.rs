@@ -674,6 +674,11 @@ pub struct LimitOptions {
     )]
     pub datachannel_send_queue_bytes: usize,
 
+    /// Data channels a server session reads at once (each holds a read buffer as large as
+    /// the SCTP receive window); a client that opens more has the extra ones closed.
+    #[arg(long, env = "REMOTEMEDIA_MAX_DATACHANNELS", default_value_t = 4)]
+    pub max_datachannels: usize,
+
     /// Signaling requests per second each stream or WebSocket may make, on average; more get
     /// RESOURCE_EXHAUSTED (-32010) and the stream stays. 0: no limit.
     #[arg(long, env = "REMOTEMEDIA_SIGNALING_RATE", default_value_t = 20)]
@@ -727,6 +732,7 @@ impl LimitOptions {
                 "--datachannel-send-queue-bytes",
                 self.datachannel_send_queue_bytes,
             ),
+            ("--max-datachannels", self.max_datachannels),
             ("--pipeline-queue-frames", self.pipeline_queue_frames),
         ] {
             if value == 0 {

@@ -54,10 +54,12 @@ pub enum Limit {
     /// `--datachannel-send-queue-bytes`: pipeline output for a client that does not take its
     /// data-channel messages dropped.
     DatachannelSendQueueBytes,
+    /// `--max-datachannels`: a data channel over a session's limit closed.
+    Datachannels,
 }
 
 impl Limit {
-    pub const ALL: [Limit; 9] = [
+    pub const ALL: [Limit; 10] = [
         Limit::SdpBytes,
         Limit::SignalingMessageBytes,
         Limit::DatachannelMessageBytes,
@@ -67,6 +69,7 @@ impl Limit {
         Limit::Peers,
         Limit::PipelineQueue,
         Limit::DatachannelSendQueueBytes,
+        Limit::Datachannels,
     ];
 
     pub fn label(self) -> &'static str {
@@ -80,6 +83,7 @@ impl Limit {
             Self::Peers => "peers",
             Self::PipelineQueue => "pipeline_queue",
             Self::DatachannelSendQueueBytes => "datachannel_send_queue_bytes",
+            Self::Datachannels => "datachannels",
         }
     }
 }

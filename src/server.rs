@@ -105,6 +105,7 @@ pub async fn session_manager(
             pipeline_queue_frames: config.limits.pipeline_queue_frames,
             max_datachannel_message_bytes: config.limits.max_datachannel_message_bytes,
             datachannel_send_queue_bytes: config.limits.datachannel_send_queue_bytes,
+            max_datachannels: config.limits.max_datachannels,
         },
         event_tx,
     ));

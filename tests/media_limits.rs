@@ -1,6 +1,6 @@
 //! Media limits against a real server and a real WebRTC client: data-channel messages over
-//! `--max-datachannel-message-bytes`, and a pipeline input that overflows
-//! (`--pipeline-queue-frames`). Each checks what is counted and that media still flows after.
+//! `--max-datachannel-message-bytes`, a pipeline input that overflows
+//! (`--pipeline-queue-frames`), and more data channels than `--max-datachannels`. Each checks what is counted and that media still flows after.
 //! (Its own test binary: the metrics are process-wide; the tests move different series.)
 
 #![allow(clippy::unwrap_used)] // tests unwrap: a failure is the test failing
@@ -175,5 +175,35 @@ async fn a_pipeline_input_that_overflows_drops_the_oldest_audio_and_audio_still_
         (frequency - 660.0).abs() < 20.0,
         "the tone came back at {frequency} Hz"
     );
+    peer.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn data_channels_over_the_session_limit_are_closed_and_counted() {
+    common::init_tracing();
+    let server = TestServer::start_with(|c| c.limits.max_datachannels = 2).await;
+    let before = hits(server.http, "datachannels").await;
+    let (mut signaling, _) = SignalingClient::announce(&server.grpc_url(), "many-dc").await;
+    let mut peer = ClientPeer::new(ClientOptions::default()).await;
+    connect_to_server(&mut signaling, &mut peer).await;
+    let first = open_channel(&peer).await;
+    let second = peer.pc.create_data_channel("second", None).await.unwrap();
+    common::eventually("the second channel to open", || {
+        let open = second.ready_state() == RTCDataChannelState::Open;
+        async move { open }
+    })
+    .await;
+    // One more than the server reads: it opens (the client's stack opens it), then the
+    // server closes it.
+    let third = peer.pc.create_data_channel("third", None).await.unwrap();
+    common::eventually("the server to close the third channel", || {
+        let closed = third.ready_state() == RTCDataChannelState::Closed;
+        async move { closed }
+    })
+    .await;
+    assert_eq!(hits(server.http, "datachannels").await, before + 1.0);
+    assert_eq!(second.ready_state(), RTCDataChannelState::Open);
+    // The channels within the limit work on.
+    echoes(&mut peer, &first, "the first channel still works").await;
     peer.close().await;
 }

@@ -71,6 +71,8 @@ pub(crate) struct PeerSettings {
     pub max_datachannel_message_bytes: usize,
     /// Pipeline output waiting for the data channels (`--datachannel-send-queue-bytes`).
     pub datachannel_send_queue_bytes: usize,
+    /// Data channels read at once (`--max-datachannels`).
+    pub max_datachannels: usize,
 }
 
 impl ServerPeer {
@@ -344,15 +346,15 @@ impl ServerPeer {
                 input: pipeline_input.clone(),
                 activity: Arc::clone(&activity),
                 max_message_bytes: settings.max_datachannel_message_bytes,
+                open: Arc::default(),
+                max_channels: settings.max_datachannels,
+                accepted: channel_tx,
                 tasks: tasks.clone(),
                 cancel: cancel.clone(),
             };
             pc.on_data_channel(Box::new(move |channel: Arc<RTCDataChannel>| {
                 read_when_open(&channel, data.clone());
-                let channel_tx = channel_tx.clone();
-                Box::pin(async move {
-                    let _ = channel_tx.send(channel).await;
-                })
+                Box::pin(async {})
             }));
         }
         drop(pipeline_input);

@@ -51,6 +51,8 @@ pub struct SessionSettings {
     pub max_datachannel_message_bytes: usize,
     /// Pipeline output waiting for the data channels (`--datachannel-send-queue-bytes`).
     pub datachannel_send_queue_bytes: usize,
+    /// Data channels read at once (`--max-datachannels`).
+    pub max_datachannels: usize,
 }
 
 /// Weak handles to server peer connections, taken by [`SessionManager::peer_connection_probe`].
@@ -205,6 +207,7 @@ impl SessionHost for SessionManager {
                 pipeline_queue_frames: inner.settings.pipeline_queue_frames,
                 max_datachannel_message_bytes: inner.settings.max_datachannel_message_bytes,
                 datachannel_send_queue_bytes: inner.settings.datachannel_send_queue_bytes,
+                max_datachannels: inner.settings.max_datachannels,
             },
             &request.offer_sdp,
             candidate_tx,
