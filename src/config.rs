@@ -587,6 +587,12 @@ pub struct MediaOptions {
     #[arg(long, env = "REMOTEMEDIA_UDP_STUN_RATE", default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..))]
     pub udp_stun_rate: u32,
 
+    /// Bytes per second of RTP a server session resends in answer to its client's NACKs (a
+    /// second's worth at once); NACKed packets beyond it are not resent, and counted. 0: no
+    /// limit. The default carries the repairs of a few Mbit/s of video with heavy loss.
+    #[arg(long, env = "REMOTEMEDIA_NACK_BYTES_PER_SECOND", default_value_t = 250_000)]
+    pub nack_bytes_per_second: u32,
+
     /// `--udp-port`: the checks a source IP may send at once above `--udp-stun-rate`.
     #[arg(long, env = "REMOTEMEDIA_UDP_STUN_BURST", default_value_t = 500, value_parser = clap::value_parser!(u32).range(1..))]
     pub udp_stun_burst: u32,

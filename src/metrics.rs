@@ -56,10 +56,12 @@ pub enum Limit {
     DatachannelSendQueueBytes,
     /// `--max-datachannels`: a data channel over a session's limit closed.
     Datachannels,
+    /// `--nack-bytes-per-second`: a NACKed packet over a session's resend budget not resent.
+    NackBytesPerSecond,
 }
 
 impl Limit {
-    pub const ALL: [Limit; 10] = [
+    pub const ALL: [Limit; 11] = [
         Limit::SdpBytes,
         Limit::SignalingMessageBytes,
         Limit::DatachannelMessageBytes,
@@ -70,6 +72,7 @@ impl Limit {
         Limit::PipelineQueue,
         Limit::DatachannelSendQueueBytes,
         Limit::Datachannels,
+        Limit::NackBytesPerSecond,
     ];
 
     pub fn label(self) -> &'static str {
@@ -84,6 +87,7 @@ impl Limit {
             Self::PipelineQueue => "pipeline_queue",
             Self::DatachannelSendQueueBytes => "datachannel_send_queue_bytes",
             Self::Datachannels => "datachannels",
+            Self::NackBytesPerSecond => "nack_bytes_per_second",
         }
     }
 }
