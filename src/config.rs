@@ -590,7 +590,11 @@ pub struct MediaOptions {
     /// Bytes per second of RTP a server session resends in answer to its client's NACKs (a
     /// second's worth at once); NACKed packets beyond it are not resent, and counted. 0: no
     /// limit. The default carries the repairs of a few Mbit/s of video with heavy loss.
-    #[arg(long, env = "REMOTEMEDIA_NACK_BYTES_PER_SECOND", default_value_t = 250_000)]
+    #[arg(
+        long,
+        env = "REMOTEMEDIA_NACK_BYTES_PER_SECOND",
+        default_value_t = 250_000
+    )]
     pub nack_bytes_per_second: u32,
 
     /// `--udp-port`: the checks a source IP may send at once above `--udp-stun-rate`.
@@ -705,6 +709,17 @@ pub struct LimitOptions {
     #[arg(long, env = "REMOTEMEDIA_PIPELINE_QUEUE_FRAMES", default_value_t = 50)]
     pub pipeline_queue_frames: usize,
 
+    /// Text a `TextCollectorNode` holds while no sentence ends, in bytes; beyond it the text
+    /// so far goes on as one piece, counted.
+    #[arg(long, env = "REMOTEMEDIA_MAX_TEXT_BUFFER_BYTES", default_value_t = 64 * 1024)]
+    pub max_text_buffer_bytes: usize,
+
+    /// Audio an `AudioBufferAccumulatorNode` holds for one utterance, in bytes (4 per
+    /// sample: 8 MiB is 43 s of 48 kHz mono), whatever sample rate the audio claims; a
+    /// longer utterance is cut there and goes on, counted.
+    #[arg(long, env = "REMOTEMEDIA_MAX_UTTERANCE_BYTES", default_value_t = 8 * 1024 * 1024)]
+    pub max_utterance_bytes: usize,
+
     /// Graceful shutdown gives up and exits after this long.
     #[arg(long, env = "REMOTEMEDIA_SHUTDOWN_TIMEOUT", default_value = "3s", value_parser = humantime::parse_duration)]
     pub shutdown_timeout: Duration,
@@ -739,6 +754,8 @@ impl LimitOptions {
                 self.datachannel_send_queue_bytes,
             ),
             ("--max-datachannels", self.max_datachannels),
+            ("--max-text-buffer-bytes", self.max_text_buffer_bytes),
+            ("--max-utterance-bytes", self.max_utterance_bytes),
             ("--pipeline-queue-frames", self.pipeline_queue_frames),
         ] {
             if value == 0 {

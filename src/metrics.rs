@@ -58,10 +58,14 @@ pub enum Limit {
     Datachannels,
     /// `--nack-bytes-per-second`: a NACKed packet over a session's resend budget not resent.
     NackBytesPerSecond,
+    /// `--max-text-buffer-bytes`: a `TextCollectorNode`'s unfinished text sent on early.
+    TextBufferBytes,
+    /// `--max-utterance-bytes`: an `AudioBufferAccumulatorNode`'s utterance cut early.
+    UtteranceBytes,
 }
 
 impl Limit {
-    pub const ALL: [Limit; 11] = [
+    pub const ALL: [Limit; 13] = [
         Limit::SdpBytes,
         Limit::SignalingMessageBytes,
         Limit::DatachannelMessageBytes,
@@ -73,6 +77,8 @@ impl Limit {
         Limit::DatachannelSendQueueBytes,
         Limit::Datachannels,
         Limit::NackBytesPerSecond,
+        Limit::TextBufferBytes,
+        Limit::UtteranceBytes,
     ];
 
     pub fn label(self) -> &'static str {
@@ -88,6 +94,8 @@ impl Limit {
             Self::DatachannelSendQueueBytes => "datachannel_send_queue_bytes",
             Self::Datachannels => "datachannels",
             Self::NackBytesPerSecond => "nack_bytes_per_second",
+            Self::TextBufferBytes => "text_buffer_bytes",
+            Self::UtteranceBytes => "utterance_bytes",
         }
     }
 }

@@ -18,7 +18,7 @@ use super::error::PipelineError;
 use super::histogram::{AtomicHistogram, LatencyHistogram};
 use super::input::{input_queue, InputReceiver, PipelineInput};
 use super::manifest::Manifest;
-use super::nodes::{canonical_type, create_node, Node};
+use super::nodes::{canonical_type, create_node, create_node_with, Node, NodeLimits};
 
 /// Capacity of every channel in a session: enough to absorb a burst of 20 ms audio frames
 /// (over a second) without letting a stuck consumer hold unbounded memory.
@@ -35,6 +35,8 @@ pub struct Pipeline {
     successors: Vec<Vec<usize>>,
     /// Nodes with no incoming edge: they receive the session input.
     sources: Vec<usize>,
+    /// What each session's nodes may hold (the server's flags).
+    limits: NodeLimits,
 }
 
 /// One running instance of a [`Pipeline`].
@@ -75,7 +77,15 @@ impl Pipeline {
             manifest,
             successors,
             sources,
+            limits: NodeLimits::default(),
         })
+    }
+
+    /// The same pipeline, its sessions' nodes bounded by `limits`.
+    #[must_use]
+    pub fn with_limits(mut self, limits: NodeLimits) -> Self {
+        self.limits = limits;
+        self
     }
 
     /// The manifest this pipeline was built from (the server reads its `media` block).
@@ -108,7 +118,7 @@ impl Pipeline {
             .manifest
             .nodes
             .iter()
-            .map(create_node)
+            .map(|spec| create_node_with(spec, &self.limits))
             .collect::<Result<Vec<_>, _>>()?;
         let (input_tx, input_rx) = input_queue(input_queue_items);
         let (output_tx, output_rx) = mpsc::channel(CHANNEL_CAPACITY);

@@ -29,8 +29,8 @@ pub use manifest::{
     VideoMode,
 };
 pub use nodes::{
-    canonical_type, create_node, unavailable_advice, AudioBufferAccumulatorNode, AudioChunkerNode,
-    CalculatorNode, FastResampleNode, GainNode, Node, Params, PassThrough, Quality,
-    SpeculativeVadGate, TextCollectorNode, ToneGeneratorNode, VadEvent, VadNode, NODE_ALIASES,
-    NODE_TYPES, VAD_SCHEMA,
+    canonical_type, create_node, create_node_with, unavailable_advice, AudioBufferAccumulatorNode,
+    AudioChunkerNode, CalculatorNode, FastResampleNode, GainNode, Node, NodeLimits, Params,
+    PassThrough, Quality, SpeculativeVadGate, TextCollectorNode, ToneGeneratorNode, VadEvent,
+    VadNode, NODE_ALIASES, NODE_TYPES, VAD_SCHEMA,
 };
