@@ -709,6 +709,13 @@ pub struct LimitOptions {
     #[arg(long, env = "REMOTEMEDIA_PIPELINE_QUEUE_FRAMES", default_value_t = 50)]
     pub pipeline_queue_frames: usize,
 
+    /// Bytes of data-channel messages a pipeline's input holds while the pipeline is busy
+    /// (a message may be up to `--max-datachannel-message-bytes`, so a count alone would let
+    /// one session hold tens of MiB); a message that would go over waits, which slows its
+    /// client down through SCTP flow control, counted.
+    #[arg(long, env = "REMOTEMEDIA_PIPELINE_QUEUE_BYTES", default_value_t = 1024 * 1024)]
+    pub pipeline_queue_bytes: usize,
+
     /// Text a `TextCollectorNode` holds while no sentence ends, in bytes; beyond it the text
     /// so far goes on as one piece, counted.
     #[arg(long, env = "REMOTEMEDIA_MAX_TEXT_BUFFER_BYTES", default_value_t = 64 * 1024)]
@@ -757,6 +764,7 @@ impl LimitOptions {
             ("--max-text-buffer-bytes", self.max_text_buffer_bytes),
             ("--max-utterance-bytes", self.max_utterance_bytes),
             ("--pipeline-queue-frames", self.pipeline_queue_frames),
+            ("--pipeline-queue-bytes", self.pipeline_queue_bytes),
         ] {
             if value == 0 {
                 return Err(format!("{flag} must be at least 1"));

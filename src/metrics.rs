@@ -62,10 +62,12 @@ pub enum Limit {
     TextBufferBytes,
     /// `--max-utterance-bytes`: an `AudioBufferAccumulatorNode`'s utterance cut early.
     UtteranceBytes,
+    /// `--pipeline-queue-bytes`: a data-channel message waited for room in a pipeline input.
+    PipelineQueueBytes,
 }
 
 impl Limit {
-    pub const ALL: [Limit; 13] = [
+    pub const ALL: [Limit; 14] = [
         Limit::SdpBytes,
         Limit::SignalingMessageBytes,
         Limit::DatachannelMessageBytes,
@@ -79,6 +81,7 @@ impl Limit {
         Limit::NackBytesPerSecond,
         Limit::TextBufferBytes,
         Limit::UtteranceBytes,
+        Limit::PipelineQueueBytes,
     ];
 
     pub fn label(self) -> &'static str {
@@ -96,6 +99,7 @@ impl Limit {
             Self::NackBytesPerSecond => "nack_bytes_per_second",
             Self::TextBufferBytes => "text_buffer_bytes",
             Self::UtteranceBytes => "utterance_bytes",
+            Self::PipelineQueueBytes => "pipeline_queue_bytes",
         }
     }
 }

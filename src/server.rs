@@ -107,6 +107,7 @@ pub async fn session_manager(
             jitter_buffer: Duration::from_millis(u64::from(config.media.jitter_buffer_ms)),
             opus,
             pipeline_queue_frames: config.limits.pipeline_queue_frames,
+            pipeline_queue_bytes: config.limits.pipeline_queue_bytes,
             max_datachannel_message_bytes: config.limits.max_datachannel_message_bytes,
             datachannel_send_queue_bytes: config.limits.datachannel_send_queue_bytes,
             max_datachannels: config.limits.max_datachannels,

@@ -67,6 +67,8 @@ pub(crate) struct PeerSettings {
     pub opus: OpusSettings,
     /// Items the pipeline's input holds (`--pipeline-queue-frames`).
     pub pipeline_queue_frames: usize,
+    /// Message bytes the pipeline's input holds (`--pipeline-queue-bytes`).
+    pub pipeline_queue_bytes: usize,
     /// Largest inbound data-channel message (`--max-datachannel-message-bytes`).
     pub max_datachannel_message_bytes: usize,
     /// Pipeline output waiting for the data channels (`--datachannel-send-queue-bytes`).
@@ -143,7 +145,11 @@ impl ServerPeer {
             pipeline = pipeline.manifest().metadata.name
         )
         .in_scope(|| {
-            pipeline.start_with_queue(cancel.child_token(), settings.pipeline_queue_frames)
+            pipeline.start_with_queue(
+                cancel.child_token(),
+                settings.pipeline_queue_frames,
+                settings.pipeline_queue_bytes,
+            )
         })
         .map_err(|e| PeerError::Pipeline(e.to_string()))?;
         let pipeline_input = pipeline_session.input;

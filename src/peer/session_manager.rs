@@ -47,6 +47,8 @@ pub struct SessionSettings {
     pub opus: OpusSettings,
     /// Items each pipeline's input holds (`--pipeline-queue-frames`).
     pub pipeline_queue_frames: usize,
+    /// Message bytes each pipeline's input holds (`--pipeline-queue-bytes`).
+    pub pipeline_queue_bytes: usize,
     /// Largest inbound data-channel message (`--max-datachannel-message-bytes`).
     pub max_datachannel_message_bytes: usize,
     /// Pipeline output waiting for the data channels (`--datachannel-send-queue-bytes`).
@@ -205,6 +207,7 @@ impl SessionHost for SessionManager {
                     inner.settings.opus.clone()
                 },
                 pipeline_queue_frames: inner.settings.pipeline_queue_frames,
+                pipeline_queue_bytes: inner.settings.pipeline_queue_bytes,
                 max_datachannel_message_bytes: inner.settings.max_datachannel_message_bytes,
                 datachannel_send_queue_bytes: inner.settings.datachannel_send_queue_bytes,
                 max_datachannels: inner.settings.max_datachannels,

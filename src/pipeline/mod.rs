@@ -21,6 +21,7 @@ pub use data::{
 pub use error::{DataError, ManifestError, NodeError, PipelineError};
 pub use graph::{
     NodeStats, Pipeline, PipelineSession, PipelineStats, CHANNEL_CAPACITY, DEFAULT_INPUT_QUEUE,
+    DEFAULT_INPUT_QUEUE_BYTES,
 };
 pub use histogram::{LatencyHistogram, LATENCY_BUCKETS_US};
 pub use input::{InputClosed, PipelineInput, TrySendError};
