@@ -589,6 +589,16 @@ pub struct MediaOptions {
     #[arg(long, env = "REMOTEMEDIA_UDP_STUN_RATE", default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..))]
     pub udp_stun_rate: u32,
 
+    /// Bytes per second of RTP a server session resends in answer to its client's NACKs (a
+    /// second's worth at once); NACKed packets beyond it are not resent, and counted. 0: no
+    /// limit. The default carries the repairs of a few Mbit/s of video with heavy loss.
+    #[arg(
+        long,
+        env = "REMOTEMEDIA_NACK_BYTES_PER_SECOND",
+        default_value_t = 250_000
+    )]
+    pub nack_bytes_per_second: u32,
+
     /// `--udp-port`: the checks a source IP may send at once above `--udp-stun-rate`.
     #[arg(long, env = "REMOTEMEDIA_UDP_STUN_BURST", default_value_t = 500, value_parser = clap::value_parser!(u32).range(1..))]
     pub udp_stun_burst: u32,
@@ -666,6 +676,21 @@ pub struct LimitOptions {
     )]
     pub max_datachannel_message_bytes: usize,
 
+    /// Pipeline output waiting to be sent on a session's data channels, in bytes. A client
+    /// that stops reading its channel stops taking messages; what does not fit then is dropped
+    /// and counted, and the session's audio is never held up by it.
+    #[arg(
+        long,
+        env = "REMOTEMEDIA_DATACHANNEL_SEND_QUEUE_BYTES",
+        default_value_t = 1024 * 1024
+    )]
+    pub datachannel_send_queue_bytes: usize,
+
+    /// Data channels a server session reads at once (each holds a read buffer as large as
+    /// the SCTP receive window); a client that opens more has the extra ones closed.
+    #[arg(long, env = "REMOTEMEDIA_MAX_DATACHANNELS", default_value_t = 4)]
+    pub max_datachannels: usize,
+
     /// Signaling requests per second each stream or WebSocket may make, on average; more get
     /// RESOURCE_EXHAUSTED (-32010) and the stream stays. 0: no limit.
     #[arg(long, env = "REMOTEMEDIA_SIGNALING_RATE", default_value_t = 20)]
@@ -685,6 +710,24 @@ pub struct LimitOptions {
     /// is full the oldest frame is dropped and counted. Data-channel messages wait instead.
     #[arg(long, env = "REMOTEMEDIA_PIPELINE_QUEUE_FRAMES", default_value_t = 50)]
     pub pipeline_queue_frames: usize,
+
+    /// Bytes of data-channel messages a pipeline's input holds while the pipeline is busy
+    /// (a message may be up to `--max-datachannel-message-bytes`, so a count alone would let
+    /// one session hold tens of MiB); a message that would go over waits, which slows its
+    /// client down through SCTP flow control, counted.
+    #[arg(long, env = "REMOTEMEDIA_PIPELINE_QUEUE_BYTES", default_value_t = 1024 * 1024)]
+    pub pipeline_queue_bytes: usize,
+
+    /// Text a `TextCollectorNode` holds while no sentence ends, in bytes; beyond it the text
+    /// so far goes on as one piece, counted.
+    #[arg(long, env = "REMOTEMEDIA_MAX_TEXT_BUFFER_BYTES", default_value_t = 64 * 1024)]
+    pub max_text_buffer_bytes: usize,
+
+    /// Audio an `AudioBufferAccumulatorNode` holds for one utterance, in bytes (4 per
+    /// sample: 8 MiB is 43 s of 48 kHz mono), whatever sample rate the audio claims; a
+    /// longer utterance is cut there and goes on, counted.
+    #[arg(long, env = "REMOTEMEDIA_MAX_UTTERANCE_BYTES", default_value_t = 8 * 1024 * 1024)]
+    pub max_utterance_bytes: usize,
 
     /// Graceful shutdown gives up and exits after this long.
     #[arg(long, env = "REMOTEMEDIA_SHUTDOWN_TIMEOUT", default_value = "3s", value_parser = humantime::parse_duration)]
@@ -715,7 +758,15 @@ impl LimitOptions {
                 self.max_datachannel_message_bytes,
             ),
             ("--max-ice-candidates", self.max_ice_candidates),
+            (
+                "--datachannel-send-queue-bytes",
+                self.datachannel_send_queue_bytes,
+            ),
+            ("--max-datachannels", self.max_datachannels),
+            ("--max-text-buffer-bytes", self.max_text_buffer_bytes),
+            ("--max-utterance-bytes", self.max_utterance_bytes),
             ("--pipeline-queue-frames", self.pipeline_queue_frames),
+            ("--pipeline-queue-bytes", self.pipeline_queue_bytes),
         ] {
             if value == 0 {
                 return Err(format!("{flag} must be at least 1"));

@@ -51,10 +51,23 @@ pub enum Limit {
     Peers,
     /// `--pipeline-queue-frames`: the oldest queued audio frame of a pipeline input dropped.
     PipelineQueue,
+    /// `--datachannel-send-queue-bytes`: pipeline output for a client that does not take its
+    /// data-channel messages dropped.
+    DatachannelSendQueueBytes,
+    /// `--max-datachannels`: a data channel over a session's limit closed.
+    Datachannels,
+    /// `--nack-bytes-per-second`: a NACKed packet over a session's resend budget not resent.
+    NackBytesPerSecond,
+    /// `--max-text-buffer-bytes`: a `TextCollectorNode`'s unfinished text sent on early.
+    TextBufferBytes,
+    /// `--max-utterance-bytes`: an `AudioBufferAccumulatorNode`'s utterance cut early.
+    UtteranceBytes,
+    /// `--pipeline-queue-bytes`: a data-channel message waited for room in a pipeline input.
+    PipelineQueueBytes,
 }
 
 impl Limit {
-    pub const ALL: [Limit; 8] = [
+    pub const ALL: [Limit; 14] = [
         Limit::SdpBytes,
         Limit::SignalingMessageBytes,
         Limit::DatachannelMessageBytes,
@@ -63,6 +76,12 @@ impl Limit {
         Limit::Sessions,
         Limit::Peers,
         Limit::PipelineQueue,
+        Limit::DatachannelSendQueueBytes,
+        Limit::Datachannels,
+        Limit::NackBytesPerSecond,
+        Limit::TextBufferBytes,
+        Limit::UtteranceBytes,
+        Limit::PipelineQueueBytes,
     ];
 
     pub fn label(self) -> &'static str {
@@ -75,6 +94,12 @@ impl Limit {
             Self::Sessions => "sessions",
             Self::Peers => "peers",
             Self::PipelineQueue => "pipeline_queue",
+            Self::DatachannelSendQueueBytes => "datachannel_send_queue_bytes",
+            Self::Datachannels => "datachannels",
+            Self::NackBytesPerSecond => "nack_bytes_per_second",
+            Self::TextBufferBytes => "text_buffer_bytes",
+            Self::UtteranceBytes => "utterance_bytes",
+            Self::PipelineQueueBytes => "pipeline_queue_bytes",
         }
     }
 }
@@ -89,7 +114,7 @@ pub fn limit_hit(limit: Limit, n: u64) {
 
 /// Why a data-channel message was dropped (the `reason` label of
 /// `remotemedia_media_datachannel_dropped_total`).
-pub const DATACHANNEL_DROP_REASONS: [&str; 4] = [
+pub const DATACHANNEL_DROP_REASONS: [&str; 5] = [
     // Inbound, above `--max-datachannel-message-bytes` (also a limit hit).
     "too_large",
     // Inbound, not a DataBuffer (or text that is not UTF-8, or a DataBuffer that is invalid).
@@ -98,6 +123,8 @@ pub const DATACHANNEL_DROP_REASONS: [&str; 4] = [
     "too_large_for_client",
     // Outbound, no data channel open to send it on.
     "no_channel",
+    // Outbound, the session's send queue full (also a limit hit).
+    "send_queue_full",
 ];
 
 /// Every Redis operation whose failures are counted (`operation` label of

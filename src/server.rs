@@ -17,7 +17,7 @@ use crate::config::{non_empty, Config, Mode};
 use crate::error::Error;
 use crate::http::{self, Readiness};
 use crate::peer::{SessionManager, SessionSettings, WebRtcStack};
-use crate::pipeline::{OpusSettings, Pipeline, PipelineCatalog};
+use crate::pipeline::{NodeLimits, OpusSettings, Pipeline, PipelineCatalog};
 use crate::proto::signaling::web_rtc_signaling_server::WebRtcSignalingServer;
 use crate::signaling::{
     Access, GrpcSignaling, InMemoryBus, InMemoryRegistry, NotificationBus, OriginPolicy,
@@ -84,7 +84,11 @@ pub async fn session_manager(
     Error,
 > {
     let pipelines =
-        PipelineCatalog::load(config.manifest.as_deref(), config.manifest_dir.as_deref())?;
+        PipelineCatalog::load(config.manifest.as_deref(), config.manifest_dir.as_deref())?
+            .with_limits(NodeLimits {
+                text_buffer_bytes: config.limits.max_text_buffer_bytes,
+                utterance_bytes: config.limits.max_utterance_bytes,
+            });
     let opus = opus_settings(config, pipelines.default_pipeline());
     let public_ip = crate::public_address::resolve(&config.media).await?;
     let stack = WebRtcStack::new(&config.media, public_ip).await?;
@@ -103,7 +107,10 @@ pub async fn session_manager(
             jitter_buffer: Duration::from_millis(u64::from(config.media.jitter_buffer_ms)),
             opus,
             pipeline_queue_frames: config.limits.pipeline_queue_frames,
+            pipeline_queue_bytes: config.limits.pipeline_queue_bytes,
             max_datachannel_message_bytes: config.limits.max_datachannel_message_bytes,
+            datachannel_send_queue_bytes: config.limits.datachannel_send_queue_bytes,
+            max_datachannels: config.limits.max_datachannels,
         },
         event_tx,
     ));

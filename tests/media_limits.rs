@@ -1,6 +1,7 @@
 //! Media limits against a real server and a real WebRTC client: data-channel messages over
-//! `--max-datachannel-message-bytes`, and a pipeline input that overflows
-//! (`--pipeline-queue-frames`). Each checks what is counted and that media still flows after.
+//! `--max-datachannel-message-bytes`, a pipeline input that overflows
+//! (`--pipeline-queue-frames`), more data channels than `--max-datachannels`, and node
+//! buffers a client fills (`--max-text-buffer-bytes`, `--max-utterance-bytes`). Each checks what is counted and that media still flows after.
 //! (Its own test binary: the metrics are process-wide; the tests move different series.)
 
 #![allow(clippy::unwrap_used)] // tests unwrap: a failure is the test failing
@@ -175,5 +176,125 @@ async fn a_pipeline_input_that_overflows_drops_the_oldest_audio_and_audio_still_
         (frequency - 660.0).abs() < 20.0,
         "the tone came back at {frequency} Hz"
     );
+    peer.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn data_channels_over_the_session_limit_are_closed_and_counted() {
+    common::init_tracing();
+    let server = TestServer::start_with(|c| c.limits.max_datachannels = 2).await;
+    let before = hits(server.http, "datachannels").await;
+    let (mut signaling, _) = SignalingClient::announce(&server.grpc_url(), "many-dc").await;
+    let mut peer = ClientPeer::new(ClientOptions::default()).await;
+    connect_to_server(&mut signaling, &mut peer).await;
+    let first = open_channel(&peer).await;
+    let second = peer.pc.create_data_channel("second", None).await.unwrap();
+    common::eventually("the second channel to open", || {
+        let open = second.ready_state() == RTCDataChannelState::Open;
+        async move { open }
+    })
+    .await;
+    // The server reads it (its echo comes back on the first): both slots are taken.
+    echoes(&mut peer, &second, "the second channel is read").await;
+    // One more than the server reads: it opens (the client's stack opens it), then the
+    // server closes it.
+    let third = peer.pc.create_data_channel("third", None).await.unwrap();
+    common::eventually("the server to close the third channel", || {
+        let closed = third.ready_state() == RTCDataChannelState::Closed;
+        async move { closed }
+    })
+    .await;
+    assert_eq!(hits(server.http, "datachannels").await, before + 1.0);
+    assert_eq!(second.ready_state(), RTCDataChannelState::Open);
+    // The channels within the limit work on.
+    echoes(&mut peer, &first, "the first channel still works").await;
+    peer.close().await;
+}
+
+/// A server whose every session runs `manifest` (YAML), with `tweak` applied.
+async fn server_with_manifest(
+    manifest: &str,
+    tweak: impl FnOnce(&mut remotemedia_webrtc::config::Config),
+) -> (TestServer, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("manifest.yaml");
+    std::fs::write(&path, manifest).unwrap();
+    let server = TestServer::start_with(|c| {
+        c.manifest = Some(path);
+        tweak(c);
+    })
+    .await;
+    (server, dir)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn text_that_never_ends_a_sentence_is_sent_on_at_the_limit_and_counted() {
+    common::init_tracing();
+    let manifest = "version: v1\nmetadata: {name: sentences}\n\
+                    nodes: [{id: text, node_type: TextCollectorNode}]\nconnections: []\n";
+    let (server, _dir) =
+        server_with_manifest(manifest, |c| c.limits.max_text_buffer_bytes = 1000).await;
+    let before = hits(server.http, "text_buffer_bytes").await;
+    let (mut signaling, _) = SignalingClient::announce(&server.grpc_url(), "chatty").await;
+    let mut peer = ClientPeer::new(ClientOptions::default()).await;
+    connect_to_server(&mut signaling, &mut peer).await;
+    let channel = open_channel(&peer).await;
+    // Three fragments of 400 bytes and no sentence end: the third takes the text past the
+    // limit, and all of it comes back as one piece.
+    for _ in 0..3 {
+        channel.send(&text_message(&"a".repeat(400))).await.unwrap();
+    }
+    let reply = tokio::time::timeout(common::WAIT, peer.messages.recv())
+        .await
+        .expect("the text back at the limit")
+        .unwrap();
+    match DataBuffer::decode(reply).unwrap().data_type {
+        Some(DataType::Text(text)) => assert_eq!(text.text_data.len(), 1200),
+        other => panic!("expected text, got {other:?}"),
+    }
+    assert_eq!(hits(server.http, "text_buffer_bytes").await, before + 1.0);
+    peer.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_utterance_is_bounded_by_bytes_whatever_rate_the_client_claims() {
+    use remotemedia_webrtc::proto::common::{AudioBuffer, AudioFormat};
+    common::init_tracing();
+    let manifest = "version: v1\nmetadata: {name: utterances}\n\
+                    nodes: [{id: acc, node_type: AudioBufferAccumulatorNode}]\nconnections: []\n";
+    let (server, _dir) =
+        server_with_manifest(manifest, |c| c.limits.max_utterance_bytes = 64 * 1024).await;
+    let before = hits(server.http, "utterance_bytes").await;
+    let (mut signaling, _) = SignalingClient::announce(&server.grpc_url(), "fast-talker").await;
+    let mut peer = ClientPeer::new(ClientOptions::default()).await;
+    connect_to_server(&mut signaling, &mut peer).await;
+    let channel = open_channel(&peer).await;
+    // 768 kHz claimed: 30 s (the default maximum utterance) would be 23 million samples.
+    // Ten buffers of 4,000 samples are 160 KB of samples: over 64 KiB twice.
+    let samples: Vec<u8> = std::iter::repeat_n(0.1f32.to_le_bytes(), 4000)
+        .flatten()
+        .collect();
+    let audio = Bytes::from(
+        DataBuffer {
+            data_type: Some(DataType::Audio(AudioBuffer {
+                samples,
+                sample_rate: 768_000,
+                channels: 1,
+                format: AudioFormat::F32.into(),
+                num_samples: 4000,
+                metadata_json: None,
+            })),
+            metadata: Default::default(),
+        }
+        .encode_to_vec(),
+    );
+    for _ in 0..10 {
+        channel.send(&audio).await.unwrap();
+    }
+    common::eventually("two cut utterances to be counted", || {
+        let http = server.http;
+        async move { hits(http, "utterance_bytes").await >= before + 2.0 }
+    })
+    .await;
     peer.close().await;
 }

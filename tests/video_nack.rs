@@ -5,7 +5,8 @@
 //! The client reaches the server through a relay that drops the named server packets (so
 //! the client really misses them) and records every RTP header it passes. The client's own
 //! NACK generator is left out: the only NACK is the one the test sends, so its effect and
-//! its timing are the server's alone.
+//! its timing are the server's alone. A client that NACKs everything, over and over, gets
+//! no more than `--nack-bytes-per-second` resent.
 
 #![allow(clippy::unwrap_used)] // tests unwrap: a failure is the test failing
 
@@ -17,7 +18,7 @@ use common::client::{ClientOptions, ClientPeer, VideoOptions};
 use common::relay::{connect_via_relay, Impairment, Relay, SeenRtp};
 use common::signaling::SignalingClient;
 use common::video::{send_video, server_video_ssrc, video_section, vp8_payload, VP8};
-use common::TestServer;
+use common::{http_get, metric_value, TestServer};
 use webrtc::rtcp::transport_feedbacks::transport_layer_nack::{NackPair, TransportLayerNack};
 
 /// A retransmission must arrive while a receiver still waits for the frame: libwebrtc's
@@ -266,5 +267,72 @@ async fn with_rtx_lost_packets_come_on_the_repair_stream() {
     let to_client = repairs[0].at - sent;
     println!("NACK → RTX leaves the server: {to_wire:?}; → at the client: {to_client:?}");
     assert!(to_client < RETRANSMISSION_BOUND, "took {to_client:?}");
+    peer.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_nacks_everything_gets_no_more_than_the_resend_budget() {
+    common::init_tracing();
+    const BUDGET: u32 = 10_000;
+    let server = TestServer::start_with(|c| c.media.nack_bytes_per_second = BUDGET).await;
+    let hits = || async {
+        let text = http_get(server.http, "/metrics").await;
+        metric_value(
+            &text,
+            r#"remotemedia_limit_hits_total{limit="nack_bytes_per_second"}"#,
+        )
+        .unwrap()
+    };
+    let before = hits().await;
+    let video = VideoOptions {
+        rtx: false,
+        without_nack_generator: true,
+    };
+    let Lossy {
+        peer,
+        relay,
+        answer,
+        _signaling,
+    } = connect_and_lose(&server, video, &[]).await;
+    let ssrc = server_video_ssrc(&answer);
+    // Twenty NACKs for the whole history (packets 0..60 are still buffered): 1,200 packets
+    // of about 230 bytes asked for in 2 KB of RTCP.
+    let all: Vec<NackPair> = (0..60)
+        .step_by(17)
+        .map(|first| NackPair {
+            packet_id: first,
+            lost_packets: 0xFFFF,
+        })
+        .collect();
+    let sent = Instant::now();
+    for _ in 0..20 {
+        peer.pc
+            .write_rtcp(&[Box::new(TransportLayerNack {
+                sender_ssrc: 0,
+                media_ssrc: ssrc,
+                nacks: all.clone(),
+            })])
+            .await
+            .unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let resent = seen_after(&relay, sent, ssrc, VP8).len();
+    let elapsed = sent.elapsed().as_secs_f64();
+    // Each resend is at least the 211-byte payload and a 12-byte header.
+    let allowed = (f64::from(BUDGET) * (1.0 + elapsed) / 223.0) as usize;
+    println!("{resent} packets resent of 1200 NACKed in {elapsed:.2} s (at most {allowed})");
+    assert!(
+        resent <= allowed,
+        "{resent} resent, the budget allows {allowed}"
+    );
+    assert!(
+        resent >= 20,
+        "only {resent} resent: the budget is a second's worth at once"
+    );
+    assert_eq!(
+        (hits().await - before) as usize + resent,
+        1200,
+        "every NACKed packet not resent is counted"
+    );
     peer.close().await;
 }

@@ -8,15 +8,13 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
-use webrtc::data_channel::RTCDataChannel;
 use webrtc::media::Sample;
 use webrtc::track::track_local::track_local_static_sample::TrackLocalStaticSample;
 use webrtc::track::track_remote::TrackRemote;
 
 use super::activity::Activity;
-use super::data_channel::dropped;
+use super::data_output::DataOutput;
 use super::quality::MediaCounters;
-use super::server_peer::encode_data_message;
 use super::session_trace::SessionTrace;
 use crate::media::{
     Framer, JitterBuffer, JitterOutput, OpusConfig, OpusDecoder, OpusEncoder, Resampler,
@@ -198,13 +196,14 @@ fn play(decoder: &mut OpusDecoder, output: JitterOutput, framer: &mut Framer) {
 }
 
 /// Sends what the pipeline outputs: audio as Opus on `track`, each 20 ms frame as soon as it
-/// is complete but never faster than real time (a [`Pacer`] slot each); everything else on the data channels. `track` is
-/// `None` in `media.audio: forward`, where the client's own RTP goes back and pipeline audio
-/// is not sent.
+/// is complete but never faster than real time (a [`Pacer`] slot each); everything else is
+/// handed to `data` without waiting (a client that stops taking its data-channel messages
+/// must not stop its audio). `track` is `None` in `media.audio: forward`, where the client's
+/// own RTP goes back and pipeline audio is not sent.
 pub(crate) async fn send_pipeline_output(
     mut output: mpsc::Receiver<Envelope>,
     track: Option<Arc<TrackLocalStaticSample>>,
-    mut new_channels: mpsc::Receiver<Arc<RTCDataChannel>>,
+    data: DataOutput,
     opus: OpusSettings,
     counters: Arc<MediaCounters>,
     trace: Arc<SessionTrace>,
@@ -226,7 +225,6 @@ pub(crate) async fn send_pipeline_output(
         }
     };
     let mut outbound = OutboundAudio::new();
-    let mut channels: Vec<Arc<RTCDataChannel>> = Vec::new();
     let mut pacer = Pacer::default();
     let mut output_open = true;
     loop {
@@ -238,14 +236,13 @@ pub(crate) async fn send_pipeline_output(
         let wake = pacer.next_slot(tokio::time::Instant::now());
         tokio::select! {
             () = cancel.cancelled() => break,
-            Some(channel) = new_channels.recv() => channels.push(channel),
             envelope = output.recv(), if output_open => match envelope {
                 None => {
                     output_open = false;
                     outbound.finish();
                 }
                 Some(Envelope { data: RuntimeData::Audio(frame), .. }) => outbound.push(&frame),
-                Some(envelope) => send_to_channels(&mut channels, envelope).await,
+                Some(envelope) => data.send(envelope),
             },
             () = tokio::time::sleep_until(wake), if ready => {}
         }
@@ -342,43 +339,6 @@ impl Pacer {
         self.last = Some(now);
         true
     }
-}
-
-async fn send_to_channels(channels: &mut Vec<Arc<RTCDataChannel>>, envelope: Envelope) {
-    if channels.is_empty() {
-        tracing::debug!("pipeline output for the data channel, but none is open; dropped");
-        dropped("no_channel");
-        return;
-    }
-    let data = encode_data_message(envelope);
-    let mut open = Vec::with_capacity(channels.len());
-    for channel in channels.drain(..) {
-        match channel.send(&data).await {
-            Ok(_) => open.push(channel),
-            // That message is too large for this client; the channel goes on.
-            Err(err) if too_large_for_client(&err) => {
-                tracing::debug!(
-                    len = data.len(),
-                    label = channel.label(),
-                    "pipeline output larger than the client accepts; dropped"
-                );
-                dropped("too_large_for_client");
-                open.push(channel);
-            }
-            Err(err) => tracing::debug!(%err, label = channel.label(), "data channel send failed"),
-        }
-    }
-    *channels = open;
-}
-
-/// Whether a send failed because the message is above the client's `max-message-size`.
-fn too_large_for_client(err: &webrtc::Error) -> bool {
-    use webrtc::sctp::Error::ErrOutboundPacketTooLarge;
-    matches!(
-        err,
-        webrtc::Error::Sctp(ErrOutboundPacketTooLarge)
-            | webrtc::Error::Data(webrtc::data::Error::Sctp(ErrOutboundPacketTooLarge))
-    )
 }
 
 /// Pipeline audio of any rate and chunk size, turned into exact 48 kHz mono 20 ms frames.

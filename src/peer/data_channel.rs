@@ -6,9 +6,14 @@
 //! client used to end its data channel for good. Ours reads into a buffer as large as the
 //! SCTP receive window, so every message a client can complete is read, and a message over
 //! the limit is dropped and counted while the channel stays open.
+//!
+//! A session reads at most `--max-datachannels` channels at once (each has such a buffer); a
+//! client that opens more has the extra ones closed, counted.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
 
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use webrtc::data::data_channel::DataChannel;
@@ -32,11 +37,38 @@ pub(crate) struct DataInput {
     pub activity: Arc<Activity>,
     /// `--max-datachannel-message-bytes`.
     pub max_message_bytes: usize,
+    /// Channels being read now, shared by the session's channels.
+    pub open: Arc<AtomicUsize>,
+    /// `--max-datachannels`.
+    pub max_channels: usize,
+    /// Where a channel that was let in is announced, for the pipeline's output.
+    pub accepted: mpsc::Sender<Arc<RTCDataChannel>>,
     pub tasks: TaskTracker,
     pub cancel: CancellationToken,
 }
 
-/// Starts reading `channel` once it is open.
+/// One of the session's open channels; the count goes down when its reader ends.
+struct OpenChannel(Arc<AtomicUsize>);
+
+impl OpenChannel {
+    /// Counts a channel in, unless `max` are open already.
+    fn admit(open: &Arc<AtomicUsize>, max: usize) -> Option<Self> {
+        open.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+            (n < max).then_some(n + 1)
+        })
+        .ok()
+        .map(|_| Self(Arc::clone(open)))
+    }
+}
+
+impl Drop for OpenChannel {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// Starts reading `channel` once it is open, and hands it to the pipeline's output; closes it
+/// instead when the session has `--max-datachannels` open already.
 pub(crate) fn read_when_open(channel: &Arc<RTCDataChannel>, data: DataInput) {
     // Weak: the handler lives in the channel, which must not keep itself alive.
     let weak: Weak<RTCDataChannel> = Arc::downgrade(channel);
@@ -45,10 +77,29 @@ pub(crate) fn read_when_open(channel: &Arc<RTCDataChannel>, data: DataInput) {
             let Some(channel) = weak.upgrade() else {
                 return;
             };
+            let Some(slot) = OpenChannel::admit(&data.open, data.max_channels) else {
+                tracing::debug!(
+                    label = channel.label(),
+                    limit = data.max_channels,
+                    "too many data channels; closed"
+                );
+                limit_hit(Limit::Datachannels, 1);
+                if let Err(err) = channel.close().await {
+                    tracing::debug!(%err, "closing a data channel over the limit failed");
+                }
+                return;
+            };
             match channel.detach().await {
                 Ok(raw) => {
                     let tasks = data.tasks.clone();
-                    tasks.spawn(read_messages(raw, data));
+                    let (accepted, cancel) = (data.accepted.clone(), data.cancel.clone());
+                    tasks.spawn(async move {
+                        tokio::select! {
+                            _ = accepted.send(channel) => {}
+                            () = cancel.cancelled() => {}
+                        }
+                    });
+                    tasks.spawn(read_messages(raw, data, slot));
                 }
                 Err(err) => {
                     tracing::warn!(%err, label = channel.label(), "cannot read data channel")
@@ -60,7 +111,7 @@ pub(crate) fn read_when_open(channel: &Arc<RTCDataChannel>, data: DataInput) {
 
 /// Reads messages until the channel closes or the session ends; waits while the pipeline's
 /// input is full of messages (SCTP flow control then slows the client down).
-async fn read_messages(channel: Arc<DataChannel>, data: DataInput) {
+async fn read_messages(channel: Arc<DataChannel>, data: DataInput, _slot: OpenChannel) {
     let mut buffer = vec![0u8; READ_BUFFER_BYTES.max(data.max_message_bytes)];
     loop {
         // An empty message reads as 0 bytes, like the end of the stream; only a message

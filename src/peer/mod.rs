@@ -6,6 +6,7 @@ mod advertise;
 mod audio;
 mod close_reason;
 mod data_channel;
+mod data_output;
 mod error;
 mod forward;
 mod nack;

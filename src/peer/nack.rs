@@ -5,12 +5,19 @@
 //!
 //! It replaces webrtc-rs 0.17's `ResponderInterceptor`, which has no RTX and whose buffer
 //! loses packets when forwarded video is sent out of order (see [`SendBuffer`]).
+//!
+//! Resends of one peer connection share a budget of `--nack-bytes-per-second` (a second's
+//! worth at once): a receiver that NACKs everything, again and again, would otherwise get the
+//! whole send history resent at line rate for a few bytes of RTCP each. NACKed packets over
+//! the budget are not resent, and counted.
 
 use std::collections::HashMap;
+use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicU16, Ordering};
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use parking_lot::Mutex;
 use webrtc::interceptor::stream_info::StreamInfo;
 use webrtc::interceptor::{
@@ -18,29 +25,40 @@ use webrtc::interceptor::{
 };
 use webrtc::rtcp::transport_feedbacks::transport_layer_nack::TransportLayerNack;
 use webrtc::rtp::packet::Packet;
+use webrtc::util::MarshalSize;
 
 use super::send_buffer::{rtx_packet, SendBuffer, SEND_BUFFER_PACKETS};
-use crate::metrics::metrics;
+use crate::metrics::{limit_hit, metrics, Limit};
 
 type InterceptorResult<T> = Result<T, webrtc::interceptor::Error>;
 
 /// Builds one [`NackResponder`] per peer connection.
-pub(crate) struct NackResponderBuilder;
+pub(crate) struct NackResponderBuilder {
+    /// `--nack-bytes-per-second`; 0: no limit.
+    pub bytes_per_second: u32,
+}
 
 impl InterceptorBuilder for NackResponderBuilder {
     fn build(&self, _id: &str) -> InterceptorResult<Arc<dyn Interceptor + Send + Sync>> {
-        Ok(Arc::new(NackResponder::default()))
+        Ok(Arc::new(NackResponder {
+            streams: Arc::new(Streams {
+                budget: NonZeroU32::new(self.bytes_per_second)
+                    .map(|rate| RateLimiter::direct(Quota::per_second(rate))),
+                media: Mutex::default(),
+                rtx: Mutex::default(),
+            }),
+        }))
     }
 }
 
 /// The outbound streams of one peer connection, by SSRC.
-#[derive(Default)]
 struct NackResponder {
     streams: Arc<Streams>,
 }
 
-#[derive(Default)]
 struct Streams {
+    /// Bytes this peer connection may resend (a second's worth at once); `None`: no limit.
+    budget: Option<DefaultDirectRateLimiter>,
     /// Streams that negotiated generic NACK, by their SSRC.
     media: Mutex<HashMap<u32, Arc<MediaStream>>>,
     /// RTX repair streams, by the SSRC of the stream they repair.
@@ -105,7 +123,12 @@ impl Streams {
             .with_label_values(&["not_buffered"])
             .inc_by((requested.len() - found.len()) as u64);
         let attributes = Attributes::new();
+        let mut over_budget = 0;
         for packet in found {
+            if !self.may_resend(packet.marshal_size() + if rtx.is_some() { 2 } else { 0 }) {
+                over_budget += 1;
+                continue;
+            }
             let (result, kind) = match &rtx {
                 Some(rtx) => {
                     let sequence_number = rtx.next_sequence_number.fetch_add(1, Ordering::Relaxed);
@@ -119,6 +142,24 @@ impl Streams {
                 Err(err) => tracing::debug!(%err, "retransmitting a NACKed packet failed"),
             }
         }
+        if over_budget > 0 {
+            tracing::debug!(
+                over_budget,
+                "NACKed packets over the resend budget; not resent"
+            );
+            limit_hit(Limit::NackBytesPerSecond, over_budget);
+        }
+    }
+
+    /// Takes `bytes` from the resend budget, if it has them.
+    fn may_resend(&self, bytes: usize) -> bool {
+        let Some(budget) = &self.budget else {
+            return true;
+        };
+        let bytes =
+            NonZeroU32::new(u32::try_from(bytes).unwrap_or(u32::MAX)).unwrap_or(NonZeroU32::MIN);
+        // A packet larger than a whole second's budget never fits: refused like the rest.
+        matches!(budget.check_n(bytes), Ok(Ok(())))
     }
 }
 

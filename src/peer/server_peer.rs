@@ -23,6 +23,7 @@ use webrtc::track::track_local::TrackLocal;
 use super::activity::Activity;
 use super::audio::{receive_audio, send_pipeline_output, InboundAudio};
 use super::data_channel::{read_when_open, DataInput};
+use super::data_output::DataOutput;
 use super::error::PeerError;
 use super::forward::{drain, forward_rtp};
 use super::quality::MediaCounters;
@@ -66,8 +67,14 @@ pub(crate) struct PeerSettings {
     pub opus: OpusSettings,
     /// Items the pipeline's input holds (`--pipeline-queue-frames`).
     pub pipeline_queue_frames: usize,
+    /// Message bytes the pipeline's input holds (`--pipeline-queue-bytes`).
+    pub pipeline_queue_bytes: usize,
     /// Largest inbound data-channel message (`--max-datachannel-message-bytes`).
     pub max_datachannel_message_bytes: usize,
+    /// Pipeline output waiting for the data channels (`--datachannel-send-queue-bytes`).
+    pub datachannel_send_queue_bytes: usize,
+    /// Data channels read at once (`--max-datachannels`).
+    pub max_datachannels: usize,
 }
 
 impl ServerPeer {
@@ -138,7 +145,11 @@ impl ServerPeer {
             pipeline = pipeline.manifest().metadata.name
         )
         .in_scope(|| {
-            pipeline.start_with_queue(cancel.child_token(), settings.pipeline_queue_frames)
+            pipeline.start_with_queue(
+                cancel.child_token(),
+                settings.pipeline_queue_frames,
+                settings.pipeline_queue_bytes,
+            )
         })
         .map_err(|e| PeerError::Pipeline(e.to_string()))?;
         let pipeline_input = pipeline_session.input;
@@ -346,23 +357,29 @@ impl ServerPeer {
                 input: pipeline_input.clone(),
                 activity: Arc::clone(&activity),
                 max_message_bytes: settings.max_datachannel_message_bytes,
+                open: Arc::default(),
+                max_channels: settings.max_datachannels,
+                accepted: channel_tx,
                 tasks: tasks.clone(),
                 cancel: cancel.clone(),
             };
             pc.on_data_channel(Box::new(move |channel: Arc<RTCDataChannel>| {
                 read_when_open(&channel, data.clone());
-                let channel_tx = channel_tx.clone();
-                Box::pin(async move {
-                    let _ = channel_tx.send(channel).await;
-                })
+                Box::pin(async {})
             }));
         }
         drop(pipeline_input);
 
+        let (data_output, send_data) = DataOutput::start(
+            settings.datachannel_send_queue_bytes,
+            channel_rx,
+            cancel.clone(),
+        );
+        tasks.spawn(send_data);
         tasks.spawn(send_pipeline_output(
             pipeline_session.output,
             track,
-            channel_rx,
+            data_output,
             settings.opus.clone(),
             Arc::clone(&counters),
             Arc::clone(trace),

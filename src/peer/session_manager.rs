@@ -47,8 +47,14 @@ pub struct SessionSettings {
     pub opus: OpusSettings,
     /// Items each pipeline's input holds (`--pipeline-queue-frames`).
     pub pipeline_queue_frames: usize,
+    /// Message bytes each pipeline's input holds (`--pipeline-queue-bytes`).
+    pub pipeline_queue_bytes: usize,
     /// Largest inbound data-channel message (`--max-datachannel-message-bytes`).
     pub max_datachannel_message_bytes: usize,
+    /// Pipeline output waiting for the data channels (`--datachannel-send-queue-bytes`).
+    pub datachannel_send_queue_bytes: usize,
+    /// Data channels read at once (`--max-datachannels`).
+    pub max_datachannels: usize,
 }
 
 /// Weak handles to server peer connections, taken by [`SessionManager::peer_connection_probe`].
@@ -201,7 +207,10 @@ impl SessionHost for SessionManager {
                     inner.settings.opus.clone()
                 },
                 pipeline_queue_frames: inner.settings.pipeline_queue_frames,
+                pipeline_queue_bytes: inner.settings.pipeline_queue_bytes,
                 max_datachannel_message_bytes: inner.settings.max_datachannel_message_bytes,
+                datachannel_send_queue_bytes: inner.settings.datachannel_send_queue_bytes,
+                max_datachannels: inner.settings.max_datachannels,
             },
             &request.offer_sdp,
             candidate_tx,

@@ -76,7 +76,7 @@ impl WebRtcStack {
                 .register_codec(codec, RTPCodecType::Video)
                 .map_err(|e| PeerError::Setup(format!("registering video codecs: {e}")))?;
         }
-        let interceptors = interceptors(&mut media)?;
+        let interceptors = interceptors(&mut media, options.nack_bytes_per_second)?;
 
         let mut settings = SettingEngine::default();
         // An RTX stream for each video sender whose receiver negotiated `video/rtx`; only
@@ -210,12 +210,17 @@ impl WebRtcStack {
 
 /// webrtc-rs's default interceptors (NACK generator, RTCP reports, TWCC feedback) with our
 /// NACK responder in place of its own. The generic NACK feedback it would register is in
-/// our video codecs already.
-fn interceptors(media: &mut MediaEngine) -> Result<Registry, PeerError> {
+/// our video codecs already. Each peer connection may resend `nack_bytes_per_second`.
+fn interceptors(
+    media: &mut MediaEngine,
+    nack_bytes_per_second: u32,
+) -> Result<Registry, PeerError> {
     let mut registry = Registry::new();
     // First: the innermost, so it counts what crosses SRTP (resends included).
     registry.add(Box::new(super::traffic::TrafficCounterBuilder));
-    registry.add(Box::new(NackResponderBuilder));
+    registry.add(Box::new(NackResponderBuilder {
+        bytes_per_second: nack_bytes_per_second,
+    }));
     registry.add(Box::new(Generator::builder()));
     registry = configure_rtcp_reports(registry);
     configure_twcc_receiver_only(registry, media)

@@ -80,6 +80,19 @@ impl PipelineCatalog {
         Ok(Self { default, named })
     }
 
+    /// The same catalog, every session's nodes bounded by `limits`.
+    #[must_use]
+    pub fn with_limits(self, limits: super::nodes::NodeLimits) -> Self {
+        Self {
+            default: self.default.with_limits(limits),
+            named: self
+                .named
+                .into_iter()
+                .map(|(name, (path, pipeline))| (name, (path, pipeline.with_limits(limits))))
+                .collect(),
+        }
+    }
+
     /// A catalog of one pipeline, used for every session.
     pub fn single(pipeline: Pipeline) -> Self {
         Self {

@@ -61,6 +61,27 @@ impl Envelope {
             metadata: HashMap::new(),
         }
     }
+
+    /// About the memory its payload and metadata hold, in bytes: what a queue counts.
+    pub fn size_bytes(&self) -> usize {
+        use prost::Message;
+        let payload = match &self.data {
+            RuntimeData::Audio(frame) => frame.samples.len() * std::mem::size_of::<f32>(),
+            RuntimeData::Text { text, language } => text.len() + language.len(),
+            RuntimeData::Json {
+                payload,
+                schema_type,
+            } => payload.len() + schema_type.len(),
+            RuntimeData::Binary { data, mime_type } => data.len() + mime_type.len(),
+            RuntimeData::Control(m) => m.encoded_len(),
+            RuntimeData::Video(m) => m.encoded_len(),
+            RuntimeData::Tensor(m) => m.encoded_len(),
+            RuntimeData::Numpy(m) => m.encoded_len(),
+            RuntimeData::File(m) => m.encoded_len(),
+        };
+        let metadata: usize = self.metadata.iter().map(|(k, v)| k.len() + v.len()).sum();
+        payload + metadata
+    }
 }
 
 /// Upper bounds that keep a hostile `DataBuffer` from steering resamplers or channel math into

@@ -16,9 +16,9 @@ use tokio_util::task::TaskTracker;
 use super::data::Envelope;
 use super::error::PipelineError;
 use super::histogram::{AtomicHistogram, LatencyHistogram};
-use super::input::{input_queue, InputReceiver, PipelineInput};
+use super::input::{bounded_input_queue, InputReceiver, PipelineInput};
 use super::manifest::Manifest;
-use super::nodes::{canonical_type, create_node, Node};
+use super::nodes::{canonical_type, create_node, create_node_with, Node, NodeLimits};
 
 /// Capacity of every channel in a session: enough to absorb a burst of 20 ms audio frames
 /// (over a second) without letting a stuck consumer hold unbounded memory.
@@ -26,6 +26,9 @@ pub const CHANNEL_CAPACITY: usize = 64;
 /// The input queue of [`Pipeline::start`] (`--pipeline-queue-frames`' default): a second of
 /// 20 ms audio frames.
 pub const DEFAULT_INPUT_QUEUE: usize = 50;
+/// The bytes of messages the input queue of [`Pipeline::start`] holds
+/// (`--pipeline-queue-bytes`' default).
+pub const DEFAULT_INPUT_QUEUE_BYTES: usize = 1024 * 1024;
 
 /// A validated manifest with every node known to build; start one session per peer from it.
 #[derive(Debug, Clone)]
@@ -35,6 +38,8 @@ pub struct Pipeline {
     successors: Vec<Vec<usize>>,
     /// Nodes with no incoming edge: they receive the session input.
     sources: Vec<usize>,
+    /// What each session's nodes may hold (the server's flags).
+    limits: NodeLimits,
 }
 
 /// One running instance of a [`Pipeline`].
@@ -75,7 +80,15 @@ impl Pipeline {
             manifest,
             successors,
             sources,
+            limits: NodeLimits::default(),
         })
+    }
+
+    /// The same pipeline, its sessions' nodes bounded by `limits`.
+    #[must_use]
+    pub fn with_limits(mut self, limits: NodeLimits) -> Self {
+        self.limits = limits;
+        self
     }
 
     /// The manifest this pipeline was built from (the server reads its `media` block).
@@ -88,11 +101,12 @@ impl Pipeline {
     /// # Errors
     /// As [`Pipeline::start_with_queue`].
     pub fn start(&self, cancel: CancellationToken) -> Result<PipelineSession, PipelineError> {
-        self.start_with_queue(cancel, DEFAULT_INPUT_QUEUE)
+        self.start_with_queue(cancel, DEFAULT_INPUT_QUEUE, DEFAULT_INPUT_QUEUE_BYTES)
     }
 
     /// Builds fresh nodes and spawns the session's tasks on the current runtime; the input
-    /// queue holds `input_queue` items.
+    /// queue holds `input_queue_items` items, and messages of `input_queue_bytes` (or one larger
+    /// message alone).
     ///
     /// # Errors
     /// [`PipelineError::NoRuntime`] outside a tokio runtime; [`PipelineError::Node`] if a node
@@ -101,6 +115,7 @@ impl Pipeline {
         &self,
         cancel: CancellationToken,
         input_queue_items: usize,
+        input_queue_bytes: usize,
     ) -> Result<PipelineSession, PipelineError> {
         let runtime =
             tokio::runtime::Handle::try_current().map_err(|_| PipelineError::NoRuntime)?;
@@ -108,9 +123,9 @@ impl Pipeline {
             .manifest
             .nodes
             .iter()
-            .map(create_node)
+            .map(|spec| create_node_with(spec, &self.limits))
             .collect::<Result<Vec<_>, _>>()?;
-        let (input_tx, input_rx) = input_queue(input_queue_items);
+        let (input_tx, input_rx) = bounded_input_queue(input_queue_items, input_queue_bytes);
         let (output_tx, output_rx) = mpsc::channel(CHANNEL_CAPACITY);
         let (node_tx, node_rx): (Vec<_>, Vec<_>) = (0..nodes.len())
             .map(|_| mpsc::channel::<Envelope>(CHANNEL_CAPACITY))

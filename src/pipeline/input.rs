@@ -6,6 +6,11 @@
 //! Everything else (data-channel messages) is never dropped: its sender waits for room, which
 //! pushes back on the client through SCTP flow control. A full queue makes room for a message
 //! by dropping the oldest audio frame too, so messages never wait behind stale audio.
+//!
+//! Messages are also bounded by bytes (`--pipeline-queue-bytes`): a data-channel message may
+//! be hundreds of KiB, so a count alone would let one session hold tens of MiB here. A message
+//! that would go over waits (one over the whole bound still goes in when no other message is
+//! queued), counted once in `remotemedia_limit_hits_total{limit="pipeline_queue_bytes"}`.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -35,6 +40,9 @@ pub enum TrySendError {
 struct Queue {
     items: VecDeque<Item>,
     capacity: usize,
+    /// [`Envelope::size_bytes`] of the queued messages (not audio).
+    message_bytes: usize,
+    max_message_bytes: usize,
 }
 
 #[derive(Debug)]
@@ -42,14 +50,28 @@ struct Item {
     envelope: Envelope,
     /// Live audio: dropped, oldest first, when the queue is full.
     droppable: bool,
+    /// What a message counts against `max_message_bytes` (0 for audio).
+    bytes: usize,
+}
+
+/// A message given back, and why.
+type Refused = (Box<Envelope>, Full);
+
+/// Why a message was not queued.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Full {
+    Items,
+    Bytes,
 }
 
 impl Queue {
-    fn new(capacity: usize) -> Self {
+    fn new(capacity: usize, max_message_bytes: usize) -> Self {
         let capacity = capacity.max(1);
         Self {
             items: VecDeque::with_capacity(capacity),
             capacity,
+            message_bytes: 0,
+            max_message_bytes,
         }
     }
 
@@ -76,26 +98,36 @@ impl Queue {
             self.items.push_back(Item {
                 envelope,
                 droppable: true,
+                bytes: 0,
             });
         } else {
             *dropped += 1;
         }
     }
 
-    /// Queues a message unless the queue is full of messages: then it is given back.
-    fn try_push(&mut self, envelope: Envelope, dropped: &mut u64) -> Option<Envelope> {
-        if !self.make_room(dropped) {
-            return Some(envelope);
+    /// Queues a message unless the queue is full of messages or of message bytes: then it is
+    /// given back, with the reason.
+    fn try_push(&mut self, envelope: Envelope, dropped: &mut u64) -> Result<(), Refused> {
+        let bytes = envelope.size_bytes();
+        if self.message_bytes > 0 && self.message_bytes + bytes > self.max_message_bytes {
+            return Err((Box::new(envelope), Full::Bytes));
         }
+        if !self.make_room(dropped) {
+            return Err((Box::new(envelope), Full::Items));
+        }
+        self.message_bytes += bytes;
         self.items.push_back(Item {
             envelope,
             droppable: false,
+            bytes,
         });
-        None
+        Ok(())
     }
 
     fn pop(&mut self) -> Option<Envelope> {
-        self.items.pop_front().map(|item| item.envelope)
+        let item = self.items.pop_front()?;
+        self.message_bytes -= item.bytes;
+        Some(item.envelope)
     }
 }
 
@@ -128,11 +160,21 @@ pub(crate) struct InputReceiver {
     shared: Arc<Shared>,
 }
 
-/// A queue that holds `capacity` items (at least one).
+/// A queue that holds `capacity` items (at least one), messages of any size.
+#[cfg(test)]
 pub(crate) fn input_queue(capacity: usize) -> (PipelineInput, InputReceiver) {
+    bounded_input_queue(capacity, usize::MAX)
+}
+
+/// A queue that holds `capacity` items (at least one), and messages of `max_message_bytes`
+/// (or a single larger one).
+pub(crate) fn bounded_input_queue(
+    capacity: usize,
+    max_message_bytes: usize,
+) -> (PipelineInput, InputReceiver) {
     let shared = Arc::new(Shared {
         state: Mutex::new(State {
-            queue: Queue::new(capacity),
+            queue: Queue::new(capacity, max_message_bytes),
             senders: 1,
             receiver_gone: false,
         }),
@@ -186,15 +228,21 @@ impl PipelineInput {
     /// [`InputClosed`] once the session has ended.
     pub async fn send(&self, envelope: Envelope) -> Result<(), InputClosed> {
         let mut envelope = envelope;
+        let mut counted = false;
         loop {
             let writable = self.shared.writable.notified();
             tokio::pin!(writable);
             // Registered before the check, so a pop between the check and the wait wakes us.
             writable.as_mut().enable();
-            match self.try_send(envelope) {
+            match self.push_message(envelope)? {
                 Ok(()) => return Ok(()),
-                Err(TrySendError::Closed(closed)) => return Err(closed),
-                Err(TrySendError::Full(back)) => envelope = *back,
+                Err((back, full)) => {
+                    if full == Full::Bytes && !counted {
+                        limit_hit(Limit::PipelineQueueBytes, 1);
+                        counted = true;
+                    }
+                    envelope = *back;
+                }
             }
             writable.await;
         }
@@ -206,22 +254,25 @@ impl PipelineInput {
     /// `Full` (with the message) when the queue is full of messages, `Closed` once the session
     /// has ended.
     pub fn try_send(&self, envelope: Envelope) -> Result<(), TrySendError> {
+        self.push_message(envelope)?
+            .map_err(|(back, _)| TrySendError::Full(back))
+    }
+
+    /// Queues a message if there is room, or gives it back with the reason.
+    fn push_message(&self, envelope: Envelope) -> Result<Result<(), Refused>, InputClosed> {
         let mut dropped = 0;
-        let given_back = {
+        let pushed = {
             let mut state = self.shared.state.lock();
             if state.receiver_gone {
-                return Err(InputClosed.into());
+                return Err(InputClosed);
             }
             state.queue.try_push(envelope, &mut dropped)
         };
         count_drops(dropped);
-        match given_back {
-            None => {
-                self.shared.readable.notify_one();
-                Ok(())
-            }
-            Some(back) => Err(TrySendError::Full(Box::new(back))),
+        if pushed.is_ok() {
+            self.shared.readable.notify_one();
         }
+        Ok(pushed)
     }
 
     /// Whether the session has ended.

@@ -21,6 +21,7 @@ pub use data::{
 pub use error::{DataError, ManifestError, NodeError, PipelineError};
 pub use graph::{
     NodeStats, Pipeline, PipelineSession, PipelineStats, CHANNEL_CAPACITY, DEFAULT_INPUT_QUEUE,
+    DEFAULT_INPUT_QUEUE_BYTES,
 };
 pub use histogram::{LatencyHistogram, LATENCY_BUCKETS_US};
 pub use input::{InputClosed, PipelineInput, TrySendError};
@@ -29,8 +30,8 @@ pub use manifest::{
     VideoMode,
 };
 pub use nodes::{
-    canonical_type, create_node, unavailable_advice, AudioBufferAccumulatorNode, AudioChunkerNode,
-    CalculatorNode, FastResampleNode, GainNode, Node, Params, PassThrough, Quality,
-    SpeculativeVadGate, TextCollectorNode, ToneGeneratorNode, VadEvent, VadNode, NODE_ALIASES,
-    NODE_TYPES, VAD_SCHEMA,
+    canonical_type, create_node, create_node_with, unavailable_advice, AudioBufferAccumulatorNode,
+    AudioChunkerNode, CalculatorNode, FastResampleNode, GainNode, Node, NodeLimits, Params,
+    PassThrough, Quality, SpeculativeVadGate, TextCollectorNode, ToneGeneratorNode, VadEvent,
+    VadNode, NODE_ALIASES, NODE_TYPES, VAD_SCHEMA,
 };

@@ -6,11 +6,20 @@
 //! holds at least `minUtteranceDurationMs`, else discards it; a buffer reaching
 //! `maxUtteranceDurationMs` is emitted at once; end of stream emits what is left (if long
 //! enough). Without VAD events the node cuts the stream into `maxUtteranceDurationMs` pieces.
+//!
+//! Durations come from the sample rate and channel count the audio claims, which a client
+//! chooses (768 kHz and thousands of channels pass the wire checks), so the buffer is also
+//! bounded by `--max-utterance-bytes`: a buffer reaching it is emitted as if it had reached
+//! the maximum duration, counted.
 
 use super::vad_core::VadEvent;
 use super::{Node, Params};
+use crate::metrics::{limit_hit, Limit};
 use crate::pipeline::data::{AudioFrame, Envelope, RuntimeData};
 use crate::pipeline::error::NodeError;
+
+/// Bytes per buffered sample.
+const SAMPLE_BYTES: usize = std::mem::size_of::<f32>();
 
 /// Buffers one utterance of a single audio format.
 #[derive(Debug)]
@@ -25,6 +34,8 @@ pub struct AudioBufferAccumulatorNode {
     clock: u64,
     /// `clock` at `buffer[0]`.
     buffer_start: u64,
+    /// Samples `buffer` may hold (`--max-utterance-bytes`).
+    max_samples: usize,
 }
 
 impl AudioBufferAccumulatorNode {
@@ -48,7 +59,15 @@ impl AudioBufferAccumulatorNode {
             format: None,
             clock: 0,
             buffer_start: 0,
+            max_samples: usize::MAX,
         })
+    }
+
+    /// The same node, its buffer bounded to `max_bytes` (at least one sample).
+    #[must_use]
+    pub fn with_max_bytes(mut self, max_bytes: usize) -> Self {
+        self.max_samples = (max_bytes / SAMPLE_BYTES).max(1);
+        self
     }
 
     fn channels(&self) -> usize {
@@ -84,7 +103,8 @@ impl AudioBufferAccumulatorNode {
         let Some((rate, _)) = self.format else {
             return;
         };
-        let at = ms * u64::from(rate) / 1000;
+        // `ms` is a VAD event's, which a client may send: no overflow.
+        let at = ms.saturating_mul(u64::from(rate)) / 1000;
         let skip = at.saturating_sub(self.buffer_start) as usize * self.channels();
         let skip = skip.min(self.buffer.len());
         self.buffer.drain(..skip);
@@ -109,10 +129,27 @@ impl Node for AudioBufferAccumulatorNode {
                     self.emit(out);
                     self.format = Some(format);
                 }
-                self.buffer.extend_from_slice(&frame.samples);
-                self.clock += (frame.samples.len() / usize::from(format.1)) as u64;
-                if self.buffered_ms() >= self.max_ms {
-                    self.emit(out);
+                let per_channel = frame.samples.len() / usize::from(format.1);
+                // Whole frames of every channel, so a cut keeps the channels interleaved.
+                let room = self.max_samples.max(usize::from(format.1));
+                let room = room - room % usize::from(format.1);
+                let mut samples = &frame.samples[..per_channel * usize::from(format.1)];
+                while !samples.is_empty() {
+                    let take = samples.len().min(room - self.buffer.len().min(room));
+                    let (now, later) = samples.split_at(take);
+                    self.buffer.extend_from_slice(now);
+                    self.clock += (now.len() / usize::from(format.1)) as u64;
+                    samples = later;
+                    if self.buffer.len() >= room {
+                        tracing::debug!(
+                            bytes = self.buffer.len() * SAMPLE_BYTES,
+                            "utterance over --max-utterance-bytes; cut"
+                        );
+                        limit_hit(Limit::UtteranceBytes, 1);
+                        self.emit(out);
+                    } else if self.buffered_ms() >= self.max_ms {
+                        self.emit(out);
+                    }
                 }
             }
             RuntimeData::Json {
@@ -205,5 +242,49 @@ mod tests {
             err.contains("node `acc`: params.maxUtteranceDurationMs"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn a_claimed_rate_cannot_grow_the_buffer_past_its_bytes() {
+        let hits = crate::metrics::metrics()
+            .limit_hits
+            .with_label_values(&["utterance_bytes"]);
+        let before = hits.get();
+        // 30 s at a claimed 768 kHz would be 23 million samples; 1,000 are allowed.
+        let mut n = node(json!({"minUtteranceDurationMs": 0})).with_max_bytes(4000);
+        let mut out = Vec::new();
+        for _ in 0..10 {
+            let f = AudioFrame {
+                samples: vec![0.1; 320],
+                sample_rate: 768_000,
+                channels: 1,
+            };
+            n.process(Envelope::new(RuntimeData::Audio(f)), &mut out)
+                .unwrap();
+            assert!(n.buffer.len() <= 1000);
+        }
+        assert_eq!(lens(&out), [1000, 1000, 1000]);
+        assert!(hits.get() >= before + 3);
+        // Stereo is cut between whole sample pairs.
+        let mut n = node(json!({"minUtteranceDurationMs": 0})).with_max_bytes(20);
+        let f = AudioFrame {
+            samples: vec![0.1; 12],
+            sample_rate: 48_000,
+            channels: 2,
+        };
+        let mut out = Vec::new();
+        n.process(Envelope::new(RuntimeData::Audio(f)), &mut out)
+            .unwrap();
+        assert_eq!(lens(&out), [4, 4, 4]);
+    }
+
+    #[test]
+    fn a_client_s_vad_timestamp_cannot_overflow() {
+        let mut n = node(json!({}));
+        let mut out = Vec::new();
+        ms_of_audio(&mut n, 100, &mut out);
+        n.process(VadEvent::SpeechStart(u64::MAX).to_envelope(), &mut out)
+            .unwrap();
+        assert!(n.buffer.is_empty());
     }
 }

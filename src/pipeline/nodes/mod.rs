@@ -70,6 +70,24 @@ pub trait Node: Send {
     }
 }
 
+/// What a node may hold of a peer's input, whatever its params say (the server's flags).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NodeLimits {
+    /// `TextCollectorNode`'s unfinished sentence (`--max-text-buffer-bytes`).
+    pub text_buffer_bytes: usize,
+    /// `AudioBufferAccumulatorNode`'s utterance (`--max-utterance-bytes`).
+    pub utterance_bytes: usize,
+}
+
+impl Default for NodeLimits {
+    fn default() -> Self {
+        Self {
+            text_buffer_bytes: 64 * 1024,
+            utterance_bytes: 8 * 1024 * 1024,
+        }
+    }
+}
+
 /// Every `node_type` [`create_node`] knows, for error messages.
 pub const NODE_TYPES: &[&str] = &[
     "PassThrough",
@@ -92,14 +110,26 @@ pub const NODE_TYPES: &[&str] = &[
 /// original's in [`NODE_ALIASES`]), [`NodeError::Unavailable`] for an original node we do not
 /// have, [`NodeError::Param`] for bad params; all name the node id.
 pub fn create_node(spec: &NodeSpec) -> Result<Box<dyn Node>, NodeError> {
+    create_node_with(spec, &NodeLimits::default())
+}
+
+/// [`create_node`] with the server's [`NodeLimits`].
+///
+/// # Errors
+/// As [`create_node`].
+pub fn create_node_with(spec: &NodeSpec, limits: &NodeLimits) -> Result<Box<dyn Node>, NodeError> {
     let params = Params::new(&spec.id, &spec.params)?;
     match canonical_type(&spec.node_type) {
         "PassThrough" => Ok(Box::new(PassThrough::new(&params)?)),
         "CalculatorNode" => Ok(Box::new(CalculatorNode::new(&params)?)),
         "AudioChunkerNode" => Ok(Box::new(AudioChunkerNode::new(&params)?)),
         "FastResampleNode" => Ok(Box::new(FastResampleNode::new(&params)?)),
-        "AudioBufferAccumulatorNode" => Ok(Box::new(AudioBufferAccumulatorNode::new(&params)?)),
-        "TextCollectorNode" => Ok(Box::new(TextCollectorNode::new(&params)?)),
+        "AudioBufferAccumulatorNode" => Ok(Box::new(
+            AudioBufferAccumulatorNode::new(&params)?.with_max_bytes(limits.utterance_bytes),
+        )),
+        "TextCollectorNode" => Ok(Box::new(
+            TextCollectorNode::new(&params)?.with_max_bytes(limits.text_buffer_bytes),
+        )),
         "VADNode" => Ok(Box::new(VadNode::new(&params)?)),
         "SileroVADNode" => Ok(Box::new(VadNode::silero(&params)?)),
         "SpeculativeVADGate" => Ok(Box::new(SpeculativeVadGate::new(&params)?)),
