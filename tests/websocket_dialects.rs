@@ -111,7 +111,7 @@ struct Call {
 
 /// A browser-style peer of `dialect` on `ws` (announced as `me`) offers to `to`, trickles
 /// its candidates, takes the answer (from the result or a notification) and the remote
-/// candidates, and returns once connected.
+/// candidates, and returns once connected and trickled to.
 async fn call(ws: &mut WsClient, dialect: Browser, me: &str, to: &str) -> Call {
     let peer = ClientPeer::new(ClientOptions::default()).await;
     let sdp = peer.offer().await;
@@ -135,7 +135,9 @@ async fn call(ws: &mut WsClient, dialect: Browser, me: &str, to: &str) -> Call {
     // Candidates that come before the answer wait for it, as browsers make them.
     let mut early: VecDeque<pb::IceCandidateNotification> = VecDeque::new();
     let deadline = tokio::time::Instant::now() + common::WAIT;
-    while !call.peer.is_connected() {
+    // Until connected and the other side's trickled candidates came too: the answer carries
+    // the server's candidates, so the call may connect before their trickle is read.
+    while !call.peer.is_connected() || call.candidates.is_empty() {
         tokio::select! {
             _ = tokio::time::sleep_until(deadline) => panic!("{dialect:?}: connecting to {to} timed out"),
             _ = call.peer.state.changed() => {}
