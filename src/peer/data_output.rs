@@ -50,7 +50,7 @@ impl DataOutput {
     /// Queues `envelope` for the data channels, or drops and counts it when the queue is
     /// full (the client is not taking its messages).
     pub(crate) fn send(&self, envelope: Envelope) {
-        let data = super::server_peer::encode_data_message(envelope);
+        let data = encode_data_message(envelope);
         let permits = u32::try_from(data.len()).unwrap_or(u32::MAX);
         let Ok(bytes) = Arc::clone(&self.budget).try_acquire_many_owned(permits) else {
             return full(data.len());
@@ -130,4 +130,10 @@ fn too_large_for_client(err: &webrtc::Error) -> bool {
         webrtc::Error::Sctp(ErrOutboundPacketTooLarge)
             | webrtc::Error::Data(webrtc::data::Error::Sctp(ErrOutboundPacketTooLarge))
     )
+}
+
+/// Encodes a pipeline output for the data channel.
+pub(crate) fn encode_data_message(envelope: Envelope) -> Bytes {
+    use prost::Message;
+    Bytes::from(envelope.into_data_buffer().encode_to_vec())
 }

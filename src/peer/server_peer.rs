@@ -4,7 +4,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
 use parking_lot::Mutex;
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
@@ -32,7 +31,7 @@ use super::session_trace::SessionTrace;
 use super::stack::{opus_capability, WebRtcStack};
 use super::udp_filter::UfragRegistration;
 use super::video::{is_video, offered_video_codec, relay_keyframe_requests};
-use crate::pipeline::{AudioMode, Envelope, OpusSettings, Pipeline, VideoMode};
+use crate::pipeline::{AudioMode, OpusSettings, Pipeline, VideoMode};
 use crate::signaling::IceCandidate;
 
 /// Data channels and incoming tracks, announced by callbacks to the session's tasks.
@@ -461,10 +460,4 @@ impl ServerPeer {
             .await
             .map_err(|e| PeerError::InvalidCandidate(e.to_string()))
     }
-}
-
-/// Encodes a pipeline output for the data channel.
-pub(crate) fn encode_data_message(envelope: Envelope) -> Bytes {
-    use prost::Message;
-    Bytes::from(envelope.into_data_buffer().encode_to_vec())
 }
