@@ -423,6 +423,12 @@ pub struct ClusterOptions {
     #[arg(long, env = "REMOTEMEDIA_WORKER_TLS_NAME", requires = "worker_ca")]
     pub worker_tls_name: Option<String>,
 
+    /// `frontend`: longest a call to a media worker may take (a create answers without
+    /// waiting for ICE, in well under a second). A create that takes longer is retried on
+    /// another worker, and the slow one is told to close what it made.
+    #[arg(long, env = "REMOTEMEDIA_WORKER_CALL_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub worker_call_timeout: Duration,
+
     /// `worker`: server sessions this worker carries at most; more get RESOURCE_EXHAUSTED.
     #[arg(long, env = "REMOTEMEDIA_CAPACITY", default_value_t = 100)]
     pub capacity: usize,

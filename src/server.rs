@@ -179,6 +179,7 @@ impl Server {
                         event_tx,
                         token,
                         tls,
+                        config.cluster.worker_call_timeout,
                         stop.child_token(),
                     )
                     .await;

@@ -405,6 +405,14 @@ impl SignalingCore {
 /// Tells a client what its server session did: a server candidate, or the session's end
 /// (`PeerDisconnected` from `remotemedia-server`). Media workers deliver through this too.
 pub async fn deliver_session_event(bus: &dyn NotificationBus, event: SessionEvent) {
+    let (peer_id, notification) = session_notification(event);
+    if let Err(err) = bus.publish(&peer_id, notification).await {
+        tracing::debug!(peer_id, %err, "session event for a peer that left");
+    }
+}
+
+/// The client and the notification a session event becomes.
+pub fn session_notification(event: SessionEvent) -> (String, SignalingNotification) {
     let (peer_id, notification) = match event {
         SessionEvent::LocalCandidate { peer_id, candidate } => (
             peer_id,
@@ -425,9 +433,7 @@ pub async fn deliver_session_event(bus: &dyn NotificationBus, event: SessionEven
             )
         }
     };
-    if let Err(err) = bus.publish(&peer_id, notify(notification)).await {
-        tracing::debug!(peer_id, %err, "session event for a peer that left");
-    }
+    (peer_id, notify(notification))
 }
 
 /// One announced client, owned by its stream. Dropping it without [`ConnectedPeer::leave`]
