@@ -680,6 +680,13 @@ pub struct LimitOptions {
     #[arg(long, env = "REMOTEMEDIA_SIGNALING_BURST", default_value_t = 100)]
     pub signaling_burst: u32,
 
+    /// A new gRPC signaling stream or WebSocket that sends nothing this long after it opens
+    /// is closed (DEADLINE_EXCEEDED; WebSocket: -32600 and close 1008). Clients send their
+    /// first request (an announce) at once; 10 s leaves room for a slow mobile network's
+    /// round trips and retransmissions while an idle connection costs little for long. 0: off.
+    #[arg(long, env = "REMOTEMEDIA_FIRST_MESSAGE_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub first_message_timeout: Duration,
+
     /// ICE candidates a client may send for one server session (those sent before its offer
     /// count too); more get RESOURCE_EXHAUSTED (-32004).
     #[arg(long, env = "REMOTEMEDIA_MAX_ICE_CANDIDATES", default_value_t = 64)]

@@ -51,10 +51,12 @@ pub enum Limit {
     Peers,
     /// `--pipeline-queue-frames`: the oldest queued audio frame of a pipeline input dropped.
     PipelineQueue,
+    /// `--first-message-timeout`: a signaling stream or WebSocket closed for saying nothing.
+    FirstMessage,
 }
 
 impl Limit {
-    pub const ALL: [Limit; 8] = [
+    pub const ALL: [Limit; 9] = [
         Limit::SdpBytes,
         Limit::SignalingMessageBytes,
         Limit::DatachannelMessageBytes,
@@ -63,6 +65,7 @@ impl Limit {
         Limit::Sessions,
         Limit::Peers,
         Limit::PipelineQueue,
+        Limit::FirstMessage,
     ];
 
     pub fn label(self) -> &'static str {
@@ -75,6 +78,7 @@ impl Limit {
             Self::Sessions => "sessions",
             Self::Peers => "peers",
             Self::PipelineQueue => "pipeline_queue",
+            Self::FirstMessage => "first_message",
         }
     }
 }

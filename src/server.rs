@@ -208,6 +208,7 @@ impl Server {
                     max_message_bytes: config.limits.max_message_bytes,
                 },
                 resume_grace: config.limits.resume_grace,
+                first_message_timeout: config.limits.first_message_timeout,
                 keep_peers_on_shutdown: config.mode == Mode::Frontend,
             },
             access(config)?,

@@ -49,6 +49,8 @@ pub struct SignalingLimits {
     /// How long a peer whose stream broke stays registered, its server session running and
     /// its notifications kept, so it can resume; zero: it leaves at once.
     pub resume_grace: Duration,
+    /// A new stream or WebSocket that sends nothing this long is closed; zero: never.
+    pub first_message_timeout: Duration,
     /// Whether this process's own shutdown counts as a broken stream (a frontend replica:
     /// its clients resume on another) rather than their leaving (a single process).
     pub keep_peers_on_shutdown: bool,
@@ -154,6 +156,11 @@ impl SignalingCore {
             .requests
             .max_message_bytes
             .saturating_mul(crate::config::HARD_MESSAGE_FACTOR)
+    }
+
+    /// How long a new stream or WebSocket may stay silent (`None`: no limit).
+    pub fn first_message_timeout(&self) -> Option<Duration> {
+        Some(self.limits.first_message_timeout).filter(|d| !d.is_zero())
     }
 
     /// A fresh request gate for a new stream or WebSocket.
@@ -399,6 +406,14 @@ impl SignalingCore {
                 BusError::Unavailable(why) => SignalingError::StateUnavailable(why),
                 _ => SignalingError::UnknownPeer(to.to_owned()),
             })
+    }
+}
+
+/// Sleeps `duration`; forever when `None`.
+pub(crate) async fn sleep_or_never(duration: Option<std::time::Duration>) {
+    match duration {
+        Some(duration) => tokio::time::sleep(duration).await,
+        None => std::future::pending().await,
     }
 }
 
