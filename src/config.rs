@@ -424,6 +424,12 @@ pub struct ClusterOptions {
     #[arg(long, env = "REMOTEMEDIA_WORKER_TLS_NAME", requires = "worker_ca")]
     pub worker_tls_name: Option<String>,
 
+    /// `frontend`: longest a call to a media worker may take (a create answers without
+    /// waiting for ICE, in well under a second). A create that takes longer is retried on
+    /// another worker, and the slow one is told to close what it made.
+    #[arg(long, env = "REMOTEMEDIA_WORKER_CALL_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub worker_call_timeout: Duration,
+
     /// `worker`: server sessions this worker carries at most; more get RESOURCE_EXHAUSTED.
     #[arg(long, env = "REMOTEMEDIA_CAPACITY", default_value_t = 100)]
     pub capacity: usize,
@@ -700,6 +706,32 @@ pub struct LimitOptions {
     /// stream refused 10 times this many requests faster than the rate refills is cut off.
     #[arg(long, env = "REMOTEMEDIA_SIGNALING_BURST", default_value_t = 100)]
     pub signaling_burst: u32,
+
+    /// A new gRPC signaling stream or WebSocket that sends nothing this long after it opens
+    /// is closed (DEADLINE_EXCEEDED; WebSocket: -32600 and close 1008). Clients send their
+    /// first request (an announce) at once; 10 s leaves room for a slow mobile network's
+    /// round trips and retransmissions while an idle connection costs little for long. 0: off.
+    #[arg(long, env = "REMOTEMEDIA_FIRST_MESSAGE_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub first_message_timeout: Duration,
+
+    /// The gRPC signaling listener pings each HTTP/2 connection this often (0: never), so a
+    /// connection whose client vanished (a dead NAT mapping, a laptop closed) ends instead of
+    /// holding its peer; the pings also keep NAT and load balancer idle timers (often 60 s
+    /// and up) from cutting a quiet client.
+    #[arg(long, env = "REMOTEMEDIA_GRPC_KEEPALIVE_INTERVAL", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub grpc_keepalive_interval: Duration,
+
+    /// A connection that does not answer a keepalive ping within this long is closed (its
+    /// peers enter their resume grace, as after any broken stream).
+    #[arg(long, env = "REMOTEMEDIA_GRPC_KEEPALIVE_TIMEOUT", default_value = "20s", value_parser = humantime::parse_duration)]
+    pub grpc_keepalive_timeout: Duration,
+
+    /// Streams one HTTP/2 connection to the gRPC signaling listener may have open at once
+    /// (advertised in SETTINGS_MAX_CONCURRENT_STREAMS: clients wait for a free one; a stream
+    /// past it is refused with REFUSED_STREAM). A client needs one `Signal` stream per peer;
+    /// the load generator runs all its peers over one connection, hence the room.
+    #[arg(long, env = "REMOTEMEDIA_GRPC_MAX_STREAMS", default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..))]
+    pub grpc_max_streams: u32,
 
     /// ICE candidates a client may send for one server session (those sent before its offer
     /// count too); more get RESOURCE_EXHAUSTED (-32004).

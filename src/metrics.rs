@@ -64,10 +64,12 @@ pub enum Limit {
     UtteranceBytes,
     /// `--pipeline-queue-bytes`: a data-channel message waited for room in a pipeline input.
     PipelineQueueBytes,
+    /// `--first-message-timeout`: a signaling stream or WebSocket closed for saying nothing.
+    FirstMessage,
 }
 
 impl Limit {
-    pub const ALL: [Limit; 14] = [
+    pub const ALL: [Limit; 15] = [
         Limit::SdpBytes,
         Limit::SignalingMessageBytes,
         Limit::DatachannelMessageBytes,
@@ -82,6 +84,7 @@ impl Limit {
         Limit::TextBufferBytes,
         Limit::UtteranceBytes,
         Limit::PipelineQueueBytes,
+        Limit::FirstMessage,
     ];
 
     pub fn label(self) -> &'static str {
@@ -100,6 +103,7 @@ impl Limit {
             Self::TextBufferBytes => "text_buffer_bytes",
             Self::UtteranceBytes => "utterance_bytes",
             Self::PipelineQueueBytes => "pipeline_queue_bytes",
+            Self::FirstMessage => "first_message",
         }
     }
 }

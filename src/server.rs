@@ -42,6 +42,17 @@ pub struct Server {
     origins: OriginPolicy,
     /// `--tls-cert`/`--tls-key`: both listeners serve TLS.
     tls: Option<ListenerTls>,
+    /// Bounds on each HTTP/2 connection of the signaling listener.
+    http2: Http2Bounds,
+}
+
+/// `--grpc-keepalive-interval`, `--grpc-keepalive-timeout`, `--grpc-max-streams`: a
+/// connection whose client stops answering pings (a dead NAT mapping, a vanished laptop) ends,
+/// and one connection cannot hold more than so many streams at once.
+struct Http2Bounds {
+    keepalive_interval: Option<Duration>,
+    keepalive_timeout: Duration,
+    max_streams: u32,
 }
 
 /// The TLS side of the client-facing listeners: one certificate (reloaded when its files
@@ -186,6 +197,7 @@ impl Server {
                         event_tx,
                         token,
                         tls,
+                        config.cluster.worker_call_timeout,
                         stop.child_token(),
                     )
                     .await;
@@ -214,6 +226,7 @@ impl Server {
                     max_message_bytes: config.limits.max_message_bytes,
                 },
                 resume_grace: config.limits.resume_grace,
+                first_message_timeout: config.limits.first_message_timeout,
                 keep_peers_on_shutdown: config.mode == Mode::Frontend,
             },
             access(config)?,
@@ -227,6 +240,12 @@ impl Server {
             stop,
             origins: OriginPolicy::from_flag(non_empty(&config.allowed_origins)),
             tls,
+            http2: Http2Bounds {
+                keepalive_interval: Some(config.limits.grpc_keepalive_interval)
+                    .filter(|d| !d.is_zero()),
+                keepalive_timeout: config.limits.grpc_keepalive_timeout,
+                max_streams: config.limits.grpc_max_streams,
+            },
         })
     }
 
@@ -281,16 +300,20 @@ impl Server {
         let streams = TaskTracker::new();
         let grpc_stop = stop.clone();
         let grpc_shutdown = async move { grpc_stop.cancelled().await };
-        let grpc = tonic::transport::Server::builder().add_service(
-            WebRtcSignalingServer::new(GrpcSignaling::new(
-                Arc::clone(&self.core),
-                stop.clone(),
-                streams.clone(),
-            ))
-            // Above this a request is not read at all: it ends the stream. Up to it, the
-            // stream task answers requests above `--max-message-bytes` itself.
-            .max_decoding_message_size(self.core.hard_message_bytes()),
-        );
+        let grpc = tonic::transport::Server::builder()
+            .http2_keepalive_interval(self.http2.keepalive_interval)
+            .http2_keepalive_timeout(Some(self.http2.keepalive_timeout))
+            .max_concurrent_streams(self.http2.max_streams)
+            .add_service(
+                WebRtcSignalingServer::new(GrpcSignaling::new(
+                    Arc::clone(&self.core),
+                    stop.clone(),
+                    streams.clone(),
+                ))
+                // Above this a request is not read at all: it ends the stream. Up to it, the
+                // stream task answers requests above `--max-message-bytes` itself.
+                .max_decoding_message_size(self.core.hard_message_bytes()),
+            );
         let grpc = match &self.tls {
             Some(tls) => {
                 Arc::clone(&tls.certificate).watch(tls.reload_every, stop.clone());

@@ -751,6 +751,7 @@ async fn the_worker_api_takes_only_callers_with_the_worker_token() {
     let status = direct
         .close_session(worker_pb::CloseSessionRequest {
             peer_id: "someone".into(),
+            session_token: String::new(),
         })
         .await
         .unwrap_err();

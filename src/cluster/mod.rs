@@ -4,6 +4,7 @@
 
 pub mod autoscale;
 pub mod controller;
+mod fence;
 mod keys;
 pub mod kubernetes;
 pub mod placement;

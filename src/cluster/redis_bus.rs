@@ -47,6 +47,43 @@ end
 return sent
 ";
 
+/// Appends a notification to a peer's stream only while a record still holds the expected
+/// value, atomically (the session fence: see `fence.rs`).
+/// KEYS[1] the record, KEYS[2] the stream; ARGV: expected value, max length, field, payload,
+/// TTL ms. Returns 1 when published, 0 when fenced off.
+const PUBLISH_IF_SCRIPT: &str = r"
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[2], '*', ARGV[3], ARGV[4])
+redis.call('PEXPIRE', KEYS[2], ARGV[5])
+return 1
+";
+
+/// Publishes `notification` to `peer_id` only while the value at `record` is `expected`, in
+/// one atomic step. Returns whether it was published.
+///
+/// # Errors
+/// When Redis fails.
+pub(crate) async fn publish_if(
+    redis: &mut ConnectionManager,
+    keys: &Keys,
+    record: &str,
+    expected: &str,
+    peer_id: &str,
+    notification: &SignalingNotification,
+) -> redis::RedisResult<bool> {
+    let published: i64 = redis::Script::new(PUBLISH_IF_SCRIPT)
+        .key(record)
+        .key(keys.inbox(peer_id))
+        .arg(expected)
+        .arg(STREAM_MAX_LEN)
+        .arg(FIELD)
+        .arg(notification.encode_to_vec())
+        .arg(STREAM_TTL.as_millis() as u64)
+        .invoke_async(redis)
+        .await?;
+    Ok(published == 1)
+}
+
 /// [`NotificationBus`] on Redis streams.
 pub struct RedisBus {
     redis: ConnectionManager,

@@ -18,6 +18,7 @@ use tracing::{field, info_span, Instrument};
 use super::worker_auth::AttachToken;
 use super::worker_tls::{worker_endpoint, WorkerTlsClient};
 
+use super::fence;
 use super::keys::Keys;
 use super::placement::{self, RecentPlacements};
 use super::redis_error;
@@ -36,8 +37,6 @@ pub const REFRESH_INTERVAL: Duration = Duration::from_secs(1);
 const SUSPECT_FOR: Duration = Duration::from_secs(5);
 /// Workers tried for one offer before giving up.
 const ATTEMPTS: usize = 3;
-/// Longest a worker call may take (the worker answers without waiting for ICE).
-const CALL_TIMEOUT: Duration = Duration::from_secs(10);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Reaps the sessions of a dead worker exactly once across every frontend: removes each
@@ -47,7 +46,8 @@ local peers = redis.call('SMEMBERS', KEYS[1])
 local reaped = {}
 for _, peer in ipairs(peers) do
   local key = ARGV[2] .. peer
-  if redis.call('GET', key) == ARGV[1] then
+  local held = redis.call('GET', key)
+  if held == ARGV[1] or (held and string.sub(held, 1, #ARGV[1] + 1) == ARGV[1] .. '/') then
     redis.call('DEL', key)
     table.insert(reaped, peer)
   end
@@ -58,9 +58,19 @@ return reaped
 ";
 
 /// Removes `session:<peer>` only if it still names this worker (a newer session elsewhere
-/// stays), and the peer from the worker's set.
+/// stays): any of its sessions, or only the one of token ARGV[3] when that is not empty (see
+/// `fence.rs`); and the peer from the worker's set.
 pub(crate) const FORGET_SESSION_SCRIPT: &str = r"
-if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end
+local held = redis.call('GET', KEYS[1])
+local ours = held == ARGV[1]
+if held and not ours then
+  if ARGV[3] == '' then
+    ours = string.sub(held, 1, #ARGV[1] + 1) == ARGV[1] .. '/'
+  else
+    ours = held == ARGV[1] .. '/' .. ARGV[3]
+  end
+end
+if ours then redis.call('DEL', KEYS[1]) end
 redis.call('SREM', KEYS[2], ARGV[2])
 return 1
 ";
@@ -82,6 +92,8 @@ pub struct RemoteSessionHost {
     token: AttachToken,
     /// `--worker-ca`: workers are dialled over TLS.
     tls: Option<WorkerTlsClient>,
+    /// `--worker-call-timeout`: longest a worker call may take.
+    call_timeout: Duration,
 }
 
 /// A worker API client that signs its calls.
@@ -96,11 +108,13 @@ impl RemoteSessionHost {
         events: mpsc::Sender<SessionEvent>,
         token: AttachToken,
         tls: Option<WorkerTlsClient>,
+        call_timeout: Duration,
         stop: CancellationToken,
     ) -> Arc<Self> {
         let host = Arc::new(Self {
             token,
             tls,
+            call_timeout,
             redis,
             keys,
             workers: Arc::new(RwLock::new(Vec::new())),
@@ -207,7 +221,7 @@ impl RemoteSessionHost {
         let endpoint = worker_endpoint(address, self.tls.as_ref())
             .map_err(|err| SessionError::Unavailable(format!("worker address {address:?}: {err}")))?
             .connect_timeout(CONNECT_TIMEOUT)
-            .timeout(CALL_TIMEOUT)
+            .timeout(self.call_timeout)
             .tcp_nodelay(true);
         let client =
             MediaWorkerClient::with_interceptor(endpoint.connect_lazy(), self.token.clone());
@@ -219,6 +233,14 @@ impl RemoteSessionHost {
 
     /// The worker holding `peer_id`'s session, from Redis.
     async fn session_worker(&self, peer_id: &str) -> Result<Option<String>, SessionError> {
+        Ok(self
+            .session_record(peer_id)
+            .await?
+            .map(|record| fence::worker_of(&record).to_owned()))
+    }
+
+    /// `session:<peer_id>`: `<worker>/<token>` (see `fence.rs`).
+    async fn session_record(&self, peer_id: &str) -> Result<Option<String>, SessionError> {
         redis::cmd("GET")
             .arg(self.keys.session(peer_id))
             .query_async(&mut self.redis.clone())
@@ -301,12 +323,15 @@ impl RemoteSessionHost {
         Some(choice.worker.clone())
     }
 
-    async fn remember(&self, peer_id: &str, worker_id: &str) -> Result<(), SessionError> {
+    /// Records that `worker_id` holds `peer_id`'s session of `token`, before the worker is
+    /// asked to create it: the worker publishes the session's events only while this record
+    /// stands, so an attempt given up on (and overwritten by the next) stays silent.
+    async fn claim(&self, peer_id: &str, worker_id: &str, token: &str) -> Result<(), SessionError> {
         redis::pipe()
             .atomic()
             .cmd("SET")
             .arg(self.keys.session(peer_id))
-            .arg(worker_id)
+            .arg(fence::record(worker_id, token))
             .ignore()
             .cmd("SADD")
             .arg(self.keys.worker_sessions(worker_id))
@@ -317,12 +342,14 @@ impl RemoteSessionHost {
             .map_err(|err| redis_unavailable("remember_session", &err))
     }
 
-    async fn forget(&self, peer_id: &str, worker_id: &str) {
+    /// Removes the record of `peer_id`'s session on `worker_id` (of `token`; empty: any).
+    async fn forget(&self, peer_id: &str, worker_id: &str, token: &str) {
         if let Err(err) = redis::Script::new(FORGET_SESSION_SCRIPT)
             .key(self.keys.session(peer_id))
             .key(self.keys.worker_sessions(worker_id))
             .arg(worker_id)
             .arg(peer_id)
+            .arg(token)
             .invoke_async::<i64>(&mut self.redis.clone())
             .await
         {
@@ -344,13 +371,16 @@ impl SessionHost for RemoteSessionHost {
             let Some(worker) = self.pick(&excluded, attempt) else {
                 break;
             };
+            let mut client = self.client(&worker.address)?;
+            let token = uuid::Uuid::new_v4().simple().to_string();
+            self.claim(&request.peer_id, &worker.id, &token).await?;
             let call = pb::CreateSessionRequest {
                 peer_id: request.peer_id.clone(),
                 offer_sdp: request.offer_sdp.clone(),
                 manifest: request.manifest.clone().unwrap_or_default(),
                 offer_id: request.offer_id.clone(),
+                session_token: token.clone(),
             };
-            let mut client = self.client(&worker.address)?;
             let span = info_span!(
                 "worker_api.create_session",
                 otel.kind = "client",
@@ -378,6 +408,10 @@ impl SessionHost for RemoteSessionHost {
                         worker.id,
                         status.message()
                     )));
+                    // It may still create the session (a slow worker past the timeout): the
+                    // record no longer names it, and it is told to close what it made.
+                    self.forget(&request.peer_id, &worker.id, &token).await;
+                    self.close_abandoned(&worker, &request.peer_id, token);
                     continue;
                 }
             };
@@ -388,11 +422,6 @@ impl SessionHost for RemoteSessionHost {
                         .placements
                         .with_label_values(&[worker.id.as_str()])
                         .inc();
-                    if let Err(err) = self.remember(&request.peer_id, &worker.id).await {
-                        // Without the record nothing could reach the session: end it.
-                        self.close_on(&worker.address, &request.peer_id).await;
-                        return Err(err);
-                    }
                     tracing::debug!(
                         peer_id = request.peer_id,
                         worker_id = worker.id,
@@ -401,6 +430,7 @@ impl SessionHost for RemoteSessionHost {
                     return Ok(answer);
                 }
                 Some(create_session_response::Result::Failure(failure)) => {
+                    self.forget(&request.peer_id, &worker.id, &token).await;
                     let err = failure_to_error(&failure, &request.peer_id);
                     match failure.kind() {
                         // Full or leaving: another worker may take it.
@@ -412,10 +442,12 @@ impl SessionHost for RemoteSessionHost {
                     }
                 }
                 None => {
+                    self.forget(&request.peer_id, &worker.id, &token).await;
+                    self.close_abandoned(&worker, &request.peer_id, token);
                     return Err(SessionError::Internal(format!(
                         "media worker {} sent an empty reply",
                         worker.id
-                    )))
+                    )));
                 }
             }
         }
@@ -455,13 +487,15 @@ impl SessionHost for RemoteSessionHost {
     }
 
     async fn close_session(&self, peer_id: &str) -> bool {
-        let worker_id = match self.session_worker(peer_id).await {
-            Ok(Some(worker_id)) => worker_id,
+        let record = match self.session_record(peer_id).await {
+            Ok(Some(record)) => record,
             Ok(None) | Err(_) => return false,
         };
-        self.forget(peer_id, &worker_id).await;
-        match self.address_of(&worker_id) {
-            Some(address) => self.close_on(&address, peer_id).await,
+        let worker_id = fence::worker_of(&record);
+        let token = record.split_once('/').map_or("", |(_, token)| token);
+        self.forget(peer_id, worker_id, token).await;
+        match self.address_of(worker_id) {
+            Some(address) => self.close_on(&address, peer_id, token).await,
             None => false,
         }
     }
@@ -476,12 +510,15 @@ impl SessionHost for RemoteSessionHost {
 }
 
 impl RemoteSessionHost {
-    async fn close_on(&self, address: &str, peer_id: &str) -> bool {
+    /// Closes `peer_id`'s session of `token` (empty: whichever it has) on the worker at
+    /// `address`.
+    async fn close_on(&self, address: &str, peer_id: &str, token: &str) -> bool {
         let Ok(mut client) = self.client(address) else {
             return false;
         };
         let mut call = tonic::Request::new(pb::CloseSessionRequest {
             peer_id: peer_id.to_owned(),
+            session_token: token.to_owned(),
         });
         inject_current(call.metadata_mut());
         match client.close_session(call).await {
@@ -491,6 +528,40 @@ impl RemoteSessionHost {
                 false
             }
         }
+    }
+}
+
+impl RemoteSessionHost {
+    /// Tells `worker` to close the session of `token` this frontend gave up on, in the
+    /// background: a worker slow enough to time out must not hold up the next attempt.
+    fn close_abandoned(&self, worker: &WorkerStatus, peer_id: &str, token: String) {
+        let Ok(mut client) = self.client(&worker.address) else {
+            return;
+        };
+        let worker_id = worker.id.clone();
+        let mut call = tonic::Request::new(pb::CloseSessionRequest {
+            peer_id: peer_id.to_owned(),
+            session_token: token,
+        });
+        inject_current(call.metadata_mut());
+        let peer_id = peer_id.to_owned();
+        tokio::spawn(async move {
+            match client.close_session(call).await {
+                Ok(reply) => tracing::info!(
+                    peer_id,
+                    worker_id,
+                    existed = reply.into_inner().existed,
+                    "abandoned session attempt closed"
+                ),
+                // The worker ends it itself once it sees the record gone (fence.rs).
+                Err(status) => tracing::warn!(
+                    peer_id,
+                    worker_id,
+                    %status,
+                    "closing an abandoned session attempt failed"
+                ),
+            }
+        });
     }
 }
 

@@ -13,6 +13,7 @@ use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use super::fence::SessionFence;
 use super::keys::Keys;
 use super::process_load::CpuMeter;
 use super::remote_host::FORGET_SESSION_SCRIPT;
@@ -30,8 +31,7 @@ use crate::peer::SessionManager;
 use crate::proto::worker::media_worker_server::MediaWorkerServer;
 use crate::server::{bind, session_manager};
 use crate::signaling::{
-    deliver_session_event, validate_peer_id, NotificationBus, PeerRegistry, SessionEvent,
-    SessionHost,
+    validate_peer_id, NotificationBus, PeerRegistry, SessionEvent, SessionHost,
 };
 use crate::tls::{self, ReloadingCertificate, TlsIncoming};
 
@@ -206,11 +206,16 @@ impl Worker {
         );
 
         let host = Arc::clone(&self.sessions) as Arc<dyn SessionHost>;
+        let fence = Arc::new(SessionFence::new(
+            self.redis.clone(),
+            self.keys.clone(),
+            self.id.clone(),
+        ));
         let grpc_stop = self.stop.clone();
         let grpc_shutdown = async move { grpc_stop.cancelled().await };
         let grpc =
             tonic::transport::Server::builder().add_service(MediaWorkerServer::with_interceptor(
-                WorkerService::new(host, Arc::clone(&self.drain)),
+                WorkerService::new(host, Arc::clone(&self.drain), Arc::clone(&fence)),
                 self.token,
             ));
         let grpc = match self.tls {
@@ -249,6 +254,7 @@ impl Worker {
         let events = tokio::spawn(deliver_events(
             self.events,
             Arc::clone(&self.bus),
+            fence,
             self.redis.clone(),
             self.keys.clone(),
             self.id.clone(),
@@ -501,30 +507,42 @@ impl Heartbeat {
     }
 }
 
-/// Sends what the worker's sessions report to their clients; a session the worker ended is
-/// also forgotten in Redis. After `stop`, delivers what is already queued and returns.
+/// Sends what the worker's sessions report to their clients, only while the cluster still
+/// places each session here (see `fence.rs`); a session the worker ended is also forgotten in
+/// Redis. After `stop`, delivers what is already queued and returns.
 async fn deliver_events(
     mut events: mpsc::Receiver<SessionEvent>,
     bus: Arc<dyn NotificationBus>,
+    fence: Arc<SessionFence>,
     redis: redis::aio::ConnectionManager,
     keys: Keys,
     worker_id: String,
     stop: CancellationToken,
 ) {
     let handle = |event: SessionEvent| {
-        let (bus, mut redis, keys, worker_id) = (
+        let (bus, fence, mut redis, keys, worker_id) = (
             Arc::clone(&bus),
+            Arc::clone(&fence),
             redis.clone(),
             keys.clone(),
             worker_id.clone(),
         );
         async move {
-            if let SessionEvent::Closed { peer_id, .. } = &event {
+            // Published before the record is forgotten: the fence compares against it.
+            let closed = match &event {
+                SessionEvent::Closed { peer_id, .. } => Some(peer_id.clone()),
+                SessionEvent::LocalCandidate { .. } => None,
+            };
+            fence.publish(bus.as_ref(), event).await;
+            if let Some(peer_id) = &closed {
+                let token = fence.token(peer_id);
+                fence.end(peer_id, token.as_deref());
                 let forgotten = redis::Script::new(FORGET_SESSION_SCRIPT)
                     .key(keys.session(peer_id))
                     .key(keys.worker_sessions(&worker_id))
                     .arg(&worker_id)
                     .arg(peer_id)
+                    .arg(token.unwrap_or_default())
                     .invoke_async::<i64>(&mut redis)
                     .await;
                 if let Err(err) = forgotten {
@@ -535,7 +553,6 @@ async fn deliver_events(
                     tracing::warn!(%err, peer_id, "forgetting a closed session failed");
                 }
             }
-            deliver_session_event(bus.as_ref(), event).await;
         }
     };
     loop {

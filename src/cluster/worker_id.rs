@@ -34,7 +34,8 @@ local peers = redis.call('SMEMBERS', KEYS[1])
 local orphans = {}
 for _, peer in ipairs(peers) do
   local key = ARGV[2] .. peer
-  if redis.call('GET', key) == ARGV[1] then
+  local held = redis.call('GET', key)
+  if held == ARGV[1] or (held and string.sub(held, 1, #ARGV[1] + 1) == ARGV[1] .. '/') then
     redis.call('DEL', key)
     table.insert(orphans, peer)
   end

@@ -8,11 +8,12 @@ use tokio::sync::Notify;
 use tonic::{Request, Response, Status};
 use tracing::{info_span, Instrument};
 
+use super::fence::SessionFence;
 use super::remote_host::error_to_failure;
 use crate::proto::worker::{
     self as pb, create_session_response, media_worker_server::MediaWorker, session_failure::Kind,
 };
-use crate::signaling::{IceCandidate, SessionHost, SessionRequest};
+use crate::signaling::{IceCandidate, SessionError, SessionHost, SessionRequest};
 use crate::telemetry::RemoteParent;
 
 /// Whether the worker drains (takes no new sessions), and wake-ups when that changes. A drain
@@ -87,11 +88,17 @@ impl DrainState {
 pub struct WorkerService {
     host: Arc<dyn SessionHost>,
     drain: Arc<DrainState>,
+    /// Which sessions publish only while the cluster still places them here.
+    fence: Arc<SessionFence>,
 }
 
 impl WorkerService {
-    pub fn new(host: Arc<dyn SessionHost>, drain: Arc<DrainState>) -> Self {
-        Self { host, drain }
+    pub(crate) fn new(
+        host: Arc<dyn SessionHost>,
+        drain: Arc<DrainState>,
+        fence: Arc<SessionFence>,
+    ) -> Self {
+        Self { host, drain, fence }
     }
 }
 
@@ -146,10 +153,27 @@ impl MediaWorker for WorkerService {
         request: Request<pb::CloseSessionRequest>,
     ) -> Result<Response<pb::CloseSessionResponse>, Status> {
         let parent = RemoteParent::from_metadata(request.metadata());
-        let peer_id = request.into_inner().peer_id;
+        let request = request.into_inner();
+        let peer_id = request.peer_id;
         let span = info_span!("worker.close_session", otel.kind = "server", peer_id);
         parent.adopt(&span);
+        let token = Some(request.session_token).filter(|t| !t.is_empty());
+        if let Some(token) = &token {
+            // A late close for an attempt the frontend gave up on must not end a newer
+            // session of the same peer; one not created yet ends itself (see `create`).
+            if self
+                .fence
+                .token(&peer_id)
+                .is_some_and(|held| held != *token)
+            {
+                return Ok(Response::new(pb::CloseSessionResponse { existed: false }));
+            }
+        }
         let existed = self.host.close_session(&peer_id).instrument(span).await;
+        // A session still being created keeps its fence: it ends itself once created.
+        if existed || token.is_none() {
+            self.fence.end(&peer_id, token.as_deref());
+        }
         Ok(Response::new(pb::CloseSessionResponse { existed }))
     }
 
@@ -197,18 +221,47 @@ impl WorkerService {
                 )),
             }));
         }
+        let peer_id = request.peer_id;
+        let token = Some(request.session_token).filter(|t| !t.is_empty());
+        match &token {
+            Some(token) => self.fence.begin(&peer_id, token),
+            // A frontend that does not fence: this session publishes unfenced.
+            None => {
+                self.fence.end(&peer_id, None);
+            }
+        }
         let result = self
             .host
             .create_session(SessionRequest {
-                peer_id: request.peer_id,
+                peer_id: peer_id.clone(),
                 offer_id: request.offer_id,
                 offer_sdp: request.offer_sdp,
                 manifest: Some(request.manifest).filter(|m| !m.is_empty()),
             })
             .await;
-        let result = match result {
-            Ok(answer) => create_session_response::Result::AnswerSdp(answer),
-            Err(err) => create_session_response::Result::Failure(error_to_failure(&err)),
+        let result = match (result, token) {
+            (Ok(_), Some(token)) if !self.fence.holds(&peer_id, &token).await => {
+                // The frontend gave up on this attempt (a timeout) and placed the peer
+                // elsewhere: this session is an orphan that no client will use.
+                // Unless a newer attempt for the peer came here meanwhile.
+                let newer = self.fence.token(&peer_id).is_some_and(|held| held != token);
+                if !newer {
+                    self.host.close_session(&peer_id).await;
+                    self.fence.end(&peer_id, Some(&token));
+                }
+                tracing::info!(
+                    peer_id,
+                    "session created after its frontend gave up: closed"
+                );
+                create_session_response::Result::Failure(error_to_failure(
+                    &SessionError::Unavailable("the frontend gave up on this attempt".into()),
+                ))
+            }
+            (Ok(answer), _) => create_session_response::Result::AnswerSdp(answer),
+            (Err(err), token) => {
+                self.fence.end(&peer_id, token.as_deref());
+                create_session_response::Result::Failure(error_to_failure(&err))
+            }
         };
         Ok(Response::new(pb::CreateSessionResponse {
             result: Some(result),

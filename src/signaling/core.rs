@@ -50,6 +50,8 @@ pub struct SignalingLimits {
     /// How long a peer whose stream broke stays registered, its server session running and
     /// its notifications kept, so it can resume; zero: it leaves at once.
     pub resume_grace: Duration,
+    /// A new stream or WebSocket that sends nothing this long is closed; zero: never.
+    pub first_message_timeout: Duration,
     /// Whether this process's own shutdown counts as a broken stream (a frontend replica:
     /// its clients resume on another) rather than their leaving (a single process).
     pub keep_peers_on_shutdown: bool,
@@ -155,6 +157,11 @@ impl SignalingCore {
             .requests
             .max_message_bytes
             .saturating_mul(crate::config::HARD_MESSAGE_FACTOR)
+    }
+
+    /// How long a new stream or WebSocket may stay silent (`None`: no limit).
+    pub fn first_message_timeout(&self) -> Option<Duration> {
+        Some(self.limits.first_message_timeout).filter(|d| !d.is_zero())
     }
 
     /// A fresh request gate for a new stream or WebSocket.
@@ -454,9 +461,25 @@ impl SignalingCore {
     }
 }
 
+/// Sleeps `duration`; forever when `None`.
+pub(crate) async fn sleep_or_never(duration: Option<std::time::Duration>) {
+    match duration {
+        Some(duration) => tokio::time::sleep(duration).await,
+        None => std::future::pending().await,
+    }
+}
+
 /// Tells a client what its server session did: a server candidate, or the session's end
 /// (`PeerDisconnected` from `remotemedia-server`). Media workers deliver through this too.
 pub async fn deliver_session_event(bus: &dyn NotificationBus, event: SessionEvent) {
+    let (peer_id, notification) = session_notification(event);
+    if let Err(err) = bus.publish(&peer_id, notification).await {
+        tracing::debug!(peer_id, %err, "session event for a peer that left");
+    }
+}
+
+/// The client and the notification a session event becomes.
+pub fn session_notification(event: SessionEvent) -> (String, SignalingNotification) {
     let (peer_id, notification) = match event {
         SessionEvent::LocalCandidate { peer_id, candidate } => (
             peer_id,
@@ -477,9 +500,7 @@ pub async fn deliver_session_event(bus: &dyn NotificationBus, event: SessionEven
             )
         }
     };
-    if let Err(err) = bus.publish(&peer_id, notify(notification)).await {
-        tracing::debug!(peer_id, %err, "session event for a peer that left");
-    }
+    (peer_id, notify(notification))
 }
 
 /// One announced client, owned by its stream. Dropping it without [`ConnectedPeer::leave`]

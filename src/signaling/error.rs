@@ -55,6 +55,8 @@ pub enum SignalingError {
     SlowConsumer,
     #[error("server is shutting down")]
     ShuttingDown,
+    #[error("nothing received within {0:?} of connecting")]
+    FirstMessageTimeout(std::time::Duration),
     #[error("signaling state unavailable: {0}")]
     StateUnavailable(String),
     #[error(transparent)]
@@ -96,6 +98,7 @@ impl SignalingError {
             | Self::MessageTooLargeToRead(_)
             | Self::SlowConsumer => Code::ResourceExhausted,
             Self::UnknownPeer(_) => Code::NotFound,
+            Self::FirstMessageTimeout(_) => Code::DeadlineExceeded,
             Self::ShuttingDown | Self::StateUnavailable(_) => Code::Unavailable,
             Self::Unauthenticated(_) => Code::Unauthenticated,
             Self::PermissionDenied(_) => Code::PermissionDenied,
@@ -109,7 +112,9 @@ impl SignalingError {
     pub fn ends_stream(&self) -> bool {
         matches!(
             self,
-            Self::RateLimitCutOff(_) | Self::MessageTooLargeToRead(_)
+            Self::RateLimitCutOff(_)
+                | Self::MessageTooLargeToRead(_)
+                | Self::FirstMessageTimeout(_)
         )
     }
 
@@ -137,6 +142,7 @@ impl SignalingError {
             Self::MessageTooLargeToRead(_) => "message_too_large_to_read",
             Self::SlowConsumer => "slow_consumer",
             Self::ShuttingDown => "shutting_down",
+            Self::FirstMessageTimeout(_) => "first_message_timeout",
             Self::StateUnavailable(_) => "state_unavailable",
             Self::Unauthenticated(_) => "unauthenticated",
             Self::PermissionDenied(_) => "permission_denied",
@@ -237,7 +243,8 @@ impl SignalingError {
             | Self::EmptyRequest
             | Self::InvalidRequest(_)
             | Self::MessageTooLarge { .. }
-            | Self::MessageTooLargeToRead(_) => INVALID_REQUEST,
+            | Self::MessageTooLargeToRead(_)
+            | Self::FirstMessageTimeout(_) => INVALID_REQUEST,
             Self::RateLimited(_) | Self::RateLimitCutOff(_) => RATE_LIMITED,
             Self::InvalidPeerId(_) | Self::InvalidManifestName(_) => INVALID_PARAMS,
             Self::PeerIdTaken(_) | Self::PeerIdReserved(_) => PEER_ID_EXISTS,

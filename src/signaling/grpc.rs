@@ -13,6 +13,7 @@ use tonic::{Request, Response, Status, Streaming};
 use tracing::Instrument;
 
 use super::auth::{bearer, Identity};
+use super::core::sleep_or_never;
 use super::core::{ConnectedPeer, OfferOutcome, SignalingCore};
 use super::error::SignalingError;
 use super::peer_id::SERVER_PEER_ID;
@@ -319,10 +320,20 @@ async fn until_announce(
     gate: &RequestGate,
     shutdown: &CancellationToken,
 ) -> Option<(String, pb::AnnounceRequest)> {
+    // Until the first message arrives; then nothing more is waited for here.
+    let mut first = core.first_message_timeout();
     loop {
+        let deadline = first.take();
         let message = tokio::select! {
             message = inbound.message() => message,
             () = shutdown.cancelled() => return None,
+            () = sleep_or_never(deadline) => {
+                let err = SignalingError::FirstMessageTimeout(deadline.unwrap_or_default());
+                crate::metrics::limit_hit(crate::metrics::Limit::FirstMessage, 1);
+                tracing::info!(%err, "signaling stream closed");
+                let _ = out.send(Err(err.into())).await;
+                return None;
+            }
         };
         let request = match message {
             Ok(Some(request)) => request,

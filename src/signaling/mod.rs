@@ -21,8 +21,9 @@ mod websocket;
 pub use auth::{bearer, issue as issue_token, AuthError, Claims, Identity, TokenVerifier};
 pub use bus::{BusError, Delivery, InMemoryBus, Mailbox, NotificationBus, MAILBOX_CAPACITY};
 pub use core::{
-    deliver_session_event, Access, ConnectedPeer, OfferOutcome, SignalingCore, SignalingLimits,
-    SignalingStats, MANIFEST_METADATA_KEY, MAX_CANDIDATE_BYTES, RESUME_TOKEN_METADATA_KEY,
+    deliver_session_event, session_notification, Access, ConnectedPeer, OfferOutcome,
+    SignalingCore, SignalingLimits, SignalingStats, MANIFEST_METADATA_KEY, MAX_CANDIDATE_BYTES,
+    RESUME_TOKEN_METADATA_KEY,
 };
 pub use error::{jsonrpc, Payload, RpcError, SignalingError};
 pub use grpc::GrpcSignaling;

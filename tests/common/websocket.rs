@@ -188,3 +188,19 @@ impl WsClient {
         }
     }
 }
+
+impl WsClient {
+    /// Reads until the server closes the socket; its close code (`None`: no close frame).
+    pub async fn close_code(&mut self) -> Option<u16> {
+        loop {
+            match tokio::time::timeout(WAIT, self.socket.next())
+                .await
+                .expect("the server closes the socket")
+            {
+                Some(Ok(Message::Close(frame))) => return frame.map(|f| u16::from(f.code)),
+                Some(Ok(_)) => continue,
+                Some(Err(_)) | None => return None,
+            }
+        }
+    }
+}

@@ -24,7 +24,7 @@ use tracing::Instrument;
 pub use origin::OriginPolicy;
 
 use super::auth::Identity;
-use super::core::{ConnectedPeer, SignalingCore};
+use super::core::{sleep_or_never, ConnectedPeer, SignalingCore};
 use super::error::{RpcError, SignalingError};
 use super::rate_limit::RequestGate;
 use super::spans::{request_span, websocket_method, Transport};
@@ -146,10 +146,22 @@ async fn run_connection(
 ) {
     let mut connection = Connection::default();
     let gate = core.request_gate();
+    // Until the first frame arrives (`None` after it, or when there is no deadline).
+    let first_deadline = core.first_message_timeout();
+    let first_message = sleep_or_never(first_deadline);
+    tokio::pin!(first_message);
+    let mut silent = first_deadline.is_some();
     // Whether the client closed (it leaves) or the socket broke (it may resume).
     let clean = 'serve: loop {
         let outgoing = tokio::select! {
-            frame = socket.recv() => match frame {
+            () = &mut first_message, if silent => {
+                let err = SignalingError::FirstMessageTimeout(first_deadline.unwrap_or_default());
+                crate::metrics::limit_hit(crate::metrics::Limit::FirstMessage, 1);
+                tracing::info!(%err, "WebSocket closed");
+                close(&mut socket, err, close_code::POLICY).await;
+                break true;
+            }
+            frame = socket.recv() => match heard(&mut silent, frame) {
                 Some(Ok(Message::Text(text))) => match admit(&gate, text.as_str()) {
                     Admission::Handle => handle_text(&core, &identity, &mut connection, text.as_str()).await,
                     Admission::Refuse(answer) => answer.into(),
@@ -228,6 +240,12 @@ async fn run_connection(
     } else {
         peer.detach().instrument(span).await;
     }
+}
+
+/// Any frame is the connection's first message: the first-message deadline no longer runs.
+fn heard<T>(silent: &mut bool, frame: T) -> T {
+    *silent = false;
+    frame
 }
 
 /// What a connection keeps between text frames.
