@@ -49,6 +49,7 @@ fn limits() -> SignalingLimits {
             max_message_bytes: limits.max_message_bytes,
         },
         resume_grace: Duration::ZERO,
+        first_message_timeout: Duration::ZERO,
         keep_peers_on_shutdown: false,
     }
 }
