@@ -11,6 +11,7 @@ pub mod error;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod http;
+pub mod listener;
 pub mod media;
 pub mod metrics;
 pub mod peer;
@@ -19,6 +20,7 @@ pub mod proto;
 pub mod public_address;
 pub mod room;
 pub mod server;
+pub mod sessions;
 pub mod signaling;
 pub mod telemetry;
 pub mod tls;

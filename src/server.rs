@@ -16,18 +16,16 @@ use crate::cluster::{self, AttachToken, Keys, RedisBus, RedisRegistry, RemoteSes
 use crate::config::{non_empty, Config, Mode};
 use crate::error::Error;
 use crate::http::{self, Readiness};
-use crate::peer::{SessionManager, SessionSettings, WebRtcStack};
-use crate::pipeline::{NodeLimits, OpusSettings, Pipeline, PipelineCatalog};
+use crate::listener::bind;
+use crate::peer::SessionManager;
 use crate::proto::signaling::web_rtc_signaling_server::WebRtcSignalingServer;
+use crate::sessions::{session_manager, SESSION_EVENT_QUEUE};
 use crate::signaling::{
     Access, GrpcSignaling, InMemoryBus, InMemoryRegistry, NotificationBus, OriginPolicy,
     PeerRegistry, RequestLimits, SignalingCore, SignalingLimits, TokenVerifier, TurnCredentials,
     WebSocketSignaling,
 };
 use crate::tls::{self, ReloadingCertificate, TlsIncoming};
-
-/// Session events queued between the session manager and signaling.
-const SESSION_EVENT_QUEUE: usize = 1024;
 
 /// A bound, not yet running, single-process server.
 pub struct Server {
@@ -78,91 +76,6 @@ impl ListenerTls {
             certificate,
         }))
     }
-}
-
-/// Loads the pipeline and starts the WebRTC stack: the session host of `grpc` and
-/// `websocket` mode, and the events it reports for signaling to deliver.
-///
-/// # Errors
-/// A broken manifest or a WebRTC setup failure.
-pub async fn session_manager(
-    config: &Config,
-) -> Result<
-    (
-        Arc<SessionManager>,
-        mpsc::Receiver<crate::signaling::SessionEvent>,
-    ),
-    Error,
-> {
-    let pipelines =
-        PipelineCatalog::load(config.manifest.as_deref(), config.manifest_dir.as_deref())?
-            .with_limits(NodeLimits {
-                text_buffer_bytes: config.limits.max_text_buffer_bytes,
-                utterance_bytes: config.limits.max_utterance_bytes,
-            });
-    let opus = opus_settings(config, pipelines.default_pipeline());
-    let public_ip = crate::public_address::resolve(&config.media).await?;
-    let stack = WebRtcStack::new(&config.media, public_ip).await?;
-    let (event_tx, events) = mpsc::channel(SESSION_EVENT_QUEUE);
-    let sessions = Arc::new(SessionManager::new(
-        stack,
-        pipelines,
-        SessionSettings {
-            connect_timeout: config.media.connect_timeout,
-            media_timeout: config.media.media_timeout,
-            capacity: match config.mode {
-                crate::config::Mode::Worker => config.cluster.capacity,
-                _ => config.limits.max_peers,
-            },
-            enable_data_channel: config.media.enable_data_channel,
-            jitter_buffer: Duration::from_millis(u64::from(config.media.jitter_buffer_ms)),
-            opus,
-            pipeline_queue_frames: config.limits.pipeline_queue_frames,
-            pipeline_queue_bytes: config.limits.pipeline_queue_bytes,
-            max_datachannel_message_bytes: config.limits.max_datachannel_message_bytes,
-            datachannel_send_queue_bytes: config.limits.datachannel_send_queue_bytes,
-            max_datachannels: config.limits.max_datachannels,
-        },
-        event_tx,
-    ));
-    Ok((sessions, events))
-}
-
-/// The `--opus-*` flags, overridden by each key the manifest's `media.opus` block really sets.
-///
-/// The parsed manifest fills absent keys with defaults, so which keys were written is read
-/// from the file itself (src/pipeline keeps its types; this is the only place that merges).
-fn opus_settings(config: &Config, pipeline: &Pipeline) -> OpusSettings {
-    let flags = &config.media;
-    let mut opus = OpusSettings {
-        bitrate: flags.opus_bitrate,
-        complexity: flags.opus_complexity,
-        fec: flags.opus_fec,
-        dtx: flags.opus_dtx,
-    };
-    let manifest = &pipeline.manifest().media.opus;
-    let written = config
-        .manifest
-        .as_ref()
-        .and_then(|path| std::fs::read_to_string(path).ok())
-        .and_then(|text| serde_yaml::from_str::<serde_yaml::Value>(&text).ok());
-    let block = written.as_ref().and_then(|m| m.get("media")?.get("opus"));
-    if let Some(block) = block {
-        let set = |key: &str| block.get(key).is_some();
-        if set("bitrate") {
-            opus.bitrate = manifest.bitrate;
-        }
-        if set("complexity") {
-            opus.complexity = manifest.complexity;
-        }
-        if set("fec") {
-            opus.fec = manifest.fec;
-        }
-        if set("dtx") {
-            opus.dtx = manifest.dtx;
-        }
-    }
-    opus
 }
 
 impl Server {
@@ -400,16 +313,6 @@ async fn shared_state(config: &Config, stop: &CancellationToken) -> Result<Share
     Ok((registry, bus, Some((manager, keys))))
 }
 
-pub(crate) async fn bind(what: &'static str, address: SocketAddr) -> Result<TcpListener, Error> {
-    TcpListener::bind(address)
-        .await
-        .map_err(|source| Error::Bind {
-            what,
-            address,
-            source,
-        })
-}
-
 /// `--auth-secret` and `--turn-secret`, read once at start.
 fn access(config: &Config) -> Result<Access, crate::Error> {
     let tokens = config
@@ -435,57 +338,4 @@ fn access(config: &Config) -> Result<Access, crate::Error> {
         turn,
         id_takeover: config.limits.id_takeover,
     })
-}
-
-#[cfg(test)]
-mod tests {
-    #![allow(clippy::unwrap_used)]
-    use super::*;
-
-    fn opus_with(manifest_opus: Option<&str>, flags: &[&str]) -> OpusSettings {
-        let mut args = vec!["webrtc_server"];
-        args.extend_from_slice(flags);
-        let mut config = <Config as clap::Parser>::parse_from(args);
-        if let Some(block) = manifest_opus {
-            let path = std::env::temp_dir().join(format!("opus-{}.yaml", uuid::Uuid::new_v4()));
-            let text = format!("version: v1\nnodes: []\nconnections: []\nmedia:\n  opus:\n{block}");
-            std::fs::write(&path, text).unwrap();
-            config.manifest = Some(path);
-        }
-        let catalog = PipelineCatalog::load(config.manifest.as_deref(), None).unwrap();
-        let opus = opus_settings(&config, catalog.default_pipeline());
-        if let Some(path) = &config.manifest {
-            let _ = std::fs::remove_file(path);
-        }
-        opus
-    }
-
-    #[test]
-    fn opus_flags_are_defaults_the_manifest_overrides_key_by_key() {
-        let flags = [
-            "--opus-bitrate",
-            "32000",
-            "--opus-complexity",
-            "5",
-            "--opus-dtx",
-            "true",
-        ];
-        let expected = OpusSettings {
-            bitrate: 32_000,
-            complexity: 5,
-            fec: true,
-            dtx: true,
-        };
-        assert_eq!(opus_with(None, &flags), expected);
-        // The manifest sets complexity to its own default value: it still wins.
-        let merged = opus_with(Some("    complexity: 10\n    fec: false\n"), &flags);
-        assert_eq!(
-            merged,
-            OpusSettings {
-                complexity: 10,
-                fec: false,
-                ..expected
-            }
-        );
-    }
 }

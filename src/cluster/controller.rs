@@ -27,8 +27,8 @@ use super::workers::{self, PlacementTable, WorkerStatus};
 use crate::config::{hostname, Config, Discovery};
 use crate::error::Error;
 use crate::http::{self, Readiness};
+use crate::listener::bind;
 use crate::metrics::metrics;
-use crate::server::bind;
 
 /// How often the controller renews its lock and republishes the table.
 pub const CONTROL_INTERVAL: Duration = Duration::from_secs(1);

@@ -26,10 +26,11 @@ use super::{RedisBus, RedisRegistry};
 use crate::config::{hostname, Config};
 use crate::error::Error;
 use crate::http::{self, Readiness};
+use crate::listener::bind;
 use crate::metrics::metrics;
 use crate::peer::SessionManager;
 use crate::proto::worker::media_worker_server::MediaWorkerServer;
-use crate::server::{bind, session_manager};
+use crate::sessions::session_manager;
 use crate::signaling::{
     validate_peer_id, NotificationBus, PeerRegistry, SessionEvent, SessionHost,
 };
