@@ -10,7 +10,7 @@ use std::sync::{Arc, OnceLock};
 use libfuzzer_sys::fuzz_target;
 use remotemedia_webrtc::config::Config;
 use remotemedia_webrtc::peer::SessionManager;
-use remotemedia_webrtc::server::session_manager;
+use remotemedia_webrtc::sessions::session_manager;
 use remotemedia_webrtc::signaling::{
     ConnectedPeer, OfferOutcome, SessionError, SessionHost, SignalingError, SERVER_PEER_ID,
 };
