@@ -222,6 +222,7 @@ impl Link<'_> {
                     offer_id,
                     offer_sdp: sdp,
                     manifest: None,
+                    room: None,
                 };
                 let created = self.sessions.create_session(request).instrument(span).await;
                 match created {
@@ -261,6 +262,10 @@ impl Link<'_> {
                 tracing::info!(peer_id, reason, "session closed");
                 self.request(self.dialect.disconnect(&peer_id, &reason))
                     .await;
+            }
+            // A websocket-mode peer is never in one of this server's rooms.
+            SessionEvent::ServerOffer { peer_id, .. } => {
+                tracing::warn!(peer_id, "server offer for a websocket-mode peer dropped");
             }
         }
     }

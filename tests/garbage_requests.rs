@@ -60,6 +60,7 @@ fn stream_garbage(i: usize) -> (Option<Req>, Code) {
                 to_peer_id: unknown,
                 sdp: GARBAGE_SDP.into(),
                 r#type: "answer".into(),
+                offer_id: None,
             })),
             Code::NotFound,
         ),

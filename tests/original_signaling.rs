@@ -118,6 +118,7 @@ async fn offers_answers_and_candidates_before_the_announce_end_the_stream() {
             to_peer_id: "bob".into(),
             sdp: "v=0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\n".into(),
             r#type: "answer".into(),
+            offer_id: None,
         }),
         Req::IceCandidate(pb::IceCandidateRequest {
             to_peer_id: SERVER.into(),

@@ -61,6 +61,7 @@ async fn two_clients_connect_directly_through_forwarded_signaling() {
             to_peer_id: "alice".into(),
             sdp: answer_sdp,
             r#type: "answer".into(),
+            offer_id: None,
         }))
         .await;
     bob.expect_ack(&answer).await;

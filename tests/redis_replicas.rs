@@ -87,6 +87,7 @@ async fn peers_on_two_replicas_find_and_call_each_other() {
             to_peer_id: "alice".into(),
             sdp: sdp.into(),
             r#type: "answer".into(),
+            offer_id: None,
         }))
         .await;
     bob.expect_ack(&answer).await;

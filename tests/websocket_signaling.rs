@@ -303,6 +303,7 @@ async fn a_grpc_client_and_a_websocket_client_signal_each_other() {
             to_peer_id: "ws-1".into(),
             sdp: FAKE_SDP.into(),
             r#type: "answer".into(),
+            offer_id: None,
         }))
         .await;
     grpc2.expect_ack(&id).await;

@@ -92,9 +92,9 @@ impl SessionFence {
     /// Delivers `event` to its client: a fenced session's only while its record stands.
     pub(crate) async fn publish(&self, bus: &dyn NotificationBus, event: SessionEvent) {
         let peer_id = match &event {
-            SessionEvent::LocalCandidate { peer_id, .. } | SessionEvent::Closed { peer_id, .. } => {
-                peer_id.clone()
-            }
+            SessionEvent::LocalCandidate { peer_id, .. }
+            | SessionEvent::Closed { peer_id, .. }
+            | SessionEvent::ServerOffer { peer_id, .. } => peer_id.clone(),
         };
         let Some(token) = self.token(&peer_id) else {
             return deliver_session_event(bus, event).await;

@@ -532,7 +532,7 @@ async fn deliver_events(
             // Published before the record is forgotten: the fence compares against it.
             let closed = match &event {
                 SessionEvent::Closed { peer_id, .. } => Some(peer_id.clone()),
-                SessionEvent::LocalCandidate { .. } => None,
+                SessionEvent::LocalCandidate { .. } | SessionEvent::ServerOffer { .. } => None,
             };
             fence.publish(bus.as_ref(), event).await;
             if let Some(peer_id) = &closed {

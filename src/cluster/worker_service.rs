@@ -237,6 +237,7 @@ impl WorkerService {
                 offer_id: request.offer_id,
                 offer_sdp: request.offer_sdp,
                 manifest: Some(request.manifest).filter(|m| !m.is_empty()),
+                room: None,
             })
             .await;
         let result = match (result, token) {

@@ -499,6 +499,19 @@ pub fn session_notification(event: SessionEvent) -> (String, SignalingNotificati
                 }),
             )
         }
+        SessionEvent::ServerOffer {
+            peer_id,
+            offer_id,
+            sdp,
+        } => (
+            peer_id,
+            Notification::Offer(pb::OfferNotification {
+                from_peer_id: SERVER_PEER_ID.into(),
+                offer_id,
+                sdp,
+                r#type: "offer".into(),
+            }),
+        ),
     };
     (peer_id, notify(notification))
 }
@@ -650,6 +663,7 @@ impl ConnectedPeer {
                 offer_id: offer_id.clone(),
                 offer_sdp: sdp.to_owned(),
                 manifest: self.manifest.clone(),
+                room: None,
             };
             let answer_sdp = self.core.host.create_session(request).await?;
             metrics()
@@ -695,17 +709,27 @@ impl ConnectedPeer {
         Ok(OfferOutcome::Forwarded { offer_id })
     }
 
-    /// An SDP answer to another peer's offer.
+    /// An SDP answer to another peer's offer, or to the server's offer (`offer_id`, when
+    /// given, must be the pending server offer's).
     ///
     /// # Errors
-    /// `InvalidAnswer`, `TooLarge`, `UnknownPeer`, or `InvalidRequest` for the server peer.
-    pub async fn answer(&mut self, to: &str, sdp: &str) -> Result<(), SignalingError> {
-        check_sdp(sdp, Payload::Answer, self.core.limits.max_sdp_bytes)?;
+    /// `InvalidAnswer`, `TooLarge`, `UnknownPeer`, or the session host's error
+    /// (`FailedPrecondition` when no server offer is pending).
+    pub async fn answer(
+        &mut self,
+        to: &str,
+        sdp: &str,
+        offer_id: Option<&str>,
+    ) -> Result<(), SignalingError> {
         if to == SERVER_PEER_ID {
-            return Err(SignalingError::InvalidRequest(
-                "remotemedia-server makes answers; send it an offer".into(),
-            ));
+            // Bounded by SDP parsing in the host: a room's answer grows with its m-lines.
+            return Ok(self
+                .core
+                .host
+                .answer_server_offer(&self.peer_id, offer_id, sdp.to_owned())
+                .await?);
         }
+        check_sdp(sdp, Payload::Answer, self.core.limits.max_sdp_bytes)?;
         self.core.require_peer(to).await?;
         self.core.registry.take_offer(to, &self.peer_id).await;
         self.core

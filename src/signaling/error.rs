@@ -163,6 +163,7 @@ impl SessionError {
             Self::Unavailable(_) => "unavailable",
             Self::Pipeline(_) => "pipeline",
             Self::Internal(_) => "internal",
+            Self::FailedPrecondition(_) => "failed_precondition",
         }
     }
 }
@@ -203,6 +204,9 @@ pub mod jsonrpc {
     pub const PERMISSION_DENIED: i32 = -32008;
     pub const NO_WORKER: i32 = -32009;
     pub const RATE_LIMITED: i32 = -32010;
+    /// The request is valid but not now (an answer with no server offer pending, a client
+    /// offer while a server offer is pending): gRPC FAILED_PRECONDITION.
+    pub const FAILED_PRECONDITION: i32 = -32011;
 }
 
 /// Failures of the JSON-RPC framing itself, before a request reaches the signaling core.
@@ -277,6 +281,7 @@ impl SignalingError {
                 SessionError::AtCapacity(_) => SESSION_LIMIT,
                 SessionError::Unavailable(_) => NO_WORKER,
                 SessionError::Pipeline(_) | SessionError::Internal(_) => INTERNAL,
+                SessionError::FailedPrecondition(_) => FAILED_PRECONDITION,
             },
         }
     }
@@ -299,6 +304,7 @@ impl SessionError {
             Self::AtCapacity(_) => Code::ResourceExhausted,
             Self::Unavailable(_) => Code::Unavailable,
             Self::Pipeline(_) | Self::Internal(_) => Code::Internal,
+            Self::FailedPrecondition(_) => Code::FailedPrecondition,
         }
     }
 }

@@ -513,7 +513,7 @@ async fn handle_request(
             Err(err) => Err(err),
         },
         Some(Req::Answer(answer)) => peer
-            .answer(&answer.to_peer_id, &answer.sdp)
+            .answer(&answer.to_peer_id, &answer.sdp, answer.offer_id.as_deref())
             .await
             .map(|()| {
                 vec![ack_body(

@@ -23,6 +23,8 @@ pub struct SessionRequest {
     pub offer_sdp: String,
     /// The pipeline to run, by manifest name (announce metadata `manifest`); `None`: default.
     pub manifest: Option<String>,
+    /// The room the peer joined (announce metadata `room`, validated); `None`: the lobby.
+    pub room: Option<String>,
 }
 
 /// What a session host reports about its sessions, for signaling to deliver to the client.
@@ -36,6 +38,13 @@ pub enum SessionEvent {
     /// The host closed `peer_id`'s session on its own (timeout, failure, shutdown).
     /// Closes the caller asked for are not reported.
     Closed { peer_id: String, reason: String },
+    /// The server renegotiates `peer_id`'s session (a room's tracks changed): the client
+    /// must answer `offer_id` (`OfferNotification` from `remotemedia-server`).
+    ServerOffer {
+        peer_id: String,
+        offer_id: String,
+        sdp: String,
+    },
 }
 
 /// Why a session operation failed.
@@ -57,6 +66,10 @@ pub enum SessionError {
     Pipeline(String),
     #[error("server peer failed: {0}")]
     Internal(String),
+    /// An answer to the server with no server offer pending, or for a stale one; a client
+    /// offer while a server offer is pending ("server offer pending").
+    #[error("{0}")]
+    FailedPrecondition(String),
 }
 
 /// Creates, feeds and closes server sessions, one per client peer.
@@ -76,6 +89,21 @@ pub trait SessionHost: Send + Sync + 'static {
 
     /// Closes `peer_id`'s session; returns whether one existed.
     async fn close_session(&self, peer_id: &str) -> bool;
+
+    /// Applies the client's answer to the server offer pending on `peer_id`'s session
+    /// (`offer_id`, when given, must be that offer's). Hosts that never renegotiate have no
+    /// offer pending.
+    async fn answer_server_offer(
+        &self,
+        peer_id: &str,
+        offer_id: Option<&str>,
+        sdp: String,
+    ) -> Result<(), SessionError> {
+        let _ = (peer_id, offer_id, sdp);
+        Err(SessionError::FailedPrecondition(
+            "no server offer is pending".into(),
+        ))
+    }
 
     /// Sessions alive now.
     fn session_count(&self) -> usize;

@@ -657,6 +657,7 @@ pub async fn call_directly(a: Side<'_>, b: Side<'_>) {
             to_peer_id: a_id.into(),
             sdp: answer_sdp,
             r#type: "answer".into(),
+            offer_id: None,
         }))
         .await;
     b_sig.expect_ack(&answer).await;

@@ -74,9 +74,14 @@ pub async fn dispatch(
             let outcome = peer.offer(&to, &sdp).await?;
             Outcome::Offered { to, outcome }
         }
-        Request::Answer { to, sdp, from } => {
+        Request::Answer {
+            to,
+            sdp,
+            from,
+            offer_id,
+        } => {
             check_sender(from.as_deref(), peer)?;
-            peer.answer(&to, &sdp).await?;
+            peer.answer(&to, &sdp, offer_id.as_deref()).await?;
             Outcome::Sent { to }
         }
         Request::Candidate {

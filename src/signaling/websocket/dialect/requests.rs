@@ -62,6 +62,8 @@ pub enum Request {
         to: String,
         sdp: String,
         from: Option<String>,
+        /// The server offer this answers, when the client names it.
+        offer_id: Option<String>,
     },
     Candidate {
         to: String,
@@ -116,6 +118,9 @@ struct SdpParams {
     sdp: String,
     #[serde(default)]
     from: Option<String>,
+    /// An answer to a server offer may name it (`peer.answer` param `offer_id`).
+    #[serde(default)]
+    offer_id: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -200,6 +205,7 @@ pub fn decode(step: Step, raw: Value) -> Result<Request, RpcError> {
                 to: p.to,
                 sdp: p.sdp,
                 from: p.from,
+                offer_id: p.offer_id,
             }
         }
         Step::Candidate => {
