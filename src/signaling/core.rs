@@ -523,6 +523,8 @@ pub struct ConnectedPeer {
     peer_id: String,
     /// The pipeline this peer's server sessions run (announce metadata `manifest`).
     manifest: Option<String>,
+    /// The room this peer joined (announce metadata `room`); `None`: the lobby.
+    room: Option<String>,
     /// Given in the announce ack; presented to resume after the stream breaks.
     resume_token: String,
     /// This stream's hold on the peer: its connection id and mailbox (`None` once handed
@@ -555,6 +557,7 @@ impl ConnectedPeer {
             core: Arc::clone(core),
             peer_id: record.peer_id.clone(),
             manifest: record.metadata.get(MANIFEST_METADATA_KEY).cloned(),
+            room: record.metadata.get(ROOM_METADATA_KEY).cloned(),
             resume_token: record.resume_token.clone(),
             hold: Some(Hold {
                 connection_id: record.connection_id.clone(),
@@ -663,7 +666,7 @@ impl ConnectedPeer {
                 offer_id: offer_id.clone(),
                 offer_sdp: sdp.to_owned(),
                 manifest: self.manifest.clone(),
-                room: None,
+                room: self.room.clone(),
             };
             let answer_sdp = self.core.host.create_session(request).await?;
             metrics()
