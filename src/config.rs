@@ -764,6 +764,33 @@ pub struct LimitOptions {
     /// Graceful shutdown gives up and exits after this long.
     #[arg(long, env = "REMOTEMEDIA_SHUTDOWN_TIMEOUT", default_value = "3s", value_parser = humantime::parse_duration)]
     pub shutdown_timeout: Duration,
+
+    /// Connections one client address may hold at once on the gRPC signaling and HTTP
+    /// listeners together (IPv6: per /64); past it a new one is closed at once (a `/ws`
+    /// request through a trusted proxy gets 429). 0: no cap, the default, since behind a load
+    /// balancer that hides clients every connection comes from its few addresses: set
+    /// `--trusted-proxies` (and `--proxy-protocol`) there.
+    #[arg(
+        long,
+        env = "REMOTEMEDIA_MAX_CONNECTIONS_PER_ADDRESS",
+        default_value_t = 0
+    )]
+    pub max_connections_per_address: usize,
+
+    /// Proxies and load balancers (comma-separated addresses or CIDR networks) whose word is
+    /// taken for the client's address: the PROXY header of `--proxy-protocol`, and for `/ws`
+    /// the rightmost `X-Forwarded-For` entry outside these networks. Connections from them
+    /// are not capped themselves. Empty: headers are ignored.
+    #[arg(long, env = "REMOTEMEDIA_TRUSTED_PROXIES", value_parser = crate::admission::TrustedProxies::parse)]
+    pub trusted_proxies: Option<crate::admission::TrustedProxies>,
+
+    /// Every connection from `--trusted-proxies` to the gRPC signaling and HTTP listeners
+    /// starts with a PROXY protocol header (v1 or v2, as AWS NLB, HAProxy and most L4 load
+    /// balancers send), whose source address is the client's; one without a valid header is
+    /// closed. Other connections (kubelet's probes, pods calling the Service) are clients of
+    /// their own: no header is read from them.
+    #[arg(long, env = "REMOTEMEDIA_PROXY_PROTOCOL", default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    pub proxy_protocol: bool,
 }
 
 /// `--mode websocket`'s `--signaling-url` when none is given (the original's default).
@@ -812,6 +839,12 @@ impl LimitOptions {
         }
         if self.signaling_rate > 0 && self.signaling_burst == 0 {
             return Err("--signaling-burst must be at least 1 when --signaling-rate is set".into());
+        }
+        if self.proxy_protocol && self.trusted_proxies.as_ref().is_none_or(|t| t.is_empty()) {
+            return Err(
+                "--proxy-protocol needs --trusted-proxies: the load balancers whose headers are believed"
+                    .into(),
+            );
         }
         Ok(())
     }
@@ -962,6 +995,19 @@ mod tests {
             Ok(())
         );
         assert!(parse(&["--signaling-burst", "0"]).is_err());
+        // The connection cap is off by default; the PROXY protocol needs proxies to believe.
+        assert_eq!(limits.max_connections_per_address, 0);
+        let err = parse(&["--proxy-protocol"]).unwrap_err();
+        assert!(err.contains("--trusted-proxies"), "{err}");
+        assert_eq!(
+            parse(&[
+                "--proxy-protocol",
+                "--trusted-proxies",
+                "10.0.0.0/8,192.0.2.7"
+            ]),
+            Ok(())
+        );
+        assert!(Config::try_from_iter(["webrtc_server", "--trusted-proxies", "lb.local"]).is_err());
     }
 
     #[test]

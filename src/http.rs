@@ -45,14 +45,17 @@ pub fn serve(
     tokio::spawn(async move { server.await.map_err(crate::Error::Http) })
 }
 
-/// [`serve`] over TLS: HTTPS, and WSS for `/ws` (TCP_NODELAY is set by the TLS accept loop).
-pub fn serve_tls(
-    incoming: crate::tls::TlsIncoming,
+/// [`serve`] on admitted connections (the client-facing listener: the per-address cap, PROXY
+/// headers, TLS when configured; TCP_NODELAY is set by the accept loop). Handlers see the
+/// client's address as `ConnectInfo<ClientAddr>`.
+pub fn serve_admitted(
+    incoming: crate::admission::Incoming,
     router: Router,
     stop: tokio_util::sync::CancellationToken,
 ) -> tokio::task::JoinHandle<Result<(), crate::Error>> {
+    let app = router.into_make_service_with_connect_info::<crate::admission::ClientAddr>();
     let server =
-        axum::serve(incoming, router).with_graceful_shutdown(async move { stop.cancelled().await });
+        axum::serve(incoming, app).with_graceful_shutdown(async move { stop.cancelled().await });
     tokio::spawn(async move { server.await.map_err(crate::Error::Http) })
 }
 

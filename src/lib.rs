@@ -4,6 +4,7 @@
 //! Data flows down from [`signaling`] to the session host, to the server peer ([`peer`]), to
 //! [`media`] and [`pipeline`], and comes back up only through channels.
 
+pub mod admission;
 pub mod client;
 pub mod cluster;
 pub mod config;

@@ -12,6 +12,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::admission::{Admission, Incoming};
 use crate::cluster::{self, AttachToken, Keys, RedisBus, RedisRegistry, RemoteSessionHost};
 use crate::config::{non_empty, Config, Mode};
 use crate::error::Error;
@@ -25,7 +26,7 @@ use crate::signaling::{
     PeerRegistry, RequestLimits, SignalingCore, SignalingLimits, TokenVerifier, TurnCredentials,
     WebSocketSignaling,
 };
-use crate::tls::{self, ReloadingCertificate, TlsIncoming};
+use crate::tls::{self, ReloadingCertificate};
 
 /// A bound, not yet running, single-process server.
 pub struct Server {
@@ -42,6 +43,8 @@ pub struct Server {
     tls: Option<ListenerTls>,
     /// Bounds on each HTTP/2 connection of the signaling listener.
     http2: Http2Bounds,
+    /// Which connections both listeners take (the per-address cap, trusted proxies).
+    admission: Arc<Admission>,
 }
 
 /// `--grpc-keepalive-interval`, `--grpc-keepalive-timeout`, `--grpc-max-streams`: a
@@ -159,6 +162,7 @@ impl Server {
                 keepalive_timeout: config.limits.grpc_keepalive_timeout,
                 max_streams: config.limits.grpc_max_streams,
             },
+            admission: Admission::from_limits(&config.limits),
         })
     }
 
@@ -195,20 +199,17 @@ impl Server {
         let forwarder = tokio::spawn(Arc::clone(&self.core).forward_session_events(self.events));
         let sweeper = tokio::spawn(Arc::clone(&self.core).expire_detached_peers(stop.clone()));
 
-        let websocket = WebSocketSignaling::new(Arc::clone(&self.core), self.origins, stop.clone());
+        let websocket = WebSocketSignaling::new(Arc::clone(&self.core), self.origins, stop.clone())
+            .with_admission(Arc::clone(&self.admission));
         let router = http::router(readiness.clone(), Some(websocket.clone()));
-        let http = match &self.tls {
-            Some(tls) => {
-                let incoming = TlsIncoming::spawn(
-                    self.http_listener,
-                    Arc::clone(&tls.http),
-                    "http",
-                    stop.clone(),
-                );
-                http::serve_tls(incoming, router, stop.clone())
-            }
-            None => http::serve(self.http_listener, router, stop.clone()),
-        };
+        let incoming = Incoming::spawn(
+            self.http_listener,
+            self.tls.as_ref().map(|tls| Arc::clone(&tls.http)),
+            Arc::clone(&self.admission),
+            "http",
+            stop.clone(),
+        );
+        let http = http::serve_admitted(incoming, router, stop.clone());
 
         let streams = TaskTracker::new();
         let grpc_stop = stop.clone();
@@ -227,24 +228,18 @@ impl Server {
                 // stream task answers requests above `--max-message-bytes` itself.
                 .max_decoding_message_size(self.core.hard_message_bytes()),
             );
-        let grpc = match &self.tls {
-            Some(tls) => {
-                Arc::clone(&tls.certificate).watch(tls.reload_every, stop.clone());
-                let incoming = TlsIncoming::spawn(
-                    self.grpc_listener,
-                    Arc::clone(&tls.grpc),
-                    "signaling",
-                    stop.clone(),
-                );
-                tokio::spawn(
-                    grpc.serve_with_incoming_shutdown(incoming.into_stream(), grpc_shutdown),
-                )
-            }
-            None => tokio::spawn(grpc.serve_with_incoming_shutdown(
-                http::nodelay_incoming(self.grpc_listener),
-                grpc_shutdown,
-            )),
-        };
+        if let Some(tls) = &self.tls {
+            Arc::clone(&tls.certificate).watch(tls.reload_every, stop.clone());
+        }
+        let incoming = Incoming::spawn(
+            self.grpc_listener,
+            self.tls.as_ref().map(|tls| Arc::clone(&tls.grpc)),
+            Arc::clone(&self.admission),
+            "signaling",
+            stop.clone(),
+        );
+        let grpc =
+            tokio::spawn(grpc.serve_with_incoming_shutdown(incoming.into_stream(), grpc_shutdown));
 
         readiness.set(true);
         tracing::info!(tls = self.tls.is_some(), "serving");

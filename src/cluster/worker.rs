@@ -34,7 +34,7 @@ use crate::sessions::session_manager;
 use crate::signaling::{
     validate_peer_id, NotificationBus, PeerRegistry, SessionEvent, SessionHost,
 };
-use crate::tls::{self, ReloadingCertificate, TlsIncoming};
+use crate::tls::{self, ReloadingCertificate};
 
 /// A bound, not yet running, media worker.
 pub struct Worker {
@@ -222,9 +222,10 @@ impl Worker {
         let grpc = match self.tls {
             Some(tls) => {
                 Arc::clone(&tls.certificate).watch(tls.reload_every, self.stop.clone());
-                let incoming = TlsIncoming::spawn(
+                let incoming = crate::admission::Incoming::spawn(
                     self.grpc_listener,
-                    tls.config,
+                    Some(tls.config),
+                    crate::admission::Admission::open(),
                     "worker_api",
                     self.stop.clone(),
                 );

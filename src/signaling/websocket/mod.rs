@@ -13,9 +13,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::ws::{close_code, CloseFrame, Message, WebSocket, WebSocketUpgrade};
-use axum::extract::{Query, State};
+use axum::extract::{ConnectInfo, Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
+use axum::Extension;
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -28,6 +29,7 @@ use super::core::{sleep_or_never, ConnectedPeer, SignalingCore};
 use super::error::{RpcError, SignalingError};
 use super::rate_limit::RequestGate;
 use super::spans::{request_span, websocket_method, Transport};
+use crate::admission::ClientAddr;
 use crate::proto::signaling::SignalingNotification;
 use crate::telemetry::{RemoteParent, TRACEPARENT, TRACESTATE};
 use dialect::Dialect;
@@ -46,6 +48,8 @@ pub struct WebSocketSignaling {
     shutdown: CancellationToken,
     /// Open connections, so shutdown can wait for their close frames to go out.
     connections: TaskTracker,
+    /// The per-address cap, for clients behind a trusted proxy's `X-Forwarded-For`.
+    admission: Option<Arc<crate::admission::Admission>>,
 }
 
 impl WebSocketSignaling {
@@ -59,7 +63,15 @@ impl WebSocketSignaling {
             origins: Arc::new(origins),
             shutdown,
             connections: TaskTracker::new(),
+            admission: None,
         }
+    }
+
+    /// Caps `/ws` connections per client address behind trusted proxies (others are capped
+    /// when their connection is accepted).
+    pub fn with_admission(mut self, admission: Arc<crate::admission::Admission>) -> Self {
+        self.admission = Some(admission);
+        self
     }
 
     /// Waits until every connection has sent its close frame (call after cancelling).
@@ -72,6 +84,7 @@ impl WebSocketSignaling {
     pub async fn upgrade(
         State(ws): State<Self>,
         Query(query): Query<UpgradeQuery>,
+        client: Option<Extension<ConnectInfo<ClientAddr>>>,
         headers: HeaderMap,
         upgrade: WebSocketUpgrade,
     ) -> Response {
@@ -84,6 +97,22 @@ impl WebSocketSignaling {
         if ws.shutdown.is_cancelled() {
             return (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n").into_response();
         }
+        // Held for the life of the socket.
+        let slot = match (&ws.admission, client) {
+            (Some(admission), Some(Extension(ConnectInfo(ClientAddr(source))))) => {
+                match admission.admit_forwarded(source.ip(), &headers) {
+                    Ok(slot) => slot,
+                    Err(_) => {
+                        return (
+                            StatusCode::TOO_MANY_REQUESTS,
+                            "too many connections from your address\n",
+                        )
+                            .into_response()
+                    }
+                }
+            }
+            _ => None,
+        };
         let protocols = text(header::SEC_WEBSOCKET_PROTOCOL);
         let bearer = query
             .access_token
@@ -108,6 +137,7 @@ impl WebSocketSignaling {
                     }
                 }
                 drop(token);
+                drop(slot);
             })
     }
 }
