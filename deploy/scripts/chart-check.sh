@@ -134,6 +134,11 @@ asserts "per-role nodeSelector, tolerations, priority class and topology spread"
 	--set 'controller.topologySpreadConstraints[0].topologyKey=topology.kubernetes.io/zone' \
 	--set 'controller.topologySpreadConstraints[0].whenUnsatisfiable=ScheduleAnyway' \
 	--set frontend.preStopSleepSeconds=5
+asserts "every bound reaches its role, the per-address cap off" "limits-passed"
+asserts "the per-address cap behind PROXY protocol load balancers" "connection-cap-behind-proxies" \
+	--set frontend.limits.maxConnectionsPerAddress=20 \
+	--set 'frontend.clientAddress.trustedProxies={10.0.0.0/24,10.0.1.5}' \
+	--set frontend.clientAddress.proxyProtocol.enabled=true
 asserts "tunable probes" "tuned-probes" \
 	--set worker.probes.startup.failureThreshold=90 --set worker.probes.liveness.timeoutSeconds=5
 asserts "NetworkPolicy: hostNetwork workers reach the bundled Redis from their nodes" \
@@ -151,4 +156,6 @@ refuse "a NetworkPolicy for the bundled Redis without the nodes' CIDRs (hostNetw
 	--set networkPolicy.enabled=true
 refuse "a frontend preStop sleep as long as its grace period" \
 	--set frontend.preStopSleepSeconds=30
+refuse "the PROXY protocol without trusted proxies" \
+	--set frontend.clientAddress.proxyProtocol.enabled=true
 echo "chart-check: ok"

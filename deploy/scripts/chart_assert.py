@@ -191,6 +191,31 @@ def frontends_admit_the_workers_sessions(docs):
     )
 
 
+def limits_passed(docs):
+    """Every connection and media bound reaches its role; the per-address cap is off."""
+    fe = container(workload(docs, "frontend"))
+    for name in ("REMOTEMEDIA_FIRST_MESSAGE_TIMEOUT", "REMOTEMEDIA_GRPC_KEEPALIVE_INTERVAL",
+                 "REMOTEMEDIA_GRPC_KEEPALIVE_TIMEOUT", "REMOTEMEDIA_GRPC_MAX_STREAMS"):
+        env(fe, name)
+    assert env(fe, "REMOTEMEDIA_MAX_CONNECTIONS_PER_ADDRESS") == "0"
+    names = {e["name"] for e in fe.get("env", [])}
+    assert not names & {"REMOTEMEDIA_TRUSTED_PROXIES", "REMOTEMEDIA_PROXY_PROTOCOL"}, names
+    worker = container(workload(docs, "worker"))
+    for name in ("REMOTEMEDIA_PIPELINE_QUEUE_BYTES", "REMOTEMEDIA_MAX_DATACHANNELS",
+                 "REMOTEMEDIA_DATACHANNEL_SEND_QUEUE_BYTES", "REMOTEMEDIA_MAX_TEXT_BUFFER_BYTES",
+                 "REMOTEMEDIA_MAX_UTTERANCE_BYTES", "REMOTEMEDIA_NACK_BYTES_PER_SECOND",
+                 "REMOTEMEDIA_UDP_STUN_RATE", "REMOTEMEDIA_UDP_STUN_BURST"):
+        env(worker, name)
+
+
+def connection_cap_behind_proxies(docs):
+    """The cap keyed on the PROXY header of the listed load balancers."""
+    fe = container(workload(docs, "frontend"))
+    assert env(fe, "REMOTEMEDIA_MAX_CONNECTIONS_PER_ADDRESS") == "20"
+    assert env(fe, "REMOTEMEDIA_TRUSTED_PROXIES") == "10.0.0.0/24,10.0.1.5"
+    assert env(fe, "REMOTEMEDIA_PROXY_PROTOCOL") == "true"
+
+
 CHECKS = {name: fn for name, fn in globals().items() if callable(fn) and fn.__module__ == "__main__"
           and name not in ("objects", "find", "workload", "env", "container", "seconds")}
 
