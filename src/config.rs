@@ -766,8 +766,8 @@ pub struct LimitOptions {
     pub shutdown_timeout: Duration,
 
     /// Connections one client address may hold at once on the gRPC signaling and HTTP
-    /// listeners together (IPv6: per /64); past it a new one is closed at once (a `/ws`
-    /// request through a trusted proxy gets 429). 0: no cap, the default, since behind a load
+    /// listeners together (IPv6: per /64); past it a new one is closed at once (through a
+    /// trusted HTTP proxy, a `/ws` gets 429 and a `Signal` stream RESOURCE_EXHAUSTED). 0: no cap, the default, since behind a load
     /// balancer that hides clients every connection comes from its few addresses: set
     /// `--trusted-proxies` (and `--proxy-protocol`) there.
     #[arg(
@@ -779,7 +779,7 @@ pub struct LimitOptions {
 
     /// Proxies and load balancers (comma-separated addresses or CIDR networks) whose word is
     /// taken for the client's address: the PROXY header of `--proxy-protocol`, and for `/ws`
-    /// the rightmost `X-Forwarded-For` entry outside these networks. Connections from them
+    /// and `Signal` streams the rightmost `X-Forwarded-For` entry outside these networks. Connections from them
     /// are not capped themselves. Empty: headers are ignored.
     #[arg(long, env = "REMOTEMEDIA_TRUSTED_PROXIES", value_parser = crate::admission::TrustedProxies::parse)]
     pub trusted_proxies: Option<crate::admission::TrustedProxies>,

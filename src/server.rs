@@ -219,11 +219,10 @@ impl Server {
             .http2_keepalive_timeout(Some(self.http2.keepalive_timeout))
             .max_concurrent_streams(self.http2.max_streams)
             .add_service(
-                WebRtcSignalingServer::new(GrpcSignaling::new(
-                    Arc::clone(&self.core),
-                    stop.clone(),
-                    streams.clone(),
-                ))
+                WebRtcSignalingServer::new(
+                    GrpcSignaling::new(Arc::clone(&self.core), stop.clone(), streams.clone())
+                        .with_admission(Arc::clone(&self.admission)),
+                )
                 // Above this a request is not read at all: it ends the stream. Up to it, the
                 // stream task answers requests above `--max-message-bytes` itself.
                 .max_decoding_message_size(self.core.hard_message_bytes()),

@@ -335,3 +335,77 @@ async fn with_proxy_protocol_the_header_names_the_client() {
     assert_eq!(hits().await, before + 3.0);
     drop((a, b, c, direct));
 }
+
+/// A `Signal` stream request with an `X-Forwarded-For` header, on a raw HTTP/2 connection.
+fn signal_forwarded(server: SocketAddr, forwarded: &str) -> http::Request<()> {
+    http::Request::post(format!(
+        "http://{server}/remotemedia.v1.webrtc.WebRtcSignaling/Signal"
+    ))
+    .header("content-type", "application/grpc")
+    .header("te", "trailers")
+    .header("x-forwarded-for", forwarded)
+    .body(())
+    .unwrap()
+}
+
+/// Opens a `Signal` stream for the client `forwarded` names: the open stream, or the gRPC
+/// status code that refused it.
+async fn open_signal(
+    client: &mut h2::client::SendRequest<bytes::Bytes>,
+    server: SocketAddr,
+    forwarded: &str,
+) -> Result<h2::SendStream<bytes::Bytes>, String> {
+    let ready = client.clone().ready().await.unwrap();
+    *client = ready;
+    let (response, stream) = client
+        .send_request(signal_forwarded(server, forwarded), false)
+        .unwrap();
+    let response = tokio::time::timeout(WAIT, response).await.unwrap().unwrap();
+    assert_eq!(response.status(), 200);
+    match response.headers().get("grpc-status") {
+        None => Ok(stream),
+        Some(code) => Err(code.to_str().unwrap().to_owned()),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn behind_a_trusted_http_proxy_each_forwarded_client_has_its_own_signal_streams() {
+    let _serial = SERIAL.lock().await;
+    let server = TestServer::start_with(|c| {
+        c.limits.max_connections_per_address = 2;
+        c.limits.trusted_proxies = Some(TrustedProxies::parse("127.0.0.1/32").unwrap());
+    })
+    .await;
+    let before = hits(server.http).await;
+    // One HTTP/2 connection from the proxy carries every client's streams.
+    let tcp = connect_from("127.0.0.1", server.grpc).await;
+    let (client, connection) = h2::client::handshake(tcp).await.unwrap();
+    tokio::spawn(connection);
+    let mut client = client.ready().await.unwrap();
+
+    let mut first = open_signal(&mut client, server.grpc, "203.0.113.1")
+        .await
+        .unwrap();
+    let _second = open_signal(&mut client, server.grpc, "203.0.113.1")
+        .await
+        .unwrap();
+    // RESOURCE_EXHAUSTED (8) for a third stream of that client, before the stream starts.
+    let third = open_signal(&mut client, server.grpc, "203.0.113.1").await;
+    assert_eq!(third.err().as_deref(), Some("8"));
+    let _other = open_signal(&mut client, server.grpc, "203.0.113.2")
+        .await
+        .unwrap();
+    assert_eq!(hits(server.http).await, before + 1.0);
+
+    // An ended stream frees its place.
+    first.send_reset(h2::Reason::CANCEL);
+    let mut tries = 0;
+    while open_signal(&mut client, server.grpc, "203.0.113.1")
+        .await
+        .is_err()
+    {
+        tries += 1;
+        assert!(tries < 100, "the ended stream's place was never freed");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

@@ -36,6 +36,10 @@ impl ConnectionCap {
         })
     }
 
+    pub fn max(&self) -> usize {
+        self.max
+    }
+
     pub fn is_on(&self) -> bool {
         self.max > 0
     }

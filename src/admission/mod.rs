@@ -13,7 +13,6 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use axum::http::HeaderMap;
 use parking_lot::Mutex;
 use tokio::net::TcpStream;
 
@@ -85,21 +84,26 @@ impl Admission {
         })
     }
 
-    /// For a `/ws` request on a connection from `source`: a slot for the client its
-    /// `X-Forwarded-For` names when `source` is a trusted proxy (any other connection was
-    /// counted when it was accepted).
+    /// `--max-connections-per-address`.
+    pub fn max_per_address(&self) -> usize {
+        self.cap.max()
+    }
+
+    /// For a `/ws` request or a `Signal` stream on a connection from `source`: a slot for
+    /// the client that `forwarded` (the `X-Forwarded-For` values, in order) names when
+    /// `source` is a trusted proxy (any other connection was counted when it was accepted).
     ///
     /// # Errors
     /// [`Full`], counted and logged.
-    pub fn admit_forwarded(
+    pub fn admit_forwarded<'a>(
         &self,
         source: IpAddr,
-        headers: &HeaderMap,
+        forwarded: impl IntoIterator<Item = &'a str>,
     ) -> Result<Option<Slot>, Full> {
         if !self.cap.is_on() || !self.trusted.contains(source) {
             return Ok(None);
         }
-        match self.trusted.forwarded_client(headers) {
+        match self.trusted.forwarded_client(forwarded) {
             Some(client) => self.admit(client),
             None => Ok(None),
         }

@@ -65,6 +65,8 @@ pub enum SignalingError {
     PermissionDenied(String),
     #[error(transparent)]
     Session(#[from] SessionError),
+    #[error("more than {0} connections from your address")]
+    TooManyConnections(usize),
 }
 
 impl From<super::registry::RegistryError> for SignalingError {
@@ -96,7 +98,8 @@ impl SignalingError {
             | Self::RateLimited(_)
             | Self::RateLimitCutOff(_)
             | Self::MessageTooLargeToRead(_)
-            | Self::SlowConsumer => Code::ResourceExhausted,
+            | Self::SlowConsumer
+            | Self::TooManyConnections(_) => Code::ResourceExhausted,
             Self::UnknownPeer(_) => Code::NotFound,
             Self::FirstMessageTimeout(_) => Code::DeadlineExceeded,
             Self::ShuttingDown | Self::StateUnavailable(_) => Code::Unavailable,
@@ -147,6 +150,7 @@ impl SignalingError {
             Self::Unauthenticated(_) => "unauthenticated",
             Self::PermissionDenied(_) => "permission_denied",
             Self::Session(err) => err.metric_label(),
+            Self::TooManyConnections(_) => "too_many_connections",
         }
     }
 }
@@ -249,7 +253,10 @@ impl SignalingError {
             | Self::MessageTooLarge { .. }
             | Self::MessageTooLargeToRead(_)
             | Self::FirstMessageTimeout(_) => INVALID_REQUEST,
-            Self::RateLimited(_) | Self::RateLimitCutOff(_) => RATE_LIMITED,
+            // (`/ws` refuses too many connections with HTTP 429 before the upgrade.)
+            Self::RateLimited(_) | Self::RateLimitCutOff(_) | Self::TooManyConnections(_) => {
+                RATE_LIMITED
+            }
             Self::InvalidPeerId(_) | Self::InvalidManifestName(_) => INVALID_PARAMS,
             Self::PeerIdTaken(_) | Self::PeerIdReserved(_) => PEER_ID_EXISTS,
             Self::TooManyPeers(_) => SESSION_LIMIT,

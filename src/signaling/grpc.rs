@@ -20,6 +20,7 @@ use super::peer_id::SERVER_PEER_ID;
 use super::rate_limit::RequestGate;
 use super::session_host::IceCandidate;
 use super::spans::{request_span, Transport};
+use crate::admission::{Admission, Slot};
 use crate::metrics::metrics;
 use crate::proto::signaling::{
     self as pb, signaling_notification::Notification, signaling_request::Request as Req,
@@ -40,6 +41,8 @@ pub struct GrpcSignaling {
     shutdown: CancellationToken,
     /// Stream tasks, so shutdown can wait for each peer's clean leave.
     streams: TaskTracker,
+    /// The per-address cap, for clients behind a trusted HTTP proxy's `X-Forwarded-For`.
+    admission: Option<Arc<Admission>>,
 }
 
 impl GrpcSignaling {
@@ -53,7 +56,30 @@ impl GrpcSignaling {
             core,
             shutdown,
             streams,
+            admission: None,
         }
+    }
+
+    /// Caps `Signal` streams per client behind trusted HTTP proxies (a connection from
+    /// anyone else was counted when it was accepted).
+    pub fn with_admission(mut self, admission: Arc<Admission>) -> Self {
+        self.admission = Some(admission);
+        self
+    }
+
+    /// The slot of the client a trusted proxy's `X-Forwarded-For` names, if any.
+    fn forwarded_slot<T>(&self, request: &Request<T>) -> Result<Option<Slot>, Status> {
+        let (Some(admission), Some(source)) = (&self.admission, request.remote_addr()) else {
+            return Ok(None);
+        };
+        let forwarded = request
+            .metadata()
+            .get_all("x-forwarded-for")
+            .iter()
+            .filter_map(|value| value.to_str().ok());
+        admission
+            .admit_forwarded(source.ip(), forwarded)
+            .map_err(|_| SignalingError::TooManyConnections(admission.max_per_address()).into())
     }
 }
 
@@ -93,19 +119,25 @@ impl WebRtcSignaling for GrpcSignaling {
         &self,
         request: Request<Streaming<SignalingRequest>>,
     ) -> Result<Response<Self::SignalStream>, Status> {
+        // Held for the life of the stream.
+        let slot = self.forwarded_slot(&request)?;
         let identity = authenticate(&self.core, &request)?;
         // A client's `traceparent`: every request of the stream continues its trace.
         let parent = RemoteParent::from_metadata(request.metadata());
         let inbound = request.into_inner();
         let (sender, receiver) = mpsc::channel(RESPONSE_BUFFER);
-        self.streams.spawn(run_stream(
+        let stream = run_stream(
             Arc::clone(&self.core),
             identity,
             inbound,
             sender,
             self.shutdown.clone(),
             parent,
-        ));
+        );
+        self.streams.spawn(async move {
+            stream.await;
+            drop(slot);
+        });
         Ok(Response::new(ReceiverStream::new(receiver)))
     }
 

@@ -100,7 +100,11 @@ impl WebSocketSignaling {
         // Held for the life of the socket.
         let slot = match (&ws.admission, client) {
             (Some(admission), Some(Extension(ConnectInfo(ClientAddr(source))))) => {
-                match admission.admit_forwarded(source.ip(), &headers) {
+                let forwarded = headers
+                    .get_all("x-forwarded-for")
+                    .iter()
+                    .filter_map(|value| value.to_str().ok());
+                match admission.admit_forwarded(source.ip(), forwarded) {
                     Ok(slot) => slot,
                     Err(_) => {
                         return (
