@@ -15,6 +15,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::fence::SessionFence;
 use super::keys::Keys;
+use super::metrics::metrics;
 use super::process_load::CpuMeter;
 use super::remote_host::FORGET_SESSION_SCRIPT;
 use super::worker_auth::{AttachToken, RequireToken};
@@ -27,7 +28,6 @@ use crate::config::{hostname, Config};
 use crate::error::Error;
 use crate::http::{self, Readiness};
 use crate::listener::bind;
-use crate::metrics::metrics;
 use crate::peer::SessionManager;
 use crate::proto::worker::media_worker_server::MediaWorkerServer;
 use crate::sessions::session_manager;

@@ -152,8 +152,8 @@ impl Pipeline {
                 cancel: cancel.clone(),
                 stats: Arc::clone(&stats),
                 // Resolved once per node: labelling on every frame would cost a lookup.
-                latency: crate::metrics::metrics()
-                    .pipeline_node_seconds
+                latency: super::metrics::metrics()
+                    .node_seconds
                     .with_label_values(&[canonical_type(&self.manifest.nodes[index].node_type)]),
             };
             tasks.spawn_on(task.run(rx), &runtime);

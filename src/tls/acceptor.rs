@@ -15,7 +15,7 @@ use tokio_rustls::TlsAcceptor;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 
-use crate::metrics::metrics;
+use super::metrics::metrics;
 
 /// A client that has not completed its handshake this long after connecting is dropped.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);

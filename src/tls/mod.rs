@@ -6,6 +6,7 @@
 mod acceptor;
 mod certs;
 mod error;
+pub mod metrics;
 
 pub use acceptor::TlsIncoming;
 pub use certs::{
