@@ -178,6 +178,42 @@ impl Pipeline {
     }
 }
 
+impl Pipeline {
+    /// Runs one session over `inputs` without WebRTC: feeds them in order (waiting for room),
+    /// ends the input, and collects every output until the whole graph has finished; then the
+    /// per-node stats. For tests, benchmarks and offline runs.
+    ///
+    /// # Errors
+    /// As [`Pipeline::start`].
+    pub async fn run_to_end(
+        &self,
+        inputs: Vec<Envelope>,
+    ) -> Result<(Vec<Envelope>, Vec<NodeStats>), PipelineError> {
+        let PipelineSession {
+            input,
+            mut output,
+            stats,
+            tasks,
+        } = self.start(CancellationToken::new())?;
+        // A task of its own: more inputs than the channels hold must not deadlock the run.
+        let feeder = tokio::spawn(async move {
+            for env in inputs {
+                if input.send(env).await.is_err() {
+                    break;
+                }
+            }
+        });
+        let mut outputs = Vec::new();
+        while let Some(env) = output.recv().await {
+            outputs.push(env);
+        }
+        // It has ended (the output closes only after the input did) and cannot panic.
+        let _ = feeder.await;
+        tasks.wait().await;
+        Ok((outputs, stats.snapshot()))
+    }
+}
+
 impl PipelineSession {
     /// Per node: calls to `process` and the time spent in them, in manifest order.
     pub fn stats(&self) -> Vec<NodeStats> {
