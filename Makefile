@@ -80,6 +80,13 @@ bench-connect: deps
 lint: deps
 	$(CARGO) fmt --all --check
 	$(CARGO) clippy --all-targets -- -D warnings
+	$(CARGO) fmt --manifest-path fuzz/Cargo.toml --check
+	@# The fuzz crate is its own workspace, so clippy above does not build it: it must still
+	@# compile against the server's API (it broke CI twice). Checked in the build's target dir
+	@# (CARGO_TARGET_DIR) when one is set, reusing the server's checked dependencies; else in
+	@# fuzz-check's (FUZZ_TARGET_DIR).
+	$(CARGO) check --manifest-path fuzz/Cargo.toml --bins \
+		--target-dir "$${CARGO_TARGET_DIR:-$${FUZZ_TARGET_DIR:-$$HOME/.cache/remotemedia-webrtc/fuzz-target}}"
 	@# The wall between the server and the load generator: no plotting in the server's tree.
 	@if $(CARGO) tree -p remotemedia-webrtc -e normal --prefix none | grep -q '^plotters '; then \
 		echo "plotters reached the server crate's dependencies (belongs in loadgen/)" >&2; exit 1; fi

@@ -28,3 +28,14 @@ pub mod tls;
 pub mod websocket_mode;
 
 pub use error::Error;
+
+/// Registers every area's metric families: each area owns its own (`peer::metrics`,
+/// `signaling::metrics`, ...) and [`metrics`] keeps only the registry, so the exposition calls
+/// this first and shows each family before its first event.
+pub(crate) fn register_metric_families() {
+    cluster::metrics::metrics();
+    peer::metrics::metrics();
+    pipeline::metrics::metrics();
+    signaling::metrics::metrics();
+    tls::metrics::metrics();
+}

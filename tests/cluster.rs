@@ -25,14 +25,6 @@ use remotemedia_webrtc::proto::worker::{
     self as worker_pb, media_worker_client::MediaWorkerClient,
 };
 
-async fn sessions_on(worker: &Node) -> f64 {
-    metric_value(
-        &worker.metrics().await,
-        "remotemedia_worker_sessions_active",
-    )
-    .unwrap_or(0.0)
-}
-
 /// Announces `id` on `frontend` and connects a client peer to a server session.
 async fn call(frontend: &Node, id: &str) -> (SignalingClient, ClientPeer) {
     let (mut signaling, _) = SignalingClient::announce(&frontend.grpc_url(), id).await;
@@ -46,15 +38,6 @@ fn returned_frequency(peer: &ClientPeer) -> Option<f32> {
     let received = peer.received.lock();
     let steady = received.samples.get(4_800..4_800 + 19_200)?;
     Some(dominant_frequency(steady, 48_000))
-}
-
-/// Sends a tone and checks it comes back (the server session is alive and carries media).
-async fn tone_comes_back(peer: &ClientPeer, frequency: f32) {
-    let got = peer.tone_round_trip(frequency).await;
-    assert!(
-        (got - frequency).abs() <= 5.0,
-        "sent {frequency} Hz, got {got} Hz"
-    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -126,7 +109,7 @@ async fn thirty_calls_through_two_frontends_spread_over_three_workers() {
 
     let mut spread = Vec::new();
     for worker in &workers {
-        spread.push(sessions_on(worker).await);
+        spread.push(worker.sessions_active().await);
     }
     println!("sessions per worker: {spread:?}");
     assert_eq!(spread.iter().sum::<f64>(), 30.0, "{spread:?}");
@@ -204,12 +187,12 @@ async fn a_killed_worker_gets_no_new_sessions_and_its_clients_are_told() {
         .await;
 
     let (mut signaling, peer) = call(&frontend, "victim").await;
-    let holder = if sessions_on(&workers[0]).await == 1.0 {
+    let holder = if workers[0].sessions_active().await == 1.0 {
         0
     } else {
         1
     };
-    assert_eq!(sessions_on(&workers[holder]).await, 1.0);
+    assert_eq!(workers[holder].sessions_active().await, 1.0);
     let killed = Instant::now();
     workers[holder].kill9();
 
@@ -232,8 +215,8 @@ async fn a_killed_worker_gets_no_new_sessions_and_its_clients_are_told() {
     // A new offer from the same client succeeds, on the surviving worker.
     let mut again = ClientPeer::new(ClientOptions::default()).await;
     connect_to_server(&mut signaling, &mut again).await;
-    tone_comes_back(&again, 523.0).await;
-    assert_eq!(sessions_on(&workers[1 - holder]).await, 1.0);
+    again.expect_tone_back(523.0).await;
+    assert_eq!(workers[1 - holder].sessions_active().await, 1.0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -270,7 +253,7 @@ async fn a_terminated_worker_drains_its_calls_then_exits() {
     );
 
     // The call goes on.
-    tone_comes_back(&peer, 660.0).await;
+    peer.expect_tone_back(660.0).await;
 
     // No new session is placed on it.
     frontend
@@ -477,7 +460,7 @@ async fn a_broken_stream_resumes_on_the_other_frontend_and_misses_nothing() {
     drain_notifications(&mut bob, Duration::from_millis(200)).await;
 
     proxy.cut();
-    tone_comes_back(&peer, 500.0).await;
+    peer.expect_tone_back(500.0).await;
     send_numbered_candidates(&mut bob, "alice", 100).await;
     let mut impostor = SignalingClient::open(&frontends[1].grpc_url()).await;
     impostor
@@ -494,7 +477,7 @@ async fn a_broken_stream_resumes_on_the_other_frontend_and_misses_nothing() {
     let (mut alice, _) =
         SignalingClient::announce_with(&frontends[1].grpc_url(), "alice", with_token(&token)).await;
     expect_numbered_candidates(&mut alice, "bob", 100).await;
-    tone_comes_back(&peer, 700.0).await;
+    peer.expect_tone_back(700.0).await;
     let bob_saw = drain_notifications(&mut bob, Duration::from_millis(300)).await;
     assert!(
         !bob_saw
@@ -551,7 +534,7 @@ async fn the_peers_of_a_crashed_frontend_resume_on_another_within_the_grace() {
         tokio::time::sleep(Duration::from_millis(500)).await;
     };
     println!("resumed on the surviving frontend {resumed_after:?} after the crash");
-    tone_comes_back(&peer, 600.0).await;
+    peer.expect_tone_back(600.0).await;
 
     // Carol's grace runs out: then, and only then, PeerLeft.
     let left_after = loop {
@@ -616,21 +599,21 @@ async fn a_drain_request_from_the_controller_moves_new_sessions_elsewhere() {
     );
 
     let before = (
-        sessions_on(&workers[0]).await,
-        sessions_on(&workers[1]).await,
+        workers[0].sessions_active().await,
+        workers[1].sessions_active().await,
     );
     let mut calls = Vec::new();
     for i in 0..3 {
         calls.push(call(&frontend, &format!("after-drain-{i}")).await);
     }
     let after = (
-        sessions_on(&workers[0]).await,
-        sessions_on(&workers[1]).await,
+        workers[0].sessions_active().await,
+        workers[1].sessions_active().await,
     );
     assert_eq!(after.0, before.0, "no new session on the draining worker");
     assert_eq!(after.1, before.1 + 3.0);
     // The calls it already had go on.
-    tone_comes_back(&first_peer, 560.0).await;
+    first_peer.expect_tone_back(560.0).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -664,7 +647,7 @@ async fn a_stopping_frontend_sends_its_clients_to_resume_elsewhere() {
     let (mut alice, _) =
         SignalingClient::announce_with(&other.grpc_url(), "alice", with_token(&token)).await;
     expect_numbered_candidates(&mut alice, "bob", 10).await;
-    tone_comes_back(&peer, 640.0).await;
+    peer.expect_tone_back(640.0).await;
     let deadline = Instant::now() + WAIT;
     while !stopping.has_exited() {
         assert!(
@@ -763,11 +746,11 @@ async fn the_worker_api_takes_only_callers_with_the_worker_token() {
     let offer = signaling.offer(SERVER, peer.offer().await).await;
     let error = signaling.expect_error(&offer).await;
     assert_eq!(error.code, tonic::Code::Unavailable as u32, "{error:?}");
-    assert_eq!(sessions_on(&worker).await, 0.0);
+    assert_eq!(worker.sessions_active().await, 0.0);
     peer.close().await;
 
     // The right token: the call is placed and carries audio.
     let (_signaling, peer) = call(&right, "accepted").await;
-    tone_comes_back(&peer, 523.0).await;
+    peer.expect_tone_back(523.0).await;
     assert!(worker.log_text().contains("token missing or wrong"));
 }

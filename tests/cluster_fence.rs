@@ -13,7 +13,7 @@ use common::client::{connect_to_server, ClientOptions, ClientPeer};
 use common::cluster::{one_at_a_time, Node, RedisProcess};
 use common::signaling::{SignalingClient, SERVER};
 use common::tcp_proxy::DelayProxy;
-use common::{metric_value, WAIT};
+use common::WAIT;
 use remotemedia_webrtc::proto::signaling::{
     self as pb, signaling_notification::Notification, signaling_response::Response as Resp,
 };
@@ -22,18 +22,6 @@ use remotemedia_webrtc::proto::signaling::{
 const CALL_TIMEOUT: Duration = Duration::from_secs(3);
 /// How late the slow worker gets what the frontend sends it: past the timeout.
 const SLOWNESS: Duration = Duration::from_secs(5);
-
-async fn metric(node: &Node, sample: &str) -> f64 {
-    metric_value(&node.metrics().await, sample).unwrap_or(0.0)
-}
-
-async fn tone_comes_back(peer: &ClientPeer, frequency: f32) {
-    let got = peer.tone_round_trip(frequency).await;
-    assert!(
-        (got - frequency).abs() <= 5.0,
-        "sent {frequency} Hz, got {got} Hz"
-    );
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_create_retried_on_another_worker_does_not_end_the_call() {
@@ -82,7 +70,7 @@ async fn a_create_retried_on_another_worker_does_not_end_the_call() {
         connect_to_server(&mut signaling, &mut peer).await;
         (signaling, peer)
     };
-    tone_comes_back(&warm_peer, 440.0).await;
+    warm_peer.expect_tone_back(440.0).await;
     warm_up.close();
     warm_peer.close().await;
     slow.wait_metric("remotemedia_worker_sessions_active", WAIT, |n| n == 0.0)
@@ -102,10 +90,7 @@ async fn a_create_retried_on_another_worker_does_not_end_the_call() {
         "the answer came in {:?}: the first attempt did not time out",
         report.offer_to_answer
     );
-    assert_eq!(
-        metric(&fast, "remotemedia_worker_sessions_active").await,
-        1.0
-    );
+    assert_eq!(fast.sessions_active().await, 1.0);
 
     // The orphan: worker-a gets the create late and makes a session no client will use.
     // Whatever it does, the client hears nothing from it, for longer than its connect
@@ -145,11 +130,9 @@ async fn a_create_retried_on_another_worker_does_not_end_the_call() {
     tokio::join!(watch, orphan_made);
 
     // It was closed as abandoned, not left to time out (which would have told the client).
-    let timed_out = metric(
-        &slow,
-        r#"remotemedia_worker_sessions_closed_total{reason="connect_timeout"}"#,
-    )
-    .await;
+    let timed_out = slow
+        .metric(r#"remotemedia_worker_sessions_closed_total{reason="connect_timeout"}"#)
+        .await;
     assert_eq!(timed_out, 0.0, "the orphan was left to time out");
     assert!(
         slow.log_text()
@@ -159,9 +142,6 @@ async fn a_create_retried_on_another_worker_does_not_end_the_call() {
     );
 
     // The call on worker-b carries on.
-    tone_comes_back(&peer, 523.0).await;
-    assert_eq!(
-        metric(&fast, "remotemedia_worker_sessions_active").await,
-        1.0
-    );
+    peer.expect_tone_back(523.0).await;
+    assert_eq!(fast.sessions_active().await, 1.0);
 }

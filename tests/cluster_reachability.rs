@@ -11,16 +11,8 @@ use std::time::Duration;
 use common::client::{connect_to_server, ClientOptions, ClientPeer};
 use common::cluster::{one_at_a_time, Node, RedisProcess};
 use common::signaling::{SignalingClient, SERVER};
-use common::{metric_value, WAIT};
+use common::WAIT;
 use remotemedia_webrtc::proto::signaling::{self as pb, signaling_request::Request as Req};
-
-async fn sessions_on(worker: &Node) -> f64 {
-    metric_value(
-        &worker.metrics().await,
-        "remotemedia_worker_sessions_active",
-    )
-    .unwrap_or(0.0)
-}
 
 async fn call(frontend: &Node, id: &str) -> (SignalingClient, ClientPeer) {
     let (mut signaling, _) = SignalingClient::announce(&frontend.grpc_url(), id).await;
@@ -68,7 +60,7 @@ async fn session_is_reachable(signaling: &mut SignalingClient, worker: &Node) {
         error.message.to_lowercase().contains("candidate"),
         "{error:?}"
     );
-    assert_eq!(sessions_on(worker).await, 1.0);
+    assert_eq!(worker.sessions_active().await, 1.0);
     let disconnect = signaling
         .send(Req::Disconnect(pb::DisconnectRequest {
             peer_id: SERVER.into(),
@@ -101,7 +93,7 @@ async fn calls_on_full_and_draining_workers_stay_reachable_under_a_controller() 
         .wait_metric("remotemedia_frontend_workers_available", WAIT, |n| n == 1.0)
         .await;
     let (mut on_full, _full_peer) = call(&frontend, "on-full").await;
-    assert_eq!(sessions_on(&full).await, 1.0);
+    assert_eq!(full.sessions_active().await, 1.0);
 
     // The second worker comes after the first call, so the second call lands on it.
     let draining = Node::worker("worker-draining", &url, &[]).await;
@@ -114,7 +106,7 @@ async fn calls_on_full_and_draining_workers_stay_reachable_under_a_controller() 
     })
     .await;
     let (mut on_draining, _draining_peer) = call(&frontend, "on-draining").await;
-    assert_eq!(sessions_on(&draining).await, 1.0);
+    assert_eq!(draining.sessions_active().await, 1.0);
     let _: () = redis::cmd("SET")
         .arg("rm:drain:worker-draining")
         .arg(1)

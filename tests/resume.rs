@@ -25,15 +25,6 @@ fn with_token(token: &str) -> HashMap<String, String> {
     HashMap::from([("resume_token".to_owned(), token.to_owned())])
 }
 
-/// Sends a tone and checks it comes back (the server session is alive and carries media).
-async fn tone_comes_back(peer: &ClientPeer, frequency: f32) {
-    let got = peer.tone_round_trip(frequency).await;
-    assert!(
-        (got - frequency).abs() <= 5.0,
-        "sent {frequency} Hz, got {got} Hz"
-    );
-}
-
 fn peer_left(notifications: &[Notification], peer_id: &str) -> bool {
     notifications
         .iter()
@@ -57,7 +48,7 @@ async fn a_broken_stream_resumes_with_its_token_and_misses_nothing() {
 
     proxy.cut();
     // While alice is away: her call goes on, and what is sent to her is kept.
-    tone_comes_back(&peer, 500.0).await;
+    peer.expect_tone_back(500.0).await;
     send_numbered_candidates(&mut bob, "alice", 100).await;
 
     // Without the token the id is taken.
@@ -88,7 +79,7 @@ async fn a_broken_stream_resumes_with_its_token_and_misses_nothing() {
         "resumed and received 100 kept notifications in {:?}",
         started.elapsed()
     );
-    tone_comes_back(&peer, 700.0).await;
+    peer.expect_tone_back(700.0).await;
     assert_eq!(
         server.sessions.session_count(),
         1,

@@ -14,18 +14,10 @@ use common::cluster::{
     free_tcp_port, free_udp_port, one_at_a_time, try_http_get, Node, RedisProcess,
 };
 use common::signaling::{SignalingClient, SERVER};
-use common::{metric_value, WAIT};
+use common::WAIT;
 use remotemedia_webrtc::proto::signaling::{
     self as pb, signaling_notification::Notification, signaling_response::Response as Resp,
 };
-
-async fn sessions_on(worker: &Node) -> f64 {
-    metric_value(
-        &worker.metrics().await,
-        "remotemedia_worker_sessions_active",
-    )
-    .unwrap_or(0.0)
-}
 
 async fn heartbeat_address(url: &str, id: &str) -> Option<String> {
     let mut conn = redis::Client::open(url)
@@ -109,7 +101,7 @@ async fn a_restarted_worker_takes_its_id_over_and_its_old_calls_end() {
     let (mut signaling, _) = SignalingClient::announce(&frontend.grpc_url(), "caller").await;
     let mut peer = ClientPeer::new(ClientOptions::default()).await;
     connect_to_server(&mut signaling, &mut peer).await;
-    assert_eq!(sessions_on(&crashed).await, 1.0);
+    assert_eq!(crashed.sessions_active().await, 1.0);
 
     // Killed and restarted at once (its old heartbeat still fresh), on another address.
     crashed.kill9();
@@ -149,7 +141,7 @@ async fn a_restarted_worker_takes_its_id_over_and_its_old_calls_end() {
     connect_to_server(&mut signaling, &mut again).await;
     let got = again.tone_round_trip(523.0).await;
     assert!((got - 523.0).abs() <= 5.0, "got {got} Hz");
-    assert_eq!(sessions_on(&restarted).await, 1.0);
+    assert_eq!(restarted.sessions_active().await, 1.0);
 }
 
 /// A worker process with a fixed API port (a container restarted in its pod keeps its IP and

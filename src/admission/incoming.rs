@@ -22,7 +22,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 
 use super::{Admission, Slot};
-use crate::metrics::metrics;
+use crate::tls::metrics::metrics;
 
 /// A client that has not completed its handshake this long after connecting is dropped.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);

@@ -19,6 +19,7 @@ use tokio_util::sync::CancellationToken;
 use super::autoscale::{AutoscalePolicy, Autoscaler, WorkerApi};
 use super::keys::Keys;
 use super::kubernetes::{self, LeaseElection, LeaseTimings, PodStates, WatchStatus};
+use super::metrics::metrics;
 use super::redis_error;
 use super::scale_down::Autoscaling;
 use super::worker_auth::AttachToken;
@@ -28,7 +29,6 @@ use crate::config::{hostname, Config, Discovery};
 use crate::error::Error;
 use crate::http::{self, Readiness};
 use crate::listener::bind;
-use crate::metrics::metrics;
 
 /// How often the controller renews its lock and republishes the table.
 pub const CONTROL_INTERVAL: Duration = Duration::from_secs(1);

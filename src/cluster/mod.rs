@@ -7,6 +7,7 @@ pub mod controller;
 mod fence;
 mod keys;
 pub mod kubernetes;
+pub mod metrics;
 pub mod placement;
 pub mod process_load;
 mod redis_bus;
@@ -34,10 +35,10 @@ pub use worker_tls::{worker_endpoint, WorkerTlsClient};
 /// Counts and logs a failed Redis command; callers carry on (Redis is not in the liveness path).
 pub(crate) fn redis_error(operation: &'static str, err: &redis::RedisError) {
     debug_assert!(
-        crate::metrics::REDIS_OPERATIONS.contains(&operation),
+        metrics::REDIS_OPERATIONS.contains(&operation),
         "{operation} is missing from REDIS_OPERATIONS (its series would not show at zero)"
     );
-    crate::metrics::metrics()
+    metrics::metrics()
         .redis_errors
         .with_label_values(&[operation])
         .inc();

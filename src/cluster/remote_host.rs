@@ -20,10 +20,10 @@ use super::worker_tls::{worker_endpoint, WorkerTlsClient};
 
 use super::fence;
 use super::keys::Keys;
+use super::metrics::metrics;
 use super::placement::{self, RecentPlacements};
 use super::redis_error;
 use super::workers::{self, WorkerStatus};
-use crate::metrics::metrics;
 use crate::proto::worker::{
     self as pb, create_session_response, media_worker_client::MediaWorkerClient,
     session_failure::Kind,

@@ -15,6 +15,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::fence::SessionFence;
 use super::keys::Keys;
+use super::metrics::metrics;
 use super::process_load::CpuMeter;
 use super::remote_host::FORGET_SESSION_SCRIPT;
 use super::worker_auth::{AttachToken, RequireToken};
@@ -27,7 +28,6 @@ use crate::config::{hostname, Config};
 use crate::error::Error;
 use crate::http::{self, Readiness};
 use crate::listener::bind;
-use crate::metrics::metrics;
 use crate::peer::SessionManager;
 use crate::proto::worker::media_worker_server::MediaWorkerServer;
 use crate::sessions::session_manager;
@@ -359,14 +359,7 @@ pub async fn request_drain(
     token: AttachToken,
     tls: Option<&WorkerTlsClient>,
 ) -> Result<u32, Error> {
-    let failed = |err: &dyn std::fmt::Display| Error::Drain(format!("{api}: {err}"));
-    let response = worker_client(api, token, tls)
-        .await
-        .map_err(|e| failed(&e))?
-        .drain(crate::proto::worker::DrainRequest {})
-        .await
-        .map_err(|e| failed(&e))?;
-    Ok(response.into_inner().active_sessions)
+    drain_call(api, token, tls, true).await
 }
 
 /// Undoes [`request_drain`] (the autoscaler abandoned a scale-down): the worker takes sessions
@@ -379,14 +372,32 @@ pub async fn request_undrain(
     token: AttachToken,
     tls: Option<&WorkerTlsClient>,
 ) -> Result<u32, Error> {
+    drain_call(api, token, tls, false).await
+}
+
+/// [`request_drain`] (`drain`) or [`request_undrain`]: the worker's active sessions after it.
+async fn drain_call(
+    api: &str,
+    token: AttachToken,
+    tls: Option<&WorkerTlsClient>,
+    drain: bool,
+) -> Result<u32, Error> {
     let failed = |err: &dyn std::fmt::Display| Error::Drain(format!("{api}: {err}"));
-    let response = worker_client(api, token, tls)
-        .await
-        .map_err(|e| failed(&e))?
-        .undrain(crate::proto::worker::UndrainRequest {})
+    let mut client = worker_client(api, token, tls)
         .await
         .map_err(|e| failed(&e))?;
-    Ok(response.into_inner().active_sessions)
+    let active_sessions = if drain {
+        client
+            .drain(crate::proto::worker::DrainRequest {})
+            .await
+            .map(|response| response.into_inner().active_sessions)
+    } else {
+        client
+            .undrain(crate::proto::worker::UndrainRequest {})
+            .await
+            .map(|response| response.into_inner().active_sessions)
+    };
+    active_sessions.map_err(|e| failed(&e))
 }
 
 type WorkerClient = crate::proto::worker::media_worker_client::MediaWorkerClient<

@@ -33,7 +33,7 @@ impl DrainState {
     pub fn start(&self) -> bool {
         let was = self.draining.swap(true, Ordering::AcqRel);
         if !was {
-            crate::metrics::metrics().worker_draining.set(1);
+            super::metrics::metrics().worker_draining.set(1);
             self.started.notify_waiters();
         }
         was
@@ -51,7 +51,7 @@ impl DrainState {
             return false;
         }
         if self.draining.swap(false, Ordering::AcqRel) {
-            crate::metrics::metrics().worker_draining.set(0);
+            super::metrics::metrics().worker_draining.set(0);
             self.ended.notify_waiters();
         }
         true

@@ -1,7 +1,7 @@
 //! Track glue: RTP in → Opus decode → 20 ms frames → pipeline; pipeline → paced Opus RTP out
 //! and data channel out.
 
-use crate::metrics::metrics;
+use super::metrics::metrics;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 

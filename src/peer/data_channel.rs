@@ -20,7 +20,8 @@ use webrtc::data::data_channel::DataChannel;
 use webrtc::data_channel::RTCDataChannel;
 
 use super::activity::Activity;
-use crate::metrics::{limit_hit, metrics, Limit};
+use super::metrics::metrics;
+use crate::metrics::{limit_hit, Limit};
 use crate::pipeline::{Envelope, PipelineInput, RuntimeData};
 use crate::proto::common::DataBuffer;
 
@@ -157,7 +158,7 @@ fn too_large(len: usize, limit: usize) {
 }
 
 /// Counts a data-channel message dropped for `reason` (one of
-/// [`crate::metrics::DATACHANNEL_DROP_REASONS`]).
+/// [`super::metrics::DATACHANNEL_DROP_REASONS`]).
 pub(crate) fn dropped(reason: &'static str) {
     metrics()
         .datachannel_dropped

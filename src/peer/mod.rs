@@ -9,6 +9,7 @@ mod data_channel;
 mod data_output;
 mod error;
 mod forward;
+pub mod metrics;
 mod nack;
 mod quality;
 mod sdp;

@@ -27,8 +27,9 @@ use webrtc::rtcp::transport_feedbacks::transport_layer_nack::TransportLayerNack;
 use webrtc::rtp::packet::Packet;
 use webrtc::util::MarshalSize;
 
+use super::metrics::metrics;
 use super::send_buffer::{rtx_packet, SendBuffer, SEND_BUFFER_PACKETS};
-use crate::metrics::{limit_hit, metrics, Limit};
+use crate::metrics::{limit_hit, Limit};
 
 type InterceptorResult<T> = Result<T, webrtc::interceptor::Error>;
 

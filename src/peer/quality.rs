@@ -131,7 +131,7 @@ pub(crate) async fn collect(pc: &RTCPeerConnection, counters: &MediaCounters) ->
 /// Adds a closed session's end-of-call figures to the process metrics (its packets, bytes
 /// and jitter-buffer events were counted as they happened, in `traffic`).
 pub(crate) fn export(stats: &SessionStats) {
-    let m = crate::metrics::metrics();
+    let m = super::metrics::metrics();
     let jitter = &stats.jitter;
     if jitter.received > 0 {
         m.jitter_buffer_delay_seconds

@@ -16,11 +16,12 @@ use webrtc::peer_connection::peer_connection_state::RTCPeerConnectionState;
 use webrtc::peer_connection::RTCPeerConnection;
 
 use super::close_reason::CloseReason;
+use super::metrics::metrics;
 use super::quality::{self, CallRecord, MediaCounters, SessionStats};
 use super::server_peer::{PeerSettings, ServerPeer};
 use super::session_trace::SessionTrace;
 use super::stack::WebRtcStack;
-use crate::metrics::{limit_hit, metrics, Limit};
+use crate::metrics::{limit_hit, Limit};
 use crate::pipeline::{OpusSettings, PipelineCatalog};
 use crate::signaling::{IceCandidate, SessionError, SessionEvent, SessionHost, SessionRequest};
 

@@ -14,8 +14,8 @@ use webrtc::interceptor::{
 use webrtc::rtp::packet::Packet;
 use webrtc::util::MarshalSize;
 
+use super::metrics::metrics;
 use crate::media::JitterStats;
-use crate::metrics::metrics;
 
 type InterceptorResult<T> = Result<T, webrtc::interceptor::Error>;
 

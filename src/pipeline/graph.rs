@@ -152,8 +152,8 @@ impl Pipeline {
                 cancel: cancel.clone(),
                 stats: Arc::clone(&stats),
                 // Resolved once per node: labelling on every frame would cost a lookup.
-                latency: crate::metrics::metrics()
-                    .pipeline_node_seconds
+                latency: super::metrics::metrics()
+                    .node_seconds
                     .with_label_values(&[canonical_type(&self.manifest.nodes[index].node_type)]),
             };
             tasks.spawn_on(task.run(rx), &runtime);
@@ -175,6 +175,42 @@ impl Pipeline {
             stats,
             tasks,
         })
+    }
+}
+
+impl Pipeline {
+    /// Runs one session over `inputs` without WebRTC: feeds them in order (waiting for room),
+    /// ends the input, and collects every output until the whole graph has finished; then the
+    /// per-node stats. For tests, benchmarks and offline runs.
+    ///
+    /// # Errors
+    /// As [`Pipeline::start`].
+    pub async fn run_to_end(
+        &self,
+        inputs: Vec<Envelope>,
+    ) -> Result<(Vec<Envelope>, Vec<NodeStats>), PipelineError> {
+        let PipelineSession {
+            input,
+            mut output,
+            stats,
+            tasks,
+        } = self.start(CancellationToken::new())?;
+        // A task of its own: more inputs than the channels hold must not deadlock the run.
+        let feeder = tokio::spawn(async move {
+            for env in inputs {
+                if input.send(env).await.is_err() {
+                    break;
+                }
+            }
+        });
+        let mut outputs = Vec::new();
+        while let Some(env) = output.recv().await {
+            outputs.push(env);
+        }
+        // It has ended (the output closes only after the input did) and cannot panic.
+        let _ = feeder.await;
+        tasks.wait().await;
+        Ok((outputs, stats.snapshot()))
     }
 }
 

@@ -44,22 +44,7 @@ fn manifest(nodes: &[(&str, &str)], edges: &[(&str, &str)]) -> Manifest {
 /// Sends `inputs`, closes the input and collects every output until the output closes.
 async fn run(manifest: Manifest, inputs: Vec<Envelope>) -> (Vec<Envelope>, Vec<NodeStats>) {
     let pipeline = Pipeline::new(manifest).unwrap();
-    let mut session = pipeline.start(CancellationToken::new()).unwrap();
-    let input = session.input.clone();
-    // A separate task: more inputs than channel room must not deadlock the test.
-    let feeder = tokio::spawn(async move {
-        for env in inputs {
-            input.send(env).await.unwrap();
-        }
-    });
-    drop(session.input);
-    let mut outputs = Vec::new();
-    while let Some(env) = session.output.recv().await {
-        outputs.push(env);
-    }
-    feeder.await.unwrap();
-    session.tasks.wait().await;
-    (outputs, session.stats.snapshot())
+    pipeline.run_to_end(inputs).await.unwrap()
 }
 
 fn numbered(n: usize) -> Vec<Envelope> {

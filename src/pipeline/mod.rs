@@ -11,6 +11,7 @@ mod graph;
 mod histogram;
 mod input;
 mod manifest;
+pub mod metrics;
 mod nodes;
 
 pub use catalog::{CatalogError, PipelineCatalog};

@@ -13,12 +13,13 @@ use super::auth::{AuthError, Identity, TokenVerifier};
 use super::bus::{BusError, Mailbox, NotificationBus};
 use super::error::{Payload, SignalingError};
 use super::lifecycle::{transition, Event, Stage, Step};
+use super::metrics::metrics;
 use super::peer_id::{validate_peer_id, SERVER_PEER_ID};
 use super::rate_limit::{RequestGate, RequestLimits};
 use super::registry::{PeerRecord, PeerRegistry, PendingOffer, RegistryError};
 use super::session_host::{IceCandidate, SessionError, SessionEvent, SessionHost, SessionRequest};
 use super::turn::{IceServer, TurnCredentials};
-use crate::metrics::{limit_hit, metrics, Limit};
+use crate::metrics::{limit_hit, Limit};
 use crate::proto::signaling::{
     self as pb, signaling_notification::Notification, PeerCapabilities, PeerInfo, PeerState,
     SignalingNotification,

@@ -16,12 +16,12 @@ use super::auth::{bearer, Identity};
 use super::core::sleep_or_never;
 use super::core::{ConnectedPeer, OfferOutcome, SignalingCore};
 use super::error::SignalingError;
+use super::metrics::metrics;
 use super::peer_id::SERVER_PEER_ID;
 use super::rate_limit::RequestGate;
 use super::session_host::IceCandidate;
 use super::spans::{request_span, Transport};
 use crate::admission::{Admission, Slot};
-use crate::metrics::metrics;
 use crate::proto::signaling::{
     self as pb, signaling_notification::Notification, signaling_request::Request as Req,
     signaling_response::Response as Resp, web_rtc_signaling_server::WebRtcSignaling,

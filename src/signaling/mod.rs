@@ -10,6 +10,7 @@ mod core;
 mod error;
 mod grpc;
 mod lifecycle;
+pub mod metrics;
 mod peer_id;
 mod rate_limit;
 mod registry;

@@ -14,8 +14,8 @@ use rustls::sign::CertifiedKey;
 use rustls::ServerConfig;
 use tokio_util::sync::CancellationToken;
 
+use super::metrics::metrics;
 use super::TlsError;
-use crate::metrics::metrics;
 
 /// ALPN of a gRPC listener: HTTP/2 only (tonic clients refuse anything else).
 pub const ALPN_GRPC: &[&[u8]] = &[b"h2"];

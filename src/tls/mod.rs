@@ -6,6 +6,7 @@
 
 mod certs;
 mod error;
+pub mod metrics;
 
 pub use certs::{
     crypto_provider, read_ca_bundle, server_config, CertificateFiles, ReloadingCertificate,

@@ -494,6 +494,15 @@ impl ClientPeer {
         }
     }
 
+    /// Sends a tone and checks it comes back (the server session is alive and carries media).
+    pub async fn expect_tone_back(&self, frequency: f32) {
+        let got = self.tone_round_trip(frequency).await;
+        assert!(
+            (got - frequency).abs() <= 5.0,
+            "sent {frequency} Hz, got {got} Hz"
+        );
+    }
+
     /// Sends 0.6 s of a tone and returns the dominant frequency of what came back meanwhile
     /// (its steady part); panics when too little came back.
     pub async fn tone_round_trip(&self, frequency: f32) -> f32 {

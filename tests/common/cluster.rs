@@ -254,6 +254,17 @@ impl Node {
             .unwrap_or_default()
     }
 
+    /// The value of this node's metric `sample` (0 when it is not exported or the node does
+    /// not answer).
+    pub async fn metric(&self, sample: &str) -> f64 {
+        super::metric_value(&self.metrics().await, sample).unwrap_or(0.0)
+    }
+
+    /// Server sessions alive on this node (`remotemedia_worker_sessions_active`).
+    pub async fn sessions_active(&self) -> f64 {
+        self.metric("remotemedia_worker_sessions_active").await
+    }
+
     /// Waits until this node's metric `sample` satisfies `check` (a missing sample reads
     /// -1); returns its value.
     pub async fn wait_metric(

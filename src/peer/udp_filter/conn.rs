@@ -11,7 +11,7 @@ use tokio::net::UdpSocket;
 use webrtc::util::Conn;
 
 use super::{DropReason, UdpFilter, Verdict};
-use crate::metrics::metrics;
+use crate::peer::metrics::metrics;
 
 /// A UDP socket behind a [`UdpFilter`].
 pub(crate) struct FilteredSocket {

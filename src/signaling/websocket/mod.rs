@@ -465,7 +465,7 @@ fn count_slow_consumer(peer: Option<&ConnectedPeer>) {
         peer_id = peer.map(ConnectedPeer::peer_id),
         "client reads too slowly: connection ended, peer kept for a resume"
     );
-    crate::metrics::metrics()
+    crate::signaling::metrics::metrics()
         .slow_consumers
         .with_label_values(&["websocket"])
         .inc();
