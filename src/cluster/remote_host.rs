@@ -576,6 +576,7 @@ fn failure_to_error(failure: &pb::SessionFailure, peer_id: &str) -> SessionError
         Kind::UnknownManifest => SessionError::UnknownManifest(message),
         Kind::Pipeline => SessionError::Pipeline(message),
         Kind::Draining => SessionError::Unavailable(format!("media worker draining: {message}")),
+        Kind::FailedPrecondition => SessionError::FailedPrecondition(message),
         Kind::Internal | Kind::Unspecified => SessionError::Internal(message),
     }
 }
@@ -591,6 +592,7 @@ pub(crate) fn error_to_failure(err: &SessionError) -> pb::SessionFailure {
         SessionError::Pipeline(_) => (Kind::Pipeline, 0),
         SessionError::Unavailable(_) => (Kind::Draining, 0),
         SessionError::Internal(_) => (Kind::Internal, 0),
+        SessionError::FailedPrecondition(_) => (Kind::FailedPrecondition, 0),
     };
     // The message without the variant's prefix, which the frontend's error adds again.
     let message = match err {
@@ -599,7 +601,8 @@ pub(crate) fn error_to_failure(err: &SessionError) -> pb::SessionFailure {
         | SessionError::UnknownManifest(m)
         | SessionError::Pipeline(m)
         | SessionError::Unavailable(m)
-        | SessionError::Internal(m) => m.clone(),
+        | SessionError::Internal(m)
+        | SessionError::FailedPrecondition(m) => m.clone(),
         other => other.to_string(),
     };
     pb::SessionFailure {
@@ -628,6 +631,7 @@ mod tests {
             SessionError::UnknownManifest("unknown manifest \"x\"".into()),
             SessionError::Pipeline("node vad: bad param".into()),
             SessionError::Internal("boom".into()),
+            SessionError::FailedPrecondition("no server offer is pending".into()),
         ];
         for err in errors {
             let back = failure_to_error(&error_to_failure(&err), "p");
