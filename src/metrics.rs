@@ -22,12 +22,14 @@ const WORK_BUCKETS: &[f64] = &[
 ];
 
 /// The `reason` labels of `remotemedia_auth_refusals_total`.
-pub const AUTH_REFUSAL_REASONS: [&str; 5] = [
+pub const AUTH_REFUSAL_REASONS: [&str; 7] = [
     "missing",
     "expired",
     "invalid",
     "wrong_peer",
     "wrong_manifest",
+    "wrong_room",
+    "room_claim_required",
 ];
 
 /// The `listener` labels of `remotemedia_tls_handshakes_total`.
@@ -66,10 +68,12 @@ pub enum Limit {
     PipelineQueueBytes,
     /// `--first-message-timeout`: a signaling stream or WebSocket closed for saying nothing.
     FirstMessage,
+    /// `--max-room-participants`: an announce into a full room refused.
+    RoomParticipants,
 }
 
 impl Limit {
-    pub const ALL: [Limit; 15] = [
+    pub const ALL: [Limit; 16] = [
         Limit::SdpBytes,
         Limit::SignalingMessageBytes,
         Limit::DatachannelMessageBytes,
@@ -85,6 +89,7 @@ impl Limit {
         Limit::UtteranceBytes,
         Limit::PipelineQueueBytes,
         Limit::FirstMessage,
+        Limit::RoomParticipants,
     ];
 
     pub fn label(self) -> &'static str {
@@ -104,6 +109,7 @@ impl Limit {
             Self::UtteranceBytes => "utterance_bytes",
             Self::PipelineQueueBytes => "pipeline_queue_bytes",
             Self::FirstMessage => "first_message",
+            Self::RoomParticipants => "room_participants",
         }
     }
 }

@@ -109,7 +109,10 @@ async fn registry_with_peers(prefix: &str) -> (RedisRegistry, redis::Client) {
     let stop = CancellationToken::new();
     let registry = RedisRegistry::new(redis, Keys::new(prefix), stop.clone());
     for i in 0..PEERS {
-        registry.register(record(&format!("p{i}"))).await.unwrap();
+        registry
+            .register(record(&format!("p{i}")), 16)
+            .await
+            .unwrap();
     }
     tokio::time::sleep(Duration::from_millis(100)).await;
     stop.cancel();
@@ -216,7 +219,8 @@ async fn a_broadcast_is_one_round_trip_for_any_number_of_peers() {
     let monitor = Monitor::start().await;
     monitor.clear().await;
 
-    bus.broadcast("p0", SignalingNotification::default()).await;
+    bus.broadcast(None, "p0", SignalingNotification::default())
+        .await;
 
     let commands = monitor.client_commands(&prefix).await;
     println!("a broadcast to {} peers: {commands:?}", PEERS - 1);
