@@ -15,13 +15,17 @@ use common::signaling::{drain_notifications, SignalingClient, SERVER};
 use common::tcp_proxy::TcpProxy;
 use common::websocket::WsClient;
 use common::{http_get, metric_value, TestServer};
+use remotemedia_webrtc::cluster::{connect, Keys, RedisRegistry};
 use remotemedia_webrtc::config::Secret;
 use remotemedia_webrtc::proto::signaling::{
     self as pb, signaling_notification::Notification, signaling_request::Request as Req,
     signaling_response::Response as Resp, web_rtc_signaling_client::WebRtcSignalingClient,
 };
-use remotemedia_webrtc::signaling::{issue_token, jsonrpc};
+use remotemedia_webrtc::signaling::{
+    issue_token, jsonrpc, PeerRecord, PeerRegistry, RegistryError,
+};
 use serde_json::{json, Value};
+use tokio_util::sync::CancellationToken;
 use tonic::Code;
 
 const SECRET: &str = "a-test-secret-of-reasonable-length";
@@ -671,4 +675,120 @@ async fn rooms_scope_and_fill_up_across_two_replicas_sharing_redis() {
     assert_eq!(joins_and_leaves(&mut carol).await, nothing());
     let (_dave, ack) = join(&url1, "dave", Some("r1")).await;
     assert_eq!(others(&ack), sorted(&[SERVER, "alice"]));
+}
+
+fn record(peer_id: &str, room: Option<&str>, connection: &str) -> PeerRecord {
+    PeerRecord {
+        peer_id: peer_id.into(),
+        capabilities: pb::PeerCapabilities::default(),
+        metadata: room.map(in_room).unwrap_or_default(),
+        connected_at: 1,
+        resume_token: format!("token-{peer_id}"),
+        connection_id: connection.into(),
+        cursor: None,
+        detached_until_ms: None,
+    }
+}
+
+fn record_ids(records: Vec<PeerRecord>) -> Vec<String> {
+    records.into_iter().map(|r| r.peer_id).collect()
+}
+
+/// The Redis registry's room index: a place per participant, kept through its grace, its
+/// resume and a takeover in the same room, needed anew for another room, freed when the
+/// grace ends.
+#[tokio::test]
+async fn the_redis_registry_counts_each_participant_once() {
+    let (_, redis) = connect(REDIS, None).await.unwrap();
+    let stop = CancellationToken::new();
+    let registry = RedisRegistry::new(redis, Keys::new(prefix()), stop.clone());
+    const CAP: usize = 2;
+    let grace = Duration::from_secs(30);
+    registry
+        .register(record("a", Some("r1"), "c1"), CAP)
+        .await
+        .unwrap();
+    registry
+        .register(record("b", Some("r1"), "c1"), CAP)
+        .await
+        .unwrap();
+    registry
+        .register(record("c", Some("r2"), "c1"), CAP)
+        .await
+        .unwrap();
+    registry
+        .register(record("d", Some("r2"), "c1"), CAP)
+        .await
+        .unwrap();
+    registry
+        .register(record("lobby", None, "c1"), CAP)
+        .await
+        .unwrap();
+    let full = registry.register(record("e", Some("r1"), "c1"), CAP).await;
+    assert!(
+        matches!(&full, Err(RegistryError::RoomFull { room, max: CAP }) if room == "r1"),
+        "{full:?}"
+    );
+    assert_eq!(record_ids(registry.list_room(Some("r1")).await), ["a", "b"]);
+    assert_eq!(record_ids(registry.list_room(None).await), ["lobby"]);
+    assert_eq!(registry.peer_count().await, 5);
+
+    // Detached, resumed, detached again and taken over in its room: one place throughout.
+    assert!(registry.detach("b", "c1", None, grace).await);
+    assert!(registry
+        .register(record("e", Some("r1"), "c1"), CAP)
+        .await
+        .is_err());
+    assert!(registry
+        .resume("b", "token-b", "c2")
+        .await
+        .unwrap()
+        .is_some());
+    assert!(registry.detach("b", "c2", None, grace).await);
+    let old = registry
+        .take_over(record("b", Some("r1"), "c3"), CAP)
+        .await
+        .unwrap();
+    assert_eq!(old.unwrap().connection_id, "c2");
+    assert!(registry
+        .register(record("e", Some("r1"), "c1"), CAP)
+        .await
+        .is_err());
+    assert_eq!(record_ids(registry.list_room(Some("r1")).await), ["a", "b"]);
+
+    // Into another, full room: refused, the old registration left as it was.
+    assert!(registry.detach("b", "c3", None, grace).await);
+    let moved = registry.take_over(record("b", Some("r2"), "c4"), CAP).await;
+    assert!(
+        matches!(moved, Err(RegistryError::RoomFull { .. })),
+        "{moved:?}"
+    );
+    assert_eq!(registry.get("b").await.unwrap().connection_id, "c3");
+    // Into the lobby: its place in r1 is freed.
+    registry
+        .take_over(record("b", None, "c5"), CAP)
+        .await
+        .unwrap();
+    assert_eq!(record_ids(registry.list_room(None).await), ["b", "lobby"]);
+    registry
+        .register(record("e", Some("r1"), "c1"), CAP)
+        .await
+        .unwrap();
+
+    // A grace that ends frees the place too.
+    assert!(registry.detach("e", "c1", None, Duration::ZERO).await);
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    assert_eq!(record_ids(registry.sweep(Duration::ZERO).await), ["e"]);
+    registry
+        .register(record("f", Some("r1"), "c1"), CAP)
+        .await
+        .unwrap();
+    // A leave as well.
+    registry.unregister("a").await;
+    registry
+        .register(record("g", Some("r1"), "c1"), CAP)
+        .await
+        .unwrap();
+    assert_eq!(record_ids(registry.list_room(Some("r1")).await), ["f", "g"]);
+    stop.cancel();
 }
