@@ -792,3 +792,24 @@ async fn the_redis_registry_counts_each_participant_once() {
     assert_eq!(record_ids(registry.list_room(Some("r1")).await), ["f", "g"]);
     stop.cancel();
 }
+
+#[tokio::test]
+async fn the_flags_default_to_16_and_require_room_claim_needs_an_auth_secret() {
+    use clap::Parser;
+    use remotemedia_webrtc::config::Config;
+    let config = Config::parse_from(["webrtc_server", "--require-room-claim"]);
+    assert!(config.auth.require_room_claim);
+    assert_eq!(config.limits.max_room_participants, 16);
+    let mut config = Config::local_test();
+    config.auth.require_room_claim = true;
+    let Err(err) = remotemedia_webrtc::server::Server::bind(&config).await else {
+        panic!("--require-room-claim without --auth-secret must not start");
+    };
+    assert!(err.to_string().contains("--require-room-claim"), "{err}");
+    config.limits.max_room_participants = 0;
+    config.auth.require_room_claim = false;
+    let Err(err) = remotemedia_webrtc::server::Server::bind(&config).await else {
+        panic!("--max-room-participants 0 must not start");
+    };
+    assert!(err.to_string().contains("--max-room-participants"), "{err}");
+}
