@@ -169,6 +169,12 @@ pub struct AuthOptions {
     /// is ignored.
     #[arg(long, env = "REMOTEMEDIA_AUTH_SECRET_FILE")]
     pub auth_secret_file: Option<PathBuf>,
+
+    /// With `--auth-secret`: only a token with a `room` claim may join a room (that one);
+    /// false: a token without one may join any room. Either way a token's `room` claim is
+    /// the only room it joins.
+    #[arg(long, env = "REMOTEMEDIA_REQUIRE_ROOM_CLAIM", default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    pub require_room_claim: bool,
 }
 
 /// TLS on the listeners clients reach.
@@ -243,13 +249,21 @@ impl AuthOptions {
     /// The secret tokens are checked with, if authentication is on.
     ///
     /// # Errors
-    /// The secret file cannot be read, or the secret is empty.
+    /// The secret file cannot be read, the secret is empty, or `--require-room-claim` is
+    /// given without a secret.
     pub fn secret(&self) -> Result<Option<Secret>, std::io::Error> {
-        read_secret(
+        let secret = read_secret(
             self.auth_secret.as_ref(),
             self.auth_secret_file.as_deref(),
             "the auth secret",
-        )
+        )?;
+        if secret.is_none() && self.require_room_claim {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                "--require-room-claim needs --auth-secret: room claims come in tokens",
+            ));
+        }
+        Ok(secret)
     }
 }
 
@@ -791,6 +805,12 @@ pub struct LimitOptions {
     /// their own: no header is read from them.
     #[arg(long, env = "REMOTEMEDIA_PROXY_PROTOCOL", default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
     pub proxy_protocol: bool,
+    /// Participants a room takes, counted at announce (across every frontend of a cluster),
+    /// so that every listed participant gets media; one more is refused with
+    /// RESOURCE_EXHAUSTED (-32005) naming the room. 16: one core forwards roughly that many
+    /// all-to-all.
+    #[arg(long, env = "REMOTEMEDIA_MAX_ROOM_PARTICIPANTS", default_value_t = 16)]
+    pub max_room_participants: usize,
 }
 
 /// `--mode websocket`'s `--signaling-url` when none is given (the original's default).
@@ -826,6 +846,7 @@ impl LimitOptions {
             ("--max-utterance-bytes", self.max_utterance_bytes),
             ("--pipeline-queue-frames", self.pipeline_queue_frames),
             ("--pipeline-queue-bytes", self.pipeline_queue_bytes),
+            ("--max-room-participants", self.max_room_participants),
         ] {
             if value == 0 {
                 return Err(format!("{flag} must be at least 1"));

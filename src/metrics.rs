@@ -60,6 +60,8 @@ pub enum Limit {
     FirstMessage,
     /// `--max-connections-per-address`: a connection (or `/ws` through a trusted proxy) refused.
     ConnectionsPerAddress,
+    /// `--max-room-participants`: an announce into a full room refused.
+    RoomParticipants,
 }
 
 impl Limit {
@@ -80,6 +82,7 @@ impl Limit {
         Limit::PipelineQueueBytes,
         Limit::FirstMessage,
         Limit::ConnectionsPerAddress,
+        Limit::RoomParticipants,
     ];
 
     pub fn label(self) -> &'static str {
@@ -100,6 +103,7 @@ impl Limit {
             Self::PipelineQueueBytes => "pipeline_queue_bytes",
             Self::FirstMessage => "first_message",
             Self::ConnectionsPerAddress => "connections_per_address",
+            Self::RoomParticipants => "room_participants",
         }
     }
 }

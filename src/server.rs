@@ -144,6 +144,7 @@ impl Server {
                 resume_grace: config.limits.resume_grace,
                 first_message_timeout: config.limits.first_message_timeout,
                 keep_peers_on_shutdown: config.mode == Mode::Frontend,
+                max_room_participants: config.limits.max_room_participants,
             },
             access(config)?,
         );
@@ -331,5 +332,6 @@ fn access(config: &Config) -> Result<Access, crate::Error> {
         tokens,
         turn,
         id_takeover: config.limits.id_takeover,
+        require_room_claim: config.auth.require_room_claim,
     })
 }

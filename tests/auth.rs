@@ -174,15 +174,23 @@ async fn a_manifest_claim_pins_the_manifest_and_a_room_claim_sets_the_room() {
     assert_eq!(client.expect_status().await.code(), Code::PermissionDenied);
     assert!(refusals(&server, "wrong_manifest").await >= 1.0);
 
+    // Another room than the claim's is refused (it was silently replaced before rooms).
     let mut client = SignalingClient::open_with_token(&url, Some(&pinned))
         .await
         .unwrap();
-    let id = client
+    client
         .send(announce(
             "carol",
             HashMap::from([("room".into(), "elsewhere".into())]),
         ))
         .await;
+    assert_eq!(client.expect_status().await.code(), Code::PermissionDenied);
+    assert!(refusals(&server, "wrong_room").await >= 1.0);
+
+    let mut client = SignalingClient::open_with_token(&url, Some(&pinned))
+        .await
+        .unwrap();
+    let id = client.send(announce("carol", HashMap::new())).await;
     client.expect_ack(&id).await;
     let peers = client.grpc.clone();
     let mut request = tonic::Request::new(pb::GetPeersRequest {});

@@ -109,7 +109,10 @@ async fn registry_with_peers(prefix: &str) -> (RedisRegistry, redis::Client) {
     let stop = CancellationToken::new();
     let registry = RedisRegistry::new(redis, Keys::new(prefix), stop.clone());
     for i in 0..PEERS {
-        registry.register(record(&format!("p{i}"))).await.unwrap();
+        registry
+            .register(record(&format!("p{i}")), 16)
+            .await
+            .unwrap();
     }
     tokio::time::sleep(Duration::from_millis(100)).await;
     stop.cancel();
@@ -216,7 +219,8 @@ async fn a_broadcast_is_one_round_trip_for_any_number_of_peers() {
     let monitor = Monitor::start().await;
     monitor.clear().await;
 
-    bus.broadcast("p0", SignalingNotification::default()).await;
+    bus.broadcast(None, "p0", SignalingNotification::default())
+        .await;
 
     let commands = monitor.client_commands(&prefix).await;
     println!("a broadcast to {} peers: {commands:?}", PEERS - 1);
@@ -247,5 +251,76 @@ async fn a_broadcast_is_one_round_trip_for_any_number_of_peers() {
             .unwrap();
         assert_eq!(len, usize::from(i != 0), "p{i}");
     }
+    stop.cancel();
+}
+
+fn participant(peer_id: &str, room: &str) -> PeerRecord {
+    let mut record = record(peer_id);
+    record.metadata.insert("room".into(), room.into());
+    record
+}
+
+#[tokio::test]
+async fn a_room_broadcast_is_one_round_trip_and_the_lobby_s_skips_the_rooms() {
+    let prefix = prefix("room-broadcast");
+    let (registry, client) = registry_with_peers(&prefix).await;
+    const IN_ROOM: usize = 10;
+    for room in ["r1", "r2"] {
+        for i in 0..IN_ROOM {
+            registry
+                .register(participant(&format!("{room}-{i}"), room), IN_ROOM)
+                .await
+                .unwrap();
+        }
+    }
+    let registry: Arc<dyn PeerRegistry> = Arc::new(registry);
+    let (_, redis) = connect(REDIS, None).await.unwrap();
+    let stop = CancellationToken::new();
+    let bus = RedisBus::new(
+        redis.clone(),
+        client,
+        Keys::new(prefix.as_str()),
+        Arc::clone(&registry),
+        stop.clone(),
+    );
+    let monitor = Monitor::start().await;
+    monitor.clear().await;
+
+    bus.broadcast(Some("r1"), "r1-0", SignalingNotification::default())
+        .await;
+    let commands = monitor.client_commands(&prefix).await;
+    println!("a broadcast to a room of {IN_ROOM}: {commands:?}");
+    assert!(
+        commands.iter().all(|c| c.starts_with("\"eval")) && (1..=2).contains(&commands.len()),
+        "one script call (two if it had to be loaded): {commands:?}"
+    );
+    let script = monitor.script_commands(&prefix).await;
+    let appended: Vec<&String> = script
+        .iter()
+        .filter(|c| c.starts_with("\"xadd\""))
+        .collect();
+    assert_eq!(appended.len(), IN_ROOM - 1, "{appended:?}");
+    assert!(
+        appended.iter().all(|c| c.contains("inbox:r1-")),
+        "only r1's streams: {appended:?}"
+    );
+
+    // The lobby's broadcast: one call, to the lobby's peers only, as before rooms.
+    monitor.clear().await;
+    bus.broadcast(None, "p0", SignalingNotification::default())
+        .await;
+    let commands = monitor.client_commands(&prefix).await;
+    assert!((1..=2).contains(&commands.len()), "{commands:?}");
+    let appended = monitor
+        .script_commands(&prefix)
+        .await
+        .into_iter()
+        .filter(|c| c.starts_with("\"xadd\""))
+        .collect::<Vec<_>>();
+    assert_eq!(appended.len(), PEERS - 1);
+    assert!(
+        !appended.iter().any(|c| c.contains("inbox:r")),
+        "{appended:?}"
+    );
     stop.cancel();
 }

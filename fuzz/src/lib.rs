@@ -51,6 +51,7 @@ fn limits() -> SignalingLimits {
         resume_grace: Duration::ZERO,
         first_message_timeout: Duration::ZERO,
         keep_peers_on_shutdown: false,
+        max_room_participants: limits.max_room_participants,
     }
 }
 

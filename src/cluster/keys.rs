@@ -35,6 +35,28 @@ impl Keys {
         format!("{}peers", self.prefix)
     }
 
+    /// The lobby's peers (those in no room), scored as [`Self::peer_index`]: a lobby
+    /// broadcast reads only it.
+    pub fn lobby_index(&self) -> String {
+        format!("{}lobby", self.prefix)
+    }
+
+    /// One room's participants, scored as [`Self::peer_index`]: a room's broadcast and list
+    /// read only it, and the participant cap counts it. Room names are `[A-Za-z0-9_-]`.
+    pub fn room_index(&self, room: &str) -> String {
+        format!("{}{room}", self.room_index_prefix())
+    }
+
+    /// What every room index key starts with (scripts append a record's room).
+    pub fn room_index_prefix(&self) -> String {
+        format!("{}room-peers:", self.prefix)
+    }
+
+    /// The index of the peers of `room` (`None`: the lobby's).
+    pub fn scope_index(&self, room: Option<&str>) -> String {
+        room.map_or_else(|| self.lobby_index(), |room| self.room_index(room))
+    }
+
     /// Detached peers scored by the end of their grace (unix ms): the sweep reads only the
     /// expired ones.
     pub fn detached(&self) -> String {

@@ -33,7 +33,7 @@ const FIELD: &str = "n";
 /// Appends a notification to the stream of every live peer of the index but one. The stream
 /// keys are built from the prefix (the peers are only known inside the script): a single
 /// Redis, not Redis Cluster, as everywhere else.
-/// KEYS[1] peer index; ARGV: now ms, except, inbox prefix, max length, field, payload, TTL ms.
+/// KEYS[1] the index of the audience: the lobby's or one room's; ARGV: now ms, except, inbox prefix, max length, field, payload, TTL ms.
 const BROADCAST_SCRIPT: &str = r"
 local sent = 0
 for _, peer in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], ARGV[1], '+inf')) do
@@ -195,7 +195,8 @@ impl RedisBus {
 
 #[async_trait]
 impl NotificationBus for RedisBus {
-    async fn subscribe(&self, peer_id: &str) -> Result<Mailbox, BusError> {
+    /// The room needs no note here: broadcasts read the registry's room indexes.
+    async fn subscribe(&self, peer_id: &str, _room: Option<&str>) -> Result<Mailbox, BusError> {
         if self.subscribers.lock().contains_key(peer_id) {
             return Err(BusError::AlreadySubscribed(peer_id.to_owned()));
         }
@@ -203,7 +204,12 @@ impl NotificationBus for RedisBus {
         self.open(peer_id, last_id)
     }
 
-    async fn resume(&self, peer_id: &str, cursor: Option<String>) -> Result<Mailbox, BusError> {
+    async fn resume(
+        &self,
+        peer_id: &str,
+        _room: Option<&str>,
+        cursor: Option<String>,
+    ) -> Result<Mailbox, BusError> {
         self.open(peer_id, cursor.unwrap_or_else(|| "0-0".to_owned()))
     }
 
@@ -241,10 +247,16 @@ impl NotificationBus for RedisBus {
         })
     }
 
-    /// One script (one round trip): an entry on the stream of every live peer but `except`.
-    async fn broadcast(&self, except: &str, notification: SignalingNotification) {
+    /// One script (one round trip): an entry on the stream of every live peer of the room's
+    /// index (or the lobby's) but `except`, whatever the number of peers and rooms.
+    async fn broadcast(
+        &self,
+        room: Option<&str>,
+        except: &str,
+        notification: SignalingNotification,
+    ) {
         let sent: Result<i64, _> = redis::Script::new(BROADCAST_SCRIPT)
-            .key(self.keys.peer_index())
+            .key(self.keys.scope_index(room))
             .arg(crate::signaling::unix_millis())
             .arg(except)
             .arg(self.keys.inbox_prefix())

@@ -4,7 +4,7 @@
 //! replica sweeps first ends a grace that ran out; a detached peer is resumed or taken over
 //! by one stream only (Lua scripts make each step atomic).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -30,20 +30,51 @@ const REFRESH_INTERVAL: Duration = Duration::from_secs(3);
 /// A detached record outlives its grace by this much, so a sweep claims it before it expires.
 const DETACHED_MARGIN: Duration = Duration::from_secs(30);
 
-/// Registers a peer unless its id is taken, with its index entries.
-/// KEYS[1] peer, KEYS[2] peer index, KEYS[3] this replica's peers; ARGV: record, TTL ms,
-/// peer id, now ms.
+/// Lua: the index of a decoded record's scope, its room's or the lobby's (scripts that learn
+/// the room only from the stored record). Room names are validated at announce.
+macro_rules! scope_of {
+    () => {
+        r"
+local function scope_of(r, lobby, rooms)
+  local room = nil
+  if type(r.metadata) == 'table' then room = r.metadata.room end
+  if type(room) == 'string' and room ~= '' then return rooms .. room end
+  return lobby
+end
+"
+    };
+}
+
+/// Registers a peer unless its id is taken or its room is full, with its index entries.
+/// KEYS[1] peer, KEYS[2] peer index, KEYS[3] this replica's peers, KEYS[4] the index of the
+/// peer's room (or the lobby's); ARGV: record, TTL ms, peer id, now ms, participant cap
+/// (0: none, the lobby). Returns 1, 0 (the id is taken) or -1 (the room is full).
 const REGISTER_SCRIPT: &str = r"
-if not redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then return 0 end
-redis.call('ZADD', KEYS[2], tonumber(ARGV[4]) + tonumber(ARGV[2]), ARGV[3])
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', '(' .. ARGV[4])
+local cap = tonumber(ARGV[5])
+if cap > 0 and redis.call('ZCARD', KEYS[4]) >= cap then return -1 end
+local expires = tonumber(ARGV[4]) + tonumber(ARGV[2])
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+redis.call('ZADD', KEYS[2], expires, ARGV[3])
+redis.call('ZADD', KEYS[4], expires, ARGV[3])
 redis.call('SADD', KEYS[3], ARGV[3])
 return 1
 ";
 
 /// Removes a peer, its index entries and every pending offer from or to it.
 /// KEYS[1] peer, KEYS[2] peer index, KEYS[3] detached, KEYS[4] this replica's peers,
-/// KEYS[5] the peer's offers, KEYS[6] offer index; ARGV: peer id.
-const UNREGISTER_SCRIPT: &str = r"
+/// KEYS[5] the peer's offers, KEYS[6] offer index, KEYS[7] lobby index; ARGV: peer id, room
+/// index prefix.
+const UNREGISTER_SCRIPT: &str = concat!(
+    scope_of!(),
+    r"
+local v = redis.call('GET', KEYS[1])
+if v then
+  redis.call('ZREM', scope_of(cjson.decode(v), KEYS[7], ARGV[2]), ARGV[1])
+else
+  redis.call('ZREM', KEYS[7], ARGV[1])
+end
 for _, offer in ipairs(redis.call('SMEMBERS', KEYS[5])) do
   redis.call('DEL', offer)
   redis.call('ZREM', KEYS[6], offer)
@@ -53,7 +84,8 @@ redis.call('ZREM', KEYS[2], ARGV[1])
 redis.call('ZREM', KEYS[3], ARGV[1])
 redis.call('SREM', KEYS[4], ARGV[1])
 return 1
-";
+"
+);
 
 /// Drops a peer's pending offers. KEYS[1] the peer's offers, KEYS[2] offer index.
 const DROP_OFFERS_SCRIPT: &str = r"
@@ -66,66 +98,96 @@ return 1
 ";
 
 /// Marks a peer detached if the given stream still holds it.
-/// KEYS[1] peer, KEYS[2] detached, KEYS[3] peer index; ARGV: connection id, detached-until
-/// ms, cursor ("" = none), TTL ms, peer id, now ms.
-const DETACH_SCRIPT: &str = r"
+/// KEYS[1] peer, KEYS[2] detached, KEYS[3] peer index, KEYS[4] lobby index; ARGV: connection
+/// id, detached-until ms, cursor ("" = none), TTL ms, peer id, now ms, room index prefix.
+const DETACH_SCRIPT: &str = concat!(
+    scope_of!(),
+    r"
 local v = redis.call('GET', KEYS[1])
 if not v then return 0 end
 local r = cjson.decode(v)
 if r.connection_id ~= ARGV[1] then return 0 end
+local scope = scope_of(r, KEYS[4], ARGV[7])
 r.detached_until_ms = tonumber(ARGV[2])
 if ARGV[3] == '' then r.cursor = cjson.null else r.cursor = ARGV[3] end
 redis.call('SET', KEYS[1], cjson.encode(r), 'PX', ARGV[4])
 redis.call('ZADD', KEYS[2], tonumber(ARGV[2]), ARGV[5])
 redis.call('ZADD', KEYS[3], tonumber(ARGV[6]) + tonumber(ARGV[4]), ARGV[5])
+redis.call('ZADD', scope, tonumber(ARGV[6]) + tonumber(ARGV[4]), ARGV[5])
 return 1
-";
+"
+);
 
 /// Takes a detached peer back with its token. Returns the record as it was, 'taken', or nil.
-/// KEYS[1] peer, KEYS[2] detached, KEYS[3] peer index, KEYS[4] this replica's peers;
-/// ARGV: token, owner, connection id, TTL ms, peer id, now ms.
-const RESUME_SCRIPT: &str = r"
+/// KEYS[1] peer, KEYS[2] detached, KEYS[3] peer index, KEYS[4] this replica's peers, KEYS[5]
+/// lobby index; ARGV: token, owner, connection id, TTL ms, peer id, now ms, room index prefix.
+const RESUME_SCRIPT: &str = concat!(
+    scope_of!(),
+    r"
 local v = redis.call('GET', KEYS[1])
 if not v then return nil end
 local r = cjson.decode(v)
 local d = r.detached_until_ms
 if d == nil or d == cjson.null or r.resume_token ~= ARGV[1] then return 'taken' end
+local scope = scope_of(r, KEYS[5], ARGV[7])
 r.detached_until_ms = cjson.null
 r.owner = ARGV[2]
 r.connection_id = ARGV[3]
 redis.call('SET', KEYS[1], cjson.encode(r), 'PX', ARGV[4])
 redis.call('ZREM', KEYS[2], ARGV[5])
 redis.call('ZADD', KEYS[3], tonumber(ARGV[6]) + tonumber(ARGV[4]), ARGV[5])
+redis.call('ZADD', scope, tonumber(ARGV[6]) + tonumber(ARGV[4]), ARGV[5])
 redis.call('SADD', KEYS[4], ARGV[5])
 return v
-";
+"
+);
 
 /// Gives a detached peer's id to a new stream: replaces its record. Returns the record as it
-/// was, 'taken' (a live stream holds it), or nil (no such peer).
-/// KEYS as [`RESUME_SCRIPT`]; ARGV: the new record, TTL ms, peer id, now ms.
-const TAKE_OVER_SCRIPT: &str = r"
+/// was, 'taken' (a live stream holds it), 'full' (the new record's room, another than the
+/// old one's, is full), or nil (no such peer). The same room keeps its place: not counted.
+/// KEYS as [`RESUME_SCRIPT`], KEYS[6] the new record's room index (or the lobby's); ARGV:
+/// the new record, TTL ms, peer id, now ms, room index prefix, participant cap (0: none).
+const TAKE_OVER_SCRIPT: &str = concat!(
+    scope_of!(),
+    r"
 local v = redis.call('GET', KEYS[1])
 if not v then return nil end
-local d = cjson.decode(v).detached_until_ms
+local old = cjson.decode(v)
+local d = old.detached_until_ms
 if d == nil or d == cjson.null then return 'taken' end
+local before = scope_of(old, KEYS[5], ARGV[5])
+if before ~= KEYS[6] then
+  redis.call('ZREMRANGEBYSCORE', KEYS[6], '-inf', '(' .. ARGV[4])
+  local cap = tonumber(ARGV[6])
+  if cap > 0 and redis.call('ZCARD', KEYS[6]) >= cap then return 'full' end
+  redis.call('ZREM', before, ARGV[3])
+end
+local expires = tonumber(ARGV[4]) + tonumber(ARGV[2])
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
 redis.call('ZREM', KEYS[2], ARGV[3])
-redis.call('ZADD', KEYS[3], tonumber(ARGV[4]) + tonumber(ARGV[2]), ARGV[3])
+redis.call('ZADD', KEYS[3], expires, ARGV[3])
+redis.call('ZADD', KEYS[6], expires, ARGV[3])
 redis.call('SADD', KEYS[4], ARGV[3])
 return v
-";
+"
+);
 
 /// Deletes a peer whose grace ran out and returns its record, to the one caller that did;
 /// otherwise corrects the detached index (the peer resumed, or its grace moved).
-/// KEYS[1] peer, KEYS[2] detached, KEYS[3] peer index; ARGV: now ms, peer id.
-const CLAIM_EXPIRED_SCRIPT: &str = r"
+/// KEYS[1] peer, KEYS[2] detached, KEYS[3] peer index, KEYS[4] lobby index; ARGV: now ms,
+/// peer id, room index prefix.
+const CLAIM_EXPIRED_SCRIPT: &str = concat!(
+    scope_of!(),
+    r"
 local v = redis.call('GET', KEYS[1])
 if not v then
   redis.call('ZREM', KEYS[2], ARGV[2])
   redis.call('ZREM', KEYS[3], ARGV[2])
+  redis.call('ZREM', KEYS[4], ARGV[2])
   return nil
 end
-local d = cjson.decode(v).detached_until_ms
+local r = cjson.decode(v)
+local d = r.detached_until_ms
 if d == nil or d == cjson.null then
   redis.call('ZREM', KEYS[2], ARGV[2])
   return nil
@@ -137,24 +199,31 @@ end
 redis.call('DEL', KEYS[1])
 redis.call('ZREM', KEYS[2], ARGV[2])
 redis.call('ZREM', KEYS[3], ARGV[2])
+redis.call('ZREM', scope_of(r, KEYS[4], ARGV[3]), ARGV[2])
 return v
-";
+"
+);
 
 /// Starts the grace of a connected peer whose replica died.
-/// KEYS[1] peer, KEYS[2] detached, KEYS[3] peer index; ARGV: dead owner, detached-until ms,
-/// TTL ms, peer id, now ms.
-const ORPHAN_SCRIPT: &str = r"
+/// KEYS[1] peer, KEYS[2] detached, KEYS[3] peer index, KEYS[4] lobby index; ARGV: dead
+/// owner, detached-until ms, TTL ms, peer id, now ms, room index prefix.
+const ORPHAN_SCRIPT: &str = concat!(
+    scope_of!(),
+    r"
 local v = redis.call('GET', KEYS[1])
 if not v then return 0 end
 local r = cjson.decode(v)
 local d = r.detached_until_ms
 if (d ~= nil and d ~= cjson.null) or r.owner ~= ARGV[1] then return 0 end
+local scope = scope_of(r, KEYS[4], ARGV[6])
 r.detached_until_ms = tonumber(ARGV[2])
 redis.call('SET', KEYS[1], cjson.encode(r), 'PX', ARGV[3])
 redis.call('ZADD', KEYS[2], tonumber(ARGV[2]), ARGV[4])
 redis.call('ZADD', KEYS[3], tonumber(ARGV[5]) + tonumber(ARGV[3]), ARGV[4])
+redis.call('ZADD', scope, tonumber(ARGV[5]) + tonumber(ARGV[3]), ARGV[4])
 return 1
-";
+"
+);
 
 /// Stores a pending offer and indexes it under both peers.
 /// KEYS[1] offer, KEYS[2] offer index, KEYS[3] sender's offers, KEYS[4] receiver's offers;
@@ -178,8 +247,9 @@ pub struct RedisRegistry {
     keys: Keys,
     /// This replica, as owner of the peers it holds.
     replica_id: String,
-    /// Peers registered through this replica, whose TTL it refreshes.
-    local: Arc<Mutex<HashSet<String>>>,
+    /// Peers registered through this replica, whose TTL it refreshes, each with the index
+    /// of its room (or the lobby's).
+    local: Arc<Mutex<HashMap<String, String>>>,
 }
 
 /// The stored form of a [`PeerRecord`].
@@ -244,6 +314,14 @@ impl From<StoredPeer> for PeerRecord {
     }
 }
 
+/// The refusal of `record`, whose room has `max` participants.
+fn room_full(record: &PeerRecord, max: usize) -> RegistryError {
+    RegistryError::RoomFull {
+        room: record.room().unwrap_or_default().to_owned(),
+        max,
+    }
+}
+
 #[derive(Serialize, Deserialize)]
 struct StoredOffer {
     offer_id: String,
@@ -255,7 +333,7 @@ struct StoredOffer {
 impl RedisRegistry {
     /// A registry on `redis`; refreshes its peers' TTL until `stop` fires.
     pub fn new(redis: ConnectionManager, keys: Keys, stop: CancellationToken) -> Self {
-        let local = Arc::new(Mutex::new(HashSet::new()));
+        let local = Arc::new(Mutex::new(HashMap::new()));
         let replica_id = uuid::Uuid::new_v4().simple().to_string();
         tokio::spawn(refresh_local_peers(
             redis.clone(),
@@ -272,12 +350,12 @@ impl RedisRegistry {
         }
     }
 
-    /// Every stored peer record: the index's live entries, then their records (two commands,
-    /// no scan of the key space).
-    async fn stored_peers(&self) -> Vec<StoredPeer> {
+    /// The stored records of an index's live entries (the peer index: every peer; a room's
+    /// or the lobby's: theirs): two commands, no scan of the key space.
+    async fn stored_peers(&self, index: String) -> Vec<StoredPeer> {
         let mut redis = self.redis.clone();
         let ids: Vec<String> = match redis::cmd("ZRANGEBYSCORE")
-            .arg(self.keys.peer_index())
+            .arg(index)
             .arg(unix_millis())
             .arg("+inf")
             .query_async(&mut redis)
@@ -306,6 +384,18 @@ impl RedisRegistry {
             .flatten()
             .filter_map(|v| serde_json::from_str::<StoredPeer>(&v).ok())
             .collect()
+    }
+
+    /// The records of an index's live entries, sorted by peer id.
+    async fn sorted(&self, index: String) -> Vec<PeerRecord> {
+        let mut peers: Vec<PeerRecord> = self
+            .stored_peers(index)
+            .await
+            .into_iter()
+            .map(Into::into)
+            .collect();
+        peers.sort_by(|a, b| a.peer_id.cmp(&b.peer_id));
+        peers
     }
 
     /// Live entries of an index scored by expiry time: one `ZCOUNT`, whatever the size.
@@ -353,11 +443,13 @@ impl RedisRegistry {
                     .key(self.keys.peer(&peer_id))
                     .key(self.keys.detached())
                     .key(self.keys.peer_index())
+                    .key(self.keys.lobby_index())
                     .arg(&owner)
                     .arg(now + grace.as_millis() as u64)
                     .arg((grace + DETACHED_MARGIN).as_millis() as u64)
                     .arg(&peer_id)
                     .arg(now)
+                    .arg(self.keys.room_index_prefix())
                     .invoke_async(&mut redis)
                     .await;
                 if matches!(orphaned, Ok(1)) {
@@ -383,12 +475,13 @@ impl RedisRegistry {
 }
 
 /// Every few seconds, in one transaction: this replica's liveness (key and index score), the
-/// set of the peers it holds, and their records' TTL and index scores.
+/// set of the peers it holds, and their records' TTL and index scores (the peer index and
+/// their room's or the lobby's).
 async fn refresh_local_peers(
     redis: ConnectionManager,
     keys: Keys,
     replica_id: String,
-    local: Arc<Mutex<HashSet<String>>>,
+    local: Arc<Mutex<HashMap<String, String>>>,
     stop: CancellationToken,
 ) {
     let mut ticker = tokio::time::interval(REFRESH_INTERVAL);
@@ -398,7 +491,17 @@ async fn refresh_local_peers(
             () = stop.cancelled() => return,
             _ = ticker.tick() => {}
         }
-        let peers: Vec<String> = local.lock().iter().cloned().collect();
+        let (peers, scopes) = {
+            let local = local.lock();
+            let mut scopes: HashMap<String, Vec<String>> = HashMap::new();
+            for (peer_id, scope) in local.iter() {
+                scopes
+                    .entry(scope.clone())
+                    .or_default()
+                    .push(peer_id.clone());
+            }
+            (local.keys().cloned().collect::<Vec<_>>(), scopes)
+        };
         let now = unix_millis();
         let mut pipe = redis::pipe();
         pipe.atomic()
@@ -428,6 +531,13 @@ async fn refresh_local_peers(
                 index.arg(expires).arg(peer_id);
             }
             index.ignore();
+            for (scope, members) in &scopes {
+                let index = pipe.cmd("ZADD").arg(scope).arg("XX");
+                for peer_id in members {
+                    index.arg(expires).arg(peer_id);
+                }
+                index.ignore();
+            }
         }
         for peer_id in &peers {
             pipe.cmd("PEXPIRE")
@@ -443,24 +553,38 @@ async fn refresh_local_peers(
 
 #[async_trait]
 impl PeerRegistry for RedisRegistry {
-    async fn register(&self, record: PeerRecord) -> Result<(), RegistryError> {
+    async fn register(
+        &self,
+        record: PeerRecord,
+        max_room_participants: usize,
+    ) -> Result<(), RegistryError> {
         let value = serde_json::to_string(&StoredPeer::new(&record, &self.replica_id))
             .map_err(|e| RegistryError::Unavailable(e.to_string()))?;
+        let scope = self.keys.scope_index(record.room());
+        let cap = if record.room().is_some() {
+            max_room_participants
+        } else {
+            0
+        };
         let created: i64 = redis::Script::new(REGISTER_SCRIPT)
             .key(self.keys.peer(&record.peer_id))
             .key(self.keys.peer_index())
             .key(self.keys.replica_peers(&self.replica_id))
+            .key(&scope)
             .arg(value)
             .arg(PEER_TTL.as_millis() as u64)
             .arg(&record.peer_id)
             .arg(unix_millis())
+            .arg(cap)
             .invoke_async(&mut self.redis.clone())
             .await
             .map_err(|e| RegistryError::Unavailable(e.to_string()))?;
-        if created != 1 {
-            return Err(RegistryError::AlreadyExists(record.peer_id));
+        match created {
+            1 => {}
+            -1 => return Err(room_full(&record, max_room_participants)),
+            _ => return Err(RegistryError::AlreadyExists(record.peer_id)),
         }
-        self.local.lock().insert(record.peer_id);
+        self.local.lock().insert(record.peer_id, scope);
         Ok(())
     }
 
@@ -473,7 +597,9 @@ impl PeerRegistry for RedisRegistry {
             .key(self.keys.replica_peers(&self.replica_id))
             .key(self.keys.peer_offers(peer_id))
             .key(self.keys.offer_index())
+            .key(self.keys.lobby_index())
             .arg(peer_id)
+            .arg(self.keys.room_index_prefix())
             .invoke_async(&mut self.redis.clone())
             .await;
         if let Err(err) = removed {
@@ -493,14 +619,12 @@ impl PeerRegistry for RedisRegistry {
     }
 
     async fn list(&self) -> Vec<PeerRecord> {
-        let mut peers: Vec<PeerRecord> = self
-            .stored_peers()
-            .await
-            .into_iter()
-            .map(Into::into)
-            .collect();
-        peers.sort_by(|a, b| a.peer_id.cmp(&b.peer_id));
-        peers
+        self.sorted(self.keys.peer_index()).await
+    }
+
+    /// A room's (or the lobby's) index: the listing reads only its peers' records.
+    async fn list_room(&self, room: Option<&str>) -> Vec<PeerRecord> {
+        self.sorted(self.keys.scope_index(room)).await
     }
 
     async fn peer_count(&self) -> usize {
@@ -578,12 +702,14 @@ impl PeerRegistry for RedisRegistry {
             .key(self.keys.peer(peer_id))
             .key(self.keys.detached())
             .key(self.keys.peer_index())
+            .key(self.keys.lobby_index())
             .arg(connection_id)
             .arg(now + grace.as_millis() as u64)
             .arg(cursor.unwrap_or_default())
             .arg((grace + DETACHED_MARGIN).as_millis() as u64)
             .arg(peer_id)
             .arg(now)
+            .arg(self.keys.room_index_prefix())
             .invoke_async(&mut self.redis.clone())
             .await;
         match detached {
@@ -606,12 +732,14 @@ impl PeerRegistry for RedisRegistry {
             .key(self.keys.detached())
             .key(self.keys.peer_index())
             .key(self.keys.replica_peers(&self.replica_id))
+            .key(self.keys.lobby_index())
             .arg(token)
             .arg(&self.replica_id)
             .arg(connection_id)
             .arg(PEER_TTL.as_millis() as u64)
             .arg(peer_id)
             .arg(unix_millis())
+            .arg(self.keys.room_index_prefix())
             .invoke_async(&mut self.redis.clone())
             .await
             .map_err(|e| RegistryError::Unavailable(e.to_string()))?;
@@ -621,35 +749,52 @@ impl PeerRegistry for RedisRegistry {
             Some(json) => {
                 let stored: StoredPeer = serde_json::from_str(json)
                     .map_err(|e| RegistryError::Unavailable(format!("stored peer: {e}")))?;
-                self.local.lock().insert(peer_id.to_owned());
-                Ok(Some(stored.into()))
+                let record: PeerRecord = stored.into();
+                let scope = self.keys.scope_index(record.room());
+                self.local.lock().insert(peer_id.to_owned(), scope);
+                Ok(Some(record))
             }
         }
     }
 
-    async fn take_over(&self, record: PeerRecord) -> Result<Option<PeerRecord>, RegistryError> {
+    async fn take_over(
+        &self,
+        record: PeerRecord,
+        max_room_participants: usize,
+    ) -> Result<Option<PeerRecord>, RegistryError> {
         let peer_id = record.peer_id.clone();
         let value = serde_json::to_string(&StoredPeer::new(&record, &self.replica_id))
             .map_err(|e| RegistryError::Unavailable(e.to_string()))?;
+        let scope = self.keys.scope_index(record.room());
+        let cap = if record.room().is_some() {
+            max_room_participants
+        } else {
+            0
+        };
         let reply: Option<String> = redis::Script::new(TAKE_OVER_SCRIPT)
             .key(self.keys.peer(&peer_id))
             .key(self.keys.detached())
             .key(self.keys.peer_index())
             .key(self.keys.replica_peers(&self.replica_id))
+            .key(self.keys.lobby_index())
+            .key(&scope)
             .arg(value)
             .arg(PEER_TTL.as_millis() as u64)
             .arg(&peer_id)
             .arg(unix_millis())
+            .arg(self.keys.room_index_prefix())
+            .arg(cap)
             .invoke_async(&mut self.redis.clone())
             .await
             .map_err(|e| RegistryError::Unavailable(e.to_string()))?;
         let old: StoredPeer = match reply.as_deref() {
             None => return Ok(None),
             Some("taken") => return Err(RegistryError::AlreadyExists(peer_id)),
+            Some("full") => return Err(room_full(&record, max_room_participants)),
             Some(json) => serde_json::from_str(json)
                 .map_err(|e| RegistryError::Unavailable(format!("stored peer: {e}")))?,
         };
-        self.local.lock().insert(peer_id.clone());
+        self.local.lock().insert(peer_id.clone(), scope);
         // The old registration's offers. Not atomic with the swap: an offer made in between
         // goes too, as the notification carrying it does (the old notifications are discarded).
         self.drop_offers(&peer_id).await;
@@ -698,8 +843,10 @@ impl PeerRegistry for RedisRegistry {
                 .key(self.keys.peer(&peer_id))
                 .key(self.keys.detached())
                 .key(self.keys.peer_index())
+                .key(self.keys.lobby_index())
                 .arg(now)
                 .arg(&peer_id)
+                .arg(self.keys.room_index_prefix())
                 .invoke_async(&mut redis)
                 .await;
             if let Ok(Some(json)) = claimed {

@@ -74,11 +74,17 @@ pub enum BusError {
 /// Delivers notifications to connected peers.
 #[async_trait]
 pub trait NotificationBus: Send + Sync + 'static {
-    /// Opens `peer_id`'s mailbox; fails if it already has one.
-    async fn subscribe(&self, peer_id: &str) -> Result<Mailbox, BusError>;
-    /// Reopens the mailbox of a peer that resumes: what was published after `cursor` (in
-    /// memory: what waited in its kept mailbox) comes first, in order.
-    async fn resume(&self, peer_id: &str, cursor: Option<String>) -> Result<Mailbox, BusError>;
+    /// Opens `peer_id`'s mailbox, for a peer of `room` (`None`: the lobby), which scopes the
+    /// broadcasts it gets; fails if it already has one.
+    async fn subscribe(&self, peer_id: &str, room: Option<&str>) -> Result<Mailbox, BusError>;
+    /// Reopens the mailbox of a peer of `room` that resumes: what was published after
+    /// `cursor` (in memory: what waited in its kept mailbox) comes first, in order.
+    async fn resume(
+        &self,
+        peer_id: &str,
+        room: Option<&str>,
+        cursor: Option<String>,
+    ) -> Result<Mailbox, BusError>;
     /// Stops delivering to `mailbox` but keeps what is published for `peer_id` until it
     /// resumes or is discarded. Returns the cursor to resume from.
     async fn detach(&self, peer_id: &str, mailbox: Mailbox) -> Option<String>;
@@ -92,14 +98,28 @@ pub trait NotificationBus: Send + Sync + 'static {
         peer_id: &str,
         notification: SignalingNotification,
     ) -> Result<(), BusError>;
-    /// Delivers to every peer except `except`.
-    async fn broadcast(&self, except: &str, notification: SignalingNotification);
+    /// Delivers to every peer of `room` (`None`: every peer of the lobby, those in no room)
+    /// except `except`.
+    async fn broadcast(
+        &self,
+        room: Option<&str>,
+        except: &str,
+        notification: SignalingNotification,
+    );
+}
+
+/// One open mailbox of the in-memory bus: its id, its sending end, and the room whose
+/// broadcasts it gets (`None`: the lobby's).
+struct Inbox {
+    id: u64,
+    sender: mpsc::Sender<Delivery>,
+    room: Option<String>,
 }
 
 /// Single-process bus.
 #[derive(Default)]
 pub struct InMemoryBus {
-    mailboxes: Mutex<HashMap<String, (u64, mpsc::Sender<Delivery>)>>,
+    mailboxes: Mutex<HashMap<String, Inbox>>,
     /// Mailboxes of detached peers: publishing still fills them.
     kept: Mutex<HashMap<String, Mailbox>>,
     next_id: AtomicU64,
@@ -109,11 +129,11 @@ impl InMemoryBus {
     /// Never blocks: a full mailbox means its reader is stuck, so it is closed rather than
     /// letting one slow client stall signaling for everyone.
     fn deliver(
-        mailboxes: &mut HashMap<String, (u64, mpsc::Sender<Delivery>)>,
+        mailboxes: &mut HashMap<String, Inbox>,
         peer_id: &str,
         notification: SignalingNotification,
     ) -> Result<(), BusError> {
-        let Some((_, sender)) = mailboxes.get(peer_id) else {
+        let Some(Inbox { sender, .. }) = mailboxes.get(peer_id) else {
             return Err(BusError::NotSubscribed(peer_id.to_owned()));
         };
         let delivery = Delivery {
@@ -137,23 +157,33 @@ impl InMemoryBus {
 
 #[async_trait]
 impl NotificationBus for InMemoryBus {
-    async fn subscribe(&self, peer_id: &str) -> Result<Mailbox, BusError> {
+    async fn subscribe(&self, peer_id: &str, room: Option<&str>) -> Result<Mailbox, BusError> {
         let mut mailboxes = self.mailboxes.lock();
         if mailboxes.contains_key(peer_id) {
             return Err(BusError::AlreadySubscribed(peer_id.to_owned()));
         }
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (sender, receiver) = mpsc::channel(MAILBOX_CAPACITY);
-        mailboxes.insert(peer_id.to_owned(), (id, sender));
+        let inbox = Inbox {
+            id,
+            sender,
+            room: room.map(str::to_owned),
+        };
+        mailboxes.insert(peer_id.to_owned(), inbox);
         Ok(Mailbox::new(id, receiver, None))
     }
 
-    async fn resume(&self, peer_id: &str, _cursor: Option<String>) -> Result<Mailbox, BusError> {
+    async fn resume(
+        &self,
+        peer_id: &str,
+        room: Option<&str>,
+        _cursor: Option<String>,
+    ) -> Result<Mailbox, BusError> {
         let kept = self.kept.lock().remove(peer_id);
         match kept {
             Some(mailbox) => Ok(mailbox),
             // Cut off while away (its kept mailbox overflowed): start afresh.
-            None => self.subscribe(peer_id).await,
+            None => self.subscribe(peer_id, room).await,
         }
     }
 
@@ -175,7 +205,7 @@ impl NotificationBus for InMemoryBus {
         let mut mailboxes = self.mailboxes.lock();
         if mailboxes
             .get(peer_id)
-            .is_some_and(|(id, _)| *id == mailbox_id)
+            .is_some_and(|inbox| inbox.id == mailbox_id)
         {
             mailboxes.remove(peer_id);
         }
@@ -189,12 +219,17 @@ impl NotificationBus for InMemoryBus {
         Self::deliver(&mut self.mailboxes.lock(), peer_id, notification)
     }
 
-    async fn broadcast(&self, except: &str, notification: SignalingNotification) {
+    async fn broadcast(
+        &self,
+        room: Option<&str>,
+        except: &str,
+        notification: SignalingNotification,
+    ) {
         let mut mailboxes = self.mailboxes.lock();
         let targets: Vec<String> = mailboxes
-            .keys()
-            .filter(|id| id.as_str() != except)
-            .cloned()
+            .iter()
+            .filter(|(id, inbox)| id.as_str() != except && inbox.room.as_deref() == room)
+            .map(|(id, _)| id.clone())
             .collect();
         for peer_id in targets {
             // A peer that vanished meanwhile simply misses the broadcast.
@@ -219,10 +254,10 @@ mod tests {
     #[tokio::test]
     async fn broadcast_skips_the_sender_and_a_full_mailbox_is_cut_off() {
         let bus = InMemoryBus::default();
-        let mut a = bus.subscribe("a").await.unwrap();
-        let mut b = bus.subscribe("b").await.unwrap();
-        assert!(bus.subscribe("a").await.is_err());
-        bus.broadcast("a", left("x")).await;
+        let mut a = bus.subscribe("a", None).await.unwrap();
+        let mut b = bus.subscribe("b", None).await.unwrap();
+        assert!(bus.subscribe("a", None).await.is_err());
+        bus.broadcast(None, "a", left("x")).await;
         assert_eq!(b.recv().await, Some(left("x")));
         for _ in 0..=MAILBOX_CAPACITY {
             bus.publish("a", left("y")).await.unwrap();
@@ -233,5 +268,21 @@ mod tests {
         }
         assert_eq!(received, MAILBOX_CAPACITY);
         assert!(bus.publish("a", left("z")).await.is_err());
+    }
+
+    #[tokio::test]
+    async fn a_broadcast_reaches_its_room_only() {
+        let bus = InMemoryBus::default();
+        let mut lobby = bus.subscribe("lobby", None).await.unwrap();
+        let mut a = bus.subscribe("a", Some("r1")).await.unwrap();
+        let mut b = bus.subscribe("b", Some("r1")).await.unwrap();
+        let mut c = bus.subscribe("c", Some("r2")).await.unwrap();
+        bus.broadcast(Some("r1"), "a", left("a")).await;
+        bus.broadcast(None, "nobody", left("lobby")).await;
+        assert_eq!(b.recv().await, Some(left("a")));
+        assert_eq!(lobby.recv().await, Some(left("lobby")));
+        for other in [&mut a, &mut b, &mut c, &mut lobby] {
+            assert!(other.receiver.try_recv().is_err(), "nothing else arrived");
+        }
     }
 }

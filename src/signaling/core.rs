@@ -16,7 +16,7 @@ use super::lifecycle::{transition, Event, Stage, Step};
 use super::metrics::metrics;
 use super::peer_id::{validate_peer_id, SERVER_PEER_ID};
 use super::rate_limit::{RequestGate, RequestLimits};
-use super::registry::{PeerRecord, PeerRegistry, PendingOffer, RegistryError};
+use super::registry::{PeerRecord, PeerRegistry, PendingOffer, RegistryError, ROOM_METADATA_KEY};
 use super::session_host::{IceCandidate, SessionError, SessionEvent, SessionHost, SessionRequest};
 use super::turn::{IceServer, TurnCredentials};
 use crate::metrics::{limit_hit, Limit};
@@ -24,14 +24,13 @@ use crate::proto::signaling::{
     self as pb, signaling_notification::Notification, PeerCapabilities, PeerInfo, PeerState,
     SignalingNotification,
 };
+use crate::room::{ParticipantId, RoomName};
 
 /// Largest ICE candidate line accepted.
 pub const MAX_CANDIDATE_BYTES: usize = 1024;
 
 /// Announce metadata key naming the pipeline manifest of the peer's server sessions.
 pub const MANIFEST_METADATA_KEY: &str = "manifest";
-/// Announce metadata key of the room a peer reports (a token's `room` claim sets it).
-pub const ROOM_METADATA_KEY: &str = "room";
 /// Announce metadata key carrying the resume token of a peer that comes back.
 pub const RESUME_TOKEN_METADATA_KEY: &str = "resume_token";
 /// How often graces that ran out are looked for.
@@ -56,6 +55,9 @@ pub struct SignalingLimits {
     /// Whether this process's own shutdown counts as a broken stream (a frontend replica:
     /// its clients resume on another) rather than their leaving (a single process).
     pub keep_peers_on_shutdown: bool,
+    /// Participants a room takes (`--max-room-participants`), counted at announce across
+    /// every replica, so that every listed participant gets media.
+    pub max_room_participants: usize,
 }
 
 /// Shared signaling state behind every stream.
@@ -92,6 +94,9 @@ pub struct Access {
     /// `--id-takeover`: without `--auth-secret`, a new stream may take over a peer id whose
     /// stream broke (with it, a token for that id always may). See [`SignalingCore::take_over`].
     pub id_takeover: bool,
+    /// `--require-room-claim`: with `--auth-secret`, only a token with a `room` claim may
+    /// join a room (that room); without the flag a token without one may join any room.
+    pub require_room_claim: bool,
 }
 
 /// Process-level counters for health checks.
@@ -186,8 +191,14 @@ impl SignalingCore {
                 _ = tick.tick() => {}
             }
             for record in self.registry.sweep(self.limits.resume_grace).await {
-                self.advance(&record.peer_id, Stage::Detached, Event::GraceExpired, None)
-                    .await;
+                self.advance(
+                    &record.peer_id,
+                    record.room(),
+                    Stage::Detached,
+                    Event::GraceExpired,
+                    None,
+                )
+                .await;
             }
         }
     }
@@ -198,8 +209,13 @@ impl SignalingCore {
     /// What happens to the registration afterwards is the state machine of
     /// [`super::lifecycle`]; [`Self::advance`] carries its steps out.
     ///
+    /// A peer that announces metadata `room` joins that room: it sees and reaches only its
+    /// participants (and the server peer), and they only it; without one it is in the lobby.
+    ///
     /// # Errors
-    /// `InvalidPeerId`, `PeerIdReserved`, `PeerIdTaken` or `TooManyPeers`.
+    /// `InvalidPeerId`, `PeerIdReserved`, `PeerIdTaken`, `TooManyPeers`, `PermissionDenied`
+    /// (`WrongRoom`, `RoomClaimRequired`), or `Room`: an invalid room name, a peer id that
+    /// cannot be a participant's, a full room.
     pub async fn announce(
         self: &Arc<Self>,
         mut request: pb::AnnounceRequest,
@@ -210,9 +226,18 @@ impl SignalingCore {
         if peer_id == SERVER_PEER_ID {
             return Err(SignalingError::PeerIdReserved(peer_id));
         }
-        apply_claims(identity, &peer_id, &mut request.metadata)?;
+        apply_claims(
+            identity,
+            &peer_id,
+            &mut request.metadata,
+            self.access.require_room_claim,
+        )?;
         if let Some(name) = request.metadata.get(MANIFEST_METADATA_KEY) {
             validate_manifest_name(name)?;
+        }
+        if let Some(room) = request.metadata.get(ROOM_METADATA_KEY) {
+            RoomName::parse(room)?;
+            ParticipantId::parse(&peer_id)?;
         }
         let slot = PeerSlot::reserve(self)?;
         let connection_id = uuid::Uuid::new_v4().simple().to_string();
@@ -246,6 +271,7 @@ impl SignalingCore {
         };
         self.bus
             .broadcast(
+                record.room(),
                 &peer_id,
                 notify(Notification::PeerJoined(pb::PeerJoinedNotification {
                     peer_id: peer_id.clone(),
@@ -262,18 +288,22 @@ impl SignalingCore {
     /// duplicate-checked create.
     async fn register(&self, record: &mut PeerRecord) -> Result<Mailbox, SignalingError> {
         let peer_id = record.peer_id.clone();
-        let mailbox = self
-            .bus
-            .subscribe(&peer_id)
-            .await
-            .map_err(|err| match err {
-                BusError::Unavailable(why) => SignalingError::StateUnavailable(why),
-                _ => SignalingError::PeerIdTaken(peer_id.clone()),
-            })?;
+        let mailbox =
+            self.bus
+                .subscribe(&peer_id, record.room())
+                .await
+                .map_err(|err| match err {
+                    BusError::Unavailable(why) => SignalingError::StateUnavailable(why),
+                    _ => SignalingError::PeerIdTaken(peer_id.clone()),
+                })?;
         record.cursor = mailbox.cursor();
-        if let Err(err) = self.registry.register(record.clone()).await {
+        let registered = self
+            .registry
+            .register(record.clone(), self.limits.max_room_participants)
+            .await;
+        if let Err(err) = registered {
             self.bus.unsubscribe(&peer_id, mailbox.id).await;
-            return Err(err.into());
+            return Err(counted(err));
         }
         Ok(mailbox)
     }
@@ -302,11 +332,17 @@ impl SignalingCore {
             Ok(Some(mut record)) => {
                 let mailbox = self
                     .bus
-                    .resume(peer_id, record.cursor.clone())
+                    .resume(peer_id, record.room(), record.cursor.clone())
                     .await
                     .map_err(|err| SignalingError::StateUnavailable(err.to_string()))?;
-                self.advance(peer_id, Stage::Detached, Event::Resumed, None)
-                    .await;
+                self.advance(
+                    peer_id,
+                    record.room(),
+                    Stage::Detached,
+                    Event::Resumed,
+                    None,
+                )
+                .await;
                 connection_id.clone_into(&mut record.connection_id);
                 Ok(Some((record, mailbox)))
             }
@@ -325,16 +361,22 @@ impl SignalingCore {
     /// (`PeerIdTaken`). The old registration then ends as a leave would: its server session
     /// closes (on its worker, in a cluster), its kept notifications and offers go, and the
     /// others get `PeerLeft` (then `PeerJoined` from the announce, as for a re-announce).
-    /// `None`: nobody has the id, it is registered as usual.
+    /// `None`: nobody has the id, it is registered as usual. The old registration's
+    /// `PeerLeft` goes to its own room, the new one's `PeerJoined` to the new one's.
     async fn take_over(&self, record: &PeerRecord) -> Result<Option<Mailbox>, SignalingError> {
         let peer_id = record.peer_id.as_str();
-        if self.registry.take_over(record.clone()).await?.is_none() {
+        let old = self
+            .registry
+            .take_over(record.clone(), self.limits.max_room_participants)
+            .await
+            .map_err(counted)?;
+        let Some(old) = old else {
             return Ok(None);
-        }
+        };
         // Before the new mailbox opens: what was kept for the old stream is not the new one's.
-        self.advance(peer_id, Stage::Detached, Event::TakenOver, None)
+        self.advance(peer_id, old.room(), Stage::Detached, Event::TakenOver, None)
             .await;
-        match self.bus.subscribe(peer_id).await {
+        match self.bus.subscribe(peer_id, record.room()).await {
             Ok(mailbox) => Ok(Some(mailbox)),
             Err(err) => {
                 // No stream will hold the new registration: it goes too (nobody was told of it).
@@ -347,13 +389,14 @@ impl SignalingCore {
         }
     }
 
-    /// Moves `peer_id`'s registration from `from` on `event` ([`super::lifecycle`]): carries
-    /// out the transition's steps in order, with `hold` the stream's mailbox where a step
-    /// closes or keeps it, and returns the stage reached. A detach the registry cannot keep
-    /// (it lost the registration) goes on to end the peer.
+    /// Moves `peer_id`'s registration (of `room`; `None`: the lobby) from `from` on `event`
+    /// ([`super::lifecycle`]): carries out the transition's steps in order, with `hold` the
+    /// stream's mailbox where a step closes or keeps it, and returns the stage reached. A
+    /// detach the registry cannot keep (it lost the registration) goes on to end the peer.
     async fn advance(
         &self,
         peer_id: &str,
+        room: Option<&str>,
         from: Stage,
         event: Event,
         mut hold: Option<Hold>,
@@ -395,7 +438,7 @@ impl SignalingCore {
                             peer_id: peer_id.to_owned(),
                         };
                         self.bus
-                            .broadcast(peer_id, notify(Notification::PeerLeft(left)))
+                            .broadcast(room, peer_id, notify(Notification::PeerLeft(left)))
                             .await;
                     }
                 }
@@ -410,17 +453,30 @@ impl SignalingCore {
     }
 
     /// What a stream that has not announced yet may list: the lobby (the peers in no room).
-    /// Nothing scopes the list to rooms yet, so that is every peer, as [`Self::peers`].
     pub async fn lobby_peers(&self) -> Vec<PeerInfo> {
-        self.peers().await
+        self.peers_in(None).await
     }
 
-    /// Every registered peer, the virtual server peer first.
-    pub async fn peers(&self) -> Vec<PeerInfo> {
+    /// What `GetPeers` lists for a caller with `identity`: the room of its token's `room`
+    /// claim, else the lobby.
+    ///
+    /// # Errors
+    /// `Room` when the claim is not a valid room name.
+    pub async fn peers_for(&self, identity: &Identity) -> Result<Vec<PeerInfo>, SignalingError> {
+        let room = match identity {
+            Identity::Verified(claims) => claims.room.as_deref().map(RoomName::parse),
+            Identity::Anonymous => None,
+        }
+        .transpose()?;
+        Ok(self.peers_in(room.as_ref().map(RoomName::as_str)).await)
+    }
+
+    /// The peers of `room` (`None`: the lobby), the virtual server peer first.
+    pub async fn peers_in(&self, room: Option<&str>) -> Vec<PeerInfo> {
         let mut peers = vec![server_peer_info(self.started)];
         peers.extend(
             self.registry
-                .list()
+                .list_room(room)
                 .await
                 .into_iter()
                 .map(|record| PeerInfo {
@@ -444,10 +500,12 @@ impl SignalingCore {
         }
     }
 
-    async fn require_peer(&self, peer_id: &str) -> Result<(), SignalingError> {
+    /// `peer_id` is registered in `room` (`None`: the lobby); a peer of another room or of
+    /// the lobby is `UnknownPeer`, exactly as one that does not exist.
+    async fn require_peer(&self, peer_id: &str, room: Option<&str>) -> Result<(), SignalingError> {
         match self.registry.get(peer_id).await {
-            Some(_) => Ok(()),
-            None => Err(SignalingError::UnknownPeer(peer_id.to_owned())),
+            Some(record) if record.room() == room => Ok(()),
+            _ => Err(SignalingError::UnknownPeer(peer_id.to_owned())),
         }
     }
 
@@ -584,7 +642,6 @@ impl ConnectedPeer {
     /// token, and TURN credentials when `--turn-secret` is set.
     pub async fn announce_ack(&self) -> serde_json::Value {
         let other_peers: Vec<String> = self
-            .core
             .peers()
             .await
             .into_iter()
@@ -605,6 +662,11 @@ impl ConnectedPeer {
             "resume_token": self.resume_token,
             "ice_servers": ice_servers,
         })
+    }
+
+    /// The peers this one sees: its room's (or the lobby's), the virtual server peer first.
+    pub async fn peers(&self) -> Vec<PeerInfo> {
+        self.core.peers_in(self.room.as_deref()).await
     }
 
     /// The next notification for this peer; `None` when it was cut off for reading too slowly.
@@ -689,7 +751,7 @@ impl ConnectedPeer {
                 answer_sdp,
             });
         }
-        self.core.require_peer(to).await?;
+        self.core.require_peer(to, self.room.as_deref()).await?;
         self.core
             .registry
             .put_offer(PendingOffer {
@@ -734,7 +796,7 @@ impl ConnectedPeer {
                 .await?);
         }
         check_sdp(sdp, Payload::Answer, self.core.limits.max_sdp_bytes)?;
-        self.core.require_peer(to).await?;
+        self.core.require_peer(to, self.room.as_deref()).await?;
         self.core.registry.take_offer(to, &self.peer_id).await;
         self.core
             .deliver(
@@ -783,7 +845,7 @@ impl ConnectedPeer {
                 other => other.map_err(Into::into),
             };
         }
-        self.core.require_peer(to).await?;
+        self.core.require_peer(to, self.room.as_deref()).await?;
         self.core
             .deliver(
                 to,
@@ -812,7 +874,9 @@ impl ConnectedPeer {
             }
             return Ok(());
         }
-        self.core.require_peer(peer_id).await?;
+        self.core
+            .require_peer(peer_id, self.room.as_deref())
+            .await?;
         self.core.registry.take_offer(&self.peer_id, peer_id).await;
         self.core.registry.take_offer(peer_id, &self.peer_id).await;
         self.core
@@ -831,6 +895,7 @@ impl ConnectedPeer {
             .core
             .advance(
                 &self.peer_id,
+                self.room.as_deref(),
                 self.stage,
                 Event::StreamEnded,
                 self.hold.take(),
@@ -849,7 +914,13 @@ impl ConnectedPeer {
         };
         self.stage = self
             .core
-            .advance(&self.peer_id, self.stage, event, self.hold.take())
+            .advance(
+                &self.peer_id,
+                self.room.as_deref(),
+                self.stage,
+                event,
+                self.hold.take(),
+            )
             .await;
     }
 }
@@ -863,11 +934,18 @@ impl Drop for ConnectedPeer {
         }
         let core = Arc::clone(&self.core);
         let peer_id = std::mem::take(&mut self.peer_id);
+        let room = self.room.take();
         let hold = self.hold.take();
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
             runtime.spawn(async move {
-                core.advance(&peer_id, Stage::Connected, Event::StreamEnded, hold)
-                    .await;
+                core.advance(
+                    &peer_id,
+                    room.as_deref(),
+                    Stage::Connected,
+                    Event::StreamEnded,
+                    hold,
+                )
+                .await;
             });
         }
     }
@@ -999,12 +1077,22 @@ fn refused(reason: &'static str) {
     metrics().auth_refusals.with_label_values(&[reason]).inc();
 }
 
+/// A registry refusal as the client gets it; a full room counts as a limit hit.
+fn counted(err: RegistryError) -> SignalingError {
+    if matches!(err, RegistryError::RoomFull { .. }) {
+        limit_hit(Limit::RoomParticipants, 1);
+    }
+    err.into()
+}
+
 /// What a verified token allows: only its own peer id, only its manifest (which it then
-/// picks), and the room it names (which the client cannot override).
+/// picks), and only the room it names (which it then joins; the announce may repeat it). A
+/// token without a `room` claim may join any room, unless `require_room_claim`.
 fn apply_claims(
     identity: &Identity,
     peer_id: &str,
     metadata: &mut HashMap<String, String>,
+    require_room_claim: bool,
 ) -> Result<(), SignalingError> {
     let Identity::Verified(claims) = identity else {
         return Ok(());
@@ -1029,15 +1117,33 @@ fn apply_claims(
             }
         }
     }
-    match &claims.room {
-        Some(room) => metadata.insert(ROOM_METADATA_KEY.to_owned(), room.clone()),
-        None => metadata.remove(ROOM_METADATA_KEY),
-    };
+    match (&claims.room, metadata.get(ROOM_METADATA_KEY)) {
+        (Some(claimed), Some(asked)) if asked != claimed => {
+            refused("wrong_room");
+            return Err(SignalingError::WrongRoom {
+                claimed: claimed.clone(),
+                asked: bounded(asked),
+            });
+        }
+        (Some(claimed), _) => {
+            metadata.insert(ROOM_METADATA_KEY.to_owned(), claimed.clone());
+        }
+        (None, Some(asked)) if require_room_claim => {
+            refused("room_claim_required");
+            return Err(SignalingError::RoomClaimRequired(bounded(asked)));
+        }
+        (None, _) => {}
+    }
     Ok(())
 }
 
 /// Longest manifest name a client may ask for.
 const MAX_MANIFEST_NAME: usize = 64;
+
+/// A client's value as an error message echoes it: bounded, whatever the client sent.
+fn bounded(value: &str) -> String {
+    value.chars().take(MAX_MANIFEST_NAME + 1).collect()
+}
 
 /// Manifest names from clients are plain names (`[A-Za-z0-9_-]`), never paths: the catalog
 /// only looks names up, and this keeps it so whatever changes behind it.
@@ -1048,4 +1154,84 @@ fn validate_manifest_name(name: &str) -> Result<(), SignalingError> {
         return Err(SignalingError::InvalidManifestName(shown));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::signaling::auth::Claims;
+
+    fn token(room: Option<&str>) -> Identity {
+        Identity::Verified(Claims {
+            sub: "alice".into(),
+            exp: u64::MAX / 2,
+            room: room.map(str::to_owned),
+            manifest: None,
+        })
+    }
+
+    fn metadata(room: Option<&str>) -> HashMap<String, String> {
+        room.map(|room| HashMap::from([(ROOM_METADATA_KEY.to_owned(), room.to_owned())]))
+            .unwrap_or_default()
+    }
+
+    /// The room a peer ends up in after the claims, or the refusal's label.
+    fn joined(
+        identity: &Identity,
+        asked: Option<&str>,
+        require: bool,
+    ) -> Result<Option<String>, &'static str> {
+        let mut metadata = metadata(asked);
+        apply_claims(identity, "alice", &mut metadata, require)
+            .map(|()| metadata.get(ROOM_METADATA_KEY).cloned())
+            .map_err(|err| err.metric_label())
+    }
+
+    #[test]
+    fn a_room_claim_is_the_only_room_its_token_joins() {
+        let claim = token(Some("r1"));
+        for require in [false, true] {
+            assert_eq!(joined(&claim, None, require), Ok(Some("r1".into())));
+            assert_eq!(joined(&claim, Some("r1"), require), Ok(Some("r1".into())));
+            assert_eq!(joined(&claim, Some("r2"), require), Err("wrong_room"));
+        }
+    }
+
+    #[test]
+    fn a_token_without_a_room_claim_joins_any_room_unless_one_is_required() {
+        let plain = token(None);
+        assert_eq!(joined(&plain, Some("r2"), false), Ok(Some("r2".into())));
+        assert_eq!(joined(&plain, Some("r2"), true), Err("room_claim_required"));
+        // The lobby needs no claim.
+        assert_eq!(joined(&plain, None, true), Ok(None));
+        // Without authentication the flag has nothing to check.
+        assert_eq!(
+            joined(&Identity::Anonymous, Some("r2"), true),
+            Ok(Some("r2".into()))
+        );
+    }
+
+    #[test]
+    fn room_refusals_have_their_codes_in_both_mappings() {
+        let wrong = SignalingError::WrongRoom {
+            claimed: "r1".into(),
+            asked: "r2".into(),
+        };
+        assert_eq!(wrong.code(), tonic::Code::PermissionDenied);
+        assert_eq!(
+            wrong.jsonrpc_code(),
+            super::super::jsonrpc::PERMISSION_DENIED
+        );
+        let full: SignalingError = RegistryError::RoomFull {
+            room: "standup".into(),
+            max: 2,
+        }
+        .into();
+        assert_eq!(full.code(), tonic::Code::ResourceExhausted);
+        assert_eq!(full.jsonrpc_code(), super::super::jsonrpc::SESSION_LIMIT);
+        assert!(full.to_string().contains("standup"), "{full}");
+        let name: SignalingError = RoomName::parse("a b").unwrap_err().into();
+        assert_eq!(name.code(), tonic::Code::InvalidArgument);
+        assert_eq!(name.jsonrpc_code(), super::super::jsonrpc::INVALID_PARAMS);
+    }
 }

@@ -5,6 +5,7 @@ use tonic::Code;
 
 use super::auth::AuthError;
 use super::session_host::SessionError;
+use crate::room::RoomError;
 
 /// Why a signaling request or stream failed.
 #[derive(Debug, thiserror::Error)]
@@ -67,6 +68,15 @@ pub enum SignalingError {
     Session(#[from] SessionError),
     #[error("more than {0} connections from your address")]
     TooManyConnections(usize),
+    /// A room's refusal: a bad room name or participant id, a full room (rooms issue, #15).
+    #[error(transparent)]
+    Room(#[from] RoomError),
+    /// `--auth-secret`: the token's `room` claim names another room than the announce.
+    #[error("permission denied: the token allows room {claimed:?}, not {asked:?}")]
+    WrongRoom { claimed: String, asked: String },
+    /// `--require-room-claim`: a token without a `room` claim announced into a room.
+    #[error("permission denied: joining room {0:?} needs a token with a room claim")]
+    RoomClaimRequired(String),
 }
 
 impl From<super::registry::RegistryError> for SignalingError {
@@ -74,6 +84,9 @@ impl From<super::registry::RegistryError> for SignalingError {
         match err {
             super::registry::RegistryError::AlreadyExists(peer_id) => Self::PeerIdTaken(peer_id),
             super::registry::RegistryError::Unavailable(why) => Self::StateUnavailable(why),
+            super::registry::RegistryError::RoomFull { room, max } => {
+                Self::Room(RoomError::RoomFull { room, max })
+            }
         }
     }
 }
@@ -104,8 +117,11 @@ impl SignalingError {
             Self::FirstMessageTimeout(_) => Code::DeadlineExceeded,
             Self::ShuttingDown | Self::StateUnavailable(_) => Code::Unavailable,
             Self::Unauthenticated(_) => Code::Unauthenticated,
-            Self::PermissionDenied(_) => Code::PermissionDenied,
+            Self::PermissionDenied(_) | Self::WrongRoom { .. } | Self::RoomClaimRequired(_) => {
+                Code::PermissionDenied
+            }
             Self::Session(err) => err.code(),
+            Self::Room(err) => room_code(err),
         }
     }
 }
@@ -151,6 +167,9 @@ impl SignalingError {
             Self::PermissionDenied(_) => "permission_denied",
             Self::Session(err) => err.metric_label(),
             Self::TooManyConnections(_) => "too_many_connections",
+            Self::Room(err) => err.metric_label(),
+            Self::WrongRoom { .. } => "wrong_room",
+            Self::RoomClaimRequired(_) => "room_claim_required",
         }
     }
 }
@@ -280,7 +299,10 @@ impl SignalingError {
             Self::SlowConsumer => INTERNAL,
             Self::ShuttingDown | Self::StateUnavailable(_) => NO_WORKER,
             Self::Unauthenticated(_) => UNAUTHENTICATED,
-            Self::PermissionDenied(_) => PERMISSION_DENIED,
+            Self::PermissionDenied(_) | Self::WrongRoom { .. } | Self::RoomClaimRequired(_) => {
+                PERMISSION_DENIED
+            }
+            Self::Room(err) => room_jsonrpc_code(err),
             Self::Session(err) => match err {
                 SessionError::InvalidSdp(_) | SessionError::UnknownManifest(_) => BAD_OFFER,
                 SessionError::InvalidCandidate(_) => BAD_CANDIDATE,
@@ -297,6 +319,41 @@ impl SignalingError {
 impl From<SignalingError> for tonic::Status {
     fn from(err: SignalingError) -> Self {
         tonic::Status::new(err.code(), err.to_string())
+    }
+}
+
+/// The gRPC status code of a room's refusal (the rooms issue's contract).
+fn room_code(err: &RoomError) -> Code {
+    match err {
+        RoomError::InvalidRoomName(_)
+        | RoomError::InvalidParticipantId(_)
+        | RoomError::InvalidMessage(_) => Code::InvalidArgument,
+        RoomError::RoomFull { .. } | RoomError::TooManyRooms(_) | RoomError::TooManyMLines(_) => {
+            Code::ResourceExhausted
+        }
+        RoomError::AlreadyJoined(_) => Code::AlreadyExists,
+        RoomError::UnknownParticipant(_) => Code::NotFound,
+        RoomError::NoOfferPending
+        | RoomError::StaleAnswer { .. }
+        | RoomError::ServerOfferPending => Code::FailedPrecondition,
+    }
+}
+
+/// The JSON-RPC code of a room's refusal.
+fn room_jsonrpc_code(err: &RoomError) -> i32 {
+    use jsonrpc::*;
+    match err {
+        RoomError::InvalidRoomName(_)
+        | RoomError::InvalidParticipantId(_)
+        | RoomError::InvalidMessage(_) => INVALID_PARAMS,
+        RoomError::RoomFull { .. } | RoomError::TooManyRooms(_) => SESSION_LIMIT,
+        // An answer to a server offer with more m-lines than a subscriber may hold.
+        RoomError::TooManyMLines(_) => BAD_ANSWER,
+        RoomError::AlreadyJoined(_) => PEER_ID_EXISTS,
+        RoomError::UnknownParticipant(_) => PEER_NOT_FOUND,
+        RoomError::NoOfferPending
+        | RoomError::StaleAnswer { .. }
+        | RoomError::ServerOfferPending => FAILED_PRECONDITION,
     }
 }
 

@@ -145,9 +145,10 @@ impl WebRtcSignaling for GrpcSignaling {
         &self,
         request: Request<pb::GetPeersRequest>,
     ) -> Result<Response<pb::GetPeersResponse>, Status> {
-        // The peer list is for signed-in clients only (health checks stay open).
-        authenticate(&self.core, &request)?;
-        let peers = self.core.peers().await;
+        // The peer list is for signed-in clients only (health checks stay open): the lobby,
+        // or the room of the token's `room` claim.
+        let identity = authenticate(&self.core, &request)?;
+        let peers = self.core.peers_for(&identity).await?;
         Ok(Response::new(pb::GetPeersResponse {
             count: count(peers.len()),
             peers,
@@ -267,7 +268,7 @@ async fn run_stream(
                         &request.request_id,
                         &parent,
                     );
-                    let handled = handle_request(&core, &mut peer, request, &out)
+                    let handled = handle_request(&mut peer, request, &out)
                         .instrument(span)
                         .await;
                     match handled {
@@ -512,7 +513,6 @@ async fn ended_cleanly(inbound: &mut Streaming<SignalingRequest>) -> bool {
 
 /// Handles one request; `Err` means its answer could not be delivered.
 async fn handle_request(
-    core: &Arc<SignalingCore>,
     peer: &mut ConnectedPeer,
     request: SignalingRequest,
     out: &ResponseSender,
@@ -575,7 +575,7 @@ async fn handle_request(
             )]
         }),
         Some(Req::ListPeers(_)) => {
-            let peers = core.peers().await;
+            let peers = peer.peers().await;
             Ok(vec![Resp::PeerList(pb::PeerListResponse {
                 count: count(peers.len()),
                 peers,

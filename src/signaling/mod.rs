@@ -32,7 +32,7 @@ pub use peer_id::{validate_peer_id, SERVER_PEER_ID};
 pub use rate_limit::{RequestGate, RequestLimits, TokioClock};
 pub use registry::{
     unix_millis, InMemoryRegistry, PeerRecord, PeerRegistry, PendingOffer, RegistryError,
-    PENDING_OFFER_TTL,
+    PENDING_OFFER_TTL, ROOM_METADATA_KEY,
 };
 pub use session_host::{IceCandidate, SessionError, SessionEvent, SessionHost, SessionRequest};
 pub use turn::{IceServer, TurnCredentials};

@@ -35,7 +35,16 @@ impl PeerRecord {
     pub fn is_detached(&self) -> bool {
         self.detached_until_ms.is_some()
     }
+
+    /// The room the peer joined (announce metadata `room`, validated at announce); `None`:
+    /// the lobby.
+    pub fn room(&self) -> Option<&str> {
+        self.metadata.get(ROOM_METADATA_KEY).map(String::as_str)
+    }
 }
+
+/// Announce metadata key of the room a peer joins (a token's `room` claim sets it).
+pub const ROOM_METADATA_KEY: &str = "room";
 
 /// Milliseconds since the Unix epoch (grace deadlines are compared across replicas).
 pub fn unix_millis() -> u64 {
@@ -60,18 +69,32 @@ pub enum RegistryError {
     AlreadyExists(String),
     #[error("peer registry unavailable: {0}")]
     Unavailable(String),
+    /// The room already has `max` participants (those in their resume grace included).
+    #[error("room {room:?} is full: at most {max} participants")]
+    RoomFull { room: String, max: usize },
 }
 
 /// The peer registry and the pending offers, shared by every signaling stream.
 #[async_trait]
 pub trait PeerRegistry: Send + Sync + 'static {
-    /// Registers a peer; atomic with the duplicate check.
-    async fn register(&self, record: PeerRecord) -> Result<(), RegistryError>;
+    /// Registers a peer; atomic with the duplicate check and, for a room participant, with
+    /// the check that its room has fewer than `max_room_participants` (`RoomFull`).
+    async fn register(
+        &self,
+        record: PeerRecord,
+        max_room_participants: usize,
+    ) -> Result<(), RegistryError>;
     /// Removes a peer and every pending offer from or to it.
     async fn unregister(&self, peer_id: &str);
     async fn get(&self, peer_id: &str) -> Option<PeerRecord>;
     /// Every registered peer, sorted by id.
     async fn list(&self) -> Vec<PeerRecord>;
+    /// The peers of one room (`None`: the lobby, the peers in no room), sorted by id.
+    async fn list_room(&self, room: Option<&str>) -> Vec<PeerRecord> {
+        let mut peers = self.list().await;
+        peers.retain(|record| record.room() == room);
+        peers
+    }
     /// Stores an offer keyed by its (from, to) pair, replacing an older one of that pair.
     async fn put_offer(&self, offer: PendingOffer);
     /// Removes and returns the live offer `from` sent to `to`.
@@ -104,8 +127,14 @@ pub trait PeerRegistry: Send + Sync + 'static {
     /// Gives the id of a detached peer to a new stream that has no (valid) resume token:
     /// replaces its record with `record` and drops its pending offers, atomically with the
     /// check. Returns the old record; `Ok(None)`: no such peer; `AlreadyExists`: a live
-    /// stream holds it (never taken).
-    async fn take_over(&self, record: PeerRecord) -> Result<Option<PeerRecord>, RegistryError>;
+    /// stream holds it (never taken); `RoomFull`: `record` joins another room than the old
+    /// one and that room has `max_room_participants` (the same room: its place is taken over,
+    /// not counted again).
+    async fn take_over(
+        &self,
+        record: PeerRecord,
+        max_room_participants: usize,
+    ) -> Result<Option<PeerRecord>, RegistryError>;
     /// Removes the peers whose grace ran out and returns them, each to exactly one caller
     /// (across replicas), which ends their sessions. In a cluster it also starts the grace of
     /// peers whose replica died.
@@ -125,6 +154,26 @@ struct RegistryState {
 }
 
 impl RegistryState {
+    /// `RoomFull` when `record` joins a room that already has `max` participants other
+    /// than `record`'s own id (whose place a takeover reuses).
+    fn check_room(&self, record: &PeerRecord, max: usize) -> Result<(), RegistryError> {
+        let Some(room) = record.room() else {
+            return Ok(());
+        };
+        let participants = self
+            .peers
+            .values()
+            .filter(|p| p.room() == Some(room) && p.peer_id != record.peer_id)
+            .count();
+        if participants >= max {
+            return Err(RegistryError::RoomFull {
+                room: room.to_owned(),
+                max,
+            });
+        }
+        Ok(())
+    }
+
     fn drop_expired_offers(&mut self, now: Instant) {
         self.offers
             .retain(|_, (_, created)| now.duration_since(*created) < PENDING_OFFER_TTL);
@@ -133,11 +182,16 @@ impl RegistryState {
 
 #[async_trait]
 impl PeerRegistry for InMemoryRegistry {
-    async fn register(&self, record: PeerRecord) -> Result<(), RegistryError> {
+    async fn register(
+        &self,
+        record: PeerRecord,
+        max_room_participants: usize,
+    ) -> Result<(), RegistryError> {
         let mut state = self.state.lock();
         if state.peers.contains_key(&record.peer_id) {
             return Err(RegistryError::AlreadyExists(record.peer_id));
         }
+        state.check_room(&record, max_room_participants)?;
         state.peers.insert(record.peer_id.clone(), record);
         Ok(())
     }
@@ -222,7 +276,11 @@ impl PeerRegistry for InMemoryRegistry {
         Ok(Some(before))
     }
 
-    async fn take_over(&self, record: PeerRecord) -> Result<Option<PeerRecord>, RegistryError> {
+    async fn take_over(
+        &self,
+        record: PeerRecord,
+        max_room_participants: usize,
+    ) -> Result<Option<PeerRecord>, RegistryError> {
         let mut state = self.state.lock();
         let peer_id = record.peer_id.clone();
         match state.peers.get(&peer_id) {
@@ -230,6 +288,7 @@ impl PeerRegistry for InMemoryRegistry {
             Some(old) if !old.is_detached() => return Err(RegistryError::AlreadyExists(peer_id)),
             Some(_) => {}
         }
+        state.check_room(&record, max_room_participants)?;
         state
             .offers
             .retain(|(from, to), _| *from != peer_id && *to != peer_id);
@@ -256,6 +315,9 @@ impl PeerRegistry for InMemoryRegistry {
 mod tests {
     use super::*;
 
+    /// `--max-room-participants` of these tests.
+    const CAP: usize = 2;
+
     fn record(id: &str) -> PeerRecord {
         PeerRecord {
             peer_id: id.into(),
@@ -281,13 +343,13 @@ mod tests {
     #[tokio::test]
     async fn register_is_a_duplicate_checked_create() {
         let registry = InMemoryRegistry::default();
-        registry.register(record("a")).await.unwrap();
+        registry.register(record("a"), CAP).await.unwrap();
         assert!(matches!(
-            registry.register(record("a")).await,
+            registry.register(record("a"), CAP).await,
             Err(RegistryError::AlreadyExists(_))
         ));
         registry.unregister("a").await;
-        registry.register(record("a")).await.unwrap();
+        registry.register(record("a"), CAP).await.unwrap();
     }
 
     #[tokio::test]
@@ -306,7 +368,7 @@ mod tests {
     #[tokio::test]
     async fn a_detached_peer_resumes_with_its_token_only_and_expires_after_its_grace() {
         let registry = InMemoryRegistry::default();
-        registry.register(record("a")).await.unwrap();
+        registry.register(record("a"), CAP).await.unwrap();
         // Connected: no resume, whatever the token.
         assert!(registry.resume("a", "token-a", "c2").await.is_err());
         // Only the stream that holds the peer detaches it.
@@ -345,14 +407,18 @@ mod tests {
         let mut newer = record("a");
         newer.connection_id = "c2".into();
         newer.resume_token = "token-new".into();
-        assert!(registry.take_over(newer.clone()).await.unwrap().is_none());
-        registry.register(record("a")).await.unwrap();
+        assert!(registry
+            .take_over(newer.clone(), CAP)
+            .await
+            .unwrap()
+            .is_none());
+        registry.register(record("a"), CAP).await.unwrap();
         registry.put_offer(offer("a", "b")).await;
         registry.put_offer(offer("b", "a")).await;
         registry.put_offer(offer("b", "c")).await;
         // Connected: never taken.
         assert!(matches!(
-            registry.take_over(newer.clone()).await,
+            registry.take_over(newer.clone(), CAP).await,
             Err(RegistryError::AlreadyExists(_))
         ));
         assert_eq!(registry.pending_offer_count().await, 3);
@@ -361,7 +427,11 @@ mod tests {
                 .detach("a", "c1", None, Duration::from_secs(30))
                 .await
         );
-        let old = registry.take_over(newer.clone()).await.unwrap().unwrap();
+        let old = registry
+            .take_over(newer.clone(), CAP)
+            .await
+            .unwrap()
+            .unwrap();
         assert_eq!(old.connection_id, "c1");
         assert_eq!(registry.get("a").await, Some(newer.clone()));
         assert_eq!(registry.pending_offer_count().await, 1);
@@ -369,7 +439,102 @@ mod tests {
         // the new registration is live: not taken again, not swept.
         assert!(registry.resume("a", "token-a", "c3").await.is_err());
         assert!(!registry.detach("a", "c1", None, Duration::ZERO).await);
-        assert!(registry.take_over(record("a")).await.is_err());
+        assert!(registry.take_over(record("a"), CAP).await.is_err());
         assert!(registry.sweep(Duration::ZERO).await.is_empty());
+    }
+
+    fn participant(id: &str, room: &str) -> PeerRecord {
+        let mut record = record(id);
+        record
+            .metadata
+            .insert(ROOM_METADATA_KEY.to_owned(), room.to_owned());
+        record
+    }
+
+    #[tokio::test]
+    async fn a_room_takes_its_cap_of_participants_and_lists_only_them() {
+        let registry = InMemoryRegistry::default();
+        registry.register(record("lobby-1"), CAP).await.unwrap();
+        registry
+            .register(participant("a", "r1"), CAP)
+            .await
+            .unwrap();
+        registry
+            .register(participant("b", "r1"), CAP)
+            .await
+            .unwrap();
+        // Another room and the lobby do not count.
+        registry
+            .register(participant("c", "r2"), CAP)
+            .await
+            .unwrap();
+        registry.register(record("lobby-2"), CAP).await.unwrap();
+        match registry.register(participant("d", "r1"), CAP).await {
+            Err(RegistryError::RoomFull { room, max }) => {
+                assert_eq!((room.as_str(), max), ("r1", CAP))
+            }
+            other => panic!("a third participant of r1 must be refused: {other:?}"),
+        }
+        assert!(registry.get("d").await.is_none());
+        let ids = |records: Vec<PeerRecord>| -> Vec<String> {
+            records.into_iter().map(|r| r.peer_id).collect()
+        };
+        assert_eq!(ids(registry.list_room(Some("r1")).await), ["a", "b"]);
+        assert_eq!(ids(registry.list_room(Some("r2")).await), ["c"]);
+        assert_eq!(ids(registry.list_room(None).await), ["lobby-1", "lobby-2"]);
+        // A leave frees a place.
+        registry.unregister("a").await;
+        registry
+            .register(participant("d", "r1"), CAP)
+            .await
+            .unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_takeover_keeps_its_place_in_its_room_and_needs_one_in_another() {
+        let registry = InMemoryRegistry::default();
+        registry
+            .register(participant("a", "r1"), CAP)
+            .await
+            .unwrap();
+        registry
+            .register(participant("b", "r1"), CAP)
+            .await
+            .unwrap();
+        registry
+            .register(participant("c", "r2"), CAP)
+            .await
+            .unwrap();
+        registry
+            .register(participant("d", "r2"), CAP)
+            .await
+            .unwrap();
+        assert!(
+            registry
+                .detach("a", "c1", None, Duration::from_secs(30))
+                .await
+        );
+        // The same room: the detached participant's own place, not a second one.
+        let mut again = participant("a", "r1");
+        again.connection_id = "c2".into();
+        assert!(registry.take_over(again, CAP).await.unwrap().is_some());
+        assert!(
+            registry
+                .detach("a", "c2", None, Duration::from_secs(30))
+                .await
+        );
+        // A full other room: refused, and the old registration stays as it was.
+        let mut elsewhere = participant("a", "r2");
+        elsewhere.connection_id = "c3".into();
+        assert!(matches!(
+            registry.take_over(elsewhere, CAP).await,
+            Err(RegistryError::RoomFull { .. })
+        ));
+        let kept = registry.get("a").await.unwrap();
+        assert_eq!(
+            (kept.room(), kept.connection_id.as_str()),
+            (Some("r1"), "c2")
+        );
+        assert!(kept.is_detached());
     }
 }

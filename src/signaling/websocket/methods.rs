@@ -97,7 +97,7 @@ pub async fn dispatch(
             disconnect(peer, dialect, &peer_id).await?;
             Outcome::Disconnected { peer_id }
         }
-        Request::List => Outcome::Peers(core.peers().await),
+        Request::List => Outcome::Peers(peer.peers().await),
         Request::Info => Outcome::Info(server_info(core).await),
     };
     Ok(dialect.result(outcome, Some(peer.peer_id())))

@@ -12,6 +12,7 @@ use super::{capabilities_from_names, metadata_from_user_data, Dialect};
 use crate::proto::signaling as pb;
 use crate::signaling::core::RESUME_TOKEN_METADATA_KEY;
 use crate::signaling::error::RpcError;
+use crate::signaling::registry::ROOM_METADATA_KEY;
 use crate::signaling::session_host::IceCandidate;
 
 /// The step of signaling a method performs, whatever its dialect calls it.
@@ -91,6 +92,9 @@ struct AnnounceParams {
     /// Takes the peer back after its socket broke (the same as metadata `resume_token`).
     #[serde(default)]
     resume_token: Option<String>,
+    /// The room to join (the same as metadata `room`).
+    #[serde(default)]
+    room: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -174,6 +178,16 @@ pub fn decode(step: Step, raw: Value) -> Result<Request, RpcError> {
             }
             if let Some(token) = p.resume_token {
                 metadata.insert(RESUME_TOKEN_METADATA_KEY.to_owned(), token);
+            }
+            if let Some(room) = p.room {
+                match metadata.get(ROOM_METADATA_KEY) {
+                    Some(other) if *other != room => {
+                        return Err(RpcError::InvalidParams(
+                            "param `room` and metadata `room` name different rooms".into(),
+                        ))
+                    }
+                    _ => metadata.insert(ROOM_METADATA_KEY.to_owned(), room),
+                };
             }
             let capabilities = match p.capabilities {
                 Some(Capabilities::Names(names)) => capabilities_from_names(&names),
@@ -281,5 +295,24 @@ mod tests {
         };
         assert!(announce.capabilities.unwrap().audio);
         assert_eq!(announce.metadata["n"], "1");
+    }
+
+    #[test]
+    fn the_room_is_a_param_or_metadata_and_both_must_agree() {
+        for params in [
+            json!({"peer_id": "a", "room": "r1"}),
+            json!({"peer_id": "a", "metadata": {"room": "r1"}}),
+            json!({"peer_id": "a", "room": "r1", "metadata": {"room": "r1"}}),
+        ] {
+            let Request::Announce(announce) = decoded("peer.announce", params) else {
+                panic!("not an announce");
+            };
+            assert_eq!(announce.metadata["room"], "r1");
+        }
+        let both = json!({"peer_id": "a", "room": "r1", "metadata": {"room": "r2"}});
+        assert!(matches!(
+            decode(Step::Announce, both),
+            Err(RpcError::InvalidParams(_))
+        ));
     }
 }
