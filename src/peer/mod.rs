@@ -20,6 +20,7 @@ mod stack;
 mod traffic;
 mod udp_filter;
 mod video;
+mod wiring;
 
 pub use advertise::PortMap;
 pub use close_reason::CloseReason;
