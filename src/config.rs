@@ -764,6 +764,11 @@ pub struct LimitOptions {
     /// Graceful shutdown gives up and exits after this long.
     #[arg(long, env = "REMOTEMEDIA_SHUTDOWN_TIMEOUT", default_value = "3s", value_parser = humantime::parse_duration)]
     pub shutdown_timeout: Duration,
+
+    /// Rooms this process (or worker) hosts at once; the offer that would create one more
+    /// gets RESOURCE_EXHAUSTED (-32005).
+    #[arg(long, env = "REMOTEMEDIA_MAX_ROOMS", default_value_t = 1000)]
+    pub max_rooms: usize,
 }
 
 /// `--mode websocket`'s `--signaling-url` when none is given (the original's default).

@@ -66,10 +66,12 @@ pub enum Limit {
     PipelineQueueBytes,
     /// `--first-message-timeout`: a signaling stream or WebSocket closed for saying nothing.
     FirstMessage,
+    /// `--max-rooms`: an offer that would create one more room refused.
+    Rooms,
 }
 
 impl Limit {
-    pub const ALL: [Limit; 15] = [
+    pub const ALL: [Limit; 16] = [
         Limit::SdpBytes,
         Limit::SignalingMessageBytes,
         Limit::DatachannelMessageBytes,
@@ -85,6 +87,7 @@ impl Limit {
         Limit::UtteranceBytes,
         Limit::PipelineQueueBytes,
         Limit::FirstMessage,
+        Limit::Rooms,
     ];
 
     pub fn label(self) -> &'static str {
@@ -104,6 +107,7 @@ impl Limit {
             Self::UtteranceBytes => "utterance_bytes",
             Self::PipelineQueueBytes => "pipeline_queue_bytes",
             Self::FirstMessage => "first_message",
+            Self::Rooms => "rooms",
         }
     }
 }

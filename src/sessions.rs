@@ -57,6 +57,7 @@ pub async fn session_manager(
             max_datachannel_message_bytes: config.limits.max_datachannel_message_bytes,
             datachannel_send_queue_bytes: config.limits.datachannel_send_queue_bytes,
             max_datachannels: config.limits.max_datachannels,
+            max_rooms: config.limits.max_rooms,
         },
         event_tx,
     ));

@@ -18,8 +18,9 @@ use super::quality::MediaCounters;
 use super::session_trace::SessionTrace;
 use super::stack::WebRtcStack;
 use super::udp_filter::UfragRegistration;
+pub(crate) use super::wiring::PublishedRemote;
 use super::wiring::Wiring;
-use crate::pipeline::{OpusSettings, Pipeline};
+use crate::pipeline::{AudioMode, OpusSettings, Pipeline, VideoMode};
 use crate::signaling::IceCandidate;
 
 /// What the session manager needs to run and close a server peer.
@@ -37,6 +38,8 @@ pub(crate) struct ServerPeer {
     pub counters: Arc<MediaCounters>,
     /// The shared UDP port admits this session's checks while this lives.
     pub ufrag: Option<UfragRegistration>,
+    /// A room participant's published tracks, as they start arriving.
+    pub published: Option<mpsc::Receiver<PublishedRemote>>,
 }
 
 /// Per-session settings.
@@ -57,6 +60,15 @@ pub(crate) struct PeerSettings {
     pub datachannel_send_queue_bytes: usize,
     /// Data channels read at once (`--max-datachannels`).
     pub max_datachannels: usize,
+    /// What happens to audio: the manifest's `media.audio`, or `none` for a room participant
+    /// without a manifest of its own.
+    pub audio: AudioMode,
+    /// What happens to video (the manifest's `media.video`; a room participant's default does
+    /// not loop it back).
+    pub video: VideoMode,
+    /// The session is a room participant: the tracks it publishes go to the room
+    /// ([`ServerPeer::published`]) instead of its own pipeline or loopback.
+    pub room: bool,
 }
 
 impl ServerPeer {

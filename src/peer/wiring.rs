@@ -19,6 +19,7 @@ use webrtc::ice_transport::ice_connection_state::RTCIceConnectionState;
 use webrtc::peer_connection::peer_connection_state::RTCPeerConnectionState;
 use webrtc::peer_connection::sdp::session_description::RTCSessionDescription;
 use webrtc::peer_connection::RTCPeerConnection;
+use webrtc::rtp_transceiver::rtp_receiver::RTCRtpReceiver;
 use webrtc::rtp_transceiver::rtp_sender::RTCRtpSender;
 use webrtc::track::track_local::track_local_static_rtp::TrackLocalStaticRTP;
 use webrtc::track::track_local::track_local_static_sample::TrackLocalStaticSample;
@@ -38,7 +39,7 @@ use super::session_trace::SessionTrace;
 use super::stack::{opus_capability, WebRtcStack};
 use super::udp_filter::UfragRegistration;
 use super::video::{is_video, offered_video_codec, relay_keyframe_requests};
-use crate::pipeline::{AudioMode, Envelope, MediaSettings, Pipeline, PipelineInput, VideoMode};
+use crate::pipeline::{AudioMode, Envelope, Pipeline, PipelineInput, VideoMode};
 use crate::signaling::IceCandidate;
 
 /// Data channels and incoming tracks, announced by callbacks to the session's tasks.
@@ -77,6 +78,14 @@ pub(crate) struct Candidates {
     gathered: watch::Receiver<bool>,
 }
 
+/// A track a room participant publishes, as the inbound stage hands it to the room.
+pub(crate) struct PublishedRemote {
+    pub remote: Arc<TrackRemote>,
+    pub receiver: Arc<RTCRtpReceiver>,
+    /// The publisher's m-line carrying it.
+    pub mid: String,
+}
+
 /// What the answer stage returns.
 struct Answer {
     sdp: String,
@@ -107,11 +116,23 @@ impl Wiring<'_> {
             )
         })
         .map_err(|e| PeerError::Pipeline(e.to_string()))?;
-        let media = &pipeline.manifest().media;
-        let outbound = self.outbound_tracks(media, offer_sdp).await?;
+        let outbound = self.outbound_tracks(offer_sdp).await?;
         let state = self.connection_state();
         let candidates = self.candidates(offer_sdp, on_candidate);
-        self.inbound_tracks(&outbound, &session.input, &activity, &counters);
+        let (published_tx, published) = match self.settings.room {
+            true => {
+                let (tx, rx) = mpsc::channel(CALLBACK_QUEUE);
+                (Some(tx), Some(rx))
+            }
+            false => (None, None),
+        };
+        self.inbound_tracks(
+            &outbound,
+            published_tx,
+            &session.input,
+            &activity,
+            &counters,
+        );
         let channels = self.data_channels(&session.input, &activity);
         self.pipeline_output(session.output, outbound.pipeline_audio, channels, &counters);
         let answer = self
@@ -126,43 +147,49 @@ impl Wiring<'_> {
             activity,
             counters,
             ufrag: answer.ufrag,
+            published,
         })
     }
 
     /// Tracks stage: the server's own outbound audio (pipeline audio encoded and paced, or in
-    /// `media.audio: forward` the client's own Opus RTP sent back without transcoding) and,
-    /// with `media.video: loopback` and video offered, the client's video sent back. Owns the
-    /// tasks that read those senders' RTCP.
-    async fn outbound_tracks(
-        &self,
-        media: &MediaSettings,
-        offer_sdp: &str,
-    ) -> Result<OutboundTracks, PeerError> {
-        let (pipeline_audio, forward_audio, local): (_, _, Arc<dyn TrackLocal + Send + Sync>) =
-            if media.audio == AudioMode::Forward {
+    /// `media.audio: forward` the client's own Opus RTP sent back without transcoding; none
+    /// in `media.audio: none`) and, with `media.video: loopback` and video offered, the
+    /// client's video sent back. Owns the tasks that read those senders' RTCP.
+    async fn outbound_tracks(&self, offer_sdp: &str) -> Result<OutboundTracks, PeerError> {
+        let (pipeline_audio, forward_audio, local): (
+            _,
+            _,
+            Option<Arc<dyn TrackLocal + Send + Sync>>,
+        ) = match self.settings.audio {
+            AudioMode::Forward => {
                 let track = Arc::new(TrackLocalStaticRTP::new(
                     opus_capability(),
                     "audio".to_owned(),
                     "remotemedia-server".to_owned(),
                 ));
-                (None, Some(Arc::clone(&track)), track)
-            } else {
+                (None, Some(Arc::clone(&track)), Some(track as _))
+            }
+            AudioMode::Transcode => {
                 let track = Arc::new(TrackLocalStaticSample::new(
                     opus_capability(),
                     "audio".to_owned(),
                     "remotemedia-server".to_owned(),
                 ));
-                (Some(Arc::clone(&track)), None, track)
-            };
-        let sender = self
-            .pc
-            .add_track(local)
-            .await
-            .map_err(|e| PeerError::step("adding the audio track", e))?;
-        self.tasks.spawn(read_rtcp(sender, self.cancel.clone()));
+                (Some(Arc::clone(&track)), None, Some(track as _))
+            }
+            AudioMode::None => (None, None, None),
+        };
+        if let Some(local) = local {
+            let sender = self
+                .pc
+                .add_track(local)
+                .await
+                .map_err(|e| PeerError::step("adding the audio track", e))?;
+            self.tasks.spawn(read_rtcp(sender, self.cancel.clone()));
+        }
 
         let (video_source, video_source_rx) = watch::channel(None);
-        let video = match (offered_video_codec(offer_sdp), media.video) {
+        let video = match (offered_video_codec(offer_sdp), self.settings.video) {
             (Some(codec), VideoMode::Loopback) => {
                 let track = Arc::new(TrackLocalStaticRTP::new(
                     codec,
@@ -275,16 +302,34 @@ impl Wiring<'_> {
         Candidates { held, gathered }
     }
 
-    /// Inbound stage: each track the client sends gets a task of its own. Video is looped
-    /// back (or drained); audio is forwarded back as RTP in `media.audio: forward`, else
-    /// decoded into the pipeline's `input`.
+    /// Inbound stage: each track the client sends gets a task of its own. A room
+    /// participant's tracks go to `room` (the room forwards them). Otherwise video is looped
+    /// back (or drained); audio is forwarded back as RTP in `media.audio: forward`, drained
+    /// in `none`, else decoded into the pipeline's `input`.
     fn inbound_tracks(
         &self,
         outbound: &OutboundTracks,
+        room: Option<mpsc::Sender<PublishedRemote>>,
         input: &PipelineInput,
         activity: &Arc<Activity>,
         counters: &Arc<MediaCounters>,
     ) {
+        if let Some(room) = room {
+            self.pc
+                .on_track(Box::new(move |remote, receiver, transceiver| {
+                    let room = room.clone();
+                    Box::pin(async move {
+                        let mid = transceiver.mid().map(|m| m.to_string()).unwrap_or_default();
+                        let published = PublishedRemote {
+                            remote,
+                            receiver,
+                            mid,
+                        };
+                        let _ = room.send(published).await;
+                    })
+                }));
+            return;
+        }
         let (track_tx, mut track_rx) = mpsc::channel::<Arc<TrackRemote>>(CALLBACK_QUEUE);
         self.pc
             .on_track(Box::new(move |remote, _receiver, _transceiver| {
@@ -293,6 +338,7 @@ impl Wiring<'_> {
                     let _ = track_tx.send(remote).await;
                 })
             }));
+        let drain_audio = self.settings.audio == AudioMode::None;
         let input = input.clone();
         let activity = Arc::clone(activity);
         let counters = Arc::clone(counters);
@@ -326,7 +372,7 @@ impl Wiring<'_> {
                         trace,
                         cancel,
                     )),
-                    None if is_video(&remote) => {
+                    None if is_video(&remote) || drain_audio => {
                         tasks.spawn(drain(remote, activity, trace, cancel))
                     }
                     None => {
