@@ -7,12 +7,13 @@
 mod common;
 
 use std::collections::{BTreeSet, HashMap};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::client::{connect_to_server, spawn_tone, ClientOptions, ClientPeer};
+use common::client::{connect_to_server, spawn_tone, ClientOptions, ClientPeer, ReceivedRtp};
 use common::signaling::{SignalingClient, SERVER};
+use common::video::{vp8_payload, VP8};
 use common::{eventually, TestServer};
 use parking_lot::Mutex;
 use remotemedia_webrtc::media::dominant_frequency;
@@ -22,6 +23,10 @@ use remotemedia_webrtc::proto::signaling::{
 };
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
+use webrtc::rtp::header::Header;
+use webrtc::rtp::packet::Packet;
+use webrtc::track::track_local::track_local_static_rtp::TrackLocalStaticRTP;
+use webrtc::track::track_local::TrackLocalWriter;
 
 /// gRPC FAILED_PRECONDITION.
 const FAILED_PRECONDITION: u32 = 9;
@@ -37,6 +42,8 @@ struct Log {
     errors: HashMap<String, pb::ErrorResponse>,
     /// The request ids of the answers sent with a wrong offer id.
     stale_answers: Vec<String>,
+    /// The request ids of the offers sent while a server offer was pending.
+    glare_offers: Vec<String>,
 }
 
 enum Ask {
@@ -49,39 +56,63 @@ struct Participant {
     id: String,
     frequency: f32,
     heard: Arc<Mutex<HashMap<String, Vec<f32>>>>,
+    /// The client's VP8 track (a participant that joined with video).
+    camera: Option<Arc<TrackLocalStaticRTP>>,
+    /// Video RTP received.
+    seen: Arc<Mutex<Vec<ReceivedRtp>>>,
+    /// PLIs received about the camera track.
+    keyframe_requests: Arc<AtomicUsize>,
     log: Arc<Mutex<Log>>,
     /// Answer the next server offer with a wrong offer id first.
     stale_first: Arc<AtomicBool>,
+    /// Offer to the server when the next server offer arrives, before answering it.
+    glare_first: Arc<AtomicBool>,
     asks: mpsc::Sender<Ask>,
     tone: CancellationToken,
 }
 
 impl Participant {
     async fn join(server: &TestServer, id: &str, frequency: f32) -> Self {
+        Self::join_with(server, id, frequency, false).await
+    }
+
+    /// Joins with a VP8 camera track as well when `video` (it sends only when asked).
+    async fn join_with(server: &TestServer, id: &str, frequency: f32, video: bool) -> Self {
         let metadata = HashMap::from([("room".to_owned(), "standup".to_owned())]);
         let (mut signaling, _) =
             SignalingClient::announce_with(&server.grpc_url(), id, metadata).await;
-        let mut peer = ClientPeer::new(ClientOptions::default()).await;
+        let mut peer = match video {
+            true => ClientPeer::new_with_video(ClientOptions::default()).await,
+            false => ClientPeer::new(ClientOptions::default()).await,
+        };
         connect_to_server(&mut signaling, &mut peer).await;
         let tone = CancellationToken::new();
         spawn_tone(peer.audio.clone().unwrap(), frequency, tone.clone());
         let heard = Arc::clone(&peer.heard);
+        let camera = peer.video.clone();
+        let seen = Arc::clone(&peer.received_video);
+        let keyframe_requests = Arc::clone(&peer.keyframe_requests);
         let log = Arc::new(Mutex::new(Log::default()));
         let stale_first = Arc::new(AtomicBool::new(false));
+        let glare_first = Arc::new(AtomicBool::new(false));
         let (asks, asked) = mpsc::channel(4);
         tokio::spawn(drive(
             signaling,
             peer,
             Arc::clone(&log),
-            Arc::clone(&stale_first),
+            [Arc::clone(&stale_first), Arc::clone(&glare_first)],
             asked,
         ));
         Self {
             id: id.to_owned(),
             frequency,
             heard,
+            camera,
+            seen,
+            keyframe_requests,
             log,
             stale_first,
+            glare_first,
             asks,
             tone,
         }
@@ -125,7 +156,7 @@ async fn drive(
     mut signaling: SignalingClient,
     peer: ClientPeer,
     log: Arc<Mutex<Log>>,
-    stale_first: Arc<AtomicBool>,
+    [stale_first, glare_first]: [Arc<AtomicBool>; 2],
     mut asks: mpsc::Receiver<Ask>,
 ) {
     loop {
@@ -154,6 +185,11 @@ async fn drive(
             })) => {
                 assert_eq!(offer.from_peer_id, SERVER);
                 log.lock().offers.push(offer.sdp.clone());
+                if glare_first.swap(false, Ordering::Relaxed) {
+                    let sdp = peer.pc.local_description().await.unwrap().sdp;
+                    let request = signaling.offer(SERVER, sdp).await;
+                    log.lock().glare_offers.push(request);
+                }
                 if stale_first.swap(false, Ordering::Relaxed) {
                     let sdp = peer.pc.local_description().await.unwrap().sdp;
                     let request = answer(&mut signaling, sdp, Some("not-the-offer".into())).await;
@@ -250,8 +286,10 @@ async fn a_room_forwards_everyones_tone_to_the_others_and_follows_joins_and_leav
     assert_eq!(refused.code, FAILED_PRECONDITION, "{refused:?}");
     assert!(refused.message.contains("no server offer"), "{refused:?}");
 
-    // A fourth comes late; alice answers its offer with a wrong offer id first.
+    // A fourth comes late; alice answers its offer with a wrong offer id first, bob offers
+    // before answering it (glare).
     alice.stale_first.store(true, Ordering::Relaxed);
+    bob.glare_first.store(true, Ordering::Relaxed);
     let dave = Participant::join(&server, "dave", 1100.0).await;
     everyone_hears_the_others(&[&alice, &bob, &carol, &dave]).await;
     let stale = alice.log.lock().stale_answers.clone();
@@ -267,6 +305,15 @@ async fn a_room_forwards_everyones_tone_to_the_others_and_follows_joins_and_leav
     let refused = alice.log.lock().errors[&stale[0]].clone();
     assert_eq!(refused.code, FAILED_PRECONDITION, "{refused:?}");
     assert!(refused.message.contains("not-the-offer"), "{refused:?}");
+    let glare = bob.log.lock().glare_offers.clone();
+    assert_eq!(glare.len(), 1, "bob offered while dave's offer was pending");
+    eventually("the glare offer refused", || async {
+        bob.log.lock().errors.contains_key(&glare[0])
+    })
+    .await;
+    let refused = bob.log.lock().errors[&glare[0]].clone();
+    assert_eq!(refused.code, FAILED_PRECONDITION, "{refused:?}");
+    assert_eq!(refused.message, "server offer pending");
 
     // carol leaves: the others are offered SDP without her track, and stop hearing her.
     let offers_before: Vec<usize> = [&alice, &bob, &dave]
@@ -302,7 +349,32 @@ async fn a_room_forwards_everyones_tone_to_the_others_and_follows_joins_and_leav
         assert_eq!(p.heard_len("carol"), before, "{} still hears carol", p.id);
     }
 
-    for p in [alice, bob, dave] {
+    // erin comes after carol left: at alice, her track takes the m-line carol's had.
+    let carols_mid = mid_of(&alice.log.lock().offers, "carol");
+    let lines_before = alice.log.lock().offers.last().map(|sdp| m_lines(sdp));
+    let erin = Participant::join(&server, "erin", 1320.0).await;
+    eventually("alice offered erin's track", || async {
+        alice
+            .log
+            .lock()
+            .offers
+            .last()
+            .is_some_and(|sdp| sdp.contains("a=msid:erin "))
+    })
+    .await;
+    let offers = alice.log.lock().offers.clone();
+    assert_eq!(
+        mid_of(&offers, "erin"),
+        carols_mid,
+        "erin's track recycles carol's line"
+    );
+    assert_eq!(
+        offers.last().map(|sdp| m_lines(sdp)),
+        lines_before,
+        "no m-line of history"
+    );
+
+    for p in [alice, bob, dave, erin] {
         p.leave().await;
     }
     eventually("the empty room deleted", || async {
@@ -310,4 +382,137 @@ async fn a_room_forwards_everyones_tone_to_the_others_and_follows_joins_and_leav
     })
     .await;
     server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_offer_that_would_create_a_room_beyond_max_rooms_is_refused() {
+    common::init_tracing();
+    let server = TestServer::start_with(|c| c.limits.max_rooms = 1).await;
+    let metadata = |room: &str| HashMap::from([("room".to_owned(), room.to_owned())]);
+    let (mut first, _) =
+        SignalingClient::announce_with(&server.grpc_url(), "first", metadata("one")).await;
+    let mut peer = ClientPeer::new(ClientOptions::default()).await;
+    connect_to_server(&mut first, &mut peer).await;
+    assert_eq!(server.sessions.room_count(), 1);
+
+    let (mut second, _) =
+        SignalingClient::announce_with(&server.grpc_url(), "second", metadata("two")).await;
+    let other = ClientPeer::new(ClientOptions::default()).await;
+    let request = second.offer(SERVER, other.offer().await).await;
+    let refused = second.expect_error(&request).await;
+    assert_eq!(refused.code, 8, "RESOURCE_EXHAUSTED: {refused:?}");
+    assert!(refused.message.contains("at most 1 rooms"), "{refused:?}");
+    assert_eq!(server.sessions.room_count(), 1);
+    let metrics = common::http_get(server.http, "/metrics").await;
+    let hits = common::metric_value(&metrics, "remotemedia_limit_hits_total{limit=\"rooms\"}");
+    assert!(
+        hits.is_some_and(|n| n >= 1.0),
+        "rooms limit counted: {hits:?}"
+    );
+
+    // The same room takes more participants.
+    let (mut third, _) =
+        SignalingClient::announce_with(&server.grpc_url(), "third", metadata("one")).await;
+    let mut joiner = ClientPeer::new(ClientOptions::default()).await;
+    connect_to_server(&mut third, &mut joiner).await;
+    assert_eq!(server.sessions.room_count(), 1);
+    peer.close().await;
+    other.close().await;
+    joiner.close().await;
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_participants_video_reaches_the_others_as_it_was_sent() {
+    common::init_tracing();
+    let server = TestServer::start().await;
+    let alice = Participant::join_with(&server, "alice", 440.0, true).await;
+    let bob = Participant::join_with(&server, "bob", 660.0, true).await;
+    let camera = alice.camera.clone().unwrap();
+    let stop = CancellationToken::new();
+    let sending = stop.clone();
+    let sender = tokio::spawn(async move {
+        let mut ticker = tokio::time::interval(Duration::from_millis(20));
+        for i in 0u16.. {
+            tokio::select! {
+                _ = ticker.tick() => {}
+                () = sending.cancelled() => break,
+            }
+            let packet = Packet {
+                header: Header {
+                    version: 2,
+                    payload_type: VP8,
+                    sequence_number: i,
+                    timestamp: u32::from(i) * 1800,
+                    ssrc: 7,
+                    marker: true,
+                    ..Default::default()
+                },
+                payload: vp8_payload(i),
+            };
+            if camera.write_rtp(&packet).await.is_err() {
+                break;
+            }
+        }
+    });
+    eventually("bob to see alice's video", || async {
+        bob.seen.lock().len() >= 25
+    })
+    .await;
+    stop.cancel();
+    sender.await.unwrap();
+    {
+        let seen = bob.seen.lock();
+        for pair in seen.windows(2) {
+            assert_eq!(
+                pair[1].packet.header.sequence_number,
+                pair[0].packet.header.sequence_number.wrapping_add(1),
+                "one continuous stream"
+            );
+        }
+        let first = usize::from(
+            std::str::from_utf8(&seen[0].packet.payload[7..11])
+                .unwrap()
+                .parse::<u16>()
+                .unwrap(),
+        );
+        for (k, received) in seen.iter().enumerate() {
+            let k = u16::try_from(first + k).unwrap();
+            assert_eq!(received.packet.payload, vp8_payload(k), "payloads as sent");
+        }
+    }
+    let offer = bob.log.lock().offers.last().cloned().unwrap();
+    let video = offer
+        .split("m=video")
+        .skip(1)
+        .find(|s| s.contains("a=msid:alice "));
+    assert!(video.is_some(), "a video line with alice's msid: {offer}");
+    assert!(
+        alice.seen.lock().is_empty(),
+        "alice never gets her own video"
+    );
+    assert!(
+        alice.keyframe_requests.load(Ordering::Relaxed) >= 1,
+        "bob's new video line asked alice for a keyframe"
+    );
+    alice.leave().await;
+    bob.leave().await;
+    server.stop().await;
+}
+
+/// The mid of the m-line that last carried `peer`'s track in `offers`.
+fn mid_of(offers: &[String], peer: &str) -> Option<String> {
+    let sdp = offers
+        .iter()
+        .rev()
+        .find(|sdp| sdp.contains(&format!("a=msid:{peer} ")))?;
+    sdp.split("\r\nm=")
+        .find(|section| section.contains(&format!("a=msid:{peer} ")))?
+        .lines()
+        .find_map(|line| line.strip_prefix("a=mid:"))
+        .map(|mid| mid.trim().to_owned())
+}
+
+fn m_lines(sdp: &str) -> usize {
+    sdp.matches("\r\nm=").count()
 }

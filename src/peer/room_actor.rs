@@ -24,7 +24,9 @@ use webrtc::track::track_local::TrackLocal;
 use super::activity::Activity;
 use super::advertise::PortMap;
 use super::close_reason::CloseReason;
-use super::room_forward::{forward_published, read_forwarded_rtcp, Fanout, Sink};
+use super::room_forward::{
+    forward_published, read_forwarded_rtcp, request_keyframe, Fanout, KeyframeTarget, Sink,
+};
 use super::sdp::Sdp;
 use super::wiring::PublishedRemote;
 use crate::proto::common::{data_buffer::DataType, DataBuffer, JsonData};
@@ -105,6 +107,8 @@ pub(crate) enum Command {
 struct Line {
     transceiver: Arc<RTCRtpTransceiver>,
     track: Arc<TrackLocalStaticRTP>,
+    /// The publisher the subscriber's keyframe requests go to.
+    keyframes: KeyframeTarget,
     /// The line's RTP mapping while no track is on it (so a recycled line stays one stream).
     consumer: Option<Consumer>,
 }
@@ -435,14 +439,17 @@ impl RoomActor {
                     return;
                 }
             };
+            let keyframes = KeyframeTarget::default();
             self.context.tasks.spawn(read_forwarded_rtcp(
                 transceiver.sender().await,
+                Arc::clone(&keyframes),
                 Arc::clone(&participant.member.activity),
                 participant.member.cancel.clone(),
             ));
             participant.lines.push(Line {
                 transceiver,
                 track,
+                keyframes,
                 consumer: None,
             });
         }
@@ -486,6 +493,17 @@ impl RoomActor {
         if paused {
             consumer.rtp().pause();
         }
+        let publisher = self
+            .participants
+            .get(&source.publisher)
+            .map(|p| Arc::downgrade(&p.member.pc));
+        let Some(participant) = self.participants.get_mut(subscriber) else {
+            return;
+        };
+        let Some(line) = participant.lines.get_mut(placement.index) else {
+            return;
+        };
+        *line.keyframes.lock() = publisher.map(|pc| (pc, source.ssrc));
         source.fanout.add(Sink {
             subscriber: subscriber.clone(),
             track: Arc::clone(&line.track),
@@ -597,6 +615,15 @@ impl RoomActor {
             .map_err(room_refusal)?;
         participant.plan.answered();
         participant.tell(participant.plan.track_map().to_json());
+        // The lines just negotiated start at a keyframe: ask their video publishers for one.
+        for (line, planned) in participant.lines.iter().zip(participant.plan.lines()) {
+            if planned.kind == MediaKind::Video && matches!(planned.state, LineState::Live(_)) {
+                let target = line.keyframes.lock().clone();
+                if let Some((pc, ssrc)) = target {
+                    request_keyframe(&pc, ssrc).await;
+                }
+            }
+        }
         Ok(())
     }
 }

@@ -3,12 +3,15 @@
 //! only applies it, one [`Consumer`] (SSRC, sequence numbers, timestamps, header extensions)
 //! per subscriber.
 
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::time::Instant;
 
 use parking_lot::Mutex;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
+use webrtc::peer_connection::RTCPeerConnection;
+use webrtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
+use webrtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
 use webrtc::rtp::packet::Packet;
 use webrtc::rtp_transceiver::rtp_sender::RTCRtpSender;
 use webrtc::track::track_local::track_local_static_rtp::TrackLocalStaticRTP;
@@ -16,6 +19,7 @@ use webrtc::track::track_local::TrackLocalWriter;
 use webrtc::track::track_remote::TrackRemote;
 
 use super::activity::Activity;
+use super::video::KEYFRAME_REQUEST_INTERVAL;
 use crate::room::{Consumer, ParticipantId, ProducerId};
 
 /// One subscriber's copy of a published track.
@@ -116,21 +120,58 @@ pub(crate) async fn forward_published(
     }
 }
 
+/// Where a forwarded line's keyframe requests go: the publisher's connection and the SSRC
+/// of the track the line carries now (it changes when the line is recycled).
+pub(crate) type KeyframeTarget = Arc<Mutex<Option<(Weak<RTCPeerConnection>, u32)>>>;
+
 /// Reads a forwarded line's RTCP (the interceptors need it read); what the subscriber reports
-/// counts as its media activity, so a participant that only listens stays alive.
+/// counts as its media activity, so a participant that only listens stays alive. Its keyframe
+/// requests (PLI, FIR) go to the publisher as a PLI, at most one per
+/// [`KEYFRAME_REQUEST_INTERVAL`].
 pub(crate) async fn read_forwarded_rtcp(
     sender: Arc<RTCRtpSender>,
+    target: KeyframeTarget,
     activity: Arc<Activity>,
     cancel: CancellationToken,
 ) {
-    let mut buf = vec![0u8; 1500];
+    let mut last_request: Option<Instant> = None;
     loop {
-        tokio::select! {
-            read = sender.read(&mut buf) => match read {
-                Ok(_) => activity.touch(),
+        let packets = tokio::select! {
+            read = sender.read_rtcp() => match read {
+                Ok((packets, _)) => packets,
                 Err(_) => break,
             },
             () = cancel.cancelled() => break,
+        };
+        activity.touch();
+        let wants_keyframe = packets.iter().any(|p| {
+            let any = p.as_any();
+            any.downcast_ref::<PictureLossIndication>().is_some()
+                || any.downcast_ref::<FullIntraRequest>().is_some()
+        });
+        if !wants_keyframe
+            || last_request.is_some_and(|at| at.elapsed() < KEYFRAME_REQUEST_INTERVAL)
+        {
+            continue;
         }
+        let publisher = target.lock().clone();
+        if let Some((pc, ssrc)) = publisher {
+            last_request = Some(Instant::now());
+            request_keyframe(&pc, ssrc).await;
+        }
+    }
+}
+
+/// Asks a publisher for a keyframe of the track `ssrc` (a PLI).
+pub(crate) async fn request_keyframe(pc: &Weak<RTCPeerConnection>, ssrc: u32) {
+    let Some(pc) = pc.upgrade() else {
+        return;
+    };
+    let pli = PictureLossIndication {
+        sender_ssrc: 0,
+        media_ssrc: ssrc,
+    };
+    if let Err(err) = pc.write_rtcp(&[Box::new(pli)]).await {
+        tracing::debug!(%err, "asking a publisher for a keyframe failed");
     }
 }

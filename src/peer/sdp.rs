@@ -168,6 +168,9 @@ impl Sdp {
                 let ssrc = ssrc.to_owned();
                 if rest.starts_with("msid:") {
                     *value = format!("{ssrc} msid:{msid}");
+                } else if rest.starts_with("cname:") {
+                    // webrtc-rs names the sources of a track after its stream.
+                    *value = format!("{ssrc} cname:{stream}");
                 } else if rest.starts_with("mslabel:") {
                     *value = format!("{ssrc} mslabel:{stream}");
                 } else if rest.starts_with("label:") {
@@ -249,6 +252,7 @@ mod tests {
         assert!(text.contains("a=ssrc:42 msid:erin audio-2\r\n"), "{text}");
         assert!(text.contains("a=ssrc:42 mslabel:erin\r\n"), "{text}");
         assert!(text.contains("a=ssrc:42 label:audio-2\r\n"), "{text}");
+        assert!(text.contains("a=ssrc:42 cname:erin\r\n"), "{text}");
         assert!(!text.contains("bob") && !text.contains("carol"), "{text}");
         assert_eq!(sdp.media_count(), 2);
     }
