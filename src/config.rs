@@ -805,12 +805,18 @@ pub struct LimitOptions {
     /// their own: no header is read from them.
     #[arg(long, env = "REMOTEMEDIA_PROXY_PROTOCOL", default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
     pub proxy_protocol: bool,
+
     /// Participants a room takes, counted at announce (across every frontend of a cluster),
     /// so that every listed participant gets media; one more is refused with
     /// RESOURCE_EXHAUSTED (-32005) naming the room. 16: one core forwards roughly that many
     /// all-to-all.
     #[arg(long, env = "REMOTEMEDIA_MAX_ROOM_PARTICIPANTS", default_value_t = 16)]
     pub max_room_participants: usize,
+
+    /// Rooms this process (or worker) hosts at once; the offer that would create one more
+    /// gets RESOURCE_EXHAUSTED (-32005).
+    #[arg(long, env = "REMOTEMEDIA_MAX_ROOMS", default_value_t = 1000)]
+    pub max_rooms: usize,
 }
 
 /// `--mode websocket`'s `--signaling-url` when none is given (the original's default).

@@ -62,10 +62,12 @@ pub enum Limit {
     ConnectionsPerAddress,
     /// `--max-room-participants`: an announce into a full room refused.
     RoomParticipants,
+    /// `--max-rooms`: an offer that would create one more room refused.
+    Rooms,
 }
 
 impl Limit {
-    pub const ALL: [Limit; 17] = [
+    pub const ALL: [Limit; 18] = [
         Limit::SdpBytes,
         Limit::SignalingMessageBytes,
         Limit::DatachannelMessageBytes,
@@ -83,6 +85,7 @@ impl Limit {
         Limit::FirstMessage,
         Limit::ConnectionsPerAddress,
         Limit::RoomParticipants,
+        Limit::Rooms,
     ];
 
     pub fn label(self) -> &'static str {
@@ -104,6 +107,7 @@ impl Limit {
             Self::FirstMessage => "first_message",
             Self::ConnectionsPerAddress => "connections_per_address",
             Self::RoomParticipants => "room_participants",
+            Self::Rooms => "rooms",
         }
     }
 }

@@ -57,6 +57,8 @@ pub async fn session_manager(
             max_datachannel_message_bytes: config.limits.max_datachannel_message_bytes,
             datachannel_send_queue_bytes: config.limits.datachannel_send_queue_bytes,
             max_datachannels: config.limits.max_datachannels,
+            max_rooms: config.limits.max_rooms,
+            max_room_participants: config.limits.max_room_participants,
         },
         event_tx,
     ));

@@ -593,6 +593,8 @@ pub(crate) fn error_to_failure(err: &SessionError) -> pb::SessionFailure {
         SessionError::Unavailable(_) => (Kind::Draining, 0),
         SessionError::Internal(_) => (Kind::Internal, 0),
         SessionError::FailedPrecondition(_) => (Kind::FailedPrecondition, 0),
+        // A worker at `--max-rooms` is full for new rooms: the frontend tries another worker.
+        SessionError::TooManyRooms(max) => (Kind::AtCapacity, *max as u32),
     };
     // The message without the variant's prefix, which the frontend's error adds again.
     let message = match err {

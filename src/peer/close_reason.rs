@@ -17,11 +17,13 @@ pub enum CloseReason {
     MediaTimeout,
     /// The server is shutting down.
     Shutdown,
+    /// A room participant answered neither a server offer nor its re-send.
+    AnswerTimeout,
 }
 
 impl CloseReason {
     /// Every reason, so the metrics can show each at zero before it first happens.
-    pub const ALL: [Self; 7] = [
+    pub const ALL: [Self; 8] = [
         Self::Client,
         Self::Replaced,
         Self::ConnectTimeout,
@@ -29,6 +31,7 @@ impl CloseReason {
         Self::PeerClosed,
         Self::MediaTimeout,
         Self::Shutdown,
+        Self::AnswerTimeout,
     ];
 
     /// A sentence for logs and call records.
@@ -41,6 +44,7 @@ impl CloseReason {
             Self::PeerClosed => "peer connection closed",
             Self::MediaTimeout => "no media received before the media timeout",
             Self::Shutdown => "server shutting down",
+            Self::AnswerTimeout => "no answer to a server offer before the answer timeout",
         }
     }
 
@@ -54,6 +58,7 @@ impl CloseReason {
             Self::PeerClosed => "peer_closed",
             Self::MediaTimeout => "media_timeout",
             Self::Shutdown => "shutdown",
+            Self::AnswerTimeout => "answer_timeout",
         }
     }
 }

@@ -12,6 +12,9 @@ mod forward;
 pub mod metrics;
 mod nack;
 mod quality;
+mod room_actor;
+mod room_forward;
+mod room_hub;
 mod sdp;
 mod send_buffer;
 mod server_peer;
@@ -21,6 +24,7 @@ mod stack;
 mod traffic;
 mod udp_filter;
 mod video;
+mod wiring;
 
 pub use advertise::PortMap;
 pub use close_reason::CloseReason;

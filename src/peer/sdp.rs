@@ -143,6 +143,68 @@ impl Sdp {
     pub fn remove_ice_lite(&mut self) {
         self.0.attributes.retain(|a| a.key != "ice-lite");
     }
+
+    /// The section `mid` announces the track `a=msid:<stream> <track>`, in its `a=msid` and
+    /// its `a=ssrc` lines. A room's forwarded line carries whichever publisher's track it
+    /// holds now: webrtc-rs freezes a sender's msid at its first offer (RFC 8829 §5.2.2 for
+    /// a line that keeps its track), so a recycled line is given its new track's msid here.
+    pub fn set_msid(&mut self, mid: &str, stream: &str, track: &str) {
+        let Some(media) = self.section_mut(mid) else {
+            return;
+        };
+        let msid = format!("{stream} {track}");
+        let mut has_msid = false;
+        for attribute in &mut media.attributes {
+            if attribute.key == "msid" {
+                attribute.value = Some(msid.clone());
+                has_msid = true;
+            } else if attribute.key == "ssrc" {
+                let Some(value) = attribute.value.as_mut() else {
+                    continue;
+                };
+                let Some((ssrc, rest)) = value.split_once(' ') else {
+                    continue;
+                };
+                let ssrc = ssrc.to_owned();
+                if rest.starts_with("msid:") {
+                    *value = format!("{ssrc} msid:{msid}");
+                } else if rest.starts_with("cname:") {
+                    // webrtc-rs names the sources of a track after its stream.
+                    *value = format!("{ssrc} cname:{stream}");
+                } else if rest.starts_with("mslabel:") {
+                    *value = format!("{ssrc} mslabel:{stream}");
+                } else if rest.starts_with("label:") {
+                    *value = format!("{ssrc} label:{track}");
+                }
+            }
+        }
+        if !has_msid {
+            media
+                .attributes
+                .push(Attribute::new("msid".into(), Some(msid)));
+        }
+    }
+
+    /// The section `mid` announces no track (an inactive forwarded line whose track left).
+    pub fn clear_msid(&mut self, mid: &str) {
+        if let Some(media) = self.section_mut(mid) {
+            media
+                .attributes
+                .retain(|a| !matches!(a.key.as_str(), "msid" | "ssrc" | "ssrc-group"));
+        }
+    }
+
+    /// How many media sections the description has.
+    pub fn media_count(&self) -> usize {
+        self.0.media_descriptions.len()
+    }
+
+    fn section_mut(&mut self, mid: &str) -> Option<&mut MediaDescription> {
+        self.0
+            .media_descriptions
+            .iter_mut()
+            .find(|m| m.attribute("mid").flatten() == Some(mid))
+    }
 }
 
 /// The values of a section's attributes named `key`.
@@ -174,6 +236,25 @@ mod tests {
              a=ice-ufrag:AbCd\r\na=ice-pwd:x\r\na=rtpmap:111 opus/48000/2\r\n\
              m=application 9 UDP/DTLS/SCTP webrtc-datachannel\r\nc=IN IP4 0.0.0.0\r\n\
              a=mid:1\r\na=ice-ufrag:AbCd\r\na=sctp-port:5000\r\na=max-message-size:65536\r\n")
+    }
+
+    #[test]
+    fn a_forwarded_line_gets_its_tracks_msid_and_an_empty_one_none() {
+        let mut sdp = sdp("m=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=mid:3\r\n\
+             a=msid:bob mic\r\na=sendonly\r\na=ssrc:42 cname:bob\r\n\
+             a=ssrc:42 msid:bob mic\r\na=ssrc:42 mslabel:bob\r\na=ssrc:42 label:mic\r\n\
+             m=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=mid:4\r\na=msid:carol mic\r\n\
+             a=inactive\r\na=ssrc:43 msid:carol mic\r\n");
+        sdp.set_msid("3", "erin", "audio-2");
+        sdp.clear_msid("4");
+        let text = sdp.to_text();
+        assert!(text.contains("a=msid:erin audio-2\r\n"), "{text}");
+        assert!(text.contains("a=ssrc:42 msid:erin audio-2\r\n"), "{text}");
+        assert!(text.contains("a=ssrc:42 mslabel:erin\r\n"), "{text}");
+        assert!(text.contains("a=ssrc:42 label:audio-2\r\n"), "{text}");
+        assert!(text.contains("a=ssrc:42 cname:erin\r\n"), "{text}");
+        assert!(!text.contains("bob") && !text.contains("carol"), "{text}");
+        assert_eq!(sdp.media_count(), 2);
     }
 
     #[test]

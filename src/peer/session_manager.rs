@@ -18,11 +18,14 @@ use webrtc::peer_connection::RTCPeerConnection;
 use super::close_reason::CloseReason;
 use super::metrics::metrics;
 use super::quality::{self, CallRecord, MediaCounters, SessionStats};
+use super::room_actor::{room_refusal, Member, RoomContext};
+use super::room_hub::RoomHub;
 use super::server_peer::{PeerSettings, ServerPeer};
 use super::session_trace::SessionTrace;
 use super::stack::WebRtcStack;
 use crate::metrics::{limit_hit, Limit};
-use crate::pipeline::{OpusSettings, PipelineCatalog};
+use crate::pipeline::{AudioMode, OpusSettings, PipelineCatalog, VideoMode};
+use crate::room::{ParticipantId, RoomError, RoomLimits, RoomName};
 use crate::signaling::{IceCandidate, SessionError, SessionEvent, SessionHost, SessionRequest};
 
 /// Local candidates queued per session before the forwarder waits.
@@ -56,6 +59,11 @@ pub struct SessionSettings {
     pub datachannel_send_queue_bytes: usize,
     /// Data channels read at once (`--max-datachannels`).
     pub max_datachannels: usize,
+    /// Rooms this process hosts at once (`--max-rooms`).
+    pub max_rooms: usize,
+    /// Participants per room (`--max-room-participants`; signaling refuses more at announce,
+    /// this keeps the room state to the same bound).
+    pub max_room_participants: usize,
 }
 
 /// Weak handles to server peer connections, taken by [`SessionManager::peer_connection_probe`].
@@ -83,6 +91,8 @@ struct Inner {
     tasks: TaskTracker,
     /// The last closed sessions' call records, oldest first.
     records: Mutex<VecDeque<CallRecord>>,
+    /// The rooms of this process.
+    rooms: RoomHub,
 }
 
 struct Session {
@@ -95,6 +105,8 @@ struct Session {
     trace: Arc<SessionTrace>,
     /// Keeps the session's ufrag admitted on the shared UDP port; dropped with the session.
     _ufrag: Option<super::udp_filter::UfragRegistration>,
+    /// The room the session joined, as which participant.
+    room: Option<(RoomName, ParticipantId)>,
 }
 
 impl SessionManager {
@@ -105,6 +117,18 @@ impl SessionManager {
         settings: SessionSettings,
         events: mpsc::Sender<SessionEvent>,
     ) -> Self {
+        let tasks = TaskTracker::new();
+        let rooms = RoomHub::new(RoomContext {
+            limits: RoomLimits {
+                max_participants: settings.max_room_participants,
+                max_rooms: settings.max_rooms,
+            },
+            events: events.clone(),
+            tasks: tasks.clone(),
+            port_map: stack.port_map(),
+            enable_data_channel: settings.enable_data_channel,
+            max_message_bytes: settings.max_datachannel_message_bytes,
+        });
         Self {
             inner: Arc::new(Inner {
                 stack,
@@ -113,8 +137,9 @@ impl SessionManager {
                 events,
                 sessions: Mutex::new(HashMap::new()),
                 next_id: AtomicU64::new(0),
-                tasks: TaskTracker::new(),
+                tasks,
                 records: Mutex::new(VecDeque::with_capacity(CALL_RECORDS_KEPT)),
+                rooms,
             }),
         }
     }
@@ -170,6 +195,11 @@ impl SessionManager {
     pub fn udp_address(&self) -> Option<std::net::SocketAddr> {
         self.inner.stack.udp_address()
     }
+
+    /// Rooms alive on this process now.
+    pub fn room_count(&self) -> usize {
+        self.inner.rooms.len()
+    }
 }
 
 #[async_trait]
@@ -181,6 +211,24 @@ impl SessionHost for SessionManager {
             .pipelines
             .get(request.manifest.as_deref())
             .map_err(|e| SessionError::UnknownManifest(e.to_string()))?;
+        let room = match request.room.as_deref() {
+            Some(name) => Some((
+                RoomName::parse(name).map_err(room_refusal)?,
+                ParticipantId::parse(peer_id).map_err(room_refusal)?,
+            )),
+            None => None,
+        };
+        // Glare: the server is the impolite side; the client answers the server's offer first.
+        let live_room = inner
+            .sessions
+            .lock()
+            .get(peer_id)
+            .and_then(|s| s.room.clone());
+        if let Some((name, participant)) = &live_room {
+            if inner.rooms.offer_pending(name, participant).await {
+                return Err(room_refusal(RoomError::ServerOfferPending));
+            }
+        }
         // A re-offer replaces the old session (never leaks it).
         let old = inner.sessions.lock().remove(peer_id);
         if let Some(old) = old {
@@ -212,6 +260,17 @@ impl SessionHost for SessionManager {
                 max_datachannel_message_bytes: inner.settings.max_datachannel_message_bytes,
                 datachannel_send_queue_bytes: inner.settings.datachannel_send_queue_bytes,
                 max_datachannels: inner.settings.max_datachannels,
+                // A room participant without a manifest of its own: no audio of its own back,
+                // no decoding; its media reaches the others of its room.
+                audio: match (&room, &request.manifest) {
+                    (Some(_), None) => AudioMode::None,
+                    _ => pipeline.manifest().media.audio,
+                },
+                video: match (&room, &request.manifest) {
+                    (Some(_), None) => VideoMode::Drop,
+                    _ => pipeline.manifest().media.video,
+                },
+                room: room.is_some(),
             },
             &request.offer_sdp,
             candidate_tx,
@@ -221,13 +280,34 @@ impl SessionHost for SessionManager {
         )
         .instrument(trace.span())
         .await;
-        let peer = match peer {
+        let mut peer = match peer {
             Ok(peer) => peer,
             Err(err) => {
                 trace.failed(&err);
                 return Err(SessionError::from(err));
             }
         };
+        let (close_tx, close_rx) = mpsc::channel(1);
+        if let Some((name, participant)) = &room {
+            let member = Member {
+                peer: participant.clone(),
+                session: id,
+                pc: Arc::clone(&peer.pc),
+                activity: Arc::clone(&peer.activity),
+                cancel: cancel.clone(),
+                close: close_tx,
+            };
+            let joined = inner
+                .rooms
+                .join(name, member, peer.published.take(), peer.state.clone())
+                .await;
+            if let Err(err) = joined {
+                trace.failed(&err);
+                cancel.cancel();
+                let _ = peer.pc.close().await;
+                return Err(err);
+            }
+        }
 
         inner.tasks.spawn(forward_candidates(
             peer_id.to_owned(),
@@ -239,10 +319,10 @@ impl SessionHost for SessionManager {
         inner.tasks.spawn(
             supervise(
                 Arc::downgrade(inner),
-                peer_id.to_owned(),
-                id,
+                (peer_id.to_owned(), id),
                 peer.state,
                 Arc::clone(&peer.activity),
+                close_rx,
                 started,
                 cancel.clone(),
             )
@@ -260,6 +340,7 @@ impl SessionHost for SessionManager {
                 counters: peer.counters,
                 trace,
                 _ufrag: peer.ufrag,
+                room,
             },
         );
         Ok(peer.answer_sdp)
@@ -293,6 +374,27 @@ impl SessionHost for SessionManager {
         }
     }
 
+    async fn answer_server_offer(
+        &self,
+        peer_id: &str,
+        offer_id: Option<&str>,
+        sdp: String,
+    ) -> Result<(), SessionError> {
+        let room = self
+            .inner
+            .sessions
+            .lock()
+            .get(peer_id)
+            .and_then(|s| s.room.clone());
+        let Some((name, participant)) = room else {
+            return Err(room_refusal(RoomError::NoOfferPending));
+        };
+        self.inner
+            .rooms
+            .answer(&name, &participant, offer_id, sdp)
+            .await
+    }
+
     fn session_count(&self) -> usize {
         self.inner.sessions.lock().len()
     }
@@ -310,6 +412,9 @@ async fn close_peer(inner: &Inner, peer_id: &str, session: Session, reason: Clos
 
 async fn close_and_record(inner: &Inner, peer_id: &str, session: Session, reason: CloseReason) {
     session.cancel.cancel();
+    if let Some((name, participant)) = &session.room {
+        inner.rooms.leave(name, participant, session.id).await;
+    }
     metrics().sessions_active.dec();
     metrics()
         .sessions_closed
@@ -367,10 +472,10 @@ async fn forward_candidates(
 /// Closes the session when it does not connect in time, fails, or stops receiving media.
 async fn supervise(
     manager: Weak<Inner>,
-    peer_id: String,
-    session_id: u64,
+    (peer_id, session_id): (String, u64),
     mut state: tokio::sync::watch::Receiver<RTCPeerConnectionState>,
     activity: Arc<super::activity::Activity>,
+    mut close_requests: mpsc::Receiver<CloseReason>,
     started: Instant,
     cancel: CancellationToken,
 ) {
@@ -385,6 +490,7 @@ async fn supervise(
         tokio::select! {
             () = cancel.cancelled() => return,
             () = &mut connect_deadline, if !connected => break CloseReason::ConnectTimeout,
+            Some(reason) = close_requests.recv() => break reason,
             changed = state.changed() => {
                 if changed.is_err() {
                     break CloseReason::PeerClosed;

@@ -17,7 +17,7 @@ use webrtc::interceptor::nack::generator::Generator;
 use webrtc::interceptor::registry::Registry;
 use webrtc::peer_connection::configuration::RTCConfiguration;
 use webrtc::rtp_transceiver::rtp_codec::{
-    RTCRtpCodecCapability, RTCRtpCodecParameters, RTPCodecType,
+    RTCRtpCodecCapability, RTCRtpCodecParameters, RTCRtpHeaderExtensionCapability, RTPCodecType,
 };
 
 use super::advertise::PortMap;
@@ -27,6 +27,7 @@ use super::sdp::Sdp;
 use super::udp_filter::{FilteredSocket, RateLimit, UdpFilter, UfragRegistration};
 use super::video::{rtx_codecs, video_codecs};
 use crate::config::{non_empty, MediaOptions};
+use crate::room::AUDIO_LEVEL_URI;
 
 /// Opus as RFC 7587 requires it in SDP (`opus/48000/2`), with in-band FEC allowed.
 pub fn opus_capability() -> RTCRtpCodecCapability {
@@ -71,6 +72,16 @@ impl WebRtcStack {
                 RTPCodecType::Audio,
             )
             .map_err(|e| PeerError::Setup(format!("registering Opus: {e}")))?;
+        // RFC 6464 audio levels: forwarded room audio keeps them (under the subscriber's id).
+        media
+            .register_header_extension(
+                RTCRtpHeaderExtensionCapability {
+                    uri: AUDIO_LEVEL_URI.to_owned(),
+                },
+                RTPCodecType::Audio,
+                None,
+            )
+            .map_err(|e| PeerError::Setup(format!("registering the audio level: {e}")))?;
         for codec in video_codecs().into_iter().chain(rtx_codecs()) {
             media
                 .register_codec(codec, RTPCodecType::Video)

@@ -89,6 +89,9 @@ pub enum AudioMode {
     #[default]
     Transcode,
     Forward,
+    /// No decode, no encode, no audio track of the session's own: a room participant's
+    /// default (its audio reaches the others of its room as RTP, never itself).
+    None,
 }
 
 /// What happens to inbound video (never decoded).

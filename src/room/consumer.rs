@@ -43,6 +43,12 @@ impl Consumer {
         }
     }
 
+    /// The subscriber's line now carries another publisher's track (a recycled m-line): its
+    /// extensions are mapped anew; the RTP mapping goes on (see [`RtpRewriter::switch_to`]).
+    pub fn set_extensions(&mut self, extensions: ExtensionMap) {
+        self.extensions = extensions;
+    }
+
     /// Pause, resume and layer switches.
     pub fn rtp(&mut self) -> &mut RtpRewriter {
         &mut self.rtp

@@ -187,6 +187,7 @@ impl SessionError {
             Self::Pipeline(_) => "pipeline",
             Self::Internal(_) => "internal",
             Self::FailedPrecondition(_) => "failed_precondition",
+            Self::TooManyRooms(_) => "too_many_rooms",
         }
     }
 }
@@ -307,7 +308,7 @@ impl SignalingError {
                 SessionError::InvalidSdp(_) | SessionError::UnknownManifest(_) => BAD_OFFER,
                 SessionError::InvalidCandidate(_) => BAD_CANDIDATE,
                 SessionError::NoSession(_) => PEER_NOT_FOUND,
-                SessionError::AtCapacity(_) => SESSION_LIMIT,
+                SessionError::AtCapacity(_) | SessionError::TooManyRooms(_) => SESSION_LIMIT,
                 SessionError::Unavailable(_) => NO_WORKER,
                 SessionError::Pipeline(_) | SessionError::Internal(_) => INTERNAL,
                 SessionError::FailedPrecondition(_) => FAILED_PRECONDITION,
@@ -365,7 +366,7 @@ impl SessionError {
                 Code::InvalidArgument
             }
             Self::NoSession(_) => Code::NotFound,
-            Self::AtCapacity(_) => Code::ResourceExhausted,
+            Self::AtCapacity(_) | Self::TooManyRooms(_) => Code::ResourceExhausted,
             Self::Unavailable(_) => Code::Unavailable,
             Self::Pipeline(_) | Self::Internal(_) => Code::Internal,
             Self::FailedPrecondition(_) => Code::FailedPrecondition,

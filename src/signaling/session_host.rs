@@ -70,6 +70,9 @@ pub enum SessionError {
     /// offer while a server offer is pending ("server offer pending").
     #[error("{0}")]
     FailedPrecondition(String),
+    /// `--max-rooms`: the offer would create one room more than this process hosts.
+    #[error("this server hosts at most {0} rooms")]
+    TooManyRooms(usize),
 }
 
 /// Creates, feeds and closes server sessions, one per client peer.

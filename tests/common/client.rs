@@ -1,6 +1,7 @@
 //! A real WebRTC client peer (webrtc crate) on loopback UDP, and the signaling exchange that
 //! connects it to the server or to another client.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -118,6 +119,9 @@ pub struct ClientPeer {
     pub keyframe_requests: Arc<std::sync::atomic::AtomicUsize>,
     pub data: Option<Arc<RTCDataChannel>>,
     pub received: Arc<Mutex<ReceivedAudio>>,
+    /// The decoded audio of each received track, by its msid stream id (in a room: the
+    /// publisher's peer id).
+    pub heard: Arc<Mutex<HashMap<String, Vec<f32>>>>,
     pub messages: mpsc::Receiver<Bytes>,
     /// Local candidates as gathered; `None` ends gathering.
     pub candidates: mpsc::Receiver<Option<RTCIceCandidateInit>>,
@@ -300,11 +304,14 @@ impl ClientPeer {
         };
 
         let received = Arc::new(Mutex::new(ReceivedAudio::default()));
+        let heard: Arc<Mutex<HashMap<String, Vec<f32>>>> = Arc::default();
         let received_video = Arc::new(Mutex::new(Vec::new()));
         let sink = Arc::clone(&received);
+        let heard_sink = Arc::clone(&heard);
         let video_sink = Arc::clone(&received_video);
         pc.on_track(Box::new(move |track, _, _| {
             let sink = Arc::clone(&sink);
+            let heard = Arc::clone(&heard_sink);
             let video_sink = Arc::clone(&video_sink);
             Box::pin(async move {
                 if track.kind() == RTPCodecType::Video {
@@ -319,12 +326,18 @@ impl ClientPeer {
                     return;
                 }
                 tokio::spawn(async move {
+                    let stream = track.stream_id();
                     let mut decoder = opus::Decoder::new(48_000, opus::Channels::Mono).unwrap();
                     let mut pcm = vec![0f32; 5760];
                     while let Ok((packet, _)) = track.read_rtp().await {
                         let n = decoder
                             .decode_float(&packet.payload, &mut pcm, false)
                             .unwrap_or(0);
+                        heard
+                            .lock()
+                            .entry(stream.clone())
+                            .or_default()
+                            .extend_from_slice(&pcm[..n]);
                         let mut received = sink.lock();
                         received.arrivals.push(Instant::now());
                         received.timestamps.push(packet.header.timestamp);
@@ -363,6 +376,7 @@ impl ClientPeer {
             keyframe_requests,
             data,
             received,
+            heard,
             messages,
             candidates,
             state,
@@ -702,4 +716,44 @@ pub async fn trickle_until_connected(a: Side<'_>, b: Side<'_>) {
             _ = b_peer.state.changed() => {}
         }
     }
+}
+
+/// Sends a tone of `frequency` on `track` as 20 ms Opus packets, paced in real time, until
+/// `stop` fires (a room participant's microphone).
+pub fn spawn_tone(
+    track: Arc<TrackLocalStaticRTP>,
+    frequency: f32,
+    stop: tokio_util::sync::CancellationToken,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut encoder =
+            opus::Encoder::new(48_000, opus::Channels::Mono, opus::Application::Voip).unwrap();
+        let mut sine = remotemedia_webrtc::media::SineGenerator::new(frequency, 48_000, 0.5);
+        let mut out = vec![0u8; 4000];
+        let mut ticker = tokio::time::interval(Duration::from_millis(20));
+        let ssrc = rand::random::<u32>();
+        for i in 0u64.. {
+            tokio::select! {
+                _ = ticker.tick() => {}
+                () = stop.cancelled() => break,
+            }
+            let pcm = sine.generate(960);
+            let n = encoder.encode_float(&pcm, &mut out).unwrap();
+            let packet = Packet {
+                header: Header {
+                    version: 2,
+                    payload_type: 111,
+                    sequence_number: i as u16,
+                    timestamp: (i * 960) as u32,
+                    ssrc,
+                    marker: i == 0,
+                    ..Default::default()
+                },
+                payload: Bytes::copy_from_slice(&out[..n]),
+            };
+            if track.write_rtp(&packet).await.is_err() {
+                break;
+            }
+        }
+    })
 }

@@ -1,0 +1,211 @@
+//! The rooms of this process: one task per room ([`RoomActor`]), found by name. A room is
+//! created by the offer of its first participant (within `--max-rooms`) and deleted when its
+//! last participant leaves; the session manager joins and leaves sessions here.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio_util::sync::CancellationToken;
+use webrtc::peer_connection::peer_connection_state::RTCPeerConnectionState;
+
+use super::room_actor::{room_refusal, Command, Member, RoomActor, RoomContext};
+use super::wiring::PublishedRemote;
+use crate::metrics::{limit_hit, Limit};
+use crate::room::{ParticipantId, RoomError, RoomName};
+use crate::signaling::SessionError;
+
+/// Commands queued for one room's task; senders wait when it is full.
+const COMMAND_QUEUE: usize = 64;
+
+struct Entry {
+    commands: mpsc::Sender<Command>,
+    /// Sessions joined (or joining): the room is deleted when this reaches zero.
+    members: usize,
+}
+
+/// Rooms by name.
+pub(crate) struct RoomHub {
+    rooms: Mutex<HashMap<RoomName, Entry>>,
+    context: Arc<RoomContext>,
+}
+
+impl RoomHub {
+    pub fn new(context: RoomContext) -> Self {
+        Self {
+            rooms: Mutex::new(HashMap::new()),
+            context: Arc::new(context),
+        }
+    }
+
+    /// Rooms alive now.
+    pub fn len(&self) -> usize {
+        self.rooms.lock().len()
+    }
+
+    /// Joins `member`'s session to `room`, creating the room if it is the first. Its
+    /// published tracks arrive on `published`; it renegotiates once `state` is connected.
+    ///
+    /// # Errors
+    /// `TooManyRooms` when the room would be one more than `--max-rooms`; the room's refusal.
+    pub async fn join(
+        &self,
+        room: &RoomName,
+        member: Member,
+        published: Option<mpsc::Receiver<PublishedRemote>>,
+        state: watch::Receiver<RTCPeerConnectionState>,
+    ) -> Result<(), SessionError> {
+        let commands = self.enter(room)?;
+        let (peer, session, cancel) = (member.peer.clone(), member.session, member.cancel.clone());
+        let (reply, joined) = oneshot::channel();
+        let joined = match commands.send(Command::Join { member, reply }).await {
+            Ok(()) => joined
+                .await
+                .unwrap_or_else(|_| Err(SessionError::Internal("the room ended".into()))),
+            Err(_) => Err(SessionError::Internal("the room ended".into())),
+        };
+        if let Err(err) = joined {
+            self.leave(room, &peer, session).await;
+            return Err(err);
+        }
+        self.context.tasks.spawn(feed_member(
+            commands, peer, session, published, state, cancel,
+        ));
+        Ok(())
+    }
+
+    /// The room's handle for one more session; creates the room if needed.
+    fn enter(&self, room: &RoomName) -> Result<mpsc::Sender<Command>, SessionError> {
+        let mut rooms = self.rooms.lock();
+        if let Some(entry) = rooms.get_mut(room) {
+            entry.members += 1;
+            return Ok(entry.commands.clone());
+        }
+        if let Err(err) = self.context.limits.check_create(rooms.len()) {
+            limit_hit(Limit::Rooms, 1);
+            return Err(room_refusal(err));
+        }
+        let (commands, receiver) = mpsc::channel(COMMAND_QUEUE);
+        let actor = RoomActor::new(
+            room.clone(),
+            Arc::clone(&self.context),
+            commands.downgrade(),
+        );
+        self.context.tasks.spawn(actor.run(receiver));
+        rooms.insert(
+            room.clone(),
+            Entry {
+                commands: commands.clone(),
+                members: 1,
+            },
+        );
+        Ok(commands)
+    }
+
+    /// A joined session ended: its tracks leave every other participant; the room is deleted
+    /// with its last participant.
+    pub async fn leave(&self, room: &RoomName, peer: &ParticipantId, session: u64) {
+        let commands = {
+            let mut rooms = self.rooms.lock();
+            let Some(entry) = rooms.get_mut(room) else {
+                return;
+            };
+            entry.members = entry.members.saturating_sub(1);
+            let commands = entry.commands.clone();
+            if entry.members == 0 {
+                rooms.remove(room);
+            }
+            commands
+        };
+        let _ = commands
+            .send(Command::Leave {
+                peer: peer.clone(),
+                session,
+            })
+            .await;
+    }
+
+    /// The participant's answer to its pending server offer.
+    ///
+    /// # Errors
+    /// `FailedPrecondition` when no offer is pending or `offer_id` names another; `InvalidSdp`.
+    pub async fn answer(
+        &self,
+        room: &RoomName,
+        peer: &ParticipantId,
+        offer_id: Option<&str>,
+        sdp: String,
+    ) -> Result<(), SessionError> {
+        let no_offer = || room_refusal(RoomError::NoOfferPending);
+        let commands = self.commands(room).ok_or_else(no_offer)?;
+        let (reply, answered) = oneshot::channel();
+        let command = Command::Answer {
+            peer: peer.clone(),
+            offer_id: offer_id.map(str::to_owned),
+            sdp,
+            reply,
+        };
+        commands.send(command).await.map_err(|_| no_offer())?;
+        answered.await.unwrap_or_else(|_| Err(no_offer()))
+    }
+
+    /// Whether a server offer to `peer` waits for its answer (a client offer then is glare).
+    pub async fn offer_pending(&self, room: &RoomName, peer: &ParticipantId) -> bool {
+        let Some(commands) = self.commands(room) else {
+            return false;
+        };
+        let (reply, pending) = oneshot::channel();
+        let command = Command::OfferPending {
+            peer: peer.clone(),
+            reply,
+        };
+        commands.send(command).await.is_ok() && pending.await.unwrap_or(false)
+    }
+
+    fn commands(&self, room: &RoomName) -> Option<mpsc::Sender<Command>> {
+        self.rooms.lock().get(room).map(|e| e.commands.clone())
+    }
+}
+
+/// Tells the room of one session's connection and of the tracks it publishes, until the
+/// session ends.
+async fn feed_member(
+    commands: mpsc::Sender<Command>,
+    peer: ParticipantId,
+    session: u64,
+    mut published: Option<mpsc::Receiver<PublishedRemote>>,
+    mut state: watch::Receiver<RTCPeerConnectionState>,
+    cancel: CancellationToken,
+) {
+    let mut connected = false;
+    loop {
+        let command = tokio::select! {
+            () = cancel.cancelled() => break,
+            now = state.wait_for(|s| *s == RTCPeerConnectionState::Connected), if !connected => {
+                if now.is_err() {
+                    break;
+                }
+                connected = true;
+                Command::Connected { peer: peer.clone(), session }
+            }
+            track = next(&mut published) => match track {
+                Some(published) => Command::Published { peer: peer.clone(), session, published },
+                None => {
+                    published = None;
+                    continue;
+                }
+            },
+        };
+        if commands.send(command).await.is_err() {
+            break;
+        }
+    }
+}
+
+async fn next<T>(receiver: &mut Option<mpsc::Receiver<T>>) -> Option<T> {
+    match receiver {
+        Some(receiver) => receiver.recv().await,
+        None => std::future::pending().await,
+    }
+}
