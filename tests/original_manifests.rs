@@ -165,13 +165,16 @@ async fn every_alias_builds_and_does_its_target_s_job() {
 }
 
 #[test]
-fn the_original_tts_manifest_fails_at_load_naming_the_node_and_the_alternative() {
+fn the_original_tts_manifest_fails_at_load_naming_the_node_and_ours() {
     let manifest = Manifest::load(&path("tests/data/original/tts.json")).unwrap();
     let err = Pipeline::new(manifest).err().unwrap().to_string();
     assert!(err.contains("`kokoro_tts`"), "{err}");
     assert!(err.contains("KokoroTTSNode"), "{err}");
-    assert!(err.contains("no text-to-speech node yet"), "{err}");
-    assert!(err.contains("planned"), "{err}");
+    assert!(
+        err.contains("text-to-speech node is TextToSpeechNode"),
+        "{err}"
+    );
+    assert!(err.contains("examples/tts.yaml"), "{err}");
 }
 
 #[test]

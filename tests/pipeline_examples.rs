@@ -211,3 +211,31 @@ fn bad_params_are_rejected_at_build_naming_node_and_param() {
         );
     }
 }
+
+#[tokio::test(start_paused = true)]
+async fn tts_speaks_a_text_sentence_by_sentence_in_20_ms_frames() {
+    // Paused time: play-out runs on ticks, the engine (espeak-ng) on the offload pool.
+    let tts = load("tts.yaml");
+    let text = |s: &str| {
+        Envelope::new(RuntimeData::Text {
+            text: s.into(),
+            language: "en".into(),
+        })
+    };
+    let started = tokio::time::Instant::now();
+    let out = run(&tts, vec![text("One sentence here. And a second one.")]).await;
+    let played = started.elapsed();
+    let (samples, rates) = audio_of(&out);
+    assert!(rates.iter().all(|&r| r == 48_000));
+    assert!(out.iter().all(
+        |e| matches!(&e.data, RuntimeData::Audio(f) if f.samples.len() == 960 && f.channels == 1)
+    ));
+    let seconds = samples.len() as f64 / 48_000.0;
+    assert!((1.2..5.0).contains(&seconds), "{seconds} s of speech");
+    assert!(remotemedia_webrtc::media::rms(&samples) > 0.02);
+    // Played in real time: the session lasts as long as its speech (less the 40 ms lead).
+    assert!(
+        played.as_secs_f64() >= seconds - 0.1,
+        "{seconds} s of speech played in {played:?}"
+    );
+}

@@ -7,7 +7,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::client::{connect_to_server, ClientOptions, ClientPeer};
+use common::client::{connect_to_server, connect_with_data_channel, ClientOptions, ClientPeer};
 use common::signaling::{health_metrics, SignalingClient, SERVER};
 use common::TestServer;
 use prost::Message;
@@ -135,19 +135,8 @@ async fn a_session_that_never_connects_is_closed_and_the_client_told() {
 async fn data_buffers_come_back_unchanged_through_the_loopback_pipeline() {
     common::init_tracing();
     let server = TestServer::start().await;
-    let (mut signaling, _) = SignalingClient::announce(&server.grpc_url(), "data").await;
-    let mut peer = ClientPeer::new(ClientOptions {
-        audio: true,
-        data: true,
-    })
-    .await;
-    connect_to_server(&mut signaling, &mut peer).await;
-    let channel = peer.data.clone().unwrap();
-    common::eventually("the data channel to open", || {
-        let state = channel.ready_state();
-        async move { state == webrtc::data_channel::data_channel_state::RTCDataChannelState::Open }
-    })
-    .await;
+    let (_signaling, mut peer, channel) =
+        connect_with_data_channel(&server.grpc_url(), "data").await;
 
     let text = DataBuffer {
         data_type: Some(DataType::Text(TextBuffer {

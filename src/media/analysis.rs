@@ -104,9 +104,50 @@ pub fn dominant_frequency(samples: &[f32], sample_rate: u32) -> f32 {
     ((peak as f64 + offset) * f64::from(sample_rate) / size as f64) as f32
 }
 
+/// The share of the signal's energy between `low` and `high` Hz (0 for silence): how much of
+/// a recording is speech band (300–3400 Hz, the telephone band) rather than hum or hiss.
+pub fn band_energy_ratio(samples: &[f32], sample_rate: u32, low: f32, high: f32) -> f32 {
+    let size = samples.len().next_power_of_two();
+    if size < 2 || sample_rate == 0 {
+        return 0.0;
+    }
+    let mut spectrum: Vec<Complex64> = samples
+        .iter()
+        .map(|&s| Complex64::new(f64::from(s), 0.0))
+        .collect();
+    spectrum.resize(size, Complex64::default());
+    FftPlanner::new()
+        .plan_fft_forward(size)
+        .process(&mut spectrum);
+    let hz_per_bin = f64::from(sample_rate) / size as f64;
+    let (mut band, mut total) = (0.0, 0.0);
+    for (bin, c) in spectrum[1..size / 2].iter().enumerate() {
+        let hz = (bin + 1) as f64 * hz_per_bin;
+        let energy = c.norm_sqr();
+        total += energy;
+        if (f64::from(low)..=f64::from(high)).contains(&hz) {
+            band += energy;
+        }
+    }
+    if total > 0.0 {
+        (band / total) as f32
+    } else {
+        0.0
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn band_energy_ratio_finds_a_tone_in_its_band() {
+        let tone = sine(1000.0, 48_000, 48_000, 0.5);
+        assert!(band_energy_ratio(&tone, 48_000, 300.0, 3400.0) > 0.99);
+        let hum = sine(100.0, 48_000, 48_000, 0.5);
+        assert!(band_energy_ratio(&hum, 48_000, 300.0, 3400.0) < 0.01);
+        assert_eq!(band_energy_ratio(&[0.0; 480], 48_000, 300.0, 3400.0), 0.0);
+    }
 
     #[test]
     fn resolves_440_hz_within_1_hz() {

@@ -13,7 +13,7 @@ mod jitter_buffer;
 mod opus_codec;
 mod resample;
 
-pub use analysis::{dominant_frequency, rms, rms_dbfs, sine, SineGenerator};
+pub use analysis::{band_energy_ratio, dominant_frequency, rms, rms_dbfs, sine, SineGenerator};
 pub use error::MediaError;
 pub use framer::Framer;
 pub use jitter_buffer::{JitterBuffer, JitterOutput, JitterStats};

@@ -3,7 +3,9 @@
 //! Sources (nodes with no incoming edge) get every session input; sinks (no outgoing edge) feed
 //! the session output; an empty graph is a loopback. Every edge is a FIFO channel and every node
 //! one task, so order holds along each path. Channels are bounded: a slow consumer slows the
-//! producer instead of growing a queue.
+//! producer instead of growing a queue. An offloaded node's task also hands its jobs to the
+//! process's offload pool and takes their outcomes and its ticks as inputs (see
+//! [`super::offload`]); at the end of the stream it finishes once those are done.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -19,6 +21,8 @@ use super::histogram::{AtomicHistogram, LatencyHistogram};
 use super::input::{bounded_input_queue, InputReceiver, PipelineInput};
 use super::manifest::Manifest;
 use super::nodes::{canonical_type, create_node, create_node_with, Node, NodeLimits};
+use super::offload::{count_dropped, Completed, DropReason, Executor, Job, Outcome, Reply};
+use super::pool::BlockingPool;
 
 /// Capacity of every channel in a session: enough to absorb a burst of 20 ms audio frames
 /// (over a second) without letting a stuck consumer hold unbounded memory.
@@ -29,6 +33,10 @@ pub const DEFAULT_INPUT_QUEUE: usize = 50;
 /// The bytes of messages the input queue of [`Pipeline::start`] holds
 /// (`--pipeline-queue-bytes`' default).
 pub const DEFAULT_INPUT_QUEUE_BYTES: usize = 1024 * 1024;
+/// Jobs one offloaded node may have outstanding (queued or running) at once: the room of its
+/// reply channel. A job beyond it is dropped at once, counted as `backlog` (a node keeps far
+/// fewer: this only bounds a node that does not).
+pub const MAX_JOBS_IN_FLIGHT: usize = 32;
 
 /// A validated manifest with every node known to build; start one session per peer from it.
 #[derive(Debug, Clone)]
@@ -40,6 +48,9 @@ pub struct Pipeline {
     sources: Vec<usize>,
     /// What each session's nodes may hold (the server's flags).
     limits: NodeLimits,
+    /// Where offloaded nodes' jobs run: the process's [`BlockingPool`] unless a test gives
+    /// its own.
+    executor: Option<Arc<dyn Executor>>,
 }
 
 /// One running instance of a [`Pipeline`].
@@ -81,7 +92,16 @@ impl Pipeline {
             successors,
             sources,
             limits: NodeLimits::default(),
+            executor: None,
         })
+    }
+
+    /// The same pipeline, its offloaded nodes' jobs run by `executor` instead of the
+    /// process's pool (tests).
+    #[must_use]
+    pub fn with_executor(mut self, executor: Arc<dyn Executor>) -> Self {
+        self.executor = Some(executor);
+        self
     }
 
     /// The same pipeline, its sessions' nodes bounded by `limits`.
@@ -119,12 +139,19 @@ impl Pipeline {
     ) -> Result<PipelineSession, PipelineError> {
         let runtime =
             tokio::runtime::Handle::try_current().map_err(|_| PipelineError::NoRuntime)?;
-        let nodes = self
+        let mut nodes = self
             .manifest
             .nodes
             .iter()
             .map(|spec| create_node_with(spec, &self.limits))
             .collect::<Result<Vec<_>, _>>()?;
+        let mut offloading = Vec::with_capacity(nodes.len());
+        for node in &mut nodes {
+            offloading.push(match node.offload() {
+                Some(_) => Some(Offloading::new(self.executor()?)),
+                None => None,
+            });
+        }
         let (input_tx, input_rx) = bounded_input_queue(input_queue_items, input_queue_bytes);
         let (output_tx, output_rx) = mpsc::channel(CHANNEL_CAPACITY);
         let (node_tx, node_rx): (Vec<_>, Vec<_>) = (0..nodes.len())
@@ -135,7 +162,8 @@ impl Pipeline {
         ));
         let tasks = TaskTracker::new();
 
-        for (index, (node, rx)) in nodes.into_iter().zip(node_rx).enumerate() {
+        let nodes = nodes.into_iter().zip(offloading);
+        for (index, ((node, offloading), rx)) in nodes.zip(node_rx).enumerate() {
             let targets = if self.successors[index].is_empty() {
                 vec![output_tx.clone()]
             } else {
@@ -148,6 +176,7 @@ impl Pipeline {
                 id: self.manifest.nodes[index].id.clone(),
                 index,
                 node,
+                offloading,
                 targets,
                 cancel: cancel.clone(),
                 stats: Arc::clone(&stats),
@@ -179,6 +208,14 @@ impl Pipeline {
 }
 
 impl Pipeline {
+    /// Where this pipeline's offloaded nodes run their jobs.
+    fn executor(&self) -> Result<Arc<dyn Executor>, PipelineError> {
+        match &self.executor {
+            Some(executor) => Ok(Arc::clone(executor)),
+            None => Ok(BlockingPool::global()?),
+        }
+    }
+
     /// Runs one session over `inputs` without WebRTC: feeds them in order (waiting for room),
     /// ends the input, and collects every output until the whole graph has finished; then the
     /// per-node stats. For tests, benchmarks and offline runs.
@@ -377,6 +414,8 @@ struct NodeTask {
     id: String,
     index: usize,
     node: Box<dyn Node>,
+    /// For an offloaded node, its jobs and their replies.
+    offloading: Option<Offloading>,
     targets: Vec<mpsc::Sender<Envelope>>,
     cancel: CancellationToken,
     stats: Arc<PipelineStats>,
@@ -384,19 +423,88 @@ struct NodeTask {
     latency: prometheus::Histogram,
 }
 
+/// The runner's side of an offloaded node: the executor its jobs go to and the channel their
+/// outcomes come back on.
+struct Offloading {
+    executor: Arc<dyn Executor>,
+    /// This node of this session, for the executor (whose queue drops by owner and utterance).
+    owner: u64,
+    /// Jobs submitted whose outcome has not come back yet.
+    in_flight: usize,
+    reply: Reply,
+    results: mpsc::Receiver<Completed>,
+    /// Jobs taken from the node, reused.
+    jobs: Vec<Job>,
+}
+
+impl Offloading {
+    fn new(executor: Arc<dyn Executor>) -> Self {
+        static OWNERS: AtomicU64 = AtomicU64::new(1);
+        let (tx, results) = mpsc::channel(MAX_JOBS_IN_FLIGHT);
+        Self {
+            executor,
+            owner: OWNERS.fetch_add(1, Ordering::Relaxed),
+            in_flight: 0,
+            reply: Reply(tx),
+            results,
+            jobs: Vec::new(),
+        }
+    }
+}
+
+/// What woke a node's task.
+enum Event {
+    Input(Envelope),
+    /// Every upstream has ended.
+    End,
+    Completed(Completed),
+    Tick,
+}
+
+/// The next job outcome of an offloaded node (never, for a plain one).
+async fn next_completed(offloading: &mut Option<Offloading>) -> Option<Completed> {
+    match offloading {
+        Some(offloading) => offloading.results.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
 impl NodeTask {
     async fn run(mut self, mut input: mpsc::Receiver<Envelope>) {
         let mut out = Vec::new();
+        let mut input_open = true;
         loop {
-            let env = tokio::select! {
+            let tick = self.node.offload().and_then(|node| node.next_tick());
+            let waiting = self.offloading.as_ref().is_some_and(|o| o.in_flight > 0);
+            if !input_open && !waiting && tick.is_none() {
+                // Every upstream has ended and nothing is owed: flush, then end, which closes
+                // our successors' input.
+                if let Err(error) = self.node.finish(&mut out) {
+                    tracing::warn!(node = %self.id, %error, end = true, "node failed; input skipped");
+                    out.clear();
+                }
+                for env in out.drain(..) {
+                    if fan_out(&mut self.targets, env, &self.cancel).await == Flow::Stop {
+                        return;
+                    }
+                }
+                return;
+            }
+            let event = tokio::select! {
                 biased;
                 () = self.cancel.cancelled() => return,
                 () = all_closed(&self.targets) => return,
-                env = input.recv() => env,
+                Some(done) = next_completed(&mut self.offloading), if waiting => Event::Completed(done),
+                () = tokio::time::sleep_until(tick.unwrap_or_else(tokio::time::Instant::now)), if tick.is_some() => Event::Tick,
+                env = input.recv(), if input_open => env.map_or(Event::End, Event::Input),
             };
-            let end = env.is_none();
-            let result = match env {
-                Some(env) => {
+            let started = Instant::now();
+            let result = match event {
+                Event::End => {
+                    input_open = false;
+                    continue;
+                }
+                Event::Input(env) => {
                     // A node that works on audio takes a 1-D numpy array as audio.
                     let env = if self.node.wants_audio() {
                         env.numpy_as_audio().unwrap_or(env)
@@ -406,27 +514,73 @@ impl NodeTask {
                     if !self.node.accepts(&env.data) {
                         continue;
                     }
-                    let started = Instant::now();
-                    let result = self.node.process(env, &mut out);
-                    let elapsed = started.elapsed();
-                    self.stats.record(self.index, elapsed);
-                    self.latency.observe(elapsed.as_secs_f64());
-                    result
+                    self.node.process(env, &mut out)
                 }
-                // Every upstream has ended: flush, then end, which closes our successors' input.
-                None => self.node.finish(&mut out),
+                Event::Completed(done) => {
+                    if let Some(offloading) = self.offloading.as_mut() {
+                        offloading.in_flight = offloading.in_flight.saturating_sub(1);
+                    }
+                    let now = tokio::time::Instant::now();
+                    match self.node.offload() {
+                        Some(node) => node.complete(done, now, &mut out),
+                        None => Ok(()),
+                    }
+                }
+                Event::Tick => {
+                    let now = tokio::time::Instant::now();
+                    match self.node.offload() {
+                        Some(node) => node.tick(now, &mut out),
+                        None => Ok(()),
+                    }
+                }
             };
+            let elapsed = started.elapsed();
+            self.stats.record(self.index, elapsed);
+            self.latency.observe(elapsed.as_secs_f64());
             if let Err(error) = result {
-                tracing::warn!(node = %self.id, %error, end, "node failed; input skipped");
+                tracing::warn!(node = %self.id, %error, end = false, "node failed; input skipped");
                 out.clear();
             }
+            self.submit_jobs(&mut out);
             for env in out.drain(..) {
                 if fan_out(&mut self.targets, env, &self.cancel).await == Flow::Stop {
                     return;
                 }
             }
-            if end {
-                return;
+        }
+    }
+
+    /// Hands the jobs the node made to the executor. Beyond [`MAX_JOBS_IN_FLIGHT`] a job is
+    /// dropped at once (counted), and the node is told as it would be of any drop.
+    fn submit_jobs(&mut self, out: &mut Vec<Envelope>) {
+        let (Some(offloading), Some(node)) = (self.offloading.as_mut(), self.node.offload()) else {
+            return;
+        };
+        node.take_jobs(&mut offloading.jobs);
+        let mut refused = Vec::new();
+        for job in offloading.jobs.drain(..) {
+            if offloading.in_flight >= MAX_JOBS_IN_FLIGHT {
+                refused.push(Completed {
+                    id: job.id,
+                    utterance: job.utterance,
+                    outcome: Outcome::Dropped(DropReason::Backlog),
+                });
+                continue;
+            }
+            offloading.in_flight += 1;
+            offloading
+                .executor
+                .submit(offloading.owner, job, offloading.reply.clone());
+        }
+        if refused.is_empty() {
+            return;
+        }
+        count_dropped(DropReason::Backlog, refused.len() as u64);
+        let now = tokio::time::Instant::now();
+        for done in refused {
+            // Jobs it makes in answer go out with its next call.
+            if let Err(error) = node.complete(done, now, out) {
+                tracing::warn!(node = %self.id, %error, "node failed on a dropped job");
             }
         }
     }
@@ -435,3 +589,7 @@ impl NodeTask {
 #[cfg(test)]
 #[path = "graph_tests.rs"]
 mod tests;
+
+#[cfg(test)]
+#[path = "offload_tests.rs"]
+mod offload_tests;

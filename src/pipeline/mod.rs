@@ -13,6 +13,8 @@ mod input;
 mod manifest;
 pub mod metrics;
 mod nodes;
+pub mod offload;
+mod pool;
 
 pub use catalog::{CatalogError, PipelineCatalog};
 pub use data::{
@@ -22,7 +24,7 @@ pub use data::{
 pub use error::{DataError, ManifestError, NodeError, PipelineError};
 pub use graph::{
     NodeStats, Pipeline, PipelineSession, PipelineStats, CHANNEL_CAPACITY, DEFAULT_INPUT_QUEUE,
-    DEFAULT_INPUT_QUEUE_BYTES,
+    DEFAULT_INPUT_QUEUE_BYTES, MAX_JOBS_IN_FLIGHT,
 };
 pub use histogram::{LatencyHistogram, LATENCY_BUCKETS_US};
 pub use input::{InputClosed, PipelineInput, TrySendError};
@@ -32,7 +34,8 @@ pub use manifest::{
 };
 pub use nodes::{
     canonical_type, create_node, create_node_with, unavailable_advice, AudioBufferAccumulatorNode,
-    AudioChunkerNode, CalculatorNode, FastResampleNode, GainNode, Node, NodeLimits, Params,
-    PassThrough, Quality, SpeculativeVadGate, TextCollectorNode, ToneGeneratorNode, VadEvent,
-    VadNode, NODE_ALIASES, NODE_TYPES, VAD_SCHEMA,
+    AudioChunkerNode, CalculatorNode, EngineError, FastResampleNode, GainNode, Node, NodeLimits,
+    Params, PassThrough, Quality, SpeculativeVadGate, SpeechEngine, TextCollectorNode,
+    TextToSpeechNode, ToneGeneratorNode, VadEvent, VadNode, NODE_ALIASES, NODE_TYPES, VAD_SCHEMA,
 };
+pub use pool::BlockingPool;

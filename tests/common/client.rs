@@ -561,6 +561,32 @@ pub struct ConnectReport {
     pub answer_sdp: String,
 }
 
+/// Announces `id`, connects a client with audio and a data channel to a server session, and
+/// waits for the data channel to open.
+pub async fn connect_with_data_channel(
+    grpc_url: &str,
+    id: &str,
+) -> (
+    SignalingClient,
+    ClientPeer,
+    Arc<webrtc::data_channel::RTCDataChannel>,
+) {
+    let (mut signaling, _) = SignalingClient::announce(grpc_url, id).await;
+    let mut peer = ClientPeer::new(ClientOptions {
+        audio: true,
+        data: true,
+    })
+    .await;
+    connect_to_server(&mut signaling, &mut peer).await;
+    let channel = peer.data.clone().unwrap();
+    super::eventually("the data channel to open", || {
+        let state = channel.ready_state();
+        async move { state == webrtc::data_channel::data_channel_state::RTCDataChannelState::Open }
+    })
+    .await;
+    (signaling, peer, channel)
+}
+
 /// Offers to `remotemedia-server`, trickles candidates both ways, waits for connected.
 pub async fn connect_to_server(
     signaling: &mut SignalingClient,

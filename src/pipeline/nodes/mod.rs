@@ -2,7 +2,9 @@
 //! the registry that builds them from a manifest's `node_type`.
 //!
 //! Nodes never block, spawn or hold a clock of their own: the graph runner owns the task and the
-//! channels around each one, so a node is tested by calling `process` directly.
+//! channels around each one, so a node is tested by calling `process` directly. Work that
+//! waits (a speech engine) is handed to the runner as jobs, and time comes in as ticks (see
+//! [`crate::pipeline::offload`]).
 
 mod accumulator;
 mod calculator;
@@ -13,7 +15,9 @@ mod params;
 mod passthrough;
 mod resample;
 mod speculative_gate;
+mod speech_engine;
 mod text_collector;
+mod text_to_speech;
 mod tone;
 mod vad;
 mod vad_core;
@@ -27,7 +31,9 @@ pub use params::Params;
 pub use passthrough::PassThrough;
 pub use resample::{FastResampleNode, Quality};
 pub use speculative_gate::SpeculativeVadGate;
+pub use speech_engine::{EngineError, SpeechEngine};
 pub use text_collector::TextCollectorNode;
+pub use text_to_speech::TextToSpeechNode;
 pub use tone::ToneGeneratorNode;
 pub use vad::VadNode;
 pub use vad_core::{VadEvent, VAD_SCHEMA};
@@ -35,6 +41,7 @@ pub use vad_core::{VadEvent, VAD_SCHEMA};
 use super::data::{Envelope, RuntimeData};
 use super::error::NodeError;
 use super::manifest::NodeSpec;
+use super::offload::Offload;
 
 /// One processing step of a pipeline.
 ///
@@ -60,7 +67,14 @@ pub trait Node: Send {
     /// whatever was pushed to `out` for it, and carries on with the next input.
     fn process(&mut self, input: Envelope, out: &mut Vec<Envelope>) -> Result<(), NodeError>;
 
-    /// Called once at end of stream, after the last input, so buffering nodes can flush.
+    /// The offloaded side of this node, when it hands blocking work to the process's pool or
+    /// runs on a clock (see [`crate::pipeline::offload`]); `None` for a plain node.
+    fn offload(&mut self) -> Option<&mut dyn Offload> {
+        None
+    }
+
+    /// Called once at end of stream, after the last input (and, for an offloaded node, once
+    /// its jobs are back and it asks for no more ticks), so buffering nodes can flush.
     ///
     /// # Errors
     /// [`NodeError`] when the flush fails; its outputs are discarded.
@@ -101,6 +115,7 @@ pub const NODE_TYPES: &[&str] = &[
     "SpeculativeVADGate",
     "GainNode",
     "ToneGeneratorNode",
+    "TextToSpeechNode",
 ];
 
 /// Builds the node a manifest entry describes.
@@ -135,6 +150,7 @@ pub fn create_node_with(spec: &NodeSpec, limits: &NodeLimits) -> Result<Box<dyn 
         "SpeculativeVADGate" => Ok(Box::new(SpeculativeVadGate::new(&params)?)),
         "GainNode" => Ok(Box::new(GainNode::new(&params)?)),
         "ToneGeneratorNode" => Ok(Box::new(ToneGeneratorNode::new(&params)?)),
+        "TextToSpeechNode" => Ok(Box::new(TextToSpeechNode::new(&params)?)),
         other => Err(match unavailable_advice(other) {
             Some(advice) => NodeError::Unavailable {
                 id: spec.id.clone(),

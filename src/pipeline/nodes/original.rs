@@ -14,9 +14,9 @@ pub const NODE_ALIASES: &[(&str, &str)] = &[
     ("PassthroughNode", "PassThrough"),
 ];
 
-const TTS: &str =
-    "this server has no text-to-speech node yet (one is planned); run text-to-speech \
-                   in your client or a separate service, and remove the node from the manifest";
+const TTS: &str = "this server's text-to-speech node is TextToSpeechNode (engine espeak-ng; \
+                   params voice, rate, pitch): put it in this node's place, as examples/tts.yaml \
+                   does";
 const ASR: &str = "this server has no speech-recognition node; let VADNode and \
                    AudioBufferAccumulatorNode cut utterances and run the recognizer in your client \
                    or a separate service";
