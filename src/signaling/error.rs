@@ -168,6 +168,7 @@ impl SessionError {
             Self::Pipeline(_) => "pipeline",
             Self::Internal(_) => "internal",
             Self::FailedPrecondition(_) => "failed_precondition",
+            Self::RoomClosing(_) => "room_closing",
         }
     }
 }
@@ -289,6 +290,7 @@ impl SignalingError {
                 SessionError::Unavailable(_) => NO_WORKER,
                 SessionError::Pipeline(_) | SessionError::Internal(_) => INTERNAL,
                 SessionError::FailedPrecondition(_) => FAILED_PRECONDITION,
+                SessionError::RoomClosing(_) => SESSION_LIMIT,
             },
         }
     }
@@ -312,6 +314,7 @@ impl SessionError {
             Self::Unavailable(_) => Code::Unavailable,
             Self::Pipeline(_) | Self::Internal(_) => Code::Internal,
             Self::FailedPrecondition(_) => Code::FailedPrecondition,
+            Self::RoomClosing(_) => Code::ResourceExhausted,
         }
     }
 }

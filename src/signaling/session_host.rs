@@ -70,6 +70,10 @@ pub enum SessionError {
     /// offer while a server offer is pending ("server offer pending").
     #[error("{0}")]
     FailedPrecondition(String),
+    /// The room's worker drains: it takes no new participant of the room, whose existing
+    /// participants stay until they leave (so the drain ends). Holds the room's name.
+    #[error("room {0} is closing")]
+    RoomClosing(String),
 }
 
 /// Creates, feeds and closes server sessions, one per client peer.
