@@ -116,6 +116,8 @@ fn heartbeat(id: &str, active: u32) -> WorkerStatus {
         active_sessions: active,
         cpu_load: 0.1,
         draining: false,
+        rooms: 0,
+        room_participants: 0,
         ready: true,
         updated_at_ms: now_ms(),
     }

@@ -84,10 +84,10 @@ impl AutoscalePolicy {
         if !cooled || workers.iter().any(|w| w.draining) {
             return ScaleStep::Hold;
         }
+        // A worker hosting rooms goes last: a drain refuses its rooms' newcomers until the
+        // rooms empty, where any other worker's newcomers simply go elsewhere.
         let emptiest = workers.iter().filter(|w| w.ready).min_by(|a, b| {
-            a.active_sessions
-                .cmp(&b.active_sessions)
-                .then(a.id.cmp(&b.id))
+            (a.rooms > 0, a.active_sessions, &a.id).cmp(&(b.rooms > 0, b.active_sessions, &b.id))
         });
         match emptiest {
             Some(worker) => ScaleStep::Down {
@@ -464,5 +464,37 @@ mod tests {
         );
         // At the minimum: hold.
         assert_eq!(POLICY.decide(2, &quiet[..2], None, later), ScaleStep::Hold);
+    }
+
+    #[test]
+    fn workers_hosting_rooms_are_drained_last() {
+        let later = Instant::now() + Duration::from_secs(61);
+        let hosting = |id, active, rooms| WorkerStatus {
+            rooms,
+            room_participants: active,
+            ..test_worker(id, active, 20)
+        };
+        // The emptiest worker hosts a room: the emptiest of the others goes.
+        let workers = vec![
+            hosting("a", 2, 1),
+            test_worker("b", 6, 20),
+            test_worker("c", 4, 20),
+        ];
+        assert_eq!(
+            POLICY.decide(3, &workers, None, later),
+            ScaleStep::Down {
+                to: 2,
+                drain: "c".into()
+            }
+        );
+        // Every worker hosts rooms: the emptiest still goes.
+        let workers = vec![hosting("a", 5, 2), hosting("b", 3, 1), hosting("c", 4, 1)];
+        assert_eq!(
+            POLICY.decide(3, &workers, None, later),
+            ScaleStep::Down {
+                to: 2,
+                drain: "b".into()
+            }
+        );
     }
 }

@@ -155,6 +155,23 @@ impl Keys {
     pub fn controller_term(&self) -> String {
         format!("{}controller-term", self.prefix)
     }
+
+    /// A room's record (a hash: `workers`, `tracks`, `version`): the worker(s) it lives on.
+    /// Room names are `[A-Za-z0-9_-]`.
+    pub fn room(&self, room: &str) -> String {
+        format!("{}room:{room}", self.prefix)
+    }
+
+    /// The counter every room record's `version` is drawn from (unique across records, so a
+    /// compare-and-delete never takes a later record of the same room).
+    pub fn room_version(&self) -> String {
+        format!("{}room-version", self.prefix)
+    }
+
+    /// The rooms placed on a worker (their records are cleared when it dies).
+    pub fn worker_rooms(&self, worker_id: &str) -> String {
+        format!("{}worker-rooms:{worker_id}", self.prefix)
+    }
 }
 
 #[cfg(test)]

@@ -21,6 +21,10 @@ pub const REDIS_OPERATIONS: &[&str] = &[
     "leader_lock",
     "get_session",
     "remember_session",
+    "room_place",
+    "room_forget",
+    "room_reap",
+    "room_refresh",
 ];
 
 /// The cluster's families.

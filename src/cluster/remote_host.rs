@@ -23,6 +23,7 @@ use super::keys::Keys;
 use super::metrics::metrics;
 use super::placement::{self, RecentPlacements};
 use super::redis_error;
+use super::room_record;
 use super::workers::{self, WorkerStatus};
 use crate::proto::worker::{
     self as pb, create_session_response, media_worker_client::MediaWorkerClient,
@@ -74,6 +75,8 @@ if ours then redis.call('DEL', KEYS[1]) end
 redis.call('SREM', KEYS[2], ARGV[2])
 return 1
 ";
+
+mod rooms;
 
 /// [`SessionHost`] backed by the cluster's media workers.
 pub struct RemoteSessionHost {
@@ -185,7 +188,19 @@ impl RemoteSessionHost {
     }
 
     /// Ends the sessions a dead worker held: their clients learn it from `remotemedia-server`.
+    /// Its rooms' records go first, so that their participants' rejoins place them again.
     async fn reap(&self, worker_id: &str, events: &mpsc::Sender<SessionEvent>) {
+        match room_record::reap(&mut self.redis.clone(), &self.keys, worker_id).await {
+            Ok(rooms) if !rooms.is_empty() => {
+                tracing::warn!(
+                    worker_id,
+                    ?rooms,
+                    "worker lost: its rooms are placed again at their next offer"
+                );
+            }
+            Ok(_) => {}
+            Err(err) => redis_error("room_reap", &err),
+        }
         let reaped: Vec<String> = match redis::Script::new(REAP_SCRIPT)
             .key(self.keys.worker_sessions(worker_id))
             .key(self.keys.known_workers())
@@ -361,6 +376,9 @@ impl RemoteSessionHost {
 #[async_trait]
 impl SessionHost for RemoteSessionHost {
     async fn create_session(&self, request: SessionRequest) -> Result<String, SessionError> {
+        if let Some(room) = request.room.clone() {
+            return self.create_in_room(request, &room).await;
+        }
         // A re-offer replaces the old session, wherever it runs.
         if self.session_worker(&request.peer_id).await?.is_some() {
             self.close_session(&request.peer_id).await;
@@ -371,83 +389,15 @@ impl SessionHost for RemoteSessionHost {
             let Some(worker) = self.pick(&excluded, attempt) else {
                 break;
             };
-            let mut client = self.client(&worker.address)?;
-            let token = uuid::Uuid::new_v4().simple().to_string();
-            self.claim(&request.peer_id, &worker.id, &token).await?;
-            let call = pb::CreateSessionRequest {
-                peer_id: request.peer_id.clone(),
-                offer_sdp: request.offer_sdp.clone(),
-                manifest: request.manifest.clone().unwrap_or_default(),
-                offer_id: request.offer_id.clone(),
-                session_token: token.clone(),
-            };
-            let span = info_span!(
-                "worker_api.create_session",
-                otel.kind = "client",
-                worker_id = worker.id,
-                peer_id = request.peer_id,
-                offer_id = request.offer_id,
-            );
-            let reply = async {
-                let mut call = tonic::Request::new(call);
-                inject_current(call.metadata_mut());
-                client.create_session(call).await
-            }
-            .instrument(span)
-            .await;
-            let reply = match reply {
-                Ok(reply) => reply.into_inner().result,
-                Err(status) => {
-                    tracing::warn!(worker_id = worker.id, %status, "worker call failed; trying another");
-                    self.suspects
-                        .lock()
-                        .insert(worker.id.clone(), Instant::now());
-                    excluded.insert(worker.id.clone());
-                    last_error = Some(SessionError::Unavailable(format!(
-                        "media worker {} failed: {}",
-                        worker.id,
-                        status.message()
-                    )));
-                    // It may still create the session (a slow worker past the timeout): the
-                    // record no longer names it, and it is told to close what it made.
-                    self.forget(&request.peer_id, &worker.id, &token).await;
-                    self.close_abandoned(&worker, &request.peer_id, token);
-                    continue;
-                }
-            };
-            match reply {
-                Some(create_session_response::Result::AnswerSdp(answer)) => {
-                    self.recent.record(&worker.id, Instant::now());
-                    metrics()
-                        .placements
-                        .with_label_values(&[worker.id.as_str()])
-                        .inc();
-                    tracing::debug!(
-                        peer_id = request.peer_id,
-                        worker_id = worker.id,
-                        "session placed"
-                    );
-                    return Ok(answer);
-                }
-                Some(create_session_response::Result::Failure(failure)) => {
-                    self.forget(&request.peer_id, &worker.id, &token).await;
-                    let err = failure_to_error(&failure, &request.peer_id);
-                    match failure.kind() {
-                        // Full or leaving: another worker may take it.
-                        Kind::AtCapacity | Kind::Draining => {
-                            excluded.insert(worker.id.clone());
-                            last_error = Some(err);
-                        }
-                        _ => return Err(err),
+            match self.attempt(&worker, &request, None).await? {
+                Attempt::Answer(answer) => return Ok(answer),
+                Attempt::Failed { error, kind } => {
+                    // Unreachable, full or leaving: another worker may take it.
+                    if !matches!(kind, Some(Kind::AtCapacity | Kind::Draining) | None) {
+                        return Err(error);
                     }
-                }
-                None => {
-                    self.forget(&request.peer_id, &worker.id, &token).await;
-                    self.close_abandoned(&worker, &request.peer_id, token);
-                    return Err(SessionError::Internal(format!(
-                        "media worker {} sent an empty reply",
-                        worker.id
-                    )));
+                    excluded.insert(worker.id.clone());
+                    last_error = Some(error);
                 }
             }
         }
@@ -531,6 +481,109 @@ impl RemoteSessionHost {
     }
 }
 
+/// How one worker took a session request.
+enum Attempt {
+    Answer(String),
+    /// `kind`: the worker's refusal; `None`: the call itself failed (the worker is suspect).
+    Failed {
+        error: SessionError,
+        kind: Option<Kind>,
+    },
+}
+
+impl RemoteSessionHost {
+    /// Asks `worker` for `request`'s session (in `room` at its record's version, if any):
+    /// records it in Redis first (the fence), and forgets it again if the worker fails.
+    ///
+    /// # Errors
+    /// Redis unavailable, or an empty reply (the caller tries no other worker then).
+    async fn attempt(
+        &self,
+        worker: &WorkerStatus,
+        request: &SessionRequest,
+        room: Option<(&str, u64)>,
+    ) -> Result<Attempt, SessionError> {
+        let mut client = self.client(&worker.address)?;
+        let token = uuid::Uuid::new_v4().simple().to_string();
+        self.claim(&request.peer_id, &worker.id, &token).await?;
+        let call = pb::CreateSessionRequest {
+            peer_id: request.peer_id.clone(),
+            offer_sdp: request.offer_sdp.clone(),
+            manifest: request.manifest.clone().unwrap_or_default(),
+            offer_id: request.offer_id.clone(),
+            session_token: token.clone(),
+            room: room.map(|(room, _)| room.to_owned()).unwrap_or_default(),
+            room_version: room.map_or(0, |(_, version)| version),
+        };
+        let span = info_span!(
+            "worker_api.create_session",
+            otel.kind = "client",
+            worker_id = worker.id,
+            peer_id = request.peer_id,
+            offer_id = request.offer_id,
+            room = room.map_or("", |(room, _)| room),
+        );
+        let reply = async {
+            let mut call = tonic::Request::new(call);
+            inject_current(call.metadata_mut());
+            client.create_session(call).await
+        }
+        .instrument(span)
+        .await;
+        let reply = match reply {
+            Ok(reply) => reply.into_inner().result,
+            Err(status) => {
+                tracing::warn!(worker_id = worker.id, %status, "worker call failed");
+                self.suspects
+                    .lock()
+                    .insert(worker.id.clone(), Instant::now());
+                // It may still create the session (a slow worker past the timeout): the
+                // record no longer names it, and it is told to close what it made.
+                self.forget(&request.peer_id, &worker.id, &token).await;
+                self.close_abandoned(worker, &request.peer_id, token);
+                return Ok(Attempt::Failed {
+                    error: SessionError::Unavailable(format!(
+                        "media worker {} failed: {}",
+                        worker.id,
+                        status.message()
+                    )),
+                    kind: None,
+                });
+            }
+        };
+        match reply {
+            Some(create_session_response::Result::AnswerSdp(answer)) => {
+                self.recent.record(&worker.id, Instant::now());
+                metrics()
+                    .placements
+                    .with_label_values(&[worker.id.as_str()])
+                    .inc();
+                tracing::debug!(
+                    peer_id = request.peer_id,
+                    worker_id = worker.id,
+                    "session placed"
+                );
+                Ok(Attempt::Answer(answer))
+            }
+            Some(create_session_response::Result::Failure(failure)) => {
+                self.forget(&request.peer_id, &worker.id, &token).await;
+                Ok(Attempt::Failed {
+                    error: failure_to_error(&failure, &request.peer_id),
+                    kind: Some(failure.kind()),
+                })
+            }
+            None => {
+                self.forget(&request.peer_id, &worker.id, &token).await;
+                self.close_abandoned(worker, &request.peer_id, token);
+                Err(SessionError::Internal(format!(
+                    "media worker {} sent an empty reply",
+                    worker.id
+                )))
+            }
+        }
+    }
+}
+
 impl RemoteSessionHost {
     /// Tells `worker` to close the session of `token` this frontend gave up on, in the
     /// background: a worker slow enough to time out must not hold up the next attempt.
@@ -577,6 +630,7 @@ fn failure_to_error(failure: &pb::SessionFailure, peer_id: &str) -> SessionError
         Kind::Pipeline => SessionError::Pipeline(message),
         Kind::Draining => SessionError::Unavailable(format!("media worker draining: {message}")),
         Kind::FailedPrecondition => SessionError::FailedPrecondition(message),
+        Kind::RoomClosing => SessionError::RoomClosing(message),
         Kind::Internal | Kind::Unspecified => SessionError::Internal(message),
     }
 }
@@ -595,6 +649,7 @@ pub(crate) fn error_to_failure(err: &SessionError) -> pb::SessionFailure {
         SessionError::FailedPrecondition(_) => (Kind::FailedPrecondition, 0),
         // A worker at `--max-rooms` is full for new rooms: the frontend tries another worker.
         SessionError::TooManyRooms(max) => (Kind::AtCapacity, *max as u32),
+        SessionError::RoomClosing(_) => (Kind::RoomClosing, 0),
     };
     // The message without the variant's prefix, which the frontend's error adds again.
     let message = match err {
@@ -604,7 +659,8 @@ pub(crate) fn error_to_failure(err: &SessionError) -> pb::SessionFailure {
         | SessionError::Pipeline(m)
         | SessionError::Unavailable(m)
         | SessionError::Internal(m)
-        | SessionError::FailedPrecondition(m) => m.clone(),
+        | SessionError::FailedPrecondition(m)
+        | SessionError::RoomClosing(m) => m.clone(),
         other => other.to_string(),
     };
     pb::SessionFailure {
@@ -634,6 +690,7 @@ mod tests {
             SessionError::Pipeline("node vad: bad param".into()),
             SessionError::Internal("boom".into()),
             SessionError::FailedPrecondition("no server offer is pending".into()),
+            SessionError::RoomClosing("standup".into()),
         ];
         for err in errors {
             let back = failure_to_error(&error_to_failure(&err), "p");

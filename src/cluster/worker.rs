@@ -20,6 +20,7 @@ use super::process_load::CpuMeter;
 use super::remote_host::FORGET_SESSION_SCRIPT;
 use super::worker_auth::{AttachToken, RequireToken};
 use super::worker_id;
+use super::worker_rooms::WorkerRooms;
 use super::worker_service::{DrainState, WorkerService};
 use super::worker_tls::{worker_endpoint, WorkerTlsClient};
 use super::workers::{self, WorkerStatus, HEARTBEAT_INTERVAL};
@@ -134,6 +135,8 @@ impl Worker {
             active_sessions: 0,
             cpu_load: 0.0,
             draining: false,
+            rooms: 0,
+            room_participants: 0,
             // Not ready until it serves: nothing is placed on it before.
             ready: false,
             updated_at_ms: workers::now_ms(),
@@ -212,11 +215,21 @@ impl Worker {
             self.keys.clone(),
             self.id.clone(),
         ));
+        let rooms = Arc::new(WorkerRooms::new(
+            self.redis.clone(),
+            self.keys.clone(),
+            self.id.clone(),
+        ));
         let grpc_stop = self.stop.clone();
         let grpc_shutdown = async move { grpc_stop.cancelled().await };
         let grpc =
             tonic::transport::Server::builder().add_service(MediaWorkerServer::with_interceptor(
-                WorkerService::new(host, Arc::clone(&self.drain), Arc::clone(&fence)),
+                WorkerService::new(
+                    host,
+                    Arc::clone(&self.drain),
+                    Arc::clone(&fence),
+                    Arc::clone(&rooms),
+                ),
                 self.token,
             ));
         let grpc = match self.tls {
@@ -249,6 +262,7 @@ impl Worker {
             capacity: self.capacity,
             sessions: Arc::clone(&self.sessions),
             drain: Arc::clone(&self.drain),
+            rooms: Arc::clone(&rooms),
             redis: self.redis.clone(),
             keys: self.keys.clone(),
         };
@@ -257,6 +271,7 @@ impl Worker {
             self.events,
             Arc::clone(&self.bus),
             fence,
+            rooms,
             self.redis.clone(),
             self.keys.clone(),
             self.id.clone(),
@@ -455,6 +470,8 @@ struct Heartbeat {
     capacity: usize,
     sessions: Arc<SessionManager>,
     drain: Arc<DrainState>,
+    /// The rooms hosted here: counted in the heartbeat, their records kept alive.
+    rooms: Arc<WorkerRooms>,
     redis: redis::aio::ConnectionManager,
     keys: Keys,
 }
@@ -487,6 +504,8 @@ impl Heartbeat {
                 "the controller asked this worker to drain"
             );
         }
+        self.rooms.refresh().await;
+        let (rooms, room_participants) = self.rooms.counts();
         let status = WorkerStatus {
             id: self.id.clone(),
             instance: self.instance.clone(),
@@ -496,6 +515,8 @@ impl Heartbeat {
             active_sessions: self.sessions.session_count() as u32,
             cpu_load: metrics().worker_cpu_load.get(),
             draining: self.drain.is_draining(),
+            rooms: rooms as u32,
+            room_participants: room_participants as u32,
             ready: true,
             updated_at_ms: workers::now_ms(),
         };
@@ -523,19 +544,22 @@ impl Heartbeat {
 /// Sends what the worker's sessions report to their clients, only while the cluster still
 /// places each session here (see `fence.rs`); a session the worker ended is also forgotten in
 /// Redis. After `stop`, delivers what is already queued and returns.
+#[allow(clippy::too_many_arguments)] // the worker's parts, each used here
 async fn deliver_events(
     mut events: mpsc::Receiver<SessionEvent>,
     bus: Arc<dyn NotificationBus>,
     fence: Arc<SessionFence>,
+    rooms: Arc<WorkerRooms>,
     redis: redis::aio::ConnectionManager,
     keys: Keys,
     worker_id: String,
     stop: CancellationToken,
 ) {
     let handle = |event: SessionEvent| {
-        let (bus, fence, mut redis, keys, worker_id) = (
+        let (bus, fence, rooms, mut redis, keys, worker_id) = (
             Arc::clone(&bus),
             Arc::clone(&fence),
+            Arc::clone(&rooms),
             redis.clone(),
             keys.clone(),
             worker_id.clone(),
@@ -548,6 +572,7 @@ async fn deliver_events(
             };
             fence.publish(bus.as_ref(), event).await;
             if let Some(peer_id) = &closed {
+                rooms.leave(peer_id).await;
                 let token = fence.token(peer_id);
                 fence.end(peer_id, token.as_deref());
                 let forgotten = redis::Script::new(FORGET_SESSION_SCRIPT)

@@ -10,6 +10,7 @@ use tracing::{info_span, Instrument};
 
 use super::fence::SessionFence;
 use super::remote_host::error_to_failure;
+use super::worker_rooms::WorkerRooms;
 use crate::proto::worker::{
     self as pb, create_session_response, media_worker_server::MediaWorker, session_failure::Kind,
 };
@@ -90,6 +91,8 @@ pub struct WorkerService {
     drain: Arc<DrainState>,
     /// Which sessions publish only while the cluster still places them here.
     fence: Arc<SessionFence>,
+    /// The rooms whose participants have sessions here.
+    rooms: Arc<WorkerRooms>,
 }
 
 impl WorkerService {
@@ -97,8 +100,14 @@ impl WorkerService {
         host: Arc<dyn SessionHost>,
         drain: Arc<DrainState>,
         fence: Arc<SessionFence>,
+        rooms: Arc<WorkerRooms>,
     ) -> Self {
-        Self { host, drain, fence }
+        Self {
+            host,
+            drain,
+            fence,
+            rooms,
+        }
     }
 }
 
@@ -174,6 +183,9 @@ impl MediaWorker for WorkerService {
         if existed || token.is_none() {
             self.fence.end(&peer_id, token.as_deref());
         }
+        if existed {
+            self.rooms.leave(&peer_id).await;
+        }
         Ok(Response::new(pb::CloseSessionResponse { existed }))
     }
 
@@ -211,17 +223,30 @@ impl WorkerService {
         request: pb::CreateSessionRequest,
     ) -> Result<Response<pb::CreateSessionResponse>, Status> {
         if self.drain.is_draining() {
+            // A room with participants here cannot move: its newcomers are refused until it
+            // empties, so the drain ends. Any other session may go to another worker.
+            let failure = if !request.room.is_empty()
+                && self.rooms.hosts(&request.room, request.room_version)
+            {
+                error_to_failure(&SessionError::RoomClosing(request.room))
+            } else {
+                pb::SessionFailure {
+                    kind: Kind::Draining as i32,
+                    message: "this worker is draining and takes no new sessions".into(),
+                    capacity: 0,
+                }
+            };
             return Ok(Response::new(pb::CreateSessionResponse {
-                result: Some(create_session_response::Result::Failure(
-                    pb::SessionFailure {
-                        kind: Kind::Draining as i32,
-                        message: "this worker is draining and takes no new sessions".into(),
-                        capacity: 0,
-                    },
-                )),
+                result: Some(create_session_response::Result::Failure(failure)),
             }));
         }
         let peer_id = request.peer_id;
+        let room = Some(request.room).filter(|r| !r.is_empty());
+        match &room {
+            Some(room) => self.rooms.join(&peer_id, room, request.room_version).await,
+            // A session in the lobby replaces whatever session the peer had, in a room or not.
+            None => self.rooms.leave(&peer_id).await,
+        }
         let token = Some(request.session_token).filter(|t| !t.is_empty());
         match &token {
             Some(token) => self.fence.begin(&peer_id, token),
@@ -237,7 +262,7 @@ impl WorkerService {
                 offer_id: request.offer_id,
                 offer_sdp: request.offer_sdp,
                 manifest: Some(request.manifest).filter(|m| !m.is_empty()),
-                room: None,
+                room,
             })
             .await;
         let result = match (result, token) {
@@ -249,6 +274,7 @@ impl WorkerService {
                 if !newer {
                     self.host.close_session(&peer_id).await;
                     self.fence.end(&peer_id, Some(&token));
+                    self.rooms.leave(&peer_id).await;
                 }
                 tracing::info!(
                     peer_id,
@@ -261,6 +287,7 @@ impl WorkerService {
             (Ok(answer), _) => create_session_response::Result::AnswerSdp(answer),
             (Err(err), token) => {
                 self.fence.end(&peer_id, token.as_deref());
+                self.rooms.leave(&peer_id).await;
                 create_session_response::Result::Failure(error_to_failure(&err))
             }
         };

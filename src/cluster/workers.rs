@@ -36,6 +36,13 @@ pub struct WorkerStatus {
     #[serde(default)]
     pub cpu_load: f64,
     pub draining: bool,
+    /// Rooms with participants on this worker (it is the autoscaler's last choice to drain).
+    #[serde(default)]
+    pub rooms: u32,
+    /// Room participants among `active_sessions` (a room's sessions all come here, whatever
+    /// the placement table says).
+    #[serde(default)]
+    pub room_participants: u32,
     /// Set by the controller in Kubernetes discovery from the Pod's Ready condition; workers
     /// write `true`.
     #[serde(default = "ready_by_default")]
@@ -244,6 +251,8 @@ pub(crate) fn test_worker(id: &str, active: u32, capacity: u32) -> WorkerStatus 
         active_sessions: active,
         cpu_load: 0.0,
         draining: false,
+        rooms: 0,
+        room_participants: 0,
         ready: true,
         updated_at_ms: 1_000_000,
     }

@@ -188,6 +188,7 @@ impl SessionError {
             Self::Internal(_) => "internal",
             Self::FailedPrecondition(_) => "failed_precondition",
             Self::TooManyRooms(_) => "too_many_rooms",
+            Self::RoomClosing(_) => "room_closing",
         }
     }
 }
@@ -312,6 +313,7 @@ impl SignalingError {
                 SessionError::Unavailable(_) => NO_WORKER,
                 SessionError::Pipeline(_) | SessionError::Internal(_) => INTERNAL,
                 SessionError::FailedPrecondition(_) => FAILED_PRECONDITION,
+                SessionError::RoomClosing(_) => SESSION_LIMIT,
             },
         }
     }
@@ -370,6 +372,7 @@ impl SessionError {
             Self::Unavailable(_) => Code::Unavailable,
             Self::Pipeline(_) | Self::Internal(_) => Code::Internal,
             Self::FailedPrecondition(_) => Code::FailedPrecondition,
+            Self::RoomClosing(_) => Code::ResourceExhausted,
         }
     }
 }

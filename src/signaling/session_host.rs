@@ -73,6 +73,10 @@ pub enum SessionError {
     /// `--max-rooms`: the offer would create one room more than this process hosts.
     #[error("this server hosts at most {0} rooms")]
     TooManyRooms(usize),
+    /// The room's worker drains: it takes no new participant of the room, whose existing
+    /// participants stay until they leave (so the drain ends). Holds the room's name.
+    #[error("room {0} is closing")]
+    RoomClosing(String),
 }
 
 /// Creates, feeds and closes server sessions, one per client peer.

@@ -1,0 +1,393 @@
+//! Rooms in the cluster (#15): a room lives on one worker. Real processes: a private Redis,
+//! two frontends and two media workers; clients announce with `room=<name>` and offer to
+//! `remotemedia-server` through either frontend.
+
+#![allow(clippy::unwrap_used)] // tests unwrap: a failure is the test failing
+
+mod common;
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use common::client::{connect_to_server, ClientOptions, ClientPeer};
+use common::cluster::{one_at_a_time, Node, RedisProcess};
+use common::signaling::{SignalingClient, SERVER};
+use common::{metric_value, WAIT};
+use remotemedia_webrtc::cluster::{room_record, Keys};
+use remotemedia_webrtc::proto::signaling::{
+    self as pb, signaling_notification::Notification, signaling_request::Request as Req,
+    signaling_response::Response as Resp,
+};
+
+async fn sessions_on(worker: &Node) -> f64 {
+    metric_value(
+        &worker.metrics().await,
+        "remotemedia_worker_sessions_active",
+    )
+    .unwrap_or(0.0)
+}
+
+/// Sessions on each worker, in order.
+async fn sessions(workers: &[Node]) -> Vec<f64> {
+    let mut counts = Vec::new();
+    for worker in workers {
+        counts.push(sessions_on(worker).await);
+    }
+    counts
+}
+
+/// A participant of `room` announced on `frontend`, connected to its server session.
+async fn join(frontend: &Node, room: &str, id: &str) -> (SignalingClient, ClientPeer) {
+    let metadata = HashMap::from([("room".to_owned(), room.to_owned())]);
+    let (mut signaling, _) =
+        SignalingClient::announce_with(&frontend.grpc_url(), id, metadata).await;
+    let mut peer = ClientPeer::new(ClientOptions::default()).await;
+    connect_to_server(&mut signaling, &mut peer).await;
+    (signaling, peer)
+}
+
+/// The cluster: a private Redis, workers `worker-a` and `worker-b`, two frontends that both
+/// see both workers.
+async fn cluster() -> (RedisProcess, Vec<Node>, Vec<Node>) {
+    let redis = RedisProcess::start();
+    let url = redis.url();
+    let workers = vec![
+        Node::worker("worker-a", &url, &[]).await,
+        Node::worker("worker-b", &url, &[]).await,
+    ];
+    let frontends = vec![
+        Node::start("frontend-1", "frontend", &url, &[]).await,
+        Node::start("frontend-2", "frontend", &url, &[]).await,
+    ];
+    for frontend in &frontends {
+        frontend
+            .wait_metric("remotemedia_frontend_workers_available", WAIT, |n| n == 2.0)
+            .await;
+    }
+    (redis, workers, frontends)
+}
+
+async fn redis_connection(redis: &RedisProcess) -> redis::aio::MultiplexedConnection {
+    redis::Client::open(redis.url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap()
+}
+
+/// `rm:room:<room>` as a map (empty: no record).
+async fn room_record_of(
+    conn: &mut redis::aio::MultiplexedConnection,
+    room: &str,
+) -> HashMap<String, String> {
+    redis::cmd("HGETALL")
+        .arg(format!("rm:room:{room}"))
+        .query_async(conn)
+        .await
+        .unwrap()
+}
+
+/// Waits until `room` has no record.
+async fn wait_record_gone(conn: &mut redis::aio::MultiplexedConnection, room: &str) {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let record = room_record_of(conn, room).await;
+        if record.is_empty() {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "room {room}'s record stays: {record:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Waits until `worker`'s heartbeat in Redis counts `sessions`.
+async fn wait_heartbeat_sessions(
+    conn: &mut redis::aio::MultiplexedConnection,
+    worker: &str,
+    sessions: u64,
+) {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let json: Option<String> = redis::cmd("GET")
+            .arg(format!("rm:worker:{worker}"))
+            .query_async(conn)
+            .await
+            .unwrap();
+        let heartbeat: serde_json::Value =
+            serde_json::from_str(json.as_deref().unwrap_or("{}")).unwrap();
+        if heartbeat["active_sessions"] == sessions {
+            assert_eq!(heartbeat["room_participants"], sessions, "{heartbeat}");
+            assert_eq!(heartbeat["rooms"], 1, "{heartbeat}");
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "heartbeat of {worker}: {heartbeat}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Waits for `PeerDisconnected{remotemedia-server}` on `signaling`.
+async fn expect_server_gone(signaling: &mut SignalingClient, within: Duration) {
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        let response = tokio::select! {
+            r = signaling.next() => r.unwrap().unwrap(),
+            _ = tokio::time::sleep_until(deadline) => panic!("no PeerDisconnected within {within:?}"),
+        };
+        if let Some(Resp::Notification(pb::SignalingNotification {
+            notification: Some(Notification::PeerDisconnected(d)),
+        })) = response.response
+        {
+            assert_eq!(d.peer_id, SERVER);
+            return;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rooms_sessions_share_one_worker_and_its_drain_refuses_only_newcomers_to_the_room() {
+    common::init_tracing();
+    let _serial = one_at_a_time().await;
+    let started = Instant::now();
+    let (redis, workers, frontends) = cluster().await;
+    let mut conn = redis_connection(&redis).await;
+
+    // Four participants of one room, through alternating frontends: one worker has them all.
+    let mut alpha = Vec::new();
+    for i in 0..4 {
+        alpha.push(join(&frontends[i % 2], "alpha", &format!("alpha-{i}")).await);
+        let counts = sessions(&workers).await;
+        let n = (i + 1) as f64;
+        assert!(
+            counts == [n, 0.0] || counts == [0.0, n],
+            "after {} participants of alpha: sessions per worker {counts:?}",
+            i + 1
+        );
+    }
+    let host = if sessions_on(&workers[0]).await == 4.0 {
+        0
+    } else {
+        1
+    };
+    let other = 1 - host;
+    let record = room_record_of(&mut conn, "alpha").await;
+    assert_eq!(
+        record.get("workers").map(String::as_str),
+        Some(format!(r#"["{}"]"#, workers[host].name).as_str()),
+        "{record:?}"
+    );
+    assert_eq!(record.get("tracks").map(String::as_str), Some("[]"));
+    assert!(record
+        .get("version")
+        .and_then(|v| v.parse::<u64>().ok())
+        .is_some());
+
+    // A second room lands on the emptier worker (two workers: placement compares both, once
+    // the frontends have read the heartbeat that counts alpha), and stays together there too.
+    wait_heartbeat_sessions(&mut conn, &workers[host].name, 4).await;
+    tokio::time::sleep(Duration::from_millis(1_200)).await;
+    let mut beta = Vec::new();
+    for i in 0..2 {
+        beta.push(join(&frontends[(i + 1) % 2], "beta", &format!("beta-{i}")).await);
+    }
+    assert_eq!(sessions_on(&workers[host]).await, 4.0);
+    assert_eq!(sessions_on(&workers[other]).await, 2.0);
+
+    // The room's worker drains (what the autoscaler asks before a scale-down).
+    let _: () = redis::cmd("SET")
+        .arg(format!("rm:drain:{}", workers[host].name))
+        .arg(1)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    workers[host]
+        .wait_metric("remotemedia_worker_draining", WAIT, |n| n == 1.0)
+        .await;
+    for frontend in &frontends {
+        frontend
+            .wait_metric("remotemedia_frontend_workers_available", WAIT, |n| n == 1.0)
+            .await;
+    }
+    // A newcomer to its room is refused, naming the room, through either frontend.
+    for (i, frontend) in frontends.iter().enumerate() {
+        let metadata = HashMap::from([("room".to_owned(), "alpha".to_owned())]);
+        let (mut late, _) =
+            SignalingClient::announce_with(&frontend.grpc_url(), &format!("late-{i}"), metadata)
+                .await;
+        let peer = ClientPeer::new(ClientOptions::default()).await;
+        let offer = late.offer(SERVER, peer.offer().await).await;
+        let error = late.expect_error(&offer).await;
+        assert_eq!(
+            error.code,
+            tonic::Code::ResourceExhausted as u32,
+            "{error:?}"
+        );
+        assert!(
+            error.message.contains("room alpha is closing"),
+            "{}",
+            error.message
+        );
+    }
+    // Its participants stay; a new room goes to the other worker.
+    for (_, peer) in &alpha {
+        assert!(
+            peer.is_connected(),
+            "a participant of the closing room was dropped"
+        );
+    }
+    assert_eq!(sessions_on(&workers[host]).await, 4.0);
+    let _gamma = join(&frontends[0], "gamma", "gamma-0").await;
+    assert_eq!(sessions_on(&workers[other]).await, 3.0);
+
+    // The participants leave: the last one takes the record with it, and the drain can end.
+    for (signaling, _) in &mut alpha {
+        let disconnect = signaling
+            .send(Req::Disconnect(pb::DisconnectRequest {
+                peer_id: SERVER.into(),
+            }))
+            .await;
+        signaling.expect_ack(&disconnect).await;
+    }
+    wait_record_gone(&mut conn, "alpha").await;
+    workers[host]
+        .wait_metric("remotemedia_worker_sessions_active", WAIT, |n| n == 0.0)
+        .await;
+    assert!(!room_record_of(&mut conn, "beta").await.is_empty());
+    println!("rooms on one worker, drained: {:?}", started.elapsed());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rooms_worker_killed_its_participants_are_told_and_rejoin_on_the_survivor() {
+    common::init_tracing();
+    let _serial = one_at_a_time().await;
+    let started = Instant::now();
+    let (redis, mut workers, frontends) = cluster().await;
+    let mut conn = redis_connection(&redis).await;
+
+    let mut omega = vec![
+        join(&frontends[0], "omega", "omega-0").await,
+        join(&frontends[1], "omega", "omega-1").await,
+    ];
+    let host = if sessions_on(&workers[0]).await == 2.0 {
+        0
+    } else {
+        1
+    };
+    let survivor = 1 - host;
+    assert_eq!(sessions_on(&workers[survivor]).await, 0.0);
+
+    let killed = Instant::now();
+    workers[host].kill9();
+    for (signaling, _) in &mut omega {
+        expect_server_gone(signaling, Duration::from_secs(10)).await;
+    }
+    println!("participants told {:?} after the kill", killed.elapsed());
+    // Cleared before the participants were told: their rejoin places the room again.
+    assert!(room_record_of(&mut conn, "omega").await.is_empty());
+
+    for (signaling, peer) in &mut omega {
+        peer.close().await;
+        *peer = ClientPeer::new(ClientOptions::default()).await;
+        connect_to_server(signaling, peer).await;
+    }
+    assert_eq!(sessions_on(&workers[survivor]).await, 2.0);
+    let record = room_record_of(&mut conn, "omega").await;
+    assert_eq!(
+        record.get("workers").map(String::as_str),
+        Some(format!(r#"["{}"]"#, workers[survivor].name).as_str()),
+        "{record:?}"
+    );
+    println!("worker killed, room placed again: {:?}", started.elapsed());
+}
+
+/// Frontends placing one room at once agree: one record, one worker.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn frontends_placing_one_room_at_once_agree_and_deletes_compare_the_version() {
+    let redis = RedisProcess::start();
+    let (_, manager) = remotemedia_webrtc::cluster::connect(&redis.url(), None)
+        .await
+        .unwrap();
+    let keys = Keys::new("rm:");
+
+    let placements = (0..16).map(|i| {
+        let (mut manager, keys) = (manager.clone(), keys.clone());
+        tokio::spawn(async move {
+            let candidate = format!("worker-{}", i % 4);
+            room_record::join(&mut manager, &keys, "race", Some(&candidate))
+                .await
+                .unwrap()
+                .unwrap()
+        })
+    });
+    let mut records = Vec::new();
+    for placement in placements {
+        records.push(placement.await.unwrap());
+    }
+    assert_eq!(
+        records.iter().filter(|r| r.created).count(),
+        1,
+        "{records:?}"
+    );
+    let placed = records.iter().find(|r| r.created).unwrap().workers.clone();
+    assert!(records.iter().all(|r| r.workers == placed), "{records:?}");
+    let mut versions: Vec<u64> = records.iter().map(|r| r.version).collect();
+    versions.sort_unstable();
+    versions.dedup();
+    assert_eq!(versions.len(), 16, "every join a new version");
+
+    // Joining without a candidate never creates one.
+    let mut m = manager.clone();
+    assert_eq!(
+        room_record::join(&mut m, &keys, "nowhere", None)
+            .await
+            .unwrap(),
+        None
+    );
+
+    // A delete at an old version leaves the record (someone joined since); at the last one
+    // it goes.
+    let worker = placed[0].clone();
+    let last = *versions.last().unwrap();
+    assert!(
+        !room_record::forget(&mut m, &keys, "race", &worker, versions[0])
+            .await
+            .unwrap()
+    );
+    assert!(room_record::forget(&mut m, &keys, "race", &worker, last)
+        .await
+        .unwrap());
+    assert_eq!(
+        room_record::join(&mut m, &keys, "race", None)
+            .await
+            .unwrap(),
+        None
+    );
+
+    // A dead worker's rooms are cleared; another worker's stay.
+    room_record::join(&mut m, &keys, "on-dead", Some("dead"))
+        .await
+        .unwrap();
+    room_record::join(&mut m, &keys, "on-live", Some("live"))
+        .await
+        .unwrap();
+    assert_eq!(
+        room_record::reap(&mut m, &keys, "dead").await.unwrap(),
+        vec!["on-dead".to_owned()]
+    );
+    assert_eq!(
+        room_record::join(&mut m, &keys, "on-dead", None)
+            .await
+            .unwrap(),
+        None
+    );
+    let live = room_record::join(&mut m, &keys, "on-live", None)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(live.workers, ["live"]);
+}
