@@ -651,6 +651,12 @@ pub struct MediaOptions {
     /// A connected session that receives no media (RTP or data) this long is closed.
     #[arg(long, env = "REMOTEMEDIA_MEDIA_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
     pub media_timeout: Duration,
+
+    /// A room participant gets video from this many others: the most recent active
+    /// speakers (then the earliest joiners), plus those it pinned; 0 forwards everyone's.
+    /// Audio is never limited. Paused video sends no RTP and resumes at a keyframe.
+    #[arg(long, env = "REMOTEMEDIA_ROOM_VIDEO_LAST_N", default_value_t = 4)]
+    pub room_video_last_n: usize,
 }
 
 /// Limits that protect the process.

@@ -59,6 +59,7 @@ pub async fn session_manager(
             max_datachannels: config.limits.max_datachannels,
             max_rooms: config.limits.max_rooms,
             max_room_participants: config.limits.max_room_participants,
+            room_video_last_n: config.media.room_video_last_n,
         },
         event_tx,
     ));

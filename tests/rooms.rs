@@ -11,7 +11,10 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::client::{connect_to_server, spawn_tone, ClientOptions, ClientPeer, ReceivedRtp};
+use common::client::{
+    connect_to_server, send_room_json, spawn_tone_at, ClientOptions, ClientPeer, ReceivedRtp,
+    VideoOptions,
+};
 use common::signaling::{SignalingClient, SERVER};
 use common::video::{vp8_payload, VP8};
 use common::{eventually, TestServer};
@@ -21,8 +24,10 @@ use remotemedia_webrtc::proto::signaling::{
     self as pb, signaling_notification::Notification, signaling_request::Request as Req,
     signaling_response::Response as Resp,
 };
+use serde_json::{json, Value};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
+use webrtc::data_channel::RTCDataChannel;
 use webrtc::rtp::header::Header;
 use webrtc::rtp::packet::Packet;
 use webrtc::track::track_local::track_local_static_rtp::TrackLocalStaticRTP;
@@ -69,6 +74,10 @@ struct Participant {
     glare_first: Arc<AtomicBool>,
     asks: mpsc::Sender<Ask>,
     tone: CancellationToken,
+    mic: Arc<TrackLocalStaticRTP>,
+    room_channel: Arc<Mutex<Option<Arc<RTCDataChannel>>>>,
+    /// The room channel's messages so far.
+    room_messages: Arc<Mutex<Vec<Value>>>,
 }
 
 impl Participant {
@@ -78,6 +87,17 @@ impl Participant {
 
     /// Joins with a VP8 camera track as well when `video` (it sends only when asked).
     async fn join_with(server: &TestServer, id: &str, frequency: f32, video: bool) -> Self {
+        Self::join_speaking(server, id, frequency, 0.5, video).await
+    }
+
+    /// [`Participant::join_with`], the tone at `amplitude` (0.001 is silence to the room).
+    async fn join_speaking(
+        server: &TestServer,
+        id: &str,
+        frequency: f32,
+        amplitude: f32,
+        video: bool,
+    ) -> Self {
         let metadata = HashMap::from([("room".to_owned(), "standup".to_owned())]);
         let (mut signaling, _) =
             SignalingClient::announce_with(&server.grpc_url(), id, metadata).await;
@@ -87,7 +107,10 @@ impl Participant {
         };
         connect_to_server(&mut signaling, &mut peer).await;
         let tone = CancellationToken::new();
-        spawn_tone(peer.audio.clone().unwrap(), frequency, tone.clone());
+        let mic = peer.audio.clone().unwrap();
+        spawn_tone_at(Arc::clone(&mic), frequency, amplitude, tone.clone());
+        let room_channel = Arc::clone(&peer.room_channel);
+        let room_messages = Arc::clone(&peer.room_messages);
         let heard = Arc::clone(&peer.heard);
         let camera = peer.video.clone();
         let seen = Arc::clone(&peer.received_video);
@@ -115,7 +138,46 @@ impl Participant {
             glare_first,
             asks,
             tone,
+            mic,
+            room_channel,
+            room_messages,
         }
+    }
+
+    /// Sends `json` on the room channel (once the server opened it).
+    async fn tell_room(&self, json: Value) {
+        eventually(&format!("{}'s room channel", self.id), || async {
+            self.room_channel.lock().is_some()
+        })
+        .await;
+        let channel = self.room_channel.lock().clone().unwrap();
+        send_room_json(&channel, &json).await;
+    }
+
+    /// Waits for a room channel message equal to `wanted` after the first `skip` ones.
+    async fn expect_room_message(&self, skip: usize, wanted: Value) {
+        eventually(&format!("{} told {wanted}", self.id), || async {
+            self.room_messages
+                .lock()
+                .iter()
+                .skip(skip)
+                .any(|m| *m == wanted)
+        })
+        .await;
+    }
+
+    fn room_message_count(&self) -> usize {
+        self.room_messages.lock().len()
+    }
+
+    /// The video packets received from `publisher` so far.
+    fn video_from(&self, publisher: &str) -> Vec<ReceivedRtp> {
+        self.seen
+            .lock()
+            .iter()
+            .filter(|r| r.stream == publisher)
+            .cloned()
+            .collect()
     }
 
     /// The stream ids this participant receives audio on.
@@ -515,4 +577,352 @@ fn mid_of(offers: &[String], peer: &str) -> Option<String> {
 
 fn m_lines(sdp: &str) -> usize {
     sdp.matches("\r\nm=").count()
+}
+
+/// A camera as a browser's sends it: 20 ms VP8 frames, delta frames except the first and
+/// one right after each keyframe request (PLI) the publisher gets. Payloads start with the
+/// publisher's name, so a subscriber can tell whose frame it got.
+fn spawn_camera(p: &Participant, stop: CancellationToken) -> tokio::task::JoinHandle<()> {
+    let camera = p.camera.clone().unwrap();
+    let requests = Arc::clone(&p.keyframe_requests);
+    let name = p.id.clone();
+    tokio::spawn(async move {
+        let mut ticker = tokio::time::interval(Duration::from_millis(20));
+        let mut answered = 0;
+        for i in 0u16.. {
+            tokio::select! {
+                _ = ticker.tick() => {}
+                () = stop.cancelled() => break,
+            }
+            let asked = requests.load(Ordering::Relaxed);
+            let keyframe = i == 0 || asked > answered;
+            answered = asked;
+            let packet = Packet {
+                header: Header {
+                    version: 2,
+                    payload_type: VP8,
+                    sequence_number: i,
+                    timestamp: u32::from(i) * 1800,
+                    ssrc: 7,
+                    marker: true,
+                    ..Default::default()
+                },
+                payload: vp8_frame(&name, i, keyframe),
+            };
+            if camera.write_rtp(&packet).await.is_err() {
+                break;
+            }
+        }
+    })
+}
+
+/// A one-packet VP8 frame: descriptor (start of partition 0), then the payload header's first
+/// byte (its low bit clear on a keyframe), then `name-i`.
+fn vp8_frame(name: &str, i: u16, keyframe: bool) -> bytes::Bytes {
+    let mut payload = vec![0x10u8, if keyframe { 0x00 } else { 0x01 }];
+    payload.extend(format!("{name}-{i:05}").as_bytes());
+    bytes::Bytes::from(payload)
+}
+
+fn is_keyframe(received: &ReceivedRtp) -> bool {
+    received
+        .packet
+        .payload
+        .get(1)
+        .is_some_and(|b| b & 0x01 == 0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_room_tells_who_speaks_and_who_stopped_and_a_late_joiner_hears_it_at_once() {
+    common::init_tracing();
+    let server = TestServer::start().await;
+    // alice speaks (-9 dBov), bob is silent to the room (-63 dBov: below -50).
+    let alice = Participant::join_speaking(&server, "alice", 440.0, 0.5, false).await;
+    let bob = Participant::join_speaking(&server, "bob", 660.0, 0.001, false).await;
+    let speaking = json!({"type": "active_speakers", "peers": ["alice"]});
+    bob.expect_room_message(0, speaking.clone()).await;
+    alice.expect_room_message(0, speaking.clone()).await;
+    assert!(
+        !bob.room_messages
+            .lock()
+            .iter()
+            .any(|m| m["type"] == "active_speakers"
+                && m["peers"]
+                    .as_array()
+                    .is_some_and(|p| p.iter().any(|p| p == "bob"))),
+        "bob's -63 dBov never makes him a speaker: {:?}",
+        bob.room_messages.lock()
+    );
+
+    // carol comes while alice speaks on: the list does not change, yet carol is told it.
+    let carol = Participant::join_speaking(&server, "carol", 880.0, 0.001, false).await;
+    carol.expect_room_message(0, speaking).await;
+
+    // alice's microphone stops: after 2 s she is muted to the others and no longer speaks.
+    let (bob_seen, carol_seen) = (bob.room_message_count(), carol.room_message_count());
+    let stopped = std::time::Instant::now();
+    alice.tone.cancel();
+    let muted = json!({"type": "muted", "peer": "alice", "kind": "audio", "muted": true});
+    bob.expect_room_message(bob_seen, muted.clone()).await;
+    carol.expect_room_message(carol_seen, muted).await;
+    let after = stopped.elapsed();
+    assert!(
+        after >= Duration::from_millis(1900),
+        "muted only after 2 s of nothing ({after:?})"
+    );
+    bob.expect_room_message(bob_seen, json!({"type": "active_speakers", "peers": []}))
+        .await;
+    assert!(
+        !alice
+            .room_messages
+            .lock()
+            .iter()
+            .any(|m| m["type"] == "muted" && m["peer"] == "alice"),
+        "alice is not told about her own track"
+    );
+
+    // Her microphone comes back: unmuted, and she speaks again.
+    let bob_seen = bob.room_message_count();
+    let again = CancellationToken::new();
+    spawn_tone_at(Arc::clone(&alice.mic), 440.0, 0.5, again.clone());
+    bob.expect_room_message(
+        bob_seen,
+        json!({"type": "muted", "peer": "alice", "kind": "audio", "muted": false}),
+    )
+    .await;
+    bob.expect_room_message(
+        bob_seen,
+        json!({"type": "active_speakers", "peers": ["alice"]}),
+    )
+    .await;
+    again.cancel();
+    for p in [alice, bob, carol] {
+        p.leave().await;
+    }
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn video_follows_the_last_speakers_pins_and_offs_and_resumes_at_a_keyframe() {
+    common::init_tracing();
+    let server = TestServer::start_with(|c| c.media.room_video_last_n = 1).await;
+    // bob joins first and is silent; alice speaks; carol watches.
+    let bob = Participant::join_speaking(&server, "bob", 660.0, 0.001, true).await;
+    let alice = Participant::join_speaking(&server, "alice", 440.0, 0.5, true).await;
+    let carol = Participant::join_speaking(&server, "carol", 880.0, 0.001, true).await;
+    let stop = CancellationToken::new();
+    let cameras: Vec<_> = [&alice, &bob, &carol]
+        .iter()
+        .map(|p| spawn_camera(p, stop.clone()))
+        .collect();
+
+    // One video slot: carol sees the speaker, alice; bob's video does not flow to her.
+    eventually("carol to see alice's video", || async {
+        carol.video_from("alice").len() >= 25
+    })
+    .await;
+    let bob_at_carol = carol.video_from("bob").len();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        carol.video_from("bob").len(),
+        bob_at_carol,
+        "bob's video is paused at carol (last-N 1, alice speaks)"
+    );
+    assert!(
+        carol.heard_from("bob", ENOUGH),
+        "audio is never limited: carol hears bob"
+    );
+
+    // carol pins bob: his video resumes, starting at a keyframe within 1 s.
+    let before = carol.video_from("bob").len();
+    let pinned = std::time::Instant::now();
+    carol
+        .tell_room(json!({"type": "subscribe", "peer": "bob", "kind": "video", "mode": "pin"}))
+        .await;
+    eventually("carol to see bob's video after pinning him", || async {
+        carol.video_from("bob").len() > before
+    })
+    .await;
+    let resumed = carol.video_from("bob")[before].clone();
+    assert!(
+        resumed.at.duration_since(pinned) < Duration::from_secs(1),
+        "bob's video resumed {:?} after the pin",
+        resumed.at.duration_since(pinned)
+    );
+    assert!(
+        is_keyframe(&resumed),
+        "the resumed stream starts at a keyframe"
+    );
+    let seen = carol.video_from("bob");
+    for pair in seen.windows(2) {
+        assert_eq!(
+            pair[1].packet.header.sequence_number,
+            pair[0].packet.header.sequence_number.wrapping_add(1),
+            "bob's video is one continuous stream at carol across the pause"
+        );
+    }
+    assert!(
+        carol.video_from("alice").len() > 25,
+        "the pin comes on top of the last-N slot"
+    );
+
+    // carol turns alice's video and audio off: nothing of alice flows to her any more,
+    // though alice is the speaker.
+    carol
+        .tell_room(json!({"type": "subscribe", "peer": "alice", "kind": "video", "mode": "off"}))
+        .await;
+    carol
+        .tell_room(json!({"type": "subscribe", "peer": "alice", "kind": "audio", "mode": "off"}))
+        .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (video, audio) = (carol.video_from("alice").len(), carol.heard_len("alice"));
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(
+        carol.video_from("alice").len(),
+        video,
+        "alice's video is off"
+    );
+    assert_eq!(carol.heard_len("alice"), audio, "alice's audio is off");
+    let bob_now = carol.video_from("bob").len();
+    eventually("bob's video still flows", || async {
+        carol.video_from("bob").len() > bob_now + 10
+    })
+    .await;
+
+    // A garbage message and an unknown peer change nothing and close nothing.
+    carol.tell_room(json!({"type": "dance"})).await;
+    carol
+        .tell_room(json!({"type": "subscribe", "peer": "nobody", "kind": "video", "mode": "pin"}))
+        .await;
+    carol
+        .tell_room(json!({"type": "subscribe", "peer": "alice", "kind": "audio", "mode": "auto"}))
+        .await;
+    let audio = carol.heard_len("alice");
+    eventually("alice's audio back at carol", || async {
+        carol.heard_len("alice") > audio + 48_000
+    })
+    .await;
+
+    stop.cancel();
+    for camera in cameras {
+        camera.await.unwrap();
+    }
+    for p in [alice, bob, carol] {
+        p.leave().await;
+    }
+    server.stop().await;
+}
+
+/// The rtpmap codec names of an SDP's video sections that are not rejected.
+fn video_codecs(sdp: &str) -> Vec<String> {
+    sdp.split("\r\nm=")
+        .filter(|section| section.starts_with("video ") && !section.starts_with("video 0 "))
+        .flat_map(|section| section.lines())
+        .filter_map(|line| line.strip_prefix("a=rtpmap:"))
+        .filter_map(|rtpmap| rtpmap.split(' ').nth(1)?.split('/').next())
+        .map(str::to_ascii_uppercase)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_room_has_one_video_codec_its_first_publishers() {
+    common::init_tracing();
+    let server = TestServer::start().await;
+    let h264_first = VideoOptions {
+        h264_first: true,
+        ..VideoOptions::default()
+    };
+    // Alone in its room, a client that prefers H264 gets H264: the server takes either.
+    let metadata = |room: &str| HashMap::from([("room".to_owned(), room.to_owned())]);
+    let (mut solo, _) =
+        SignalingClient::announce_with(&server.grpc_url(), "solo", metadata("other")).await;
+    let mut solo_peer =
+        ClientPeer::new_with_video_options(ClientOptions::default(), h264_first).await;
+    let report = connect_to_server(&mut solo, &mut solo_peer).await;
+    assert_eq!(
+        video_codecs(&report.answer_sdp).first().map(String::as_str),
+        Some("H264")
+    );
+
+    // alice publishes VP8 in "standup": bob, who prefers H264, is answered VP8 only.
+    let alice = Participant::join_with(&server, "alice", 440.0, true).await;
+    let carol = Participant::join_with(&server, "carol", 660.0, true).await;
+    let stop = CancellationToken::new();
+    let camera = spawn_camera(&alice, stop.clone());
+    eventually(
+        "carol to see alice's video (the room has video now)",
+        || async { !carol.video_from("alice").is_empty() },
+    )
+    .await;
+    let (mut bob, _) =
+        SignalingClient::announce_with(&server.grpc_url(), "bob", metadata("standup")).await;
+    let mut bob_peer =
+        ClientPeer::new_with_video_options(ClientOptions::default(), h264_first).await;
+    let report = connect_to_server(&mut bob, &mut bob_peer).await;
+    let codecs = video_codecs(&report.answer_sdp);
+    assert!(
+        codecs.contains(&"VP8".to_owned()) && !codecs.contains(&"H264".to_owned()),
+        "bob's answer has the room's VP8 only: {codecs:?}"
+    );
+    stop.cancel();
+    camera.await.unwrap();
+    alice.leave().await;
+    carol.leave().await;
+    solo_peer.close().await;
+    bob_peer.close().await;
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fifty_joins_and_leaves_keep_a_subscribers_sdp_to_the_live_tracks() {
+    common::init_tracing();
+    let server = TestServer::start().await;
+    let alice = Participant::join(&server, "alice", 440.0).await;
+    let first_lines = {
+        let bob = Participant::join(&server, "bob", 660.0).await;
+        everyone_hears_the_others(&[&alice, &bob]).await;
+        bob.leave().await;
+        alice
+            .log
+            .lock()
+            .offers
+            .last()
+            .map(|sdp| m_lines(sdp))
+            .unwrap()
+    };
+    let started = std::time::Instant::now();
+    for i in 0..50 {
+        let id = format!("guest{i}");
+        let guest = Participant::join(&server, &id, 500.0 + 10.0 * i as f32).await;
+        let msid = format!("a=msid:{id} ");
+        eventually(&format!("alice offered {id}'s track"), || async {
+            alice
+                .log
+                .lock()
+                .offers
+                .last()
+                .is_some_and(|sdp| sdp.contains(&msid))
+        })
+        .await;
+        guest.leave().await;
+    }
+    println!("50 joins and leaves in {:?}", started.elapsed());
+    let last = Participant::join(&server, "last", 880.0).await;
+    everyone_hears_the_others(&[&alice, &last]).await;
+    let lines = alice
+        .log
+        .lock()
+        .offers
+        .last()
+        .map(|sdp| m_lines(sdp))
+        .unwrap();
+    // One guest's line, plus at most one more: a guest's line is recycled once the offer
+    // that removed the last one is answered, and the next may come before that.
+    assert!(
+        lines <= first_lines + 1,
+        "after 51 guests alice's SDP has {lines} m-lines; one guest made {first_lines}"
+    );
+    alice.leave().await;
+    last.leave().await;
+    server.stop().await;
 }

@@ -125,6 +125,7 @@ async fn without_rtx_a_lost_packet_is_sent_again_on_its_own_ssrc() {
     let video = VideoOptions {
         rtx: false,
         without_nack_generator: true,
+        ..VideoOptions::default()
     };
     let Lossy {
         peer,
@@ -203,6 +204,7 @@ async fn with_rtx_lost_packets_come_on_the_repair_stream() {
     let video = VideoOptions {
         rtx: true,
         without_nack_generator: true,
+        ..VideoOptions::default()
     };
     let Lossy {
         peer,
@@ -287,6 +289,7 @@ async fn a_client_that_nacks_everything_gets_no_more_than_the_resend_budget() {
     let video = VideoOptions {
         rtx: false,
         without_nack_generator: true,
+        ..VideoOptions::default()
     };
     let Lossy {
         peer,

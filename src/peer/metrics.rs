@@ -56,7 +56,29 @@ pub struct PeerMetrics {
     pub udp_dropped: IntCounterVec,
     /// Opus work per 20 ms frame, by operation (`encode`, `decode`).
     pub opus_seconds: HistogramVec,
+    /// Rooms alive on this process.
+    pub rooms_active: IntGauge,
+    /// Participants of the rooms on this process.
+    pub room_participants: IntGauge,
+    /// RTP packets forwarded to room subscribers, by kind (`audio`, `video`): one per copy.
+    pub room_forwarded_packets: IntCounterVec,
+    /// Their bytes (RTP payload and header as written).
+    pub room_forwarded_bytes: IntCounterVec,
+    /// Server offers by result (a fixed set, [`RENEGOTIATION_RESULTS`]).
+    pub room_renegotiations: IntCounterVec,
+    /// Forwarded video streams paused now (last-N, `off`): negotiated, sending no RTP.
+    pub room_paused_video_streams: IntGauge,
 }
+
+/// How a server offer ended (the `result` label of `remotemedia_room_renegotiations_total`).
+pub const RENEGOTIATION_RESULTS: [&str; 4] = [
+    // The client answered it.
+    "answered",
+    // An answer was refused (stale offer id, nothing pending, bad SDP); the offer stays.
+    "refused", // No answer after the offer was sent twice: the session was closed.
+    "timeout", // The server could not create it (a closing connection).
+    "failed",
+];
 
 impl PeerMetrics {
     fn new() -> Result<Self, prometheus::Error> {
@@ -125,6 +147,30 @@ impl PeerMetrics {
                 WORK_BUCKETS,
                 &["operation"],
             )?,
+            rooms_active: gauge("remotemedia_rooms_active", "Rooms alive on this process")?,
+            room_participants: gauge(
+                "remotemedia_room_participants",
+                "Participants of the rooms on this process",
+            )?,
+            room_forwarded_packets: counter_vec(
+                "remotemedia_room_forwarded_packets_total",
+                "RTP packets forwarded to room subscribers (one per copy), by kind",
+                &["kind"],
+            )?,
+            room_forwarded_bytes: counter_vec(
+                "remotemedia_room_forwarded_bytes_total",
+                "RTP bytes forwarded to room subscribers, by kind",
+                &["kind"],
+            )?,
+            room_renegotiations: counter_vec(
+                "remotemedia_room_renegotiations_total",
+                "Server offers to room participants, by result",
+                &["result"],
+            )?,
+            room_paused_video_streams: gauge(
+                "remotemedia_room_paused_video_streams",
+                "Forwarded video streams paused now (last-N or a subscriber's off)",
+            )?,
         };
         metrics.initialise_labels();
         Ok(metrics)
@@ -161,6 +207,13 @@ impl PeerMetrics {
         }
         for operation in ["encode", "decode"] {
             self.opus_seconds.with_label_values(&[operation]);
+        }
+        for kind in ["audio", "video"] {
+            self.room_forwarded_packets.with_label_values(&[kind]);
+            self.room_forwarded_bytes.with_label_values(&[kind]);
+        }
+        for result in RENEGOTIATION_RESULTS {
+            self.room_renegotiations.with_label_values(&[result]);
         }
     }
 }

@@ -6,7 +6,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
@@ -24,6 +24,7 @@ use webrtc::track::track_local::TrackLocal;
 use super::activity::Activity;
 use super::advertise::PortMap;
 use super::close_reason::CloseReason;
+use super::metrics::metrics;
 use super::room_forward::{
     forward_published, read_forwarded_rtcp, request_keyframe, Fanout, KeyframeTarget, Sink,
 };
@@ -31,21 +32,28 @@ use super::sdp::Sdp;
 use super::wiring::PublishedRemote;
 use crate::proto::common::{data_buffer::DataType, DataBuffer, JsonData};
 use crate::room::{
-    Consumer, ConsumerConfig, ExtensionMap, ForwardedTrack, LineState, MLinePlan, MediaKind,
-    ParticipantId, ProducerId, PublishedTrack, Renegotiation, RenegotiationOutput, Room,
-    RoomAction, RoomError, RoomLimits, RoomName,
+    extension_id, ClientMessage, Consumer, ConsumerConfig, ExtensionMap, ForwardedTrack, LineState,
+    MLinePlan, MediaKind, MuteDetector, ParticipantId, ProducerId, PublishedTrack, Renegotiation,
+    RenegotiationOutput, Room, RoomAction, RoomError, RoomLimits, RoomName, SpeakerDetector,
+    AUDIO_LEVEL_URI,
 };
 use crate::signaling::{SessionError, SessionEvent};
 
 /// The room channel's label.
 pub(crate) const ROOM_CHANNEL: &str = "remotemedia-room";
 /// Room channel messages waiting for the channel to open or the client to take them; more
-/// are dropped (a track map is sent again after every renegotiation).
-const ROOM_CHANNEL_QUEUE: usize = 16;
+/// are dropped (a track map is sent again after every renegotiation). A newcomer is told
+/// the speakers and every muted track of a full room at once: 2 × 16 + 1 fit.
+const ROOM_CHANNEL_QUEUE: usize = 64;
+/// How often the room reads its tracks' meters (speakers, mutes): within the speaker
+/// list's 200 ms rate limit and well inside its 300 ms window.
+const SAMPLE_INTERVAL: Duration = Duration::from_millis(100);
 
 /// What the rooms of a process share.
 pub(crate) struct RoomContext {
     pub limits: RoomLimits,
+    /// `--room-video-last-n`: video from this many most recent speakers (0: everyone's).
+    pub video_last_n: usize,
     pub events: mpsc::Sender<SessionEvent>,
     pub tasks: TaskTracker,
     /// `--public-port`: server offers advertise it as answers do.
@@ -101,6 +109,27 @@ pub(crate) enum Command {
         peer: ParticipantId,
         reply: oneshot::Sender<bool>,
     },
+    /// The participant's offer on its live connection (renegotiation it started).
+    ClientOffer {
+        peer: ParticipantId,
+        sdp: String,
+        reply: oneshot::Sender<Result<String, SessionError>>,
+    },
+    /// The room's video codec (its video publishers'), for a newcomer's offer.
+    VideoCodec {
+        reply: oneshot::Sender<Option<String>>,
+    },
+    /// The participant's signaling stream broke (its resume grace) or came back.
+    Detached {
+        peer: ParticipantId,
+        detached: bool,
+    },
+    /// A message from the participant's room channel.
+    Message {
+        peer: ParticipantId,
+        session: u64,
+        message: ClientMessage,
+    },
 }
 
 /// One forwarded m-line on a subscriber's connection, kept for reuse.
@@ -143,10 +172,59 @@ struct Source {
     publisher: ParticipantId,
 }
 
+/// This room's share of the process-wide room gauges, given back when the room ends.
+#[derive(Default)]
+struct RoomGauges {
+    participants: i64,
+    paused_video: i64,
+}
+
+impl RoomGauges {
+    fn new() -> Self {
+        metrics().rooms_active.inc();
+        Self::default()
+    }
+
+    fn set(&mut self, participants: usize, paused_video: usize) {
+        let (participants, paused_video) = (as_i64(participants), as_i64(paused_video));
+        metrics()
+            .room_participants
+            .add(participants - self.participants);
+        metrics()
+            .room_paused_video_streams
+            .add(paused_video - self.paused_video);
+        (self.participants, self.paused_video) = (participants, paused_video);
+    }
+}
+
+impl Drop for RoomGauges {
+    fn drop(&mut self) {
+        self.set(0, 0);
+        metrics().rooms_active.dec();
+    }
+}
+
+fn as_i64(n: usize) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+/// Counts a server offer's end (one of [`super::metrics::RENEGOTIATION_RESULTS`]).
+fn renegotiation_ended(result: &'static str) {
+    metrics()
+        .room_renegotiations
+        .with_label_values(&[result])
+        .inc();
+}
+
 pub(crate) struct RoomActor {
     room: Room,
+    gauges: RoomGauges,
     participants: BTreeMap<ParticipantId, Participant>,
     sources: HashMap<ProducerId, Source>,
+    speakers: SpeakerDetector,
+    mutes: MuteDetector,
+    /// When to read the sources' meters next (none while nothing is published).
+    next_sample: Option<Instant>,
     context: Arc<RoomContext>,
     /// Given to forwarding tasks to report a track's end; weak so the room can end.
     commands: mpsc::WeakSender<Command>,
@@ -159,10 +237,13 @@ impl RoomActor {
         commands: mpsc::WeakSender<Command>,
     ) -> Self {
         Self {
-            // Video last-N is not applied yet: every participant's video flows.
-            room: Room::new(name, 0),
+            room: Room::new(name, context.video_last_n),
+            gauges: RoomGauges::new(),
             participants: BTreeMap::new(),
             sources: HashMap::new(),
+            speakers: SpeakerDetector::new(),
+            mutes: MuteDetector::new(),
+            next_sample: None,
             context,
             commands,
         }
@@ -175,6 +256,7 @@ impl RoomActor {
                 .participants
                 .values()
                 .filter_map(|p| p.renegotiation.poll_timeout())
+                .chain(self.next_sample)
                 .min();
             tokio::select! {
                 command = commands.recv() => match command {
@@ -185,6 +267,9 @@ impl RoomActor {
                     let now = Instant::now();
                     for participant in self.participants.values_mut() {
                         participant.renegotiation.handle_timeout(now);
+                    }
+                    if self.next_sample.is_some_and(|at| at <= now) {
+                        self.sample(now);
                     }
                 }
             }
@@ -204,7 +289,37 @@ impl RoomActor {
                     for source in self.sources.values() {
                         source.fanout.take(&peer);
                     }
+                    self.speakers.remove(&peer);
                     self.room.leave(&peer);
+                }
+            }
+            Command::ClientOffer { peer, sdp, reply } => {
+                let _ = reply.send(self.client_offer(&peer, sdp).await);
+            }
+            Command::VideoCodec { reply } => {
+                let _ = reply.send(self.video_codec());
+            }
+            Command::Detached { peer, detached } => {
+                if let Some(participant) = self.participants.get_mut(&peer) {
+                    match detached {
+                        true => participant.renegotiation.detach(Instant::now()),
+                        false => participant.renegotiation.resume(Instant::now()),
+                    }
+                }
+            }
+            Command::Message {
+                peer,
+                session,
+                message,
+            } => {
+                if self.is_session(&peer, session) {
+                    match message {
+                        ClientMessage::Subscribe(request) => {
+                            if let Err(err) = self.room.subscribe(&peer, &request) {
+                                tracing::debug!(%peer, %err, "subscribe refused");
+                            }
+                        }
+                    }
                 }
             }
             Command::Connected { peer, session } => {
@@ -230,7 +345,12 @@ impl RoomActor {
                 sdp,
                 reply,
             } => {
-                let _ = reply.send(self.answer(&peer, offer_id.as_deref(), sdp).await);
+                let answered = self.answer(&peer, offer_id.as_deref(), sdp).await;
+                renegotiation_ended(match answered {
+                    Ok(()) => "answered",
+                    Err(_) => "refused",
+                });
+                let _ = reply.send(answered);
             }
             Command::OfferPending { peer, reply } => {
                 let pending = self
@@ -240,6 +360,29 @@ impl RoomActor {
                 let _ = reply.send(pending);
             }
         }
+    }
+
+    /// Reads every source's meter: a track that sent nothing for a while is muted, one that
+    /// sends again unmuted; audio levels make the active speaker list (and, through it, the
+    /// last-N video order).
+    fn sample(&mut self, now: Instant) {
+        for (&producer, source) in &self.sources {
+            let (packets, level) = source.fanout.meter.sample();
+            if packets > 0 && self.mutes.on_packet(producer, now) == Some(false) {
+                self.room.set_muted(producer, false);
+            }
+            if let Some(level) = level {
+                self.speakers.observe(&source.publisher, level, now);
+            }
+        }
+        for producer in self.mutes.handle_timeout(now) {
+            self.room.set_muted(producer, true);
+        }
+        if let Some(speakers) = self.speakers.poll(now) {
+            tracing::debug!(room = %self.room.name(), ?speakers, "active speakers");
+            self.room.set_active_speakers(&speakers);
+        }
+        self.next_sample = (!self.sources.is_empty()).then_some(now + SAMPLE_INTERVAL);
     }
 
     fn is_session(&self, peer: &ParticipantId, session: u64) -> bool {
@@ -253,7 +396,7 @@ impl RoomActor {
             .join(member.peer.clone(), &self.context.limits)
             .map_err(room_refusal)?;
         let channel = match self.context.enable_data_channel {
-            true => open_room_channel(&member, &self.context.tasks).await,
+            true => open_room_channel(&member, &self.context.tasks, self.commands.clone()).await,
             false => None,
         };
         let renegotiation = Renegotiation::new(uuid::Uuid::new_v4().to_string());
@@ -282,6 +425,7 @@ impl RoomActor {
             _ => MediaKind::Audio,
         };
         let extensions = negotiated(&published.receiver.get_parameters().await.header_extensions);
+        let audio_level = extension_id(&as_refs(&extensions), AUDIO_LEVEL_URI);
         let track = PublishedTrack {
             kind,
             track_id: remote.id(),
@@ -307,11 +451,15 @@ impl RoomActor {
             },
         );
         tracing::debug!(%peer, %producer, %kind, "track published to the room");
+        self.mutes.on_packet(producer, Instant::now());
+        self.next_sample
+            .get_or_insert_with(|| Instant::now() + SAMPLE_INTERVAL);
         self.context.tasks.spawn(forward_published(
             remote,
             fanout,
             Arc::clone(&participant.member.activity),
             producer,
+            audio_level,
             self.commands.clone(),
             participant.member.cancel.clone(),
         ));
@@ -341,8 +489,16 @@ impl RoomActor {
                 break;
             }
         }
-        let room = &self.room;
-        self.sources.retain(|id, _| room.producer(*id).is_some());
+        self.gauges
+            .set(self.room.len(), self.room.paused_video_streams());
+        let (room, mutes) = (&self.room, &mut self.mutes);
+        self.sources.retain(|id, _| {
+            let live = room.producer(*id).is_some();
+            if !live {
+                mutes.remove(*id);
+            }
+            live
+        });
     }
 
     async fn apply(&mut self, action: RoomAction) {
@@ -548,6 +704,7 @@ impl RoomActor {
                     }
                     Err(err) => {
                         tracing::warn!(%peer, %err, "creating a server offer failed");
+                        renegotiation_ended("failed");
                         participant.renegotiation.offer_failed(&offer_id);
                     }
                 }
@@ -564,12 +721,45 @@ impl RoomActor {
             }
             RenegotiationOutput::AnswerTimeout => {
                 tracing::info!(%peer, "no answer to the server offer: closing the session");
+                renegotiation_ended("timeout");
                 let _ = participant
                     .member
                     .close
                     .try_send(CloseReason::AnswerTimeout);
             }
         }
+    }
+
+    /// The codec name (e.g. `VP8`) of the video published in the room now: one per room,
+    /// so every subscriber can take every forwarded video.
+    fn video_codec(&self) -> Option<String> {
+        self.sources.values().find_map(|source| {
+            let (kind, name) = source.codec.mime_type.split_once('/')?;
+            kind.eq_ignore_ascii_case("video")
+                .then(|| name.to_ascii_uppercase())
+        })
+    }
+
+    /// The client's offer on its live connection: applied and answered here, so that the
+    /// answer names each forwarded line's publisher as the server's offers do. New tracks
+    /// it publishes arrive as usual (`Published`).
+    async fn client_offer(
+        &mut self,
+        peer: &ParticipantId,
+        sdp: String,
+    ) -> Result<String, SessionError> {
+        let video_codec = self.video_codec();
+        let Some(participant) = self.participants.get_mut(peer) else {
+            return Err(SessionError::Internal(format!("{peer} is not in the room")));
+        };
+        participant
+            .renegotiation
+            .client_offer()
+            .map_err(room_refusal)?;
+        let answered =
+            answer_client_offer(participant, &self.context, sdp, video_codec.as_deref()).await;
+        participant.renegotiation.client_offer_done();
+        answered
     }
 
     /// The client's answer to the pending server offer.
@@ -650,13 +840,7 @@ async fn create_offer(
     }
     participant.plan.offer_created();
     let mut sdp = Sdp::parse(&offer.sdp).map_err(|e| e.to_string())?;
-    for line in participant.plan.lines() {
-        let Some(mid) = &line.mid else { continue };
-        match &line.state {
-            LineState::Live(track) => sdp.set_msid(mid, &track.peer, &track.track),
-            LineState::Stopping { .. } | LineState::Free => sdp.clear_msid(mid),
-        }
-    }
+    name_forwarded_lines(&mut sdp, &participant.plan);
     if let Some(map) = context.port_map {
         sdp.map_candidates(|c| map.candidate(c));
     }
@@ -668,9 +852,70 @@ async fn create_offer(
     Ok(sdp.to_text())
 }
 
+/// Applies a participant's re-offer and returns the answer as the client gets it.
+async fn answer_client_offer(
+    participant: &mut Participant,
+    context: &RoomContext,
+    offer: String,
+    video_codec: Option<&str>,
+) -> Result<String, SessionError> {
+    let mut parsed = Sdp::parse(&offer).map_err(|e| SessionError::InvalidSdp(e.to_string()))?;
+    let lines = parsed.media_count();
+    let max = context.limits.max_mlines();
+    if lines > max {
+        return Err(SessionError::InvalidSdp(format!(
+            "the offer has {lines} m-lines; a room participant's may have {max}"
+        )));
+    }
+    let offer = match video_codec {
+        Some(codec) => {
+            parsed.keep_video_codec(codec);
+            parsed.to_text()
+        }
+        None => offer,
+    };
+    let pc = &participant.member.pc;
+    let description =
+        RTCSessionDescription::offer(offer).map_err(|e| SessionError::InvalidSdp(e.to_string()))?;
+    pc.set_remote_description(description)
+        .await
+        .map_err(|e| SessionError::InvalidSdp(e.to_string()))?;
+    let answer = pc
+        .create_answer(None)
+        .await
+        .map_err(|e| SessionError::Internal(format!("answering the re-offer: {e}")))?;
+    let mut sdp = Sdp::parse(&answer.sdp).map_err(|e| SessionError::Internal(e.to_string()))?;
+    name_forwarded_lines(&mut sdp, &participant.plan);
+    if let Some(map) = context.port_map {
+        sdp.map_candidates(|c| map.candidate(c));
+    }
+    sdp.advertise_max_message_size(context.max_message_bytes);
+    sdp.remove_ice_lite();
+    pc.set_local_description(answer)
+        .await
+        .map_err(|e| SessionError::Internal(format!("applying the re-answer: {e}")))?;
+    Ok(sdp.to_text())
+}
+
+/// Each forwarded line's msid as its current track's (webrtc-rs freezes a sender's msid at
+/// its first track; a recycled line carries another publisher's).
+fn name_forwarded_lines(sdp: &mut Sdp, plan: &MLinePlan) {
+    for line in plan.lines() {
+        let Some(mid) = &line.mid else { continue };
+        match &line.state {
+            LineState::Live(track) => sdp.set_msid(mid, &track.peer, &track.track),
+            LineState::Stopping { .. } | LineState::Free => sdp.clear_msid(mid),
+        }
+    }
+}
+
 /// Opens the room channel on the participant's connection (negotiated in its first server
-/// offer when the client opened no channel) and starts the task that sends on it.
-async fn open_room_channel(member: &Member, tasks: &TaskTracker) -> Option<mpsc::Sender<String>> {
+/// offer when the client opened no channel) and starts the task that sends and reads on it.
+async fn open_room_channel(
+    member: &Member,
+    tasks: &TaskTracker,
+    commands: mpsc::WeakSender<Command>,
+) -> Option<mpsc::Sender<String>> {
     let channel = match member.pc.create_data_channel(ROOM_CHANNEL, None).await {
         Ok(channel) => channel,
         Err(err) => {
@@ -684,25 +929,42 @@ async fn open_room_channel(member: &Member, tasks: &TaskTracker) -> Option<mpsc:
         Box::pin(async {})
     }));
     let (tx, rx) = mpsc::channel(ROOM_CHANNEL_QUEUE);
-    tasks.spawn(send_room_messages(
+    let reader = RoomChannelReader {
+        peer: member.peer.clone(),
+        session: member.session,
+        commands,
+    };
+    tasks.spawn(run_room_channel(
         channel,
         open_rx,
         rx,
+        reader,
+        tasks.clone(),
         member.cancel.clone(),
     ));
     Some(tx)
 }
 
-/// Sends the room channel's messages as `DataBuffer{json{schema_type:"room"}}` once it is open.
-async fn send_room_messages(
+/// Once the room channel is open: reads the client's messages on a task of its own, and
+/// sends the room's as `DataBuffer{json{schema_type:"room"}}`.
+async fn run_room_channel(
     channel: Arc<RTCDataChannel>,
     mut open: watch::Receiver<bool>,
     mut messages: mpsc::Receiver<String>,
+    reader: RoomChannelReader,
+    tasks: TaskTracker,
     cancel: CancellationToken,
 ) {
     tokio::select! {
         opened = open.wait_for(|open| *open) => if opened.is_err() { return },
         () = cancel.cancelled() => return,
+    }
+    // Data channels are detached on this stack (peer/data_channel.rs): read them ourselves.
+    match channel.detach().await {
+        Ok(raw) => {
+            tasks.spawn(reader.run(raw, cancel.clone()));
+        }
+        Err(err) => tracing::warn!(%err, "cannot read the room channel"),
     }
     loop {
         let json = tokio::select! {
@@ -720,6 +982,87 @@ async fn send_room_messages(
         if let Err(err) = channel.send(&data).await {
             tracing::debug!(%err, "room channel send failed");
         }
+    }
+}
+
+/// Hands a participant's room channel messages to its room.
+struct RoomChannelReader {
+    peer: ParticipantId,
+    session: u64,
+    commands: mpsc::WeakSender<Command>,
+}
+
+impl RoomChannelReader {
+    /// Reads until the channel or the session ends. A message the room cannot take (too
+    /// large, not JSON, an unknown type) is dropped, counted and logged; the channel stays.
+    async fn run(
+        self,
+        channel: Arc<webrtc::data::data_channel::DataChannel>,
+        cancel: CancellationToken,
+    ) {
+        // SCTP completes a message of any size up to its window; a smaller buffer would make
+        // the read fail and close the channel, so read whole and judge the size after.
+        let mut buffer = vec![0u8; ROOM_CHANNEL_READ_BYTES];
+        loop {
+            let received = channel.messages_received();
+            let read = tokio::select! {
+                read = channel.read_data_channel(&mut buffer) => read,
+                () = cancel.cancelled() => break,
+            };
+            let (len, is_string) = match read {
+                Ok((0, _)) if channel.messages_received() == received => break,
+                Ok(read) => read,
+                Err(err) => {
+                    tracing::debug!(peer = %self.peer, %err, "room channel read ended");
+                    break;
+                }
+            };
+            let message = room_message_text(&buffer[..len], is_string)
+                .and_then(|text| ClientMessage::parse(&text).map_err(|e| e.to_string()));
+            let message = match message {
+                Ok(message) => message,
+                Err(why) => {
+                    tracing::debug!(peer = %self.peer, %why, "room channel message dropped");
+                    super::data_channel::dropped("malformed");
+                    continue;
+                }
+            };
+            let Some(commands) = self.commands.upgrade() else {
+                break;
+            };
+            let command = Command::Message {
+                peer: self.peer.clone(),
+                session: self.session,
+                message,
+            };
+            // Waiting here slows a client that floods the channel (SCTP flow control).
+            if commands.send(command).await.is_err() {
+                break;
+            }
+        }
+    }
+}
+
+/// Largest room channel read: SCTP's receive window (see peer/data_channel.rs), so any
+/// message the client completes is read; the room then refuses anything over 4 KiB.
+const ROOM_CHANNEL_READ_BYTES: usize = 1024 * 1024;
+
+/// The JSON text of a client's room channel message: a `DataBuffer` whose json's schema is
+/// `room` (or text), or a plain text message.
+fn room_message_text(message: &[u8], is_string: bool) -> Result<String, String> {
+    if is_string {
+        return std::str::from_utf8(message)
+            .map(str::to_owned)
+            .map_err(|e| e.to_string());
+    }
+    let buffer: DataBuffer = prost::Message::decode(message).map_err(|e| e.to_string())?;
+    match buffer.data_type {
+        Some(DataType::Json(json)) if json.schema_type == "room" => Ok(json.json_payload),
+        Some(DataType::Json(json)) => {
+            Err(format!("json schema {:?}, not \"room\"", json.schema_type))
+        }
+        Some(DataType::Text(text)) => String::from_utf8(text.text_data).map_err(|e| e.to_string()),
+        _ => Err("a room message is JSON or text".into()),
     }
 }
 

@@ -3,6 +3,7 @@
 //! only applies it, one [`Consumer`] (SSRC, sequence numbers, timestamps, header extensions)
 //! per subscriber.
 
+use std::sync::atomic::{AtomicU32, AtomicU8, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Instant;
 
@@ -19,8 +20,9 @@ use webrtc::track::track_local::TrackLocalWriter;
 use webrtc::track::track_remote::TrackRemote;
 
 use super::activity::Activity;
+use super::metrics::metrics;
 use super::video::KEYFRAME_REQUEST_INTERVAL;
-use crate::room::{Consumer, ParticipantId, ProducerId};
+use crate::room::{AudioLevel, Consumer, ParticipantId, ProducerId};
 
 /// One subscriber's copy of a published track.
 pub(crate) struct Sink {
@@ -32,11 +34,53 @@ pub(crate) struct Sink {
     pub activity: Arc<Activity>,
 }
 
+/// What arrived on a published track since the room last looked: packets (is it still
+/// sending?) and the loudest RFC 6464 level (who is speaking?). Two atomics per packet, so
+/// the packet path never waits on the room's task; the room samples it on its tick.
+pub(crate) struct Meter {
+    packets: AtomicU32,
+    /// Loudest level in −dBov ([`NO_LEVEL`]: none seen).
+    loudest: AtomicU8,
+}
+
+/// No audio level seen since the last sample.
+const NO_LEVEL: u8 = u8::MAX;
+
+impl Default for Meter {
+    fn default() -> Self {
+        Self {
+            packets: AtomicU32::new(0),
+            loudest: AtomicU8::new(NO_LEVEL),
+        }
+    }
+}
+
+impl Meter {
+    fn record(&self, level: Option<AudioLevel>) {
+        self.packets.fetch_add(1, Ordering::Relaxed);
+        if let Some(level) = level {
+            self.loudest.fetch_min(level.dbov, Ordering::Relaxed);
+        }
+    }
+
+    /// Packets and the loudest level since the previous sample.
+    pub fn sample(&self) -> (u32, Option<AudioLevel>) {
+        let packets = self.packets.swap(0, Ordering::Relaxed);
+        let loudest = self.loudest.swap(NO_LEVEL, Ordering::Relaxed);
+        let level = (loudest != NO_LEVEL).then_some(AudioLevel {
+            dbov: loudest,
+            voice: false,
+        });
+        (packets, level)
+    }
+}
+
 /// The subscribers of one published track. Locked per packet only to rewrite headers, never
 /// across a write.
 #[derive(Default)]
 pub(crate) struct Fanout {
     sinks: Mutex<Vec<Sink>>,
+    pub meter: Meter,
 }
 
 impl Fanout {
@@ -87,15 +131,23 @@ impl Fanout {
 }
 
 /// Reads a published track and copies each packet to its subscribers until the track or the
-/// publisher's session ends; then reports `producer` on `ended`.
+/// publisher's session ends; then reports `producer` on `ended`. `audio_level`: the
+/// publisher's negotiated id of the RFC 6464 extension, read into the fanout's meter.
 pub(crate) async fn forward_published(
     remote: Arc<TrackRemote>,
     fanout: Arc<Fanout>,
     publisher_activity: Arc<Activity>,
     producer: ProducerId,
+    audio_level: Option<u8>,
     ended: mpsc::WeakSender<super::room_actor::Command>,
     cancel: CancellationToken,
 ) {
+    let kind = match remote.kind() {
+        webrtc::rtp_transceiver::rtp_codec::RTPCodecType::Video => "video",
+        _ => "audio",
+    };
+    let forwarded_packets = metrics().room_forwarded_packets.with_label_values(&[kind]);
+    let forwarded_bytes = metrics().room_forwarded_bytes.with_label_values(&[kind]);
     loop {
         let packet = tokio::select! {
             read = remote.read_rtp() => match read {
@@ -105,9 +157,17 @@ pub(crate) async fn forward_published(
             () = cancel.cancelled() => break,
         };
         publisher_activity.touch();
+        let level = audio_level
+            .and_then(|id| packet.header.get_extension(id))
+            .and_then(|payload| AudioLevel::parse(&payload));
+        fanout.meter.record(level);
         for (track, copy, activity) in fanout.copies(&packet, Instant::now()) {
             match track.write_rtp(&copy).await {
-                Ok(written) if written > 0 => activity.touch(),
+                Ok(written) if written > 0 => {
+                    activity.touch();
+                    forwarded_packets.inc();
+                    forwarded_bytes.inc_by(written as u64);
+                }
                 Ok(_) => {}
                 Err(err) => tracing::debug!(%err, "forwarding a room packet failed"),
             }

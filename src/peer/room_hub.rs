@@ -150,6 +150,47 @@ impl RoomHub {
         answered.await.unwrap_or_else(|_| Err(no_offer()))
     }
 
+    /// The participant's offer on its live connection: the room answers it.
+    ///
+    /// # Errors
+    /// `FailedPrecondition` "server offer pending" (glare); `InvalidSdp`.
+    pub async fn client_offer(
+        &self,
+        room: &RoomName,
+        peer: &ParticipantId,
+        sdp: String,
+    ) -> Result<String, SessionError> {
+        let gone = || SessionError::Internal(format!("room {room} has ended"));
+        let commands = self.commands(room).ok_or_else(gone)?;
+        let (reply, answered) = oneshot::channel();
+        let command = Command::ClientOffer {
+            peer: peer.clone(),
+            sdp,
+            reply,
+        };
+        commands.send(command).await.map_err(|_| gone())?;
+        answered.await.unwrap_or_else(|_| Err(gone()))
+    }
+
+    /// The video codec of `room` (its video publishers'), when it has any video.
+    pub async fn video_codec(&self, room: &RoomName) -> Option<String> {
+        let commands = self.commands(room)?;
+        let (reply, codec) = oneshot::channel();
+        commands.send(Command::VideoCodec { reply }).await.ok()?;
+        codec.await.ok().flatten()
+    }
+
+    /// `peer`'s signaling stream broke (`true`, its resume grace) or came back.
+    pub async fn set_detached(&self, room: &RoomName, peer: &ParticipantId, detached: bool) {
+        if let Some(commands) = self.commands(room) {
+            let command = Command::Detached {
+                peer: peer.clone(),
+                detached,
+            };
+            let _ = commands.send(command).await;
+        }
+    }
+
     /// Whether a server offer to `peer` waits for its answer (a client offer then is glare).
     pub async fn offer_pending(&self, room: &RoomName, peer: &ParticipantId) -> bool {
         let Some(commands) = self.commands(room) else {

@@ -61,6 +61,29 @@ impl Sdp {
             .find(|ufrag| !ufrag.is_empty())
     }
 
+    /// The DTLS certificate fingerprint (session level, or the first section that has one).
+    pub fn fingerprint(&self) -> Option<&str> {
+        let session = self.0.attribute("fingerprint").map(String::as_str);
+        session
+            .into_iter()
+            .chain(
+                self.0
+                    .media_descriptions
+                    .iter()
+                    .filter_map(|m| m.attribute("fingerprint").flatten()),
+            )
+            .find(|fingerprint| !fingerprint.is_empty())
+    }
+
+    /// Whether `other` comes from the same ICE and DTLS session (same ufrag and certificate
+    /// fingerprint): a re-offer on a live connection rather than a new one.
+    pub fn same_transport(&self, other: &Sdp) -> bool {
+        self.ice_ufrag().is_some()
+            && self.ice_ufrag() == other.ice_ufrag()
+            && self.fingerprint().map(str::to_ascii_lowercase)
+                == other.fingerprint().map(str::to_ascii_lowercase)
+    }
+
     /// The codec names (upper case, e.g. `VP8`) of the video sections that are not rejected
     /// (port 0), in the order offered.
     pub fn active_video_codecs(&self) -> Vec<String> {
@@ -74,6 +97,47 @@ impl Sdp {
                 Some(codec.split('/').next()?.to_ascii_uppercase())
             })
             .collect()
+    }
+
+    /// Leaves `codec` (e.g. `VP8`) as the only video codec offered, with its RTX: a room
+    /// forwards one video codec (its first publisher's), so a later publisher's answer must
+    /// pick it. A video section that does not offer it is rejected (port 0).
+    pub fn keep_video_codec(&mut self, codec: &str) {
+        for media in &mut self.0.media_descriptions {
+            if media.media_name.media != "video" || media.media_name.port.value == 0 {
+                continue;
+            }
+            let mut kept: Vec<String> = attribute_values(media, "rtpmap")
+                .filter_map(|rtpmap| {
+                    let (pt, name) = rtpmap.split_once(' ')?;
+                    let name = name.split('/').next()?;
+                    name.eq_ignore_ascii_case(codec).then(|| pt.to_owned())
+                })
+                .collect();
+            let rtx: Vec<String> = attribute_values(media, "fmtp")
+                .filter_map(|fmtp| {
+                    let (pt, params) = fmtp.split_once(' ')?;
+                    let apt = params
+                        .split(';')
+                        .find_map(|p| p.trim().strip_prefix("apt="))?;
+                    kept.iter().any(|k| k == apt).then(|| pt.to_owned())
+                })
+                .collect();
+            if kept.is_empty() {
+                media.media_name.port.value = 0;
+                continue;
+            }
+            kept.extend(rtx);
+            media.media_name.formats.retain(|pt| kept.contains(pt));
+            media.attributes.retain(|a| {
+                if !matches!(a.key.as_str(), "rtpmap" | "fmtp" | "rtcp-fb") {
+                    return true;
+                }
+                let pt = a.value.as_deref().and_then(|v| v.split(' ').next());
+                // `a=rtcp-fb:* nack` applies to every payload type.
+                pt.is_some_and(|pt| pt == "*" || kept.iter().any(|k| k == pt))
+            });
+        }
     }
 
     /// `a=max-message-size:<limit>` in every data section, once, after its `a=sctp-port`
@@ -286,6 +350,30 @@ mod tests {
     }
 
     #[test]
+    fn a_re_offer_is_the_same_transport_only_with_ufrag_and_fingerprint_unchanged() {
+        let offer = |ufrag: &str, fingerprint: &str| {
+            Sdp::parse(&format!(
+                "v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\n\
+                 a=fingerprint:sha-256 {fingerprint}\r\n\
+                 m=audio 9 UDP/TLS/RTP/SAVPF 111\r\nc=IN IP4 0.0.0.0\r\n\
+                 a=ice-ufrag:{ufrag}\r\na=ice-pwd:abcdefghijklmnopqrstuv\r\na=mid:0\r\n\
+                 a=rtpmap:111 opus/48000/2\r\n"
+            ))
+            .expect("parses")
+        };
+        let live = offer("aaaa", "AB:CD");
+        assert!(live.same_transport(&offer("aaaa", "ab:cd")));
+        assert!(
+            !live.same_transport(&offer("bbbb", "AB:CD")),
+            "an ICE restart"
+        );
+        assert!(
+            !live.same_transport(&offer("aaaa", "EF:01")),
+            "a new client"
+        );
+    }
+
+    #[test]
     fn candidates_go_to_the_first_section_once_with_end_of_candidates() {
         let mut sdp = audio_and_data();
         let rtcp = "candidate:1 2 udp 2130706430 10.0.0.1 50001 typ host";
@@ -325,6 +413,34 @@ mod tests {
         let text = sdp.to_text();
         assert!(!text.contains("ice-lite"), "{text}");
         assert!(text.contains("a=group:BUNDLE 0 1\r\n"), "{text}");
+    }
+
+    #[test]
+    fn a_room_keeps_one_video_codec_with_its_rtx_and_rejects_sections_without_it() {
+        let mut offer = sdp(
+            "m=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=rtpmap:111 opus/48000/2\r\n\
+             m=video 9 UDP/TLS/RTP/SAVPF 96 97 102 103\r\na=rtpmap:96 VP8/90000\r\n\
+             a=rtcp-fb:96 nack\r\na=rtpmap:97 rtx/90000\r\na=fmtp:97 apt=96\r\n\
+             a=rtpmap:102 H264/90000\r\na=fmtp:102 packetization-mode=1\r\n\
+             a=rtcp-fb:102 nack\r\na=rtpmap:103 rtx/90000\r\na=fmtp:103 apt=102\r\n\
+             m=video 9 UDP/TLS/RTP/SAVPF 102\r\na=rtpmap:102 H264/90000\r\n",
+        );
+        offer.keep_video_codec("VP8");
+        let text = offer.to_text();
+        assert!(
+            text.contains("m=video 9 UDP/TLS/RTP/SAVPF 96 97\r\n"),
+            "{text}"
+        );
+        assert!(text.contains("a=fmtp:97 apt=96"), "{text}");
+        assert!(text.contains("a=rtcp-fb:96 nack"), "{text}");
+        assert!(!text.contains("H264/90000\r\na=fmtp:102"), "{text}");
+        assert!(!text.contains("apt=102"), "{text}");
+        assert!(
+            text.contains("m=video 0 "),
+            "the H264-only section is rejected: {text}"
+        );
+        assert_eq!(offer.active_video_codecs(), ["VP8", "RTX"]);
+        assert!(text.contains("a=rtpmap:111 opus"), "audio untouched");
     }
 
     #[test]

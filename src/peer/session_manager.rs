@@ -20,6 +20,7 @@ use super::metrics::metrics;
 use super::quality::{self, CallRecord, MediaCounters, SessionStats};
 use super::room_actor::{room_refusal, Member, RoomContext};
 use super::room_hub::RoomHub;
+use super::sdp::Sdp;
 use super::server_peer::{PeerSettings, ServerPeer};
 use super::session_trace::SessionTrace;
 use super::stack::WebRtcStack;
@@ -64,6 +65,8 @@ pub struct SessionSettings {
     /// Participants per room (`--max-room-participants`; signaling refuses more at announce,
     /// this keeps the room state to the same bound).
     pub max_room_participants: usize,
+    /// `--room-video-last-n`.
+    pub room_video_last_n: usize,
 }
 
 /// Weak handles to server peer connections, taken by [`SessionManager::peer_connection_probe`].
@@ -110,6 +113,35 @@ struct Session {
 }
 
 impl SessionManager {
+    /// The room and participant id of `peer_id`'s session, when it is a room participant.
+    fn room_of(&self, peer_id: &str) -> Option<(RoomName, ParticipantId)> {
+        self.inner
+            .sessions
+            .lock()
+            .get(peer_id)
+            .and_then(|s| s.room.clone())
+    }
+
+    /// Whether `offer` comes from the ICE and DTLS session `peer_id`'s session has now.
+    async fn is_live_transport(&self, peer_id: &str, offer: &str) -> bool {
+        let pc = self
+            .inner
+            .sessions
+            .lock()
+            .get(peer_id)
+            .map(|s| Arc::clone(&s.pc));
+        let Some(current) = (match pc {
+            Some(pc) => pc.remote_description().await,
+            None => None,
+        }) else {
+            return false;
+        };
+        match (Sdp::parse(&current.sdp), Sdp::parse(offer)) {
+            (Ok(current), Ok(offer)) => current.same_transport(&offer),
+            _ => false,
+        }
+    }
+
     /// `events` receives the sessions' local candidates and the closes the manager decides.
     pub fn new(
         stack: WebRtcStack,
@@ -123,6 +155,7 @@ impl SessionManager {
                 max_participants: settings.max_room_participants,
                 max_rooms: settings.max_rooms,
             },
+            video_last_n: settings.room_video_last_n,
             events: events.clone(),
             tasks: tasks.clone(),
             port_map: stack.port_map(),
@@ -228,6 +261,16 @@ impl SessionHost for SessionManager {
             if inner.rooms.offer_pending(name, participant).await {
                 return Err(room_refusal(RoomError::ServerOfferPending));
             }
+            // An offer on the live connection renegotiates it (the client adds a camera);
+            // anything else (a new client, an ICE restart) replaces the session.
+            if room.as_ref() == live_room.as_ref()
+                && self.is_live_transport(peer_id, &request.offer_sdp).await
+            {
+                return inner
+                    .rooms
+                    .client_offer(name, participant, request.offer_sdp)
+                    .await;
+            }
         }
         // A re-offer replaces the old session (never leaks it).
         let old = inner.sessions.lock().remove(peer_id);
@@ -238,6 +281,10 @@ impl SessionHost for SessionManager {
             limit_hit(Limit::Sessions, 1);
             return Err(SessionError::AtCapacity(inner.settings.capacity));
         }
+        let offer_sdp = match &room {
+            Some((name, _)) => one_video_codec(&inner.rooms, name, &request.offer_sdp).await,
+            None => None,
+        };
         let id = inner.next_id.fetch_add(1, Ordering::Relaxed);
         let cancel = CancellationToken::new();
         let (candidate_tx, candidate_rx) = mpsc::channel(CANDIDATE_QUEUE);
@@ -272,7 +319,7 @@ impl SessionHost for SessionManager {
                 },
                 room: room.is_some(),
             },
-            &request.offer_sdp,
+            offer_sdp.as_deref().unwrap_or(&request.offer_sdp),
             candidate_tx,
             &inner.tasks,
             &cancel,
@@ -380,13 +427,7 @@ impl SessionHost for SessionManager {
         offer_id: Option<&str>,
         sdp: String,
     ) -> Result<(), SessionError> {
-        let room = self
-            .inner
-            .sessions
-            .lock()
-            .get(peer_id)
-            .and_then(|s| s.room.clone());
-        let Some((name, participant)) = room else {
+        let Some((name, participant)) = self.room_of(peer_id) else {
             return Err(room_refusal(RoomError::NoOfferPending));
         };
         self.inner
@@ -395,9 +436,36 @@ impl SessionHost for SessionManager {
             .await
     }
 
+    async fn stream_detached(&self, peer_id: &str) {
+        if let Some((name, participant)) = self.room_of(peer_id) {
+            self.inner
+                .rooms
+                .set_detached(&name, &participant, true)
+                .await;
+        }
+    }
+
+    async fn stream_resumed(&self, peer_id: &str) {
+        if let Some((name, participant)) = self.room_of(peer_id) {
+            self.inner
+                .rooms
+                .set_detached(&name, &participant, false)
+                .await;
+        }
+    }
+
     fn session_count(&self) -> usize {
         self.inner.sessions.lock().len()
     }
+}
+
+/// The offer with the room's video codec as its only one, when the room has video already
+/// (one codec per room: every subscriber takes every forwarded video). `None`: unchanged.
+async fn one_video_codec(rooms: &RoomHub, room: &RoomName, offer: &str) -> Option<String> {
+    let codec = rooms.video_codec(room).await?;
+    let mut sdp = Sdp::parse(offer).ok()?;
+    sdp.keep_video_codec(&codec);
+    Some(sdp.to_text())
 }
 
 /// Stops a session's tasks and peer connection, then logs and keeps its call record.

@@ -92,6 +92,8 @@ pub struct Room {
     next_join: u64,
     /// Participants by how recently they were among the active speakers, most recent first.
     recency: Vec<ParticipantId>,
+    /// The active speaker list last told (a newcomer is told it at once).
+    speakers: Vec<String>,
     /// Drained by the adapter after every input, so bounded by one input's consequences
     /// (at most a few per participant pair).
     actions: VecDeque<RoomAction>,
@@ -107,6 +109,7 @@ impl Room {
             next_producer: 0,
             next_join: 0,
             recency: Vec::new(),
+            speakers: Vec::new(),
             actions: VecDeque::new(),
         }
     }
@@ -135,7 +138,9 @@ impl Room {
         self.participants.contains_key(id)
     }
 
-    /// Adds a participant; it is given every track already published (as `AddTrack` actions).
+    /// Adds a participant; it is given every track already published (as `AddTrack` actions)
+    /// and told the current active speakers and muted tracks, which are otherwise only sent
+    /// when they change.
     ///
     /// # Errors
     /// `RoomFull` at the limit, `AlreadyJoined` for a duplicate id.
@@ -147,14 +152,37 @@ impl Room {
         let joined = self.next_join;
         self.next_join += 1;
         self.participants.insert(
-            id,
+            id.clone(),
             Participant {
                 joined,
                 ..Participant::default()
             },
         );
+        self.tell_state(&id);
         self.reconcile();
         Ok(())
+    }
+
+    /// The room's current speakers and muted tracks, for a participant that just joined.
+    fn tell_state(&mut self, newcomer: &ParticipantId) {
+        if !self.speakers.is_empty() {
+            self.actions.push_back(RoomAction::Send {
+                to: newcomer.clone(),
+                message: ServerMessage::ActiveSpeakers {
+                    peers: self.speakers.clone(),
+                },
+            });
+        }
+        for state in self.producers.values().filter(|s| s.muted) {
+            self.actions.push_back(RoomAction::Send {
+                to: newcomer.clone(),
+                message: ServerMessage::Muted {
+                    peer: state.producer.publisher.to_string(),
+                    kind: state.producer.track.kind,
+                    muted: true,
+                },
+            });
+        }
     }
 
     /// Removes a participant and everything it published from every subscriber.
@@ -166,6 +194,8 @@ impl Room {
         self.producers
             .retain(|_, state| &state.producer.publisher != id);
         self.recency.retain(|p| p != id);
+        let left = id.to_string();
+        self.speakers.retain(|p| *p != left);
         for participant in self.participants.values_mut() {
             participant
                 .subscriptions
@@ -246,6 +276,24 @@ impl Room {
             .unwrap_or_default()
     }
 
+    /// Forwarded video streams paused now: negotiated on a subscriber's connection, sending
+    /// no RTP (last-N, `off`).
+    pub fn paused_video_streams(&self) -> usize {
+        self.participants
+            .values()
+            .map(|p| {
+                p.negotiated
+                    .difference(&p.active)
+                    .filter(|id| {
+                        self.producers
+                            .get(id)
+                            .is_some_and(|s| s.producer.track.kind == MediaKind::Video)
+                    })
+                    .count()
+            })
+            .sum()
+    }
+
     /// What `subscriber` asked for `publisher`'s track of `kind` (the default: auto, no limit).
     pub fn subscription(
         &self,
@@ -320,6 +368,7 @@ impl Room {
             .filter(|s| self.participants.contains_key(*s))
             .map(ToString::to_string)
             .collect();
+        self.speakers.clone_from(&peers);
         for to in self.participants.keys() {
             self.actions.push_back(RoomAction::Send {
                 to: to.clone(),

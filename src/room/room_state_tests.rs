@@ -212,6 +212,24 @@ fn video_is_limited_to_the_last_n_speakers_and_audio_is_not() {
 }
 
 #[test]
+fn paused_video_streams_are_counted_and_audio_never_is() {
+    let (mut room, _) = populated(1, &["a", "b", "c"]);
+    // One video slot each: a and b see c's or the other's video, not both; every audio flows.
+    assert_eq!(room.paused_video_streams(), 3);
+    subscribe(&mut room, "a", "b", MediaKind::Audio, SubscribeMode::Off);
+    assert_eq!(
+        room.paused_video_streams(),
+        3,
+        "audio off is not paused video"
+    );
+    subscribe(&mut room, "a", "b", MediaKind::Video, SubscribeMode::Pin);
+    subscribe(&mut room, "a", "c", MediaKind::Video, SubscribeMode::Pin);
+    assert_eq!(room.paused_video_streams(), 2);
+    room.leave(&id("c"));
+    assert_eq!(room.paused_video_streams(), 0);
+}
+
+#[test]
 fn last_n_zero_forwards_all_video() {
     let names = ["a", "b", "c", "d", "e", "f"];
     let (room, _) = populated(0, &names);
@@ -336,6 +354,52 @@ fn active_speakers_are_told_to_everyone() {
             peers: vec!["b".into(), "a".into()]
         }
     }));
+}
+
+#[test]
+fn a_newcomer_is_told_the_current_speakers_and_muted_tracks_at_once() {
+    let (mut room, ids) = populated(0, &["a", "b", "c"]);
+    room.set_active_speakers(&[id("b"), id("a")]);
+    room.set_muted(ids[2].1, true);
+    room.leave(&id("a"));
+    drain(&mut room);
+    room.join(id("d"), &RoomLimits::default()).expect("join");
+    let sends: Vec<_> = drain(&mut room)
+        .into_iter()
+        .filter(|a| matches!(a, RoomAction::Send { .. }))
+        .collect();
+    // The speaker who left is not in the list; only c's video is muted; only d is told.
+    assert_eq!(
+        sends,
+        vec![
+            RoomAction::Send {
+                to: id("d"),
+                message: ServerMessage::ActiveSpeakers {
+                    peers: vec!["b".into()]
+                }
+            },
+            RoomAction::Send {
+                to: id("d"),
+                message: ServerMessage::Muted {
+                    peer: "c".into(),
+                    kind: MediaKind::Video,
+                    muted: true
+                }
+            },
+        ]
+    );
+}
+
+#[test]
+fn a_newcomer_to_a_quiet_room_is_told_nothing() {
+    let (mut room, _) = populated(0, &["a", "b"]);
+    room.set_active_speakers(&[id("a")]);
+    room.set_active_speakers(&[]);
+    drain(&mut room);
+    room.join(id("c"), &RoomLimits::default()).expect("join");
+    assert!(!drain(&mut room)
+        .iter()
+        .any(|a| matches!(a, RoomAction::Send { .. })));
 }
 
 #[test]

@@ -444,6 +444,13 @@ impl SignalingCore {
                 }
             }
             log_transition(peer_id, event, next.next, self.limits.resume_grace);
+            if !lost {
+                match (stage, next.next) {
+                    (Stage::Connected, Stage::Detached) => self.host.stream_detached(peer_id).await,
+                    (Stage::Detached, Stage::Connected) => self.host.stream_resumed(peer_id).await,
+                    _ => {}
+                }
+            }
             stage = next.next;
             if !lost {
                 return stage;

@@ -112,6 +112,18 @@ pub trait SessionHost: Send + Sync + 'static {
         ))
     }
 
+    /// `peer_id`'s signaling stream broke and it is in its resume grace: its session runs on,
+    /// but nothing it is asked can be answered now (a pending server offer's answer timer
+    /// stops). Hosts that never renegotiate ignore it.
+    async fn stream_detached(&self, peer_id: &str) {
+        let _ = peer_id;
+    }
+
+    /// `peer_id` resumed within its grace: a pending server offer is sent again.
+    async fn stream_resumed(&self, peer_id: &str) {
+        let _ = peer_id;
+    }
+
     /// Sessions alive now.
     fn session_count(&self) -> usize;
 }

@@ -42,6 +42,7 @@ use webrtc::track::track_local::{TrackLocal, TrackLocalWriter};
 use super::repair::RepairRecorder;
 use super::signaling::{SignalingClient, SERVER};
 use super::WAIT;
+use remotemedia_webrtc::room::AUDIO_LEVEL_URI;
 
 /// Audio the client received: one entry per RTP packet, plus the decoded samples.
 #[derive(Default)]
@@ -66,6 +67,8 @@ fn vp8_capability() -> RTCRtpCodecCapability {
 pub struct ReceivedRtp {
     pub at: Instant,
     pub packet: Packet,
+    /// The msid stream id of the track it came on (in a room: the publisher's peer id).
+    pub stream: String,
 }
 
 /// RTX for VP8 (RFC 4588), as browsers offer it.
@@ -87,6 +90,8 @@ pub struct VideoOptions {
     /// Leave out the client's own NACK generator, so the only NACKs the server gets are the
     /// ones the test sends (the offer still announces generic NACK).
     pub without_nack_generator: bool,
+    /// Offer H264 (payload type 102) before VP8, as Safari does.
+    pub h264_first: bool,
 }
 
 /// What to put in the offer.
@@ -122,6 +127,8 @@ pub struct ClientPeer {
     /// The decoded audio of each received track, by its msid stream id (in a room: the
     /// publisher's peer id).
     pub heard: Arc<Mutex<HashMap<String, Vec<f32>>>>,
+    /// The same, by `<stream id> <track id>` (a publisher with two audio tracks).
+    pub heard_tracks: Arc<Mutex<HashMap<String, Vec<f32>>>>,
     pub messages: mpsc::Receiver<Bytes>,
     /// Local candidates as gathered; `None` ends gathering.
     pub candidates: mpsc::Receiver<Option<RTCIceCandidateInit>>,
@@ -134,6 +141,10 @@ pub struct ClientPeer {
     ignore_trickled: bool,
     /// Remote candidates dropped so.
     pub trickled_ignored: std::sync::atomic::AtomicUsize,
+    /// The server's `remotemedia-room` channel, once it opened it.
+    pub room_channel: Arc<Mutex<Option<Arc<RTCDataChannel>>>>,
+    /// The room channel's messages (the JSON of each `DataBuffer{json}`), in order.
+    pub room_messages: Arc<Mutex<Vec<serde_json::Value>>>,
 }
 
 impl ClientPeer {
@@ -174,6 +185,26 @@ impl ClientPeer {
         let with_video = video_options.is_some();
         let video_options = video_options.unwrap_or_default();
         let mut media = MediaEngine::default();
+        if with_video && video_options.h264_first {
+            media
+                .register_codec(
+                    RTCRtpCodecParameters {
+                        capability: RTCRtpCodecCapability {
+                            mime_type: webrtc::api::media_engine::MIME_TYPE_H264.to_owned(),
+                            clock_rate: 90_000,
+                            channels: 0,
+                            sdp_fmtp_line:
+                                "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f"
+                                    .to_owned(),
+                            rtcp_feedback: vec![],
+                        },
+                        payload_type: 102,
+                        ..Default::default()
+                    },
+                    RTPCodecType::Video,
+                )
+                .unwrap();
+        }
         if with_video {
             media
                 .register_codec(
@@ -206,6 +237,16 @@ impl ClientPeer {
                     ..Default::default()
                 },
                 RTPCodecType::Audio,
+            )
+            .unwrap();
+        // RFC 6464 audio levels, as browsers send them (the room's active speakers).
+        media
+            .register_header_extension(
+                webrtc::rtp_transceiver::rtp_codec::RTCRtpHeaderExtensionCapability {
+                    uri: AUDIO_LEVEL_URI.to_owned(),
+                },
+                RTPCodecType::Audio,
+                None,
             )
             .unwrap();
         let mut registry = if video_options.without_nack_generator {
@@ -303,8 +344,27 @@ impl ClientPeer {
             None
         };
 
+        let room_channel: Arc<Mutex<Option<Arc<RTCDataChannel>>>> = Arc::default();
+        let room_messages: Arc<Mutex<Vec<serde_json::Value>>> = Arc::default();
+        let (channel_slot, message_log) = (Arc::clone(&room_channel), Arc::clone(&room_messages));
+        pc.on_data_channel(Box::new(move |channel: Arc<RTCDataChannel>| {
+            let (slot, log) = (Arc::clone(&channel_slot), Arc::clone(&message_log));
+            Box::pin(async move {
+                if channel.label() != ROOM_CHANNEL {
+                    return;
+                }
+                channel.on_message(Box::new(move |message: DataChannelMessage| {
+                    log.lock().push(room_message_json(&message.data));
+                    Box::pin(async {})
+                }));
+                *slot.lock() = Some(channel);
+            })
+        }));
+
         let received = Arc::new(Mutex::new(ReceivedAudio::default()));
         let heard: Arc<Mutex<HashMap<String, Vec<f32>>>> = Arc::default();
+        let heard_tracks: Arc<Mutex<HashMap<String, Vec<f32>>>> = Arc::default();
+        let tracks_sink = Arc::clone(&heard_tracks);
         let received_video = Arc::new(Mutex::new(Vec::new()));
         let sink = Arc::clone(&received);
         let heard_sink = Arc::clone(&heard);
@@ -312,14 +372,17 @@ impl ClientPeer {
         pc.on_track(Box::new(move |track, _, _| {
             let sink = Arc::clone(&sink);
             let heard = Arc::clone(&heard_sink);
+            let by_track = Arc::clone(&tracks_sink);
             let video_sink = Arc::clone(&video_sink);
             Box::pin(async move {
                 if track.kind() == RTPCodecType::Video {
                     tokio::spawn(async move {
+                        let stream = track.stream_id();
                         while let Ok((packet, _)) = track.read_rtp().await {
                             video_sink.lock().push(ReceivedRtp {
                                 at: Instant::now(),
                                 packet,
+                                stream: stream.clone(),
                             });
                         }
                     });
@@ -327,6 +390,7 @@ impl ClientPeer {
                 }
                 tokio::spawn(async move {
                     let stream = track.stream_id();
+                    let stream_track = format!("{stream} {}", track.id());
                     let mut decoder = opus::Decoder::new(48_000, opus::Channels::Mono).unwrap();
                     let mut pcm = vec![0f32; 5760];
                     while let Ok((packet, _)) = track.read_rtp().await {
@@ -336,6 +400,11 @@ impl ClientPeer {
                         heard
                             .lock()
                             .entry(stream.clone())
+                            .or_default()
+                            .extend_from_slice(&pcm[..n]);
+                        by_track
+                            .lock()
+                            .entry(stream_track.clone())
                             .or_default()
                             .extend_from_slice(&pcm[..n]);
                         let mut received = sink.lock();
@@ -377,6 +446,7 @@ impl ClientPeer {
             data,
             received,
             heard,
+            heard_tracks,
             messages,
             candidates,
             state,
@@ -384,6 +454,8 @@ impl ClientPeer {
             packets_sent: std::sync::atomic::AtomicU64::new(0),
             ignore_trickled: false,
             trickled_ignored: std::sync::atomic::AtomicUsize::new(0),
+            room_channel,
+            room_messages,
         }
     }
 
@@ -744,6 +816,36 @@ pub async fn trickle_until_connected(a: Side<'_>, b: Side<'_>) {
     }
 }
 
+/// Sends `json` on a room channel as `DataBuffer{json{schema_type:"room"}}`.
+pub async fn send_room_json(channel: &RTCDataChannel, json: &serde_json::Value) {
+    use prost::Message;
+    use remotemedia_webrtc::proto::common::{data_buffer::DataType, DataBuffer, JsonData};
+    let buffer = DataBuffer {
+        data_type: Some(DataType::Json(JsonData {
+            json_payload: json.to_string(),
+            schema_type: "room".into(),
+        })),
+        metadata: HashMap::default(),
+    };
+    channel
+        .send(&Bytes::from(buffer.encode_to_vec()))
+        .await
+        .unwrap();
+}
+
+/// The room channel's label.
+pub const ROOM_CHANNEL: &str = "remotemedia-room";
+
+/// A room channel message's JSON (`DataBuffer{json}`; text as a JSON string otherwise).
+fn room_message_json(data: &[u8]) -> serde_json::Value {
+    use prost::Message;
+    use remotemedia_webrtc::proto::common::{data_buffer::DataType, DataBuffer};
+    match DataBuffer::decode(data).ok().and_then(|b| b.data_type) {
+        Some(DataType::Json(json)) => serde_json::from_str(&json.json_payload).unwrap(),
+        _ => serde_json::Value::String(String::from_utf8_lossy(data).into_owned()),
+    }
+}
+
 /// Sends a tone of `frequency` on `track` as 20 ms Opus packets, paced in real time, until
 /// `stop` fires (a room participant's microphone).
 pub fn spawn_tone(
@@ -751,10 +853,23 @@ pub fn spawn_tone(
     frequency: f32,
     stop: tokio_util::sync::CancellationToken,
 ) -> tokio::task::JoinHandle<()> {
+    spawn_tone_at(track, frequency, 0.5, stop)
+}
+
+/// [`spawn_tone`] at `amplitude` (peak, of full scale), each packet carrying its RFC 6464
+/// audio level as a browser's does (a 0.5 sine is −9 dBov; 0.001 is −63, silence to a room).
+pub fn spawn_tone_at(
+    track: Arc<TrackLocalStaticRTP>,
+    frequency: f32,
+    amplitude: f32,
+    stop: tokio_util::sync::CancellationToken,
+) -> tokio::task::JoinHandle<()> {
+    use webrtc::rtp::extension::audio_level_extension::AudioLevelExtension;
+    use webrtc::rtp::extension::HeaderExtension;
     tokio::spawn(async move {
         let mut encoder =
             opus::Encoder::new(48_000, opus::Channels::Mono, opus::Application::Voip).unwrap();
-        let mut sine = remotemedia_webrtc::media::SineGenerator::new(frequency, 48_000, 0.5);
+        let mut sine = remotemedia_webrtc::media::SineGenerator::new(frequency, 48_000, amplitude);
         let mut out = vec![0u8; 4000];
         let mut ticker = tokio::time::interval(Duration::from_millis(20));
         let ssrc = rand::random::<u32>();
@@ -765,6 +880,11 @@ pub fn spawn_tone(
             }
             let pcm = sine.generate(960);
             let n = encoder.encode_float(&pcm, &mut out).unwrap();
+            let rms = (pcm.iter().map(|s| s * s).sum::<f32>() / pcm.len() as f32).sqrt();
+            let level = AudioLevelExtension {
+                level: (-20.0 * rms.max(1e-7).log10()).clamp(0.0, 127.0) as u8,
+                voice: rms > 0.01,
+            };
             let packet = Packet {
                 header: Header {
                     version: 2,
@@ -777,7 +897,12 @@ pub fn spawn_tone(
                 },
                 payload: Bytes::copy_from_slice(&out[..n]),
             };
-            if track.write_rtp(&packet).await.is_err() {
+            let extensions = [HeaderExtension::AudioLevel(level)];
+            if track
+                .write_rtp_with_extensions(&packet, &extensions)
+                .await
+                .is_err()
+            {
                 break;
             }
         }

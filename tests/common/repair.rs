@@ -47,6 +47,7 @@ impl RTPReader for RecordingReader {
         self.packets.lock().push(ReceivedRtp {
             at: Instant::now(),
             packet: packet.clone(),
+            stream: String::new(),
         });
         Ok((packet, attributes))
     }
