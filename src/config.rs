@@ -657,6 +657,13 @@ pub struct MediaOptions {
     /// Audio is never limited. Paused video sends no RTP and resumes at a keyframe.
     #[arg(long, env = "REMOTEMEDIA_ROOM_VIDEO_LAST_N", default_value_t = 4)]
     pub room_video_last_n: usize,
+
+    /// A pipeline (a name from the catalog: `--manifest-dir`) that every room runs once: its
+    /// input is the mix of the participants' audio, its audio output a track every
+    /// participant gets (`remotemedia-room room-audio`), its data output goes to every room
+    /// channel as `{"type":"pipeline","data":…}`. An unknown name stops the server at start.
+    #[arg(long, env = "REMOTEMEDIA_ROOM_MANIFEST")]
+    pub room_manifest: Option<String>,
 }
 
 /// Limits that protect the process.

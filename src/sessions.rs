@@ -35,6 +35,10 @@ pub async fn session_manager(
                 text_buffer_bytes: config.limits.max_text_buffer_bytes,
                 utterance_bytes: config.limits.max_utterance_bytes,
             });
+    if let Some(name) = config.media.room_manifest.as_deref() {
+        // At start, not at the first room: a typo must not wait for a call to show.
+        pipelines.get(Some(name))?;
+    }
     let opus = opus_settings(config, pipelines.default_pipeline());
     let public_ip = crate::public_address::resolve(&config.media).await?;
     let stack = WebRtcStack::new(&config.media, public_ip).await?;
@@ -60,6 +64,7 @@ pub async fn session_manager(
             max_rooms: config.limits.max_rooms,
             max_room_participants: config.limits.max_room_participants,
             room_video_last_n: config.media.room_video_last_n,
+            room_manifest: config.media.room_manifest.clone(),
         },
         event_tx,
     ));

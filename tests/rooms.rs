@@ -12,14 +12,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::client::{
-    connect_to_server, send_room_json, spawn_tone_at, ClientOptions, ClientPeer, ReceivedRtp,
-    VideoOptions,
+    connect_to_server, send_room_json, spawn_recording, spawn_tone_at, ClientOptions, ClientPeer,
+    ReceivedRtp, VideoOptions,
 };
 use common::signaling::{SignalingClient, SERVER};
 use common::video::{vp8_payload, VP8};
 use common::{eventually, TestServer};
 use parking_lot::Mutex;
-use remotemedia_webrtc::media::dominant_frequency;
+use remotemedia_webrtc::media::{band_energy_ratio, dominant_frequency};
 use remotemedia_webrtc::proto::signaling::{
     self as pb, signaling_notification::Notification, signaling_request::Request as Req,
     signaling_response::Response as Resp,
@@ -925,4 +925,89 @@ async fn fifty_joins_and_leaves_keep_a_subscribers_sdp_to_the_live_tracks() {
     alice.leave().await;
     last.leave().await;
     server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_room_pipeline_hears_the_mix_and_everyone_gets_its_audio_and_data() {
+    common::init_tracing();
+    let examples = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples");
+    // vad.yaml: its audio out is its audio in (here: the room's mix), and each speech
+    // segment is reported as {"event":"speech_start"|"speech_end",...}.
+    let server = TestServer::start_with(|c| {
+        c.manifest_dir = Some(examples);
+        c.media.room_manifest = Some("vad".into());
+    })
+    .await;
+    let alice = Participant::join_speaking(&server, "alice", 440.0, 0.3, false).await;
+    let bob = Participant::join_speaking(&server, "bob", 660.0, 0.3, false).await;
+    let carol = Participant::join_speaking(&server, "carol", 880.0, 0.0, false).await;
+    // dave talks (a recorded voice: the VAD's model takes no pure tone for speech).
+    let dave = Participant::join_speaking(&server, "dave", 1100.0, 0.0, false).await;
+    dave.tone.cancel();
+    let talking = CancellationToken::new();
+    spawn_recording(
+        Arc::clone(&dave.mic),
+        Arc::new(recorded_speech()),
+        talking.clone(),
+    );
+
+    // carol hears the room's track: alice's and bob's tones mixed (with dave's voice; her own
+    // silence adds none).
+    eventually("carol to hear the room's track", || async {
+        carol.heard_from("remotemedia-room", 2 * ENOUGH)
+    })
+    .await;
+    let mix = {
+        let heard = carol.heard.lock();
+        let samples = &heard["remotemedia-room"];
+        samples[samples.len() - ENOUGH..].to_vec()
+    };
+    let near = |hz: f32| band_energy_ratio(&mix, 48_000, hz - 20.0, hz + 20.0);
+    let (a, b, c) = (near(440.0), near(660.0), near(880.0));
+    assert!(
+        a > 0.2 && b > 0.2 && c < 0.05,
+        "the mix has alice's 440 Hz ({a:.2}) and bob's 660 Hz ({b:.2}), not 880 Hz ({c:.2})"
+    );
+    let offer = carol.log.lock().offers.last().cloned().unwrap();
+    assert!(
+        offer.contains("a=msid:remotemedia-room room-audio"),
+        "{offer}"
+    );
+    eventually("alice to hear the room's track too", || async {
+        alice.heard_from("remotemedia-room", ENOUGH)
+    })
+    .await;
+
+    // Its data output reaches every room channel.
+    for p in [&alice, &bob, &carol, &dave] {
+        eventually(
+            &format!("{} told the pipeline's speech_start", p.id),
+            || async {
+                p.room_messages
+                    .lock()
+                    .iter()
+                    .any(|m| m["type"] == "pipeline" && m["data"]["event"] == "speech_start")
+            },
+        )
+        .await;
+    }
+    talking.cancel();
+    for p in [alice, bob, carol, dave] {
+        p.leave().await;
+    }
+    eventually("the room and its pipeline ended", || async {
+        server.sessions.room_count() == 0
+    })
+    .await;
+    server.stop().await;
+}
+
+/// tests/data/speech_48k.wav: a recorded voice, 48 kHz mono.
+fn recorded_speech() -> Vec<f32> {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/speech_48k.wav");
+    let mut reader = hound::WavReader::open(path).unwrap();
+    reader
+        .samples::<i16>()
+        .map(|s| f32::from(s.unwrap()) / 32768.0)
+        .collect()
 }

@@ -342,7 +342,7 @@ impl Pacer {
 }
 
 /// Pipeline audio of any rate and chunk size, turned into exact 48 kHz mono 20 ms frames.
-struct OutboundAudio {
+pub(crate) struct OutboundAudio {
     framer: Framer,
     /// The frame being encoded (no allocation per frame).
     frame: [f32; FRAME_SAMPLES],
@@ -351,7 +351,7 @@ struct OutboundAudio {
 }
 
 impl OutboundAudio {
-    fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Self {
             framer: Framer::with_max_buffered(FRAME_SAMPLES * MAX_OUTBOUND_FRAMES),
             frame: [0.0; FRAME_SAMPLES],
@@ -360,7 +360,7 @@ impl OutboundAudio {
         }
     }
 
-    fn push(&mut self, frame: &AudioFrame) {
+    pub(crate) fn push(&mut self, frame: &AudioFrame) {
         let channels = usize::from(frame.channels.max(1));
         if channels == 1 && (frame.sample_rate == SAMPLE_RATE || frame.sample_rate == 0) {
             // The common case: straight into the framer, no copy of the frame.
@@ -396,6 +396,16 @@ impl OutboundAudio {
                 Err(err) => tracing::warn!(%err, "resampling failed; audio dropped"),
             }
         }
+    }
+
+    /// Moves the next whole 20 ms frame into [`OutboundAudio::frame`]; false when there is none.
+    pub(crate) fn pop_frame(&mut self) -> bool {
+        self.framer.buffered() >= FRAME_SAMPLES && self.framer.pop_into(&mut self.frame)
+    }
+
+    /// The frame [`OutboundAudio::pop_frame`] moved out.
+    pub(crate) fn frame(&self) -> &[f32] {
+        &self.frame
     }
 
     /// The pipeline ended: what remains is sent, padded to a whole frame.

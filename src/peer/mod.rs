@@ -15,6 +15,7 @@ mod quality;
 mod room_actor;
 mod room_forward;
 mod room_hub;
+mod room_pipeline;
 mod sdp;
 mod send_buffer;
 mod server_peer;

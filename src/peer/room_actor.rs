@@ -26,10 +26,13 @@ use super::advertise::PortMap;
 use super::close_reason::CloseReason;
 use super::metrics::metrics;
 use super::room_forward::{
-    forward_published, read_forwarded_rtcp, request_keyframe, Fanout, KeyframeTarget, Sink,
+    forward_published, read_forwarded_rtcp, request_keyframe, Fanout, KeyframeTarget, Sink, Taps,
 };
+use super::room_pipeline::{Mixer, RoomPipeline, ROOM_AUDIO_TRACK, ROOM_PUBLISHER};
 use super::sdp::Sdp;
 use super::wiring::PublishedRemote;
+use crate::media::OpusConfig;
+use crate::pipeline::Pipeline;
 use crate::proto::common::{data_buffer::DataType, DataBuffer, JsonData};
 use crate::room::{
     extension_id, ClientMessage, Consumer, ConsumerConfig, ExtensionMap, ForwardedTrack, LineState,
@@ -52,6 +55,10 @@ const SAMPLE_INTERVAL: Duration = Duration::from_millis(100);
 /// What the rooms of a process share.
 pub(crate) struct RoomContext {
     pub limits: RoomLimits,
+    /// `--room-manifest`: the pipeline every room runs, with its output's Opus settings.
+    pub pipeline: Option<(Pipeline, OpusConfig)>,
+    /// `--pipeline-queue-frames` and `--pipeline-queue-bytes` for it.
+    pub pipeline_queue: (usize, usize),
     /// `--room-video-last-n`: video from this many most recent speakers (0: everyone's).
     pub video_last_n: usize,
     pub events: mpsc::Sender<SessionEvent>,
@@ -123,6 +130,10 @@ pub(crate) enum Command {
     Detached {
         peer: ParticipantId,
         detached: bool,
+    },
+    /// The room pipeline's data output, for every participant's room channel.
+    PipelineData {
+        data: serde_json::Value,
     },
     /// A message from the participant's room channel.
     Message {
@@ -225,6 +236,10 @@ pub(crate) struct RoomActor {
     mutes: MuteDetector,
     /// When to read the sources' meters next (none while nothing is published).
     next_sample: Option<Instant>,
+    /// The room pipeline's input mix, when it runs one.
+    mixer: Option<Arc<Mixer>>,
+    /// Stops the room pipeline when the room ends.
+    _pipeline: Option<tokio_util::sync::DropGuard>,
     context: Arc<RoomContext>,
     /// Given to forwarding tasks to report a track's end; weak so the room can end.
     commands: mpsc::WeakSender<Command>,
@@ -244,13 +259,70 @@ impl RoomActor {
             speakers: SpeakerDetector::new(),
             mutes: MuteDetector::new(),
             next_sample: None,
+            mixer: None,
+            _pipeline: None,
             context,
             commands,
         }
     }
 
+    /// Starts the room pipeline (`--room-manifest`), published as `remotemedia-room
+    /// room-audio`. A pipeline that does not start is logged; the room works without it.
+    fn start_pipeline(&mut self) {
+        let Some((pipeline, opus)) = &self.context.pipeline else {
+            return;
+        };
+        let cancel = CancellationToken::new();
+        let (frames, bytes) = self.context.pipeline_queue;
+        let session = match pipeline.start_with_queue(cancel.clone(), frames, bytes) {
+            Ok(session) => session,
+            Err(err) => {
+                tracing::error!(room = %self.room.name(), %err, "the room pipeline did not start");
+                return;
+            }
+        };
+        let Ok(publisher) = ParticipantId::parse(ROOM_PUBLISHER) else {
+            return;
+        };
+        let producer = self.room.publish_room_track(
+            publisher.clone(),
+            PublishedTrack {
+                kind: MediaKind::Audio,
+                track_id: ROOM_AUDIO_TRACK.to_owned(),
+                mid: String::new(),
+                layers: vec![],
+            },
+        );
+        let fanout = Arc::new(Fanout::default());
+        let mixer = Arc::new(Mixer::default());
+        self.sources.insert(
+            producer,
+            Source {
+                fanout: Arc::clone(&fanout),
+                ssrc: 0,
+                codec: super::stack::opus_capability(),
+                extensions: vec![],
+                publisher,
+            },
+        );
+        self.context.tasks.spawn(
+            RoomPipeline {
+                session,
+                mixer: Arc::clone(&mixer),
+                fanout,
+                opus: opus.clone(),
+                commands: self.commands.clone(),
+            }
+            .run(cancel.clone()),
+        );
+        self.mixer = Some(mixer);
+        self._pipeline = Some(cancel.drop_guard());
+        tracing::info!(room = %self.room.name(), pipeline = pipeline.manifest().metadata.name, "room pipeline started");
+    }
+
     /// Runs until every handle on the room is gone (its last participant left).
     pub async fn run(mut self, mut commands: mpsc::Receiver<Command>) {
+        self.start_pipeline();
         loop {
             let deadline = self
                 .participants
@@ -305,6 +377,12 @@ impl RoomActor {
                         true => participant.renegotiation.detach(Instant::now()),
                         false => participant.renegotiation.resume(Instant::now()),
                     }
+                }
+            }
+            Command::PipelineData { data } => {
+                let json = crate::room::ServerMessage::Pipeline { data }.to_json();
+                for participant in self.participants.values() {
+                    participant.tell(json.clone());
                 }
             }
             Command::Message {
@@ -459,7 +537,10 @@ impl RoomActor {
             fanout,
             Arc::clone(&participant.member.activity),
             producer,
-            audio_level,
+            Taps {
+                audio_level,
+                mixer: self.mixer.clone(),
+            },
             self.commands.clone(),
             participant.member.cancel.clone(),
         ));
@@ -491,11 +572,14 @@ impl RoomActor {
         }
         self.gauges
             .set(self.room.len(), self.room.paused_video_streams());
-        let (room, mutes) = (&self.room, &mut self.mutes);
+        let (room, mutes, mixer) = (&self.room, &mut self.mutes, &self.mixer);
         self.sources.retain(|id, _| {
             let live = room.producer(*id).is_some();
             if !live {
                 mutes.remove(*id);
+                if let Some(mixer) = mixer {
+                    mixer.remove(*id);
+                }
             }
             live
         });

@@ -21,7 +21,9 @@ use webrtc::track::track_remote::TrackRemote;
 
 use super::activity::Activity;
 use super::metrics::metrics;
+use super::room_pipeline::Mixer;
 use super::video::KEYFRAME_REQUEST_INTERVAL;
+use crate::media::OpusDecoder;
 use crate::room::{AudioLevel, Consumer, ParticipantId, ProducerId};
 
 /// One subscriber's copy of a published track.
@@ -114,7 +116,7 @@ impl Fanout {
     }
 
     /// Each subscriber's copy of `packet` and where it goes.
-    fn copies(
+    pub fn copies(
         &self,
         packet: &Packet,
         now: Instant,
@@ -130,18 +132,32 @@ impl Fanout {
     }
 }
 
+/// What the room reads off a published track besides forwarding it.
+pub(crate) struct Taps {
+    /// The publisher's negotiated id of the RFC 6464 extension, read into the fanout's meter.
+    pub audio_level: Option<u8>,
+    /// The room pipeline's input mix: the track is decoded into it (audio only).
+    pub mixer: Option<Arc<Mixer>>,
+}
+
 /// Reads a published track and copies each packet to its subscribers until the track or the
-/// publisher's session ends; then reports `producer` on `ended`. `audio_level`: the
-/// publisher's negotiated id of the RFC 6464 extension, read into the fanout's meter.
+/// publisher's session ends; then reports `producer` on `ended`.
 pub(crate) async fn forward_published(
     remote: Arc<TrackRemote>,
     fanout: Arc<Fanout>,
     publisher_activity: Arc<Activity>,
     producer: ProducerId,
-    audio_level: Option<u8>,
+    taps: Taps,
     ended: mpsc::WeakSender<super::room_actor::Command>,
     cancel: CancellationToken,
 ) {
+    let Taps { audio_level, mixer } = taps;
+    let mut decoder = match (&mixer, remote.kind()) {
+        (Some(_), webrtc::rtp_transceiver::rtp_codec::RTPCodecType::Audio) => {
+            OpusDecoder::new().ok()
+        }
+        _ => None,
+    };
     let kind = match remote.kind() {
         webrtc::rtp_transceiver::rtp_codec::RTPCodecType::Video => "video",
         _ => "audio",
@@ -161,6 +177,12 @@ pub(crate) async fn forward_published(
             .and_then(|id| packet.header.get_extension(id))
             .and_then(|payload| AudioLevel::parse(&payload));
         fanout.meter.record(level);
+        if let (Some(decoder), Some(mixer)) = (decoder.as_mut(), &mixer) {
+            match decoder.decode(&packet.payload) {
+                Ok(samples) => mixer.push(producer, samples),
+                Err(err) => tracing::debug!(%err, "room pipeline input: undecodable packet"),
+            }
+        }
         for (track, copy, activity) in fanout.copies(&packet, Instant::now()) {
             match track.write_rtp(&copy).await {
                 Ok(written) if written > 0 => {

@@ -24,6 +24,7 @@ use super::sdp::Sdp;
 use super::server_peer::{PeerSettings, ServerPeer};
 use super::session_trace::SessionTrace;
 use super::stack::WebRtcStack;
+use crate::media::OpusConfig;
 use crate::metrics::{limit_hit, Limit};
 use crate::pipeline::{AudioMode, OpusSettings, PipelineCatalog, VideoMode};
 use crate::room::{ParticipantId, RoomError, RoomLimits, RoomName};
@@ -67,6 +68,8 @@ pub struct SessionSettings {
     pub max_room_participants: usize,
     /// `--room-video-last-n`.
     pub room_video_last_n: usize,
+    /// `--room-manifest`: checked against the catalog before the manager is made.
+    pub room_manifest: Option<String>,
 }
 
 /// Weak handles to server peer connections, taken by [`SessionManager::peer_connection_probe`].
@@ -156,6 +159,21 @@ impl SessionManager {
                 max_rooms: settings.max_rooms,
             },
             video_last_n: settings.room_video_last_n,
+            pipeline: settings.room_manifest.as_deref().and_then(|name| {
+                let pipeline = pipelines.get(Some(name)).ok()?.clone();
+                let opus = &settings.opus;
+                let config = OpusConfig {
+                    bitrate_bps: opus.bitrate,
+                    complexity: opus.complexity,
+                    fec: opus.fec,
+                    dtx: opus.dtx,
+                };
+                Some((pipeline, config))
+            }),
+            pipeline_queue: (
+                settings.pipeline_queue_frames,
+                settings.pipeline_queue_bytes,
+            ),
             events: events.clone(),
             tasks: tasks.clone(),
             port_map: stack.port_map(),

@@ -234,6 +234,31 @@ impl Room {
         Ok(id)
     }
 
+    /// The room's own track (its pipeline's audio), published as `publisher`, a name that is
+    /// no participant's: every participant gets it.
+    pub fn publish_room_track(
+        &mut self,
+        publisher: ParticipantId,
+        track: PublishedTrack,
+    ) -> ProducerId {
+        let id = ProducerId(self.next_producer);
+        self.next_producer += 1;
+        let producer = Producer {
+            id,
+            publisher,
+            track,
+        };
+        self.producers.insert(
+            id,
+            ProducerState {
+                producer,
+                muted: false,
+            },
+        );
+        self.reconcile();
+        id
+    }
+
     /// Removes a published track from every subscriber (the publisher removed its m-line).
     pub fn unpublish(&mut self, producer: ProducerId) {
         if self.producers.remove(&producer).is_some() {

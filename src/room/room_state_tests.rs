@@ -403,6 +403,25 @@ fn a_newcomer_to_a_quiet_room_is_told_nothing() {
 }
 
 #[test]
+fn the_rooms_own_track_reaches_every_participant_and_newcomers() {
+    let (mut room, _) = populated(0, &["a", "b"]);
+    let bot = room.publish_room_track(id("remotemedia-room"), track(MediaKind::Audio, "x"));
+    for who in ["a", "b"] {
+        assert!(
+            room.receives(&id(who)).contains(&bot),
+            "{who} gets the room's track"
+        );
+    }
+    room.join(id("c"), &RoomLimits::default()).expect("join");
+    assert!(room.receives(&id("c")).contains(&bot));
+    room.leave(&id("a"));
+    assert!(
+        room.producer(bot).is_some(),
+        "the room's track outlives its participants"
+    );
+}
+
+#[test]
 fn layer_heights_are_recorded_per_rid() {
     let (mut room, _) = populated(0, &["a"]);
     let mut simulcast = track(MediaKind::Video, "2");

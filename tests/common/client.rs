@@ -864,12 +864,48 @@ pub fn spawn_tone_at(
     amplitude: f32,
     stop: tokio_util::sync::CancellationToken,
 ) -> tokio::task::JoinHandle<()> {
+    let mut sine = remotemedia_webrtc::media::SineGenerator::new(frequency, 48_000, amplitude);
+    spawn_microphone(track, move || sine.generate(960), stop)
+}
+
+/// Sends `samples` (48 kHz mono) over and over as [`spawn_tone`] sends a tone: a recorded
+/// voice on a microphone.
+pub fn spawn_recording(
+    track: Arc<TrackLocalStaticRTP>,
+    samples: Arc<Vec<f32>>,
+    stop: tokio_util::sync::CancellationToken,
+) -> tokio::task::JoinHandle<()> {
+    let mut at = 0;
+    spawn_microphone(
+        track,
+        move || {
+            let frame: Vec<f32> = (0..960)
+                .map(|k| {
+                    samples
+                        .get((at + k) % samples.len().max(1))
+                        .copied()
+                        .unwrap_or(0.0)
+                })
+                .collect();
+            at = (at + 960) % samples.len().max(1);
+            frame
+        },
+        stop,
+    )
+}
+
+/// 20 ms Opus packets of `next_frame()` (960 samples), paced in real time, each with its
+/// RFC 6464 audio level, until `stop` fires.
+fn spawn_microphone(
+    track: Arc<TrackLocalStaticRTP>,
+    mut next_frame: impl FnMut() -> Vec<f32> + Send + 'static,
+    stop: tokio_util::sync::CancellationToken,
+) -> tokio::task::JoinHandle<()> {
     use webrtc::rtp::extension::audio_level_extension::AudioLevelExtension;
     use webrtc::rtp::extension::HeaderExtension;
     tokio::spawn(async move {
         let mut encoder =
             opus::Encoder::new(48_000, opus::Channels::Mono, opus::Application::Voip).unwrap();
-        let mut sine = remotemedia_webrtc::media::SineGenerator::new(frequency, 48_000, amplitude);
         let mut out = vec![0u8; 4000];
         let mut ticker = tokio::time::interval(Duration::from_millis(20));
         let ssrc = rand::random::<u32>();
@@ -878,7 +914,7 @@ pub fn spawn_tone_at(
                 _ = ticker.tick() => {}
                 () = stop.cancelled() => break,
             }
-            let pcm = sine.generate(960);
+            let pcm = next_frame();
             let n = encoder.encode_float(&pcm, &mut out).unwrap();
             let rms = (pcm.iter().map(|s| s * s).sum::<f32>() / pcm.len() as f32).sqrt();
             let level = AudioLevelExtension {
