@@ -2,9 +2,9 @@
 //! microphone plays 440 Hz and her fake camera runs, bob's microphone plays 660 Hz. Each page
 //! plays the other's tone (measured in the page on the received stream, keyed by the
 //! publisher's peer id from msid) and never its own; each shows the other's tile, bob's with
-//! alice's video; the room channel opens and carries the track map. When bob leaves, alice
-//! answers the server's offer that retires his tracks and his tile goes. Fails (never skips)
-//! without chromium.
+//! alice's video; the room channel opens and carries the track map; the pin and mute buttons
+//! send their `subscribe` requests. When bob leaves, alice answers the server's offer that
+//! retires his tracks and his tile goes. Fails (never skips) without chromium.
 //!
 //! The pages run with `?aec=0`: with echo cancellation on, Chromium's echo canceller takes a
 //! page's steady test tone for echo while the other page's tone plays, and suppresses it.
@@ -49,24 +49,30 @@ impl Participant {
 
     /// `window.rmState`, failing the test on any page error.
     async fn state(&mut self) -> Value {
-        let state = self.browser.eval("window.rmState").await;
+        self.snapshot().await.0
+    }
+
+    /// The page's state, the frequencies it hears (`rmRoomFrequencies()`: publisher peer id ->
+    /// dominant Hz) and its tiles (`rmRoomTiles()`), read at once. room.js may still be loading
+    /// right after the launch: no hooks yet reads as nothing heard and no tiles.
+    async fn snapshot(&mut self) -> (Value, HashMap<String, f64>, Vec<Value>) {
+        let value = self
+            .browser
+            .eval(
+                "({ state: window.rmState ?? null, \
+                    frequencies: window.rmRoomFrequencies ? window.rmRoomFrequencies() : {}, \
+                    tiles: window.rmRoomTiles ? window.rmRoomTiles() : [] })",
+            )
+            .await;
+        let state = value["state"].clone();
         assert!(
             state["errors"].as_array().is_none_or(Vec::is_empty),
             "{}'s page has errors: {state}",
             self.id
         );
-        state
-    }
-
-    /// `window.rmRoomFrequencies()`: publisher peer id -> dominant frequency heard.
-    async fn frequencies(&mut self) -> HashMap<String, f64> {
-        let value = self.browser.eval("window.rmRoomFrequencies()").await;
-        serde_json::from_value(value).unwrap()
-    }
-
-    async fn tiles(&mut self) -> Vec<Value> {
-        let value = self.browser.eval("window.rmRoomTiles()").await;
-        value.as_array().unwrap().clone()
+        let frequencies = serde_json::from_value(value["frequencies"].clone()).unwrap();
+        let tiles = value["tiles"].as_array().unwrap().clone();
+        (state, frequencies, tiles)
     }
 
     /// Polls until `done` holds on this page; panics with `what` and the page's room state.
@@ -76,9 +82,7 @@ impl Participant {
     {
         let deadline = Instant::now() + timeout;
         loop {
-            let state = self.state().await;
-            let frequencies = self.frequencies().await;
-            let tiles = self.tiles().await;
+            let (state, frequencies, tiles) = self.snapshot().await;
             if done(&state, &frequencies, &tiles) {
                 return;
             }
@@ -205,6 +209,46 @@ async fn two_browsers_in_a_room_hear_each_other_and_not_themselves() {
         let js = format!("window.rmRoomSubscribe({other:?}, 'video', 'auto')");
         assert_eq!(page.browser.eval(&js).await, Value::Bool(true));
     }
+    // alice presses Pin, then Mute on bob's tile: his audio goes quiet on her page at once and
+    // the page asks the server for video "pin", then audio and video "off" (applying them is
+    // the server's side); Mute again asks for audio "auto" and video "pin" back.
+    let clicked = alice
+        .browser
+        .eval(
+            r#"(() => {
+                const tile = document.querySelector('#tiles [data-peer="bob"]');
+                const [pin, mute] = tile.querySelectorAll('button');
+                pin.click();
+                mute.click();
+                const muted = tile.querySelector('audio').muted;
+                mute.click();
+                return { muted, unmuted: !tile.querySelector('audio').muted, sent: rmState.room.sent };
+            })()"#,
+        )
+        .await;
+    assert_eq!(clicked["muted"], true, "{clicked}");
+    assert_eq!(clicked["unmuted"], true, "{clicked}");
+    let sent: Vec<(String, String)> = clicked["sent"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|m| m["type"] == "subscribe" && m["peer"] == "bob")
+        .map(|m| {
+            let field = |k: &str| m[k].as_str().unwrap().to_owned();
+            (field("kind"), field("mode"))
+        })
+        .collect();
+    let expected = [
+        ("video", "auto"), // rmRoomSubscribe above
+        ("video", "pin"),
+        ("audio", "off"),
+        ("video", "off"),
+        ("audio", "auto"),
+        ("video", "pin"),
+    ]
+    .map(|(kind, mode)| (kind.to_owned(), mode.to_owned()));
+    assert_eq!(sent, expected, "alice's subscribe requests for bob");
+
     // For the lead: the last active speaker list each page got (not asserted yet).
     for page in [&mut alice, &mut bob] {
         let speakers = page.browser.eval("window.rmRoomSpeakers()").await;
