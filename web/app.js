@@ -1,5 +1,6 @@
-// remotemedia-webrtc demo: microphone -> server pipeline -> speakers, over WebSocket JSON-RPC
-// signaling (docs/signaling.md). No build step; state for tests lives on window.rmState.
+// remotemedia-webrtc demo: microphone -> server pipeline -> speakers (echo), or, with a room,
+// everyone else's audio and video (room.js), over WebSocket JSON-RPC signaling
+// (docs/signaling.md). No build step; state for tests lives on window.rmState.
 'use strict';
 
 const SERVER = 'remotemedia-server';
@@ -68,7 +69,7 @@ function decodeDataBuffer(bytes) {
   for (const [num, value] of readFields(bytes)) {
     const inner = (n) => { const f = readFields(value).find(([k]) => k === n); return f ? fromUtf8.decode(f[1]) : ''; };
     if (num === 5) return { kind: 'text', value: inner(1) };
-    if (num === 4) return { kind: 'json', value: inner(1) };
+    if (num === 4) return { kind: 'json', value: inner(1), schema: inner(2) };
     if (num === 1) return { kind: 'audio', value: `${value.length} bytes` };
     if (num === 6) return { kind: 'binary', value: `${value.length} bytes` };
     if (num === 7) return { kind: 'control', value: `${value.length} bytes` };
@@ -100,7 +101,17 @@ function meter(id, value) {
 }
 
 // ---- the call ----------------------------------------------------------------------------
-let pc, signaling, channel, audioCtx, timers = [];
+const ROOM_NAME = /^[A-Za-z0-9_-]{1,64}$/;
+let pc, signaling, channel, audioCtx, room, timers = [];
+
+// Offers and answers on `pc` run one at a time, in order: our offer, then the server's offers
+// (rooms), so a server offer never meets a half-applied description.
+let negotiation = Promise.resolve();
+function negotiate(step) {
+  const done = negotiation.then(step);
+  negotiation = done.catch(() => {});
+  return done;
+}
 
 function log(list, text) {
   const li = document.createElement('li');
@@ -109,12 +120,37 @@ function log(list, text) {
   li.scrollIntoView({ block: 'nearest' });
 }
 
+/**
+ * The microphone, and the camera when asked for and present (a room works without one).
+ * Noise suppression and gain control stay off so tones and music pass unchanged; echo
+ * cancellation is for rooms (speakers playing others next to the microphone): it also takes
+ * a steady test tone for echo while the other side plays one, so tests untick it (?aec=0).
+ */
+async function openMedia({ camera, echoCancellation }) {
+  const audio = { echoCancellation, noiseSuppression: false, autoGainControl: false };
+  if (camera) {
+    try {
+      return await navigator.mediaDevices.getUserMedia({ audio, video: { width: 320, height: 240, frameRate: 15 } });
+    } catch (err) {
+      console.warn('no camera, audio only:', err);
+    }
+  }
+  return navigator.mediaDevices.getUserMedia({ audio });
+}
+
+/** The call's settings can change only while no call runs. */
+function setInputsDisabled(disabled) {
+  for (const id of ['start', 'room', 'camera', 'aec']) $(id).disabled = disabled;
+}
+
 async function start() {
-  $('start').disabled = true;
+  const page = new URLSearchParams(location.search);
+  const roomName = $('room').value.trim();
+  if (roomName && !ROOM_NAME.test(roomName)) throw new Error(`room "${roomName}": 1–64 of A–Z a–z 0–9 _ -`);
+  setInputsDisabled(true);
   setStatus('opening microphone');
-  const mic = await navigator.mediaDevices.getUserMedia({
-    audio: { echoCancellation: false, noiseSuppression: false, autoGainControl: false },
-  });
+  const inRoom = Boolean(roomName);
+  const mic = await openMedia({ camera: inRoom && $('camera').checked, echoCancellation: inRoom && $('aec').checked });
   audioCtx = new AudioContext({ sampleRate: 48000 });
   await audioCtx.resume();
   const sent = audioCtx.createAnalyser();
@@ -123,6 +159,74 @@ async function start() {
 
   pc = new RTCPeerConnection({ iceServers: [] });
   mic.getTracks().forEach((t) => pc.addTrack(t, mic));
+  // With --auth-secret the page is opened as /?token=<JWT>&peer_id=<its sub>.
+  state.peerId = page.get('peer_id') || 'browser-' + Math.random().toString(36).slice(2, 10);
+  let returned = null;
+  if (roomName) room = new RoomCall({ name: roomName, self: state.peerId, pc, audioCtx, local: mic, sent });
+  else returned = startEcho(audioCtx);
+  pc.oniceconnectionstatechange = () => { state.iceState = pc.iceConnectionState; $('ice').textContent = pc.iceConnectionState; };
+  pc.onconnectionstatechange = () => {
+    state.connectionState = pc.connectionState;
+    if (pc.connectionState === 'connected') setStatus('connected');
+  };
+
+  const remoteReady = { done: false, queue: [] };
+  const addRemote = (c) => pc.addIceCandidate(c).catch(fail);
+  const token = page.get('token');
+  const query = token ? `?access_token=${encodeURIComponent(token)}` : '';
+  signaling = new Signaling(`${location.protocol === 'https:' ? 'wss' : 'ws'}://${location.host}/ws${query}`, (method, p) => {
+    if (method === 'peer.ice_candidate' && p.from === SERVER) {
+      const c = p.candidate ? { candidate: p.candidate, sdpMid: p.sdp_mid, sdpMLineIndex: p.sdp_mline_index } : null;
+      if (c === null) return;
+      if (remoteReady.done) addRemote(c); else remoteReady.queue.push(c);
+    } else if (method === 'peer.disconnected' && p.peer_id === SERVER) {
+      setStatus('the server closed the session');
+    } else if (room) {
+      room.notification(method, p);
+    }
+  });
+  await signaling.opened;
+  const announce = {
+    peer_id: state.peerId,
+    capabilities: { audio: true, video: mic.getVideoTracks().length > 0, data: true },
+    metadata: { client: 'demo page' },
+  };
+  if (roomName) announce.room = roomName;
+  const ack = await signaling.call('peer.announce', announce);
+  if (room) room.joined(signaling, ack.other_peers || []);
+  pc.onicecandidate = (event) => {
+    const c = event.candidate;
+    signaling.call('peer.ice_candidate', {
+      to: SERVER, candidate: c ? c.candidate : '', sdp_mid: c ? c.sdpMid : null, sdp_mline_index: c ? c.sdpMLineIndex : 0,
+    }).catch(fail);
+  };
+  setStatus('offering');
+  await negotiate(async () => {
+    await pc.setLocalDescription(await pc.createOffer());
+    const answer = await signaling.call('peer.offer', { to: SERVER, sdp: pc.localDescription.sdp });
+    await pc.setRemoteDescription({ type: 'answer', sdp: answer.sdp });
+  });
+  remoteReady.done = true;
+  remoteReady.queue.splice(0).forEach(addRemote);
+  setStatus('connecting');
+  $('stop').disabled = false;
+
+  const timeBuf = new Float32Array(2048);
+  const spectrum = new Float32Array(4096);
+  timers.push(setInterval(() => {
+    state.sentDbfs = dbfs(sent, timeBuf); meter('sent', state.sentDbfs);
+    if (room) room.tick();
+    const analyser = returned && returned.analyser;
+    if (!analyser) return;
+    state.returnedDbfs = dbfs(analyser, timeBuf); meter('returned', state.returnedDbfs);
+    state.returnedFrequencyHz = dominantHz(analyser, spectrum, audioCtx.sampleRate);
+    $('freq').textContent = state.returnedFrequencyHz ? `${state.returnedFrequencyHz.toFixed(1)} Hz` : '–';
+  }, 100));
+  timers.push(setInterval(updateStats, 1000));
+}
+
+/** Echo mode: the data channel, and the returned track's analyser (in the object returned). */
+function startEcho(ctx) {
   channel = pc.createDataChannel('data');
   channel.binaryType = 'arraybuffer';
   channel.onopen = () => { $('text').disabled = false; $('send').disabled = false; };
@@ -133,63 +237,15 @@ async function start() {
     if (msg.kind === 'json' && /vad|speech/i.test(msg.value)) { state.vadEvents.push(msg.value); log('vad', msg.value); }
     log('messages', `${msg.kind}: ${msg.value}`);
   };
-  let returned = null;
+  const returned = { analyser: null };
   pc.ontrack = (event) => {
     const stream = event.streams[0] || new MediaStream([event.track]);
     $('remote').srcObject = stream; // Chrome feeds WebAudio from a remote stream only while it plays
-    returned = audioCtx.createAnalyser();
-    returned.fftSize = 8192;
-    audioCtx.createMediaStreamSource(stream).connect(returned);
+    returned.analyser = ctx.createAnalyser();
+    returned.analyser.fftSize = 8192;
+    ctx.createMediaStreamSource(stream).connect(returned.analyser);
   };
-  pc.oniceconnectionstatechange = () => { state.iceState = pc.iceConnectionState; $('ice').textContent = pc.iceConnectionState; };
-  pc.onconnectionstatechange = () => {
-    state.connectionState = pc.connectionState;
-    if (pc.connectionState === 'connected') setStatus('connected');
-  };
-
-  const remoteReady = { done: false, queue: [] };
-  const addRemote = (c) => pc.addIceCandidate(c).catch(fail);
-  // With --auth-secret the page is opened as /?token=<JWT>&peer_id=<its sub>.
-  const page = new URLSearchParams(location.search);
-  const token = page.get('token');
-  const query = token ? `?access_token=${encodeURIComponent(token)}` : '';
-  signaling = new Signaling(`${location.protocol === 'https:' ? 'wss' : 'ws'}://${location.host}/ws${query}`, (method, p) => {
-    if (method === 'peer.ice_candidate' && p.from === SERVER) {
-      const c = p.candidate ? { candidate: p.candidate, sdpMid: p.sdp_mid, sdpMLineIndex: p.sdp_mline_index } : null;
-      if (c === null) return;
-      if (remoteReady.done) addRemote(c); else remoteReady.queue.push(c);
-    } else if (method === 'peer.disconnected' && p.peer_id === SERVER) {
-      setStatus('the server closed the session');
-    }
-  });
-  await signaling.opened;
-  state.peerId = page.get('peer_id') || 'browser-' + Math.random().toString(36).slice(2, 10);
-  await signaling.call('peer.announce', { peer_id: state.peerId, capabilities: { audio: true, data: true }, metadata: { client: 'demo page' } });
-  pc.onicecandidate = (event) => {
-    const c = event.candidate;
-    signaling.call('peer.ice_candidate', {
-      to: SERVER, candidate: c ? c.candidate : '', sdp_mid: c ? c.sdpMid : null, sdp_mline_index: c ? c.sdpMLineIndex : 0,
-    }).catch(fail);
-  };
-  setStatus('offering');
-  await pc.setLocalDescription(await pc.createOffer());
-  const answer = await signaling.call('peer.offer', { to: SERVER, sdp: pc.localDescription.sdp });
-  await pc.setRemoteDescription({ type: 'answer', sdp: answer.sdp });
-  remoteReady.done = true;
-  remoteReady.queue.splice(0).forEach(addRemote);
-  setStatus('connecting');
-  $('stop').disabled = false;
-
-  const timeBuf = new Float32Array(2048);
-  const spectrum = new Float32Array(4096);
-  timers.push(setInterval(() => {
-    state.sentDbfs = dbfs(sent, timeBuf); meter('sent', state.sentDbfs);
-    if (!returned) return;
-    state.returnedDbfs = dbfs(returned, timeBuf); meter('returned', state.returnedDbfs);
-    state.returnedFrequencyHz = dominantHz(returned, spectrum, audioCtx.sampleRate);
-    $('freq').textContent = state.returnedFrequencyHz ? `${state.returnedFrequencyHz.toFixed(1)} Hz` : '–';
-  }, 100));
-  timers.push(setInterval(updateStats, 1000));
+  return returned;
 }
 
 async function updateStats() {
@@ -213,12 +269,15 @@ async function updateStats() {
 
 function stop() {
   timers.forEach(clearInterval); timers = [];
+  if (room) room.close();
   if (pc) pc.close();
   if (signaling) signaling.close();
   if (audioCtx) audioCtx.close();
-  pc = signaling = channel = audioCtx = null;
+  pc = signaling = channel = audioCtx = room = null;
+  negotiation = Promise.resolve();
   setStatus('stopped');
-  $('start').disabled = false; $('stop').disabled = true; $('send').disabled = true; $('text').disabled = true;
+  setInputsDisabled(false);
+  $('stop').disabled = true; $('send').disabled = true; $('text').disabled = true;
 }
 
 /** Sends a DataBuffer{text} on the data channel; exposed for tests. */
@@ -233,4 +292,13 @@ window.rmSendText = sendText;
 $('start').addEventListener('click', () => start().catch(fail));
 $('stop').addEventListener('click', stop);
 $('text-form').addEventListener('submit', (event) => { event.preventDefault(); sendText($('text').value); });
-if (new URLSearchParams(location.search).has('autostart')) start().catch(fail);
+// ?room=<name> fills the room field, ?camera=0 and ?aec=0 untick the camera and echo
+// cancellation, ?autostart starts at once (after room.js has loaded: the scripts run before
+// DOMContentLoaded).
+{
+  const page = new URLSearchParams(location.search);
+  if (page.has('room')) $('room').value = page.get('room');
+  if (page.get('camera') === '0') $('camera').checked = false;
+  if (page.get('aec') === '0') $('aec').checked = false;
+  if (page.has('autostart')) window.addEventListener('DOMContentLoaded', () => start().catch(fail));
+}

@@ -7,6 +7,7 @@ pub mod client;
 pub mod cluster;
 pub mod dialect_server;
 pub mod fake_kube;
+pub mod fake_mic;
 pub mod otlp;
 pub mod pipeline;
 pub mod relay;
