@@ -3,12 +3,12 @@
 //! plays the other's tone (measured in the page on the received stream, keyed by the
 //! publisher's peer id from msid) and never its own; each shows the other's tile, bob's with
 //! alice's video; the room channel opens and carries the track map; the pin and mute buttons
-//! send their `subscribe` requests. When bob leaves, alice answers the server's offer that
+//! send their `subscribe` requests; `active_speakers` names both. When bob leaves, alice answers the server's offer that
 //! retires his tracks and his tile goes. Fails (never skips) without chromium.
 //!
 //! The pages run with `?aec=0`: with echo cancellation on, Chromium's echo canceller takes a
 //! page's steady test tone for echo while the other page's tone plays, and suppresses it.
-//! `rmRoomSpeakers()` is printed, not asserted, until the server sends `active_speakers`.
+//! Both pages are told, by `active_speakers`, that both participants speak.
 
 #![allow(clippy::unwrap_used)] // tests unwrap: a failure is the test failing
 
@@ -249,10 +249,28 @@ async fn two_browsers_in_a_room_hear_each_other_and_not_themselves() {
     .map(|(kind, mode)| (kind.to_owned(), mode.to_owned()));
     assert_eq!(sent, expected, "alice's subscribe requests for bob");
 
-    // For the lead: the last active speaker list each page got (not asserted yet).
+    // Both tones are well above -50 dBov: each page is told both are speaking (from the
+    // audio levels Chromium sends in its RTP header extension).
     for page in [&mut alice, &mut bob] {
-        let speakers = page.browser.eval("window.rmRoomSpeakers()").await;
-        println!("{} last active_speakers: {speakers}", page.id);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let speakers = page.browser.eval("window.rmRoomSpeakers()").await;
+            let named = |id: &str| {
+                speakers
+                    .as_array()
+                    .is_some_and(|list| list.iter().any(|p| p == id))
+            };
+            if named("alice") && named("bob") {
+                println!("{} active_speakers: {speakers}", page.id);
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{} was not told both speak: {speakers}",
+                page.id
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
     }
     let shot = artifact_dir().join("room-bob.png");
     bob.browser.screenshot(&shot).await;
