@@ -106,8 +106,8 @@ struct Stream {
 }
 
 impl SpeechToTextNode {
-    /// `{engine "pocketsphinx", model, dict, languageModel | keywords + keywordThreshold |
-    /// grammar, decoders 2, partialMs 300, maxUtteranceMs 20000, passEvents true}` (see
+    /// `{engine "pocketsphinx", model, dict, languageModel | keywords | grammar, decoders 2,
+    /// partialMs 300, maxUtteranceMs 20000, passEvents true}` (see
     /// [`super::speech_recognizer::recognizer`]). Loads the model on first use in the process.
     ///
     /// # Errors
