@@ -28,7 +28,10 @@ all: build
 # System packages: cmake builds libopus from source (opus crate), protoc compiles the protos,
 # chromium runs the demo page in tests/browser.rs and tests/browser_rooms.rs (headless, driven
 # over DevTools); espeak-ng is TextToSpeechNode's engine (run as a program, never linked: it is
-# GPL-3.0); python3's venv and pip fetch the chart checks' tools (deploy/scripts/tools.sh).
+# GPL-3.0); libpocketsphinx and libsphinxbase (BSD, linked through build.rs, found with
+# pkg-config) and the pocketsphinx-en-us model are SpeechToTextNode's; alsa-utils ships the
+# recorded voice its tests speak (/usr/share/sounds/alsa); python3's venv and pip fetch the
+# chart checks' tools (deploy/scripts/tools.sh).
 deps:
 	@missing=""; \
 	command -v cmake >/dev/null || missing="$$missing cmake"; \
@@ -38,6 +41,10 @@ deps:
 	[ -x /usr/bin/chromium ] || missing="$$missing chromium"; \
 	command -v turnserver >/dev/null || missing="$$missing coturn"; \
 	command -v espeak-ng >/dev/null || missing="$$missing espeak-ng"; \
+	command -v pkg-config >/dev/null || missing="$$missing pkg-config"; \
+	[ -f /usr/include/pocketsphinx/pocketsphinx.h ] || missing="$$missing libpocketsphinx-dev libsphinxbase-dev"; \
+	[ -f /usr/share/pocketsphinx/model/en-us/en-us/mdef ] || missing="$$missing pocketsphinx-en-us"; \
+	[ -f /usr/share/sounds/alsa/Front_Center.wav ] || missing="$$missing alsa-utils"; \
 	python3 -c 'import venv, ensurepip' 2>/dev/null || missing="$$missing python3-venv python3-pip"; \
 	if [ -n "$$missing" ]; then \
 		echo "installing:$$missing"; \

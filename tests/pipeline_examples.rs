@@ -197,6 +197,18 @@ fn bad_params_are_rejected_at_build_naming_node_and_param() {
             "{minSentenceLength: [1]}",
             "params.minSentenceLength",
         ),
+        (
+            "SpeechToTextNode",
+            "{model: /nonexistent/acoustic-model}",
+            "params.model: pocketsphinx: acoustic model directory \
+             `/nonexistent/acoustic-model` does not exist",
+        ),
+        (
+            "SpeechToTextNode",
+            "{engine: whisper}",
+            "params.engine: unknown engine `whisper`",
+        ),
+        ("TurnDetectorNode", "{hangoverMs: -1}", "params.hangoverMs"),
     ];
     for (node_type, params, expect) in cases {
         let text = format!(
@@ -237,5 +249,44 @@ async fn tts_speaks_a_text_sentence_by_sentence_in_20_ms_frames() {
     assert!(
         played.as_secs_f64() >= seconds - 0.1,
         "{seconds} s of speech played in {played:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn voice_echo_transcribes_ends_the_turn_and_speaks_it_back() {
+    // Real time: decoding runs on the offload pool's threads while the turn's hangover runs on
+    // the runtime's clock. Debian's recorded "front center" (alsa-utils), free speech (the
+    // language model).
+    let wav = std::fs::read("/usr/share/sounds/alsa/Front_Center.wav")
+        .expect("alsa-utils' Front_Center.wav (make deps)");
+    let reader = hound::WavReader::new(wav.as_slice()).unwrap();
+    let mut input = vec![0.0f32; 48_000 / 2];
+    input.extend(
+        reader
+            .into_samples::<i16>()
+            .map(|s| f32::from(s.unwrap()) / 32_768.0),
+    );
+    input.extend(vec![0.0f32; 48_000]);
+    let out = run(&load("voice_echo.yaml"), frames(&input)).await;
+    let json = json_of(&out);
+    let finals: Vec<_> = json
+        .iter()
+        .filter(|(schema, v)| schema == "transcript" && v["final"] == true)
+        .collect();
+    assert_eq!(finals.len(), 1, "{json:?}");
+    let text = finals[0].1["text"].as_str().unwrap();
+    // Free speech (the language model) measured "friend center" here.
+    assert!(text.contains("center"), "`{text}`");
+    let turn = json
+        .iter()
+        .find(|(schema, _)| schema == "turn")
+        .expect("a turn_end");
+    assert_eq!(turn.1["type"], "turn_end");
+    assert_eq!(turn.1["text"], text);
+    let (samples, _) = audio_of(&out);
+    assert!(
+        samples.len() >= 48_000 / 2 && remotemedia_webrtc::media::rms(&samples) > 0.02,
+        "the turn is spoken back: {} samples",
+        samples.len()
     );
 }

@@ -514,6 +514,9 @@ impl NodeTask {
                     if !self.node.accepts(&env.data) {
                         continue;
                     }
+                    if let Some(node) = self.node.offload() {
+                        node.input_at(tokio::time::Instant::now());
+                    }
                     self.node.process(env, &mut out)
                 }
                 Event::Completed(done) => {

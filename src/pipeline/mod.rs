@@ -34,8 +34,11 @@ pub use manifest::{
 };
 pub use nodes::{
     canonical_type, create_node, create_node_with, unavailable_advice, AudioBufferAccumulatorNode,
-    AudioChunkerNode, CalculatorNode, EngineError, FastResampleNode, GainNode, Node, NodeLimits,
-    Params, PassThrough, Quality, SpeculativeVadGate, SpeechEngine, TextCollectorNode,
-    TextToSpeechNode, ToneGeneratorNode, VadEvent, VadNode, NODE_ALIASES, NODE_TYPES, VAD_SCHEMA,
+    AudioChunkerNode, CalculatorNode, Decoder, DecoderConfig, DecoderPool, EngineError,
+    FastResampleNode, GainNode, Lease, Node, NodeLimits, Params, PassThrough, Quality, Search,
+    SpeculativeVadGate, SpeechEngine, SpeechToTextNode, SphinxError, TextCollectorNode,
+    TextToSpeechNode, ToneGeneratorNode, TurnDetectorNode, TurnSettings, VadEvent, VadNode,
+    DECODER_RATE, DEFAULT_MODEL_DIR, NODE_ALIASES, NODE_TYPES, RECOGNIZERS, TRANSCRIPT_SCHEMA,
+    TURN_SCHEMA, VAD_SCHEMA,
 };
 pub use pool::BlockingPool;

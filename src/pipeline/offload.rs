@@ -6,8 +6,9 @@
 //! bounded [`super::BlockingPool`]), and each job's [`Completed`] comes back to the node later
 //! as an input ([`Offload::complete`]), exactly once, whether it ran or was dropped. A node may
 //! also ask for a tick at an instant ([`Offload::next_tick`]): the runner sleeps until then
-//! and calls [`Offload::tick`] with the time. The time is always given, never read, so a node
-//! is tested with plain instants and the runner with paused tokio time.
+//! and calls [`Offload::tick`] with the time, and it is told the time of each input
+//! ([`Offload::input_at`]). The time is always given, never read, so a node is tested with
+//! plain instants and the runner with paused tokio time.
 //!
 //! Overload never delays the media path: a full queue drops its oldest utterance (every job
 //! of it still queued), and a node that has more work outstanding than it may drops its own
@@ -106,6 +107,12 @@ pub trait Offload: Send {
         now: Instant,
         out: &mut Vec<Envelope>,
     ) -> Result<(), NodeError>;
+
+    /// The time an input arrives, told just before its [`super::Node::process`], for a node
+    /// that times from its inputs (a turn detector's silence).
+    fn input_at(&mut self, now: Instant) {
+        let _ = now;
+    }
 
     /// When this node next wants [`Offload::tick`]; `None` while it waits for nothing.
     fn next_tick(&self) -> Option<Instant> {

@@ -13,12 +13,16 @@ mod gain;
 mod original;
 mod params;
 mod passthrough;
+mod pocketsphinx_ffi;
 mod resample;
 mod speculative_gate;
 mod speech_engine;
+mod speech_recognizer;
+mod speech_to_text;
 mod text_collector;
 mod text_to_speech;
 mod tone;
+mod turn_detector;
 mod vad;
 mod vad_core;
 
@@ -29,12 +33,16 @@ pub use gain::GainNode;
 pub use original::{canonical_type, unavailable_advice, NODE_ALIASES};
 pub use params::Params;
 pub use passthrough::PassThrough;
+pub use pocketsphinx_ffi::{Decoder, DecoderConfig, Search, SphinxError, DECODER_RATE};
 pub use resample::{FastResampleNode, Quality};
 pub use speculative_gate::SpeculativeVadGate;
 pub use speech_engine::{EngineError, SpeechEngine};
+pub use speech_recognizer::{DecoderPool, Lease, DEFAULT_MODEL_DIR, RECOGNIZERS};
+pub use speech_to_text::{SpeechToTextNode, TRANSCRIPT_SCHEMA};
 pub use text_collector::TextCollectorNode;
 pub use text_to_speech::TextToSpeechNode;
 pub use tone::ToneGeneratorNode;
+pub use turn_detector::{TurnDetectorNode, TurnSettings, TURN_SCHEMA};
 pub use vad::VadNode;
 pub use vad_core::{VadEvent, VAD_SCHEMA};
 
@@ -116,6 +124,8 @@ pub const NODE_TYPES: &[&str] = &[
     "GainNode",
     "ToneGeneratorNode",
     "TextToSpeechNode",
+    "SpeechToTextNode",
+    "TurnDetectorNode",
 ];
 
 /// Builds the node a manifest entry describes.
@@ -151,6 +161,8 @@ pub fn create_node_with(spec: &NodeSpec, limits: &NodeLimits) -> Result<Box<dyn 
         "GainNode" => Ok(Box::new(GainNode::new(&params)?)),
         "ToneGeneratorNode" => Ok(Box::new(ToneGeneratorNode::new(&params)?)),
         "TextToSpeechNode" => Ok(Box::new(TextToSpeechNode::new(&params)?)),
+        "SpeechToTextNode" => Ok(Box::new(SpeechToTextNode::new(&params)?)),
+        "TurnDetectorNode" => Ok(Box::new(TurnDetectorNode::new(&params)?)),
         other => Err(match unavailable_advice(other) {
             Some(advice) => NodeError::Unavailable {
                 id: spec.id.clone(),
