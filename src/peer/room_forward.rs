@@ -115,8 +115,24 @@ impl Fanout {
         }
     }
 
+    /// Writes each subscriber's copy of `packet`; a copy that left counts as the subscriber's
+    /// media activity and in `counters`.
+    pub async fn send(&self, packet: &Packet, counters: &ForwardCounters) {
+        for (track, copy, activity) in self.copies(packet, Instant::now()) {
+            match track.write_rtp(&copy).await {
+                Ok(written) if written > 0 => {
+                    activity.touch();
+                    counters.packets.inc();
+                    counters.bytes.inc_by(written as u64);
+                }
+                Ok(_) => {}
+                Err(err) => tracing::debug!(%err, "forwarding a room packet failed"),
+            }
+        }
+    }
+
     /// Each subscriber's copy of `packet` and where it goes.
-    pub fn copies(
+    fn copies(
         &self,
         packet: &Packet,
         now: Instant,
@@ -129,6 +145,22 @@ impl Fanout {
                 Some((Arc::clone(&sink.track), copy, Arc::clone(&sink.activity)))
             })
             .collect()
+    }
+}
+
+/// The forwarded-traffic counters of one kind (`audio`, `video`), looked up once per track
+/// rather than per packet.
+pub(crate) struct ForwardCounters {
+    packets: prometheus::IntCounter,
+    bytes: prometheus::IntCounter,
+}
+
+impl ForwardCounters {
+    pub fn new(kind: &str) -> Self {
+        Self {
+            packets: metrics().room_forwarded_packets.with_label_values(&[kind]),
+            bytes: metrics().room_forwarded_bytes.with_label_values(&[kind]),
+        }
     }
 }
 
@@ -162,8 +194,7 @@ pub(crate) async fn forward_published(
         webrtc::rtp_transceiver::rtp_codec::RTPCodecType::Video => "video",
         _ => "audio",
     };
-    let forwarded_packets = metrics().room_forwarded_packets.with_label_values(&[kind]);
-    let forwarded_bytes = metrics().room_forwarded_bytes.with_label_values(&[kind]);
+    let counters = ForwardCounters::new(kind);
     loop {
         let packet = tokio::select! {
             read = remote.read_rtp() => match read {
@@ -183,17 +214,7 @@ pub(crate) async fn forward_published(
                 Err(err) => tracing::debug!(%err, "room pipeline input: undecodable packet"),
             }
         }
-        for (track, copy, activity) in fanout.copies(&packet, Instant::now()) {
-            match track.write_rtp(&copy).await {
-                Ok(written) if written > 0 => {
-                    activity.touch();
-                    forwarded_packets.inc();
-                    forwarded_bytes.inc_by(written as u64);
-                }
-                Ok(_) => {}
-                Err(err) => tracing::debug!(%err, "forwarding a room packet failed"),
-            }
-        }
+        fanout.send(&packet, &counters).await;
     }
     if let Some(commands) = ended.upgrade() {
         let _ = commands

@@ -6,19 +6,17 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use parking_lot::Mutex;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use webrtc::rtp::header::Header;
 use webrtc::rtp::packet::Packet;
-use webrtc::track::track_local::TrackLocalWriter;
 
 use super::audio::OutboundAudio;
-use super::metrics::metrics;
 use super::room_actor::Command;
-use super::room_forward::Fanout;
+use super::room_forward::{Fanout, ForwardCounters};
 use crate::media::{OpusConfig, OpusEncoder, FRAME_SAMPLES, SAMPLE_RATE};
 use crate::pipeline::{AudioFrame, Envelope, PipelineSession, RuntimeData};
 use crate::room::ProducerId;
@@ -106,6 +104,7 @@ impl RoomPipeline {
         };
         let mut outbound = OutboundAudio::new();
         let mut rtp = RtpStamp::new();
+        let counters = ForwardCounters::new("audio");
         let mut ticker = tokio::time::interval(FRAME);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -143,27 +142,8 @@ impl RoomPipeline {
                     }
                 };
                 let packet = rtp.next(payload);
-                send(&fanout, &packet).await;
+                fanout.send(&packet, &counters).await;
             }
-        }
-    }
-}
-
-/// Sends one packet of the room's track to each subscriber.
-async fn send(fanout: &Fanout, packet: &Packet) {
-    let packets = metrics()
-        .room_forwarded_packets
-        .with_label_values(&["audio"]);
-    let bytes = metrics().room_forwarded_bytes.with_label_values(&["audio"]);
-    for (track, copy, activity) in fanout.copies(packet, Instant::now()) {
-        match track.write_rtp(&copy).await {
-            Ok(written) if written > 0 => {
-                activity.touch();
-                packets.inc();
-                bytes.inc_by(written as u64);
-            }
-            Ok(_) => {}
-            Err(err) => tracing::debug!(%err, "room pipeline: sending audio failed"),
         }
     }
 }

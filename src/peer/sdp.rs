@@ -49,30 +49,27 @@ impl Sdp {
     /// The local ICE ufrag (session level, or the first section that has one: under BUNDLE
     /// every section repeats it).
     pub fn ice_ufrag(&self) -> Option<&str> {
-        let session = self.0.attribute("ice-ufrag").map(String::as_str);
-        session
-            .into_iter()
-            .chain(
-                self.0
-                    .media_descriptions
-                    .iter()
-                    .filter_map(|m| m.attribute("ice-ufrag").flatten()),
-            )
-            .find(|ufrag| !ufrag.is_empty())
+        self.transport_attribute("ice-ufrag")
     }
 
     /// The DTLS certificate fingerprint (session level, or the first section that has one).
     pub fn fingerprint(&self) -> Option<&str> {
-        let session = self.0.attribute("fingerprint").map(String::as_str);
+        self.transport_attribute("fingerprint")
+    }
+
+    /// A transport attribute: at session level, or in the first section that has it (under
+    /// BUNDLE every section repeats it).
+    fn transport_attribute(&self, key: &str) -> Option<&str> {
+        let session = self.0.attribute(key).map(String::as_str);
         session
             .into_iter()
             .chain(
                 self.0
                     .media_descriptions
                     .iter()
-                    .filter_map(|m| m.attribute("fingerprint").flatten()),
+                    .filter_map(|m| m.attribute(key).flatten()),
             )
-            .find(|fingerprint| !fingerprint.is_empty())
+            .find(|value| !value.is_empty())
     }
 
     /// Whether `other` comes from the same ICE and DTLS session (same ufrag and certificate

@@ -216,22 +216,7 @@ impl Room {
         if !self.participants.contains_key(publisher) {
             return Err(RoomError::UnknownParticipant(publisher.to_string()));
         }
-        let id = ProducerId(self.next_producer);
-        self.next_producer += 1;
-        let producer = Producer {
-            id,
-            publisher: publisher.clone(),
-            track,
-        };
-        self.producers.insert(
-            id,
-            ProducerState {
-                producer,
-                muted: false,
-            },
-        );
-        self.reconcile();
-        Ok(id)
+        Ok(self.add_producer(publisher.clone(), track))
     }
 
     /// The room's own track (its pipeline's audio), published as `publisher`, a name that is
@@ -241,6 +226,11 @@ impl Room {
         publisher: ParticipantId,
         track: PublishedTrack,
     ) -> ProducerId {
+        self.add_producer(publisher, track)
+    }
+
+    /// A new producer every participant but its publisher gets.
+    fn add_producer(&mut self, publisher: ParticipantId, track: PublishedTrack) -> ProducerId {
         let id = ProducerId(self.next_producer);
         self.next_producer += 1;
         let producer = Producer {
