@@ -239,9 +239,12 @@ pub(crate) async fn read_forwarded_rtcp(
 ) {
     let mut last_request: Option<Instant> = None;
     loop {
+        let ssrc = sender_ssrc(&sender).await;
         let packets = tokio::select! {
             read = sender.read_rtcp() => match read {
                 Ok((packets, _)) => packets,
+                // A recycled line's renewed SSRC closed the streams this read was on.
+                Err(_) if sender_ssrc(&sender).await != ssrc => continue,
                 Err(_) => break,
             },
             () = cancel.cancelled() => break,
@@ -263,6 +266,16 @@ pub(crate) async fn read_forwarded_rtcp(
             request_keyframe(&pc, ssrc).await;
         }
     }
+}
+
+/// The SSRC a forwarded line's sender sends with now.
+async fn sender_ssrc(sender: &RTCRtpSender) -> Option<u32> {
+    sender
+        .get_parameters()
+        .await
+        .encodings
+        .first()
+        .map(|encoding| encoding.ssrc)
 }
 
 /// Asks a publisher for a keyframe of the track `ssrc` (a PLI).
