@@ -9,6 +9,8 @@ const state = (window.rmState = {
   status: 'idle', iceState: 'new', connectionState: 'new', peerId: null,
   sentDbfs: -Infinity, returnedDbfs: -Infinity, returnedFrequencyHz: 0,
   dataEcho: [], messages: [], vadEvents: [], stats: {}, errors: [],
+  // Final transcripts and turn ends of a speech pipeline (voice_echo), and the live partial.
+  transcripts: [], turns: [], partial: '',
 });
 
 function setStatus(text) { state.status = text; $('status').textContent = text; }
@@ -140,13 +142,15 @@ async function openMedia({ camera, echoCancellation }) {
 
 /** The call's settings can change only while no call runs. */
 function setInputsDisabled(disabled) {
-  for (const id of ['start', 'room', 'camera', 'aec']) $(id).disabled = disabled;
+  for (const id of ['start', 'room', 'camera', 'aec', 'manifest']) $(id).disabled = disabled;
 }
 
 async function start() {
   const page = new URLSearchParams(location.search);
   const roomName = $('room').value.trim();
   if (roomName && !ROOM_NAME.test(roomName)) throw new Error(`room "${roomName}": 1–64 of A–Z a–z 0–9 _ -`);
+  const manifest = $('manifest').value.trim();
+  if (manifest && !ROOM_NAME.test(manifest)) throw new Error(`pipeline "${manifest}": 1–64 of A–Z a–z 0–9 _ -`);
   setInputsDisabled(true);
   setStatus('opening microphone');
   const inRoom = Boolean(roomName);
@@ -192,6 +196,7 @@ async function start() {
     metadata: { client: 'demo page' },
   };
   if (roomName) announce.room = roomName;
+  if (manifest) announce.metadata.manifest = manifest;
   const ack = await signaling.call('peer.announce', announce);
   if (room) room.joined(signaling, ack.other_peers || []);
   pc.onicecandidate = (event) => {
@@ -235,6 +240,7 @@ function startEcho(ctx) {
     state.messages.push(msg);
     if (msg.kind === 'text') state.dataEcho.push(msg.value);
     if (msg.kind === 'json' && /vad|speech/i.test(msg.value)) { state.vadEvents.push(msg.value); log('vad', msg.value); }
+    if (msg.kind === 'json') showSpeech(msg.value);
     log('messages', `${msg.kind}: ${msg.value}`);
   };
   const returned = { analyser: null };
@@ -280,6 +286,23 @@ function stop() {
   $('stop').disabled = true; $('send').disabled = true; $('text').disabled = true;
 }
 
+/** A speech pipeline's transcripts: the live partial in place, finals and turn ends listed. */
+function showSpeech(json) {
+  let event;
+  try { event = JSON.parse(json); } catch { return; }
+  if (event.type === 'transcript' && !event.final) {
+    state.partial = event.text || '';
+    $('partial').textContent = state.partial ? `… ${state.partial}` : '';
+  } else if (event.type === 'transcript') {
+    state.partial = '';
+    $('partial').textContent = '';
+    if (event.text) { state.transcripts.push(event.text); log('transcript', event.text); }
+  } else if (event.type === 'turn_end') {
+    state.turns.push(event.text || '');
+    log('transcript', `(turn ends: ${event.text || ''})`);
+  }
+}
+
 /** Sends a DataBuffer{text} on the data channel; exposed for tests. */
 function sendText(text) {
   if (!channel || channel.readyState !== 'open') return false;
@@ -298,6 +321,7 @@ $('text-form').addEventListener('submit', (event) => { event.preventDefault(); s
 {
   const page = new URLSearchParams(location.search);
   if (page.has('room')) $('room').value = page.get('room');
+  if (page.has('manifest')) $('manifest').value = page.get('manifest');
   if (page.get('camera') === '0') $('camera').checked = false;
   if (page.get('aec') === '0') $('aec').checked = false;
   if (page.has('autostart')) window.addEventListener('DOMContentLoaded', () => start().catch(fail));

@@ -1,5 +1,6 @@
 //! Fake microphones for headless chromium (`--use-file-for-fake-audio-capture`): WAV files of
-//! one sine tone, and the directory browser tests leave their files and screenshots in.
+//! one sine tone or of a recording with pauses, and the directory browser tests leave their
+//! files and screenshots in.
 
 use std::path::{Path, PathBuf};
 
@@ -12,6 +13,25 @@ pub fn write_tone_wav(path: &Path, hz: f32) {
             (0.5 * (2.0 * std::f32::consts::PI * hz * t).sin() * f32::from(i16::MAX)) as i16
         })
         .collect();
+    write_wav(path, rate, &samples);
+}
+
+/// Writes `recording` (a 16-bit mono WAV file) followed by `silence_s` seconds of silence, at
+/// the recording's rate: chromium loops it, so the pipeline hears an utterance, a pause, and
+/// the utterance again.
+pub fn write_speech_wav(path: &Path, recording: &Path, silence_s: u32) {
+    let mut reader = hound::WavReader::open(recording).expect("open the recording");
+    let rate = reader.spec().sample_rate;
+    let mut samples: Vec<i16> = reader
+        .samples::<i16>()
+        .collect::<Result<_, _>>()
+        .expect("read the recording");
+    samples.extend(std::iter::repeat_n(0, (rate * silence_s) as usize));
+    write_wav(path, rate, &samples);
+}
+
+/// 16-bit mono PCM at `rate`.
+fn write_wav(path: &Path, rate: u32, samples: &[i16]) {
     let data_len = (samples.len() * 2) as u32;
     let mut wav = Vec::with_capacity(44 + data_len as usize);
     wav.extend_from_slice(b"RIFF");
