@@ -97,7 +97,7 @@ pub fn plot(path: &Path, label: &str, rows: &[SweepRow]) -> Result<(), Box<dyn s
 
 /// The rooms comparison: server CPU per 1,000 forwarded streams and latency p99 over the
 /// forwarded streams, one line per sweep (`series`: label, rows; ours drawn with circles,
-/// labels containing "janus" with triangles, a colour per position).
+/// labels containing "janus" with triangles, a colour per room size `-pN`).
 ///
 /// # Errors
 /// No usable font, or the PNG cannot be drawn or written.
@@ -117,7 +117,7 @@ pub fn plot_rooms(
     for (area, caption, y_desc, max_y, pick) in [
         (
             &top,
-            "rooms: server CPU per 1,000 forwarded streams (one core)",
+            "rooms: server CPU per 1,000 forwarded streams (one core; circles ours, triangles Janus)",
             "CPU % / 1k streams",
             max_cpu,
             SweepRow::cpu_per_1k_streams as fn(&SweepRow) -> f64,
@@ -142,7 +142,13 @@ pub fn plot_rooms(
             .y_desc(y_desc)
             .draw()?;
         for (i, (label, rows)) in series.iter().enumerate() {
-            let color = colors[i % colors.len()];
+            // One colour per room size, whichever server: the same P compares at a glance.
+            let color = match label.rsplit('-').next() {
+                Some("p2") => BLUE,
+                Some("p5") => RED,
+                Some("p10") => GREEN,
+                _ => colors[i % colors.len()],
+            };
             let points: Vec<(f64, f64)> =
                 rows.iter().map(|r| (r.streams as f64, pick(r))).collect();
             if label.contains("janus") {

@@ -195,6 +195,9 @@ async fn publish(
         .ok_or_else(|| LoadgenError::Janus(format!("no answer in {event}")))?;
     let answer = started.elapsed();
     peer.accept_answer(answer_sdp.to_owned()).await?;
+    // Janus takes subscriptions to a feed only once its own side is up ("webrtcup"), which
+    // may come after the client sees the connection up: wait for Janus' word.
+    wait_event(api, session, handle, |e| e["janus"] == "webrtcup").await?;
     peer.connected().await?;
     Ok((
         feed,
