@@ -53,7 +53,11 @@ impl JanusApi {
         format!("t{}", self.transactions.fetch_add(1, Ordering::Relaxed))
     }
 
-    pub(crate) async fn request(&self, path: &str, body: Option<Value>) -> Result<Value, LoadgenError> {
+    pub(crate) async fn request(
+        &self,
+        path: &str,
+        body: Option<Value>,
+    ) -> Result<Value, LoadgenError> {
         let uri = format!("{}{path}", self.base);
         let builder = hyper::Request::builder().uri(&uri);
         let request = match body {

@@ -60,7 +60,10 @@ pub fn plot(path: &Path, label: &str, rows: &[SweepRow]) -> Result<(), Box<dyn s
 
     let max_latency = rows.iter().map(|r| r.latency_p99_ms).fold(60.0, f64::max) * 1.1;
     let mut latency = ChartBuilder::on(&bottom)
-        .caption("audio latency (echo: server-added; rooms: send to receive)", ("sans-serif", 20))
+        .caption(
+            "audio latency (echo: server-added; rooms: send to receive)",
+            ("sans-serif", 20),
+        )
         .margin(10)
         .x_label_area_size(35)
         .y_label_area_size(50)
@@ -111,7 +114,10 @@ pub fn plot_rooms(
     let (top, bottom) = root.split_vertically(400);
     let rows = || series.iter().flat_map(|(_, rows)| rows.iter());
     let max_x = rows().map(|r| r.streams).max().unwrap_or(1) as f64 * 1.05;
-    let max_cpu = rows().map(SweepRow::cpu_per_1k_streams).fold(10.0, f64::max) * 1.1;
+    let max_cpu = rows()
+        .map(SweepRow::cpu_per_1k_streams)
+        .fold(10.0, f64::max)
+        * 1.1;
     let max_p99 = rows().map(|r| r.latency_p99_ms).fold(60.0, f64::max) * 1.1;
     let colors = [BLUE, RED, GREEN, MAGENTA, CYAN, BLACK];
     for (area, caption, y_desc, max_y, pick) in [

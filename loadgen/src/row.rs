@@ -57,7 +57,9 @@ pub fn read_csv(text: &str) -> Vec<SweepRow> {
                 latency_p50_ms: num(p50)?,
                 latency_p99_ms: num(p99)?,
                 loadgen_cpu_pct: num(loadgen).unwrap_or(0.0),
-                valid: valid.and_then(|i| fields.get(i)).is_some_and(|v| *v == "true"),
+                valid: valid
+                    .and_then(|i| fields.get(i))
+                    .is_some_and(|v| *v == "true"),
                 ..SweepRow::default()
             })
         })
@@ -75,7 +77,10 @@ mod tests {
         let rows = read_csv(csv);
         assert_eq!(rows.len(), 1);
         let r = &rows[0];
-        assert_eq!((r.peers, r.streams, r.connected, r.valid), (90, 360, 90, true));
+        assert_eq!(
+            (r.peers, r.streams, r.connected, r.valid),
+            (90, 360, 90, true)
+        );
         assert_eq!((r.server_cpu_pct, r.latency_p99_ms), (12.5, 4.5));
         assert!((r.cpu_per_1k_streams() - 34.72).abs() < 0.01);
     }

@@ -149,7 +149,15 @@ async fn two_rooms_of_three_each_get_every_other_participants_stream() {
     let server = TestServer::start().await;
     let options = options(
         &server,
-        &["--peers", "6", "--rooms-of", "3", "--duration-s", "2", "--json"],
+        &[
+            "--peers",
+            "6",
+            "--rooms-of",
+            "3",
+            "--duration-s",
+            "2",
+            "--json",
+        ],
     );
     let target = Target::connect_to(&options).await.unwrap();
     let report = run_rooms(&options, &target, 3).await.unwrap();

@@ -133,7 +133,9 @@ async fn run(
             request: Some(request),
         }
     };
-    let closed = |_: mpsc::error::SendError<SignalingRequest>| LoadgenError::Room("the signaling stream closed".into());
+    let closed = |_: mpsc::error::SendError<SignalingRequest>| {
+        LoadgenError::Room("the signaling stream closed".into())
+    };
     outbound
         .send(send(Req::Announce(pb::AnnounceRequest {
             peer_id: s.peer_id.clone(),

@@ -279,9 +279,7 @@ async fn wait_event(
     wanted: impl Fn(&Value) -> bool,
 ) -> Result<Value, LoadgenError> {
     loop {
-        let events = api
-            .request(&format!("/{session}?maxev=10"), None)
-            .await?;
+        let events = api.request(&format!("/{session}?maxev=10"), None).await?;
         let events = match events {
             Value::Array(events) => events,
             event => vec![event],

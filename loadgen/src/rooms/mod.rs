@@ -135,12 +135,11 @@ pub async fn run_rooms(
     for i in 0..peers {
         ticker.tick().await;
         let room = i / rooms_of;
-        let (signal, stack, meter) = (
-            Arc::clone(&signal),
-            Arc::clone(&stack),
-            Arc::clone(&meter),
+        let (signal, stack, meter) = (Arc::clone(&signal), Arc::clone(&stack), Arc::clone(&meter));
+        let (janus_room, feeds) = (
+            janus_rooms.as_ref().and_then(|r| r.id(room)),
+            Arc::clone(&feeds[room]),
         );
-        let (janus_room, feeds) = (janus_rooms.as_ref().and_then(|r| r.id(room)), Arc::clone(&feeds[room]));
         let how = Join {
             target: target.clone(),
             peer_id: format!("loadgen-{run_id:08x}-{i}"),
@@ -270,9 +269,11 @@ async fn join(
     let mut publisher = RoomPeer::new(&stack, Arc::clone(&meter), true).await?;
     let others = how.rooms_of - 1;
     let joined = match (&how.target, how.janus_room) {
-        (Target::Grpc(channel), _) => grpc::join(channel.clone(), how.peer_id, how.room, &mut publisher)
-            .await
-            .map(|(s, t)| (Session::Grpc(s), t, None)),
+        (Target::Grpc(channel), _) => {
+            grpc::join(channel.clone(), how.peer_id, how.room, &mut publisher)
+                .await
+                .map(|(s, t)| (Session::Grpc(s), t, None))
+        }
         (Target::Janus(api), Some(room)) => {
             // Sending starts once joined: here, published and subscribed.
             let subscriber = RoomPeer::new(&stack, Arc::clone(&meter), false).await?;

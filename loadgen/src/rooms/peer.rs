@@ -243,7 +243,8 @@ impl RoomPeer {
                     () = cancel.cancelled() => break,
                 };
                 let i = (tick.duration_since(started).as_millis() / 20) as u64;
-                let mut payload = signal.packets[(i % signal.packets.len() as u64) as usize].to_vec();
+                let mut payload =
+                    signal.packets[(i % signal.packets.len() as u64) as usize].to_vec();
                 let stamp = now_us();
                 write_stamp(&mut payload, stamp);
                 let packet = Packet {
