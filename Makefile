@@ -78,6 +78,7 @@ bench-janus: deps
 	@command -v janus >/dev/null || { echo "install the Debian janus package" >&2; exit 1; }
 	$(CARGO) build --release --bins
 	benches/janus.sh
+	benches/janus_rooms.sh
 
 # Needs root (`ip netns`), the Debian `janus` package and chromium; installs aiortc from PyPI
 # into a venv under ~/.cache.

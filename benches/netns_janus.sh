@@ -17,13 +17,14 @@ make_netns() {
     $SUDO ip netns exec "$NS" ip link set lo up
 }
 
-# A minimal Janus in $JANUS_DIR: the EchoTest plugin and the HTTP transport only (port 8088 on
+# A minimal Janus in $JANUS_DIR: the EchoTest and VideoRoom plugins and the HTTP transport only (port 8088 on
 # the namespace's address), no STUN, logs quiet. Start it with
 # `janus -F "$JANUS_DIR/conf" -C "$JANUS_DIR/conf/janus.jcfg"` inside the namespace.
 write_janus_config() {
     mkdir -p "$JANUS_DIR/conf" "$JANUS_DIR/plugins" "$JANUS_DIR/transports"
     local lib=/usr/lib/x86_64-linux-gnu/janus
     ln -sf "$lib/plugins/libjanus_echotest.so" "$JANUS_DIR/plugins/"
+    ln -sf "$lib/plugins/libjanus_videoroom.so" "$JANUS_DIR/plugins/"
     ln -sf "$lib/transports/libjanus_http.so" "$JANUS_DIR/transports/"
     cat >"$JANUS_DIR/conf/janus.jcfg" <<CFG
 general: {
@@ -58,4 +59,6 @@ admin: {
 }
 CFG
     echo 'general: {}' >"$JANUS_DIR/conf/janus.plugin.echotest.jcfg"
+    # VideoRoom with no rooms of its own: the rooms sweep creates and destroys them.
+    echo 'general: {}' >"$JANUS_DIR/conf/janus.plugin.videoroom.jcfg"
 }

@@ -11,6 +11,9 @@ pub enum LoadgenError {
     Janus(String),
     #[error("HTTP: {0}")]
     Http(String),
+    /// A room participant's setup or the rooms run went wrong.
+    #[error("room: {0}")]
+    Room(String),
 }
 
 impl LoadgenError {
@@ -20,6 +23,7 @@ impl LoadgenError {
             Self::Client(e) => e.kind(),
             Self::Janus(_) => "janus",
             Self::Http(_) => "http",
+            Self::Room(_) => "room",
         }
     }
 }

@@ -53,7 +53,11 @@ impl JanusApi {
         format!("t{}", self.transactions.fetch_add(1, Ordering::Relaxed))
     }
 
-    async fn request(&self, path: &str, body: Option<Value>) -> Result<Value, LoadgenError> {
+    pub(crate) async fn request(
+        &self,
+        path: &str,
+        body: Option<Value>,
+    ) -> Result<Value, LoadgenError> {
         let uri = format!("{}{path}", self.base);
         let builder = hyper::Request::builder().uri(&uri);
         let request = match body {
@@ -79,7 +83,7 @@ impl JanusApi {
     }
 
     /// POSTs a Janus request with a fresh transaction; fails on `"janus": "error"`.
-    async fn post(&self, path: &str, mut body: Value) -> Result<Value, LoadgenError> {
+    pub(crate) async fn post(&self, path: &str, mut body: Value) -> Result<Value, LoadgenError> {
         body["transaction"] = Value::String(self.transaction());
         let reply = self.request(path, Some(body)).await?;
         if reply["janus"] == "error" {
@@ -120,7 +124,7 @@ pub async fn connect(
         .map_err(|_| ClientError::Timeout("create to connected"))?
 }
 
-fn id(reply: &Value) -> Result<u64, LoadgenError> {
+pub(crate) fn id(reply: &Value) -> Result<u64, LoadgenError> {
     reply["data"]["id"]
         .as_u64()
         .ok_or_else(|| LoadgenError::Janus(format!("no id in {reply}")))
@@ -192,7 +196,7 @@ async fn setup(
 }
 
 /// Drains the session's events (long poll) and sends a keepalive now and then.
-async fn keep_alive(api: JanusApi, session: u64) {
+pub(crate) async fn keep_alive(api: JanusApi, session: u64) {
     let path = format!("/{session}");
     let mut last_keepalive = Instant::now();
     loop {

@@ -11,6 +11,7 @@ mod error;
 mod janus;
 mod plot;
 mod procstat;
+mod rooms;
 mod row;
 mod run;
 mod stats;
@@ -23,8 +24,10 @@ use remotemedia_webrtc::client::{self, ClientError, LoadPeer, SetupTimes};
 pub use churn::{churn, ChurnReport};
 pub use error::LoadgenError;
 pub use janus::JanusApi;
+pub use plot::plot_rooms;
 pub use procstat::{pinned_core, rss_mb, CoreSample, CpuSample};
-pub use row::SweepRow;
+pub use rooms::{run_rooms, RoomsReport};
+pub use row::{read_csv, SweepRow};
 pub use run::{run, Latency, PeerPackets, Report, MAX_LOADGEN_CPU_PCT};
 pub use stats::Percentiles;
 pub use sweep::{sweep, SweepOptions};
@@ -78,6 +81,10 @@ pub struct Options {
     /// reporting the server's RSS after the first 100 and after the last.
     #[arg(long, env = "LOADGEN_CHURN")]
     pub churn: Option<usize>,
+    /// Instead of echo peers: rooms of this many participants (`--peers` rounded down to whole
+    /// rooms), each publishing, everyone subscribed to everyone (our rooms or Janus' VideoRoom).
+    #[arg(long, env = "LOADGEN_ROOMS_OF")]
+    pub rooms_of: Option<usize>,
 }
 
 /// Where the peers connect: one shared gRPC channel or one Janus API client.

@@ -69,6 +69,11 @@ pub struct SweepOptions {
     pub server_url: Option<String>,
     #[arg(long, env = "SWEEP_PROTOCOL", value_enum, default_value = "grpc")]
     pub protocol: Protocol,
+    /// Rooms of this many participants (`webrtc_loadgen --rooms-of`) instead of echo peers:
+    /// --start, --step and --max then count forwarded streams, R·P·(P−1), each step the
+    /// nearest whole number of rooms.
+    #[arg(long, env = "SWEEP_ROOMS_OF")]
+    pub rooms_of: Option<usize>,
     /// The server and loadgen binaries (default: next to this one).
     #[arg(long, env = "SWEEP_SERVER_BIN")]
     pub server_bin: Option<PathBuf>,
@@ -118,11 +123,13 @@ pub fn sweep(options: &SweepOptions) -> std::io::Result<Vec<SweepRow>> {
         }
     );
     let mut rows = Vec::new();
-    let mut peers = options.start;
-    while peers <= options.max {
+    let mut target = options.start;
+    while target <= options.max {
+        let peers = options.peers_for(target);
         let row = step(options, &server_bin, &loadgen_bin, peers)?;
         println!(
-            "  {:>4} peers: {}/{} connected, server CPU {:5.1} %, RSS {:6.1} MB, loss {:5.2} %, latency p50/p99 {:5.1}/{:5.1} ms, setup p50 {:5.1}/{:5.1} ms, loadgen CPU {:5.1} %{}",
+            "  {:>4} streams, {:>4} peers: {}/{} connected, server CPU {:5.1} %, RSS {:6.1} MB, loss {:5.2} %, latency p50/p99 {:5.1}/{:5.1} ms, setup p50 {:5.1}/{:5.1} ms, loadgen CPU {:5.1} %{}",
+            row.streams,
             row.peers,
             row.connected,
             row.peers,
@@ -141,7 +148,7 @@ pub fn sweep(options: &SweepOptions) -> std::io::Result<Vec<SweepRow>> {
         if !within {
             break;
         }
-        peers += options.step;
+        target += options.step;
     }
     print_table(options, &rows);
     let csv = options
@@ -164,6 +171,15 @@ pub fn capacity(rows: &[SweepRow], options: &SweepOptions) -> usize {
     rows.iter()
         .filter(|r| within(r, options))
         .map(|r| r.peers)
+        .max()
+        .unwrap_or(0)
+}
+
+/// The most forwarded streams of a step within the limits.
+pub fn stream_capacity(rows: &[SweepRow], options: &SweepOptions) -> usize {
+    rows.iter()
+        .filter(|r| within(r, options))
+        .map(|r| r.streams)
         .max()
         .unwrap_or(0)
 }
@@ -198,6 +214,12 @@ fn step(
         .args(["--ramp-per-s", &options.ramp_per_s.to_string()])
         .args(["--server-pid", &pid.to_string()])
         .args(["--ice-ip", &options.client_ip.to_string()])
+        .args(
+            options
+                .rooms_of
+                .map(|p| vec!["--rooms-of".to_owned(), p.to_string()])
+                .unwrap_or_default(),
+        )
         .arg("--json")
         .stderr(Stdio::inherit());
     let output = loadgen.output();
@@ -221,6 +243,7 @@ fn step(
     let rss = f(&["server_rss_mb"]);
     Ok(SweepRow {
         peers,
+        streams: options.streams_of(peers),
         connected: f(&["peers_connected"]) as usize,
         server_cpu_pct: f(&["server_cpu_pct"]),
         rss_mb: rss,
@@ -242,6 +265,26 @@ fn step(
 impl SweepOptions {
     fn protocol_name(&self) -> &'static str {
         self.protocol.name()
+    }
+
+    /// Peers of the step nearest to `streams` forwarded streams (whole rooms, at least one).
+    fn peers_for(&self, streams: usize) -> usize {
+        match self.rooms_of {
+            Some(p) if p >= 2 => {
+                let per_room = p * (p - 1);
+                let rooms = ((streams + per_room / 2) / per_room).max(1);
+                rooms * p
+            }
+            _ => streams,
+        }
+    }
+
+    /// The streams `peers` make the server forward.
+    fn streams_of(&self, peers: usize) -> usize {
+        match self.rooms_of {
+            Some(p) if p >= 2 => peers * (p - 1),
+            _ => peers,
+        }
     }
 }
 
@@ -305,20 +348,23 @@ fn wait_listening(address: SocketAddr) -> std::io::Result<()> {
 fn print_table(options: &SweepOptions, rows: &[SweepRow]) {
     println!();
     println!(
-        "{} ({}): {} peers within loss <= {} % and latency p99 <= {} ms",
+        "{} ({}): {} peers within loss <= {} % and latency p99 <= {} ms ({} forwarded streams)",
         options.label,
         options.protocol_name(),
         capacity(rows, options),
         options.loss_limit,
-        options.latency_limit_ms
+        options.latency_limit_ms,
+        stream_capacity(rows, options)
     );
-    println!("| peers | server CPU % | RSS MB | MB/peer | loss % | latency p50 ms | latency p99 ms | answer p50 ms | connected p50 ms | loadgen CPU % | valid |");
-    println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|:---:|");
+    println!("| peers | streams | server CPU % | CPU %/1k streams | RSS MB | MB/peer | loss % | latency p50 ms | latency p99 ms | answer p50 ms | connected p50 ms | loadgen CPU % | valid |");
+    println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|:---:|");
     for r in rows {
         println!(
-            "| {} | {:.1} | {:.1} | {:.2} | {:.2} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} | {} |",
+            "| {} | {} | {:.1} | {:.1} | {:.1} | {:.2} | {:.2} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} | {} |",
             r.peers,
+            r.streams,
             r.server_cpu_pct,
+            r.cpu_per_1k_streams(),
             r.rss_mb,
             r.mb_per_peer,
             r.loss_pct,
@@ -334,14 +380,16 @@ fn print_table(options: &SweepOptions, rows: &[SweepRow]) {
 
 fn write_csv(path: &Path, options: &SweepOptions, rows: &[SweepRow]) -> std::io::Result<()> {
     let mut file = std::fs::File::create(path)?;
-    writeln!(file, "peers,connected,server_cpu_pct,rss_mb,mb_per_peer,loss_pct,latency_p50_ms,latency_p99_ms,answer_p50_ms,connected_p50_ms,loadgen_cpu_pct,valid,note")?;
+    writeln!(file, "peers,streams,connected,server_cpu_pct,cpu_pct_per_1k_streams,rss_mb,mb_per_peer,loss_pct,latency_p50_ms,latency_p99_ms,answer_p50_ms,connected_p50_ms,loadgen_cpu_pct,valid,note")?;
     for r in rows {
         writeln!(
             file,
-            "{},{},{:.1},{:.1},{:.3},{:.3},{:.1},{:.1},{:.2},{:.2},{:.1},{},{}",
+            "{},{},{},{:.1},{:.2},{:.1},{:.3},{:.3},{:.1},{:.1},{:.2},{:.2},{:.1},{},{}",
             r.peers,
+            r.streams,
             r.connected,
             r.server_cpu_pct,
+            r.cpu_per_1k_streams(),
             r.rss_mb,
             r.mb_per_peer,
             r.loss_pct,

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Parser;
-use remotemedia_loadgen::{churn, run, Options, Target};
+use remotemedia_loadgen::{churn, run, run_rooms, Options, Target};
 use remotemedia_webrtc::config::Config;
 use remotemedia_webrtc::peer::SessionManager;
 use remotemedia_webrtc::server::Server;
@@ -140,5 +140,37 @@ async fn churn_cycles_each_get_audio_back_and_leave() {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_rooms_of_three_each_get_every_other_participants_stream() {
+    init_tracing();
+    let server = TestServer::start().await;
+    let options = options(
+        &server,
+        &[
+            "--peers",
+            "6",
+            "--rooms-of",
+            "3",
+            "--duration-s",
+            "2",
+            "--json",
+        ],
+    );
+    let target = Target::connect_to(&options).await.unwrap();
+    let report = run_rooms(&options, &target, 3).await.unwrap();
+    let line = serde_json::to_string(&report).unwrap();
+    println!("{line}");
+
+    assert_eq!((report.rooms, report.peers_connected), (2, 6), "{line}");
+    assert!(report.failures.is_empty(), "{line}");
+    // R·P·(P−1) forwarded streams, each delivering stamped packets.
+    assert_eq!((report.streams, report.streams_live), (12, 12), "{line}");
+    // Two seconds of 50 packets per second on each of the 12 streams.
+    assert!(report.packets_expected >= 12 * 90, "{line}");
+    assert!(report.packets_received > 0, "{line}");
+    assert!(report.latency_ms.p99 > 0.0, "{line}");
     server.stop().await;
 }

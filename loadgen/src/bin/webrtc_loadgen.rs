@@ -1,7 +1,7 @@
 //! `webrtc_loadgen`: see `remotemedia_loadgen`.
 
 use clap::Parser;
-use remotemedia_loadgen::{churn, run, Options, Report, Target};
+use remotemedia_loadgen::{churn, run, run_rooms, Options, Report, Target};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -23,6 +23,15 @@ async fn main() -> anyhow::Result<()> {
             println!("{}", serde_json::to_string(&report)?);
         } else {
             println!("{report:#?}");
+        }
+        return Ok(());
+    }
+    if let Some(rooms_of) = options.rooms_of {
+        let report = run_rooms(&options, &target, rooms_of).await?;
+        if options.json {
+            println!("{}", serde_json::to_string(&report)?);
+        } else {
+            println!("{}", serde_json::to_string_pretty(&report)?);
         }
         return Ok(());
     }
