@@ -70,6 +70,7 @@ test: services
 bench: deps
 	$(CARGO) bench --bench media
 	$(CARGO) bench --bench pipeline
+	$(CARGO) bench --bench speech
 	$(CARGO) build --release --bins
 	benches/capacity.sh
 
