@@ -143,7 +143,7 @@ async fn drive(
             Some(Resp::Notification(pb::SignalingNotification {
                 notification: Some(Notification::IceCandidate(candidate)),
             })) if !behind_relay => peer.add_remote_candidate(&candidate).await,
-            Some(Resp::Error(err)) => panic!("signaling error: {err:?}"),
+            Some(Resp::Error(err)) => eprintln!("signaling error: {err:?}"),
             _ => {}
         }
     }
