@@ -223,10 +223,8 @@ fn picture_id(payload: &[u8]) -> u16 {
 /// PLI for its SSRC.
 fn spawn_layers(layers: Vec<SimulcastLayer>, stop: CancellationToken) {
     for layer in layers {
-        let &(rid, height, size, first_picture) = LAYERS
-            .iter()
-            .find(|(rid, ..)| *rid == layer.rid)
-            .unwrap();
+        let &(rid, height, size, first_picture) =
+            LAYERS.iter().find(|(rid, ..)| *rid == layer.rid).unwrap();
         let stop = stop.clone();
         tokio::spawn(async move {
             let mut ticker = tokio::time::interval(Duration::from_millis(20));
@@ -384,7 +382,11 @@ async fn subscribers_on_different_paths_get_different_layers_of_one_simulcast_tr
         relay.stats.lost_to_client.load(Ordering::Relaxed),
         relay.stats.to_client_rtp.lock().len()
     );
-    assert_eq!(alice_height, Some(720), "alice's clean path carries the top layer");
+    assert_eq!(
+        alice_height,
+        Some(720),
+        "alice's clean path carries the top layer"
+    );
     assert!(
         bob_height.is_some_and(|h| h < 720),
         "bob's lossy path gets a lower layer, got {bob_height:?}"
@@ -408,9 +410,11 @@ async fn subscribers_on_different_paths_get_different_layers_of_one_simulcast_tr
     alice
         .subscribe(json!({"type": "subscribe", "peer": PUBLISHER, "kind": "video", "mode": "auto", "max_height": 360}))
         .await;
-    wait_for("alice to get the 360p layer under max_height 360", LONG_WAIT, || {
-        alice.layer_height() == Some(360)
-    })
+    wait_for(
+        "alice to get the 360p layer under max_height 360",
+        LONG_WAIT,
+        || alice.layer_height() == Some(360),
+    )
     .await;
     let capped = alice.received().len();
     wait_for("alice's capped video to go on", LONG_WAIT, || {
@@ -422,9 +426,11 @@ async fn subscribers_on_different_paths_get_different_layers_of_one_simulcast_tr
     alice
         .subscribe(json!({"type": "subscribe", "peer": PUBLISHER, "kind": "video", "mode": "auto", "max_height": 2160}))
         .await;
-    wait_for("alice to get 720p again once the cap is lifted", LONG_WAIT, || {
-        alice.layer_height() == Some(720)
-    })
+    wait_for(
+        "alice to get 720p again once the cap is lifted",
+        LONG_WAIT,
+        || alice.layer_height() == Some(720),
+    )
     .await;
     assert_one_stream("alice", &alice.received());
     let switches = layer_switches(&server).await;

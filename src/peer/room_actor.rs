@@ -386,7 +386,8 @@ impl RoomActor {
             Command::Leave { peer, session } => {
                 if self.is_session(&peer, session) {
                     self.participants.remove(&peer);
-                    self.layer_choices.retain(|(subscriber, _), _| *subscriber != peer);
+                    self.layer_choices
+                        .retain(|(subscriber, _), _| *subscriber != peer);
                     for source in self.sources.values() {
                         source.fanout.take(&peer);
                     }
@@ -550,8 +551,7 @@ impl RoomActor {
                 .room
                 .subscription(subscriber, &source.publisher, MediaKind::Video)
                 .max_height;
-            let Some(request) = simulcast.layers.choose(choice, max_height, forwarded, now)
-            else {
+            let Some(request) = simulcast.layers.choose(choice, max_height, forwarded, now) else {
                 continue;
             };
             let ssrc = match request {

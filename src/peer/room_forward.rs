@@ -175,7 +175,12 @@ impl Fanout {
             .lock()
             .iter_mut()
             .find(|s| &s.subscriber == subscriber)
-            .map(|s| (s.consumer.rtp().current_source(), s.consumer.rtp().is_paused()))
+            .map(|s| {
+                (
+                    s.consumer.rtp().current_source(),
+                    s.consumer.rtp().is_paused(),
+                )
+            })
     }
 
     /// Writes each subscriber's copy of `packet`; a copy that left counts as the subscriber's
@@ -400,9 +405,8 @@ fn reception(
             continue;
         };
         for report in reports.iter().filter(|r| Some(r.ssrc) == ssrc) {
-            fraction_lost = Some(fraction_lost.map_or(report.fraction_lost, |f| {
-                f.max(report.fraction_lost)
-            }));
+            fraction_lost =
+                Some(fraction_lost.map_or(report.fraction_lost, |f| f.max(report.fraction_lost)));
         }
     }
     (fraction_lost, remb)

@@ -137,7 +137,10 @@ impl SimulcastLayers {
 
     /// The source SSRC of layer `rid`, once it arrived.
     pub fn ssrc(&self, rid: &str) -> Option<u32> {
-        self.layers.iter().find(|l| l.rid == rid).and_then(|l| l.ssrc)
+        self.layers
+            .iter()
+            .find(|l| l.rid == rid)
+            .and_then(|l| l.ssrc)
     }
 
     /// The rid of the layer whose source is `ssrc`.

@@ -371,7 +371,9 @@ impl ClientPeer {
                     while let Ok((packets, _)) = sender.read_rtcp_simulcast(&rid).await {
                         let plis = packets
                             .iter()
-                            .filter(|p| p.as_any().downcast_ref::<PictureLossIndication>().is_some())
+                            .filter(|p| {
+                                p.as_any().downcast_ref::<PictureLossIndication>().is_some()
+                            })
                             .count();
                         requests.fetch_add(plis, std::sync::atomic::Ordering::Relaxed);
                     }
