@@ -709,6 +709,9 @@ pub struct ConnectReport {
     pub answer_candidates: Vec<String>,
     /// The answer as the server sent it.
     pub answer_sdp: String,
+    /// Server offers that came while connecting (a room's first renegotiation may come
+    /// before the client sees itself connected), for the caller to answer.
+    pub server_offers: Vec<pb::OfferNotification>,
 }
 
 /// Announces `id`, connects a client with audio and a data channel to a server session, and
@@ -761,6 +764,7 @@ pub async fn connect_to_server_rewriting(
     let mut server_candidates = 0;
     let mut server_candidate_lines = Vec::new();
     let mut answer_claimed_end = false;
+    let mut server_offers = Vec::new();
     let deadline = tokio::time::Instant::now() + WAIT;
     loop {
         if peer.is_connected() && offer_id.is_some() {
@@ -793,6 +797,9 @@ pub async fn connect_to_server_rewriting(
                         }
                         peer.add_remote_candidate(&c).await;
                     }
+                    Some(Resp::Notification(pb::SignalingNotification { notification: Some(Notification::Offer(offer)) })) => {
+                        server_offers.push(offer);
+                    }
                     Some(Resp::Ack(ack)) if response.request_id == offer_request => {
                         assert!(offer_to_answer.is_some(), "the answer comes before the ack");
                         let data: serde_json::Value = serde_json::from_str(&ack.data).unwrap();
@@ -815,6 +822,7 @@ pub async fn connect_to_server_rewriting(
         server_candidates: server_candidate_lines,
         answer_candidates: answer_candidates(&answer_sdp),
         answer_sdp,
+        server_offers,
     }
 }
 

@@ -128,6 +128,9 @@ impl RelayStats {
 pub struct Relay {
     pub address: SocketAddr,
     pub stats: Arc<RelayStats>,
+    /// Server offers that came while [`connect_via_relay`] connected (a room's first
+    /// renegotiation), for the caller to answer.
+    pub server_offers: Vec<pb::OfferNotification>,
 }
 
 /// SplitMix64: a tiny deterministic generator (no `rand` dependency for one test).
@@ -212,7 +215,11 @@ impl Relay {
                 let _ = socket.send_to(&packet, server).await;
             }
         });
-        Self { address, stats }
+        Self {
+            address,
+            stats,
+            server_offers: Vec::new(),
+        }
     }
 }
 
@@ -243,6 +250,7 @@ pub async fn connect_via_relay(
     let sdp = peer.offer().await;
     signaling.offer(SERVER, sdp).await;
     let mut relay: Option<Relay> = None;
+    let mut server_offers = Vec::new();
     let deadline = Instant::now() + WAIT;
     while !(peer.is_connected() && relay.is_some()) {
         assert!(
@@ -273,11 +281,16 @@ pub async fn connect_via_relay(
                         peer.add_remote_candidate(&c).await;
                         relay = Some(started);
                     }
+                    Some(Resp::Notification(pb::SignalingNotification { notification: Some(Notification::Offer(offer)) })) => {
+                        server_offers.push(offer);
+                    }
                     Some(Resp::Error(err)) => panic!("signaling error: {err:?}"),
                     _ => {}
                 }
             }
         }
     }
-    relay.expect("relay started")
+    let mut relay = relay.expect("relay started");
+    relay.server_offers = server_offers;
+    relay
 }
