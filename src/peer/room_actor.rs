@@ -5,6 +5,7 @@
 //! set up.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
@@ -162,6 +163,8 @@ struct Line {
     keyframes: KeyframeTarget,
     /// The line's RTP mapping while no track is on it (so a recycled line stays one stream).
     consumer: Option<Consumer>,
+    /// The line carries a simulcast track: its reception reports go to the room.
+    feedback: Arc<AtomicBool>,
 }
 
 struct Participant {
@@ -871,7 +874,9 @@ impl RoomActor {
                 }
             };
             let keyframes = KeyframeTarget::default();
+            let wants_feedback = Arc::new(AtomicBool::new(false));
             let feedback = FeedbackTarget {
+                enabled: Arc::clone(&wants_feedback),
                 commands: self.commands.clone(),
                 peer: subscriber.clone(),
                 session: participant.member.session,
@@ -889,6 +894,7 @@ impl RoomActor {
                 track,
                 keyframes,
                 consumer: None,
+                feedback: wants_feedback,
             });
         }
         let Some(line) = participant.lines.get_mut(placement.index) else {
@@ -965,6 +971,7 @@ impl RoomActor {
             return;
         };
         *line.keyframes.lock() = publisher.map(|pc| (pc, ssrc));
+        line.feedback.store(choice.is_some(), Ordering::Relaxed);
         source.fanout.add(Sink {
             subscriber: subscriber.clone(),
             track: Arc::clone(&line.track),

@@ -314,6 +314,8 @@ pub(crate) type KeyframeTarget = Arc<Mutex<Option<(Weak<RTCPeerConnection>, u32)
 /// [`Command::LineFeedback`](super::room_actor::Command::LineFeedback) for the line's layer
 /// choice.
 pub(crate) struct FeedbackTarget {
+    /// Whether the line carries a simulcast track now (other lines' reports are not sent).
+    pub enabled: Arc<std::sync::atomic::AtomicBool>,
     pub commands: mpsc::WeakSender<super::room_actor::Command>,
     pub peer: ParticipantId,
     pub session: u64,
@@ -349,7 +351,10 @@ pub(crate) async fn read_forwarded_rtcp(
             () = cancel.cancelled() => break,
         };
         activity.touch();
-        let (fraction_lost, remb_bps) = reception(&packets, out_ssrc);
+        let (fraction_lost, remb_bps) = match feedback.enabled.load(Ordering::Relaxed) {
+            true => reception(&packets, out_ssrc),
+            false => (None, None),
+        };
         if fraction_lost.is_some() || remb_bps.is_some() {
             if let Some(commands) = feedback.commands.upgrade() {
                 let _ = commands.try_send(super::room_actor::Command::LineFeedback {
