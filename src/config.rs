@@ -357,6 +357,10 @@ pub struct TokenCommand {
     /// Optional `manifest` claim: the only manifest this peer's sessions may run.
     #[arg(long)]
     pub manifest: Option<String>,
+    /// Optional `room_manifest` claim: the only room pipeline this peer may ask its room to
+    /// run (announce metadata `room_manifest`).
+    #[arg(long)]
+    pub room_manifest: Option<String>,
     #[command(flatten)]
     pub auth: AuthOptions,
 }

@@ -8,7 +8,7 @@ use remotemedia_webrtc::cluster::{
 };
 use remotemedia_webrtc::config::{Command, Config, Mode, TokenCommand};
 use remotemedia_webrtc::server::Server;
-use remotemedia_webrtc::signaling::issue_token;
+use remotemedia_webrtc::signaling::{issue_token, sign_token, token_expiry, Claims};
 use remotemedia_webrtc::telemetry::Telemetry;
 use remotemedia_webrtc::websocket_mode::WebSocketPeer;
 
@@ -166,13 +166,14 @@ fn print_token(command: TokenCommand) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match issue_token(
-        secret.expose(),
-        &command.peer_id,
-        std::time::Duration::from_secs(command.ttl),
-        command.room,
-        command.manifest,
-    ) {
+    let claims = Claims {
+        sub: command.peer_id,
+        exp: token_expiry(std::time::Duration::from_secs(command.ttl)),
+        room: command.room,
+        manifest: command.manifest,
+        room_manifest: command.room_manifest,
+    };
+    match sign_token(secret.expose(), &claims) {
         Ok(token) => {
             println!("{token}");
             ExitCode::SUCCESS

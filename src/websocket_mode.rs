@@ -223,6 +223,7 @@ impl Link<'_> {
                     offer_sdp: sdp,
                     manifest: None,
                     room: None,
+                    room_manifest: None,
                 };
                 let created = self.sessions.create_session(request).instrument(span).await;
                 match created {

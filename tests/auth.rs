@@ -47,6 +47,7 @@ fn expired_token(peer_id: &str) -> String {
         exp: 1_000_000,
         room: None,
         manifest: None,
+        room_manifest: None,
     };
     jsonwebtoken::encode(
         &Header::new(Algorithm::HS256),

@@ -299,14 +299,10 @@ async fn two_browsers_in_a_room_hear_each_other_and_not_themselves() {
 }
 
 /// A departed participant's m-lines are recycled for the next participant's tracks (contract
-/// item 5), and the newcomer is heard on them.
-///
-/// Ignored until the server gives a recycled line a new SSRC: today the line keeps its SSRC,
-/// and Chromium, seeing the same SSRC signalled again after the line was `inactive`, decodes
-/// the newcomer's packets (inbound-rtp `audioLevel` 0.5, video `framesDecoded` rising) but
-/// never feeds them to the receiver's track again: `<audio>`, `<video>` and WebAudio get
-/// silence and no frames.
-#[ignore = "server: a recycled m-line keeps its SSRC and Chromium plays nothing on it"]
+/// item 5), and the newcomer is heard on them: the recycled line carries a new SSRC
+/// (vendor/webrtc/PATCHES.md), because Chromium, seeing the same SSRC signalled again after the
+/// line was `inactive`, decodes the newcomer's packets but never feeds them to the receiver's
+/// track again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_newcomer_on_a_departed_participants_line_is_heard() {
     common::init_tracing();

@@ -98,7 +98,20 @@ impl Participant {
         amplitude: f32,
         video: bool,
     ) -> Self {
-        let metadata = HashMap::from([("room".to_owned(), "standup".to_owned())]);
+        Self::join_announcing(server, id, frequency, amplitude, video, &[]).await
+    }
+
+    /// [`Participant::join_speaking`] with more announce metadata than the room's name.
+    async fn join_announcing(
+        server: &TestServer,
+        id: &str,
+        frequency: f32,
+        amplitude: f32,
+        video: bool,
+        more: &[(&str, &str)],
+    ) -> Self {
+        let mut metadata = HashMap::from([("room".to_owned(), "standup".to_owned())]);
+        metadata.extend(more.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())));
         let (mut signaling, _) =
             SignalingClient::announce_with(&server.grpc_url(), id, metadata).await;
         let mut peer = match video {
@@ -435,6 +448,13 @@ async fn a_room_forwards_everyones_tone_to_the_others_and_follows_joins_and_leav
         lines_before,
         "no m-line of history"
     );
+    let (carols_ssrc, erins_ssrc) = (ssrc_of(&offers, "carol"), ssrc_of(&offers, "erin"));
+    assert!(erins_ssrc.is_some(), "erin's line signals an SSRC");
+    assert_ne!(
+        erins_ssrc, carols_ssrc,
+        "a recycled line is a new stream: a new SSRC, not carol's signalled again"
+    );
+    everyone_hears_the_others(&[&alice, &bob, &dave, &erin]).await;
 
     for p in [alice, bob, dave, erin] {
         p.leave().await;
@@ -573,6 +593,22 @@ fn mid_of(offers: &[String], peer: &str) -> Option<String> {
         .lines()
         .find_map(|line| line.strip_prefix("a=mid:"))
         .map(|mid| mid.trim().to_owned())
+}
+
+/// The SSRC of the m-line that last carried `peer`'s track in `offers`.
+fn ssrc_of(offers: &[String], peer: &str) -> Option<u32> {
+    let sdp = offers
+        .iter()
+        .rev()
+        .find(|sdp| sdp.contains(&format!("a=msid:{peer} ")))?;
+    sdp.split("\r\nm=")
+        .find(|section| section.contains(&format!("a=msid:{peer} ")))?
+        .lines()
+        .find_map(|line| line.strip_prefix("a=ssrc:"))?
+        .split(' ')
+        .next()?
+        .parse()
+        .ok()
 }
 
 fn m_lines(sdp: &str) -> usize {
@@ -999,6 +1035,90 @@ async fn a_room_pipeline_hears_the_mix_and_everyone_gets_its_audio_and_data() {
         server.sessions.room_count() == 0
     })
     .await;
+    server.stop().await;
+}
+
+/// The participant whose offer creates a room picks its pipeline (announce metadata
+/// `room_manifest`); a later joiner may leave it out or repeat it, another name is refused at
+/// its offer, and the next room created without one runs none.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_participant_that_creates_a_room_picks_its_pipeline() {
+    common::init_tracing();
+    let examples = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples");
+    let server = TestServer::start_with(|c| c.manifest_dir = Some(examples)).await;
+    let asks_vad = [("room_manifest", "vad")];
+    let alice = Participant::join_announcing(&server, "alice", 440.0, 0.3, false, &asks_vad).await;
+    let bob = Participant::join_speaking(&server, "bob", 660.0, 0.3, false).await;
+    let carol = Participant::join_announcing(&server, "carol", 880.0, 0.0, false, &asks_vad).await;
+
+    // vad.yaml's audio out is its input, the room's mix: carol hears alice and bob in it.
+    eventually("carol to hear the room's track", || async {
+        carol.heard_from("remotemedia-room", 2 * ENOUGH)
+    })
+    .await;
+    let mix = {
+        let heard = carol.heard.lock();
+        let samples = &heard["remotemedia-room"];
+        samples[samples.len() - ENOUGH..].to_vec()
+    };
+    let near = |hz: f32| band_energy_ratio(&mix, 48_000, hz - 20.0, hz + 20.0);
+    assert!(
+        near(440.0) > 0.2 && near(660.0) > 0.2,
+        "the room pipeline's output is the mix: 440 Hz {:.2}, 660 Hz {:.2}",
+        near(440.0),
+        near(660.0)
+    );
+
+    // Another pipeline for the same room: INVALID_ARGUMENT at the offer, naming both.
+    let metadata = HashMap::from([
+        ("room".to_owned(), "standup".to_owned()),
+        ("room_manifest".to_owned(), "loopback".to_owned()),
+    ]);
+    let (mut mallory, _) =
+        SignalingClient::announce_with(&server.grpc_url(), "mallory", metadata).await;
+    let peer = ClientPeer::new(ClientOptions::default()).await;
+    let request = mallory.offer(SERVER, peer.offer().await).await;
+    let refused = mallory.expect_error(&request).await;
+    assert_eq!(refused.code, 3, "INVALID_ARGUMENT: {refused:?}");
+    assert!(
+        refused.message.contains("\"vad\"") && refused.message.contains("\"loopback\""),
+        "{refused:?}"
+    );
+    peer.close().await;
+
+    // Without a room: refused at announce.
+    let mut dave = SignalingClient::open(&server.grpc_url()).await;
+    dave.send(Req::Announce(pb::AnnounceRequest {
+        peer_id: "dave".into(),
+        capabilities: None,
+        metadata: HashMap::from([("room_manifest".to_owned(), "vad".to_owned())]),
+    }))
+    .await;
+    // A refused announce ends the stream with its status.
+    let refused = dave.next().await.expect_err("the announce refused");
+    assert_eq!(refused.code(), tonic::Code::InvalidArgument, "{refused:?}");
+    assert!(
+        refused.message().contains("needs metadata room"),
+        "{refused:?}"
+    );
+
+    for p in [alice, bob, carol] {
+        p.leave().await;
+    }
+    eventually("the room and its pipeline ended", || async {
+        server.sessions.room_count() == 0
+    })
+    .await;
+    // The room made anew without a room_manifest runs no pipeline.
+    let erin = Participant::join(&server, "erin", 440.0).await;
+    let frank = Participant::join(&server, "frank", 660.0).await;
+    everyone_hears_the_others(&[&erin, &frank]).await;
+    assert!(
+        !frank.streams().contains("remotemedia-room"),
+        "a room created without room_manifest runs no pipeline"
+    );
+    erin.leave().await;
+    frank.leave().await;
     server.stop().await;
 }
 

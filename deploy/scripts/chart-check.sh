@@ -139,6 +139,10 @@ asserts "the per-address cap behind PROXY protocol load balancers" "connection-c
 	--set frontend.limits.maxConnectionsPerAddress=20 \
 	--set 'frontend.clientAddress.trustedProxies={10.0.0.0/24,10.0.1.5}' \
 	--set frontend.clientAddress.proxyProtocol.enabled=true
+asserts "rooms: bounds, last-N, a room pipeline, room claims required" "rooms-passed" \
+	--set rooms.maxParticipants=8 --set rooms.maxPerWorker=50 --set rooms.videoLastN=2 \
+	--set rooms.manifest=vad --set rooms.requireRoomClaim=true \
+	--set auth.existingSecret=remotemedia-auth
 asserts "tunable probes" "tuned-probes" \
 	--set worker.probes.startup.failureThreshold=90 --set worker.probes.liveness.timeoutSeconds=5
 asserts "NetworkPolicy: hostNetwork workers reach the bundled Redis from their nodes" \
@@ -152,6 +156,8 @@ refuse "autoscaling with per-pod NodePort workers" \
 refuse "no Redis at all" --set redis.bundled.enabled=false
 refuse "publicIp.mode stun without STUN servers" --set worker.publicIp.mode=stun
 refuse "a default manifest that does not exist" --set manifests.default=nope.yaml
+refuse "a room manifest that no manifest is named" --set rooms.manifest=nope
+refuse "room claims required without client authentication" --set rooms.requireRoomClaim=true
 refuse "a NetworkPolicy for the bundled Redis without the nodes' CIDRs (hostNetwork workers)" \
 	--set networkPolicy.enabled=true
 refuse "a frontend preStop sleep as long as its grace period" \

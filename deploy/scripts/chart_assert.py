@@ -208,6 +208,19 @@ def limits_passed(docs):
         env(worker, name)
 
 
+def rooms_passed(docs):
+    """The room bounds reach both roles, the room pipeline and last-N the workers, the room
+    claim the frontends."""
+    fe = container(workload(docs, "frontend"))
+    assert env(fe, "REMOTEMEDIA_MAX_ROOM_PARTICIPANTS") == "8"
+    assert env(fe, "REMOTEMEDIA_REQUIRE_ROOM_CLAIM") == "true"
+    worker = container(workload(docs, "worker"))
+    assert env(worker, "REMOTEMEDIA_MAX_ROOM_PARTICIPANTS") == "8"
+    assert env(worker, "REMOTEMEDIA_MAX_ROOMS") == "50"
+    assert env(worker, "REMOTEMEDIA_ROOM_VIDEO_LAST_N") == "2"
+    assert env(worker, "REMOTEMEDIA_ROOM_MANIFEST") == "vad"
+
+
 def connection_cap_behind_proxies(docs):
     """The cap keyed on the PROXY header of the listed load balancers."""
     fe = container(workload(docs, "frontend"))

@@ -409,13 +409,7 @@ impl SessionHost for RemoteSessionHost {
         peer_id: &str,
         candidate: IceCandidate,
     ) -> Result<(), SessionError> {
-        let Some(worker_id) = self.session_worker(peer_id).await? else {
-            return Err(SessionError::NoSession(peer_id.to_owned()));
-        };
-        let Some(address) = self.address_of(&worker_id) else {
-            return Err(SessionError::NoSession(peer_id.to_owned()));
-        };
-        let mut client = self.client(&address)?;
+        let (worker_id, mut client) = self.session_client(peer_id).await?;
         let mut call = tonic::Request::new(pb::AddCandidateRequest {
             peer_id: peer_id.to_owned(),
             candidate: candidate.candidate,
@@ -434,6 +428,49 @@ impl SessionHost for RemoteSessionHost {
             None => Ok(()),
             Some(failure) => Err(failure_to_error(&failure, peer_id)),
         }
+    }
+
+    async fn answer_server_offer(
+        &self,
+        peer_id: &str,
+        offer_id: Option<&str>,
+        sdp: String,
+    ) -> Result<(), SessionError> {
+        let (worker_id, mut client) =
+            self.session_client(peer_id)
+                .await
+                .map_err(|err| match err {
+                    // No session: nothing can be pending.
+                    SessionError::NoSession(_) => {
+                        SessionError::FailedPrecondition("no server offer is pending".into())
+                    }
+                    other => other,
+                })?;
+        let mut call = tonic::Request::new(pb::AnswerServerOfferRequest {
+            peer_id: peer_id.to_owned(),
+            offer_id: offer_id.unwrap_or_default().to_owned(),
+            answer_sdp: sdp,
+        });
+        inject_current(call.metadata_mut());
+        let reply = client
+            .answer_server_offer(call)
+            .await
+            .map_err(|status| {
+                SessionError::Unavailable(format!("media worker {worker_id}: {}", status.message()))
+            })?
+            .into_inner();
+        match reply.failure {
+            None => Ok(()),
+            Some(failure) => Err(failure_to_error(&failure, peer_id)),
+        }
+    }
+
+    async fn stream_detached(&self, peer_id: &str) {
+        self.set_stream_detached(peer_id, true).await;
+    }
+
+    async fn stream_resumed(&self, peer_id: &str) {
+        self.set_stream_detached(peer_id, false).await;
     }
 
     async fn close_session(&self, peer_id: &str) -> bool {
@@ -460,6 +497,45 @@ impl SessionHost for RemoteSessionHost {
 }
 
 impl RemoteSessionHost {
+    /// The worker holding `peer_id`'s session, and a client for it.
+    ///
+    /// # Errors
+    /// `NoSession` when none is recorded or its worker is gone; `Unavailable` when Redis is.
+    async fn session_client(&self, peer_id: &str) -> Result<(String, WorkerClient), SessionError> {
+        let Some(worker_id) = self.session_worker(peer_id).await? else {
+            return Err(SessionError::NoSession(peer_id.to_owned()));
+        };
+        let Some(address) = self.address_of(&worker_id) else {
+            return Err(SessionError::NoSession(peer_id.to_owned()));
+        };
+        let client = self.client(&address)?;
+        Ok((worker_id, client))
+    }
+
+    /// Tells `peer_id`'s worker that its client's stream broke or came back. A session not
+    /// found, or a worker that does not answer, is logged: the session's own timers decide.
+    async fn set_stream_detached(&self, peer_id: &str, detached: bool) {
+        let result = match self.session_client(peer_id).await {
+            Ok((_, mut client)) => {
+                let mut call = tonic::Request::new(pb::SetStreamDetachedRequest {
+                    peer_id: peer_id.to_owned(),
+                    detached,
+                });
+                inject_current(call.metadata_mut());
+                client
+                    .set_stream_detached(call)
+                    .await
+                    .map(drop)
+                    .map_err(|status| status.message().to_owned())
+            }
+            Err(SessionError::NoSession(_)) => Ok(()),
+            Err(err) => Err(err.to_string()),
+        };
+        if let Err(err) = result {
+            tracing::warn!(peer_id, detached, %err, "telling the worker of a detached stream failed");
+        }
+    }
+
     /// Closes `peer_id`'s session of `token` (empty: whichever it has) on the worker at
     /// `address`.
     async fn close_on(&self, address: &str, peer_id: &str, token: &str) -> bool {
@@ -514,6 +590,7 @@ impl RemoteSessionHost {
             session_token: token.clone(),
             room: room.map(|(room, _)| room.to_owned()).unwrap_or_default(),
             room_version: room.map_or(0, |(_, version)| version),
+            room_manifest: request.room_manifest.clone().unwrap_or_default(),
         };
         let span = info_span!(
             "worker_api.create_session",
@@ -631,6 +708,7 @@ fn failure_to_error(failure: &pb::SessionFailure, peer_id: &str) -> SessionError
         Kind::Draining => SessionError::Unavailable(format!("media worker draining: {message}")),
         Kind::FailedPrecondition => SessionError::FailedPrecondition(message),
         Kind::RoomClosing => SessionError::RoomClosing(message),
+        Kind::InvalidArgument => SessionError::InvalidArgument(message),
         Kind::Internal | Kind::Unspecified => SessionError::Internal(message),
     }
 }
@@ -650,6 +728,7 @@ pub(crate) fn error_to_failure(err: &SessionError) -> pb::SessionFailure {
         // A worker at `--max-rooms` is full for new rooms: the frontend tries another worker.
         SessionError::TooManyRooms(max) => (Kind::AtCapacity, *max as u32),
         SessionError::RoomClosing(_) => (Kind::RoomClosing, 0),
+        SessionError::InvalidArgument(_) => (Kind::InvalidArgument, 0),
     };
     // The message without the variant's prefix, which the frontend's error adds again.
     let message = match err {
@@ -660,7 +739,8 @@ pub(crate) fn error_to_failure(err: &SessionError) -> pb::SessionFailure {
         | SessionError::Unavailable(m)
         | SessionError::Internal(m)
         | SessionError::FailedPrecondition(m)
-        | SessionError::RoomClosing(m) => m.clone(),
+        | SessionError::RoomClosing(m)
+        | SessionError::InvalidArgument(m) => m.clone(),
         other => other.to_string(),
     };
     pb::SessionFailure {

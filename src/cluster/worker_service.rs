@@ -157,6 +157,43 @@ impl MediaWorker for WorkerService {
         Ok(Response::new(pb::AddCandidateResponse { failure }))
     }
 
+    async fn answer_server_offer(
+        &self,
+        request: Request<pb::AnswerServerOfferRequest>,
+    ) -> Result<Response<pb::AnswerServerOfferResponse>, Status> {
+        let parent = RemoteParent::from_metadata(request.metadata());
+        let request = request.into_inner();
+        let span = info_span!(
+            "worker.answer_server_offer",
+            otel.kind = "server",
+            peer_id = request.peer_id,
+            offer_id = request.offer_id
+        );
+        parent.adopt(&span);
+        let offer_id = Some(request.offer_id.as_str()).filter(|id| !id.is_empty());
+        let failure = self
+            .host
+            .answer_server_offer(&request.peer_id, offer_id, request.answer_sdp)
+            .instrument(span)
+            .await
+            .err()
+            .map(|err| error_to_failure(&err));
+        Ok(Response::new(pb::AnswerServerOfferResponse { failure }))
+    }
+
+    async fn set_stream_detached(
+        &self,
+        request: Request<pb::SetStreamDetachedRequest>,
+    ) -> Result<Response<pb::SetStreamDetachedResponse>, Status> {
+        let request = request.into_inner();
+        if request.detached {
+            self.host.stream_detached(&request.peer_id).await;
+        } else {
+            self.host.stream_resumed(&request.peer_id).await;
+        }
+        Ok(Response::new(pb::SetStreamDetachedResponse {}))
+    }
+
     async fn close_session(
         &self,
         request: Request<pb::CloseSessionRequest>,
@@ -263,6 +300,7 @@ impl WorkerService {
                 offer_sdp: request.offer_sdp,
                 manifest: Some(request.manifest).filter(|m| !m.is_empty()),
                 room,
+                room_manifest: Some(request.room_manifest).filter(|m| !m.is_empty()),
             })
             .await;
         let result = match (result, token) {

@@ -56,8 +56,8 @@ const SAMPLE_INTERVAL: Duration = Duration::from_millis(100);
 /// What the rooms of a process share.
 pub(crate) struct RoomContext {
     pub limits: RoomLimits,
-    /// `--room-manifest`: the pipeline every room runs, with its output's Opus settings.
-    pub pipeline: Option<(Pipeline, OpusConfig)>,
+    /// `--room-manifest`: the pipeline a room runs unless its creator names another.
+    pub pipeline: Option<RoomPipelineChoice>,
     /// `--pipeline-queue-frames` and `--pipeline-queue-bytes` for it.
     pub pipeline_queue: (usize, usize),
     /// `--room-video-last-n`: video from this many most recent speakers (0: everyone's).
@@ -161,7 +161,8 @@ struct Line {
     track: Arc<TrackLocalStaticRTP>,
     /// The publisher the subscriber's keyframe requests go to.
     keyframes: KeyframeTarget,
-    /// The line's RTP mapping while no track is on it (so a recycled line stays one stream).
+    /// The line's RTP mapping while no track is on it (a recycled line's sequence numbers
+    /// continue under its new SSRC).
     consumer: Option<Consumer>,
     /// The line carries a simulcast track: its reception reports go to the room.
     feedback: Arc<AtomicBool>,
@@ -253,6 +254,17 @@ fn renegotiation_ended(result: &'static str) {
         .inc();
 }
 
+/// A pipeline for a room to run: `--room-manifest`'s, or the one the participant that creates
+/// the room names (announce metadata `room_manifest`).
+#[derive(Clone)]
+pub(crate) struct RoomPipelineChoice {
+    /// The manifest's catalog name, which later joiners' `room_manifest` must repeat.
+    pub name: String,
+    pub pipeline: Pipeline,
+    /// Its output's Opus settings.
+    pub opus: OpusConfig,
+}
+
 pub(crate) struct RoomActor {
     room: Room,
     gauges: RoomGauges,
@@ -266,6 +278,8 @@ pub(crate) struct RoomActor {
     next_sample: Option<Instant>,
     /// The room pipeline's input mix, when it runs one.
     mixer: Option<Arc<Mixer>>,
+    /// The pipeline this room runs (`--room-manifest` or its creator's `room_manifest`).
+    pipeline: Option<RoomPipelineChoice>,
     /// Stops the room pipeline when the room ends.
     _pipeline: Option<tokio_util::sync::DropGuard>,
     context: Arc<RoomContext>,
@@ -277,6 +291,7 @@ impl RoomActor {
     pub fn new(
         name: RoomName,
         context: Arc<RoomContext>,
+        pipeline: Option<RoomPipelineChoice>,
         commands: mpsc::WeakSender<Command>,
     ) -> Self {
         Self {
@@ -289,16 +304,17 @@ impl RoomActor {
             mutes: MuteDetector::new(),
             next_sample: None,
             mixer: None,
+            pipeline,
             _pipeline: None,
             context,
             commands,
         }
     }
 
-    /// Starts the room pipeline (`--room-manifest`), published as `remotemedia-room
-    /// room-audio`. A pipeline that does not start is logged; the room works without it.
+    /// Starts the room pipeline, published as `remotemedia-room room-audio`. A pipeline
+    /// that does not start is logged; the room works without it.
     fn start_pipeline(&mut self) {
-        let Some((pipeline, opus)) = &self.context.pipeline else {
+        let Some(RoomPipelineChoice { pipeline, opus, .. }) = &self.pipeline else {
             return;
         };
         let cancel = CancellationToken::new();
@@ -901,6 +917,21 @@ impl RoomActor {
             return;
         };
         if placement.reused {
+            // Another source on this line: a new SSRC, or Chromium renders nothing on it
+            // (vendor/webrtc/PATCHES.md).
+            let renewed = line
+                .transceiver
+                .sender()
+                .await
+                .replace_track_with_new_ssrc(
+                    Arc::clone(&line.track) as Arc<dyn TrackLocal + Send + Sync>
+                )
+                .await;
+            if let Err(err) = renewed {
+                // Only a stopped sender refuses; its participant is leaving.
+                tracing::debug!(%subscriber, %err, "recycled line not renewed");
+                return;
+            }
             line.transceiver
                 .set_direction(RTCRtpTransceiverDirection::Sendonly)
                 .await;
@@ -1394,6 +1425,7 @@ pub(crate) fn room_refusal(err: RoomError) -> SessionError {
         | RoomError::ServerOfferPending
         | RoomError::InvalidRoomName(_)
         | RoomError::InvalidParticipantId(_) => SessionError::FailedPrecondition(err.to_string()),
+        RoomError::RoomManifestMismatch { .. } => SessionError::InvalidArgument(err.to_string()),
         other => SessionError::Internal(other.to_string()),
     }
 }

@@ -336,23 +336,20 @@ pub(crate) async fn read_forwarded_rtcp(
     cancel: CancellationToken,
 ) {
     let mut last_request: Option<Instant> = None;
-    let out_ssrc = sender
-        .get_parameters()
-        .await
-        .encodings
-        .first()
-        .map(|e| e.ssrc);
     loop {
+        let ssrc = sender_ssrc(&sender).await;
         let packets = tokio::select! {
             read = sender.read_rtcp() => match read {
                 Ok((packets, _)) => packets,
+                // A recycled line's renewed SSRC closed the streams this read was on.
+                Err(_) if sender_ssrc(&sender).await != ssrc => continue,
                 Err(_) => break,
             },
             () = cancel.cancelled() => break,
         };
         activity.touch();
         let (fraction_lost, remb_bps) = match feedback.enabled.load(Ordering::Relaxed) {
-            true => reception(&packets, out_ssrc),
+            true => reception(&packets, ssrc),
             false => (None, None),
         };
         if fraction_lost.is_some() || remb_bps.is_some() {
@@ -415,6 +412,16 @@ fn reception(
         }
     }
     (fraction_lost, remb)
+}
+
+/// The SSRC a forwarded line's sender sends with now.
+async fn sender_ssrc(sender: &RTCRtpSender) -> Option<u32> {
+    sender
+        .get_parameters()
+        .await
+        .encodings
+        .first()
+        .map(|encoding| encoding.ssrc)
 }
 
 /// Asks a publisher for a keyframe of the track `ssrc` (a PLI).

@@ -10,7 +10,9 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 use webrtc::peer_connection::peer_connection_state::RTCPeerConnectionState;
 
-use super::room_actor::{room_refusal, Command, Member, RoomActor, RoomContext};
+use super::room_actor::{
+    room_refusal, Command, Member, RoomActor, RoomContext, RoomPipelineChoice,
+};
 use super::wiring::PublishedRemote;
 use crate::metrics::{limit_hit, Limit};
 use crate::room::{ParticipantId, RoomError, RoomName};
@@ -21,6 +23,8 @@ const COMMAND_QUEUE: usize = 64;
 
 struct Entry {
     commands: mpsc::Sender<Command>,
+    /// The manifest the room's pipeline runs, if any (later joiners may only repeat it).
+    manifest: Option<String>,
     /// Sessions joined (or joining): the room is deleted when this reaches zero.
     members: usize,
 }
@@ -44,19 +48,23 @@ impl RoomHub {
         self.rooms.lock().len()
     }
 
-    /// Joins `member`'s session to `room`, creating the room if it is the first. Its
+    /// Joins `member`'s session to `room`, creating the room if it is the first, with the
+    /// pipeline the member asks for (`room_manifest`) or else `--room-manifest`'s. Its
     /// published tracks arrive on `published`; it renegotiates once `state` is connected.
     ///
     /// # Errors
-    /// `TooManyRooms` when the room would be one more than `--max-rooms`; the room's refusal.
+    /// `TooManyRooms` when the room would be one more than `--max-rooms`;
+    /// `RoomManifestMismatch` when the room runs another pipeline than the one asked for; the
+    /// room's refusal.
     pub async fn join(
         &self,
         room: &RoomName,
         member: Member,
+        asked: Option<RoomPipelineChoice>,
         published: Option<mpsc::Receiver<PublishedRemote>>,
         state: watch::Receiver<RTCPeerConnectionState>,
     ) -> Result<(), SessionError> {
-        let commands = self.enter(room)?;
+        let commands = self.enter(room, asked)?;
         let (peer, session, cancel) = (member.peer.clone(), member.session, member.cancel.clone());
         let (reply, joined) = oneshot::channel();
         let joined = match commands.send(Command::Join { member, reply }).await {
@@ -75,10 +83,29 @@ impl RoomHub {
         Ok(())
     }
 
+    /// Whether a participant asking for the room pipeline `asked` may join `room` as it is
+    /// now (checked before its connection is made; [`Self::join`] checks again).
+    ///
+    /// # Errors
+    /// `RoomManifestMismatch`.
+    pub fn check_manifest(&self, room: &RoomName, asked: &str) -> Result<(), SessionError> {
+        match self.rooms.lock().get(room) {
+            Some(entry) => manifest_matches(room, entry, asked),
+            None => Ok(()),
+        }
+    }
+
     /// The room's handle for one more session; creates the room if needed.
-    fn enter(&self, room: &RoomName) -> Result<mpsc::Sender<Command>, SessionError> {
+    fn enter(
+        &self,
+        room: &RoomName,
+        asked: Option<RoomPipelineChoice>,
+    ) -> Result<mpsc::Sender<Command>, SessionError> {
         let mut rooms = self.rooms.lock();
         if let Some(entry) = rooms.get_mut(room) {
+            if let Some(asked) = &asked {
+                manifest_matches(room, entry, &asked.name)?;
+            }
             entry.members += 1;
             return Ok(entry.commands.clone());
         }
@@ -86,10 +113,13 @@ impl RoomHub {
             limit_hit(Limit::Rooms, 1);
             return Err(room_refusal(err));
         }
+        let pipeline = asked.or_else(|| self.context.pipeline.clone());
         let (commands, receiver) = mpsc::channel(COMMAND_QUEUE);
+        let manifest = pipeline.as_ref().map(|p| p.name.clone());
         let actor = RoomActor::new(
             room.clone(),
             Arc::clone(&self.context),
+            pipeline,
             commands.downgrade(),
         );
         self.context.tasks.spawn(actor.run(receiver));
@@ -97,6 +127,7 @@ impl RoomHub {
             room.clone(),
             Entry {
                 commands: commands.clone(),
+                manifest,
                 members: 1,
             },
         );
@@ -207,6 +238,21 @@ impl RoomHub {
     fn commands(&self, room: &RoomName) -> Option<mpsc::Sender<Command>> {
         self.rooms.lock().get(room).map(|e| e.commands.clone())
     }
+}
+
+/// A joiner's `room_manifest` must name the pipeline the room runs.
+fn manifest_matches(room: &RoomName, entry: &Entry, asked: &str) -> Result<(), SessionError> {
+    if entry.manifest.as_deref() == Some(asked) {
+        return Ok(());
+    }
+    Err(room_refusal(RoomError::RoomManifestMismatch {
+        room: room.to_string(),
+        runs: entry
+            .manifest
+            .as_ref()
+            .map_or_else(|| "no pipeline".to_owned(), |m| format!("pipeline {m:?}")),
+        asked: asked.to_owned(),
+    }))
 }
 
 /// Tells the room of one session's connection and of the tracks it publishes, until the

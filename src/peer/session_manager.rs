@@ -18,7 +18,7 @@ use webrtc::peer_connection::RTCPeerConnection;
 use super::close_reason::CloseReason;
 use super::metrics::metrics;
 use super::quality::{self, CallRecord, MediaCounters, SessionStats};
-use super::room_actor::{room_refusal, Member, RoomContext};
+use super::room_actor::{room_refusal, Member, RoomContext, RoomPipelineChoice};
 use super::room_hub::RoomHub;
 use super::sdp::Sdp;
 use super::server_peer::{PeerSettings, ServerPeer};
@@ -162,13 +162,16 @@ impl SessionManager {
             pipeline: settings.room_manifest.as_deref().and_then(|name| {
                 let pipeline = pipelines.get(Some(name)).ok()?.clone();
                 let opus = &settings.opus;
-                let config = OpusConfig {
-                    bitrate_bps: opus.bitrate,
-                    complexity: opus.complexity,
-                    fec: opus.fec,
-                    dtx: opus.dtx,
-                };
-                Some((pipeline, config))
+                Some(RoomPipelineChoice {
+                    name: name.to_owned(),
+                    pipeline,
+                    opus: OpusConfig {
+                        bitrate_bps: opus.bitrate,
+                        complexity: opus.complexity,
+                        fec: opus.fec,
+                        dtx: opus.dtx,
+                    },
+                })
             }),
             pipeline_queue: (
                 settings.pipeline_queue_frames,
@@ -253,6 +256,33 @@ impl SessionManager {
     }
 }
 
+/// The pipeline a room's creator names (announce metadata `room_manifest`), with its own
+/// manifest's Opus settings.
+///
+/// # Errors
+/// `UnknownManifest` when the catalog has no such manifest.
+fn room_pipeline_choice(
+    pipelines: &PipelineCatalog,
+    name: &str,
+) -> Result<RoomPipelineChoice, SessionError> {
+    let pipeline = pipelines
+        .get(Some(name))
+        .map_err(|e| SessionError::UnknownManifest(e.to_string()))?
+        .clone();
+    let opus = &pipeline.manifest().media.opus;
+    let opus = OpusConfig {
+        bitrate_bps: opus.bitrate,
+        complexity: opus.complexity,
+        fec: opus.fec,
+        dtx: opus.dtx,
+    };
+    Ok(RoomPipelineChoice {
+        name: name.to_owned(),
+        pipeline,
+        opus,
+    })
+}
+
 #[async_trait]
 impl SessionHost for SessionManager {
     async fn create_session(&self, request: SessionRequest) -> Result<String, SessionError> {
@@ -268,6 +298,14 @@ impl SessionHost for SessionManager {
                 ParticipantId::parse(peer_id).map_err(room_refusal)?,
             )),
             None => None,
+        };
+        let room_pipeline = match (&room, request.room_manifest.as_deref()) {
+            (Some((name, _)), Some(manifest)) => {
+                let choice = room_pipeline_choice(&inner.pipelines, manifest)?;
+                inner.rooms.check_manifest(name, manifest)?;
+                Some(choice)
+            }
+            _ => None,
         };
         // Glare: the server is the impolite side; the client answers the server's offer first.
         let live_room = inner
@@ -364,7 +402,13 @@ impl SessionHost for SessionManager {
             };
             let joined = inner
                 .rooms
-                .join(name, member, peer.published.take(), peer.state.clone())
+                .join(
+                    name,
+                    member,
+                    room_pipeline,
+                    peer.published.take(),
+                    peer.state.clone(),
+                )
                 .await;
             if let Err(err) = joined {
                 trace.failed(&err);

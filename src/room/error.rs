@@ -39,6 +39,15 @@ pub enum RoomError {
     /// RESOURCE_EXHAUSTED: a subscriber's SDP would exceed its m-line budget.
     #[error("a subscriber's SDP may hold at most {0} forwarded m-lines")]
     TooManyMLines(usize),
+    /// INVALID_ARGUMENT: a participant asks for another room pipeline (announce metadata
+    /// `room_manifest`) than the one its room runs, chosen by the participant that created it.
+    #[error("room {room:?} runs {runs}, not the room manifest {asked:?}")]
+    RoomManifestMismatch {
+        room: String,
+        /// `pipeline "<name>"` or `no pipeline`.
+        runs: String,
+        asked: String,
+    },
     /// INVALID_ARGUMENT: a room channel message that does not parse.
     #[error("invalid room message: {0}")]
     InvalidMessage(String),
@@ -58,6 +67,7 @@ impl RoomError {
             Self::StaleAnswer { .. } => "stale_answer",
             Self::ServerOfferPending => "server_offer_pending",
             Self::TooManyMLines(_) => "too_many_mlines",
+            Self::RoomManifestMismatch { .. } => "room_manifest_mismatch",
             Self::InvalidMessage(_) => "invalid_message",
         }
     }

@@ -25,6 +25,10 @@ pub struct Claims {
     /// The only pipeline manifest this peer's server session may run.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub manifest: Option<String>,
+    /// The only room pipeline this peer may ask for (announce metadata `room_manifest`); a
+    /// token without it asks for none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub room_manifest: Option<String>,
 }
 
 /// Who is on the other end of a stream.
@@ -87,7 +91,7 @@ impl TokenVerifier {
     }
 }
 
-/// Signs a token for `peer_id` valid for `ttl` (the `token` command, tests).
+/// Signs a token for `peer_id` valid for `ttl` (the probe, tests).
 ///
 /// # Errors
 /// Only if signing fails, which HS256 with any secret does not.
@@ -98,18 +102,32 @@ pub fn issue(
     room: Option<String>,
     manifest: Option<String>,
 ) -> Result<String, jsonwebtoken::errors::Error> {
+    let claims = Claims {
+        sub: peer_id.to_owned(),
+        exp: expiry(ttl),
+        room,
+        manifest,
+        room_manifest: None,
+    };
+    sign(secret, &claims)
+}
+
+/// Seconds since the Unix epoch `ttl` from now (a token's `exp`).
+pub fn expiry(ttl: Duration) -> u64 {
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap_or_default();
-    let claims = Claims {
-        sub: peer_id.to_owned(),
-        exp: (now + ttl).as_secs(),
-        room,
-        manifest,
-    };
+    (now + ttl).as_secs()
+}
+
+/// Signs `claims` (HS256; the `token` command).
+///
+/// # Errors
+/// Only if signing fails, which HS256 with any secret does not.
+pub fn sign(secret: &[u8], claims: &Claims) -> Result<String, jsonwebtoken::errors::Error> {
     jsonwebtoken::encode(
         &Header::new(Algorithm::HS256),
-        &claims,
+        claims,
         &EncodingKey::from_secret(secret),
     )
 }
@@ -167,6 +185,7 @@ mod tests {
                 exp: 1_000,
                 room: None,
                 manifest: None,
+                room_manifest: None,
             },
             &EncodingKey::from_secret(SECRET),
         )
@@ -183,6 +202,7 @@ mod tests {
                 exp: u64::MAX / 2,
                 room: None,
                 manifest: None,
+                room_manifest: None,
             },
             &EncodingKey::from_secret(SECRET),
         )

@@ -31,6 +31,8 @@ pub const MAX_CANDIDATE_BYTES: usize = 1024;
 
 /// Announce metadata key naming the pipeline manifest of the peer's server sessions.
 pub const MANIFEST_METADATA_KEY: &str = "manifest";
+/// Announce metadata naming the pipeline a room participant asks its room to run.
+pub const ROOM_MANIFEST_METADATA_KEY: &str = "room_manifest";
 /// Announce metadata key carrying the resume token of a peer that comes back.
 pub const RESUME_TOKEN_METADATA_KEY: &str = "resume_token";
 /// How often graces that ran out are looked for.
@@ -238,6 +240,15 @@ impl SignalingCore {
         if let Some(room) = request.metadata.get(ROOM_METADATA_KEY) {
             RoomName::parse(room)?;
             ParticipantId::parse(&peer_id)?;
+        }
+        if let Some(name) = request.metadata.get(ROOM_MANIFEST_METADATA_KEY) {
+            validate_manifest_name(name)?;
+            if !request.metadata.contains_key(ROOM_METADATA_KEY) {
+                return Err(SignalingError::InvalidRequest(
+                    "metadata room_manifest needs metadata room: only a room runs a room pipeline"
+                        .into(),
+                ));
+            }
         }
         let slot = PeerSlot::reserve(self)?;
         let connection_id = uuid::Uuid::new_v4().simple().to_string();
@@ -591,6 +602,8 @@ pub struct ConnectedPeer {
     manifest: Option<String>,
     /// The room this peer joined (announce metadata `room`); `None`: the lobby.
     room: Option<String>,
+    /// The pipeline it asks its room to run (announce metadata `room_manifest`).
+    room_manifest: Option<String>,
     /// Given in the announce ack; presented to resume after the stream breaks.
     resume_token: String,
     /// This stream's hold on the peer: its connection id and mailbox (`None` once handed
@@ -624,6 +637,7 @@ impl ConnectedPeer {
             peer_id: record.peer_id.clone(),
             manifest: record.metadata.get(MANIFEST_METADATA_KEY).cloned(),
             room: record.metadata.get(ROOM_METADATA_KEY).cloned(),
+            room_manifest: record.metadata.get(ROOM_MANIFEST_METADATA_KEY).cloned(),
             resume_token: record.resume_token.clone(),
             hold: Some(Hold {
                 connection_id: record.connection_id.clone(),
@@ -737,6 +751,7 @@ impl ConnectedPeer {
                 offer_sdp: sdp.to_owned(),
                 manifest: self.manifest.clone(),
                 room: self.room.clone(),
+                room_manifest: self.room_manifest.clone(),
             };
             let answer_sdp = self.core.host.create_session(request).await?;
             metrics()
@@ -1093,8 +1108,9 @@ fn counted(err: RegistryError) -> SignalingError {
 }
 
 /// What a verified token allows: only its own peer id, only its manifest (which it then
-/// picks), and only the room it names (which it then joins; the announce may repeat it). A
-/// token without a `room` claim may join any room, unless `require_room_claim`.
+/// picks), only its room manifest (which it then asks for; none without the claim), and only
+/// the room it names (which it then joins; the announce may repeat it). A token without a
+/// `room` claim may join any room, unless `require_room_claim`.
 fn apply_claims(
     identity: &Identity,
     peer_id: &str,
@@ -1123,6 +1139,28 @@ fn apply_claims(
                 metadata.insert(MANIFEST_METADATA_KEY.to_owned(), manifest.clone());
             }
         }
+    }
+    match (
+        &claims.room_manifest,
+        metadata.get(ROOM_MANIFEST_METADATA_KEY),
+    ) {
+        (allowed, Some(asked)) if allowed.as_ref() != Some(asked) => {
+            refused("wrong_room_manifest");
+            return Err(SignalingError::PermissionDenied(match allowed {
+                Some(allowed) => format!(
+                    "the token allows room manifest {allowed:?}, not {:?}",
+                    bounded(asked)
+                ),
+                None => format!(
+                    "the token allows no room manifest, not {:?}",
+                    bounded(asked)
+                ),
+            }));
+        }
+        (Some(allowed), _) => {
+            metadata.insert(ROOM_MANIFEST_METADATA_KEY.to_owned(), allowed.clone());
+        }
+        (None, _) => {}
     }
     match (&claims.room, metadata.get(ROOM_METADATA_KEY)) {
         (Some(claimed), Some(asked)) if asked != claimed => {
@@ -1174,6 +1212,7 @@ mod tests {
             exp: u64::MAX / 2,
             room: room.map(str::to_owned),
             manifest: None,
+            room_manifest: None,
         })
     }
 
@@ -1202,6 +1241,42 @@ mod tests {
             assert_eq!(joined(&claim, Some("r1"), require), Ok(Some("r1".into())));
             assert_eq!(joined(&claim, Some("r2"), require), Err("wrong_room"));
         }
+    }
+
+    /// The room manifest a peer asks for after the claims, or the refusal's message.
+    fn asks(identity: &Identity, asked: Option<&str>) -> Result<Option<String>, String> {
+        let mut metadata = metadata(Some("r1"));
+        if let Some(asked) = asked {
+            metadata.insert(ROOM_MANIFEST_METADATA_KEY.to_owned(), asked.to_owned());
+        }
+        apply_claims(identity, "alice", &mut metadata, false)
+            .map(|()| metadata.get(ROOM_MANIFEST_METADATA_KEY).cloned())
+            .map_err(|err| err.to_string())
+    }
+
+    #[test]
+    fn only_a_room_manifest_claim_lets_a_token_ask_for_a_room_pipeline() {
+        let Identity::Verified(mut claims) = token(None) else {
+            unreachable!()
+        };
+        claims.room_manifest = Some("vad".into());
+        let allowed = Identity::Verified(claims);
+        assert_eq!(asks(&allowed, None), Ok(Some("vad".into())));
+        assert_eq!(asks(&allowed, Some("vad")), Ok(Some("vad".into())));
+        let other = asks(&allowed, Some("tts")).unwrap_err();
+        assert!(
+            other.contains("allows room manifest \"vad\", not \"tts\""),
+            "{other}"
+        );
+        let plain = token(None);
+        assert_eq!(asks(&plain, None), Ok(None));
+        let none = asks(&plain, Some("vad")).unwrap_err();
+        assert!(none.contains("allows no room manifest"), "{none}");
+        // Without authentication any name may be asked for (the room decides).
+        assert_eq!(
+            asks(&Identity::Anonymous, Some("vad")),
+            Ok(Some("vad".into()))
+        );
     }
 
     #[test]

@@ -189,6 +189,7 @@ impl SessionError {
             Self::FailedPrecondition(_) => "failed_precondition",
             Self::TooManyRooms(_) => "too_many_rooms",
             Self::RoomClosing(_) => "room_closing",
+            Self::InvalidArgument(_) => "invalid_argument",
         }
     }
 }
@@ -314,6 +315,7 @@ impl SignalingError {
                 SessionError::Pipeline(_) | SessionError::Internal(_) => INTERNAL,
                 SessionError::FailedPrecondition(_) => FAILED_PRECONDITION,
                 SessionError::RoomClosing(_) => SESSION_LIMIT,
+                SessionError::InvalidArgument(_) => INVALID_PARAMS,
             },
         }
     }
@@ -330,6 +332,7 @@ fn room_code(err: &RoomError) -> Code {
     match err {
         RoomError::InvalidRoomName(_)
         | RoomError::InvalidParticipantId(_)
+        | RoomError::RoomManifestMismatch { .. }
         | RoomError::InvalidMessage(_) => Code::InvalidArgument,
         RoomError::RoomFull { .. } | RoomError::TooManyRooms(_) | RoomError::TooManyMLines(_) => {
             Code::ResourceExhausted
@@ -348,6 +351,7 @@ fn room_jsonrpc_code(err: &RoomError) -> i32 {
     match err {
         RoomError::InvalidRoomName(_)
         | RoomError::InvalidParticipantId(_)
+        | RoomError::RoomManifestMismatch { .. }
         | RoomError::InvalidMessage(_) => INVALID_PARAMS,
         RoomError::RoomFull { .. } | RoomError::TooManyRooms(_) => SESSION_LIMIT,
         // An answer to a server offer with more m-lines than a subscriber may hold.
@@ -373,6 +377,7 @@ impl SessionError {
             Self::Pipeline(_) | Self::Internal(_) => Code::Internal,
             Self::FailedPrecondition(_) => Code::FailedPrecondition,
             Self::RoomClosing(_) => Code::ResourceExhausted,
+            Self::InvalidArgument(_) => Code::InvalidArgument,
         }
     }
 }

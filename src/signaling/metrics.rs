@@ -8,12 +8,13 @@ use prometheus::{Histogram, IntCounterVec, IntGauge};
 use crate::metrics::{counter_vec, defined, gauge, histogram, SETUP_BUCKETS};
 
 /// The `reason` labels of `remotemedia_auth_refusals_total`.
-pub const AUTH_REFUSAL_REASONS: [&str; 7] = [
+pub const AUTH_REFUSAL_REASONS: [&str; 8] = [
     "missing",
     "expired",
     "invalid",
     "wrong_peer",
     "wrong_manifest",
+    "wrong_room_manifest",
     "wrong_room",
     "room_claim_required",
 ];

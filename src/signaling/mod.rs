@@ -19,7 +19,10 @@ mod spans;
 mod turn;
 mod websocket;
 
-pub use auth::{bearer, issue as issue_token, AuthError, Claims, Identity, TokenVerifier};
+pub use auth::{
+    bearer, expiry as token_expiry, issue as issue_token, sign as sign_token, AuthError, Claims,
+    Identity, TokenVerifier,
+};
 pub use bus::{BusError, Delivery, InMemoryBus, Mailbox, NotificationBus, MAILBOX_CAPACITY};
 pub use core::{
     deliver_session_event, session_notification, Access, ConnectedPeer, OfferOutcome,

@@ -25,6 +25,9 @@ pub struct SessionRequest {
     pub manifest: Option<String>,
     /// The room the peer joined (announce metadata `room`, validated); `None`: the lobby.
     pub room: Option<String>,
+    /// The pipeline the peer asks its room to run (announce metadata `room_manifest`): the
+    /// room's creator picks it; a later joiner may only repeat it.
+    pub room_manifest: Option<String>,
 }
 
 /// What a session host reports about its sessions, for signaling to deliver to the client.
@@ -77,6 +80,10 @@ pub enum SessionError {
     /// participants stay until they leave (so the drain ends). Holds the room's name.
     #[error("room {0} is closing")]
     RoomClosing(String),
+    /// A request the session's room refuses as it stands (another room pipeline than the
+    /// room's): INVALID_ARGUMENT.
+    #[error("{0}")]
+    InvalidArgument(String),
 }
 
 /// Creates, feeds and closes server sessions, one per client peer.
