@@ -68,6 +68,9 @@ pub struct PeerMetrics {
     pub room_renegotiations: IntCounterVec,
     /// Forwarded video streams paused now (last-N, `off`): negotiated, sending no RTP.
     pub room_paused_video_streams: IntGauge,
+    /// Subscribers' forwarded copies that switched to another simulcast layer (at its
+    /// keyframe; a subscriber's first layer is not a switch).
+    pub room_layer_switches: IntCounter,
 }
 
 /// How a server offer ended (the `result` label of `remotemedia_room_renegotiations_total`).
@@ -170,6 +173,10 @@ impl PeerMetrics {
             room_paused_video_streams: gauge(
                 "remotemedia_room_paused_video_streams",
                 "Forwarded video streams paused now (last-N or a subscriber's off)",
+            )?,
+            room_layer_switches: counter(
+                "remotemedia_room_layer_switches_total",
+                "Forwarded video copies switched to another simulcast layer (loss, REMB, max_height)",
             )?,
         };
         metrics.initialise_labels();

@@ -5,7 +5,8 @@
 //! set up.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, oneshot, watch};
@@ -14,7 +15,6 @@ use tokio_util::task::TaskTracker;
 use webrtc::data_channel::RTCDataChannel;
 use webrtc::peer_connection::sdp::session_description::RTCSessionDescription;
 use webrtc::peer_connection::RTCPeerConnection;
-use webrtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
 use webrtc::rtp_transceiver::rtp_codec::{RTCRtpCodecCapability, RTPCodecType};
 use webrtc::rtp_transceiver::rtp_transceiver_direction::RTCRtpTransceiverDirection;
 use webrtc::rtp_transceiver::{RTCRtpTransceiver, RTCRtpTransceiverInit};
@@ -26,7 +26,8 @@ use super::advertise::PortMap;
 use super::close_reason::CloseReason;
 use super::metrics::metrics;
 use super::room_forward::{
-    forward_published, read_forwarded_rtcp, request_keyframe, Fanout, KeyframeTarget, Sink, Taps,
+    forward_published, read_forwarded_rtcp, request_keyframe, Fanout, FeedbackTarget,
+    KeyframeTarget, LayerMeter, Sink, Taps,
 };
 use super::room_pipeline::{Mixer, RoomPipeline, ROOM_AUDIO_TRACK, ROOM_PUBLISHER};
 use super::sdp::Sdp;
@@ -35,10 +36,10 @@ use crate::media::OpusConfig;
 use crate::pipeline::Pipeline;
 use crate::proto::common::{data_buffer::DataType, DataBuffer, JsonData};
 use crate::room::{
-    extension_id, ClientMessage, Consumer, ConsumerConfig, ExtensionMap, ForwardedTrack, LineState,
-    MLinePlan, MediaKind, MuteDetector, ParticipantId, ProducerId, PublishedTrack, Renegotiation,
-    RenegotiationOutput, Room, RoomAction, RoomError, RoomLimits, RoomName, SpeakerDetector,
-    AUDIO_LEVEL_URI,
+    extension_id, ClientMessage, Consumer, ConsumerConfig, ExtensionMap, ForwardedTrack, Layer,
+    LayerChoice, LayerRequest, LineState, MLinePlan, MediaKind, MuteDetector, ParticipantId,
+    ProducerId, PublishedTrack, Renegotiation, RenegotiationOutput, Room, RoomAction, RoomError,
+    RoomLimits, RoomName, SimulcastLayers, SpeakerDetector, AUDIO_LEVEL_URI,
 };
 use crate::signaling::{SessionError, SessionEvent};
 
@@ -141,6 +142,17 @@ pub(crate) enum Command {
         session: u64,
         message: ClientMessage,
     },
+    /// What the participant reported about one of its forwarded lines (its layer choice).
+    LineFeedback {
+        peer: ParticipantId,
+        session: u64,
+        /// The line's index among the participant's forwarded lines.
+        line: usize,
+        /// Its receiver report's fraction lost for the line (1/256).
+        fraction_lost: Option<u8>,
+        /// Its REMB, bits per second.
+        remb_bps: Option<u64>,
+    },
 }
 
 /// One forwarded m-line on a subscriber's connection, kept for reuse.
@@ -152,6 +164,8 @@ struct Line {
     /// The line's RTP mapping while no track is on it (a recycled line's sequence numbers
     /// continue under its new SSRC).
     consumer: Option<Consumer>,
+    /// The line carries a simulcast track: its reception reports go to the room.
+    feedback: Arc<AtomicBool>,
 }
 
 struct Participant {
@@ -177,11 +191,23 @@ impl Participant {
 /// A published track's source, for the lines that forward it.
 struct Source {
     fanout: Arc<Fanout>,
+    /// The track's SSRC (a simulcast track's first layer to arrive).
     ssrc: u32,
+    /// A simulcast track's layers (one forwarding task each, into the same fanout).
+    simulcast: Option<Simulcast>,
     codec: RTCRtpCodecCapability,
     /// The publisher's negotiated header extensions.
     extensions: Vec<(u8, String)>,
     publisher: ParticipantId,
+}
+
+/// The layers of a published simulcast track.
+struct Simulcast {
+    /// The publisher's m-line carrying them: later layers of it join this track.
+    mid: String,
+    layers: SimulcastLayers,
+    /// Each layer's meter, by rid.
+    meters: Vec<(String, Arc<LayerMeter>)>,
 }
 
 /// This room's share of the process-wide room gauges, given back when the room ends.
@@ -244,6 +270,8 @@ pub(crate) struct RoomActor {
     gauges: RoomGauges,
     participants: BTreeMap<ParticipantId, Participant>,
     sources: HashMap<ProducerId, Source>,
+    /// Each subscriber's layer of each simulcast track it gets.
+    layer_choices: HashMap<(ParticipantId, ProducerId), LayerChoice>,
     speakers: SpeakerDetector,
     mutes: MuteDetector,
     /// When to read the sources' meters next (none while nothing is published).
@@ -271,6 +299,7 @@ impl RoomActor {
             gauges: RoomGauges::new(),
             participants: BTreeMap::new(),
             sources: HashMap::new(),
+            layer_choices: HashMap::new(),
             speakers: SpeakerDetector::new(),
             mutes: MuteDetector::new(),
             next_sample: None,
@@ -316,6 +345,7 @@ impl RoomActor {
             Source {
                 fanout: Arc::clone(&fanout),
                 ssrc: 0,
+                simulcast: None,
                 codec: super::stack::opus_capability(),
                 extensions: vec![],
                 publisher,
@@ -358,6 +388,7 @@ impl RoomActor {
                     }
                     if self.next_sample.is_some_and(|at| at <= now) {
                         self.sample(now);
+                        self.select_layers(now).await;
                     }
                 }
             }
@@ -374,6 +405,8 @@ impl RoomActor {
             Command::Leave { peer, session } => {
                 if self.is_session(&peer, session) {
                     self.participants.remove(&peer);
+                    self.layer_choices
+                        .retain(|(subscriber, _), _| *subscriber != peer);
                     for source in self.sources.values() {
                         source.fanout.take(&peer);
                     }
@@ -433,6 +466,33 @@ impl RoomActor {
                 }
             }
             Command::Unpublished { producer } => self.room.unpublish(producer),
+            Command::LineFeedback {
+                peer,
+                session,
+                line,
+                fraction_lost,
+                remb_bps,
+            } => {
+                if !self.is_session(&peer, session) {
+                    return;
+                }
+                let producer = self.participants.get(&peer).and_then(|p| {
+                    match &p.plan.lines().get(line)?.state {
+                        LineState::Live(track) => Some(track.producer),
+                        _ => None,
+                    }
+                });
+                let Some(choice) = producer.and_then(|p| self.layer_choices.get_mut(&(peer, p)))
+                else {
+                    return;
+                };
+                if let Some(fraction_lost) = fraction_lost {
+                    choice.on_receiver_report(fraction_lost);
+                }
+                if let Some(bps) = remb_bps {
+                    choice.on_remb(bps, Instant::now());
+                }
+            }
             Command::Answer {
                 peer,
                 offer_id,
@@ -460,7 +520,16 @@ impl RoomActor {
     /// sends again unmuted; audio levels make the active speaker list (and, through it, the
     /// last-N video order).
     fn sample(&mut self, now: Instant) {
-        for (&producer, source) in &self.sources {
+        for (&producer, source) in &mut self.sources {
+            if let Some(Simulcast { layers, meters, .. }) = source.simulcast.as_mut() {
+                for (rid, meter) in meters.iter() {
+                    let (bytes, height) = meter.sample();
+                    if let Some(height) = layers.on_sample(rid, bytes, height, now) {
+                        tracing::debug!(%producer, %rid, height, "simulcast layer height");
+                        self.room.set_layer_height(producer, rid, height);
+                    }
+                }
+            }
             let (packets, level) = source.fanout.meter.sample();
             if packets > 0 && self.mutes.on_packet(producer, now) == Some(false) {
                 self.room.set_muted(producer, false);
@@ -477,6 +546,56 @@ impl RoomActor {
             self.room.set_active_speakers(&speakers);
         }
         self.next_sample = (!self.sources.is_empty()).then_some(now + SAMPLE_INTERVAL);
+    }
+
+    /// Each subscriber's simulcast layer: switches where its path or `max_height` asks for
+    /// another layer (at that layer's next keyframe, asked for here), and keyframe requests
+    /// again for switches still waiting. Paused copies keep their layer.
+    async fn select_layers(&mut self, now: Instant) {
+        let mut keyframes: Vec<(Weak<RTCPeerConnection>, u32)> = Vec::new();
+        for ((subscriber, producer), choice) in &mut self.layer_choices {
+            let Some(source) = self.sources.get(producer) else {
+                continue;
+            };
+            let Some(simulcast) = &source.simulcast else {
+                continue;
+            };
+            let Some((forwarded, paused)) = source.fanout.layer_state(subscriber) else {
+                continue;
+            };
+            if paused {
+                continue;
+            }
+            let max_height = self
+                .room
+                .subscription(subscriber, &source.publisher, MediaKind::Video)
+                .max_height;
+            let Some(request) = simulcast.layers.choose(choice, max_height, forwarded, now) else {
+                continue;
+            };
+            let ssrc = match request {
+                LayerRequest::Switch { rid, ssrc, initial } => {
+                    tracing::debug!(%subscriber, %producer, %rid, initial, "simulcast layer");
+                    source.fanout.switch_layer(subscriber, ssrc, !initial);
+                    if let Some(line) = line_of(&self.participants, subscriber, *producer) {
+                        let mut target = line.keyframes.lock();
+                        if let Some((_, at)) = target.as_mut() {
+                            *at = ssrc;
+                        }
+                    }
+                    ssrc
+                }
+                LayerRequest::Keyframe { ssrc } => ssrc,
+            };
+            if let Some(publisher) = self.participants.get(&source.publisher) {
+                keyframes.push((Arc::downgrade(&publisher.member.pc), ssrc));
+            }
+        }
+        keyframes.sort_by_key(|(_, ssrc)| *ssrc);
+        keyframes.dedup_by_key(|(_, ssrc)| *ssrc);
+        for (pc, ssrc) in keyframes {
+            request_keyframe(&pc, ssrc).await;
+        }
     }
 
     fn is_session(&self, peer: &ParticipantId, session: u64) -> bool {
@@ -508,23 +627,92 @@ impl RoomActor {
     }
 
     /// A participant's track started arriving: the room gets a producer and the track a
-    /// forwarding task.
+    /// forwarding task. A simulcast track's layers arrive one by one (webrtc-rs reports one
+    /// track per rid): the first makes the producer, with every rid its m-line announced;
+    /// each later one joins it.
     async fn publish(&mut self, peer: &ParticipantId, published: PublishedRemote) {
         let Some(participant) = self.participants.get(peer) else {
             return;
         };
+        let activity = Arc::clone(&participant.member.activity);
+        let cancel = participant.member.cancel.clone();
         let remote = published.remote;
         let kind = match remote.kind() {
             RTPCodecType::Video => MediaKind::Video,
             _ => MediaKind::Audio,
         };
+        let rid = remote.rid().to_owned();
+        let codec = remote.codec().capability;
+        let vp8 = codec.mime_type.eq_ignore_ascii_case("video/vp8");
+        if !rid.is_empty() {
+            let layer_of = self.sources.iter_mut().find(|(_, source)| {
+                source.publisher == *peer
+                    && source
+                        .simulcast
+                        .as_ref()
+                        .is_some_and(|s| s.mid == published.mid)
+            });
+            if let Some((&producer, source)) = layer_of {
+                let meter = Arc::new(LayerMeter::default());
+                if let Some(simulcast) = source.simulcast.as_mut() {
+                    simulcast.layers.set_ssrc(&rid, remote.ssrc());
+                    simulcast.meters.push((rid.clone(), Arc::clone(&meter)));
+                }
+                tracing::debug!(%peer, %producer, %rid, ssrc = remote.ssrc(), "simulcast layer arrived");
+                self.context.tasks.spawn(forward_published(
+                    remote,
+                    Arc::clone(&source.fanout),
+                    activity,
+                    producer,
+                    Taps {
+                        audio_level: None,
+                        mixer: None,
+                        layer: Some((meter, vp8)),
+                    },
+                    self.commands.clone(),
+                    cancel,
+                ));
+                return;
+            }
+        }
         let extensions = negotiated(&published.receiver.get_parameters().await.header_extensions);
         let audio_level = extension_id(&as_refs(&extensions), AUDIO_LEVEL_URI);
+        let (simulcast, layer) = if rid.is_empty() {
+            (None, None)
+        } else {
+            let mut rids: Vec<String> = Vec::new();
+            for track in published.receiver.tracks().await {
+                let rid = track.rid().to_owned();
+                if !rid.is_empty() && !rids.contains(&rid) {
+                    rids.push(rid);
+                }
+            }
+            let mut layers = SimulcastLayers::new(rids.iter().cloned());
+            layers.set_ssrc(&rid, remote.ssrc());
+            let meter = Arc::new(LayerMeter::default());
+            let simulcast = Simulcast {
+                mid: published.mid.clone(),
+                layers,
+                meters: vec![(rid.clone(), Arc::clone(&meter))],
+            };
+            (Some(simulcast), Some((meter, vp8)))
+        };
         let track = PublishedTrack {
             kind,
             track_id: remote.id(),
             mid: published.mid,
-            layers: vec![],
+            layers: simulcast
+                .as_ref()
+                .map(|s| {
+                    s.layers
+                        .rids_announced()
+                        .map(|rid| Layer {
+                            rid: rid.to_owned(),
+                            height: None,
+                        })
+                        .collect()
+                })
+                .unwrap_or_default(),
         };
         let producer = match self.room.publish(peer, track) {
             Ok(producer) => producer,
@@ -534,31 +722,33 @@ impl RoomActor {
             }
         };
         let fanout = Arc::new(Fanout::default());
+        tracing::debug!(%peer, %producer, %kind, %rid, "track published to the room");
         self.sources.insert(
             producer,
             Source {
                 fanout: Arc::clone(&fanout),
                 ssrc: remote.ssrc(),
-                codec: remote.codec().capability,
+                simulcast,
+                codec,
                 extensions,
                 publisher: peer.clone(),
             },
         );
-        tracing::debug!(%peer, %producer, %kind, "track published to the room");
         self.mutes.on_packet(producer, Instant::now());
         self.next_sample
             .get_or_insert_with(|| Instant::now() + SAMPLE_INTERVAL);
         self.context.tasks.spawn(forward_published(
             remote,
             fanout,
-            Arc::clone(&participant.member.activity),
+            activity,
             producer,
             Taps {
                 audio_level,
                 mixer: self.mixer.clone(),
+                layer,
             },
             self.commands.clone(),
-            participant.member.cancel.clone(),
+            cancel,
         ));
     }
 
@@ -588,7 +778,10 @@ impl RoomActor {
         }
         self.gauges
             .set(self.room.len(), self.room.paused_video_streams());
-        let (room, mutes, mixer) = (&self.room, &mut self.mutes, &self.mixer);
+        let room = &self.room;
+        self.layer_choices
+            .retain(|(_, producer), _| room.producer(*producer).is_some());
+        let (mutes, mixer) = (&mut self.mutes, &self.mixer);
         self.sources.retain(|id, _| {
             let live = room.producer(*id).is_some();
             if !live {
@@ -630,14 +823,15 @@ impl RoomActor {
                 };
                 source.fanout.set_paused(&subscriber, false);
                 if keyframe {
-                    if let Some(publisher) = self.participants.get(&source.publisher) {
-                        let pli = PictureLossIndication {
-                            sender_ssrc: 0,
-                            media_ssrc: source.ssrc,
-                        };
-                        if let Err(err) = publisher.member.pc.write_rtcp(&[Box::new(pli)]).await {
-                            tracing::debug!(%err, "asking for a keyframe failed");
-                        }
+                    // The line's keyframe target: the subscriber's simulcast layer, or the track.
+                    let target = line_of(&self.participants, &subscriber, producer)
+                        .and_then(|line| line.keyframes.lock().clone())
+                        .or_else(|| {
+                            let publisher = self.participants.get(&source.publisher)?;
+                            Some((Arc::downgrade(&publisher.member.pc), source.ssrc))
+                        });
+                    if let Some((pc, ssrc)) = target {
+                        request_keyframe(&pc, ssrc).await;
                     }
                 }
             }
@@ -696,10 +890,19 @@ impl RoomActor {
                 }
             };
             let keyframes = KeyframeTarget::default();
+            let wants_feedback = Arc::new(AtomicBool::new(false));
+            let feedback = FeedbackTarget {
+                enabled: Arc::clone(&wants_feedback),
+                commands: self.commands.clone(),
+                peer: subscriber.clone(),
+                session: participant.member.session,
+                line: placement.index,
+            };
             self.context.tasks.spawn(read_forwarded_rtcp(
                 transceiver.sender().await,
                 Arc::clone(&keyframes),
                 Arc::clone(&participant.member.activity),
+                feedback,
                 participant.member.cancel.clone(),
             ));
             participant.lines.push(Line {
@@ -707,6 +910,7 @@ impl RoomActor {
                 track,
                 keyframes,
                 consumer: None,
+                feedback: wants_feedback,
             });
         }
         let Some(line) = participant.lines.get_mut(placement.index) else {
@@ -746,10 +950,29 @@ impl RoomActor {
             &as_refs(&source.extensions),
             &as_refs(&subscriber_extensions),
         );
+        // A simulcast track: the subscriber's first layer, chosen now (it starts at that
+        // layer's keyframe, asked for once the line is negotiated).
+        let mut choice = None;
+        let mut ssrc = source.ssrc;
+        if let Some(simulcast) = &source.simulcast {
+            let max_height = self
+                .room
+                .subscription(subscriber, &source.publisher, MediaKind::Video)
+                .max_height;
+            let mut chosen = LayerChoice::default();
+            if let Some(LayerRequest::Switch { ssrc: layer, .. }) =
+                simulcast
+                    .layers
+                    .choose(&mut chosen, max_height, None, Instant::now())
+            {
+                ssrc = layer;
+            }
+            choice = Some(chosen);
+        }
         let mut consumer = match line.consumer.take() {
             Some(mut consumer) => {
                 consumer.set_extensions(extensions);
-                consumer.rtp().switch_to(source.ssrc);
+                consumer.rtp().switch_to(ssrc);
                 consumer
             }
             None => Consumer::new(ConsumerConfig {
@@ -761,6 +984,10 @@ impl RoomActor {
                 extensions,
             }),
         };
+        if choice.is_some() {
+            // Only this layer's keyframe starts the copy (not any layer's).
+            consumer.rtp().switch_to(ssrc);
+        }
         if paused {
             consumer.rtp().pause();
         }
@@ -774,13 +1001,19 @@ impl RoomActor {
         let Some(line) = participant.lines.get_mut(placement.index) else {
             return;
         };
-        *line.keyframes.lock() = publisher.map(|pc| (pc, source.ssrc));
+        *line.keyframes.lock() = publisher.map(|pc| (pc, ssrc));
+        line.feedback.store(choice.is_some(), Ordering::Relaxed);
         source.fanout.add(Sink {
             subscriber: subscriber.clone(),
             track: Arc::clone(&line.track),
             consumer,
             activity: Arc::clone(&participant.member.activity),
+            switching: None,
         });
+        if let Some(choice) = choice {
+            self.layer_choices
+                .insert((subscriber.clone(), producer), choice);
+        }
         participant.renegotiation.request();
     }
 
@@ -792,6 +1025,7 @@ impl RoomActor {
         let Some(index) = participant.plan.remove(producer) else {
             return;
         };
+        self.layer_choices.remove(&(subscriber.clone(), producer));
         if let Some(line) = participant.lines.get_mut(index) {
             line.transceiver
                 .set_direction(RTCRtpTransceiverDirection::Inactive)
@@ -1211,6 +1445,19 @@ fn as_refs(extensions: &[(u8, String)]) -> Vec<(u8, &str)> {
         .iter()
         .map(|(id, uri)| (*id, uri.as_str()))
         .collect()
+}
+
+/// The subscriber's forwarded line that carries `producer` now.
+fn line_of<'a>(
+    participants: &'a BTreeMap<ParticipantId, Participant>,
+    subscriber: &ParticipantId,
+    producer: ProducerId,
+) -> Option<&'a Line> {
+    let participant = participants.get(subscriber)?;
+    let index = participant.plan.lines().iter().position(
+        |line| matches!(&line.state, LineState::Live(track) if track.producer == producer),
+    )?;
+    participant.lines.get(index)
 }
 
 async fn sleep_until(deadline: Option<Instant>) {

@@ -3,7 +3,7 @@
 //! only applies it, one [`Consumer`] (SSRC, sequence numbers, timestamps, header extensions)
 //! per subscriber.
 
-use std::sync::atomic::{AtomicU32, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Instant;
 
@@ -13,6 +13,9 @@ use tokio_util::sync::CancellationToken;
 use webrtc::peer_connection::RTCPeerConnection;
 use webrtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
 use webrtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
+use webrtc::rtcp::payload_feedbacks::receiver_estimated_maximum_bitrate::ReceiverEstimatedMaximumBitrate;
+use webrtc::rtcp::receiver_report::ReceiverReport;
+use webrtc::rtcp::sender_report::SenderReport;
 use webrtc::rtp::packet::Packet;
 use webrtc::rtp_transceiver::rtp_sender::RTCRtpSender;
 use webrtc::track::track_local::track_local_static_rtp::TrackLocalStaticRTP;
@@ -24,7 +27,7 @@ use super::metrics::metrics;
 use super::room_pipeline::Mixer;
 use super::video::KEYFRAME_REQUEST_INTERVAL;
 use crate::media::OpusDecoder;
-use crate::room::{AudioLevel, Consumer, ParticipantId, ProducerId};
+use crate::room::{AudioLevel, Consumer, ParticipantId, ProducerId, Vp8Descriptor};
 
 /// One subscriber's copy of a published track.
 pub(crate) struct Sink {
@@ -34,6 +37,9 @@ pub(crate) struct Sink {
     pub consumer: Consumer,
     /// The subscriber's media activity: forwarding to it counts.
     pub activity: Arc<Activity>,
+    /// The simulcast layer (source SSRC) a requested switch waits for: counted as a layer
+    /// switch when the copy starts carrying it.
+    pub switching: Option<u32>,
 }
 
 /// What arrived on a published track since the room last looked: packets (is it still
@@ -77,6 +83,38 @@ impl Meter {
     }
 }
 
+/// What arrived on one simulcast layer since the room last looked: bytes (its bitrate) and
+/// the height of its latest VP8 keyframe (0: none since).
+#[derive(Default)]
+pub(crate) struct LayerMeter {
+    bytes: AtomicU64,
+    height: AtomicU32,
+}
+
+impl LayerMeter {
+    fn record(&self, packet: &Packet, vp8: bool) {
+        // The payload and the fixed header: what a layer costs a subscriber's path.
+        let size = 12 + packet.payload.len();
+        self.bytes.fetch_add(size as u64, Ordering::Relaxed);
+        if !vp8 {
+            return;
+        }
+        let height = Vp8Descriptor::parse(&packet.payload)
+            .and_then(|d| d.keyframe_size(&packet.payload))
+            .map(|(_, height)| height);
+        if let Some(height) = height.filter(|h| *h > 0) {
+            self.height.store(u32::from(height), Ordering::Relaxed);
+        }
+    }
+
+    /// Bytes since the previous sample, and the latest keyframe height if one came.
+    pub fn sample(&self) -> (u64, Option<u32>) {
+        let bytes = self.bytes.swap(0, Ordering::Relaxed);
+        let height = self.height.swap(0, Ordering::Relaxed);
+        (bytes, (height > 0).then_some(height))
+    }
+}
+
 /// The subscribers of one published track. Locked per packet only to rewrite headers, never
 /// across a write.
 #[derive(Default)]
@@ -115,6 +153,36 @@ impl Fanout {
         }
     }
 
+    /// Switches `subscriber`'s copy to the simulcast layer of source `ssrc` at its next
+    /// keyframe; `count`: a switch (not the first layer), counted when it happens.
+    pub fn switch_layer(&self, subscriber: &ParticipantId, ssrc: u32, count: bool) {
+        if let Some(sink) = self
+            .sinks
+            .lock()
+            .iter_mut()
+            .find(|s| &s.subscriber == subscriber)
+        {
+            sink.consumer.rtp().switch_to(ssrc);
+            let pending = sink.consumer.rtp().current_source() != Some(ssrc);
+            sink.switching = (count && pending).then_some(ssrc);
+        }
+    }
+
+    /// The source SSRC `subscriber`'s copy carries now (a simulcast layer's) and whether it
+    /// is paused; `None` when it gets no copy.
+    pub fn layer_state(&self, subscriber: &ParticipantId) -> Option<(Option<u32>, bool)> {
+        self.sinks
+            .lock()
+            .iter_mut()
+            .find(|s| &s.subscriber == subscriber)
+            .map(|s| {
+                (
+                    s.consumer.rtp().current_source(),
+                    s.consumer.rtp().is_paused(),
+                )
+            })
+    }
+
     /// Writes each subscriber's copy of `packet`; a copy that left counts as the subscriber's
     /// media activity and in `counters`.
     pub async fn send(&self, packet: &Packet, counters: &ForwardCounters) {
@@ -142,6 +210,12 @@ impl Fanout {
             .iter_mut()
             .filter_map(|sink| {
                 let copy = sink.consumer.forward(packet, now)?;
+                if sink.switching.is_some()
+                    && sink.switching == sink.consumer.rtp().current_source()
+                {
+                    sink.switching = None;
+                    metrics().room_layer_switches.inc();
+                }
                 Some((Arc::clone(&sink.track), copy, Arc::clone(&sink.activity)))
             })
             .collect()
@@ -170,6 +244,8 @@ pub(crate) struct Taps {
     pub audio_level: Option<u8>,
     /// The room pipeline's input mix: the track is decoded into it (audio only).
     pub mixer: Option<Arc<Mixer>>,
+    /// A simulcast layer's meter (its bitrate and keyframe heights); `vp8`: read heights.
+    pub layer: Option<(Arc<LayerMeter>, bool)>,
 }
 
 /// Reads a published track and copies each packet to its subscribers until the track or the
@@ -183,7 +259,11 @@ pub(crate) async fn forward_published(
     ended: mpsc::WeakSender<super::room_actor::Command>,
     cancel: CancellationToken,
 ) {
-    let Taps { audio_level, mixer } = taps;
+    let Taps {
+        audio_level,
+        mixer,
+        layer,
+    } = taps;
     let mut decoder = match (&mixer, remote.kind()) {
         (Some(_), webrtc::rtp_transceiver::rtp_codec::RTPCodecType::Audio) => {
             OpusDecoder::new().ok()
@@ -208,6 +288,9 @@ pub(crate) async fn forward_published(
             .and_then(|id| packet.header.get_extension(id))
             .and_then(|payload| AudioLevel::parse(&payload));
         fanout.meter.record(level);
+        if let Some((meter, vp8)) = &layer {
+            meter.record(&packet, *vp8);
+        }
         if let (Some(decoder), Some(mixer)) = (decoder.as_mut(), &mixer) {
             match decoder.decode(&packet.payload) {
                 Ok(samples) => mixer.push(producer, samples),
@@ -227,14 +310,29 @@ pub(crate) async fn forward_published(
 /// of the track the line carries now (it changes when the line is recycled).
 pub(crate) type KeyframeTarget = Arc<Mutex<Option<(Weak<RTCPeerConnection>, u32)>>>;
 
+/// Where a forwarded line's reception reports go: the room, as the subscriber's
+/// [`Command::LineFeedback`](super::room_actor::Command::LineFeedback) for the line's layer
+/// choice.
+pub(crate) struct FeedbackTarget {
+    /// Whether the line carries a simulcast track now (other lines' reports are not sent).
+    pub enabled: Arc<std::sync::atomic::AtomicBool>,
+    pub commands: mpsc::WeakSender<super::room_actor::Command>,
+    pub peer: ParticipantId,
+    pub session: u64,
+    /// The line's index among the subscriber's forwarded lines.
+    pub line: usize,
+}
+
 /// Reads a forwarded line's RTCP (the interceptors need it read); what the subscriber reports
 /// counts as its media activity, so a participant that only listens stays alive. Its keyframe
 /// requests (PLI, FIR) go to the publisher as a PLI, at most one per
-/// [`KEYFRAME_REQUEST_INTERVAL`].
+/// [`KEYFRAME_REQUEST_INTERVAL`]. Its receiver reports' loss for the line and its REMB go to
+/// the room (dropped when the room is busy: the next report follows within a second).
 pub(crate) async fn read_forwarded_rtcp(
     sender: Arc<RTCRtpSender>,
     target: KeyframeTarget,
     activity: Arc<Activity>,
+    feedback: FeedbackTarget,
     cancel: CancellationToken,
 ) {
     let mut last_request: Option<Instant> = None;
@@ -250,6 +348,21 @@ pub(crate) async fn read_forwarded_rtcp(
             () = cancel.cancelled() => break,
         };
         activity.touch();
+        let (fraction_lost, remb_bps) = match feedback.enabled.load(Ordering::Relaxed) {
+            true => reception(&packets, ssrc),
+            false => (None, None),
+        };
+        if fraction_lost.is_some() || remb_bps.is_some() {
+            if let Some(commands) = feedback.commands.upgrade() {
+                let _ = commands.try_send(super::room_actor::Command::LineFeedback {
+                    peer: feedback.peer.clone(),
+                    session: feedback.session,
+                    line: feedback.line,
+                    fraction_lost,
+                    remb_bps,
+                });
+            }
+        }
         let wants_keyframe = packets.iter().any(|p| {
             let any = p.as_any();
             any.downcast_ref::<PictureLossIndication>().is_some()
@@ -266,6 +379,39 @@ pub(crate) async fn read_forwarded_rtcp(
             request_keyframe(&pc, ssrc).await;
         }
     }
+}
+
+/// The worst loss reported for the stream `ssrc` (RFC 3550 fraction lost, in 1/256) and the
+/// lowest REMB, in a compound RTCP packet.
+fn reception(
+    packets: &[Box<dyn webrtc::rtcp::packet::Packet + Send + Sync>],
+    ssrc: Option<u32>,
+) -> (Option<u8>, Option<u64>) {
+    let mut fraction_lost: Option<u8> = None;
+    let mut remb: Option<u64> = None;
+    for packet in packets {
+        let any = packet.as_any();
+        let reports = if let Some(rr) = any.downcast_ref::<ReceiverReport>() {
+            &rr.reports[..]
+        } else if let Some(sr) = any.downcast_ref::<SenderReport>() {
+            &sr.reports[..]
+        } else {
+            if let Some(estimate) = any.downcast_ref::<ReceiverEstimatedMaximumBitrate>() {
+                // A float from the network: NaN and negatives are ignored, huge values
+                // saturate.
+                if estimate.bitrate.is_finite() && estimate.bitrate >= 0.0 {
+                    let bps = estimate.bitrate as u64;
+                    remb = Some(remb.map_or(bps, |r| r.min(bps)));
+                }
+            }
+            continue;
+        };
+        for report in reports.iter().filter(|r| Some(r.ssrc) == ssrc) {
+            fraction_lost =
+                Some(fraction_lost.map_or(report.fraction_lost, |f| f.max(report.fraction_lost)));
+        }
+    }
+    (fraction_lost, remb)
 }
 
 /// The SSRC a forwarded line's sender sends with now.
@@ -289,5 +435,57 @@ pub(crate) async fn request_keyframe(pc: &Weak<RTCPeerConnection>, ssrc: u32) {
     };
     if let Err(err) = pc.write_rtcp(&[Box::new(pli)]).await {
         tracing::debug!(%err, "asking a publisher for a keyframe failed");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use webrtc::rtcp::packet::Packet as Rtcp;
+    use webrtc::rtcp::reception_report::ReceptionReport;
+
+    use super::*;
+
+    fn block(ssrc: u32, fraction_lost: u8) -> ReceptionReport {
+        ReceptionReport {
+            ssrc,
+            fraction_lost,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn reception_reads_the_lines_loss_and_the_lowest_remb() {
+        let packets: Vec<Box<dyn Rtcp + Send + Sync>> = vec![
+            Box::new(ReceiverReport {
+                ssrc: 1,
+                reports: vec![block(7, 20), block(8, 200)],
+                ..Default::default()
+            }),
+            Box::new(SenderReport {
+                ssrc: 1,
+                reports: vec![block(7, 60)],
+                ..Default::default()
+            }),
+            Box::new(ReceiverEstimatedMaximumBitrate {
+                sender_ssrc: 1,
+                bitrate: 800_000.0,
+                ssrcs: vec![7],
+            }),
+            Box::new(ReceiverEstimatedMaximumBitrate {
+                sender_ssrc: 1,
+                bitrate: f32::NAN,
+                ssrcs: vec![7],
+            }),
+        ];
+        assert_eq!(
+            reception(&packets, Some(7)),
+            (Some(60), Some(800_000)),
+            "the worst block of this line; a NaN REMB is ignored"
+        );
+        assert_eq!(
+            reception(&packets[..1], Some(9)),
+            (None, None),
+            "another stream's blocks are not this line's"
+        );
     }
 }

@@ -19,6 +19,7 @@ use webrtc::peer_connection::configuration::RTCConfiguration;
 use webrtc::rtp_transceiver::rtp_codec::{
     RTCRtpCodecCapability, RTCRtpCodecParameters, RTCRtpHeaderExtensionCapability, RTPCodecType,
 };
+use webrtc::sdp::extmap::{SDES_MID_URI, SDES_RTP_STREAM_ID_URI};
 
 use super::advertise::PortMap;
 use super::error::PeerError;
@@ -82,6 +83,20 @@ impl WebRtcStack {
                 None,
             )
             .map_err(|e| PeerError::Setup(format!("registering the audio level: {e}")))?;
+        // Simulcast: a publisher's rid layers are told apart by these (webrtc-rs demuxes
+        // them by mid and rid, one track per rid); forwarded packets never carry the
+        // publisher's (see room/extensions.rs).
+        for uri in [SDES_MID_URI, SDES_RTP_STREAM_ID_URI] {
+            media
+                .register_header_extension(
+                    RTCRtpHeaderExtensionCapability {
+                        uri: uri.to_owned(),
+                    },
+                    RTPCodecType::Video,
+                    None,
+                )
+                .map_err(|e| PeerError::Setup(format!("registering {uri}: {e}")))?;
+        }
         for codec in video_codecs().into_iter().chain(rtx_codecs()) {
             media
                 .register_codec(codec, RTPCodecType::Video)

@@ -100,6 +100,16 @@ impl LayerSelector {
         self.estimate_bps.min(remb) as u64
     }
 
+    /// Tells the selector which layer (an index into the next [`LayerSelector::choose`]'s
+    /// `layers`) the subscriber was last given, when the layers' order changed since (a height
+    /// learned from a keyframe) or the layer left; `None` makes the next choice a first one.
+    pub fn set_current(&mut self, current: Option<usize>) {
+        if self.current != current {
+            self.current = current;
+            self.up_since = None;
+        }
+    }
+
     /// The layer to forward now (an index into `layers`, lowest first); `None` without layers.
     pub fn choose(
         &mut self,

@@ -14,6 +14,8 @@
 //! - [`Consumer`] ([`RtpRewriter`], [`Vp8Rewriter`], [`ExtensionMap`]): one forwarded
 //!   stream's packets.
 //! - [`LayerSelector`]: one subscriber's simulcast layer.
+//! - [`SimulcastLayers`], [`LayerChoice`]: a simulcast track's measured layers and each
+//!   subscriber's layer among them.
 //! - [`ClientMessage`], [`ServerMessage`]: the room channel.
 
 mod consumer;
@@ -28,6 +30,7 @@ mod names;
 mod renegotiation;
 mod rewrite;
 mod room_state;
+mod simulcast;
 mod speakers;
 mod track;
 pub mod vp8;
@@ -47,6 +50,9 @@ pub use names::{ParticipantId, RoomName, MAX_NAME_LEN};
 pub use renegotiation::{Renegotiation, RenegotiationOutput, ANSWER_TIMEOUT};
 pub use rewrite::{seq_before, RtpRewriter, Verdict};
 pub use room_state::{Room, RoomAction, Subscription};
+pub use simulcast::{
+    LayerChoice, LayerRequest, SimulcastLayers, INITIAL_ESTIMATE_BPS, KEYFRAME_RETRY,
+};
 pub use speakers::{
     AudioLevel, SpeakerDetector, MAX_SPEAKERS, MIN_INTERVAL, SPEAKING_DBOV, SPEAKING_WINDOW,
 };

@@ -92,6 +92,20 @@ pub struct VideoOptions {
     pub without_nack_generator: bool,
     /// Offer H264 (payload type 102) before VP8, as Safari does.
     pub h264_first: bool,
+    /// Send the camera as three VP8 simulcast layers (rids `q`, `h`, `f`, lowest first) on
+    /// one sender, as a browser with `sendEncodings` does: see [`ClientPeer::simulcast`].
+    pub simulcast: bool,
+}
+
+/// The simulcast layers a client sends, lowest first.
+pub const SIMULCAST_RIDS: [&str; 3] = ["q", "h", "f"];
+
+/// One simulcast layer of the client's camera.
+pub struct SimulcastLayer {
+    pub rid: String,
+    pub track: Arc<TrackLocalStaticRTP>,
+    /// PLIs received for this layer's SSRC.
+    pub keyframe_requests: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 /// What to put in the offer.
@@ -115,6 +129,9 @@ pub struct ClientPeer {
     pub audio: Option<Arc<TrackLocalStaticRTP>>,
     /// A VP8 track (only from [`ClientPeer::new_with_video`]).
     pub video: Option<Arc<TrackLocalStaticRTP>>,
+    /// The camera's simulcast layers, lowest first ([`VideoOptions::simulcast`]; then `video`
+    /// is `None`).
+    pub simulcast: Vec<SimulcastLayer>,
     /// The video RTP packets received, with their arrival times.
     pub received_video: Arc<Mutex<Vec<ReceivedRtp>>>,
     /// RTX packets received on repair streams (webrtc-rs reads those only for its
@@ -204,6 +221,23 @@ impl ClientPeer {
                     RTPCodecType::Video,
                 )
                 .unwrap();
+        }
+        if with_video && video_options.simulcast {
+            // Simulcast layers are told apart by mid and rid header extensions.
+            for uri in [
+                webrtc::sdp::extmap::SDES_MID_URI,
+                webrtc::sdp::extmap::SDES_RTP_STREAM_ID_URI,
+            ] {
+                media
+                    .register_header_extension(
+                        webrtc::rtp_transceiver::rtp_codec::RTCRtpHeaderExtensionCapability {
+                            uri: uri.to_owned(),
+                        },
+                        RTPCodecType::Video,
+                        None,
+                    )
+                    .unwrap();
+            }
         }
         if with_video {
             media
@@ -304,7 +338,50 @@ impl ClientPeer {
         };
 
         let keyframe_requests = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-        let video = if with_video {
+        let mut simulcast = Vec::new();
+        if with_video && video_options.simulcast {
+            let layers: Vec<SimulcastLayer> = SIMULCAST_RIDS
+                .iter()
+                .map(|rid| SimulcastLayer {
+                    rid: (*rid).to_owned(),
+                    track: Arc::new(TrackLocalStaticRTP::new_with_rid(
+                        vp8_capability(),
+                        "camera".into(),
+                        (*rid).to_owned(),
+                        "client".into(),
+                    )),
+                    keyframe_requests: Arc::default(),
+                })
+                .collect();
+            let sender = pc
+                .add_track(Arc::clone(&layers[0].track) as Arc<dyn TrackLocal + Send + Sync>)
+                .await
+                .unwrap();
+            for layer in &layers[1..] {
+                sender
+                    .add_encoding(Arc::clone(&layer.track) as Arc<dyn TrackLocal + Send + Sync>)
+                    .await
+                    .unwrap();
+            }
+            for layer in &layers {
+                let (sender, rid) = (Arc::clone(&sender), layer.rid.clone());
+                let requests = Arc::clone(&layer.keyframe_requests);
+                tokio::spawn(async move {
+                    use webrtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
+                    while let Ok((packets, _)) = sender.read_rtcp_simulcast(&rid).await {
+                        let plis = packets
+                            .iter()
+                            .filter(|p| {
+                                p.as_any().downcast_ref::<PictureLossIndication>().is_some()
+                            })
+                            .count();
+                        requests.fetch_add(plis, std::sync::atomic::Ordering::Relaxed);
+                    }
+                });
+            }
+            simulcast = layers;
+        }
+        let video = if with_video && !video_options.simulcast {
             let track = Arc::new(TrackLocalStaticRTP::new(
                 vp8_capability(),
                 "camera".into(),
@@ -440,6 +517,7 @@ impl ClientPeer {
             pc,
             audio,
             video,
+            simulcast,
             received_video,
             received_repair,
             keyframe_requests,
@@ -631,6 +709,9 @@ pub struct ConnectReport {
     pub answer_candidates: Vec<String>,
     /// The answer as the server sent it.
     pub answer_sdp: String,
+    /// Server offers that came while connecting (a room's first renegotiation may come
+    /// before the client sees itself connected), for the caller to answer.
+    pub server_offers: Vec<pb::OfferNotification>,
 }
 
 /// Announces `id`, connects a client with audio and a data channel to a server session, and
@@ -683,6 +764,7 @@ pub async fn connect_to_server_rewriting(
     let mut server_candidates = 0;
     let mut server_candidate_lines = Vec::new();
     let mut answer_claimed_end = false;
+    let mut server_offers = Vec::new();
     let deadline = tokio::time::Instant::now() + WAIT;
     loop {
         if peer.is_connected() && offer_id.is_some() {
@@ -715,6 +797,9 @@ pub async fn connect_to_server_rewriting(
                         }
                         peer.add_remote_candidate(&c).await;
                     }
+                    Some(Resp::Notification(pb::SignalingNotification { notification: Some(Notification::Offer(offer)) })) => {
+                        server_offers.push(offer);
+                    }
                     Some(Resp::Ack(ack)) if response.request_id == offer_request => {
                         assert!(offer_to_answer.is_some(), "the answer comes before the ack");
                         let data: serde_json::Value = serde_json::from_str(&ack.data).unwrap();
@@ -737,6 +822,7 @@ pub async fn connect_to_server_rewriting(
         server_candidates: server_candidate_lines,
         answer_candidates: answer_candidates(&answer_sdp),
         answer_sdp,
+        server_offers,
     }
 }
 

@@ -47,6 +47,11 @@ pub struct RelayStats {
     drop_to_client: parking_lot::Mutex<Vec<(u8, u16)>>,
     /// `(payload type, sequence number, delay)` of client RTP to delay once.
     delay_to_server: parking_lot::Mutex<Vec<(u8, u16, Duration)>>,
+    /// Share of server RTP dropped on its way to the client, and the generator deciding it
+    /// (see [`RelayStats::lose_to_client`]).
+    loss_to_client: parking_lot::Mutex<Option<(f64, Rng)>>,
+    /// Server RTP packets dropped so.
+    pub lost_to_client: AtomicU64,
 }
 
 /// One RTP packet from the server as the relay saw it.
@@ -56,7 +61,7 @@ pub struct SeenRtp {
     pub payload_type: u8,
     pub sequence_number: u16,
     pub at: Instant,
-    /// The relay dropped it (a test asked for it).
+    /// The relay dropped it (a test asked for it, or its downlink loss).
     pub dropped: bool,
 }
 
@@ -66,6 +71,12 @@ impl RelayStats {
         self.drop_to_client
             .lock()
             .push((payload_type, sequence_number));
+    }
+
+    /// From now on drops a `share` of the server's RTP towards the client at random (the
+    /// client's downlink is lossy; RTCP and DTLS pass), reproducibly from `seed`.
+    pub fn lose_to_client(&self, share: f64, seed: u64) {
+        *self.loss_to_client.lock() = Some((share, Rng(seed)));
     }
 
     /// Delays the next RTP packet from the client with this payload type and sequence
@@ -95,7 +106,13 @@ impl RelayStats {
         let rule = rules
             .iter()
             .position(|r| *r == (payload_type, sequence_number));
-        let dropped = rule.map(|i| rules.swap_remove(i)).is_some();
+        let mut dropped = rule.map(|i| rules.swap_remove(i)).is_some();
+        if let Some((share, rng)) = self.loss_to_client.lock().as_mut() {
+            if !dropped && rng.next_f64() < *share {
+                dropped = true;
+                self.lost_to_client.fetch_add(1, Ordering::Relaxed);
+            }
+        }
         self.to_client_rtp.lock().push(SeenRtp {
             ssrc: u32::from_be_bytes([packet[8], packet[9], packet[10], packet[11]]),
             payload_type,
@@ -111,9 +128,13 @@ impl RelayStats {
 pub struct Relay {
     pub address: SocketAddr,
     pub stats: Arc<RelayStats>,
+    /// Server offers that came while [`connect_via_relay`] connected (a room's first
+    /// renegotiation), for the caller to answer.
+    pub server_offers: Vec<pb::OfferNotification>,
 }
 
 /// SplitMix64: a tiny deterministic generator (no `rand` dependency for one test).
+#[derive(Debug)]
 struct Rng(u64);
 
 impl Rng {
@@ -194,7 +215,11 @@ impl Relay {
                 let _ = socket.send_to(&packet, server).await;
             }
         });
-        Self { address, stats }
+        Self {
+            address,
+            stats,
+            server_offers: Vec::new(),
+        }
     }
 }
 
@@ -225,6 +250,7 @@ pub async fn connect_via_relay(
     let sdp = peer.offer().await;
     signaling.offer(SERVER, sdp).await;
     let mut relay: Option<Relay> = None;
+    let mut server_offers = Vec::new();
     let deadline = Instant::now() + WAIT;
     while !(peer.is_connected() && relay.is_some()) {
         assert!(
@@ -255,11 +281,16 @@ pub async fn connect_via_relay(
                         peer.add_remote_candidate(&c).await;
                         relay = Some(started);
                     }
+                    Some(Resp::Notification(pb::SignalingNotification { notification: Some(Notification::Offer(offer)) })) => {
+                        server_offers.push(offer);
+                    }
                     Some(Resp::Error(err)) => panic!("signaling error: {err:?}"),
                     _ => {}
                 }
             }
         }
     }
-    relay.expect("relay started")
+    let mut relay = relay.expect("relay started");
+    relay.server_offers = server_offers;
+    relay
 }
