@@ -52,18 +52,6 @@ fn frames(samples: &[f32]) -> Vec<Envelope> {
         .collect()
 }
 
-fn audio_seconds(outputs: &[Envelope]) -> f64 {
-    outputs
-        .iter()
-        .filter_map(|e| match &e.data {
-            RuntimeData::Audio(frame) => {
-                Some(frame.samples.len() as f64 / f64::from(frame.sample_rate))
-            }
-            _ => None,
-        })
-        .sum()
-}
-
 fn manifest(name: &str) -> Manifest {
     Manifest::load(
         &Path::new(env!("CARGO_MANIFEST_DIR"))
