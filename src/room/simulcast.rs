@@ -21,6 +21,9 @@ pub const INITIAL_ESTIMATE_BPS: u64 = 1_000_000;
 pub const KEYFRAME_RETRY: Duration = Duration::from_secs(1);
 /// Incoming bitrates are measured over windows this long.
 const RATE_WINDOW: Duration = Duration::from_secs(1);
+/// A layer that brought nothing this long while another still flows is not chosen (the
+/// publisher stopped sending it: a browser drops its top layer when its uplink or CPU is short).
+pub const LAYER_SILENCE: Duration = Duration::from_secs(2);
 
 #[derive(Debug)]
 struct LayerState {
@@ -33,6 +36,16 @@ struct LayerState {
     bitrate_bps: Option<u64>,
     window_bytes: u64,
     window_start: Option<Instant>,
+    /// The last sample that brought bytes (`None`: none sampled yet since it arrived).
+    last_bytes_at: Option<Instant>,
+}
+
+impl LayerState {
+    /// Whether it brought nothing for [`LAYER_SILENCE`] up to `now`.
+    fn silent(&self, now: Instant) -> bool {
+        self.last_bytes_at
+            .is_some_and(|at| now.saturating_duration_since(at) >= LAYER_SILENCE)
+    }
 }
 
 /// The layers of one published simulcast track.
@@ -123,6 +136,7 @@ impl SimulcastLayers {
                     bitrate_bps: None,
                     window_bytes: 0,
                     window_start: None,
+                    last_bytes_at: None,
                 });
                 self.layers.len() - 1
             }
@@ -163,6 +177,9 @@ impl SimulcastLayers {
         let layer = self.entry(rid);
         let start = *layer.window_start.get_or_insert(now);
         layer.window_bytes += bytes;
+        if bytes > 0 {
+            layer.last_bytes_at = Some(now);
+        }
         let elapsed = now.saturating_duration_since(start);
         if elapsed >= RATE_WINDOW {
             let bps = layer.window_bytes as f64 * 8.0 / elapsed.as_secs_f64();
@@ -207,8 +224,9 @@ impl SimulcastLayers {
     }
 
     /// The subscriber's layer now: the highest that fits `max_height` and its path (see
-    /// [`LayerSelector`]); `forwarded` is the source SSRC its copy carries now. Returns what
-    /// to do, if anything.
+    /// [`LayerSelector`]) among the layers still flowing (a layer silent for
+    /// [`LAYER_SILENCE`] is left while another flows; when all are silent, nothing changes);
+    /// `forwarded` is the source SSRC its copy carries now. Returns what to do, if anything.
     pub fn choose(
         &self,
         choice: &mut LayerChoice,
@@ -216,7 +234,10 @@ impl SimulcastLayers {
         forwarded: Option<u32>,
         now: Instant,
     ) -> Option<LayerRequest> {
-        let ordered = self.ordered();
+        let mut ordered = self.ordered();
+        if ordered.iter().any(|l| !l.silent(now)) {
+            ordered.retain(|l| !l.silent(now));
+        }
         let infos: Vec<LayerInfo> = ordered
             .iter()
             .map(|l| LayerInfo {

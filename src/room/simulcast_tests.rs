@@ -187,3 +187,34 @@ fn a_height_learned_later_keeps_the_subscribers_layer_and_its_hysteresis() {
         })
     );
 }
+
+#[test]
+fn a_layer_the_publisher_stops_sending_is_left_while_another_flows() {
+    let t0 = Instant::now();
+    let mut layers = three(t0, true);
+    let mut choice = LayerChoice::new(10_000_000);
+    layers.choose(&mut choice, None, None, t0);
+    assert_eq!(choice.target(), Some("f"));
+    // The publisher drops its top layer: f brings nothing while q and h flow.
+    let t1 = t0 + Duration::from_secs(2);
+    let mut last = t1;
+    for tick in 1..=25 {
+        let now = t1 + Duration::from_millis(tick * 100);
+        layers.on_sample("q", 150_000 / 80, None, now);
+        layers.on_sample("h", 500_000 / 80, None, now);
+        layers.on_sample("f", 0, None, now);
+        last = now;
+    }
+    assert_eq!(
+        layers.choose(&mut choice, None, Some(F), last),
+        Some(LayerRequest::Switch {
+            rid: "h".into(),
+            ssrc: H,
+            initial: false
+        }),
+        "the highest layer still flowing"
+    );
+    // Every layer silent (the camera stopped): nothing to switch to, nothing changes.
+    let quiet = last + LAYER_SILENCE + Duration::from_secs(1);
+    assert_eq!(layers.choose(&mut choice, None, Some(H), quiet), None);
+}
