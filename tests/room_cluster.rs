@@ -336,14 +336,7 @@ impl Speaker {
                         notification: Some(Notification::Offer(offer)),
                     })) if offer.from_peer_id == SERVER => {
                         let sdp = peer.answer_offer(offer.sdp).await;
-                        let request = signaling
-                            .send(Req::Answer(pb::AnswerRequest {
-                                to_peer_id: SERVER.into(),
-                                sdp,
-                                r#type: "answer".into(),
-                                offer_id: Some(offer.offer_id),
-                            }))
-                            .await;
+                        let request = signaling.answer_server(sdp, Some(offer.offer_id)).await;
                         signaling.expect_ack(&request).await;
                         *count.lock() += 1;
                     }

@@ -21,8 +21,7 @@ use common::{eventually, metric_value, TestServer};
 use remotemedia_webrtc::media::dominant_frequency;
 use remotemedia_webrtc::peer::opus_capability;
 use remotemedia_webrtc::proto::signaling::{
-    self as pb, signaling_notification::Notification, signaling_request::Request as Req,
-    signaling_response::Response as Resp,
+    self as pb, signaling_notification::Notification, signaling_response::Response as Resp,
 };
 use tokio_util::sync::CancellationToken;
 use webrtc::track::track_local::track_local_static_rtp::TrackLocalStaticRTP;
@@ -108,14 +107,7 @@ async fn a_pending_server_offer_is_sent_again_as_soon_as_its_client_resumes() {
 
     // Her answer is taken, and bob's tone reaches her.
     let sdp = alice_peer.answer_offer(again.sdp).await;
-    let request = alice
-        .send(Req::Answer(pb::AnswerRequest {
-            to_peer_id: SERVER.into(),
-            sdp,
-            r#type: "answer".into(),
-            offer_id: Some(again.offer_id),
-        }))
-        .await;
+    let request = alice.answer_server(sdp, Some(again.offer_id)).await;
     alice.expect_ack(&request).await;
     eventually("alice to hear bob", || async {
         alice_peer
@@ -203,14 +195,7 @@ async fn a_participants_offer_on_its_live_connection_adds_a_track_without_replac
     for (signaling, peer) in [(&mut alice, &alice_peer), (&mut bob, &bob_peer)] {
         let offer = next_server_offer(signaling).await;
         let sdp = peer.answer_offer(offer.sdp).await;
-        let request = signaling
-            .send(Req::Answer(pb::AnswerRequest {
-                to_peer_id: SERVER.into(),
-                sdp,
-                r#type: "answer".into(),
-                offer_id: Some(offer.offer_id),
-            }))
-            .await;
+        let request = signaling.answer_server(sdp, Some(offer.offer_id)).await;
         signaling.expect_ack(&request).await;
     }
 
@@ -245,14 +230,7 @@ async fn a_participants_offer_on_its_live_connection_adds_a_track_without_replac
     let offer = next_server_offer(&mut bob).await;
     assert!(offer.sdp.contains("a=msid:alice screen"), "{}", offer.sdp);
     let sdp = bob_peer.answer_offer(offer.sdp).await;
-    let request = bob
-        .send(Req::Answer(pb::AnswerRequest {
-            to_peer_id: SERVER.into(),
-            sdp,
-            r#type: "answer".into(),
-            offer_id: Some(offer.offer_id),
-        }))
-        .await;
+    let request = bob.answer_server(sdp, Some(offer.offer_id)).await;
     bob.expect_ack(&request).await;
     eventually("bob to hear alice's screen", || async {
         bob_peer

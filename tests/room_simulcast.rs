@@ -27,8 +27,7 @@ use common::video::VP8;
 use common::{http_get, metric_value, TestServer};
 use parking_lot::Mutex;
 use remotemedia_webrtc::proto::signaling::{
-    self as pb, signaling_notification::Notification, signaling_request::Request as Req,
-    signaling_response::Response as Resp,
+    self as pb, signaling_notification::Notification, signaling_response::Response as Resp,
 };
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
@@ -161,14 +160,7 @@ async fn answer(
         false => offer.sdp,
     };
     let answer = peer.answer_offer(sdp).await;
-    signaling
-        .send(Req::Answer(pb::AnswerRequest {
-            to_peer_id: SERVER.into(),
-            sdp: answer,
-            r#type: "answer".into(),
-            offer_id: Some(offer.offer_id),
-        }))
-        .await;
+    signaling.answer_server(answer, Some(offer.offer_id)).await;
 }
 
 /// What a browser's decoder does when it cannot decode: a PLI. Here, when the frames

@@ -245,7 +245,7 @@ async fn drive(
                 }
                 Ask::AnswerUnasked(reply) => {
                     let sdp = peer.pc.local_description().await.unwrap().sdp;
-                    let request = answer(&mut signaling, sdp, None).await;
+                    let request = signaling.answer_server(sdp, None).await;
                     let _ = reply.send(request);
                 }
             }
@@ -267,11 +267,13 @@ async fn drive(
                 }
                 if stale_first.swap(false, Ordering::Relaxed) {
                     let sdp = peer.pc.local_description().await.unwrap().sdp;
-                    let request = answer(&mut signaling, sdp, Some("not-the-offer".into())).await;
+                    let request = signaling
+                        .answer_server(sdp, Some("not-the-offer".into()))
+                        .await;
                     log.lock().stale_answers.push(request);
                 }
                 let sdp = peer.answer_offer(offer.sdp).await;
-                answer(&mut signaling, sdp, Some(offer.offer_id)).await;
+                signaling.answer_server(sdp, Some(offer.offer_id)).await;
             }
             Some(Resp::Notification(pb::SignalingNotification {
                 notification: Some(Notification::IceCandidate(candidate)),
@@ -282,17 +284,6 @@ async fn drive(
             _ => {}
         }
     }
-}
-
-async fn answer(signaling: &mut SignalingClient, sdp: String, offer_id: Option<String>) -> String {
-    signaling
-        .send(Req::Answer(pb::AnswerRequest {
-            to_peer_id: SERVER.into(),
-            sdp,
-            r#type: "answer".into(),
-            offer_id,
-        }))
-        .await
 }
 
 /// Waits until every participant hears each other one (a second of audio more than it had)

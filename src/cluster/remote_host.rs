@@ -420,14 +420,8 @@ impl SessionHost for RemoteSessionHost {
         let reply = client
             .add_candidate(call)
             .await
-            .map_err(|status| {
-                SessionError::Unavailable(format!("media worker {worker_id}: {}", status.message()))
-            })?
-            .into_inner();
-        match reply.failure {
-            None => Ok(()),
-            Some(failure) => Err(failure_to_error(&failure, peer_id)),
-        }
+            .map_err(|status| unreachable_worker(&worker_id, &status))?;
+        failure_result(reply.into_inner().failure, peer_id)
     }
 
     async fn answer_server_offer(
@@ -455,14 +449,8 @@ impl SessionHost for RemoteSessionHost {
         let reply = client
             .answer_server_offer(call)
             .await
-            .map_err(|status| {
-                SessionError::Unavailable(format!("media worker {worker_id}: {}", status.message()))
-            })?
-            .into_inner();
-        match reply.failure {
-            None => Ok(()),
-            Some(failure) => Err(failure_to_error(&failure, peer_id)),
-        }
+            .map_err(|status| unreachable_worker(&worker_id, &status))?;
+        failure_result(reply.into_inner().failure, peer_id)
     }
 
     async fn stream_detached(&self, peer_id: &str) {
@@ -696,6 +684,19 @@ impl RemoteSessionHost {
 }
 
 /// A worker's failure as the session error signaling maps to its codes.
+/// A worker call that failed at the transport (no reply): the worker is unavailable.
+fn unreachable_worker(worker_id: &str, status: &tonic::Status) -> SessionError {
+    SessionError::Unavailable(format!("media worker {worker_id}: {}", status.message()))
+}
+
+/// A worker reply's `failure` (unset: the call succeeded) as the frontend's result.
+fn failure_result(failure: Option<pb::SessionFailure>, peer_id: &str) -> Result<(), SessionError> {
+    match failure {
+        None => Ok(()),
+        Some(failure) => Err(failure_to_error(&failure, peer_id)),
+    }
+}
+
 fn failure_to_error(failure: &pb::SessionFailure, peer_id: &str) -> SessionError {
     let message = failure.message.clone();
     match failure.kind() {

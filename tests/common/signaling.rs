@@ -148,6 +148,18 @@ impl SignalingClient {
         .await
     }
 
+    /// Answers a server offer (`offer_id`: the pending offer's, or `None` for whichever);
+    /// returns the request id.
+    pub async fn answer_server(&mut self, sdp: String, offer_id: Option<String>) -> String {
+        self.send(Req::Answer(pb::AnswerRequest {
+            to_peer_id: SERVER.into(),
+            sdp,
+            r#type: "answer".into(),
+            offer_id,
+        }))
+        .await
+    }
+
     /// Trickles a local candidate of a webrtc-crate peer to `to` (`None`: end of candidates).
     pub async fn candidate(
         &mut self,
