@@ -128,11 +128,13 @@ function log(list, text) {
  * cancellation is for rooms (speakers playing others next to the microphone): it also takes
  * a steady test tone for echo while the other side plays one, so tests untick it (?aec=0).
  */
-async function openMedia({ camera, echoCancellation }) {
+async function openMedia({ camera, simulcast, echoCancellation }) {
   const audio = { echoCancellation, noiseSuppression: false, autoGainControl: false };
   if (camera) {
+    // Simulcast needs 360 p: Chromium sends one layer only below 640x360.
+    const video = simulcast ? { width: 640, height: 360, frameRate: 15 } : { width: 320, height: 240, frameRate: 15 };
     try {
-      return await navigator.mediaDevices.getUserMedia({ audio, video: { width: 320, height: 240, frameRate: 15 } });
+      return await navigator.mediaDevices.getUserMedia({ audio, video });
     } catch (err) {
       console.warn('no camera, audio only:', err);
     }
@@ -140,9 +142,18 @@ async function openMedia({ camera, echoCancellation }) {
   return navigator.mediaDevices.getUserMedia({ audio });
 }
 
+/**
+ * The camera's simulcast layers, lowest first (the server forwards each subscriber the
+ * highest that fits its path and its `max_height`; docs/signaling.md, "Rooms").
+ */
+const SIMULCAST_LAYERS = [
+  { rid: 'q', scaleResolutionDownBy: 2, maxBitrate: 150000 },
+  { rid: 'f', maxBitrate: 700000 },
+];
+
 /** The call's settings can change only while no call runs. */
 function setInputsDisabled(disabled) {
-  for (const id of ['start', 'room', 'camera', 'aec', 'manifest']) $(id).disabled = disabled;
+  for (const id of ['start', 'room', 'camera', 'aec', 'simulcast', 'manifest']) $(id).disabled = disabled;
 }
 
 async function start() {
@@ -154,7 +165,8 @@ async function start() {
   setInputsDisabled(true);
   setStatus('opening microphone');
   const inRoom = Boolean(roomName);
-  const mic = await openMedia({ camera: inRoom && $('camera').checked, echoCancellation: inRoom && $('aec').checked });
+  const simulcast = inRoom && $('simulcast').checked;
+  const mic = await openMedia({ camera: inRoom && $('camera').checked, simulcast, echoCancellation: inRoom && $('aec').checked });
   audioCtx = new AudioContext({ sampleRate: 48000 });
   await audioCtx.resume();
   const sent = audioCtx.createAnalyser();
@@ -162,7 +174,10 @@ async function start() {
   audioCtx.createMediaStreamSource(mic).connect(sent);
 
   pc = new RTCPeerConnection({ iceServers: [] });
-  mic.getTracks().forEach((t) => pc.addTrack(t, mic));
+  mic.getTracks().forEach((t) => {
+    if (simulcast && t.kind === 'video') pc.addTransceiver(t, { direction: 'sendrecv', streams: [mic], sendEncodings: SIMULCAST_LAYERS });
+    else pc.addTrack(t, mic);
+  });
   // With --auth-secret the page is opened as /?token=<JWT>&peer_id=<its sub>.
   state.peerId = page.get('peer_id') || 'browser-' + Math.random().toString(36).slice(2, 10);
   let returned = null;
@@ -316,7 +331,7 @@ $('start').addEventListener('click', () => start().catch(fail));
 $('stop').addEventListener('click', stop);
 $('text-form').addEventListener('submit', (event) => { event.preventDefault(); sendText($('text').value); });
 // ?room=<name> fills the room field, ?camera=0 and ?aec=0 untick the camera and echo
-// cancellation, ?autostart starts at once (after room.js has loaded: the scripts run before
+// cancellation, ?simulcast=1 ticks simulcast, ?autostart starts at once (after room.js has loaded: the scripts run before
 // DOMContentLoaded).
 {
   const page = new URLSearchParams(location.search);
@@ -324,5 +339,6 @@ $('text-form').addEventListener('submit', (event) => { event.preventDefault(); s
   if (page.has('manifest')) $('manifest').value = page.get('manifest');
   if (page.get('camera') === '0') $('camera').checked = false;
   if (page.get('aec') === '0') $('aec').checked = false;
+  if (page.get('simulcast') === '1') $('simulcast').checked = true;
   if (page.has('autostart')) window.addEventListener('DOMContentLoaded', () => start().catch(fail));
 }

@@ -322,11 +322,14 @@ class RoomCall {
   }
 
   /**
-   * Client -> server: how this page wants `peer`'s track of `kind` ("auto", "pin", "off").
+   * Client -> server: how this page wants `peer`'s track of `kind` ("auto", "pin", "off"),
+   * and for simulcast video the tallest layer it wants (`maxHeight`, pixels; null lifts the
+   * limit, undefined keeps the last one).
    * Returns whether it was sent (the room channel opens with the server's first offer).
    */
-  subscribe(peer, kind, mode) {
+  subscribe(peer, kind, mode, maxHeight) {
     const message = { type: 'subscribe', peer, kind, mode };
+    if (maxHeight !== undefined) message.max_height = maxHeight;
     pushBounded(this.state.sent, message);
     if (!this.channel || this.channel.readyState !== 'open') return false;
     this.channel.send(encodeRoomMessage(message));
@@ -366,7 +369,11 @@ window.rmRoomTiles = () => [...document.querySelectorAll('#tiles .tile')].map((e
   peer: el.dataset.peer,
   self: el.classList.contains('self'),
   videoWidth: el.querySelector('video').videoWidth,
+  videoHeight: el.querySelector('video').videoHeight,
   audio: Boolean(el.querySelector('audio') && el.querySelector('audio').srcObject),
 }));
-/** Sends a subscribe request as the pin and mute buttons do; returns whether it was sent. */
-window.rmRoomSubscribe = (peer, kind, mode) => Boolean(room && room.subscribe(peer, kind, mode));
+/**
+ * Sends a subscribe request as the pin and mute buttons do (with `maxHeight`, the tallest
+ * simulcast layer wanted, null for no limit); returns whether it was sent.
+ */
+window.rmRoomSubscribe = (peer, kind, mode, maxHeight) => Boolean(room && room.subscribe(peer, kind, mode, maxHeight));

@@ -4,10 +4,18 @@
 //! The subscriber gets the highest layer that fits its `max_height` and that its path carries.
 //! The path estimate is loss-based, from its RTCP receiver reports (the loss controller of
 //! GCC, draft-ietf-rmcat-gcc §6: above 10 % loss the estimate drops by half the loss, below
-//! 2 % it grows), capped by the subscriber's REMB where it sends one. A delay-based estimate
-//! from transport-cc feedback is not made: forwarded packets carry no transport-cc of ours yet.
-//! Hysteresis: down at once (loss hurts now), up only after the higher layer has fitted with
-//! headroom for [`UP_HOLD`], so a noisy estimate does not flap between layers. The choice is
+//! 2 % it grows), capped by the subscriber's REMB where it sends one and that REMB shows
+//! congestion. A receive-side REMB cannot show headroom: Chromium's estimator never reports
+//! more than 1.5× the rate it receives (its AIMD rate control), so a subscriber moved down to a
+//! 150 kbps layer would report ~225 kbps and never be given the 600 kbps one back. A REMB at or
+//! above the rate being forwarded therefore says "keeping up", and the loss-based estimate
+//! decides the way up; one below it says "congested": it caps the estimate, and switching up
+//! waits [`UP_BACKOFF`] (doubling on each congestion soon after a switch up, to
+//! [`UP_BACKOFF_MAX`]) so a path that cannot carry the higher layer is not retried every few
+//! seconds. A delay-based estimate from transport-cc feedback is not made: forwarded packets
+//! carry no transport-cc of ours yet. Hysteresis: down at once (loss hurts now), up only after
+//! the higher layer has fitted with headroom for [`UP_HOLD`], so a noisy estimate does not flap
+//! between layers. The choice is
 //! only a request: the switch takes effect at the new layer's next keyframe
 //! ([`super::RtpRewriter::switch_to`]).
 
@@ -17,6 +25,13 @@ use std::time::{Duration, Instant};
 pub const UP_HOLD: Duration = Duration::from_secs(2);
 /// The headroom a higher layer needs: the estimate must exceed its bitrate by this factor.
 pub const UP_MARGIN: f64 = 1.2;
+/// After the subscriber's REMB showed congestion, switching up waits this long (then twice as
+/// long after each congestion within [`UP_PROBATION`] of a switch up), at most [`UP_BACKOFF_MAX`].
+pub const UP_BACKOFF: Duration = Duration::from_secs(5);
+/// The longest wait before switching up again after congestion.
+pub const UP_BACKOFF_MAX: Duration = Duration::from_secs(60);
+/// A congestion this soon after a switch up counts against that switch (the backoff doubles).
+pub const UP_PROBATION: Duration = Duration::from_secs(10);
 /// A REMB older than this no longer caps the estimate.
 const REMB_MAX_AGE: Duration = Duration::from_secs(5);
 /// Bounds of the loss-based estimate.
@@ -62,6 +77,12 @@ pub struct LayerSelector {
     current: Option<usize>,
     /// Since when a higher layer than the current one has fitted with headroom.
     up_since: Option<Instant>,
+    /// When the last switch up happened.
+    switched_up_at: Option<Instant>,
+    /// No switch up before this (set by congestion).
+    up_blocked_until: Option<Instant>,
+    /// The wait the next congestion sets.
+    backoff: Duration,
 }
 
 impl LayerSelector {
@@ -72,6 +93,9 @@ impl LayerSelector {
             remb: None,
             current: None,
             up_since: None,
+            switched_up_at: None,
+            up_blocked_until: None,
+            backoff: UP_BACKOFF,
         }
     }
 
@@ -91,13 +115,41 @@ impl LayerSelector {
         self.remb = Some((bitrate_bps, now));
     }
 
-    /// What the path carries now, bits per second.
+    /// What the path carries now, bits per second: the loss-based estimate capped by a fresh
+    /// REMB (as [`LayerSelector::choose`] takes it before anything is forwarded, or when the
+    /// REMB shows congestion).
     pub fn available_bps(&self, now: Instant) -> u64 {
-        let remb = self
-            .remb
+        self.estimate_bps
+            .min(self.fresh_remb(now).unwrap_or(f64::MAX)) as u64
+    }
+
+    fn fresh_remb(&self, now: Instant) -> Option<f64> {
+        self.remb
             .filter(|(_, at)| now.saturating_duration_since(*at) < REMB_MAX_AGE)
-            .map_or(f64::MAX, |(bps, _)| bps as f64);
-        self.estimate_bps.min(remb) as u64
+            .map(|(bps, _)| bps as f64)
+    }
+
+    /// What the path carries while `forwarded_bps` is being sent: a REMB below it is
+    /// congestion (it caps, and switching up backs off); one at or above it only says the
+    /// receiver keeps up, which a receive-side estimate cannot say more than (module docs).
+    fn available_while_forwarding(&mut self, forwarded_bps: f64, now: Instant) -> f64 {
+        match self.fresh_remb(now) {
+            Some(remb) if remb < forwarded_bps => {
+                if self.up_blocked_until.is_none_or(|until| until <= now) {
+                    let after_switch_up = self
+                        .switched_up_at
+                        .is_some_and(|at| now.saturating_duration_since(at) < UP_PROBATION);
+                    self.backoff = if after_switch_up {
+                        (self.backoff * 2).min(UP_BACKOFF_MAX)
+                    } else {
+                        UP_BACKOFF
+                    };
+                    self.up_blocked_until = Some(now + self.backoff);
+                }
+                self.estimate_bps.min(remb)
+            }
+            _ => self.estimate_bps,
+        }
     }
 
     /// Tells the selector which layer (an index into the next [`LayerSelector::choose`]'s
@@ -121,7 +173,12 @@ impl LayerSelector {
             self.current = None;
             return None;
         }
-        let available = self.available_bps(now) as f64;
+        let available = match self.current {
+            Some(current) if current < layers.len() => {
+                self.available_while_forwarding(layers[current].bitrate(current), now)
+            }
+            _ => self.available_bps(now) as f64,
+        };
         // Layers of unknown height are trusted only without a height limit; the lowest layer
         // is always a candidate, so a subscriber never loses the video altogether.
         let fits_height = |i: usize, layer: &LayerInfo| {
@@ -148,11 +205,14 @@ impl LayerSelector {
         if target < current {
             self.up_since = None;
             self.current = Some(target);
-        } else if best(UP_MARGIN) > current {
+        } else if best(UP_MARGIN) > current
+            && self.up_blocked_until.is_none_or(|until| until <= now)
+        {
             let since = *self.up_since.get_or_insert(now);
             if now.saturating_duration_since(since) >= UP_HOLD {
                 self.current = Some(best(UP_MARGIN));
                 self.up_since = None;
+                self.switched_up_at = Some(now);
             }
         } else {
             self.up_since = None;

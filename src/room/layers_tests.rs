@@ -91,24 +91,62 @@ fn remb_caps_the_estimate_while_fresh() {
 #[test]
 fn switching_up_waits_for_two_seconds_of_headroom() {
     let t0 = Instant::now();
-    let mut s = LayerSelector::new(10_000_000);
-    s.on_remb(400_000, t0);
+    let mut s = LayerSelector::new(400_000);
     assert_eq!(s.choose(&three(), None, t0), Some(0));
-    // The path recovers: 360p (500 kbps × 1.2) fits; it is taken only 2 s later.
-    s.on_remb(700_000, t0 + secs(1));
+    // Seven clean reports grow the estimate to 686 kbps: 360p (500 kbps × 1.2) fits, and is
+    // taken only 2 s later.
+    for _ in 0..7 {
+        s.on_receiver_report(0);
+    }
     assert_eq!(s.choose(&three(), None, t0 + secs(1)), Some(0));
     assert_eq!(s.choose(&three(), None, t0 + secs(2)), Some(0));
-    // A dip restarts the wait.
-    s.on_remb(550_000, t0 + secs(2));
+    // A dip (30 % loss: 582 kbps) restarts the wait.
+    s.on_receiver_report(77);
     assert_eq!(s.choose(&three(), None, t0 + secs(2)), Some(0));
-    s.on_remb(700_000, t0 + secs(3));
+    s.on_receiver_report(0);
     assert_eq!(s.choose(&three(), None, t0 + secs(3)), Some(0));
     assert_eq!(s.choose(&three(), None, t0 + secs(4)), Some(0));
     assert_eq!(s.choose(&three(), None, t0 + secs(5)), Some(1));
     // Within the margin but without headroom: no switch up, no switch down.
-    s.on_remb(1_600_000, t0 + secs(5));
-    assert_eq!(s.choose(&three(), None, t0 + secs(5)), Some(1));
     assert_eq!(s.choose(&three(), None, t0 + secs(9)), Some(1));
+}
+
+#[test]
+fn a_remb_that_keeps_up_does_not_hold_a_subscriber_down() {
+    let t0 = Instant::now();
+    let mut s = LayerSelector::new(10_000_000);
+    assert_eq!(s.choose(&three(), Some(180), t0), Some(0));
+    // Chromium's REMB while it gets the 150 kbps layer: never more than 1.5× that.
+    s.on_remb(225_000, t0 + secs(1));
+    assert_eq!(s.choose(&three(), None, t0 + secs(1)), Some(0));
+    assert_eq!(
+        s.choose(&three(), None, t0 + secs(3)),
+        Some(2),
+        "the limit lifted on a path that keeps up: the top layer after the hold"
+    );
+}
+
+#[test]
+fn a_congested_remb_caps_and_backs_switching_up_off() {
+    let t0 = Instant::now();
+    let mut s = LayerSelector::new(10_000_000);
+    assert_eq!(s.choose(&three(), None, t0), Some(2));
+    // The receiver falls behind the 1.5 Mbps layer: down at once to what its REMB allows.
+    s.on_remb(700_000, t0 + secs(1));
+    assert_eq!(s.choose(&three(), None, t0 + secs(1)), Some(1));
+    // At 360p it keeps up, but switching up waits out the backoff (5 s), then the hold (2 s).
+    s.on_remb(750_000, t0 + secs(2));
+    assert_eq!(s.choose(&three(), None, t0 + secs(2)), Some(1));
+    assert_eq!(s.choose(&three(), None, t0 + secs(5)), Some(1));
+    assert_eq!(s.choose(&three(), None, t0 + secs(6)), Some(1));
+    assert_eq!(s.choose(&three(), None, t0 + secs(8)), Some(2));
+    // Congested again right after that switch up: the next wait is twice as long.
+    s.on_remb(700_000, t0 + secs(9));
+    assert_eq!(s.choose(&three(), None, t0 + secs(9)), Some(1));
+    s.on_remb(750_000, t0 + secs(10));
+    assert_eq!(s.choose(&three(), None, t0 + secs(17)), Some(1));
+    assert_eq!(s.choose(&three(), None, t0 + secs(19)), Some(1));
+    assert_eq!(s.choose(&three(), None, t0 + secs(21)), Some(2));
 }
 
 #[test]

@@ -60,9 +60,37 @@ pub struct SubscribeRequest {
     pub peer: String,
     pub kind: MediaKind,
     pub mode: SubscribeMode,
-    /// Highest video layer wanted, in pixels; absent keeps the current limit.
-    #[serde(default)]
-    pub max_height: Option<u32>,
+    /// Highest video layer wanted: absent keeps the current limit, `null` lifts it.
+    #[serde(default, deserialize_with = "HeightLimit::deserialize_present")]
+    pub max_height: HeightLimit,
+}
+
+/// What a subscribe request says about the highest simulcast layer wanted.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum HeightLimit {
+    /// `max_height` absent: the limit set before stays.
+    #[default]
+    Keep,
+    /// `"max_height": null`: no limit (the highest layer the path carries).
+    Lift,
+    /// `"max_height": 360`: layers at most this many pixels tall.
+    AtMost(u32),
+}
+
+impl HeightLimit {
+    /// Runs only when the field is present (absent is [`HeightLimit::Keep`], the default).
+    fn deserialize_present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        Ok(Option::<u32>::deserialize(d)?.map_or(Self::Lift, Self::AtMost))
+    }
+
+    /// The limit after this request, given the one before.
+    pub fn apply(self, before: Option<u32>) -> Option<u32> {
+        match self {
+            Self::Keep => before,
+            Self::Lift => None,
+            Self::AtMost(height) => Some(height),
+        }
+    }
 }
 
 /// How a subscriber wants one publisher's track of one kind.
@@ -163,7 +191,7 @@ mod tests {
                 peer: "bob".into(),
                 kind: MediaKind::Video,
                 mode: SubscribeMode::Pin,
-                max_height: Some(360),
+                max_height: HeightLimit::AtMost(360),
             }))
         );
         let parsed = ClientMessage::parse(
@@ -173,7 +201,17 @@ mod tests {
             parsed,
             Ok(ClientMessage::Subscribe(SubscribeRequest {
                 mode: SubscribeMode::Off,
-                max_height: None,
+                max_height: HeightLimit::Keep,
+                ..
+            }))
+        ));
+        let parsed = ClientMessage::parse(
+            r#"{"type":"subscribe","peer":"bob","kind":"video","mode":"auto","max_height":null}"#,
+        );
+        assert!(matches!(
+            parsed,
+            Ok(ClientMessage::Subscribe(SubscribeRequest {
+                max_height: HeightLimit::Lift,
                 ..
             }))
         ));

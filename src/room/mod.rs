@@ -38,10 +38,10 @@ pub mod vp8;
 pub use consumer::{Consumer, ConsumerConfig};
 pub use error::RoomError;
 pub use extensions::{extension_id, ExtensionMap, AUDIO_LEVEL_URI};
-pub use layers::{LayerInfo, LayerSelector, UP_HOLD, UP_MARGIN};
+pub use layers::{LayerInfo, LayerSelector, UP_BACKOFF, UP_BACKOFF_MAX, UP_HOLD, UP_MARGIN};
 pub use limits::RoomLimits;
 pub use messages::{
-    ClientMessage, ServerMessage, SubscribeMode, SubscribeRequest, TrackEntry,
+    ClientMessage, HeightLimit, ServerMessage, SubscribeMode, SubscribeRequest, TrackEntry,
     MAX_CLIENT_MESSAGE_BYTES,
 };
 pub use mlines::{ForwardedTrack, LineState, MLine, MLinePlan, Placement};

@@ -347,10 +347,9 @@ impl Room {
             .entry((publisher.clone(), request.kind))
             .or_default();
         entry.mode = request.mode;
-        let height_changed = request.max_height.is_some() && entry.max_height != request.max_height;
-        if request.max_height.is_some() {
-            entry.max_height = request.max_height;
-        }
+        let max_height = request.max_height.apply(entry.max_height);
+        let height_changed = entry.max_height != max_height;
+        entry.max_height = max_height;
         if height_changed {
             let producers: Vec<ProducerId> = self
                 .producers_of(&publisher)
@@ -361,7 +360,7 @@ impl Room {
                 self.actions.push_back(RoomAction::MaxHeight {
                     subscriber: subscriber.clone(),
                     producer,
-                    max_height: request.max_height,
+                    max_height,
                 });
             }
         }

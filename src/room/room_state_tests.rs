@@ -1,4 +1,5 @@
 use super::*;
+use crate::room::HeightLimit;
 
 fn id(s: &str) -> ParticipantId {
     ParticipantId::parse(s).expect("valid test id")
@@ -45,7 +46,7 @@ fn subscribe(room: &mut Room, who: &str, peer: &str, kind: MediaKind, mode: Subs
         peer: peer.into(),
         kind,
         mode,
-        max_height: None,
+        max_height: HeightLimit::Keep,
     };
     room.subscribe(&id(who), &request).expect("subscribe");
 }
@@ -151,7 +152,7 @@ fn publishing_or_subscribing_from_outside_the_room_is_not_found() {
         peer: "someone-elsewhere".into(),
         kind: MediaKind::Video,
         mode: SubscribeMode::Pin,
-        max_height: None,
+        max_height: HeightLimit::Keep,
     };
     assert_eq!(
         room.subscribe(&id("alice"), &request),
@@ -300,7 +301,7 @@ fn max_height_is_passed_on_for_the_named_kind_only() {
         peer: "b".into(),
         kind: MediaKind::Video,
         mode: SubscribeMode::Auto,
-        max_height: Some(360),
+        max_height: HeightLimit::AtMost(360),
     };
     room.subscribe(&id("a"), &request).expect("subscribe");
     assert_eq!(
@@ -317,6 +318,26 @@ fn max_height_is_passed_on_for_the_named_kind_only() {
         room.subscription(&id("a"), &id("b"), MediaKind::Video)
             .max_height,
         Some(360)
+    );
+    // Absent keeps the limit; null lifts it.
+    let keep = SubscribeRequest {
+        max_height: HeightLimit::Keep,
+        ..request.clone()
+    };
+    room.subscribe(&id("a"), &keep).expect("keep");
+    assert!(drain(&mut room).is_empty(), "kept: nothing to do");
+    let lift = SubscribeRequest {
+        max_height: HeightLimit::Lift,
+        ..request
+    };
+    room.subscribe(&id("a"), &lift).expect("lift");
+    assert_eq!(
+        drain(&mut room),
+        vec![RoomAction::MaxHeight {
+            subscriber: id("a"),
+            producer: ids[1].1,
+            max_height: None
+        }]
     );
 }
 
