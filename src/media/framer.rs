@@ -98,6 +98,11 @@ impl Framer {
         Some(frame)
     }
 
+    /// Drops everything held (not counted as dropped: the caller asked).
+    pub fn clear(&mut self) {
+        self.buf.clear();
+    }
+
     /// Samples currently held.
     pub fn buffered(&self) -> usize {
         self.buf.len()

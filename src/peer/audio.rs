@@ -20,7 +20,7 @@ use crate::media::{
     Framer, JitterBuffer, JitterOutput, OpusConfig, OpusDecoder, OpusEncoder, Resampler,
     FRAME_DURATION, FRAME_SAMPLES, MAX_PACKET_SAMPLES, SAMPLE_RATE,
 };
-use crate::pipeline::{AudioFrame, Envelope, OpusSettings, PipelineInput, RuntimeData};
+use crate::pipeline::{AudioFrame, Envelope, OpusSettings, PipelineInput, Playback, RuntimeData};
 
 /// Outbound audio kept ahead of the pacer; older audio is dropped (clock drift, bursts).
 const MAX_OUTBOUND_FRAMES: usize = 6;
@@ -199,10 +199,13 @@ fn play(decoder: &mut OpusDecoder, output: JitterOutput, framer: &mut Framer) {
 /// is complete but never faster than real time (a [`Pacer`] slot each); everything else is
 /// handed to `data` without waiting (a client that stops taking its data-channel messages
 /// must not stop its audio). `track` is `None` in `media.audio: forward`, where the client's
-/// own RTP goes back and pipeline audio is not sent.
+/// own RTP goes back and pipeline audio is not sent. Each frame sent is reported to
+/// `playback`, and its flushes drop the audio held here (barge-in).
+#[allow(clippy::too_many_arguments)] // one per thing the output joins; a struct would only rename them
 pub(crate) async fn send_pipeline_output(
     mut output: mpsc::Receiver<Envelope>,
     track: Option<Arc<TrackLocalStaticSample>>,
+    playback: Playback,
     data: DataOutput,
     opus: OpusSettings,
     counters: Arc<MediaCounters>,
@@ -236,6 +239,9 @@ pub(crate) async fn send_pipeline_output(
         let wake = pacer.next_slot(tokio::time::Instant::now());
         tokio::select! {
             () = cancel.cancelled() => break,
+            () = playback.flush_asked() => if playback.take_flush() {
+                flush(&mut outbound, &mut pacer, &mut output, &data);
+            },
             envelope = output.recv(), if output_open => match envelope {
                 None => {
                     output_open = false;
@@ -253,11 +259,32 @@ pub(crate) async fn send_pipeline_output(
                 break;
             }
             let sent = send_frame(&mut encoder, &outbound.frame, track, &counters).await;
+            playback.played(tokio::time::Instant::now(), outbound.held());
             if sent && first_out.as_ref().is_some_and(|t| t.first_rtp_out()) {
                 first_out = None;
             }
         }
     }
+}
+
+/// Barge-in: drops the pipeline audio held here and the audio already waiting in `output`
+/// (all of it made before the flush was asked for: the node that asked said nothing since),
+/// passing on its other messages; the pacer starts afresh for the next speech.
+fn flush(
+    outbound: &mut OutboundAudio,
+    pacer: &mut Pacer,
+    output: &mut mpsc::Receiver<Envelope>,
+    data: &DataOutput,
+) {
+    let mut dropped = outbound.clear();
+    while let Ok(envelope) = output.try_recv() {
+        match envelope.data {
+            RuntimeData::Audio(frame) => dropped += frame.samples.len(),
+            _ => data.send(envelope),
+        }
+    }
+    *pacer = Pacer::default();
+    tracing::debug!(dropped, "pipeline audio flushed (barge-in)");
 }
 
 /// Encodes one frame and writes it to the track; whether it left.
@@ -401,6 +428,19 @@ impl OutboundAudio {
     /// Moves the next whole 20 ms frame into [`OutboundAudio::frame`]; false when there is none.
     pub(crate) fn pop_frame(&mut self) -> bool {
         self.framer.buffered() >= FRAME_SAMPLES && self.framer.pop_into(&mut self.frame)
+    }
+
+    /// The audio held, not yet sent.
+    fn held(&self) -> Duration {
+        Duration::from_secs_f64(self.framer.buffered() as f64 / f64::from(SAMPLE_RATE))
+    }
+
+    /// Drops everything held (and the resampler's state); the samples dropped.
+    fn clear(&mut self) -> usize {
+        let held = self.framer.buffered();
+        self.framer.clear();
+        self.resampler = None;
+        held
     }
 
     /// The frame [`OutboundAudio::pop_frame`] moved out.

@@ -39,7 +39,7 @@ use super::session_trace::SessionTrace;
 use super::stack::{opus_capability, WebRtcStack};
 use super::udp_filter::UfragRegistration;
 use super::video::{is_video, offered_video_codec, relay_keyframe_requests};
-use crate::pipeline::{AudioMode, Envelope, Pipeline, PipelineInput, VideoMode};
+use crate::pipeline::{AudioMode, Envelope, Pipeline, PipelineInput, Playback, VideoMode};
 use crate::signaling::IceCandidate;
 
 /// Data channels and incoming tracks, announced by callbacks to the session's tasks.
@@ -134,7 +134,13 @@ impl Wiring<'_> {
             &counters,
         );
         let channels = self.data_channels(&session.input, &activity);
-        self.pipeline_output(session.output, outbound.pipeline_audio, channels, &counters);
+        self.pipeline_output(
+            session.output,
+            session.playback,
+            outbound.pipeline_audio,
+            channels,
+            &counters,
+        );
         let answer = self
             .answer(offer, candidates)
             .instrument(info_span!("sdp.answer"))
@@ -419,10 +425,12 @@ impl Wiring<'_> {
     }
 
     /// Pipeline stage: what the pipeline outputs goes out, audio on `audio` (encoded and
-    /// paced), everything else to the data `channels` through a bounded queue of its own.
+    /// paced, reported to and flushed by `playback`), everything else to the data `channels`
+    /// through a bounded queue of its own.
     fn pipeline_output(
         &self,
         output: mpsc::Receiver<Envelope>,
+        playback: Playback,
         audio: Option<Arc<TrackLocalStaticSample>>,
         channels: mpsc::Receiver<Arc<RTCDataChannel>>,
         counters: &Arc<MediaCounters>,
@@ -436,6 +444,7 @@ impl Wiring<'_> {
         self.tasks.spawn(send_pipeline_output(
             output,
             audio,
+            playback,
             data_output,
             self.settings.opus.clone(),
             Arc::clone(counters),

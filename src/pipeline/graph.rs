@@ -21,7 +21,10 @@ use super::histogram::{AtomicHistogram, LatencyHistogram};
 use super::input::{bounded_input_queue, InputReceiver, PipelineInput};
 use super::manifest::Manifest;
 use super::nodes::{canonical_type, create_node, create_node_with, Node, NodeLimits};
-use super::offload::{count_dropped, Completed, DropReason, Executor, Job, Outcome, Reply};
+use super::offload::{
+    count_dropped, AsyncJob, Chunk, Completed, DropReason, Executor, Job, Outcome, Progress, Reply,
+};
+use super::playback::Playback;
 use super::pool::BlockingPool;
 
 /// Capacity of every channel in a session: enough to absorb a burst of 20 ms audio frames
@@ -63,6 +66,9 @@ pub struct PipelineSession {
     /// Live audio is dropped oldest first when the pipeline falls behind; messages wait.
     pub input: PipelineInput,
     pub output: mpsc::Receiver<Envelope>,
+    /// The output's playback of pipeline audio: whoever plays `output` reports to it and
+    /// applies its flushes (barge-in, see [`super::playback`]).
+    pub playback: Playback,
     stats: Arc<PipelineStats>,
     tasks: TaskTracker,
 }
@@ -160,6 +166,7 @@ impl Pipeline {
         let stats = Arc::new(PipelineStats::new(
             self.manifest.nodes.iter().map(|n| n.id.clone()),
         ));
+        let playback = Playback::new();
         let tasks = TaskTracker::new();
 
         let nodes = nodes.into_iter().zip(offloading);
@@ -180,6 +187,7 @@ impl Pipeline {
                 targets,
                 cancel: cancel.clone(),
                 stats: Arc::clone(&stats),
+                playback: playback.clone(),
                 // Resolved once per node: labelling on every frame would cost a lookup.
                 latency: super::metrics::metrics()
                     .node_seconds
@@ -201,6 +209,7 @@ impl Pipeline {
         Ok(PipelineSession {
             input: input_tx,
             output: output_rx,
+            playback,
             stats,
             tasks,
         })
@@ -231,6 +240,7 @@ impl Pipeline {
             mut output,
             stats,
             tasks,
+            ..
         } = self.start(CancellationToken::new())?;
         // A task of its own: more inputs than the channels hold must not deadlock the run.
         let feeder = tokio::spawn(async move {
@@ -419,6 +429,9 @@ struct NodeTask {
     targets: Vec<mpsc::Sender<Envelope>>,
     cancel: CancellationToken,
     stats: Arc<PipelineStats>,
+    /// The session's output playback: offloaded nodes are told whether it speaks and may
+    /// flush it.
+    playback: Playback,
     /// The process-wide latency histogram of this node's type.
     latency: prometheus::Histogram,
 }
@@ -433,24 +446,38 @@ struct Offloading {
     in_flight: usize,
     reply: Reply,
     results: mpsc::Receiver<Completed>,
+    /// Where async jobs pass on their outputs while they run.
+    chunks_tx: mpsc::Sender<Chunk>,
+    chunks: mpsc::Receiver<Chunk>,
+    /// The node's async jobs: aborted when the node's task ends.
+    running: tokio::task::JoinSet<()>,
     /// Jobs taken from the node, reused.
     jobs: Vec<Job>,
+    async_jobs: Vec<AsyncJob>,
 }
 
 impl Offloading {
     fn new(executor: Arc<dyn Executor>) -> Self {
         static OWNERS: AtomicU64 = AtomicU64::new(1);
         let (tx, results) = mpsc::channel(MAX_JOBS_IN_FLIGHT);
+        let (chunks_tx, chunks) = mpsc::channel(CHUNK_QUEUE);
         Self {
             executor,
             owner: OWNERS.fetch_add(1, Ordering::Relaxed),
             in_flight: 0,
             reply: Reply(tx),
             results,
+            chunks_tx,
+            chunks,
+            running: tokio::task::JoinSet::new(),
             jobs: Vec::new(),
+            async_jobs: Vec::new(),
         }
     }
 }
+
+/// Chunks an offloaded node's async jobs may have passed on and the node not yet taken.
+const CHUNK_QUEUE: usize = 16;
 
 /// What woke a node's task.
 enum Event {
@@ -458,13 +485,14 @@ enum Event {
     /// Every upstream has ended.
     End,
     Completed(Completed),
+    Chunk(Chunk),
     Tick,
 }
 
-/// The next job outcome of an offloaded node (never, for a plain one).
-async fn next_completed(offloading: &mut Option<Offloading>) -> Option<Completed> {
-    match offloading {
-        Some(offloading) => offloading.results.recv().await,
+/// The next item on `rx` (never, without one: a plain node).
+async fn next_from<T>(rx: Option<&mut mpsc::Receiver<T>>) -> Option<T> {
+    match rx {
+        Some(rx) => rx.recv().await,
         None => std::future::pending().await,
     }
 }
@@ -490,11 +518,17 @@ impl NodeTask {
                 }
                 return;
             }
+            let (chunks, results) = match self.offloading.as_mut() {
+                Some(o) => (Some(&mut o.chunks), Some(&mut o.results)),
+                None => (None, None),
+            };
             let event = tokio::select! {
                 biased;
                 () = self.cancel.cancelled() => return,
                 () = all_closed(&self.targets) => return,
-                Some(done) = next_completed(&mut self.offloading), if waiting => Event::Completed(done),
+                // Before completions: a job's chunks were sent before its outcome.
+                Some(chunk) = next_from(chunks), if waiting => Event::Chunk(chunk),
+                Some(done) = next_from(results), if waiting => Event::Completed(done),
                 () = tokio::time::sleep_until(tick.unwrap_or_else(tokio::time::Instant::now)), if tick.is_some() => Event::Tick,
                 env = input.recv(), if input_open => env.map_or(Event::End, Event::Input),
             };
@@ -515,13 +549,24 @@ impl NodeTask {
                         continue;
                     }
                     if let Some(node) = self.node.offload() {
-                        node.input_at(tokio::time::Instant::now());
+                        let now = tokio::time::Instant::now();
+                        node.input_at(now);
+                        node.output_speaking(self.playback.speaking(now));
                     }
                     self.node.process(env, &mut out)
+                }
+                Event::Chunk(chunk) => {
+                    let now = tokio::time::Instant::now();
+                    match self.node.offload() {
+                        Some(node) => node.chunk(chunk, now, &mut out),
+                        None => Ok(()),
+                    }
                 }
                 Event::Completed(done) => {
                     if let Some(offloading) = self.offloading.as_mut() {
                         offloading.in_flight = offloading.in_flight.saturating_sub(1);
+                        // Reaps the finished async jobs' tasks.
+                        while offloading.running.try_join_next().is_some() {}
                     }
                     let now = tokio::time::Instant::now();
                     match self.node.offload() {
@@ -544,6 +589,11 @@ impl NodeTask {
                 tracing::warn!(node = %self.id, %error, end = false, "node failed; input skipped");
                 out.clear();
             }
+            // Before this call's outputs travel: what the node says after an interruption
+            // must not be flushed with the speech it cut.
+            if self.node.offload().is_some_and(|node| node.take_flush()) {
+                self.playback.flush();
+            }
             self.submit_jobs(&mut out);
             for env in out.drain(..) {
                 if fan_out(&mut self.targets, env, &self.cancel).await == Flow::Stop {
@@ -560,6 +610,7 @@ impl NodeTask {
             return;
         };
         node.take_jobs(&mut offloading.jobs);
+        node.take_async_jobs(&mut offloading.async_jobs);
         let mut refused = Vec::new();
         for job in offloading.jobs.drain(..) {
             if offloading.in_flight >= MAX_JOBS_IN_FLIGHT {
@@ -574,6 +625,37 @@ impl NodeTask {
             offloading
                 .executor
                 .submit(offloading.owner, job, offloading.reply.clone());
+        }
+        for job in offloading.async_jobs.drain(..) {
+            if offloading.in_flight >= MAX_JOBS_IN_FLIGHT {
+                refused.push(Completed {
+                    id: job.id,
+                    utterance: job.utterance,
+                    outcome: Outcome::Dropped(DropReason::Backlog),
+                });
+                continue;
+            }
+            offloading.in_flight += 1;
+            let progress = Progress {
+                id: job.id,
+                utterance: job.utterance,
+                tx: offloading.chunks_tx.clone(),
+            };
+            let reply = offloading.reply.clone();
+            let (id, utterance, work) = (job.id, job.utterance, job.work);
+            offloading.running.spawn(async move {
+                let outcome = Outcome::Ran(work(progress).await);
+                // Waits for room (there is: the node has room for every job it may have
+                // outstanding), so the outcome of a job that streamed is never lost.
+                let _ = reply
+                    .0
+                    .send(Completed {
+                        id,
+                        utterance,
+                        outcome,
+                    })
+                    .await;
+            });
         }
         if refused.is_empty() {
             return;

@@ -3,12 +3,12 @@
 
 use std::sync::LazyLock;
 
-use prometheus::{Counter, Histogram, HistogramVec, IntCounterVec, IntGauge};
+use prometheus::{Counter, Histogram, HistogramVec, IntCounter, IntCounterVec, IntGauge};
 
 use super::offload::DropReason;
 use super::NODE_TYPES;
 use crate::metrics::{
-    counter_vec, defined, float_counter, gauge, histogram, histogram_vec, SETUP_BUCKETS,
+    counter, counter_vec, defined, float_counter, gauge, histogram, histogram_vec, SETUP_BUCKETS,
     WORK_BUCKETS,
 };
 
@@ -29,6 +29,12 @@ pub struct PipelineMetrics {
     pub offload_jobs: IntCounterVec,
     /// Jobs dropped before they ran, by reason (a fixed set).
     pub offload_dropped: IntCounterVec,
+    /// Times the user spoke over the pipeline's speech and it stopped (barge-in).
+    pub interruptions: IntCounter,
+    /// `HttpNode` requests, by how they ended (a fixed set).
+    pub http_requests: IntCounterVec,
+    /// `HttpNode` attempts retried.
+    pub http_retries: IntCounter,
 }
 
 impl PipelineMetrics {
@@ -67,6 +73,19 @@ impl PipelineMetrics {
                 "Offloaded jobs dropped before they ran (oldest utterance first), by reason",
                 &["reason"],
             )?,
+            interruptions: counter(
+                "remotemedia_pipeline_interruptions_total",
+                "Times the user spoke over the pipeline's speech and it stopped (barge-in)",
+            )?,
+            http_requests: counter_vec(
+                "remotemedia_pipeline_http_requests_total",
+                "HttpNode requests, by how they ended",
+                &["result"],
+            )?,
+            http_retries: counter(
+                "remotemedia_pipeline_http_retries_total",
+                "HttpNode attempts retried (timeouts, transport errors, 5xx and 429)",
+            )?,
         };
         for node_type in NODE_TYPES {
             metrics.node_seconds.with_label_values(&[node_type]);
@@ -76,6 +95,9 @@ impl PipelineMetrics {
         }
         for reason in DropReason::ALL {
             metrics.offload_dropped.with_label_values(&[reason.label()]);
+        }
+        for result in super::HttpResult::ALL {
+            metrics.http_requests.with_label_values(&[result.label()]);
         }
         Ok(metrics)
     }

@@ -14,6 +14,7 @@ mod manifest;
 pub mod metrics;
 mod nodes;
 pub mod offload;
+pub mod playback;
 mod pool;
 
 pub use catalog::{CatalogError, PipelineCatalog};
@@ -35,10 +36,11 @@ pub use manifest::{
 pub use nodes::{
     canonical_type, create_node, create_node_with, unavailable_advice, AudioBufferAccumulatorNode,
     AudioChunkerNode, CalculatorNode, Decoder, DecoderConfig, DecoderPool, EngineError,
-    FastResampleNode, GainNode, Lease, Node, NodeLimits, Params, PassThrough, Quality, Search,
-    SpeculativeVadGate, SpeechEngine, SpeechToTextNode, SphinxError, TextCollectorNode,
-    TextToSpeechNode, ToneGeneratorNode, TurnDetectorNode, TurnSettings, VadEvent, VadNode,
-    DECODER_RATE, DEFAULT_MODEL_DIR, NODE_ALIASES, NODE_TYPES, RECOGNIZERS, TRANSCRIPT_SCHEMA,
-    TURN_SCHEMA, VAD_SCHEMA,
+    FastResampleNode, GainNode, HttpNode, HttpResult, Lease, Node, NodeLimits, Params, PassThrough,
+    Quality, Search, SpeculativeVadGate, SpeechEngine, SpeechToTextNode, SphinxError,
+    TextCollectorNode, TextToSpeechNode, ToneGeneratorNode, TurnDetectorNode, TurnSettings,
+    VadEvent, VadNode, DECODER_RATE, DEFAULT_MODEL_DIR, HTTP_SCHEMA, INTERRUPTED_SCHEMA,
+    NODE_ALIASES, NODE_TYPES, RECOGNIZERS, TRANSCRIPT_SCHEMA, TURN_SCHEMA, VAD_SCHEMA,
 };
+pub use playback::{Playback, PlaybackState, SPEAKING_HANGOVER};
 pub use pool::BlockingPool;

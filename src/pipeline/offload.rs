@@ -10,6 +10,13 @@
 //! ([`Offload::input_at`]). The time is always given, never read, so a node is tested with
 //! plain instants and the runner with paused tokio time.
 //!
+//! Work that waits on the network rather than a CPU (an HTTP call) is an [`AsyncJob`]
+//! instead ([`Offload::take_async_jobs`]): a future the runner spawns on the async runtime, in
+//! the node's own task set (so it ends with the session), counted with the node's jobs. It may
+//! pass outputs on before it ends (a streamed response, chunk by chunk) through its
+//! [`Progress`], a bounded channel that slows the stream to the node's pace; they reach the
+//! node as [`Offload::chunk`], in order and before the job's [`Completed`].
+//!
 //! Overload never delays the media path: a full queue drops its oldest utterance (every job
 //! of it still queued), and a node that has more work outstanding than it may drops its own
 //! oldest utterance, each counted by reason in `remotemedia_pipeline_offload_dropped_total`.
@@ -44,6 +51,57 @@ impl std::fmt::Debug for Job {
     }
 }
 
+/// Work that waits on I/O: given its [`Progress`], the future the runner spawns.
+pub type AsyncWork = Box<
+    dyn FnOnce(Progress) -> futures::future::BoxFuture<'static, Result<Vec<Envelope>, NodeError>>
+        + Send,
+>;
+
+/// An [`AsyncWork`] a node hands to the runner; its outcome comes back as any job's does.
+pub struct AsyncJob {
+    pub id: JobId,
+    pub utterance: u64,
+    pub work: AsyncWork,
+}
+
+impl std::fmt::Debug for AsyncJob {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AsyncJob")
+            .field("id", &self.id)
+            .field("utterance", &self.utterance)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Outputs an async job passed on before it ended.
+#[derive(Debug)]
+pub struct Chunk {
+    pub id: JobId,
+    pub utterance: u64,
+    pub outputs: Vec<Envelope>,
+}
+
+/// An async job's way to pass outputs on while it runs.
+#[derive(Debug, Clone)]
+pub struct Progress {
+    pub(super) id: JobId,
+    pub(super) utterance: u64,
+    pub(super) tx: mpsc::Sender<Chunk>,
+}
+
+impl Progress {
+    /// Passes `outputs` to the node, waiting for room (a fast stream goes at the node's
+    /// pace); false once the node is gone.
+    pub async fn send(&self, outputs: Vec<Envelope>) -> bool {
+        let chunk = Chunk {
+            id: self.id,
+            utterance: self.utterance,
+            outputs,
+        };
+        self.tx.send(chunk).await.is_ok()
+    }
+}
+
 /// What became of a job.
 #[derive(Debug)]
 pub enum Outcome {
@@ -68,17 +126,20 @@ pub enum DropReason {
     QueueFull,
     /// A node had more work outstanding than it may hold: its oldest utterance made room.
     Backlog,
+    /// The user spoke over the pipeline's speech: what was left to say went (barge-in).
+    Interrupted,
 }
 
 impl DropReason {
     /// Every reason, so each shows at zero before it first happens.
-    pub const ALL: [Self; 2] = [Self::QueueFull, Self::Backlog];
+    pub const ALL: [Self; 3] = [Self::QueueFull, Self::Backlog, Self::Interrupted];
 
     /// The metric label.
     pub fn label(self) -> &'static str {
         match self {
             Self::QueueFull => "queue_full",
             Self::Backlog => "backlog",
+            Self::Interrupted => "interrupted",
         }
     }
 }
@@ -126,6 +187,39 @@ pub trait Offload: Send {
     fn tick(&mut self, now: Instant, out: &mut Vec<Envelope>) -> Result<(), NodeError> {
         let _ = (now, out);
         Ok(())
+    }
+
+    /// Moves the async jobs this node has made since the last call into `jobs`.
+    fn take_async_jobs(&mut self, jobs: &mut Vec<AsyncJob>) {
+        let _ = jobs;
+    }
+
+    /// Outputs an async job passed on while it runs, at `now`; by default they travel on.
+    ///
+    /// # Errors
+    /// As [`Offload::complete`].
+    fn chunk(
+        &mut self,
+        chunk: Chunk,
+        now: Instant,
+        out: &mut Vec<Envelope>,
+    ) -> Result<(), NodeError> {
+        let _ = now;
+        out.extend(chunk.outputs);
+        Ok(())
+    }
+
+    /// Whether the session's output is still playing pipeline audio (see
+    /// [`super::playback`]), told just before each input, for a node that stops its speech
+    /// when the user talks over it.
+    fn output_speaking(&mut self, speaking: bool) {
+        let _ = speaking;
+    }
+
+    /// Whether this node wants the session's output to drop the pipeline audio it holds
+    /// (barge-in); asked after each call, before that call's outputs travel.
+    fn take_flush(&mut self) -> bool {
+        false
     }
 }
 

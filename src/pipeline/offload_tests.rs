@@ -138,6 +138,7 @@ fn spawn(
         targets: vec![tx],
         cancel: CancellationToken::new(),
         stats: Arc::new(PipelineStats::new(std::iter::once("shout".to_owned()))),
+        playback: crate::pipeline::playback::Playback::new(),
         latency: prometheus::Histogram::with_opts(prometheus::HistogramOpts::new("t", "t"))
             .unwrap(),
     };
@@ -203,4 +204,75 @@ async fn jobs_beyond_the_limit_are_dropped_counted_and_the_node_is_told() {
     // The ones it kept still run.
     executor.run_next();
     assert_eq!(text_of(&output.recv().await.unwrap()), "0");
+}
+
+/// Answers each input with whether the output was speaking, and flushes it on "stop".
+#[derive(Default)]
+struct Listener {
+    speaking: bool,
+    flush: bool,
+}
+
+impl Node for Listener {
+    fn process(&mut self, input: Envelope, out: &mut Vec<Envelope>) -> Result<(), NodeError> {
+        self.flush = text_of(&input) == "stop";
+        out.push(text(&format!("speaking:{}", self.speaking)));
+        Ok(())
+    }
+
+    fn offload(&mut self) -> Option<&mut dyn Offload> {
+        Some(self)
+    }
+}
+
+impl Offload for Listener {
+    fn take_jobs(&mut self, _jobs: &mut Vec<Job>) {}
+
+    fn complete(
+        &mut self,
+        _done: Completed,
+        _now: Instant,
+        _out: &mut Vec<Envelope>,
+    ) -> Result<(), NodeError> {
+        Ok(())
+    }
+
+    fn output_speaking(&mut self, speaking: bool) {
+        self.speaking = speaking;
+    }
+
+    fn take_flush(&mut self) -> bool {
+        std::mem::take(&mut self.flush)
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_node_hears_whether_the_output_speaks_and_flushes_it_before_its_outputs_leave() {
+    let playback = crate::pipeline::playback::Playback::new();
+    let (input, rx) = mpsc::channel(CHANNEL_CAPACITY);
+    let (tx, mut output) = mpsc::channel(CHANNEL_CAPACITY);
+    let task = NodeTask {
+        id: "listener".into(),
+        index: 0,
+        node: Box::new(Listener::default()),
+        offloading: Some(Offloading::new(Arc::new(ManualExecutor::default()))),
+        targets: vec![tx],
+        cancel: CancellationToken::new(),
+        stats: Arc::new(PipelineStats::new(std::iter::once("listener".to_owned()))),
+        playback: playback.clone(),
+        latency: prometheus::Histogram::with_opts(prometheus::HistogramOpts::new("t", "t"))
+            .unwrap(),
+    };
+    tokio::spawn(task.run(rx));
+    input.send(text("hi")).await.unwrap();
+    assert_eq!(text_of(&output.recv().await.unwrap()), "speaking:false");
+    playback.played(Instant::now(), Duration::from_millis(200));
+    input.send(text("stop")).await.unwrap();
+    assert_eq!(text_of(&output.recv().await.unwrap()), "speaking:true");
+    // The flush was asked for before the answer left.
+    assert!(playback.take_flush());
+    assert!(!playback.speaking(Instant::now()));
+    input.send(text("hi")).await.unwrap();
+    assert_eq!(text_of(&output.recv().await.unwrap()), "speaking:false");
+    assert!(!playback.take_flush());
 }

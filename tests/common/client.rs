@@ -626,6 +626,19 @@ impl ClientPeer {
     /// Sends arbitrary 48 kHz mono `samples` as Opus packets of `packet_ms` (20, 40 or 60),
     /// paced in real time; a last partial packet is padded with silence.
     pub async fn send_samples(&self, samples: &[f32], packet_ms: u32) {
+        self.send_samples_noting(samples, packet_ms, usize::MAX)
+            .await;
+    }
+
+    /// [`ClientPeer::send_samples`], returning when packet number `noted` (from 0) was
+    /// written (`None` when there are fewer packets).
+    pub async fn send_samples_noting(
+        &self,
+        samples: &[f32],
+        packet_ms: u32,
+        noted: usize,
+    ) -> Option<Instant> {
+        let mut noted_at = None;
         let track = self.audio.as_ref().expect("client has an audio track");
         let packet_samples = (48 * packet_ms) as usize;
         let mut encoder =
@@ -633,7 +646,7 @@ impl ClientPeer {
         encoder.set_bitrate(opus::Bitrate::Bits(64_000)).unwrap();
         let mut out = vec![0u8; 4000];
         let mut ticker = tokio::time::interval(Duration::from_millis(u64::from(packet_ms)));
-        for chunk in samples.chunks(packet_samples) {
+        for (k, chunk) in samples.chunks(packet_samples).enumerate() {
             // Sequence numbers and timestamps continue across calls, as one stream.
             let i = self
                 .packets_sent
@@ -654,8 +667,12 @@ impl ClientPeer {
                 },
                 payload: Bytes::copy_from_slice(&out[..n]),
             };
+            if k == noted {
+                noted_at = Some(Instant::now());
+            }
             track.write_rtp(&packet).await.unwrap();
         }
+        noted_at
     }
 
     /// Sends a tone and checks it comes back (the server session is alive and carries media).

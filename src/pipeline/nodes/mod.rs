@@ -10,6 +10,8 @@ mod accumulator;
 mod calculator;
 mod chunker;
 mod gain;
+mod http;
+mod http_stream;
 mod original;
 mod params;
 mod passthrough;
@@ -30,6 +32,7 @@ pub use accumulator::AudioBufferAccumulatorNode;
 pub use calculator::CalculatorNode;
 pub use chunker::AudioChunkerNode;
 pub use gain::GainNode;
+pub use http::{HttpNode, HttpResult, HTTP_SCHEMA};
 pub use original::{canonical_type, unavailable_advice, NODE_ALIASES};
 pub use params::Params;
 pub use passthrough::PassThrough;
@@ -40,7 +43,7 @@ pub use speech_engine::{EngineError, SpeechEngine};
 pub use speech_recognizer::{DecoderPool, Lease, DEFAULT_MODEL_DIR, RECOGNIZERS};
 pub use speech_to_text::{SpeechToTextNode, TRANSCRIPT_SCHEMA};
 pub use text_collector::TextCollectorNode;
-pub use text_to_speech::TextToSpeechNode;
+pub use text_to_speech::{TextToSpeechNode, INTERRUPTED_SCHEMA};
 pub use tone::ToneGeneratorNode;
 pub use turn_detector::{TurnDetectorNode, TurnSettings, TURN_SCHEMA};
 pub use vad::VadNode;
@@ -126,6 +129,7 @@ pub const NODE_TYPES: &[&str] = &[
     "TextToSpeechNode",
     "SpeechToTextNode",
     "TurnDetectorNode",
+    "HttpNode",
 ];
 
 /// Builds the node a manifest entry describes.
@@ -163,6 +167,7 @@ pub fn create_node_with(spec: &NodeSpec, limits: &NodeLimits) -> Result<Box<dyn 
         "TextToSpeechNode" => Ok(Box::new(TextToSpeechNode::new(&params)?)),
         "SpeechToTextNode" => Ok(Box::new(SpeechToTextNode::new(&params)?)),
         "TurnDetectorNode" => Ok(Box::new(TurnDetectorNode::new(&params)?)),
+        "HttpNode" => Ok(Box::new(HttpNode::new(&params)?)),
         other => Err(match unavailable_advice(other) {
             Some(advice) => NodeError::Unavailable {
                 id: spec.id.clone(),
@@ -194,12 +199,12 @@ mod tests {
     #[test]
     fn registry_builds_known_types() {
         for t in NODE_TYPES {
-            // FastResampleNode's targetRate is required; everything else has defaults.
-            let params = serde_json::json!({"targetRate": 16000});
-            let params = if *t == "FastResampleNode" {
-                params
-            } else {
-                serde_json::Value::Null
+            // FastResampleNode's targetRate and HttpNode's url are required; everything else
+            // has defaults.
+            let params = match *t {
+                "FastResampleNode" => serde_json::json!({"targetRate": 16000}),
+                "HttpNode" => serde_json::json!({"url": "http://127.0.0.1:9/"}),
+                _ => serde_json::Value::Null,
             };
             assert!(create_node(&spec(t, params)).is_ok(), "{t}");
         }

@@ -10,6 +10,12 @@
 //! Bounds: at most [`MAX_SYNTHESIZING`] sentences at the engine, no more synthesized ahead
 //! than [`LOOKAHEAD`] of audio, and [`MAX_WAITING`] sentences waiting; beyond that the oldest
 //! utterance (a whole input text) is dropped, counted as `backlog`.
+//!
+//! Barge-in (`bargeIn`, on by default): a VAD's `speech_start` that comes while the node's
+//! speech is being heard (audio left to play here, or the session's output still playing it,
+//! see [`crate::pipeline::playback`]) drops everything left to say, flushes the output and
+//! sends `{"type":"interrupted"}` (`schema_type` [`INTERRUPTED_SCHEMA`]). A `speech_start`
+//! while nothing is heard changes nothing: text still being synthesized is then spoken.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -18,6 +24,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use super::speech_engine::{engine, SpeechEngine, SPEECH_RATE};
+use super::vad_core::VadEvent;
 use super::{Node, Params};
 use crate::media::FRAME_SAMPLES;
 use crate::pipeline::data::{AudioFrame, Envelope, RuntimeData, TEXT_CHANNEL_KEY};
@@ -36,6 +43,8 @@ pub const MAX_SENTENCE_CHARS: usize = 400;
 const PLAYOUT_LEAD: Duration = Duration::from_millis(40);
 /// One frame's duration.
 const FRAME: Duration = Duration::from_millis(20);
+/// The `schema_type` of the interruption event.
+pub const INTERRUPTED_SCHEMA: &str = "interrupted";
 
 /// Speaks its text inputs.
 pub struct TextToSpeechNode {
@@ -50,6 +59,12 @@ pub struct TextToSpeechNode {
     next_job: u64,
     next_utterance: u64,
     playout: Playout,
+    /// Whether the user's speech interrupts ours (`bargeIn`).
+    barge_in: bool,
+    /// Whether the session's output was still playing our audio at the last input.
+    output_speaking: bool,
+    /// An interruption asks the output to drop what it holds; taken by the runner.
+    flush: bool,
 }
 
 #[derive(Debug)]
@@ -114,14 +129,16 @@ impl Playout {
 }
 
 impl TextToSpeechNode {
-    /// `{engine "espeak-ng", voice "en-us", rate 175, pitch 50}` (see
+    /// `{engine "espeak-ng", voice "en-us", rate 175, pitch 50, bargeIn true}` (see
     /// [`super::speech_engine::EspeakNg::new`]).
     ///
     /// # Errors
     /// [`NodeError::Param`] naming the param: an unknown engine, a missing program or voice,
     /// a value out of range.
     pub fn new(params: &Params<'_>) -> Result<Self, NodeError> {
-        Ok(Self::with_engine(params.id(), engine(params)?))
+        let mut node = Self::with_engine(params.id(), engine(params)?);
+        node.barge_in = params.get_or("bargeIn", true)?;
+        Ok(node)
     }
 
     /// A node speaking with `engine` (tests give their own).
@@ -135,7 +152,46 @@ impl TextToSpeechNode {
             next_job: 0,
             next_utterance: 0,
             playout: Playout::default(),
+            barge_in: true,
+            output_speaking: false,
+            flush: false,
         }
+    }
+
+    /// Whether our speech is being heard: audio left to play here, or the output still
+    /// playing what left.
+    fn speaking(&self) -> bool {
+        self.output_speaking || !self.playout.samples.is_empty()
+    }
+
+    /// The user started speaking: while we speak, everything left to say goes, the output is
+    /// flushed and the client told.
+    fn interrupt(&mut self, out: &mut Vec<Envelope>) {
+        if !self.barge_in || !self.speaking() {
+            return;
+        }
+        let sentences = self.waiting.len()
+            + self
+                .order
+                .iter()
+                .filter(|slot| !matches!(slot.audio, SlotAudio::Gone))
+                .count();
+        if sentences > 0 {
+            count_dropped(DropReason::Interrupted, sentences as u64);
+        }
+        self.waiting.clear();
+        // Jobs not yet handed to the runner never go; those at the engine come back to no
+        // slot and are ignored.
+        self.jobs.clear();
+        self.order.clear();
+        self.playout = Playout::default();
+        self.output_speaking = false;
+        self.flush = true;
+        crate::pipeline::metrics::metrics().interruptions.inc();
+        out.push(Envelope::new(RuntimeData::Json {
+            payload: r#"{"type":"interrupted"}"#.to_owned(),
+            schema_type: INTERRUPTED_SCHEMA.to_owned(),
+        }));
     }
 
     /// Starts sentences while the engine and the look-ahead have room.
@@ -258,7 +314,19 @@ impl Node for TextToSpeechNode {
         matches!(data, RuntimeData::Text { .. } | RuntimeData::Json { .. })
     }
 
-    fn process(&mut self, input: Envelope, _out: &mut Vec<Envelope>) -> Result<(), NodeError> {
+    fn process(&mut self, input: Envelope, out: &mut Vec<Envelope>) -> Result<(), NodeError> {
+        if let RuntimeData::Json {
+            payload,
+            schema_type,
+        } = &input.data
+        {
+            if let Some(event) = VadEvent::from_json(payload, schema_type) {
+                if matches!(event, VadEvent::SpeechStart(_)) {
+                    self.interrupt(out);
+                }
+                return Ok(());
+            }
+        }
         // JSON without a `text` (another node's events on a shared edge) is not for us, nor
         // text for display (a TextBuffer on the original's `ui` channel).
         let Some(text) = text_of(&input.data) else {
@@ -348,6 +416,14 @@ impl Offload for TextToSpeechNode {
         self.playout.play(now, out);
         self.fill();
         Ok(())
+    }
+
+    fn output_speaking(&mut self, speaking: bool) {
+        self.output_speaking = speaking;
+    }
+
+    fn take_flush(&mut self) -> bool {
+        std::mem::take(&mut self.flush)
     }
 }
 

@@ -286,3 +286,94 @@ fn an_unknown_engine_a_missing_program_and_a_missing_voice_fail_at_load() {
     let err = error(serde_json::json!({"rate": 20}));
     assert!(err.contains("params.rate"), "{err}");
 }
+
+fn speech_start() -> Envelope {
+    VadEvent::SpeechStart(1_000).to_envelope()
+}
+
+fn interrupted(out: &[Envelope]) -> bool {
+    out.iter().any(|env| {
+        matches!(&env.data, RuntimeData::Json { payload, schema_type }
+            if schema_type == INTERRUPTED_SCHEMA && payload == r#"{"type":"interrupted"}"#)
+    })
+}
+
+/// Three sentences of 10 frames each, the first one playing (its first frames out).
+fn speaking_node() -> (TextToSpeechNode, Instant) {
+    let mut tts = node(960 * 10 / 4);
+    let mut out = Vec::new();
+    tts.process(text("Aaa. Bbb. Ccc."), &mut out).unwrap();
+    let t0 = Instant::now();
+    for job in take(&mut tts) {
+        tts.complete(run(job), t0, &mut out).unwrap();
+    }
+    assert!(samples(&out) > 0, "the first frames left");
+    (tts, t0)
+}
+
+#[test]
+fn the_users_speech_interrupts_ours_drops_the_rest_and_flushes_the_output() {
+    let counter = || {
+        crate::pipeline::metrics::metrics()
+            .offload_dropped
+            .with_label_values(&["interrupted"])
+            .get()
+    };
+    let before = counter();
+    let (mut tts, t0) = speaking_node();
+    let mut out = Vec::new();
+    tts.process(speech_start(), &mut out).unwrap();
+    assert!(interrupted(&out), "{out:?}");
+    assert_eq!(out.len(), 1, "no audio after the interruption");
+    assert!(tts.take_flush(), "the output is flushed");
+    assert!(!tts.take_flush(), "once");
+    // Nothing is left to play or to say: no tick, no job, not even the third sentence.
+    assert_eq!(tts.next_tick(), None);
+    assert!(take(&mut tts).is_empty());
+    assert!(tts.waiting.is_empty() && tts.order.is_empty());
+    assert!(counter() > before);
+    // A second speech_start with nothing playing changes nothing.
+    out.clear();
+    tts.process(speech_start(), &mut out).unwrap();
+    assert!(out.is_empty() && !tts.take_flush());
+    // New text after the interruption is spoken.
+    tts.process(text("Ddd."), &mut out).unwrap();
+    let jobs = take(&mut tts);
+    assert_eq!(jobs.len(), 1);
+    tts.complete(run(jobs.into_iter().next().unwrap()), t0, &mut out)
+        .unwrap();
+    assert!(samples(&out) > 0);
+}
+
+#[test]
+fn speech_still_playing_at_the_output_is_interrupted_too() {
+    // Everything has left the node, but the output still plays it.
+    let mut tts = node(960 / 4);
+    let mut out = Vec::new();
+    tts.process(text("A."), &mut out).unwrap();
+    let t0 = Instant::now();
+    for job in take(&mut tts) {
+        tts.complete(run(job), t0, &mut out).unwrap();
+    }
+    assert_eq!(tts.next_tick(), None, "all of it left");
+    out.clear();
+    tts.output_speaking(false);
+    tts.process(speech_start(), &mut out).unwrap();
+    assert!(out.is_empty(), "not heard any more: no interruption");
+    tts.output_speaking(true);
+    tts.process(speech_start(), &mut out).unwrap();
+    assert!(interrupted(&out) && tts.take_flush());
+}
+
+#[test]
+fn without_barge_in_the_users_speech_changes_nothing() {
+    let (mut tts, _) = speaking_node();
+    tts.barge_in = false;
+    let mut out = Vec::new();
+    tts.process(speech_start(), &mut out).unwrap();
+    assert!(out.is_empty() && !tts.take_flush());
+    assert!(tts.next_tick().is_some(), "still playing");
+    let params = serde_json::json!({"bargeIn": false});
+    let node = TextToSpeechNode::new(&Params::new("tts", &params).unwrap()).unwrap();
+    assert!(!node.barge_in);
+}
