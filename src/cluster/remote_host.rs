@@ -188,14 +188,15 @@ impl RemoteSessionHost {
     }
 
     /// Ends the sessions a dead worker held: their clients learn it from `remotemedia-server`.
-    /// Its rooms' records go first, so that their participants' rejoins place them again.
+    /// It leaves its rooms' records first, so that their participants' rejoins go to the
+    /// rooms' other workers, or place the rooms again.
     async fn reap(&self, worker_id: &str, events: &mpsc::Sender<SessionEvent>) {
         match room_record::reap(&mut self.redis.clone(), &self.keys, worker_id).await {
             Ok(rooms) if !rooms.is_empty() => {
                 tracing::warn!(
                     worker_id,
                     ?rooms,
-                    "worker lost: its rooms are placed again at their next offer"
+                    "worker lost: it leaves its rooms' records"
                 );
             }
             Ok(_) => {}
