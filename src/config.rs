@@ -427,6 +427,17 @@ pub struct ClusterOptions {
     #[arg(long, env = "REMOTEMEDIA_WORKER_TLS_CERT", requires = "worker_tls_key")]
     pub worker_tls_cert: Option<PathBuf>,
 
+    /// `worker`: UDP port of the relay socket that carries the media of rooms spanning workers
+    /// (#16; its own socket, not the ICE port), bound on the `--grpc-address` IP; its address
+    /// (the advertised worker address's host) goes into the heartbeat. Unset: no relay.
+    #[arg(long, env = "REMOTEMEDIA_RELAY_PORT")]
+    pub relay_port: Option<u16>,
+
+    /// `worker`: allow `--relay-port` without `--worker-tls-cert`, though the relay links' SRTP
+    /// keys then cross the worker API in the clear: for tests only.
+    #[arg(long, env = "REMOTEMEDIA_INSECURE_RELAY")]
+    pub insecure_relay: bool,
+
     /// `worker`: the PEM private key of `--worker-tls-cert`.
     #[arg(long, env = "REMOTEMEDIA_WORKER_TLS_KEY", requires = "worker_tls_cert")]
     pub worker_tls_key: Option<PathBuf>,

@@ -308,6 +308,58 @@ async fn a_rooms_sessions_share_one_worker_and_its_drain_sends_newcomers_to_the_
     println!("rooms on one worker, drained: {:?}", started.elapsed());
 }
 
+/// A worker's relay socket (`--relay-port`): its address is in the heartbeat, and a datagram
+/// from a worker with no link there is dropped and counted. Without the worker API's TLS the
+/// worker refuses to relay, unless `--insecure-relay`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_workers_relay_socket_is_advertised_and_drops_strangers() {
+    common::init_tracing();
+    let _serial = one_at_a_time().await;
+    let redis = RedisProcess::start();
+    let mut conn = redis_connection(&redis).await;
+    let port = common::cluster::free_udp_port().to_string();
+    let url = redis.url();
+    let (status, output) = common::run_until_exit(&[
+        "--mode",
+        "worker",
+        "--redis-url",
+        &url,
+        "--relay-port",
+        &port,
+        "--grpc-address",
+        "127.0.0.1:0",
+        "--http-address",
+        "127.0.0.1:0",
+    ]);
+    assert!(!status.success(), "{output}");
+    assert!(output.contains("--worker-tls-cert"), "{output}");
+
+    let worker = Node::worker(
+        "worker-r",
+        &redis.url(),
+        &["--relay-port", &port, "--insecure-relay"],
+    )
+    .await;
+    let json: Option<String> = redis::cmd("GET")
+        .arg("rm:worker:worker-r")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let heartbeat: serde_json::Value = serde_json::from_str(json.as_deref().unwrap()).unwrap();
+    let relay = format!("127.0.0.1:{port}");
+    assert_eq!(heartbeat["relay_address"], relay.as_str(), "{heartbeat}");
+
+    let stranger = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    stranger.send_to(&[0; 40], &relay).await.unwrap();
+    worker
+        .wait_metric(
+            "remotemedia_relay_packets_dropped_total{reason=\"unknown_link\"}",
+            WAIT,
+            |n| n == 1.0,
+        )
+        .await;
+}
+
 /// A room outgrows its worker (`--capacity 2`): newcomers spill onto the other worker, the
 /// record lists both, a room bigger than both is refused, and each worker leaves the record
 /// with its last participant of the room.
