@@ -459,6 +459,12 @@ pub struct ClusterOptions {
     #[arg(long, env = "REMOTEMEDIA_WORKER_CALL_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
     pub worker_call_timeout: Duration,
 
+    /// `frontend`, experimental: a room whose worker is full or draining spills onto another
+    /// worker (#16) instead of refusing the newcomer. Media is not relayed between workers
+    /// yet, so a spanning room is split in two: do not enable in production.
+    #[arg(long, env = "REMOTEMEDIA_ROOM_SPAN_WORKERS")]
+    pub room_span_workers: bool,
+
     /// `worker`: server sessions this worker carries at most; more get RESOURCE_EXHAUSTED.
     #[arg(long, env = "REMOTEMEDIA_CAPACITY", default_value_t = 100)]
     pub capacity: usize,

@@ -1,5 +1,6 @@
-//! Rooms in the cluster (#15, #16): a room lives on one worker until that worker refuses a
-//! newcomer (full, or draining), then it spills onto another worker too. Real processes: a
+//! Rooms in the cluster (#15, #16): a room lives on one worker; when that worker refuses a
+//! newcomer (full, or draining) the refusal reaches the client, or, with the frontends'
+//! experimental `--room-span-workers`, the room spills onto another worker too. Real processes: a
 //! private Redis, two frontends and two media workers; clients announce with `room=<name>` and
 //! offer to `remotemedia-server` through either frontend.
 
@@ -55,11 +56,14 @@ async fn join(frontend: &Node, room: &str, id: &str) -> (SignalingClient, Client
 /// The cluster: a private Redis, workers `worker-a` and `worker-b`, two frontends that both
 /// see both workers.
 async fn cluster() -> (RedisProcess, Vec<Node>, Vec<Node>) {
-    cluster_with(&[]).await
+    cluster_with(&[], &[]).await
 }
 
-/// [`cluster`] with `worker_args` on both workers.
-async fn cluster_with(worker_args: &[&str]) -> (RedisProcess, Vec<Node>, Vec<Node>) {
+/// [`cluster`] with `worker_args` on both workers and `frontend_args` on both frontends.
+async fn cluster_with(
+    worker_args: &[&str],
+    frontend_args: &[&str],
+) -> (RedisProcess, Vec<Node>, Vec<Node>) {
     let redis = RedisProcess::start();
     let url = redis.url();
     let workers = vec![
@@ -67,8 +71,8 @@ async fn cluster_with(worker_args: &[&str]) -> (RedisProcess, Vec<Node>, Vec<Nod
         Node::worker("worker-b", &url, worker_args).await,
     ];
     let frontends = vec![
-        Node::start("frontend-1", "frontend", &url, &[]).await,
-        Node::start("frontend-2", "frontend", &url, &[]).await,
+        Node::start("frontend-1", "frontend", &url, frontend_args).await,
+        Node::start("frontend-2", "frontend", &url, frontend_args).await,
     ];
     for frontend in &frontends {
         frontend
@@ -77,6 +81,9 @@ async fn cluster_with(worker_args: &[&str]) -> (RedisProcess, Vec<Node>, Vec<Nod
     }
     (redis, workers, frontends)
 }
+
+/// The frontends' experimental flag that lets a room spill onto another worker.
+const SPAN: &str = "--room-span-workers";
 
 async fn redis_connection(redis: &RedisProcess) -> redis::aio::MultiplexedConnection {
     redis::Client::open(redis.url())
@@ -181,12 +188,14 @@ async fn expect_server_gone(signaling: &mut SignalingClient, within: Duration) {
     }
 }
 
+/// With `--room-span-workers` on the frontends: a room's sessions share one worker, and when
+/// it drains the room's newcomers spill onto the other worker.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rooms_sessions_share_one_worker_and_its_drain_sends_newcomers_to_the_other() {
     common::init_tracing();
     let _serial = one_at_a_time().await;
     let started = Instant::now();
-    let (redis, workers, frontends) = cluster().await;
+    let (redis, workers, frontends) = cluster_with(&[], &[SPAN]).await;
     let mut conn = redis_connection(&redis).await;
 
     // Four participants of one room, through alternating frontends: one worker has them all.
@@ -360,15 +369,122 @@ async fn a_workers_relay_socket_is_advertised_and_drops_strangers() {
         .await;
 }
 
-/// A room outgrows its worker (`--capacity 2`): newcomers spill onto the other worker, the
-/// record lists both, a room bigger than both is refused, and each worker leaves the record
-/// with its last participant of the room.
+/// Without `--room-span-workers` (the default) a room never spans workers: its full worker
+/// refuses a newcomer with RESOURCE_EXHAUSTED (at capacity), its draining worker refuses one
+/// naming the room, whichever frontend it reaches, though the other worker has room; the
+/// record keeps only the room's worker. Its participants stay, and a new room goes to the
+/// other worker.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_spanning_a_full_or_draining_rooms_worker_refuses_newcomers() {
+    common::init_tracing();
+    let _serial = one_at_a_time().await;
+    let started = Instant::now();
+    let (redis, workers, frontends) = cluster_with(&["--capacity", "2"], &[]).await;
+    let mut conn = redis_connection(&redis).await;
+
+    let mut alpha = Vec::new();
+    for i in 0..2 {
+        alpha.push(join(&frontends[i % 2], "alpha", &format!("alpha-{i}")).await);
+    }
+    let host = if sessions_on(&workers[0]).await == 2.0 {
+        0
+    } else {
+        1
+    };
+    let other = 1 - host;
+    assert_eq!(sessions_on(&workers[other]).await, 0.0);
+
+    // The room's worker is full: a newcomer is refused, through either frontend.
+    for (i, frontend) in frontends.iter().enumerate() {
+        let error = refused(frontend, "alpha", &format!("full-{i}")).await;
+        assert_eq!(
+            error.code,
+            tonic::Code::ResourceExhausted as u32,
+            "{error:?}"
+        );
+        assert!(
+            error.message.contains("at its session capacity (2)"),
+            "{}",
+            error.message
+        );
+    }
+    assert_eq!(sessions(&workers).await, {
+        let mut expected = [0.0; 2];
+        expected[host] = 2.0;
+        expected
+    });
+    wait_record_workers(&mut conn, "alpha", &[&workers[host].name]).await;
+
+    // The room's worker drains: a newcomer is refused, naming the room, through either
+    // frontend.
+    let _: () = redis::cmd("SET")
+        .arg(format!("rm:drain:{}", workers[host].name))
+        .arg(1)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    workers[host]
+        .wait_metric("remotemedia_worker_draining", WAIT, |n| n == 1.0)
+        .await;
+    for (i, frontend) in frontends.iter().enumerate() {
+        let error = refused(frontend, "alpha", &format!("late-{i}")).await;
+        assert_eq!(
+            error.code,
+            tonic::Code::ResourceExhausted as u32,
+            "{error:?}"
+        );
+        assert!(
+            error.message.contains("room alpha is closing"),
+            "{}",
+            error.message
+        );
+    }
+    wait_record_workers(&mut conn, "alpha", &[&workers[host].name]).await;
+    for (_, peer) in &alpha {
+        assert!(
+            peer.is_connected(),
+            "a participant of the closing room was dropped"
+        );
+    }
+    assert_eq!(sessions_on(&workers[other]).await, 0.0);
+    let _gamma = join(&frontends[0], "gamma", "gamma-0").await;
+    assert_eq!(sessions_on(&workers[other]).await, 1.0);
+
+    // The participants leave: the last one takes the record with it, and the drain can end.
+    for (signaling, _) in &mut alpha {
+        let disconnect = signaling
+            .send(Req::Disconnect(pb::DisconnectRequest {
+                peer_id: SERVER.into(),
+            }))
+            .await;
+        signaling.expect_ack(&disconnect).await;
+    }
+    wait_record_gone(&mut conn, "alpha").await;
+    workers[host]
+        .wait_metric("remotemedia_worker_sessions_active", WAIT, |n| n == 0.0)
+        .await;
+    println!("rooms without spanning, refused: {:?}", started.elapsed());
+}
+
+/// The error answering the offer of `id`, a newcomer to `room` through `frontend`.
+async fn refused(frontend: &Node, room: &str, id: &str) -> pb::ErrorResponse {
+    let metadata = HashMap::from([("room".to_owned(), room.to_owned())]);
+    let (mut signaling, _) =
+        SignalingClient::announce_with(&frontend.grpc_url(), id, metadata).await;
+    let peer = ClientPeer::new(ClientOptions::default()).await;
+    let offer = signaling.offer(SERVER, peer.offer().await).await;
+    signaling.expect_error(&offer).await
+}
+
+/// With `--room-span-workers` on the frontends, a room outgrows its worker (`--capacity 2`):
+/// newcomers spill onto the other worker, the record lists both, a room bigger than both is
+/// refused, and each worker leaves the record with its last participant of the room.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_room_bigger_than_its_worker_spills_onto_the_other() {
     common::init_tracing();
     let _serial = one_at_a_time().await;
     let started = Instant::now();
-    let (redis, workers, frontends) = cluster_with(&["--capacity", "2"]).await;
+    let (redis, workers, frontends) = cluster_with(&["--capacity", "2"], &[SPAN]).await;
     let mut conn = redis_connection(&redis).await;
 
     let mut first = Vec::new();

@@ -2,9 +2,11 @@
 //! load-aware choice) and records it in Redis; every later participant's session goes first to
 //! the room's first worker, whichever frontend it reaches and whatever the placement table says
 //! of the worker (full or draining: the worker itself decides). When that worker refuses the
-//! newcomer (full, or draining with the room's participants), the room spills: the newcomer
-//! goes to another worker, one that already hosts the room if any can take it, else the usual
-//! load-aware choice, and the record lists that worker too (#16).
+//! newcomer (full, or draining with the room's participants), the refusal reaches the client;
+//! with `--room-span-workers` (experimental: media is not relayed between workers yet) the
+//! room spills instead: the newcomer goes to another worker, one that already hosts the room
+//! if any can take it, else the usual load-aware choice, and the record lists that worker too
+//! (#16).
 
 use std::collections::HashSet;
 
@@ -17,8 +19,9 @@ use crate::signaling::{SessionError, SessionHost, SessionRequest};
 
 impl RemoteSessionHost {
     /// Creates the session of a participant of `room` on one of the room's workers, placing
-    /// the room first when it lives nowhere (or its workers are gone), and spilling it onto
-    /// another worker when its workers refuse the newcomer.
+    /// the room first when it lives nowhere (or its workers are gone), and, with
+    /// `--room-span-workers`, spilling it onto another worker when its workers refuse the
+    /// newcomer.
     pub(super) async fn create_in_room(
         &self,
         request: SessionRequest,
@@ -38,10 +41,12 @@ impl RemoteSessionHost {
             let (worker, record) = match found {
                 Some(found) => found,
                 None => {
-                    let Some(candidate) = self.pick_for_room(&hosts, &excluded, attempt) else {
+                    let spill = self.span_rooms && !hosts.is_empty();
+                    let prefer: &[String] = if spill { &hosts } else { &[] };
+                    let Some(candidate) = self.pick_for_room(prefer, &excluded, attempt) else {
                         break;
                     };
-                    match self.place_room(room, candidate, !hosts.is_empty()).await? {
+                    match self.place_room(room, candidate, spill).await? {
                         Some(placed) => placed,
                         None => continue,
                     }
@@ -66,20 +71,22 @@ impl RemoteSessionHost {
                 .await?
             {
                 Attempt::Answer(answer) => return Ok(answer),
-                Attempt::Failed { error, kind } => match after_refusal(record.added, kind) {
-                    Refused::Stands => return Err(error),
-                    Refused::Spill => {
-                        tracing::info!(room, worker_id = worker.id, %error, "the room's worker refused a newcomer; the room spills");
-                        error
+                Attempt::Failed { error, kind } => {
+                    match after_refusal(self.span_rooms, record.added, kind) {
+                        Refused::Stands => return Err(error),
+                        Refused::Spill => {
+                            tracing::info!(room, worker_id = worker.id, %error, "the room's worker refused a newcomer; the room spills");
+                            error
+                        }
+                        Refused::Move => {
+                            // The room has no participant there: that worker leaves its record.
+                            tracing::info!(room, worker_id = worker.id, %error, "room not taken there; placing it elsewhere");
+                            self.forget_room(room, &worker.id, record.version).await;
+                            hosts.retain(|id| *id != worker.id);
+                            error
+                        }
                     }
-                    Refused::Move => {
-                        // The room has no participant there: that worker leaves its record.
-                        tracing::info!(room, worker_id = worker.id, %error, "room not taken there; placing it elsewhere");
-                        self.forget_room(room, &worker.id, record.version).await;
-                        hosts.retain(|id| *id != worker.id);
-                        error
-                    }
-                },
+                }
             };
             excluded.insert(worker.id.clone());
             last_error = Some(error);
@@ -210,22 +217,24 @@ enum Refused {
     /// hold the room's participants).
     Stands,
     /// The worker keeps the room's participants and takes no more: another worker joins the
-    /// room.
+    /// room (only with `--room-span-workers`).
     Spill,
     /// The worker has none of the room's participants: it leaves the room's record and
     /// another worker is tried.
     Move,
 }
 
-/// What a refusal leads to. `added`: this offer's join put the worker among the room's
-/// workers (it has none of its participants). A worker that did not answer (`None`) is tried
-/// elsewhere only when this offer put it there: one that may be alive with the room's
-/// participants stays in the record (a dead one is reaped).
-fn after_refusal(added: bool, refusal: Option<Kind>) -> Refused {
+/// What a refusal leads to. `span`: `--room-span-workers`; without it a full or closing
+/// room's worker's refusal stands (the room is not split while media is not relayed between
+/// workers). `added`: this offer's join put the worker among the room's workers (it has none
+/// of its participants). A worker that did not answer (`None`) is tried elsewhere only when
+/// this offer put it there: one that may be alive with the room's participants stays in the
+/// record (a dead one is reaped).
+fn after_refusal(span: bool, added: bool, refusal: Option<Kind>) -> Refused {
     match refusal {
         Some(Kind::Draining) => Refused::Move,
         Some(Kind::AtCapacity) | None if added => Refused::Move,
-        Some(Kind::AtCapacity | Kind::RoomClosing) => Refused::Spill,
+        Some(Kind::AtCapacity | Kind::RoomClosing) if span => Refused::Spill,
         _ => Refused::Stands,
     }
 }
@@ -236,22 +245,35 @@ mod tests {
 
     #[test]
     fn a_full_or_closing_rooms_worker_spills_and_one_without_its_participants_leaves() {
-        // Draining without the room's participants, or full / silent when this offer put
-        // the room there: the worker leaves the record, another is tried.
-        assert_eq!(after_refusal(false, Some(Kind::Draining)), Refused::Move);
-        assert_eq!(after_refusal(true, Some(Kind::AtCapacity)), Refused::Move);
-        assert_eq!(after_refusal(true, None), Refused::Move);
-        // The room's worker is full or drains with the room's participants: the room spills.
-        assert_eq!(after_refusal(false, Some(Kind::AtCapacity)), Refused::Spill);
+        for span in [false, true] {
+            // Draining without the room's participants, or full / silent when this offer put
+            // the room there: the worker leaves the record, another is tried.
+            assert_eq!(
+                after_refusal(span, false, Some(Kind::Draining)),
+                Refused::Move
+            );
+            assert_eq!(
+                after_refusal(span, true, Some(Kind::AtCapacity)),
+                Refused::Move
+            );
+            assert_eq!(after_refusal(span, true, None), Refused::Move);
+            // Unreachable while it may hold participants, or a bad offer: the refusal stands.
+            assert_eq!(after_refusal(span, false, None), Refused::Stands);
+            for added in [false, true] {
+                assert_eq!(
+                    after_refusal(span, added, Some(Kind::InvalidSdp)),
+                    Refused::Stands
+                );
+            }
+        }
+        // The room's worker is full or drains with the room's participants: the room spills
+        // with --room-span-workers, and the refusal stands without it (main's behavior).
+        for kind in [Kind::AtCapacity, Kind::RoomClosing] {
+            assert_eq!(after_refusal(true, false, Some(kind)), Refused::Spill);
+            assert_eq!(after_refusal(false, false, Some(kind)), Refused::Stands);
+        }
         assert_eq!(
-            after_refusal(false, Some(Kind::RoomClosing)),
-            Refused::Spill
-        );
-        // Unreachable while it may hold participants, or a bad offer: the refusal stands.
-        assert_eq!(after_refusal(false, None), Refused::Stands);
-        assert_eq!(after_refusal(true, Some(Kind::InvalidSdp)), Refused::Stands);
-        assert_eq!(
-            after_refusal(false, Some(Kind::InvalidSdp)),
+            after_refusal(false, true, Some(Kind::RoomClosing)),
             Refused::Stands
         );
     }
