@@ -427,6 +427,17 @@ pub struct ClusterOptions {
     #[arg(long, env = "REMOTEMEDIA_WORKER_TLS_CERT", requires = "worker_tls_key")]
     pub worker_tls_cert: Option<PathBuf>,
 
+    /// `worker`: UDP port of the relay socket that carries the media of rooms spanning workers
+    /// (#16; its own socket, not the ICE port), bound on the `--grpc-address` IP; its address
+    /// (the advertised worker address's host) goes into the heartbeat. Unset: no relay.
+    #[arg(long, env = "REMOTEMEDIA_RELAY_PORT")]
+    pub relay_port: Option<u16>,
+
+    /// `worker`: allow `--relay-port` without `--worker-tls-cert`, though the relay links' SRTP
+    /// keys then cross the worker API in the clear: for tests only.
+    #[arg(long, env = "REMOTEMEDIA_INSECURE_RELAY")]
+    pub insecure_relay: bool,
+
     /// `worker`: the PEM private key of `--worker-tls-cert`.
     #[arg(long, env = "REMOTEMEDIA_WORKER_TLS_KEY", requires = "worker_tls_cert")]
     pub worker_tls_key: Option<PathBuf>,
@@ -447,6 +458,12 @@ pub struct ClusterOptions {
     /// another worker, and the slow one is told to close what it made.
     #[arg(long, env = "REMOTEMEDIA_WORKER_CALL_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
     pub worker_call_timeout: Duration,
+
+    /// `frontend`, experimental: a room whose worker is full or draining spills onto another
+    /// worker (#16) instead of refusing the newcomer. Media is not relayed between workers
+    /// yet, so a spanning room is split in two: do not enable in production.
+    #[arg(long, env = "REMOTEMEDIA_ROOM_SPAN_WORKERS")]
+    pub room_span_workers: bool,
 
     /// `worker`: server sessions this worker carries at most; more get RESOURCE_EXHAUSTED.
     #[arg(long, env = "REMOTEMEDIA_CAPACITY", default_value_t = 100)]

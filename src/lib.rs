@@ -20,6 +20,7 @@ pub mod pipeline;
 pub mod proto;
 pub mod public_address;
 pub mod room;
+pub mod room_relay;
 pub mod server;
 pub mod sessions;
 pub mod signaling;
@@ -36,6 +37,7 @@ pub(crate) fn register_metric_families() {
     cluster::metrics::metrics();
     peer::metrics::metrics();
     pipeline::metrics::metrics();
+    room_relay::metrics::metrics();
     signaling::metrics::metrics();
     tls::metrics::metrics();
 }

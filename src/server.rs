@@ -114,6 +114,7 @@ impl Server {
                         token,
                         tls,
                         config.cluster.worker_call_timeout,
+                        config.cluster.room_span_workers,
                         stop.child_token(),
                     )
                     .await;

@@ -131,6 +131,7 @@ fn heartbeat(id: &str, active: u32) -> WorkerStatus {
         instance: String::new(),
         address: "127.0.0.1:1".into(),
         udp_address: None,
+        relay_address: None,
         capacity: 100,
         active_sessions: active,
         cpu_load: 0.0,

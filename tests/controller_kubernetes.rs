@@ -112,6 +112,7 @@ fn heartbeat(id: &str, active: u32) -> WorkerStatus {
         instance: String::new(),
         address: format!("{id}:50052"),
         udp_address: None,
+        relay_address: None,
         capacity: 10,
         active_sessions: active,
         cpu_load: 0.1,

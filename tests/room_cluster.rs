@@ -1,6 +1,8 @@
-//! Rooms in the cluster (#15): a room lives on one worker. Real processes: a private Redis,
-//! two frontends and two media workers; clients announce with `room=<name>` and offer to
-//! `remotemedia-server` through either frontend.
+//! Rooms in the cluster (#15, #16): a room lives on one worker; when that worker refuses a
+//! newcomer (full, or draining) the refusal reaches the client, or, with the frontends'
+//! experimental `--room-span-workers`, the room spills onto another worker too. Real processes: a
+//! private Redis, two frontends and two media workers; clients announce with `room=<name>` and
+//! offer to `remotemedia-server` through either frontend.
 
 #![allow(clippy::unwrap_used)] // tests unwrap: a failure is the test failing
 
@@ -15,7 +17,8 @@ use common::cluster::{one_at_a_time, Node, RedisProcess};
 use common::signaling::{SignalingClient, SERVER};
 use common::{eventually, metric_value, WAIT};
 use parking_lot::Mutex;
-use remotemedia_webrtc::cluster::{room_record, Keys};
+use remotemedia_webrtc::cluster::room_record::{self, Join};
+use remotemedia_webrtc::cluster::Keys;
 use remotemedia_webrtc::media::dominant_frequency;
 use remotemedia_webrtc::proto::signaling::{
     self as pb, signaling_notification::Notification, signaling_request::Request as Req,
@@ -53,15 +56,23 @@ async fn join(frontend: &Node, room: &str, id: &str) -> (SignalingClient, Client
 /// The cluster: a private Redis, workers `worker-a` and `worker-b`, two frontends that both
 /// see both workers.
 async fn cluster() -> (RedisProcess, Vec<Node>, Vec<Node>) {
+    cluster_with(&[], &[]).await
+}
+
+/// [`cluster`] with `worker_args` on both workers and `frontend_args` on both frontends.
+async fn cluster_with(
+    worker_args: &[&str],
+    frontend_args: &[&str],
+) -> (RedisProcess, Vec<Node>, Vec<Node>) {
     let redis = RedisProcess::start();
     let url = redis.url();
     let workers = vec![
-        Node::worker("worker-a", &url, &[]).await,
-        Node::worker("worker-b", &url, &[]).await,
+        Node::worker("worker-a", &url, worker_args).await,
+        Node::worker("worker-b", &url, worker_args).await,
     ];
     let frontends = vec![
-        Node::start("frontend-1", "frontend", &url, &[]).await,
-        Node::start("frontend-2", "frontend", &url, &[]).await,
+        Node::start("frontend-1", "frontend", &url, frontend_args).await,
+        Node::start("frontend-2", "frontend", &url, frontend_args).await,
     ];
     for frontend in &frontends {
         frontend
@@ -70,6 +81,9 @@ async fn cluster() -> (RedisProcess, Vec<Node>, Vec<Node>) {
     }
     (redis, workers, frontends)
 }
+
+/// The frontends' experimental flag that lets a room spill onto another worker.
+const SPAN: &str = "--room-span-workers";
 
 async fn redis_connection(redis: &RedisProcess) -> redis::aio::MultiplexedConnection {
     redis::Client::open(redis.url())
@@ -102,6 +116,27 @@ async fn wait_record_gone(conn: &mut redis::aio::MultiplexedConnection, room: &s
         assert!(
             Instant::now() < deadline,
             "room {room}'s record stays: {record:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Waits until `room`'s record lists exactly `workers`.
+async fn wait_record_workers(
+    conn: &mut redis::aio::MultiplexedConnection,
+    room: &str,
+    workers: &[&str],
+) {
+    let want = serde_json::to_string(workers).unwrap();
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let record = room_record_of(conn, room).await;
+        if record.get("workers") == Some(&want) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "room {room}'s record does not list {want}: {record:?}"
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -153,12 +188,14 @@ async fn expect_server_gone(signaling: &mut SignalingClient, within: Duration) {
     }
 }
 
+/// With `--room-span-workers` on the frontends: a room's sessions share one worker, and when
+/// it drains the room's newcomers spill onto the other worker.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_rooms_sessions_share_one_worker_and_its_drain_refuses_only_newcomers_to_the_room() {
+async fn a_rooms_sessions_share_one_worker_and_its_drain_sends_newcomers_to_the_other() {
     common::init_tracing();
     let _serial = one_at_a_time().await;
     let started = Instant::now();
-    let (redis, workers, frontends) = cluster().await;
+    let (redis, workers, frontends) = cluster_with(&[], &[SPAN]).await;
     let mut conn = redis_connection(&redis).await;
 
     // Four participants of one room, through alternating frontends: one worker has them all.
@@ -185,11 +222,22 @@ async fn a_rooms_sessions_share_one_worker_and_its_drain_refuses_only_newcomers_
         Some(format!(r#"["{}"]"#, workers[host].name).as_str()),
         "{record:?}"
     );
-    assert_eq!(record.get("tracks").map(String::as_str), Some("[]"));
-    assert!(record
-        .get("version")
-        .and_then(|v| v.parse::<u64>().ok())
-        .is_some());
+    assert_eq!(
+        record
+            .get(&format!("tracks:{}", workers[host].name))
+            .map(String::as_str),
+        Some("[]"),
+        "{record:?}"
+    );
+    let version = record.get("version").and_then(|v| v.parse::<u64>().ok());
+    assert!(version.is_some(), "{record:?}");
+    assert_eq!(
+        record
+            .get(&format!("at:{}", workers[host].name))
+            .and_then(|v| v.parse::<u64>().ok()),
+        version,
+        "the last join went to the room's worker: {record:?}"
+    );
 
     // A second room lands on the emptier worker (two workers: placement compares both, once
     // the frontends have read the heartbeat that counts alpha), and stays together there too.
@@ -217,15 +265,169 @@ async fn a_rooms_sessions_share_one_worker_and_its_drain_refuses_only_newcomers_
             .wait_metric("remotemedia_frontend_workers_available", WAIT, |n| n == 1.0)
             .await;
     }
-    // A newcomer to its room is refused, naming the room, through either frontend.
+    // A newcomer to its room goes to the other worker, through either frontend: the room
+    // spills onto it, and its record lists both.
+    let mut late = Vec::new();
     for (i, frontend) in frontends.iter().enumerate() {
-        let metadata = HashMap::from([("room".to_owned(), "alpha".to_owned())]);
-        let (mut late, _) =
-            SignalingClient::announce_with(&frontend.grpc_url(), &format!("late-{i}"), metadata)
-                .await;
-        let peer = ClientPeer::new(ClientOptions::default()).await;
-        let offer = late.offer(SERVER, peer.offer().await).await;
-        let error = late.expect_error(&offer).await;
+        late.push(join(frontend, "alpha", &format!("late-{i}")).await);
+        assert_eq!(sessions_on(&workers[other]).await, 3.0 + i as f64);
+    }
+    let record = room_record_of(&mut conn, "alpha").await;
+    assert_eq!(
+        record.get("workers").map(String::as_str),
+        Some(format!(r#"["{}","{}"]"#, workers[host].name, workers[other].name).as_str()),
+        "{record:?}"
+    );
+    // Its participants stay; a new room goes to the other worker.
+    for (_, peer) in &alpha {
+        assert!(
+            peer.is_connected(),
+            "a participant of the draining worker was dropped"
+        );
+    }
+    assert_eq!(sessions_on(&workers[host]).await, 4.0);
+    let _gamma = join(&frontends[0], "gamma", "gamma-0").await;
+    assert_eq!(sessions_on(&workers[other]).await, 5.0);
+
+    // The participants on the draining worker leave: it leaves the record (the room stays on
+    // the other worker), and the drain can end.
+    for (signaling, _) in &mut alpha {
+        let disconnect = signaling
+            .send(Req::Disconnect(pb::DisconnectRequest {
+                peer_id: SERVER.into(),
+            }))
+            .await;
+        signaling.expect_ack(&disconnect).await;
+    }
+    workers[host]
+        .wait_metric("remotemedia_worker_sessions_active", WAIT, |n| n == 0.0)
+        .await;
+    wait_record_workers(&mut conn, "alpha", &[&workers[other].name]).await;
+    // The last ones take the record with them.
+    for (signaling, _) in &mut late {
+        let disconnect = signaling
+            .send(Req::Disconnect(pb::DisconnectRequest {
+                peer_id: SERVER.into(),
+            }))
+            .await;
+        signaling.expect_ack(&disconnect).await;
+    }
+    wait_record_gone(&mut conn, "alpha").await;
+    assert!(!room_record_of(&mut conn, "beta").await.is_empty());
+    println!("rooms on one worker, drained: {:?}", started.elapsed());
+}
+
+/// A worker's relay socket (`--relay-port`): its address is in the heartbeat, and a datagram
+/// from a worker with no link there is dropped and counted. Without the worker API's TLS the
+/// worker refuses to relay, unless `--insecure-relay`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_workers_relay_socket_is_advertised_and_drops_strangers() {
+    common::init_tracing();
+    let _serial = one_at_a_time().await;
+    let redis = RedisProcess::start();
+    let mut conn = redis_connection(&redis).await;
+    let port = common::cluster::free_udp_port().to_string();
+    let url = redis.url();
+    let (status, output) = common::run_until_exit(&[
+        "--mode",
+        "worker",
+        "--redis-url",
+        &url,
+        "--relay-port",
+        &port,
+        "--grpc-address",
+        "127.0.0.1:0",
+        "--http-address",
+        "127.0.0.1:0",
+    ]);
+    assert!(!status.success(), "{output}");
+    assert!(output.contains("--worker-tls-cert"), "{output}");
+
+    let worker = Node::worker(
+        "worker-r",
+        &redis.url(),
+        &["--relay-port", &port, "--insecure-relay"],
+    )
+    .await;
+    let json: Option<String> = redis::cmd("GET")
+        .arg("rm:worker:worker-r")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let heartbeat: serde_json::Value = serde_json::from_str(json.as_deref().unwrap()).unwrap();
+    let relay = format!("127.0.0.1:{port}");
+    assert_eq!(heartbeat["relay_address"], relay.as_str(), "{heartbeat}");
+
+    let stranger = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    stranger.send_to(&[0; 40], &relay).await.unwrap();
+    worker
+        .wait_metric(
+            "remotemedia_relay_packets_dropped_total{reason=\"unknown_link\"}",
+            WAIT,
+            |n| n == 1.0,
+        )
+        .await;
+}
+
+/// Without `--room-span-workers` (the default) a room never spans workers: its full worker
+/// refuses a newcomer with RESOURCE_EXHAUSTED (at capacity), its draining worker refuses one
+/// naming the room, whichever frontend it reaches, though the other worker has room; the
+/// record keeps only the room's worker. Its participants stay, and a new room goes to the
+/// other worker.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_spanning_a_full_or_draining_rooms_worker_refuses_newcomers() {
+    common::init_tracing();
+    let _serial = one_at_a_time().await;
+    let started = Instant::now();
+    let (redis, workers, frontends) = cluster_with(&["--capacity", "2"], &[]).await;
+    let mut conn = redis_connection(&redis).await;
+
+    let mut alpha = Vec::new();
+    for i in 0..2 {
+        alpha.push(join(&frontends[i % 2], "alpha", &format!("alpha-{i}")).await);
+    }
+    let host = if sessions_on(&workers[0]).await == 2.0 {
+        0
+    } else {
+        1
+    };
+    let other = 1 - host;
+    assert_eq!(sessions_on(&workers[other]).await, 0.0);
+
+    // The room's worker is full: a newcomer is refused, through either frontend.
+    for (i, frontend) in frontends.iter().enumerate() {
+        let error = refused(frontend, "alpha", &format!("full-{i}")).await;
+        assert_eq!(
+            error.code,
+            tonic::Code::ResourceExhausted as u32,
+            "{error:?}"
+        );
+        assert!(
+            error.message.contains("at its session capacity (2)"),
+            "{}",
+            error.message
+        );
+    }
+    assert_eq!(sessions(&workers).await, {
+        let mut expected = [0.0; 2];
+        expected[host] = 2.0;
+        expected
+    });
+    wait_record_workers(&mut conn, "alpha", &[&workers[host].name]).await;
+
+    // The room's worker drains: a newcomer is refused, naming the room, through either
+    // frontend.
+    let _: () = redis::cmd("SET")
+        .arg(format!("rm:drain:{}", workers[host].name))
+        .arg(1)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    workers[host]
+        .wait_metric("remotemedia_worker_draining", WAIT, |n| n == 1.0)
+        .await;
+    for (i, frontend) in frontends.iter().enumerate() {
+        let error = refused(frontend, "alpha", &format!("late-{i}")).await;
         assert_eq!(
             error.code,
             tonic::Code::ResourceExhausted as u32,
@@ -237,16 +439,16 @@ async fn a_rooms_sessions_share_one_worker_and_its_drain_refuses_only_newcomers_
             error.message
         );
     }
-    // Its participants stay; a new room goes to the other worker.
+    wait_record_workers(&mut conn, "alpha", &[&workers[host].name]).await;
     for (_, peer) in &alpha {
         assert!(
             peer.is_connected(),
             "a participant of the closing room was dropped"
         );
     }
-    assert_eq!(sessions_on(&workers[host]).await, 4.0);
+    assert_eq!(sessions_on(&workers[other]).await, 0.0);
     let _gamma = join(&frontends[0], "gamma", "gamma-0").await;
-    assert_eq!(sessions_on(&workers[other]).await, 3.0);
+    assert_eq!(sessions_on(&workers[other]).await, 1.0);
 
     // The participants leave: the last one takes the record with it, and the drain can end.
     for (signaling, _) in &mut alpha {
@@ -261,8 +463,95 @@ async fn a_rooms_sessions_share_one_worker_and_its_drain_refuses_only_newcomers_
     workers[host]
         .wait_metric("remotemedia_worker_sessions_active", WAIT, |n| n == 0.0)
         .await;
-    assert!(!room_record_of(&mut conn, "beta").await.is_empty());
-    println!("rooms on one worker, drained: {:?}", started.elapsed());
+    println!("rooms without spanning, refused: {:?}", started.elapsed());
+}
+
+/// The error answering the offer of `id`, a newcomer to `room` through `frontend`.
+async fn refused(frontend: &Node, room: &str, id: &str) -> pb::ErrorResponse {
+    let metadata = HashMap::from([("room".to_owned(), room.to_owned())]);
+    let (mut signaling, _) =
+        SignalingClient::announce_with(&frontend.grpc_url(), id, metadata).await;
+    let peer = ClientPeer::new(ClientOptions::default()).await;
+    let offer = signaling.offer(SERVER, peer.offer().await).await;
+    signaling.expect_error(&offer).await
+}
+
+/// With `--room-span-workers` on the frontends, a room outgrows its worker (`--capacity 2`):
+/// newcomers spill onto the other worker, the record lists both, a room bigger than both is
+/// refused, and each worker leaves the record with its last participant of the room.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_room_bigger_than_its_worker_spills_onto_the_other() {
+    common::init_tracing();
+    let _serial = one_at_a_time().await;
+    let started = Instant::now();
+    let (redis, workers, frontends) = cluster_with(&["--capacity", "2"], &[SPAN]).await;
+    let mut conn = redis_connection(&redis).await;
+
+    let mut first = Vec::new();
+    for i in 0..2 {
+        first.push(join(&frontends[i % 2], "big", &format!("big-{i}")).await);
+    }
+    let host = if sessions_on(&workers[0]).await == 2.0 {
+        0
+    } else {
+        1
+    };
+    let other = 1 - host;
+    assert_eq!(sessions(&workers).await[other], 0.0);
+    let mut spilled = Vec::new();
+    for i in 2..4 {
+        spilled.push(join(&frontends[i % 2], "big", &format!("big-{i}")).await);
+        assert_eq!(sessions_on(&workers[other]).await, (i - 1) as f64);
+    }
+    assert_eq!(sessions_on(&workers[host]).await, 2.0);
+    let both = [workers[host].name.as_str(), workers[other].name.as_str()];
+    wait_record_workers(&mut conn, "big", &both).await;
+    let record = room_record_of(&mut conn, "big").await;
+    for worker in both {
+        assert_eq!(
+            record.get(&format!("tracks:{worker}")).map(String::as_str),
+            Some("[]"),
+            "{record:?}"
+        );
+    }
+
+    // Both workers full: the fifth participant is refused.
+    let metadata = HashMap::from([("room".to_owned(), "big".to_owned())]);
+    let (mut fifth, _) =
+        SignalingClient::announce_with(&frontends[0].grpc_url(), "big-4", metadata).await;
+    let peer = ClientPeer::new(ClientOptions::default()).await;
+    let offer = fifth.offer(SERVER, peer.offer().await).await;
+    let error = fifth.expect_error(&offer).await;
+    assert_eq!(
+        error.code,
+        tonic::Code::ResourceExhausted as u32,
+        "{error:?}"
+    );
+    wait_record_workers(&mut conn, "big", &both).await;
+
+    // The spilled participants leave: their worker leaves the record, the room stays.
+    for (signaling, _) in &mut spilled {
+        let disconnect = signaling
+            .send(Req::Disconnect(pb::DisconnectRequest {
+                peer_id: SERVER.into(),
+            }))
+            .await;
+        signaling.expect_ack(&disconnect).await;
+    }
+    wait_record_workers(&mut conn, "big", &[&workers[host].name]).await;
+    for (_, peer) in &first {
+        assert!(peer.is_connected());
+    }
+    for (signaling, _) in &mut first {
+        let disconnect = signaling
+            .send(Req::Disconnect(pb::DisconnectRequest {
+                peer_id: SERVER.into(),
+            }))
+            .await;
+        signaling.expect_ack(&disconnect).await;
+    }
+    wait_record_gone(&mut conn, "big").await;
+    println!("a room spilled across two workers: {:?}", started.elapsed());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -422,7 +711,7 @@ async fn frontends_placing_one_room_at_once_agree_and_deletes_compare_the_versio
         let (mut manager, keys) = (manager.clone(), keys.clone());
         tokio::spawn(async move {
             let candidate = format!("worker-{}", i % 4);
-            room_record::join(&mut manager, &keys, "race", Some(&candidate))
+            room_record::join(&mut manager, &keys, "race", Join::Place(&candidate))
                 .await
                 .unwrap()
                 .unwrap()
@@ -447,7 +736,7 @@ async fn frontends_placing_one_room_at_once_agree_and_deletes_compare_the_versio
     // Joining without a candidate never creates one.
     let mut m = manager.clone();
     assert_eq!(
-        room_record::join(&mut m, &keys, "nowhere", None)
+        room_record::join(&mut m, &keys, "nowhere", Join::Existing)
             .await
             .unwrap(),
         None
@@ -466,17 +755,17 @@ async fn frontends_placing_one_room_at_once_agree_and_deletes_compare_the_versio
         .await
         .unwrap());
     assert_eq!(
-        room_record::join(&mut m, &keys, "race", None)
+        room_record::join(&mut m, &keys, "race", Join::Existing)
             .await
             .unwrap(),
         None
     );
 
     // A dead worker's rooms are cleared; another worker's stay.
-    room_record::join(&mut m, &keys, "on-dead", Some("dead"))
+    room_record::join(&mut m, &keys, "on-dead", Join::Place("dead"))
         .await
         .unwrap();
-    room_record::join(&mut m, &keys, "on-live", Some("live"))
+    room_record::join(&mut m, &keys, "on-live", Join::Place("live"))
         .await
         .unwrap();
     assert_eq!(
@@ -484,14 +773,85 @@ async fn frontends_placing_one_room_at_once_agree_and_deletes_compare_the_versio
         vec!["on-dead".to_owned()]
     );
     assert_eq!(
-        room_record::join(&mut m, &keys, "on-dead", None)
+        room_record::join(&mut m, &keys, "on-dead", Join::Existing)
             .await
             .unwrap(),
         None
     );
-    let live = room_record::join(&mut m, &keys, "on-live", None)
+    let live = room_record::join(&mut m, &keys, "on-live", Join::Existing)
         .await
         .unwrap()
         .unwrap();
     assert_eq!(live.workers, ["live"]);
+
+    // A room spills: the candidate joins its workers once, and each worker leaves on the
+    // version of the latest join sent to it (a join sent to another does not hold it).
+    let placed = room_record::join(&mut m, &keys, "wide", Join::Place("a"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(placed.created && placed.added);
+    let to_b = room_record::join(&mut m, &keys, "wide", Join::Spill("b"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(!to_b.created && to_b.added);
+    assert_eq!(to_b.workers, ["a", "b"]);
+    let again = room_record::join(&mut m, &keys, "wide", Join::Spill("b"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(!again.added, "{again:?}");
+    assert_eq!(again.workers, ["a", "b"]);
+    let to_a = room_record::join(&mut m, &keys, "wide", Join::Existing)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        !room_record::forget(&mut m, &keys, "wide", "b", to_b.version)
+            .await
+            .unwrap(),
+        "a join was sent to b since"
+    );
+    assert!(
+        !room_record::forget(&mut m, &keys, "wide", "c", to_a.version)
+            .await
+            .unwrap(),
+        "c does not host it"
+    );
+    assert!(
+        room_record::forget(&mut m, &keys, "wide", "b", again.version)
+            .await
+            .unwrap()
+    );
+    let left = room_record::join(&mut m, &keys, "wide", Join::Existing)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(left.workers, ["a"]);
+    // A dead worker leaves the rooms it shared; the others keep them.
+    room_record::join(&mut m, &keys, "wide", Join::Spill("dead"))
+        .await
+        .unwrap();
+    assert_eq!(
+        room_record::reap(&mut m, &keys, "dead").await.unwrap(),
+        vec!["wide".to_owned()]
+    );
+    let survived = room_record::join(&mut m, &keys, "wide", Join::Existing)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(survived.workers, ["a"]);
+    assert!(
+        room_record::forget(&mut m, &keys, "wide", "a", survived.version)
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        room_record::join(&mut m, &keys, "wide", Join::Existing)
+            .await
+            .unwrap(),
+        None,
+        "the record goes with its last worker"
+    );
 }

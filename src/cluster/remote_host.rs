@@ -97,6 +97,9 @@ pub struct RemoteSessionHost {
     tls: Option<WorkerTlsClient>,
     /// `--worker-call-timeout`: longest a worker call may take.
     call_timeout: Duration,
+    /// `--room-span-workers`: a room whose workers refuse a newcomer spills onto another
+    /// worker; off, the refusal reaches the client (rooms.rs).
+    span_rooms: bool,
 }
 
 /// A worker API client that signs its calls.
@@ -105,6 +108,7 @@ type WorkerClient = MediaWorkerClient<InterceptedService<Channel, AttachToken>>;
 impl RemoteSessionHost {
     /// A host on the cluster in `redis`. Reports sessions lost with a dead worker on `events`.
     /// Refreshes its view of the workers until `stop` fires.
+    #[allow(clippy::too_many_arguments)] // the frontend's cluster settings, each stored
     pub async fn new(
         redis: ConnectionManager,
         keys: Keys,
@@ -112,12 +116,14 @@ impl RemoteSessionHost {
         token: AttachToken,
         tls: Option<WorkerTlsClient>,
         call_timeout: Duration,
+        span_rooms: bool,
         stop: CancellationToken,
     ) -> Arc<Self> {
         let host = Arc::new(Self {
             token,
             tls,
             call_timeout,
+            span_rooms,
             redis,
             keys,
             workers: Arc::new(RwLock::new(Vec::new())),
@@ -188,14 +194,15 @@ impl RemoteSessionHost {
     }
 
     /// Ends the sessions a dead worker held: their clients learn it from `remotemedia-server`.
-    /// Its rooms' records go first, so that their participants' rejoins place them again.
+    /// It leaves its rooms' records first, so that their participants' rejoins go to the
+    /// rooms' other workers, or place the rooms again.
     async fn reap(&self, worker_id: &str, events: &mpsc::Sender<SessionEvent>) {
         match room_record::reap(&mut self.redis.clone(), &self.keys, worker_id).await {
             Ok(rooms) if !rooms.is_empty() => {
                 tracing::warn!(
                     worker_id,
                     ?rooms,
-                    "worker lost: its rooms are placed again at their next offer"
+                    "worker lost: it leaves its rooms' records"
                 );
             }
             Ok(_) => {}

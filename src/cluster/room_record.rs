@@ -1,15 +1,21 @@
 //! Where a room lives (DESIGN.md §3b, §5): `room:<name>` in Redis, a hash of
-//! - `workers`: a JSON array of worker ids (one today: the worker the room's first offer was
-//!   placed on; rooms that span workers add theirs),
-//! - `tracks`: a JSON array of the room's published tracks (empty until rooms span workers),
+//! - `workers`: a JSON array of the ids of the workers that host the room, in the order they
+//!   joined it: the first is the worker the room's first offer was placed on; a worker that
+//!   refused a newcomer (full, or draining with the room's participants) makes the room spill
+//!   onto another one, appended here (#16),
+//! - `at:<worker>`: the version of the latest join sent to that worker,
+//! - `tracks:<worker>`: a JSON array of the tracks published on that worker (one field per
+//!   worker, so two workers never read-modify-write one field; `[]` until the relay needs
+//!   them),
 //! - `version`: a fresh number from `room-version` at every change (every join), unique
-//!   across records, so a compare-and-delete never takes a later record of the same room.
+//!   across records.
 //!
-//! Frontends create and join records ([`join`]): one script, so two frontends placing the same
-//! room at once agree on its worker. The room's worker deletes the record when its last
-//! participant leaves ([`forget`], compared on the version: a participant on its way keeps
-//! it), keeps its records alive while it hosts them ([`refresh`]), and frontends clear the
-//! records of a dead worker ([`reap`]) so the room's participants rejoin elsewhere.
+//! Frontends create, join and spill records ([`join`]): one script, so two frontends placing
+//! the same room at once agree on its first worker. A hosting worker leaves the record when
+//! its last participant of the room leaves ([`forget`], compared on `at:<worker>`: a
+//! participant on its way there keeps it; the record goes with its last worker), keeps its
+//! records alive while it hosts them ([`refresh`]), and frontends take a dead worker out of
+//! the records ([`reap`]) so the room's participants rejoin on the others or elsewhere.
 
 use std::time::Duration;
 
@@ -17,60 +23,114 @@ use redis::aio::ConnectionManager;
 
 use super::keys::Keys;
 
-/// A record expires unless its worker refreshes it (every heartbeat) or a participant joins:
-/// a record whose worker forgot it (a join that never arrived) does not outlive this.
+/// A record expires unless one of its workers refreshes it (every heartbeat) or a participant
+/// joins: a record whose workers forgot it (a join that never arrived) does not outlive this.
 pub const ROOM_TTL: Duration = Duration::from_secs(30);
 
 /// A room's record as a frontend found or made it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RoomRecord {
-    /// The workers the room lives on (the first is where new participants go).
+    /// The workers the room lives on (the first is where new participants go first).
     pub workers: Vec<String>,
     /// The record's version after this join.
     pub version: u64,
     /// Whether this join created the record (placed the room).
     pub created: bool,
+    /// Whether this join added the candidate to `workers` (created the record, or spilled
+    /// the room onto it): that worker has none of the room's participants yet.
+    pub added: bool,
 }
 
 impl RoomRecord {
-    /// Where a new participant's session goes.
+    /// Where a new participant's session goes first.
     pub fn worker(&self) -> Option<&str> {
         self.workers.first().map(String::as_str)
     }
 }
 
-/// Joins a room: a new version for an existing record (returned as it is), else, when
-/// ARGV[1] names a worker, a new record placing the room there.
+/// How a frontend joins a room's record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Join<'a> {
+    /// Only an existing record; the newcomer goes to its first worker.
+    Existing,
+    /// The existing record, else a new one placing the room on this worker.
+    Place(&'a str),
+    /// The newcomer goes to this worker: it joins the room's workers (the record is made if
+    /// it went meanwhile).
+    Spill(&'a str),
+}
+
+/// Joins a room: a new version, recorded as `at:<worker>` for the worker the newcomer goes to.
 /// KEYS: the record, the version counter, the candidate's room set. ARGV: candidate worker
-/// ('' joins only), TTL ms, room name.
+/// ('' joins only), TTL ms, room name, mode ('place' or 'spill').
+/// Returns the workers (JSON), the version, whether it created the record, whether it added
+/// the candidate to the workers.
 const JOIN_SCRIPT: &str = r"
-local workers = redis.call('HGET', KEYS[1], 'workers')
-if not workers and ARGV[1] == '' then return false end
+local encoded = redis.call('HGET', KEYS[1], 'workers')
+if not encoded and ARGV[1] == '' then return false end
 local version = redis.call('INCR', KEYS[2])
-local created = 0
-if workers then
-  redis.call('HSET', KEYS[1], 'version', version)
-else
-  workers = cjson.encode({ARGV[1]})
-  redis.call('HSET', KEYS[1], 'workers', workers, 'tracks', '[]', 'version', version)
-  redis.call('SADD', KEYS[3], ARGV[3])
-  created = 1
+local created, added = 0, 0
+local workers = {}
+if encoded then
+  local ok, list = pcall(cjson.decode, encoded)
+  if ok and type(list) == 'table' then workers = list end
 end
+local target = workers[1]
+if not encoded then
+  workers = {ARGV[1]}
+  target = ARGV[1]
+  created, added = 1, 1
+elseif ARGV[4] == 'spill' then
+  target = ARGV[1]
+  local present = false
+  for _, worker in ipairs(workers) do
+    if worker == target then present = true end
+  end
+  if not present then
+    table.insert(workers, target)
+    added = 1
+  end
+end
+if added == 1 then
+  encoded = cjson.encode(workers)
+  redis.call('HSET', KEYS[1], 'workers', encoded, 'tracks:' .. target, '[]')
+  redis.call('SADD', KEYS[3], ARGV[3])
+end
+redis.call('HSET', KEYS[1], 'version', version)
+if target then redis.call('HSET', KEYS[1], 'at:' .. target, version) end
 redis.call('PEXPIRE', KEYS[1], ARGV[2])
-return {workers, version, created}
+return {encoded, version, created, added}
 ";
 
-/// Deletes the record only while its version is ARGV[1]; then drops the room (ARGV[2]) from
-/// the worker's set.
+/// Takes worker ARGV[3] out of the record while `at:<worker>` is ARGV[1] (no join was sent
+/// there since; a record without the field compares `version`), and the room (ARGV[2]) out of
+/// the worker's set. The record goes with its last worker. A record that does not name the
+/// worker is left as it is (unless it names none). Returns 1 when it left.
 const FORGET_SCRIPT: &str = r"
-if redis.call('HGET', KEYS[1], 'version') ~= ARGV[1] then return 0 end
-redis.call('DEL', KEYS[1])
+local encoded = redis.call('HGET', KEYS[1], 'workers')
+if not encoded then return 0 end
+local ok, list = pcall(cjson.decode, encoded)
+if not ok or type(list) ~= 'table' then list = {} end
+local left, named = {}, false
+for _, worker in ipairs(list) do
+  if worker == ARGV[3] then named = true else table.insert(left, worker) end
+end
+if #list > 0 and not named then return 0 end
+local at = redis.call('HGET', KEYS[1], 'at:' .. ARGV[3])
+if not at then at = redis.call('HGET', KEYS[1], 'version') end
+if at ~= ARGV[1] then return 0 end
+if #left == 0 then
+  redis.call('DEL', KEYS[1])
+else
+  redis.call('HSET', KEYS[1], 'workers', cjson.encode(left))
+  redis.call('HDEL', KEYS[1], 'at:' .. ARGV[3], 'tracks:' .. ARGV[3])
+end
 redis.call('SREM', KEYS[2], ARGV[2])
 return 1
 ";
 
-/// Deletes the records of the rooms placed on a dead worker (ARGV[1]) that still name it;
-/// returns those rooms. ARGV[2]: the record key prefix.
+/// Takes a dead worker (ARGV[1]) out of the records of the rooms it hosted; a record it was
+/// the last worker of goes. Returns those rooms. ARGV[2]: the record key prefix.
 const REAP_SCRIPT: &str = r"
 local rooms = redis.call('SMEMBERS', KEYS[1])
 local reaped = {}
@@ -80,12 +140,18 @@ for _, room in ipairs(rooms) do
   if workers then
     local ok, list = pcall(cjson.decode, workers)
     if ok and type(list) == 'table' then
+      local left, named = {}, false
       for _, worker in ipairs(list) do
-        if worker == ARGV[1] then
+        if worker == ARGV[1] then named = true else table.insert(left, worker) end
+      end
+      if named then
+        if #left == 0 then
           redis.call('DEL', key)
-          table.insert(reaped, room)
-          break
+        else
+          redis.call('HSET', key, 'workers', cjson.encode(left))
+          redis.call('HDEL', key, 'at:' .. ARGV[1], 'tracks:' .. ARGV[1])
         end
+        table.insert(reaped, room)
       end
     end
   end
@@ -108,8 +174,9 @@ end
 return 1
 ";
 
-/// Joins `room`: its record with a new version, or, when there is none and `place_on` names
-/// a worker, a new record placing the room there. `None`: no record (and none made).
+/// Joins `room` as `how` says: its record with a new version (and the candidate among its
+/// workers when spilling), or a new record placing the room. `None`: no record (and none
+/// made).
 ///
 /// # Errors
 /// When Redis fails.
@@ -117,27 +184,33 @@ pub async fn join(
     redis: &mut ConnectionManager,
     keys: &Keys,
     room: &str,
-    place_on: Option<&str>,
+    how: Join<'_>,
 ) -> redis::RedisResult<Option<RoomRecord>> {
-    let candidate = place_on.unwrap_or_default();
-    let reply: Option<(String, u64, i64)> = redis::Script::new(JOIN_SCRIPT)
+    let (candidate, mode) = match how {
+        Join::Existing => ("", ""),
+        Join::Place(worker) => (worker, "place"),
+        Join::Spill(worker) => (worker, "spill"),
+    };
+    let reply: Option<(String, u64, i64, i64)> = redis::Script::new(JOIN_SCRIPT)
         .key(keys.room(room))
         .key(keys.room_version())
         .key(keys.worker_rooms(candidate))
         .arg(candidate)
         .arg(ROOM_TTL.as_millis() as u64)
         .arg(room)
+        .arg(mode)
         .invoke_async(redis)
         .await?;
-    Ok(reply.map(|(workers, version, created)| RoomRecord {
+    Ok(reply.map(|(workers, version, created, added)| RoomRecord {
         workers: parse_workers(&workers),
         version,
         created: created == 1,
+        added: added == 1,
     }))
 }
 
-/// Deletes `room`'s record if its version is still `version` (nothing joined since); returns
-/// whether it did.
+/// Takes `worker_id` out of `room`'s workers if the latest join sent there had `version`
+/// (none came since), the record with it when it was the last; returns whether it did.
 ///
 /// # Errors
 /// When Redis fails.
@@ -153,12 +226,14 @@ pub async fn forget(
         .key(keys.worker_rooms(worker_id))
         .arg(version)
         .arg(room)
+        .arg(worker_id)
         .invoke_async(redis)
         .await?;
     Ok(deleted == 1)
 }
 
-/// Clears the records of the rooms that live on the dead `worker_id`; returns those rooms.
+/// Takes the dead `worker_id` out of the records of the rooms it hosted (a record it was the
+/// last worker of goes); returns those rooms.
 ///
 /// # Errors
 /// When Redis fails.
@@ -212,6 +287,7 @@ mod tests {
             workers: parse_workers(r#"["worker-a","worker-b"]"#),
             version: 3,
             created: false,
+            added: false,
         };
         assert_eq!(record.worker(), Some("worker-a"));
         assert!(parse_workers("worker-a").is_empty());

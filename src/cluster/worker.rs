@@ -31,6 +31,7 @@ use crate::http::{self, Readiness};
 use crate::listener::bind;
 use crate::peer::SessionManager;
 use crate::proto::worker::media_worker_server::MediaWorkerServer;
+use crate::room_relay::RelayEndpoint;
 use crate::sessions::session_manager;
 use crate::signaling::{
     validate_peer_id, NotificationBus, PeerRegistry, SessionEvent, SessionHost,
@@ -58,6 +59,8 @@ pub struct Worker {
     token: RequireToken,
     /// `--worker-tls-cert`/`--worker-tls-key`: the API serves TLS only.
     tls: Option<ApiTls>,
+    /// `--relay-port`: the relay socket and its advertised address.
+    relay: Option<(RelayEndpoint, String)>,
 }
 
 /// The worker API's certificate (reloaded when its files change) and configuration.
@@ -109,6 +112,7 @@ impl Worker {
             .worker_address
             .clone()
             .unwrap_or_else(|| default_advertised_address(local));
+        let relay = bind_relay(config, local, &advertised).await?;
         let (sessions, events) = session_manager(config).await?;
         let stop = CancellationToken::new();
         let (client, redis) = super::connect(url, config.redis_ca_file.as_deref()).await?;
@@ -131,6 +135,7 @@ impl Worker {
             instance: instance.clone(),
             address: advertised.clone(),
             udp_address: sessions.udp_address().map(|a| a.to_string()),
+            relay_address: relay.as_ref().map(|(_, address)| address.clone()),
             capacity: config.cluster.capacity as u32,
             active_sessions: 0,
             cpu_load: 0.0,
@@ -169,6 +174,7 @@ impl Worker {
                     .as_ref(),
             ),
             tls,
+            relay,
         })
     }
 
@@ -259,6 +265,7 @@ impl Worker {
             lost_id: lost_id.clone(),
             address: self.advertised.clone(),
             udp_address: self.sessions.udp_address().map(|a| a.to_string()),
+            relay_address: self.relay.as_ref().map(|(_, address)| address.clone()),
             capacity: self.capacity,
             sessions: Arc::clone(&self.sessions),
             drain: Arc::clone(&self.drain),
@@ -467,6 +474,7 @@ struct Heartbeat {
     lost_id: CancellationToken,
     address: String,
     udp_address: Option<String>,
+    relay_address: Option<String>,
     capacity: usize,
     sessions: Arc<SessionManager>,
     drain: Arc<DrainState>,
@@ -511,6 +519,7 @@ impl Heartbeat {
             instance: self.instance.clone(),
             address: self.address.clone(),
             udp_address: self.udp_address.clone(),
+            relay_address: self.relay_address.clone(),
             capacity: self.capacity as u32,
             active_sessions: self.sessions.session_count() as u32,
             cpu_load: metrics().worker_cpu_load.get(),
@@ -605,4 +614,37 @@ async fn deliver_events(
     while let Ok(event) = events.try_recv() {
         handle(event).await;
     }
+}
+
+/// Binds the relay socket of `--relay-port` on the API's IP; its advertised address is the
+/// advertised API host with that port. The links' keys cross the worker API: without its TLS
+/// the worker refuses to relay, unless `--insecure-relay`.
+async fn bind_relay(
+    config: &Config,
+    api: SocketAddr,
+    advertised: &str,
+) -> Result<Option<(RelayEndpoint, String)>, Error> {
+    let Some(port) = config.cluster.relay_port else {
+        return Ok(None);
+    };
+    if config.cluster.worker_tls_cert.is_none() && !config.cluster.insecure_relay {
+        return Err(Error::Unsupported(
+            "--relay-port: the relay links' keys cross the worker API, which then needs \
+             --worker-tls-cert (or --insecure-relay, for a test)"
+                .into(),
+        ));
+    }
+    let address = SocketAddr::new(api.ip(), port);
+    let relay = RelayEndpoint::bind(address)
+        .await
+        .map_err(|err| Error::Unsupported(format!("--relay-port {port}: {err}")))?;
+    let bound = relay
+        .local_addr()
+        .map_err(|err| Error::Unsupported(format!("--relay-port {port}: {err}")))?;
+    let host = advertised
+        .rsplit_once(':')
+        .map_or(advertised, |(host, _)| host);
+    let advertised = format!("{host}:{}", bound.port());
+    tracing::info!(relay = advertised, "relay socket bound");
+    Ok(Some((relay, advertised)))
 }

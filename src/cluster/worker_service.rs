@@ -260,8 +260,9 @@ impl WorkerService {
         request: pb::CreateSessionRequest,
     ) -> Result<Response<pb::CreateSessionResponse>, Status> {
         if self.drain.is_draining() {
-            // A room with participants here cannot move: its newcomers are refused until it
-            // empties, so the drain ends. Any other session may go to another worker.
+            // A room with participants here stays: its newcomers are refused (or, with the
+            // frontends' --room-span-workers, go to other workers), so the drain ends. Any
+            // other session goes elsewhere.
             let failure = if !request.room.is_empty()
                 && self.rooms.hosts(&request.room, request.room_version)
             {

@@ -30,6 +30,9 @@ pub struct WorkerStatus {
     /// The shared ICE UDP port's advertised address, when it has one.
     #[serde(default)]
     pub udp_address: Option<String>,
+    /// The relay socket's address (`--relay-port`), when it has one (#16).
+    #[serde(default)]
+    pub relay_address: Option<String>,
     pub capacity: u32,
     pub active_sessions: u32,
     /// Process CPU over the machine's cores in the last interval (0.0..=1.0).
@@ -247,6 +250,7 @@ pub(crate) fn test_worker(id: &str, active: u32, capacity: u32) -> WorkerStatus 
         instance: String::new(),
         address: format!("{id}:50052"),
         udp_address: None,
+        relay_address: None,
         capacity,
         active_sessions: active,
         cpu_load: 0.0,
