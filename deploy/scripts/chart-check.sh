@@ -70,12 +70,21 @@ asserts() {
 	"$PY" deploy/scripts/chart_assert.py "$OUT/asserted.yaml" $names
 }
 
-# Must not render: the chart's guards.
+# Must not render: the chart's guards. `expect:TEXT` as the second argument: the refusal must
+# say TEXT (so that another guard failing cannot pass for this one).
 refuse() {
-	local label="$1"
+	local label="$1" expect="" error
 	shift
-	if "$HELM" template remotemedia "$CHART" "$@" >/dev/null 2>&1; then
+	if [[ "${1:-}" == expect:* ]]; then
+		expect="${1#expect:}"
+		shift
+	fi
+	if error=$("$HELM" template remotemedia "$CHART" "$@" 2>&1 >/dev/null); then
 		echo "chart-check: rendered although it must not: $label" >&2
+		exit 1
+	fi
+	if [ -n "$expect" ] && ! grep -qF -- "$expect" <<<"$error"; then
+		echo "chart-check: refused, but not with \"$expect\": $label: $error" >&2
 		exit 1
 	fi
 	echo "== refused as it should: $label"
@@ -102,8 +111,8 @@ check "frontends serve TLS, workers too; a rediss:// Redis with a private CA and
 	--set redis.existingSecret=remotemedia-redis --set redis.tls.caSecret=remotemedia-redis-ca \
 	--set networkPolicy.enabled=true --set frontend.ingress.enabled=true
 # What operators rely on, asserted on the rendered objects (deploy/scripts/chart_assert.py).
-asserts "default values: replicas rendered, the helm test Pod, probes, drains, workers not evictable" \
-	"replicas-rendered probe-test-pod probes worker-not-evictable frontend-prestop drain-timing servicemonitor-plain" \
+asserts "default values: replicas rendered, the helm test Pod, probes, drains, workers not evictable, no relay" \
+	"replicas-rendered probe-test-pod probes worker-not-evictable frontend-prestop drain-timing servicemonitor-plain no-relay" \
 	--set monitoring.serviceMonitor.enabled=true
 asserts "the controller autoscales: the chart leaves the worker replicas to it; it evicts and records Events" \
 	"replicas-owned-by-controller worker-pdb-evicts-unhealthy controller-evicts-and-records-events" \
@@ -143,6 +152,10 @@ asserts "rooms: bounds, last-N, a room pipeline, room claims required" "rooms-pa
 	--set rooms.maxParticipants=8 --set rooms.maxPerWorker=50 --set rooms.videoLastN=2 \
 	--set rooms.manifest=vad --set rooms.requireRoomClaim=true \
 	--set auth.existingSecret=remotemedia-auth
+asserts "rooms spanning workers: the relay port, worker-to-worker NetworkPolicy, TLS" \
+	"relay-between-workers" --set rooms.spanWorkers=true --set networkPolicy.enabled=true \
+	--set 'networkPolicy.nodeCidrs={10.0.0.0/16}' \
+	--set workerTls.enabled=true --set workerTls.existingSecret=remotemedia-worker-tls
 asserts "tunable probes" "tuned-probes" \
 	--set worker.probes.startup.failureThreshold=90 --set worker.probes.liveness.timeoutSeconds=5
 asserts "NetworkPolicy: hostNetwork workers reach the bundled Redis from their nodes" \
@@ -162,6 +175,11 @@ refuse "a NetworkPolicy for the bundled Redis without the nodes' CIDRs (hostNetw
 	--set networkPolicy.enabled=true
 refuse "a frontend preStop sleep as long as its grace period" \
 	--set frontend.preStopSleepSeconds=30
+refuse "rooms spanning workers without the worker API's TLS" \
+	"expect:it needs workerTls.enabled" --set rooms.spanWorkers=true
+refuse "rooms spanning workers, a NetworkPolicy, hostNetwork workers without the nodes' CIDRs" \
+	"expect:the workers relay from their nodes' addresses" --set rooms.spanWorkers=true \
+	--set rooms.insecureRelay=true --set networkPolicy.enabled=true --set redis.url=redis://r:6379
 refuse "the PROXY protocol without trusted proxies" \
 	--set frontend.clientAddress.proxyProtocol.enabled=true
 echo "chart-check: ok"

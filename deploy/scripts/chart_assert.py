@@ -221,6 +221,37 @@ def rooms_passed(docs):
     assert env(worker, "REMOTEMEDIA_ROOM_MANIFEST") == "vad"
 
 
+def relay_between_workers(docs):
+    """Rooms that span workers: the relay port reaches the workers, and their NetworkPolicy
+    lets the release's workers (and only them) reach each other's API and relay port."""
+    worker = container(workload(docs, "worker"))
+    assert env(worker, "REMOTEMEDIA_RELAY_PORT") == "50053"
+    assert env(worker, "REMOTEMEDIA_WORKER_TLS_CERT"), "relaying needs the worker API's TLS"
+    assert not any(e["name"] == "REMOTEMEDIA_INSECURE_RELAY" for e in worker["env"])
+    ports = {p["name"]: p for p in worker["ports"]}
+    assert ports["relay"]["containerPort"] == 50053 and ports["relay"]["protocol"] == "UDP"
+    assert env(container(workload(docs, "frontend")), "REMOTEMEDIA_ROOM_SPAN_WORKERS") == "true"
+    policy = find(docs, "NetworkPolicy", name_suffix="-worker")[0]
+    relay_rules = [r for r in policy["spec"]["ingress"]
+                   if {"port": "relay", "protocol": "UDP"} in r.get("ports", [])]
+    assert len(relay_rules) == 1, policy["spec"]["ingress"]
+    # hostNetwork workers relay from their nodes' addresses.
+    assert relay_rules[0]["from"] == [
+        {"podSelector": {"matchLabels": {
+            "app.kubernetes.io/name": "remotemedia", "app.kubernetes.io/instance": "remotemedia",
+            "app.kubernetes.io/component": "worker"}}},
+        {"ipBlock": {"cidr": "10.0.0.0/16"}},
+    ], relay_rules[0]["from"]
+    assert {"port": "api", "protocol": "TCP"} in relay_rules[0]["ports"]
+
+
+def no_relay(docs):
+    """Without rooms that span workers nothing of the relay is rendered."""
+    worker = container(workload(docs, "worker"))
+    assert not any(e["name"] == "REMOTEMEDIA_RELAY_PORT" for e in worker["env"])
+    assert "relay" not in {p["name"] for p in worker["ports"]}
+
+
 def connection_cap_behind_proxies(docs):
     """The cap keyed on the PROXY header of the listed load balancers."""
     fe = container(workload(docs, "frontend"))
