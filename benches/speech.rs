@@ -18,14 +18,16 @@
 //! - **Sessions per core**: N `voice_echo.yaml` sessions (the whole manifest: VAD, speech to
 //!   text, turn, speech) fed at once in real time, each its own caller repeating the recorded
 //!   voices with pauses, their onsets spread over one utterance's period; N steps up until
-//!   the core falls behind. RTF = CPU time of the process and its espeak-ng children / audio
-//!   time (the run's wall time, each session's audio length): N sessions keep up while the
-//!   core's load (N x the per-session RTF) stays under 1, which shows as every utterance
-//!   transcribed and answered with a recognition lag (final transcript after `speech_end`)
-//!   that does not grow. Table on stdout, `docs/bench/speech-sessions.csv` (or under `OUT`).
-//!
+//!   the core falls behind. Core load = CPU time of the process and its espeak-ng children /
+//!   wall time (each session's audio time); RTF = load / N. A step keeps up when every
+//!   utterance is transcribed and answered, no job or frame is dropped, and the slowest
+//!   session's recognition lag (final transcript after `speech_end`) stays under 1 s (past
+//!   the core's capacity a backlog grows without bound). Table on stdout,
+//!   `docs/bench/speech-sessions.csv` (or under `OUT`).
 //! - **Turn pauses**: two phrases with a pause between them (400..1000 ms), one session each:
 //!   how long a pause inside a turn survives, the price of a shorter hangover.
+//! - **Decode timing** (only when named, `-- decode_timing`): the decoder's work on each
+//!   recorded voice and its end of utterance (the second pass), timed apart.
 //!
 //! `cargo bench --bench speech -- voice sessions` runs only the parts whose names contain a
 //! word given (`synthesis`, `recognition`, `voice_to_voice`, `turn_pauses`,
