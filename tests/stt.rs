@@ -12,11 +12,9 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use common::client::connect_with_data_channel;
+use common::data_channel::json_messages;
 use common::TestServer;
-use prost::Message;
 use remotemedia_webrtc::media::rms;
-use remotemedia_webrtc::pipeline::{Envelope, RuntimeData};
-use remotemedia_webrtc::proto::common::DataBuffer;
 
 const FRONT_CENTER: &str = "/usr/share/sounds/alsa/Front_Center.wav";
 
@@ -48,35 +46,6 @@ fn wav_48k(path: &str) -> Vec<f32> {
         .into_samples::<i16>()
         .map(|s| f32::from(s.unwrap()) / 32_768.0)
         .collect()
-}
-
-/// The JSON payloads of the data-channel messages received by `deadline` or until `stop`
-/// says enough, with when each came.
-async fn json_messages(
-    messages: &mut tokio::sync::mpsc::Receiver<bytes::Bytes>,
-    deadline: Instant,
-    mut stop: impl FnMut(&[(String, serde_json::Value, Instant)]) -> bool,
-) -> Vec<(String, serde_json::Value, Instant)> {
-    let mut got = Vec::new();
-    while !stop(&got) {
-        let left = deadline.saturating_duration_since(Instant::now());
-        let Ok(Some(bytes)) = tokio::time::timeout(left, messages.recv()).await else {
-            break;
-        };
-        let envelope = Envelope::from_data_buffer(DataBuffer::decode(bytes).unwrap()).unwrap();
-        if let RuntimeData::Json {
-            payload,
-            schema_type,
-        } = envelope.data
-        {
-            got.push((
-                schema_type,
-                serde_json::from_str(&payload).unwrap(),
-                Instant::now(),
-            ));
-        }
-    }
-    got
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

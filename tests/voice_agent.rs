@@ -16,12 +16,10 @@ use std::time::{Duration, Instant};
 use axum::extract::State;
 use axum::Json;
 use common::client::connect_with_data_channel;
+use common::data_channel::json_messages;
 use common::TestServer;
 use parking_lot::Mutex;
-use prost::Message;
 use remotemedia_webrtc::media::rms;
-use remotemedia_webrtc::pipeline::{Envelope, RuntimeData};
-use remotemedia_webrtc::proto::common::DataBuffer;
 
 const FRONT_CENTER: &str = "/usr/share/sounds/alsa/Front_Center.wav";
 
@@ -88,29 +86,11 @@ async fn a_spoken_turn_goes_to_the_agent_and_its_answer_is_spoken() {
     let received_before = peer.received.lock().samples.len();
     let (_, mut inbox) = tokio::sync::mpsc::channel(1);
     std::mem::swap(&mut inbox, &mut peer.messages);
-    let read = async {
-        let deadline = Instant::now() + Duration::from_secs(15);
-        let mut got: Vec<(String, serde_json::Value, Instant)> = Vec::new();
-        while !got.iter().any(|(schema, _, _)| schema == "http") {
-            let left = deadline.saturating_duration_since(Instant::now());
-            let Ok(Some(bytes)) = tokio::time::timeout(left, inbox.recv()).await else {
-                break;
-            };
-            let envelope = Envelope::from_data_buffer(DataBuffer::decode(bytes).unwrap()).unwrap();
-            if let RuntimeData::Json {
-                payload,
-                schema_type,
-            } = envelope.data
-            {
-                got.push((
-                    schema_type,
-                    serde_json::from_str(&payload).unwrap(),
-                    Instant::now(),
-                ));
-            }
-        }
-        got
-    };
+    let read = json_messages(
+        &mut inbox,
+        Instant::now() + Duration::from_secs(15),
+        |got| got.iter().any(|(schema, _, _)| schema == "http"),
+    );
     let ((), messages) = tokio::join!(peer.send_samples(&speech, 20), read);
     let summary: Vec<String> = messages
         .iter()

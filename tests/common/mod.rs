@@ -5,6 +5,7 @@
 pub mod cdp;
 pub mod client;
 pub mod cluster;
+pub mod data_channel;
 pub mod dialect_server;
 pub mod fake_kube;
 pub mod fake_mic;

@@ -15,6 +15,11 @@
 //! ([`super::speech_recognizer`]) at its first job and returns it with its final. Partial
 //! transcripts come after each job whose hypothesis changed; the final after `speech_end`.
 //!
+//! The final is what a turn waits for, so it is not delayed by silence: at `speech_end`, the
+//! audio not yet decoded beyond [`FINAL_TAIL_MS`] after the VAD's end time (the rest of the
+//! silence the VAD waited for) is dropped, and the final decodes only what is left of the
+//! speech and the engine's end of utterance.
+//!
 //! Bounds: an utterance is cut (a final, then a new utterance) after `maxUtteranceMs`; audio
 //! waiting for the engine beyond [`MAX_PENDING_MS`] drops the oldest utterance (`backlog`);
 //! when every decoder is leased, an utterance's audio waits in its job state (up to
@@ -41,6 +46,10 @@ pub const TRANSCRIPT_SCHEMA: &str = "transcript";
 pub const MAX_PENDING_MS: u64 = 60_000;
 /// Audio kept before `speech_start` at most.
 const MAX_PRE_ROLL_MS: u64 = 1_000;
+/// Audio kept for the final after the VAD's `speech_end` time (its last voiced audio plus its
+/// pad): the rest of the `minSilenceMs` the VAD waited to end the segment is silence, and
+/// decoding it would only delay the final transcript a turn waits for.
+pub const FINAL_TAIL_MS: u64 = 150;
 /// Samples per ms at the decoder's rate.
 const PER_MS: u64 = DECODER_RATE as u64 / 1000;
 
@@ -284,8 +293,18 @@ impl SpeechToTextNode {
         let Some(heard) = self.current.take() else {
             return;
         };
+        let silence = self
+            .now_ms()
+            .saturating_sub(end_ms.saturating_add(FINAL_TAIL_MS))
+            * PER_MS;
         match self.pending.back_mut() {
             Some(chunk) if chunk.utterance == heard.utterance => {
+                // The silence not yet decoded goes, but for the tail.
+                let keep = chunk
+                    .samples
+                    .len()
+                    .saturating_sub(usize::try_from(silence).unwrap_or(usize::MAX));
+                chunk.samples.truncate(keep);
                 chunk.last = true;
                 chunk.end_ms = end_ms;
             }

@@ -162,6 +162,39 @@ fn audio_outside_vad_segments_is_not_decoded() {
 }
 
 #[test]
+fn the_silence_the_vad_waited_for_is_not_decoded_beyond_the_tail() {
+    // No partials: the utterance's audio waits whole for its final.
+    let mut node = SpeechToTextNode::with_pool("stt", keywords_pool(1), 0, 20_000);
+    let mut out = Vec::new();
+    let frame = vec![0.0f32; 960];
+    for _ in 0..10 {
+        node.process(audio(&frame), &mut out).unwrap();
+    }
+    // The utterance starts now (the resampler holds a few ms back: the node's clock).
+    let onset = node.clock;
+    node.process(vad(VadEvent::SpeechStart(onset / PER_MS)), &mut out)
+        .unwrap();
+    // 800 ms of it heard: the speech ends 350 ms in (the VAD's end time, its pad included),
+    // the rest is the silence the VAD waited for.
+    for _ in 0..40 {
+        node.process(audio(&frame), &mut out).unwrap();
+    }
+    let end_ms = onset / PER_MS + 350;
+    assert_eq!(node.pending.back().unwrap().samples.len(), 800 * 16);
+    node.end_utterance(end_ms);
+    let chunk = node.pending.back().unwrap();
+    assert!(chunk.last);
+    assert_eq!(chunk.end_ms, end_ms);
+    // From the onset to the end time plus the tail (to the ms of the node's clock).
+    let kept = chunk.samples.len() as u64;
+    let expected = (350 + FINAL_TAIL_MS) * PER_MS;
+    assert!(
+        kept.abs_diff(expected) <= PER_MS,
+        "{kept} samples kept, {expected} expected"
+    );
+}
+
+#[test]
 fn with_every_decoder_leased_an_utterance_gets_an_empty_final_and_the_pool_recovers() {
     let pool = keywords_pool(1);
     let mut holder = SpeechToTextNode::with_pool("a", Arc::clone(&pool), 300, 20_000);
