@@ -19,7 +19,8 @@ use common::{eventually, metric_value, WAIT};
 use parking_lot::Mutex;
 use remotemedia_webrtc::media::dominant_frequency;
 use remotemedia_webrtc::proto::signaling::{
-    self as pb, signaling_notification::Notification, signaling_response::Response as Resp,
+    self as pb, signaling_notification::Notification, signaling_request::Request as Req,
+    signaling_response::Response as Resp,
 };
 use tokio_util::sync::CancellationToken;
 
@@ -28,6 +29,8 @@ use tokio_util::sync::CancellationToken;
 struct Speaker {
     id: String,
     heard: Arc<Mutex<HashMap<String, Vec<f32>>>>,
+    /// Server offers answered (each renegotiation).
+    answered: Arc<Mutex<usize>>,
     stop: CancellationToken,
 }
 
@@ -41,7 +44,8 @@ impl Speaker {
         let stop = CancellationToken::new();
         spawn_tone_at(peer.audio.clone().unwrap(), frequency, 0.5, stop.clone());
         let heard = Arc::clone(&peer.heard);
-        let until = stop.clone();
+        let answered = Arc::new(Mutex::new(0));
+        let (count, until) = (Arc::clone(&answered), stop.clone());
         tokio::spawn(async move {
             while !until.is_cancelled() {
                 let Some(next) = signaling.next_within(Duration::from_millis(20)).await else {
@@ -55,6 +59,7 @@ impl Speaker {
                         let sdp = peer.answer_offer(offer.sdp).await;
                         let request = signaling.answer_server(sdp, Some(offer.offer_id)).await;
                         signaling.expect_ack(&request).await;
+                        *count.lock() += 1;
                     }
                     Some(Resp::Notification(pb::SignalingNotification {
                         notification: Some(Notification::IceCandidate(candidate)),
@@ -62,11 +67,20 @@ impl Speaker {
                     _ => {}
                 }
             }
+            // Leaves the room as a client does: its server session ends.
+            let disconnect = signaling
+                .send(Req::Disconnect(pb::DisconnectRequest {
+                    peer_id: SERVER.into(),
+                }))
+                .await;
+            let _ = signaling.next_within(Duration::from_secs(2)).await;
+            let _ = disconnect;
             peer.close().await;
         });
         Self {
             id: id.to_owned(),
             heard,
+            answered,
             stop,
         }
     }
@@ -93,7 +107,9 @@ async fn metric(node: &Node, name: &str) -> f64 {
 /// The acceptance test of #16's relay: six participants of one room, two per worker (each
 /// worker's capacity), through two frontends; everyone hears exactly the other five tones,
 /// whichever worker they are on. Each worker lists its two publishers' tracks in the room's
-/// record and receives the other four over two links, one per other worker.
+/// record and receives the other four over two links, one per other worker. Then one leaves
+/// (its track leaves the record and every other participant's connection, renegotiated) and
+/// a late joiner takes its place: it hears the five, and the five hear it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn six_participants_on_three_workers_each_hear_the_other_five() {
     common::init_tracing();
@@ -210,6 +226,57 @@ async fn six_participants_on_three_workers_each_hear_the_other_five() {
             0.0
         );
     }
+    // A participant leaves: its track goes from the record, and the others, on every worker,
+    // stop getting it. A late joiner takes its place and is heard by all.
+    let leaver = speakers.pop().unwrap();
+    let leaver_worker = worker_listing(&mut conn, &workers, "p5").await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let answered: Vec<usize> = speakers.iter().map(|s| *s.answered.lock()).collect();
+    leaver.stop.cancel();
+    eventually("p5's track to leave the record", || {
+        let (mut conn, worker) = (conn.clone(), leaver_worker.clone());
+        async move { listed_tracks(&mut conn, &worker).await.len() == 1 }
+    })
+    .await;
+    // Each of the others is sent a server offer without p5's track (renegotiation), on the
+    // workers that got it relayed as on p5's own.
+    for (speaker, before) in speakers.iter().zip(&answered) {
+        eventually(
+            &format!("{} to renegotiate p5 away", speaker.id),
+            || async { *speaker.answered.lock() > *before },
+        )
+        .await;
+    }
+    let emptier = workers.iter().find(|w| w.name == leaver_worker).unwrap();
+    emptier
+        .wait_metric("remotemedia_worker_sessions_active", WAIT, |n| n == 1.0)
+        .await;
+    // Frontends place by the heartbeats: the late joiner goes where one says there is room.
+    frontends[1]
+        .wait_metric("remotemedia_frontend_workers_available", WAIT, |n| n == 1.0)
+        .await;
+    let late = Speaker::join(&frontends[1], "sextet", "p6", 990.0).await;
+    assert_eq!(
+        worker_listing(&mut conn, &workers, "p6").await,
+        leaver_worker
+    );
+    for speaker in &speakers {
+        let heard = speaker.hears("p6").await;
+        assert!(
+            (heard - 990.0).abs() <= 10.0,
+            "{} hears p6 at {heard} Hz",
+            speaker.id
+        );
+    }
+    for (j, tone) in tones.iter().enumerate().take(5) {
+        let heard = late.hears(&format!("p{j}")).await;
+        assert!((heard - tone).abs() <= 10.0, "p6 hears p{j} at {heard} Hz");
+    }
+    assert!(
+        !late.heard.lock().contains_key("p5"),
+        "p5 left before p6 came"
+    );
+    late.stop.cancel();
     for speaker in &speakers {
         speaker.stop.cancel();
     }
@@ -323,4 +390,37 @@ async fn a_workers_tracks_go_into_the_room_record_and_each_change_is_announced()
         room_record::read(&mut manager, &keys, "duo").await.unwrap()[1].1,
         vec![]
     );
+}
+
+/// The tracks `worker` lists in the record of room `sextet`.
+async fn listed_tracks(
+    conn: &mut redis::aio::MultiplexedConnection,
+    worker: &str,
+) -> Vec<serde_json::Value> {
+    let field: Option<String> = redis::cmd("HGET")
+        .arg("rm:room:sextet")
+        .arg(format!("tracks:{worker}"))
+        .query_async(conn)
+        .await
+        .unwrap();
+    serde_json::from_str(field.as_deref().unwrap_or("[]")).unwrap()
+}
+
+/// The worker whose record entry lists `publisher`'s track (waits for it).
+async fn worker_listing(
+    conn: &mut redis::aio::MultiplexedConnection,
+    workers: &[Node],
+    publisher: &str,
+) -> String {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        for worker in workers {
+            let tracks = listed_tracks(conn, &worker.name).await;
+            if tracks.iter().any(|t| t["publisher"] == publisher) {
+                return worker.name.clone();
+            }
+        }
+        assert!(Instant::now() < deadline, "no worker lists {publisher}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
