@@ -286,6 +286,11 @@ impl RoomSpan {
 #[async_trait::async_trait]
 impl SpanHost for RoomSpan {
     fn follow(&self, room: &RoomName) -> watch::Receiver<RemoteWorkers> {
+        if self.relay.is_none() {
+            // No relay socket: this worker's rooms take no other worker's tracks (they would
+            // be silent lines), so nothing to follow.
+            return watch::channel(RemoteWorkers::new()).1;
+        }
         let room = room.to_string();
         let receiver = {
             let mut followed = self.followed.lock();
