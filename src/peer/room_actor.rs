@@ -636,7 +636,7 @@ impl RoomActor {
 
     /// The room's other workers' tracks as remote producers (added, or removed when gone),
     /// and one relay link per such worker carrying them (`room_relay_link.rs`). A track
-    /// whose publisher is a participant here (it moved) is not taken.
+    /// whose publisher is a participant here (it moved), or a simulcast track, is not taken.
     fn sync_remote(&mut self) {
         let Some(workers) = self.span.as_mut().map(SpanState::workers) else {
             return;
@@ -648,7 +648,8 @@ impl RoomActor {
                 let Ok(publisher) = ParticipantId::parse(&track.publisher) else {
                     continue;
                 };
-                if self.room.contains(&publisher) {
+                // Simulcast tracks are not relayed yet (their layers would share one SSRC).
+                if self.room.contains(&publisher) || !track.layers.is_empty() {
                     continue;
                 }
                 let origin = Origin::Remote {
