@@ -168,6 +168,12 @@ impl Keys {
         format!("{}room-version", self.prefix)
     }
 
+    /// The pub/sub channel on which a room's hosting workers announce that their published
+    /// tracks changed (the message: the worker's id).
+    pub fn room_tracks_channel(&self, room: &str) -> String {
+        format!("{}room-tracks:{room}", self.prefix)
+    }
+
     /// The rooms placed on a worker (their records are cleared when it dies).
     pub fn worker_rooms(&self, worker_id: &str) -> String {
         format!("{}worker-rooms:{worker_id}", self.prefix)

@@ -25,6 +25,9 @@ pub const REDIS_OPERATIONS: &[&str] = &[
     "room_forget",
     "room_reap",
     "room_refresh",
+    "room_tracks",
+    "room_read",
+    "room_follow",
 ];
 
 /// The cluster's families.

@@ -15,6 +15,7 @@ mod redis_client;
 mod redis_registry;
 mod remote_host;
 pub mod room_record;
+mod room_span;
 pub mod scale_down;
 mod worker;
 mod worker_auth;

@@ -4,9 +4,13 @@
 //!   refused a newcomer (full, or draining with the room's participants) makes the room spill
 //!   onto another one, appended here (#16),
 //! - `at:<worker>`: the version of the latest join sent to that worker,
-//! - `tracks:<worker>`: a JSON array of the tracks published on that worker (one field per
-//!   worker, so two workers never read-modify-write one field; `[]` until the relay needs
-//!   them),
+//! - `tracks:<worker>`: a JSON array of the tracks published on that worker
+//!   ([`RelayedTrack`]: publisher, track id, kind, simulcast rids, the worker's producer id,
+//!   codec, header extensions; one field per worker, so two workers never read-modify-write
+//!   one field; `[]` when the worker joins the room), written by that worker ([`set_tracks`])
+//!   whenever its participants publish or unpublish, each change also published on the
+//!   room's channel (`room-tracks:<room>`) so the other hosting workers re-read the record at
+//!   once ([`read`]),
 //! - `version`: a fresh number from `room-version` at every change (every join), unique
 //!   across records.
 //!
@@ -22,6 +26,7 @@ use std::time::Duration;
 use redis::aio::ConnectionManager;
 
 use super::keys::Keys;
+use crate::room_relay::{parse_tracks, RelayedTrack};
 
 /// A record expires unless one of its workers refreshes it (every heartbeat) or a participant
 /// joins: a record whose workers forgot it (a join that never arrived) does not outlive this.
@@ -173,6 +178,94 @@ for _, room in ipairs(redis.call('SMEMBERS', KEYS[1])) do
 end
 return 1
 ";
+
+/// Sets `tracks:<worker>` (ARGV[1], ARGV[2]) while the record lists the worker, and, when
+/// that changed the field, publishes the worker's id on the room's channel (ARGV[3]).
+/// Returns 1 when the field changed, 0 when it already held that, -1 when the record does
+/// not list the worker.
+const SET_TRACKS_SCRIPT: &str = r"
+local encoded = redis.call('HGET', KEYS[1], 'workers')
+if not encoded then return -1 end
+local ok, list = pcall(cjson.decode, encoded)
+if not ok or type(list) ~= 'table' then return -1 end
+for _, worker in ipairs(list) do
+  if worker == ARGV[1] then
+    local field = 'tracks:' .. ARGV[1]
+    if redis.call('HGET', KEYS[1], field) == ARGV[2] then return 0 end
+    redis.call('HSET', KEYS[1], field, ARGV[2])
+    redis.call('PUBLISH', ARGV[3], ARGV[1])
+    return 1
+  end
+end
+return -1
+";
+
+/// What [`set_tracks`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TracksWritten {
+    /// The field changed; the room's channel was told.
+    Changed,
+    /// The field already held these tracks.
+    Unchanged,
+    /// The record does not list the worker (gone, or the worker left it).
+    NotHosting,
+}
+
+/// Writes the tracks published on `worker_id` to `room`'s record (only while the record
+/// lists the worker), and tells the room's channel when that changed them.
+///
+/// # Errors
+/// When Redis fails.
+pub async fn set_tracks(
+    redis: &mut ConnectionManager,
+    keys: &Keys,
+    room: &str,
+    worker_id: &str,
+    tracks: &[RelayedTrack],
+) -> redis::RedisResult<TracksWritten> {
+    let json = serde_json::to_string(tracks).unwrap_or_else(|_| "[]".into());
+    let written: i64 = redis::Script::new(SET_TRACKS_SCRIPT)
+        .key(keys.room(room))
+        .arg(worker_id)
+        .arg(json)
+        .arg(keys.room_tracks_channel(room))
+        .invoke_async(redis)
+        .await?;
+    Ok(match written {
+        1 => TracksWritten::Changed,
+        0 => TracksWritten::Unchanged,
+        _ => TracksWritten::NotHosting,
+    })
+}
+
+/// A room's hosting workers and the tracks each lists, in the record's order.
+///
+/// # Errors
+/// When Redis fails.
+pub async fn read(
+    redis: &mut ConnectionManager,
+    keys: &Keys,
+    room: &str,
+) -> redis::RedisResult<Vec<(String, Vec<RelayedTrack>)>> {
+    let fields: std::collections::HashMap<String, String> = redis::cmd("HGETALL")
+        .arg(keys.room(room))
+        .query_async(redis)
+        .await?;
+    let workers = fields
+        .get("workers")
+        .map(|json| parse_workers(json))
+        .unwrap_or_default();
+    Ok(workers
+        .into_iter()
+        .map(|worker| {
+            let tracks = fields
+                .get(&format!("tracks:{worker}"))
+                .map(|json| parse_tracks(json))
+                .unwrap_or_default();
+            (worker, tracks)
+        })
+        .collect())
+}
 
 /// Joins `room` as `how` says: its record with a new version (and the candidate among its
 /// workers when spilling), or a new record placing the room. `None`: no record (and none

@@ -18,6 +18,7 @@ use super::keys::Keys;
 use super::metrics::metrics;
 use super::process_load::CpuMeter;
 use super::remote_host::FORGET_SESSION_SCRIPT;
+use super::room_span::{RelayApi, RoomSpan};
 use super::worker_auth::{AttachToken, RequireToken};
 use super::worker_id;
 use super::worker_rooms::WorkerRooms;
@@ -60,7 +61,11 @@ pub struct Worker {
     /// `--worker-tls-cert`/`--worker-tls-key`: the API serves TLS only.
     tls: Option<ApiTls>,
     /// `--relay-port`: the relay socket and its advertised address.
-    relay: Option<(RelayEndpoint, String)>,
+    relay: Option<(Arc<RelayEndpoint>, String)>,
+    /// The rooms' span over workers: their tracks in the records, links to other workers.
+    span: Arc<RoomSpan>,
+    /// For the span's pub/sub connection.
+    redis_client: redis::Client,
 }
 
 /// The worker API's certificate (reloaded when its files change) and configuration.
@@ -116,6 +121,7 @@ impl Worker {
         let (sessions, events) = session_manager(config).await?;
         let stop = CancellationToken::new();
         let (client, redis) = super::connect(url, config.redis_ca_file.as_deref()).await?;
+        let redis_client = client.clone();
         let keys = Keys::new(config.redis_prefix.clone());
         let registry: Arc<dyn PeerRegistry> = Arc::new(RedisRegistry::new(
             redis.clone(),
@@ -151,7 +157,25 @@ impl Worker {
         metrics()
             .worker_capacity
             .set(config.cluster.capacity as i64);
+        let span = Arc::new(RoomSpan::new(
+            id.clone(),
+            redis.clone(),
+            keys.clone(),
+            relay.clone(),
+            AttachToken::new(
+                config
+                    .cluster
+                    .worker_token()
+                    .map_err(crate::Error::AuthSecret)?
+                    .as_ref(),
+            )
+            .map_err(Error::Unsupported)?,
+            WorkerTlsClient::from_config(config)?,
+        ));
+        sessions.set_room_span(Arc::clone(&span) as Arc<dyn crate::peer::SpanHost>);
         Ok(Self {
+            span,
+            redis_client,
             id,
             instance,
             advertised,
@@ -235,6 +259,10 @@ impl Worker {
                     Arc::clone(&self.drain),
                     Arc::clone(&fence),
                     Arc::clone(&rooms),
+                    self.relay.as_ref().map(|(endpoint, _)| RelayApi {
+                        endpoint: Arc::clone(endpoint),
+                        sessions: Arc::clone(&self.sessions),
+                    }),
                 ),
                 self.token,
             ));
@@ -274,6 +302,9 @@ impl Worker {
             keys: self.keys.clone(),
         };
         let heartbeats = tokio::spawn(heartbeat.clone().run(self.stop.clone()));
+        tokio::spawn(
+            Arc::clone(&self.span).run(self.redis_client.clone(), self.stop.child_token()),
+        );
         let events = tokio::spawn(deliver_events(
             self.events,
             Arc::clone(&self.bus),
@@ -623,7 +654,7 @@ async fn bind_relay(
     config: &Config,
     api: SocketAddr,
     advertised: &str,
-) -> Result<Option<(RelayEndpoint, String)>, Error> {
+) -> Result<Option<(Arc<RelayEndpoint>, String)>, Error> {
     let Some(port) = config.cluster.relay_port else {
         return Ok(None);
     };
@@ -646,5 +677,5 @@ async fn bind_relay(
         .map_or(advertised, |(host, _)| host);
     let advertised = format!("{host}:{}", bound.port());
     tracing::info!(relay = advertised, "relay socket bound");
-    Ok(Some((relay, advertised)))
+    Ok(Some((Arc::new(relay), advertised)))
 }

@@ -10,6 +10,7 @@ use tracing::{info_span, Instrument};
 
 use super::fence::SessionFence;
 use super::remote_host::error_to_failure;
+use super::room_span::RelayApi;
 use super::worker_rooms::WorkerRooms;
 use crate::proto::worker::{
     self as pb, create_session_response, media_worker_server::MediaWorker, session_failure::Kind,
@@ -93,6 +94,8 @@ pub struct WorkerService {
     fence: Arc<SessionFence>,
     /// The rooms whose participants have sessions here.
     rooms: Arc<WorkerRooms>,
+    /// Relay links other workers open here (`--relay-port`).
+    relay: Option<RelayApi>,
 }
 
 impl WorkerService {
@@ -101,13 +104,21 @@ impl WorkerService {
         drain: Arc<DrainState>,
         fence: Arc<SessionFence>,
         rooms: Arc<WorkerRooms>,
+        relay: Option<RelayApi>,
     ) -> Self {
         Self {
             host,
             drain,
             fence,
             rooms,
+            relay,
         }
+    }
+
+    fn relay(&self) -> Result<&RelayApi, Status> {
+        self.relay
+            .as_ref()
+            .ok_or_else(|| Status::failed_precondition("this worker has no relay socket"))
     }
 }
 
@@ -224,6 +235,46 @@ impl MediaWorker for WorkerService {
             self.rooms.leave(&peer_id).await;
         }
         Ok(Response::new(pb::CloseSessionResponse { existed }))
+    }
+
+    async fn open_relay(
+        &self,
+        request: Request<pb::OpenRelayRequest>,
+    ) -> Result<Response<pb::OpenRelayResponse>, Status> {
+        let request = request.into_inner();
+        let span = info_span!(
+            "worker.open_relay",
+            otel.kind = "server",
+            room = request.room,
+            from = request.worker_id,
+            link = request.link_id
+        );
+        let relay = self.relay()?;
+        relay
+            .open(request)
+            .instrument(span)
+            .await
+            .map(Response::new)
+    }
+
+    async fn update_relay(
+        &self,
+        request: Request<pb::UpdateRelayRequest>,
+    ) -> Result<Response<pb::UpdateRelayResponse>, Status> {
+        self.relay()?
+            .update(request.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    async fn close_relay(
+        &self,
+        request: Request<pb::CloseRelayRequest>,
+    ) -> Result<Response<pb::CloseRelayResponse>, Status> {
+        self.relay()?
+            .close(request.into_inner())
+            .await
+            .map(Response::new)
     }
 
     async fn drain(

@@ -30,6 +30,10 @@ use super::room_forward::{
     KeyframeTarget, LayerMeter, Sink, Taps,
 };
 use super::room_pipeline::{Mixer, RoomPipeline, ROOM_AUDIO_TRACK, ROOM_PUBLISHER};
+use super::room_relay_link::{
+    codec_capability, relayed_track, remote_changed, RelayRequest, SpanHost, SpanState, Wanted,
+    WantedTrack,
+};
 use super::sdp::Sdp;
 use super::wiring::PublishedRemote;
 use crate::media::OpusConfig;
@@ -37,10 +41,11 @@ use crate::pipeline::Pipeline;
 use crate::proto::common::{data_buffer::DataType, DataBuffer, JsonData};
 use crate::room::{
     extension_id, ClientMessage, Consumer, ConsumerConfig, ExtensionMap, ForwardedTrack, Layer,
-    LayerChoice, LayerRequest, LineState, MLinePlan, MediaKind, MuteDetector, ParticipantId,
-    ProducerId, PublishedTrack, Renegotiation, RenegotiationOutput, Room, RoomAction, RoomError,
-    RoomLimits, RoomName, SimulcastLayers, SpeakerDetector, AUDIO_LEVEL_URI,
+    LayerChoice, LayerRequest, LineState, MLinePlan, MediaKind, MuteDetector, Origin,
+    ParticipantId, ProducerId, PublishedTrack, Renegotiation, RenegotiationOutput, Room,
+    RoomAction, RoomError, RoomLimits, RoomName, SimulcastLayers, SpeakerDetector, AUDIO_LEVEL_URI,
 };
+use crate::room_relay::{relay_ssrc, RelayedTrack};
 use crate::signaling::{SessionError, SessionEvent};
 
 /// The room channel's label.
@@ -69,6 +74,9 @@ pub(crate) struct RoomContext {
     pub enable_data_channel: bool,
     /// `--max-datachannel-message-bytes`, advertised in server offers as in answers.
     pub max_message_bytes: usize,
+    /// A worker's rooms span workers through it (#16); set once the worker runs, unset on a
+    /// single server.
+    pub span: std::sync::OnceLock<Arc<dyn SpanHost>>,
 }
 
 /// One participant's connection as the room needs it.
@@ -153,6 +161,8 @@ pub(crate) enum Command {
         /// Its REMB, bits per second.
         remb_bps: Option<u64>,
     },
+    /// Another worker of the room opens, changes or closes a relay link here.
+    Relay(RelayRequest),
 }
 
 /// One forwarded m-line on a subscriber's connection, kept for reuse.
@@ -285,6 +295,8 @@ pub(crate) struct RoomActor {
     context: Arc<RoomContext>,
     /// Given to forwarding tasks to report a track's end; weak so the room can end.
     commands: mpsc::WeakSender<Command>,
+    /// The relay to the room's other workers, when this worker relays.
+    span: Option<SpanState>,
 }
 
 impl RoomActor {
@@ -294,7 +306,12 @@ impl RoomActor {
         pipeline: Option<RoomPipelineChoice>,
         commands: mpsc::WeakSender<Command>,
     ) -> Self {
+        let span = context
+            .span
+            .get()
+            .map(|host| SpanState::new(Arc::clone(host), name.clone()));
         Self {
+            span,
             room: Room::new(name, context.video_last_n),
             gauges: RoomGauges::new(),
             participants: BTreeMap::new(),
@@ -381,6 +398,7 @@ impl RoomActor {
                     Some(command) => self.handle(command).await,
                     None => break,
                 },
+                () = remote_changed(&mut self.span) => self.sync_remote(),
                 () = sleep_until(deadline) => {
                     let now = Instant::now();
                     for participant in self.participants.values_mut() {
@@ -393,6 +411,7 @@ impl RoomActor {
                 }
             }
             self.pump().await;
+            self.report_tracks();
         }
         tracing::debug!(room = %self.room.name(), "room ended");
     }
@@ -466,6 +485,23 @@ impl RoomActor {
                 }
             }
             Command::Unpublished { producer } => self.room.unpublish(producer),
+            Command::Relay(request) => {
+                // Single-stream tracks only: a simulcast track's layers would share one SSRC.
+                let local: BTreeMap<u64, Arc<Fanout>> = self
+                    .room
+                    .local_producers()
+                    .filter_map(|p| {
+                        let source = self.sources.get(&p.id)?;
+                        source
+                            .simulcast
+                            .is_none()
+                            .then(|| (p.id.0, Arc::clone(&source.fanout)))
+                    })
+                    .collect();
+                if let Some(span) = self.span.as_mut() {
+                    span.outbound.handle(request, &local, &self.context.tasks);
+                }
+            }
             Command::LineFeedback {
                 peer,
                 session,
@@ -596,6 +632,113 @@ impl RoomActor {
         for (pc, ssrc) in keyframes {
             request_keyframe(&pc, ssrc).await;
         }
+    }
+
+    /// The room's other workers' tracks as remote producers (added, or removed when gone),
+    /// and one relay link per such worker carrying them (`room_relay_link.rs`). A track
+    /// whose publisher is a participant here (it moved), or a simulcast track, is not taken.
+    fn sync_remote(&mut self) {
+        let Some(workers) = self.span.as_mut().map(SpanState::workers) else {
+            return;
+        };
+        let mut present = self.room.remote_producers();
+        let mut wanted: BTreeMap<String, Wanted> = BTreeMap::new();
+        for (worker, remote) in &workers {
+            for track in &remote.tracks {
+                let Ok(publisher) = ParticipantId::parse(&track.publisher) else {
+                    continue;
+                };
+                // Simulcast tracks are not relayed yet (their layers would share one SSRC).
+                if self.room.contains(&publisher) || !track.layers.is_empty() {
+                    continue;
+                }
+                let origin = Origin::Remote {
+                    worker: worker.clone(),
+                    producer: track.producer,
+                };
+                let producer = match present.remove(&origin) {
+                    Some(producer) => producer,
+                    None => self.add_remote(publisher, worker, track),
+                };
+                let Some(source) = self.sources.get(&producer) else {
+                    continue;
+                };
+                let link = wanted.entry(worker.clone()).or_insert_with(|| Wanted {
+                    remote: super::room_relay_link::RemoteWorker {
+                        tracks: Vec::new(),
+                        ..remote.clone()
+                    },
+                    tracks: BTreeMap::new(),
+                });
+                link.tracks.insert(
+                    relay_ssrc(track.producer),
+                    WantedTrack {
+                        producer: track.producer,
+                        fanout: Arc::clone(&source.fanout),
+                        kind: track.kind,
+                        audio_level: extension_id(&as_refs(&source.extensions), AUDIO_LEVEL_URI),
+                    },
+                );
+            }
+        }
+        for (_, gone) in present {
+            self.room.unpublish(gone);
+        }
+        if let Some(span) = self.span.as_mut() {
+            span.inbound.set(wanted, &self.context.tasks);
+        }
+    }
+
+    /// A track of another worker of the room: a producer here, its source fed by the link.
+    fn add_remote(
+        &mut self,
+        publisher: ParticipantId,
+        worker: &str,
+        track: &RelayedTrack,
+    ) -> ProducerId {
+        let producer = self.room.publish_remote(
+            publisher.clone(),
+            PublishedTrack {
+                kind: track.kind,
+                track_id: track.track_id.clone(),
+                mid: String::new(),
+                layers: vec![],
+            },
+            worker.to_owned(),
+            track.producer,
+        );
+        tracing::debug!(%publisher, %producer, worker, "track relayed from another worker");
+        self.sources.insert(
+            producer,
+            Source {
+                fanout: Arc::new(Fanout::default()),
+                ssrc: relay_ssrc(track.producer),
+                simulcast: None,
+                codec: codec_capability(&track.codec),
+                extensions: track.extensions.clone(),
+                publisher,
+            },
+        );
+        self.mutes.on_packet(producer, Instant::now());
+        self.next_sample
+            .get_or_insert_with(|| Instant::now() + SAMPLE_INTERVAL);
+        producer
+    }
+
+    /// Lists the tracks published here in the room's record when they changed.
+    fn report_tracks(&mut self) {
+        let Some(span) = self.span.as_mut() else {
+            return;
+        };
+        let tracks = self
+            .room
+            .local_producers()
+            .filter_map(|producer| {
+                let source = self.sources.get(&producer.id)?;
+                Some(relayed_track(producer, &source.codec, &source.extensions))
+            })
+            .collect();
+        span.report(tracks);
     }
 
     fn is_session(&self, peer: &ParticipantId, session: u64) -> bool {

@@ -21,10 +21,12 @@ use webrtc::rtp_transceiver::rtp_sender::RTCRtpSender;
 use webrtc::track::track_local::track_local_static_rtp::TrackLocalStaticRTP;
 use webrtc::track::track_local::TrackLocalWriter;
 use webrtc::track::track_remote::TrackRemote;
+use webrtc::util::Marshal;
 
 use super::activity::Activity;
 use super::metrics::metrics;
 use super::room_pipeline::Mixer;
+use super::room_relay_link::RelayTap;
 use super::video::KEYFRAME_REQUEST_INTERVAL;
 use crate::media::OpusDecoder;
 use crate::room::{AudioLevel, Consumer, ParticipantId, ProducerId, Vp8Descriptor};
@@ -64,7 +66,7 @@ impl Default for Meter {
 }
 
 impl Meter {
-    fn record(&self, level: Option<AudioLevel>) {
+    pub fn record(&self, level: Option<AudioLevel>) {
         self.packets.fetch_add(1, Ordering::Relaxed);
         if let Some(level) = level {
             self.loudest.fetch_min(level.dbov, Ordering::Relaxed);
@@ -120,10 +122,47 @@ impl LayerMeter {
 #[derive(Default)]
 pub(crate) struct Fanout {
     sinks: Mutex<Vec<Sink>>,
+    /// The other workers of the room that get the track (one copy each, untouched but for
+    /// its SSRC; they fan out to their subscribers).
+    relays: Mutex<Vec<RelayTap>>,
     pub meter: Meter,
 }
 
 impl Fanout {
+    /// Relays the track on a link too (replacing that link's tap).
+    pub fn add_relay(&self, tap: RelayTap) {
+        let mut relays = self.relays.lock();
+        relays.retain(|r| r.link != tap.link);
+        relays.push(tap);
+    }
+
+    /// Stops relaying the track on the link.
+    pub fn remove_relay(&self, link: &(String, u32)) {
+        self.relays.lock().retain(|r| &r.link != link);
+    }
+
+    /// Hands `packet` to each link that relays the track; a link that falls behind loses it
+    /// (counted).
+    fn relay(&self, packet: &Packet) {
+        let relays = self.relays.lock();
+        let Some(first) = relays.first() else {
+            return;
+        };
+        let mut copy = packet.clone();
+        copy.header.ssrc = first.ssrc;
+        let Ok(bytes) = copy.marshal() else {
+            return;
+        };
+        for tap in relays.iter() {
+            if tap.queue.try_send(bytes.clone()).is_err() {
+                crate::room_relay::metrics::metrics()
+                    .dropped
+                    .with_label_values(&["send_queue_full"])
+                    .inc();
+            }
+        }
+    }
+
     pub fn add(&self, sink: Sink) {
         let mut sinks = self.sinks.lock();
         sinks.retain(|s| s.subscriber != sink.subscriber);
@@ -186,6 +225,7 @@ impl Fanout {
     /// Writes each subscriber's copy of `packet`; a copy that left counts as the subscriber's
     /// media activity and in `counters`.
     pub async fn send(&self, packet: &Packet, counters: &ForwardCounters) {
+        self.relay(packet);
         for (track, copy, activity) in self.copies(packet, Instant::now()) {
             match track.write_rtp(&copy).await {
                 Ok(written) if written > 0 => {

@@ -13,6 +13,7 @@ use webrtc::peer_connection::peer_connection_state::RTCPeerConnectionState;
 use super::room_actor::{
     room_refusal, Command, Member, RoomActor, RoomContext, RoomPipelineChoice,
 };
+use super::room_relay_link::{RelayRequest, SpanHost};
 use super::wiring::PublishedRemote;
 use crate::metrics::{limit_hit, Limit};
 use crate::room::{ParticipantId, RoomError, RoomName};
@@ -233,6 +234,20 @@ impl RoomHub {
             reply,
         };
         commands.send(command).await.is_ok() && pending.await.unwrap_or(false)
+    }
+
+    /// Lets this process's rooms span workers through `host` (a worker's relay; once).
+    pub fn set_span(&self, host: Arc<dyn SpanHost>) {
+        let _ = self.context.span.set(host);
+    }
+
+    /// Another worker's relay request for `room`; false when the room has no participant
+    /// here.
+    pub async fn relay(&self, room: &RoomName, request: RelayRequest) -> bool {
+        match self.commands(room) {
+            Some(commands) => commands.send(Command::Relay(request)).await.is_ok(),
+            None => false,
+        }
     }
 
     fn commands(&self, room: &RoomName) -> Option<mpsc::Sender<Command>> {

@@ -182,6 +182,7 @@ impl SessionManager {
             port_map: stack.port_map(),
             enable_data_channel: settings.enable_data_channel,
             max_message_bytes: settings.max_datachannel_message_bytes,
+            span: std::sync::OnceLock::new(),
         });
         Self {
             inner: Arc::new(Inner {
@@ -253,6 +254,22 @@ impl SessionManager {
     /// Rooms alive on this process now.
     pub fn room_count(&self) -> usize {
         self.inner.rooms.len()
+    }
+
+    /// Lets the rooms span workers through `host` (a worker with a relay; set once, before
+    /// the first room).
+    pub(crate) fn set_room_span(&self, host: Arc<dyn super::SpanHost>) {
+        self.inner.rooms.set_span(host);
+    }
+
+    /// Another worker's relay request for `room` (worker API `OpenRelay` and the like);
+    /// false when the room has no participant here.
+    pub(crate) async fn relay(
+        &self,
+        room: &crate::room::RoomName,
+        request: super::RelayRequest,
+    ) -> bool {
+        self.inner.rooms.relay(room, request).await
     }
 }
 

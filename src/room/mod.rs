@@ -5,8 +5,9 @@
 //! a network. `peer/` adapts one connection to it: it feeds packets, reports and signaling
 //! events in, and applies what comes out.
 //!
-//! - [`Room`]: participants, published tracks ([`Producer`]s), subscriptions and who gets
-//!   what (last-N, pins, `off`), as [`RoomAction`]s.
+//! - [`Room`]: participants, published tracks ([`Producer`]s, local or relayed from another
+//!   worker of the room: their [`Origin`]), subscriptions and who gets what (last-N, pins,
+//!   `off`), as [`RoomAction`]s.
 //! - [`SpeakerDetector`]: the active speaker list from RFC 6464 audio levels.
 //! - [`MuteDetector`]: publishers that stop or resume sending.
 //! - [`Renegotiation`]: one participant's server offers, answers, glare and answer timers.
@@ -56,7 +57,7 @@ pub use simulcast::{
 pub use speakers::{
     AudioLevel, SpeakerDetector, MAX_SPEAKERS, MIN_INTERVAL, SPEAKING_DBOV, SPEAKING_WINDOW,
 };
-pub use track::{Layer, MediaKind, Producer, ProducerId, PublishedTrack};
+pub use track::{Layer, MediaKind, Origin, Producer, ProducerId, PublishedTrack};
 pub use vp8::{Vp8Descriptor, Vp8Rewriter};
 
 #[cfg(test)]

@@ -13,7 +13,7 @@ use super::error::RoomError;
 use super::limits::RoomLimits;
 use super::messages::{ServerMessage, SubscribeMode, SubscribeRequest};
 use super::names::{ParticipantId, RoomName};
-use super::track::{MediaKind, Producer, ProducerId, PublishedTrack};
+use super::track::{MediaKind, Origin, Producer, ProducerId, PublishedTrack};
 
 /// What the adapter must do after an input.
 #[derive(Debug, Clone, PartialEq)]
@@ -216,7 +216,43 @@ impl Room {
         if !self.participants.contains_key(publisher) {
             return Err(RoomError::UnknownParticipant(publisher.to_string()));
         }
-        Ok(self.add_producer(publisher.clone(), track))
+        Ok(self.add_producer(publisher.clone(), track, Origin::Local))
+    }
+
+    /// A track published on another worker of the room (`origin`: that worker and its
+    /// producer id there), relayed here: every participant here gets it, exactly as a local
+    /// participant's. Its publisher is no participant here (it joined on its own worker;
+    /// signaling tells the clients about it, not the room).
+    pub fn publish_remote(
+        &mut self,
+        publisher: ParticipantId,
+        track: PublishedTrack,
+        worker: String,
+        remote_producer: u64,
+    ) -> ProducerId {
+        let origin = Origin::Remote {
+            worker,
+            producer: remote_producer,
+        };
+        self.add_producer(publisher, track, origin)
+    }
+
+    /// The remote producers here, by their origin.
+    pub fn remote_producers(&self) -> BTreeMap<Origin, ProducerId> {
+        self.producers
+            .values()
+            .filter(|s| s.producer.origin != Origin::Local)
+            .map(|s| (s.producer.origin.clone(), s.producer.id))
+            .collect()
+    }
+
+    /// The local producers (published by participants here), in publishing order: what
+    /// this worker lists in the room's record.
+    pub fn local_producers(&self) -> impl Iterator<Item = &Producer> {
+        self.producers
+            .values()
+            .map(|s| &s.producer)
+            .filter(|p| p.origin == Origin::Local && self.participants.contains_key(&p.publisher))
     }
 
     /// The room's own track (its pipeline's audio), published as `publisher`, a name that is
@@ -226,17 +262,23 @@ impl Room {
         publisher: ParticipantId,
         track: PublishedTrack,
     ) -> ProducerId {
-        self.add_producer(publisher, track)
+        self.add_producer(publisher, track, Origin::Local)
     }
 
     /// A new producer every participant but its publisher gets.
-    fn add_producer(&mut self, publisher: ParticipantId, track: PublishedTrack) -> ProducerId {
+    fn add_producer(
+        &mut self,
+        publisher: ParticipantId,
+        track: PublishedTrack,
+        origin: Origin,
+    ) -> ProducerId {
         let id = ProducerId(self.next_producer);
         self.next_producer += 1;
         let producer = Producer {
             id,
             publisher,
             track,
+            origin,
         };
         self.producers.insert(
             id,
@@ -327,7 +369,8 @@ impl Room {
     ///
     /// # Errors
     /// `UnknownParticipant` when the subscriber or the named peer is not in this room (a peer
-    /// of another room is NOT_FOUND, as if it did not exist).
+    /// of another room is NOT_FOUND, as if it did not exist). A peer on another worker of the
+    /// room is known here by its relayed tracks.
     pub fn subscribe(
         &mut self,
         subscriber: &ParticipantId,
@@ -335,7 +378,9 @@ impl Room {
     ) -> Result<(), RoomError> {
         let publisher = ParticipantId::parse(&request.peer)
             .map_err(|_| RoomError::UnknownParticipant(request.peer.clone()))?;
-        if !self.participants.contains_key(&publisher) {
+        if !self.participants.contains_key(&publisher)
+            && self.producers_of(&publisher).next().is_none()
+        {
             return Err(RoomError::UnknownParticipant(request.peer.clone()));
         }
         let participant = self
@@ -434,9 +479,17 @@ impl Room {
     }
 
     /// Publishers whose video `subscriber` gets under last-N: the most recent speakers, then
-    /// (so a quiet room still shows faces) the earliest joiners, never itself.
+    /// (so a quiet room still shows faces) the earliest joiners here, then the publishers on
+    /// the room's other workers; never itself.
     fn last_n_video(&self, subscriber: &ParticipantId) -> BTreeSet<ParticipantId> {
-        let others = self.participants.len().saturating_sub(1);
+        let remote: BTreeSet<&ParticipantId> = self
+            .producers
+            .values()
+            .filter(|s| s.producer.origin != Origin::Local)
+            .map(|s| &s.producer.publisher)
+            .filter(|p| !self.participants.contains_key(*p))
+            .collect();
+        let others = self.participants.len().saturating_sub(1) + remote.len();
         let n = if self.video_last_n == 0 {
             others
         } else {
@@ -446,6 +499,7 @@ impl Room {
         let unheard = self
             .participants()
             .into_iter()
+            .chain(remote)
             .filter(|p| *p != subscriber && !self.recency.contains(*p));
         heard.chain(unheard).take(n).cloned().collect()
     }
@@ -528,3 +582,7 @@ impl Room {
 #[cfg(test)]
 #[path = "room_state_tests.rs"]
 mod tests;
+
+#[cfg(test)]
+#[path = "remote_tests.rs"]
+mod remote_tests;

@@ -73,12 +73,24 @@ impl PublishedTrack {
     }
 }
 
+/// Where a producer's packets come from.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Origin {
+    /// A participant on this worker (or the room's own pipeline).
+    Local,
+    /// A participant on another worker of a room that spans workers (#16): its packets come
+    /// over that worker's relay link, as `producer` of its room there.
+    Remote { worker: String, producer: u64 },
+}
+
 /// A published track together with who published it: what one forwarded m-line carries.
+/// Subscribers cannot tell a remote producer from a local one (same m-line, same msid).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Producer {
     pub id: ProducerId,
     pub publisher: ParticipantId,
     pub track: PublishedTrack,
+    pub origin: Origin,
 }
 
 #[cfg(test)]

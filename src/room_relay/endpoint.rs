@@ -164,7 +164,7 @@ impl RelaySender {
             .srtp
             .encrypt_rtp(rtp)
             .map_err(|err| RelayError::Srtp(err.to_string()))?;
-        self.send(&protected).await
+        send(&self.socket, self.to, self.link, &protected).await
     }
 
     /// Sends one RTCP packet (marshalled, compound or not) over the link.
@@ -176,21 +176,28 @@ impl RelaySender {
             .srtp
             .encrypt_rtcp(rtcp)
             .map_err(|err| RelayError::Srtp(err.to_string()))?;
-        self.send(&protected).await
+        send(&self.socket, self.to, self.link, &protected).await
     }
+}
 
-    async fn send(&self, protected: &[u8]) -> Result<(), RelayError> {
-        let mut datagram = Vec::with_capacity(LINK_ID_LEN + protected.len());
-        datagram.extend_from_slice(&self.link.to_be_bytes());
-        datagram.extend_from_slice(protected);
-        self.socket.send_to(&datagram, self.to).await?;
-        metrics().packets.with_label_values(&["out"]).inc();
-        metrics()
-            .bytes
-            .with_label_values(&["out"])
-            .inc_by(datagram.len() as u64);
-        Ok(())
-    }
+/// Sends one protected packet on `link` (a free function: the SRTP context is not `Sync`, so
+/// the future holds only the socket across its await and stays `Send`).
+async fn send(
+    socket: &UdpSocket,
+    to: SocketAddr,
+    link: u32,
+    protected: &[u8],
+) -> Result<(), RelayError> {
+    let mut datagram = Vec::with_capacity(LINK_ID_LEN + protected.len());
+    datagram.extend_from_slice(&link.to_be_bytes());
+    datagram.extend_from_slice(protected);
+    socket.send_to(&datagram, to).await?;
+    metrics().packets.with_label_values(&["out"]).inc();
+    metrics()
+        .bytes
+        .with_label_values(&["out"])
+        .inc_by(datagram.len() as u64);
+    Ok(())
 }
 
 async fn receive_loop(socket: Arc<UdpSocket>, links: Links, stop: CancellationToken) {

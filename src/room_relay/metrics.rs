@@ -9,7 +9,7 @@ use crate::metrics::{counter_vec, defined, gauge};
 
 /// Why a relay datagram was dropped (the `reason` label of
 /// `remotemedia_relay_packets_dropped_total`).
-pub const DROP_REASONS: [&str; 5] = [
+pub const DROP_REASONS: [&str; 6] = [
     // Shorter than a link id and an RTP/RTCP header.
     "malformed",
     // A link id no link here has.
@@ -20,6 +20,8 @@ pub const DROP_REASONS: [&str; 5] = [
     "auth",
     // The link's receiver is behind: its queue is full.
     "queue_full",
+    // Sending side: the link's sending task is behind (its queue is full).
+    "send_queue_full",
 ];
 
 /// The relay's families.

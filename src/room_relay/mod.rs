@@ -10,15 +10,23 @@
 //! worker, or whose authentication tag does not verify, is dropped and counted
 //! (`remotemedia_relay_packets_dropped_total{reason}`).
 //!
-//! Not yet: the worker API call that opens links, and the room wiring (a remote producer's
-//! source fed by a link).
+//! A room's hosting workers list their published tracks in the room's record
+//! (`tracks:<worker>`, [`RelayedTrack`]); a worker whose participants subscribe to another
+//! worker's tracks accepts a link and asks that worker to send them over it (worker API
+//! `OpenRelay`/`UpdateRelay`/`CloseRelay`); the room wiring is `peer/room_relay_link.rs`,
+//! the cluster side `cluster/room_span.rs`.
+//!
+//! Not yet: RTCP back over the link (PLI/FIR, NACK), simulcast layers on demand, active
+//! speakers and room pipelines across workers, relay-silence failure detection.
 
 mod endpoint;
 mod key;
 pub mod metrics;
+mod track;
 
 pub use endpoint::{RelayEndpoint, RelayPacket, RelaySender, LINK_QUEUE};
 pub use key::RelayKey;
+pub use track::{parse_tracks, relay_ssrc, RelayedCodec, RelayedTrack};
 
 /// Why a relay link could not be made or used.
 #[derive(Debug, thiserror::Error)]
@@ -35,6 +43,12 @@ pub enum RelayError {
     /// No link with this id is open here.
     #[error("relay link {0} is not open")]
     UnknownLink(u32),
+    /// This worker has no relay socket (`--relay-port`).
+    #[error("this worker has no relay socket")]
+    NoRelay,
+    /// The other worker refused the link or could not be reached.
+    #[error("relay call to {worker}: {message}")]
+    Call { worker: String, message: String },
 }
 
 #[cfg(test)]
