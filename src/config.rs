@@ -460,8 +460,9 @@ pub struct ClusterOptions {
     pub worker_call_timeout: Duration,
 
     /// `frontend`, experimental: a room whose worker is full or draining spills onto another
-    /// worker (#16) instead of refusing the newcomer. Media is not relayed between workers
-    /// yet, so a spanning room is split in two: do not enable in production.
+    /// worker (#16) instead of refusing the newcomer; workers with `--relay-port` relay its
+    /// media to each other (audio and single-stream video; no RTCP back, no simulcast, no
+    /// failure detection over the relay yet): do not enable in production.
     #[arg(long, env = "REMOTEMEDIA_ROOM_SPAN_WORKERS")]
     pub room_span_workers: bool,
 

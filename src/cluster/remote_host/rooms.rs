@@ -3,8 +3,8 @@
 //! the room's first worker, whichever frontend it reaches and whatever the placement table says
 //! of the worker (full or draining: the worker itself decides). When that worker refuses the
 //! newcomer (full, or draining with the room's participants), the refusal reaches the client;
-//! with `--room-span-workers` (experimental: media is not relayed between workers yet) the
-//! room spills instead: the newcomer goes to another worker, one that already hosts the room
+//! with `--room-span-workers` (experimental: workers relay each other's tracks, not yet their
+//! RTCP, simulcast or failures) the room spills instead: the newcomer goes to another worker, one that already hosts the room
 //! if any can take it, else the usual load-aware choice, and the record lists that worker too
 //! (#16).
 
@@ -225,8 +225,8 @@ enum Refused {
 }
 
 /// What a refusal leads to. `span`: `--room-span-workers`; without it a full or closing
-/// room's worker's refusal stands (the room is not split while media is not relayed between
-/// workers). `added`: this offer's join put the worker among the room's workers (it has none
+/// room's worker's refusal stands (spanning workers stays opt-in while the relay is
+/// incomplete). `added`: this offer's join put the worker among the room's workers (it has none
 /// of its participants). A worker that did not answer (`None`) is tried elsewhere only when
 /// this offer put it there: one that may be alive with the room's participants stays in the
 /// record (a dead one is reaped).
