@@ -34,8 +34,18 @@ use crate::room_relay::{
     relay_ssrc, RelayError, RelayPacket, RelaySender, RelayedCodec, RelayedTrack,
 };
 
-/// How long a receiving worker waits before opening a link again after a failed call.
+/// How long a receiving worker waits before opening a link again after a failed call; it
+/// doubles while the calls keep failing, up to [`REOPEN_MAX`], so a worker that cannot be
+/// reached is neither hammered nor logged every second.
 const REOPEN_AFTER: Duration = Duration::from_secs(1);
+const REOPEN_MAX: Duration = Duration::from_secs(30);
+
+/// The wait before the next try after `failures` failed calls in a row (at least one).
+fn reopen_delay(failures: u32) -> Duration {
+    REOPEN_AFTER
+        .saturating_mul(1 << failures.saturating_sub(1).min(5))
+        .min(REOPEN_MAX)
+}
 
 /// One other hosting worker of a room, as the room's record and its heartbeat say.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -337,7 +347,7 @@ impl InboundLinks {
 
 /// Keeps one inbound link open to `worker` with the wanted tracks and feeds its packets to
 /// their fanouts; closes it when the room lets go. A failed call is tried again after
-/// [`REOPEN_AFTER`].
+/// [`reopen_delay`], or at once when the wanted tracks or the other worker change.
 async fn receive_link(
     host: Arc<dyn SpanHost>,
     room: RoomName,
@@ -347,6 +357,7 @@ async fn receive_link(
 ) {
     let audio = ForwardCounters::new("audio");
     let video = ForwardCounters::new("video");
+    let mut failures: u32 = 0;
     'open: while !stop.is_cancelled() {
         let current = wanted.borrow_and_update().clone();
         let opened = host
@@ -355,13 +366,31 @@ async fn receive_link(
         let (link, mut packets) = match opened {
             Ok(opened) => opened,
             Err(err) => {
-                tracing::warn!(%room, worker, %err, "opening a relay link failed");
+                failures = failures.saturating_add(1);
+                let wait = reopen_delay(failures);
+                // Logged at the 1st, 2nd, 4th, 8th... failure in a row: a lasting failure
+                // stays visible without a line every retry.
+                if failures.is_power_of_two() {
+                    tracing::warn!(%room, worker, %err, failures, retry_in = ?wait, "opening a relay link failed");
+                } else {
+                    tracing::debug!(%room, worker, %err, failures, retry_in = ?wait, "opening a relay link failed");
+                }
                 tokio::select! {
                     () = stop.cancelled() => return,
-                    () = tokio::time::sleep(REOPEN_AFTER) => continue 'open,
+                    () = tokio::time::sleep(wait) => continue 'open,
+                    changed = wanted.changed() => {
+                        if changed.is_err() {
+                            return;
+                        }
+                        continue 'open;
+                    }
                 }
             }
         };
+        if failures > 0 {
+            tracing::info!(%room, worker, link, failures, "relay link open after failed tries");
+            failures = 0;
+        }
         tracing::debug!(%room, worker, link, "relay link open");
         let mut remote = current.remote;
         loop {

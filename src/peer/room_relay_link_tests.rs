@@ -102,3 +102,10 @@ async fn a_link_carries_one_copy_of_each_wanted_local_track_until_it_is_not_want
     links.handle(update, &local, &tasks);
     assert_eq!(relayed.await.unwrap(), None, "no such link");
 }
+
+#[test]
+fn a_failing_link_is_retried_ever_more_slowly_up_to_half_a_minute() {
+    let waits: Vec<u64> = (1..=8).map(|n| reopen_delay(n).as_secs()).collect();
+    assert_eq!(waits, [1, 2, 4, 8, 16, 30, 30, 30]);
+    assert_eq!(reopen_delay(u32::MAX), REOPEN_MAX);
+}
