@@ -27,10 +27,14 @@ use super::worker_auth::AttachToken;
 use super::worker_tls::{worker_endpoint, WorkerTlsClient};
 use super::workers::{read_heartbeat, HEARTBEAT_INTERVAL};
 use super::{redis_error, room_record};
-use crate::peer::{RelayRequest, RemoteWorker, RemoteWorkers, SessionManager, SpanHost};
+use crate::peer::{
+    RelayRequest, RemoteWorker, RemoteWorkers, SessionManager, SpanHost, TrackLayers,
+};
 use crate::proto::worker::{self as pb, media_worker_client::MediaWorkerClient};
 use crate::room::RoomName;
-use crate::room_relay::{RelayEndpoint, RelayError, RelayKey, RelayPacket, RelayedTrack};
+use crate::room_relay::{
+    RelayEndpoint, RelayError, RelayKey, RelayPacket, RelayedTrack, MAX_RELAYED_LAYERS,
+};
 
 /// The fallback re-read of every followed room's record (and re-write of its tracks here).
 pub const REREAD_INTERVAL: Duration = HEARTBEAT_INTERVAL;
@@ -321,6 +325,7 @@ impl SpanHost for RoomSpan {
         worker: &str,
         remote: &RemoteWorker,
         tracks: &[u64],
+        layers: &TrackLayers,
     ) -> Result<(u32, mpsc::Receiver<RelayPacket>), RelayError> {
         let (endpoint, advertised) = self.relay.as_ref().ok_or(RelayError::NoRelay)?;
         let key = RelayKey::generate();
@@ -332,6 +337,7 @@ impl SpanHost for RoomSpan {
             key: key.to_bytes(),
             relay_address: advertised.clone(),
             tracks: tracks.to_vec(),
+            layers: layers_to_proto(layers),
         };
         let opened = match self.client(&remote.api) {
             Ok(mut client) => client
@@ -355,12 +361,14 @@ impl SpanHost for RoomSpan {
         remote: &RemoteWorker,
         link: u32,
         tracks: &[u64],
+        layers: &TrackLayers,
     ) -> Result<(), RelayError> {
         let request = pb::UpdateRelayRequest {
             room: room.to_string(),
             worker_id: self.worker_id.clone(),
             link_id: link,
             tracks: tracks.to_vec(),
+            layers: layers_to_proto(layers),
         };
         self.client(&remote.api)?
             .update_relay(request)
@@ -384,6 +392,34 @@ impl SpanHost for RoomSpan {
             }
         }
     }
+}
+
+/// The wanted layers as the worker API carries them.
+fn layers_to_proto(layers: &TrackLayers) -> Vec<pb::RelayLayers> {
+    layers
+        .iter()
+        .map(|(&track, layers)| pb::RelayLayers {
+            track,
+            layers: layers.iter().map(|&layer| u32::from(layer)).collect(),
+        })
+        .collect()
+}
+
+/// The wanted layers of a call; a layer index past what a relay SSRC tells is ignored, and
+/// a track listed twice keeps its last entry.
+fn layers_from_proto(layers: Vec<pb::RelayLayers>) -> TrackLayers {
+    layers
+        .into_iter()
+        .map(|entry| {
+            let wanted = entry
+                .layers
+                .into_iter()
+                .filter(|&layer| (layer as usize) < MAX_RELAYED_LAYERS)
+                .filter_map(|layer| u8::try_from(layer).ok())
+                .collect();
+            (entry.track, wanted)
+        })
+        .collect()
 }
 
 fn call_error(worker: &str, message: impl std::fmt::Display) -> RelayError {
@@ -434,6 +470,7 @@ impl RelayApi {
             link: request.link_id,
             sender,
             tracks: request.tracks,
+            layers: layers_from_proto(request.layers),
             reply,
         };
         let relayed = self.ask(&room, open, relayed).await?;
@@ -454,6 +491,7 @@ impl RelayApi {
             worker: request.worker_id,
             link: request.link_id,
             tracks: request.tracks,
+            layers: layers_from_proto(request.layers),
             reply,
         };
         let relayed = self

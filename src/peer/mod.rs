@@ -16,6 +16,7 @@ mod room_actor;
 mod room_forward;
 mod room_hub;
 mod room_pipeline;
+mod room_relay_layers;
 mod room_relay_link;
 mod sdp;
 mod send_buffer;
@@ -34,7 +35,9 @@ pub(crate) use data_channel::decode as decode_data_message;
 pub(crate) use data_output::encode_data_message;
 pub use error::PeerError;
 pub use quality::{CallRecord, RtcpStats, SessionStats};
-pub(crate) use room_relay_link::{RelayRequest, RemoteWorker, RemoteWorkers, SpanHost};
+pub(crate) use room_relay_link::{
+    RelayRequest, RemoteWorker, RemoteWorkers, SpanHost, TrackLayers,
+};
 pub use session_manager::{PeerConnectionProbe, SessionManager, SessionSettings};
 pub use stack::{opus_capability, WebRtcStack};
 pub use udp_filter::DropReason as UdpDropReason;

@@ -4,7 +4,7 @@
 //! order its commands arrive; the packet path ([`super::room_forward`]) only reads what it
 //! set up.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
@@ -30,9 +30,10 @@ use super::room_forward::{
     KeyframeTarget, LayerMeter, Sink, Taps,
 };
 use super::room_pipeline::{Mixer, RoomPipeline, ROOM_AUDIO_TRACK, ROOM_PUBLISHER};
+use super::room_relay_layers::{relayed_streams, remote_layers};
 use super::room_relay_link::{
-    codec_capability, relayed_track, remote_changed, RelayRequest, SpanHost, SpanState, Wanted,
-    WantedTrack,
+    codec_capability, relayed_track, remote_changed, RelayRequest, SpanHost, SpanState,
+    TrackLayers, Wanted,
 };
 use super::sdp::Sdp;
 use super::wiring::PublishedRemote;
@@ -45,6 +46,7 @@ use crate::room::{
     ParticipantId, ProducerId, PublishedTrack, Renegotiation, RenegotiationOutput, Room,
     RoomAction, RoomError, RoomLimits, RoomName, SimulcastLayers, SpeakerDetector, AUDIO_LEVEL_URI,
 };
+use crate::room::{idle_unwanted, wanted_layers};
 use crate::room_relay::{relay_ssrc, RelayedTrack};
 use crate::signaling::{SessionError, SessionEvent};
 
@@ -411,6 +413,10 @@ impl RoomActor {
                 }
             }
             self.pump().await;
+            if self.remote_layers_changed() {
+                self.sync_remote();
+                self.pump().await;
+            }
             self.report_tracks();
         }
         tracing::debug!(room = %self.room.name(), "room ended");
@@ -486,17 +492,10 @@ impl RoomActor {
             }
             Command::Unpublished { producer } => self.room.unpublish(producer),
             Command::Relay(request) => {
-                // Single-stream tracks only: a simulcast track's layers would share one SSRC.
                 let local: BTreeMap<u64, Arc<Fanout>> = self
                     .room
                     .local_producers()
-                    .filter_map(|p| {
-                        let source = self.sources.get(&p.id)?;
-                        source
-                            .simulcast
-                            .is_none()
-                            .then(|| (p.id.0, Arc::clone(&source.fanout)))
-                    })
+                    .filter_map(|p| Some((p.id.0, Arc::clone(&self.sources.get(&p.id)?.fanout))))
                     .collect();
                 if let Some(span) = self.span.as_mut() {
                     span.outbound.handle(request, &local, &self.context.tasks);
@@ -635,12 +634,14 @@ impl RoomActor {
     }
 
     /// The room's other workers' tracks as remote producers (added, or removed when gone),
-    /// and one relay link per such worker carrying them (`room_relay_link.rs`). A track
-    /// whose publisher is a participant here (it moved), or a simulcast track, is not taken.
+    /// and one relay link per such worker carrying them (`room_relay_link.rs`), of simulcast
+    /// ones the layers the subscribers here need (`room_relay_layers.rs`). A track whose
+    /// publisher is a participant here (it moved) is not taken.
     fn sync_remote(&mut self) {
         let Some(workers) = self.span.as_mut().map(SpanState::workers) else {
             return;
         };
+        let asked = self.remote_layers();
         let mut present = self.room.remote_producers();
         let mut wanted: BTreeMap<String, Wanted> = BTreeMap::new();
         for (worker, remote) in &workers {
@@ -648,8 +649,7 @@ impl RoomActor {
                 let Ok(publisher) = ParticipantId::parse(&track.publisher) else {
                     continue;
                 };
-                // Simulcast tracks are not relayed yet (their layers would share one SSRC).
-                if self.room.contains(&publisher) || !track.layers.is_empty() {
+                if self.room.contains(&publisher) {
                     continue;
                 }
                 let origin = Origin::Remote {
@@ -669,17 +669,21 @@ impl RoomActor {
                         ..remote.clone()
                     },
                     tracks: BTreeMap::new(),
+                    layers: TrackLayers::new(),
                 });
-                link.tracks.insert(
-                    relay_ssrc(track.producer),
-                    WantedTrack {
-                        producer: track.producer,
-                        fanout: Arc::clone(&source.fanout),
-                        kind: track.kind,
-                        audio_level: extension_id(&as_refs(&source.extensions), AUDIO_LEVEL_URI),
-                    },
-                );
+                let audio_level = extension_id(&as_refs(&source.extensions), AUDIO_LEVEL_URI);
+                let meters = source.simulcast.as_ref().map_or(&[][..], |s| &s.meters[..]);
+                link.tracks
+                    .extend(relayed_streams(track, &source.fanout, audio_level, meters));
+                if source.simulcast.is_some() {
+                    // Before its subscribers here chose, none of its layers.
+                    let layers = asked.get(&producer).cloned().unwrap_or_default();
+                    link.layers.insert(track.producer, layers);
+                }
             }
+        }
+        if let Some(span) = self.span.as_mut() {
+            span.asked_layers = asked;
         }
         for (_, gone) in present {
             self.room.unpublish(gone);
@@ -696,13 +700,26 @@ impl RoomActor {
         worker: &str,
         track: &RelayedTrack,
     ) -> ProducerId {
+        let (layers, meters) = remote_layers(track);
+        let announced = layers
+            .rids_announced()
+            .map(|rid| Layer {
+                rid: rid.to_owned(),
+                height: None,
+            })
+            .collect();
+        let simulcast = (!track.layers.is_empty()).then(|| Simulcast {
+            mid: String::new(),
+            layers,
+            meters,
+        });
         let producer = self.room.publish_remote(
             publisher.clone(),
             PublishedTrack {
                 kind: track.kind,
                 track_id: track.track_id.clone(),
                 mid: String::new(),
-                layers: vec![],
+                layers: announced,
             },
             worker.to_owned(),
             track.producer,
@@ -713,7 +730,7 @@ impl RoomActor {
             Source {
                 fanout: Arc::new(Fanout::default()),
                 ssrc: relay_ssrc(track.producer),
-                simulcast: None,
+                simulcast,
                 codec: codec_capability(&track.codec),
                 extensions: track.extensions.clone(),
                 publisher,
@@ -723,6 +740,45 @@ impl RoomActor {
         self.next_sample
             .get_or_insert_with(|| Instant::now() + SAMPLE_INTERVAL);
         producer
+    }
+
+    /// The layers of each remote simulcast track that its subscribers here need, by its
+    /// producer here (`crate::room::wanted_layers`); the others are marked idle (not
+    /// relayed is not silent).
+    fn remote_layers(&mut self) -> BTreeMap<ProducerId, BTreeSet<u8>> {
+        let mut asked = BTreeMap::new();
+        for (&id, source) in &mut self.sources {
+            let remote = self
+                .room
+                .producer(id)
+                .is_some_and(|p| p.origin != Origin::Local);
+            let Some(simulcast) = source.simulcast.as_mut().filter(|_| remote) else {
+                continue;
+            };
+            let fanout = &source.fanout;
+            let subscribers = self
+                .layer_choices
+                .iter()
+                .filter(|((_, producer), _)| *producer == id)
+                .map(|((subscriber, _), choice)| {
+                    let forwarded = fanout.layer_state(subscriber).and_then(|(ssrc, _)| ssrc);
+                    (choice.target(), forwarded)
+                });
+            let wanted = wanted_layers(&simulcast.layers, subscribers);
+            idle_unwanted(&mut simulcast.layers, &wanted);
+            asked.insert(id, wanted);
+        }
+        asked
+    }
+
+    /// Whether the subscribers here need other layers of a remote simulcast track than the
+    /// links were last asked for.
+    fn remote_layers_changed(&mut self) -> bool {
+        if self.span.is_none() {
+            return false;
+        }
+        let asked = self.remote_layers();
+        self.span.as_ref().is_some_and(|span| span.asked_layers != asked)
     }
 
     /// Lists the tracks published here in the room's record when they changed.
@@ -800,6 +856,9 @@ impl RoomActor {
                 if let Some(simulcast) = source.simulcast.as_mut() {
                     simulcast.layers.set_ssrc(&rid, remote.ssrc());
                     simulcast.meters.push((rid.clone(), Arc::clone(&meter)));
+                    if let Some(index) = simulcast.layers.announced_index(&rid) {
+                        source.fanout.set_layer(remote.ssrc(), index);
+                    }
                 }
                 tracing::debug!(%peer, %producer, %rid, ssrc = remote.ssrc(), "simulcast layer arrived");
                 self.context.tasks.spawn(forward_published(
@@ -865,6 +924,12 @@ impl RoomActor {
             }
         };
         let fanout = Arc::new(Fanout::default());
+        if let Some(simulcast) = &simulcast {
+            // Relayed copies of each layer carry that layer's relay SSRC.
+            if let Some(index) = simulcast.layers.announced_index(&rid) {
+                fanout.set_layer(remote.ssrc(), index);
+            }
+        }
         tracing::debug!(%peer, %producer, %kind, %rid, "track published to the room");
         self.sources.insert(
             producer,

@@ -94,7 +94,7 @@ pub(crate) struct LayerMeter {
 }
 
 impl LayerMeter {
-    fn record(&self, packet: &Packet, vp8: bool) {
+    pub fn record(&self, packet: &Packet, vp8: bool) {
         // The payload and the fixed header: what a layer costs a subscriber's path.
         let size = 12 + packet.payload.len();
         self.bytes.fetch_add(size as u64, Ordering::Relaxed);
@@ -125,6 +125,9 @@ pub(crate) struct Fanout {
     /// The other workers of the room that get the track (one copy each, untouched but for
     /// its SSRC; they fan out to their subscribers).
     relays: Mutex<Vec<RelayTap>>,
+    /// A simulcast track's layers by source SSRC: (SSRC, index in its announced layers).
+    /// Empty for a single stream.
+    layers: Mutex<Vec<(u32, u8)>>,
     pub meter: Meter,
 }
 
@@ -141,24 +144,62 @@ impl Fanout {
         self.relays.lock().retain(|r| &r.link != link);
     }
 
-    /// Hands `packet` to each link that relays the track; a link that falls behind loses it
-    /// (counted).
+    /// The simulcast layer whose packets come with source `ssrc` is the track's `layer`th
+    /// (as announced): relayed copies of it carry that layer's relay SSRC.
+    pub fn set_layer(&self, ssrc: u32, layer: usize) {
+        let Ok(layer) = u8::try_from(layer) else {
+            return;
+        };
+        let mut layers = self.layers.lock();
+        layers.retain(|(s, _)| *s != ssrc);
+        layers.push((ssrc, layer));
+    }
+
+    /// The relayed layer of a packet from source `ssrc`: 0 for a single stream; `None` for a
+    /// simulcast source not known (yet) or past what a relay SSRC can tell.
+    fn relayed_layer(&self, ssrc: u32) -> Option<u8> {
+        let layers = self.layers.lock();
+        if layers.is_empty() {
+            return Some(0);
+        }
+        layers
+            .iter()
+            .find(|(s, _)| *s == ssrc)
+            .map(|(_, layer)| *layer)
+            .filter(|layer| usize::from(*layer) < crate::room_relay::MAX_RELAYED_LAYERS)
+    }
+
+    /// Hands `packet` to each link that relays the track (of a simulcast track, each link
+    /// that wants the packet's layer); a link that falls behind loses it (counted).
     fn relay(&self, packet: &Packet) {
         let relays = self.relays.lock();
         let Some(first) = relays.first() else {
             return;
         };
-        let mut copy = packet.clone();
-        copy.header.ssrc = first.ssrc;
-        let Ok(bytes) = copy.marshal() else {
+        let Some(layer) = self.relayed_layer(packet.header.ssrc) else {
             return;
         };
-        for tap in relays.iter() {
-            if tap.queue.try_send(bytes.clone()).is_err() {
-                crate::room_relay::metrics::metrics()
+        let relay = crate::room_relay::metrics::metrics();
+        let mut bytes = None;
+        for tap in relays.iter().filter(|tap| tap.wants(layer)) {
+            let bytes = match &bytes {
+                Some(bytes) => bytes,
+                None => {
+                    let mut copy = packet.clone();
+                    copy.header.ssrc =
+                        crate::room_relay::relay_layer_ssrc(first.producer, usize::from(layer));
+                    let Ok(marshalled) = copy.marshal() else {
+                        return;
+                    };
+                    bytes.insert(marshalled)
+                }
+            };
+            match tap.queue.try_send(bytes.clone()) {
+                Ok(()) => relay.layer_packets(layer).inc(),
+                Err(_) => relay
                     .dropped
                     .with_label_values(&["send_queue_full"])
-                    .inc();
+                    .inc(),
             }
         }
     }

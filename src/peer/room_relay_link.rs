@@ -28,11 +28,9 @@ use webrtc::rtp::packet::Packet;
 use webrtc::rtp_transceiver::rtp_codec::RTCRtpCodecCapability;
 use webrtc::util::Unmarshal;
 
-use super::room_forward::{Fanout, ForwardCounters};
+use super::room_forward::{Fanout, ForwardCounters, LayerMeter};
 use crate::room::{AudioLevel, MediaKind, Producer, RoomName};
-use crate::room_relay::{
-    relay_ssrc, RelayError, RelayPacket, RelaySender, RelayedCodec, RelayedTrack,
-};
+use crate::room_relay::{RelayError, RelayPacket, RelaySender, RelayedCodec, RelayedTrack};
 
 /// How long a receiving worker waits before opening a link again after a failed call; it
 /// doubles while the calls keep failing, up to [`REOPEN_MAX`], so a worker that cannot be
@@ -61,6 +59,10 @@ pub(crate) struct RemoteWorker {
 /// The other hosting workers of a room, by id.
 pub(crate) type RemoteWorkers = BTreeMap<String, RemoteWorker>;
 
+/// The simulcast layers wanted of relayed tracks (indexes into their record `layers`), by
+/// producer id; a track without an entry is relayed with all its layers.
+pub(crate) type TrackLayers = BTreeMap<u64, BTreeSet<u8>>;
+
 /// What a room needs from the cluster to span workers.
 #[async_trait::async_trait]
 pub(crate) trait SpanHost: Send + Sync {
@@ -71,7 +73,8 @@ pub(crate) trait SpanHost: Send + Sync {
     /// other hosting workers told.
     fn set_local_tracks(&self, room: &RoomName, tracks: Vec<RelayedTrack>);
     /// Accepts a link from `worker` on this worker's relay socket and asks it to send
-    /// `tracks` (its producer ids) there: the link's id and its packets.
+    /// `tracks` (its producer ids; of simulcast ones, the `layers` listed) there: the link's
+    /// id and its packets.
     ///
     /// # Errors
     /// No relay socket here, or the other worker refused or could not be reached.
@@ -81,8 +84,9 @@ pub(crate) trait SpanHost: Send + Sync {
         worker: &str,
         remote: &RemoteWorker,
         tracks: &[u64],
+        layers: &TrackLayers,
     ) -> Result<(u32, mpsc::Receiver<RelayPacket>), RelayError>;
-    /// Replaces the tracks an open link carries.
+    /// Replaces the tracks (and layers) an open link carries.
     ///
     /// # Errors
     /// The other worker has no such link any more, or could not be reached.
@@ -92,19 +96,31 @@ pub(crate) trait SpanHost: Send + Sync {
         remote: &RemoteWorker,
         link: u32,
         tracks: &[u64],
+        layers: &TrackLayers,
     ) -> Result<(), RelayError>;
     /// Closes a link here and asks the other worker to stop sending (best effort).
     async fn close_link(&self, room: &RoomName, remote: &RemoteWorker, link: u32);
 }
 
-/// A publishing worker's copy of one track for one link: the fanout hands it every packet.
+/// A publishing worker's copy of one track for one link: the fanout hands it every packet
+/// (of a simulcast track, every packet of a wanted layer).
 pub(crate) struct RelayTap {
     /// (receiving worker, link id).
     pub link: (String, u32),
-    /// The SSRC the copy carries on the link.
-    pub ssrc: u32,
+    /// The track's producer id: its copy carries
+    /// [`relay_layer_ssrc`](crate::room_relay::relay_layer_ssrc) of it on the link.
+    pub producer: u64,
+    /// The simulcast layers the link wants (`None`: all, or a single stream).
+    pub layers: Option<BTreeSet<u8>>,
     /// The link's sending task; full means the link falls behind and the packet is dropped.
     pub queue: mpsc::Sender<Bytes>,
+}
+
+impl RelayTap {
+    /// Whether the link wants simulcast layer `layer` (0 for a single stream).
+    pub fn wants(&self, layer: u8) -> bool {
+        self.layers.as_ref().is_none_or(|layers| layers.contains(&layer))
+    }
 }
 
 /// A request of another worker's API call for this room (publishing side).
@@ -114,12 +130,14 @@ pub(crate) enum RelayRequest {
         link: u32,
         sender: RelaySender,
         tracks: Vec<u64>,
+        layers: TrackLayers,
         reply: oneshot::Sender<Vec<u64>>,
     },
     Update {
         worker: String,
         link: u32,
         tracks: Vec<u64>,
+        layers: TrackLayers,
         /// `None`: no such link.
         reply: oneshot::Sender<Option<Vec<u64>>>,
     },
@@ -138,7 +156,8 @@ pub(crate) struct OutboundLinks {
 
 struct OutboundLink {
     queue: mpsc::Sender<Bytes>,
-    tracks: BTreeSet<u64>,
+    /// The tracks it carries and their wanted layers (`None`: all).
+    tracks: BTreeMap<u64, Option<BTreeSet<u8>>>,
     /// Stops the link's sending task.
     _stop: DropGuard,
 }
@@ -158,6 +177,7 @@ impl OutboundLinks {
                 link,
                 sender,
                 tracks,
+                layers,
                 reply,
             } => {
                 let key = (worker, link);
@@ -169,23 +189,24 @@ impl OutboundLinks {
                     key.clone(),
                     OutboundLink {
                         queue,
-                        tracks: BTreeSet::new(),
+                        tracks: BTreeMap::new(),
                         _stop: stop.drop_guard(),
                     },
                 );
-                let _ = reply.send(self.set_tracks(&key, &tracks, local));
+                let _ = reply.send(self.set_tracks(&key, &tracks, &layers, local));
             }
             RelayRequest::Update {
                 worker,
                 link,
                 tracks,
+                layers,
                 reply,
             } => {
                 let key = (worker, link);
                 let relayed = self
                     .links
                     .contains_key(&key)
-                    .then(|| self.set_tracks(&key, &tracks, local));
+                    .then(|| self.set_tracks(&key, &tracks, &layers, local));
                 let _ = reply.send(relayed);
             }
             RelayRequest::Close {
@@ -198,45 +219,51 @@ impl OutboundLinks {
         }
     }
 
-    /// Taps the wanted tracks that are published here, untaps the others; returns the
-    /// tapped ones.
+    /// Taps the wanted tracks that are published here (of a simulcast track, the wanted
+    /// layers), untaps the others; returns the tapped ones.
     fn set_tracks(
         &mut self,
         key: &(String, u32),
         wanted: &[u64],
+        layers: &TrackLayers,
         local: &BTreeMap<u64, Arc<Fanout>>,
     ) -> Vec<u64> {
         let Some(link) = self.links.get_mut(key) else {
             return Vec::new();
         };
-        let wanted: BTreeSet<u64> = wanted
+        let wanted: BTreeMap<u64, Option<BTreeSet<u8>>> = wanted
             .iter()
-            .copied()
             .filter(|id| local.contains_key(id))
+            .map(|&id| (id, layers.get(&id).cloned()))
             .collect();
-        for gone in link.tracks.difference(&wanted) {
+        for gone in link.tracks.keys().filter(|id| !wanted.contains_key(id)) {
             if let Some(fanout) = local.get(gone) {
                 fanout.remove_relay(key);
             }
         }
-        for &added in wanted.difference(&link.tracks) {
-            if let Some(fanout) = local.get(&added) {
+        for (&track, layers) in &wanted {
+            if link.tracks.get(&track) == Some(layers) {
+                continue;
+            }
+            if let Some(fanout) = local.get(&track) {
                 fanout.add_relay(RelayTap {
                     link: key.clone(),
-                    ssrc: relay_ssrc(added),
+                    producer: track,
+                    layers: layers.clone(),
                     queue: link.queue.clone(),
                 });
             }
         }
-        link.tracks.clone_from(&wanted);
-        wanted.into_iter().collect()
+        let tapped = wanted.keys().copied().collect();
+        link.tracks = wanted;
+        tapped
     }
 
     fn close(&mut self, key: &(String, u32), local: &BTreeMap<u64, Arc<Fanout>>) -> bool {
         let Some(link) = self.links.remove(key) else {
             return false;
         };
-        for track in &link.tracks {
+        for track in link.tracks.keys() {
             if let Some(fanout) = local.get(track) {
                 fanout.remove_relay(key);
             }
@@ -265,11 +292,13 @@ async fn send_link(
     }
 }
 
-/// What an inbound link carries: its worker and the wanted tracks' fanouts, by relay SSRC.
+/// What an inbound link carries: its worker and the wanted tracks' fanouts, by relay SSRC
+/// (a simulcast track's once per layer), and the layers wanted of its simulcast tracks.
 #[derive(Clone)]
 pub(crate) struct Wanted {
     pub remote: RemoteWorker,
     pub tracks: BTreeMap<u32, WantedTrack>,
+    pub layers: TrackLayers,
 }
 
 /// One relayed track on the receiving side.
@@ -281,11 +310,14 @@ pub(crate) struct WantedTrack {
     pub kind: MediaKind,
     /// The publisher's id of the RFC 6464 extension, read into the fanout's meter.
     pub audio_level: Option<u8>,
+    /// A simulcast layer's meter (its bitrate and keyframe heights); `vp8`: read heights.
+    pub layer: Option<(Arc<LayerMeter>, bool)>,
 }
 
 impl Wanted {
     fn producers(&self) -> Vec<u64> {
-        self.tracks.values().map(|t| t.producer).collect()
+        let producers: BTreeSet<u64> = self.tracks.values().map(|t| t.producer).collect();
+        producers.into_iter().collect()
     }
 }
 
@@ -319,7 +351,8 @@ impl InboundLinks {
             if let Some(link) = self.links.get(&worker) {
                 link.wanted.send_if_modified(|current| {
                     let changed = current.remote != wanted.remote
-                        || current.producers() != wanted.producers();
+                        || current.producers() != wanted.producers()
+                        || current.layers != wanted.layers;
                     *current = wanted;
                     changed
                 });
@@ -361,7 +394,13 @@ async fn receive_link(
     'open: while !stop.is_cancelled() {
         let current = wanted.borrow_and_update().clone();
         let opened = host
-            .open_link(&room, &worker, &current.remote, &current.producers())
+            .open_link(
+                &room,
+                &worker,
+                &current.remote,
+                &current.producers(),
+                &current.layers,
+            )
             .await;
         let (link, mut packets) = match opened {
             Ok(opened) => opened,
@@ -406,7 +445,8 @@ async fn receive_link(
                     }
                     let next = wanted.borrow_and_update().clone();
                     let updated = if next.remote == remote {
-                        host.update_link(&room, &remote, link, &next.producers()).await
+                        host.update_link(&room, &remote, link, &next.producers(), &next.layers)
+                            .await
                     } else {
                         Err(RelayError::UnknownLink(link))
                     };
@@ -454,6 +494,9 @@ async fn deliver(
         .and_then(|id| packet.header.get_extension(id))
         .and_then(|payload| AudioLevel::parse(&payload));
     track.fanout.meter.record(level);
+    if let Some((meter, vp8)) = &track.layer {
+        meter.record(&packet, *vp8);
+    }
     let counters = match track.kind {
         MediaKind::Audio => audio,
         MediaKind::Video => video,
@@ -471,6 +514,9 @@ pub(crate) struct SpanState {
     pub inbound: InboundLinks,
     pub outbound: OutboundLinks,
     reported: Option<Vec<RelayedTrack>>,
+    /// The layers of remote simulcast tracks the links were last asked for, by producer
+    /// here (`room_relay_layers.rs`).
+    pub asked_layers: BTreeMap<crate::room::ProducerId, BTreeSet<u8>>,
 }
 
 impl SpanState {
@@ -480,6 +526,7 @@ impl SpanState {
             inbound: InboundLinks::new(Arc::clone(&host), room.clone()),
             outbound: OutboundLinks::default(),
             reported: None,
+            asked_layers: BTreeMap::new(),
             host,
             room,
         }

@@ -16,7 +16,8 @@
 //!   stream's packets.
 //! - [`LayerSelector`]: one subscriber's simulcast layer.
 //! - [`SimulcastLayers`], [`LayerChoice`]: a simulcast track's measured layers and each
-//!   subscriber's layer among them.
+//!   subscriber's layer among them; [`wanted_layers`]: the layers of a track relayed from
+//!   another worker that the subscribers here need.
 //! - [`ClientMessage`], [`ServerMessage`]: the room channel.
 
 mod consumer;
@@ -28,6 +29,7 @@ mod messages;
 mod mlines;
 mod mute;
 mod names;
+mod relay_layers;
 mod renegotiation;
 mod rewrite;
 mod room_state;
@@ -48,6 +50,7 @@ pub use messages::{
 pub use mlines::{ForwardedTrack, LineState, MLine, MLinePlan, Placement};
 pub use mute::{MuteDetector, MUTE_AFTER};
 pub use names::{ParticipantId, RoomName, MAX_NAME_LEN};
+pub use relay_layers::{idle_unwanted, wanted_layers};
 pub use renegotiation::{Renegotiation, RenegotiationOutput, ANSWER_TIMEOUT};
 pub use rewrite::{seq_before, RtpRewriter, Verdict};
 pub use room_state::{Room, RoomAction, Subscription};

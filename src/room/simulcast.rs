@@ -157,6 +157,23 @@ impl SimulcastLayers {
             .and_then(|l| l.ssrc)
     }
 
+    /// Layer `rid`'s index in the publisher's order ([`SimulcastLayers::rids_announced`]).
+    pub fn announced_index(&self, rid: &str) -> Option<usize> {
+        self.layers.iter().position(|l| l.rid == rid)
+    }
+
+    /// Layer `rid` does not come now because nobody here asked for it (a layer of a track
+    /// relayed from another worker, #16): not coming is not silence, so it stays a choice
+    /// (asking for it brings it). Its rate window starts again when it comes back; its last
+    /// measured bitrate and height are kept.
+    pub fn set_idle(&mut self, rid: &str) {
+        if let Some(layer) = self.layers.iter_mut().find(|l| l.rid == rid) {
+            layer.last_bytes_at = None;
+            layer.window_bytes = 0;
+            layer.window_start = None;
+        }
+    }
+
     /// The rid of the layer whose source is `ssrc`.
     pub fn rid_of(&self, ssrc: u32) -> Option<&str> {
         self.layers

@@ -3,7 +3,7 @@
 
 use std::sync::LazyLock;
 
-use prometheus::{IntCounterVec, IntGauge};
+use prometheus::{IntCounter, IntCounterVec, IntGauge};
 
 use crate::metrics::{counter_vec, defined, gauge};
 
@@ -34,6 +34,10 @@ pub struct RelayMetrics {
     pub bytes: IntCounterVec,
     /// Relay datagrams dropped, by reason ([`DROP_REASONS`]).
     pub dropped: IntCounterVec,
+    /// RTP packets handed to links by the publishing worker, by simulcast layer index (0 for
+    /// a single stream; at most [`super::MAX_RELAYED_LAYERS`] values): what shows that a
+    /// link carries only the layers its worker's subscribers need.
+    layer_packets: Vec<IntCounter>,
 }
 
 impl RelayMetrics {
@@ -58,6 +62,18 @@ impl RelayMetrics {
                 "Relay datagrams dropped, by reason",
                 &["reason"],
             )?,
+            // Looked up once here, not per packet.
+            layer_packets: {
+                let family = counter_vec(
+                    "remotemedia_relay_layer_packets_total",
+                    "RTP packets relayed to other workers, by simulcast layer (0: a single stream)",
+                    &["layer"],
+                )?;
+                LAYER_LABELS
+                    .iter()
+                    .map(|layer| family.with_label_values(&[layer]))
+                    .collect()
+            },
         };
         for direction in ["in", "out"] {
             metrics.packets.with_label_values(&[direction]);
@@ -69,6 +85,20 @@ impl RelayMetrics {
         Ok(metrics)
     }
 }
+
+impl RelayMetrics {
+    /// The relayed-packet counter of simulcast layer `layer`.
+    pub fn layer_packets(&self, layer: u8) -> &IntCounter {
+        let last = self.layer_packets.len().saturating_sub(1);
+        &self.layer_packets[usize::from(layer).min(last)]
+    }
+}
+
+/// The `layer` label's values (bounded: a relay SSRC tells at most
+/// [`super::MAX_RELAYED_LAYERS`] layers apart).
+const LAYER_LABELS: [&str; super::MAX_RELAYED_LAYERS] = [
+    "0", "1", "2", "3", "4", "5", "6", "7", "8", "9", "10", "11", "12", "13", "14",
+];
 
 /// The relay's families, registered on first use.
 pub fn metrics() -> &'static RelayMetrics {

@@ -26,7 +26,9 @@ mod track;
 
 pub use endpoint::{RelayEndpoint, RelayPacket, RelaySender, LINK_QUEUE};
 pub use key::RelayKey;
-pub use track::{parse_tracks, relay_ssrc, RelayedCodec, RelayedTrack};
+pub use track::{
+    parse_tracks, relay_layer_ssrc, relay_ssrc, RelayedCodec, RelayedTrack, MAX_RELAYED_LAYERS,
+};
 
 /// Why a relay link could not be made or used.
 #[derive(Debug, thiserror::Error)]

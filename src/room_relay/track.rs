@@ -40,11 +40,22 @@ pub struct RelayedCodec {
 }
 
 /// The SSRC a relayed copy of producer `producer` carries on its link: the publishing
-/// worker's producer id, shifted to leave four bits for a simulcast layer later. Known to
-/// both ends from the record alone, and unique on a link (one room, one publishing worker).
+/// worker's producer id, shifted to leave four bits for a simulcast layer. Known to both
+/// ends from the record alone, and unique on a link (one room, one publishing worker).
 pub fn relay_ssrc(producer: u64) -> u32 {
+    relay_layer_ssrc(producer, 0)
+}
+
+/// Simulcast layers a relayed track may have: the four low bits of its relay SSRCs hold
+/// the layer's index plus one (never 0, so no relay SSRC is 0).
+pub const MAX_RELAYED_LAYERS: usize = 15;
+
+/// The SSRC simulcast layer `layer` (its index in the record's `layers`, lowest first as
+/// announced) of producer `producer` carries on its link; layer 0 is [`relay_ssrc`], what a
+/// single-stream track carries. A layer past [`MAX_RELAYED_LAYERS`] shares the last one's.
+pub fn relay_layer_ssrc(producer: u64, layer: usize) -> u32 {
     // Producer ids count up from 0 per room: 2^28 of them is more than a room ever makes.
-    ((producer as u32) << 4) | 1
+    ((producer as u32) << 4) | (layer.min(MAX_RELAYED_LAYERS - 1) as u32 + 1)
 }
 
 /// Parses a `tracks:<worker>` field; anything that is not a list of tracks reads as none.
@@ -85,5 +96,15 @@ mod tests {
         assert_ne!(relay_ssrc(0), 0);
         assert_ne!(relay_ssrc(0), relay_ssrc(1));
         assert_eq!(relay_ssrc(5) >> 4, 5);
+    }
+
+    #[test]
+    fn each_layer_of_a_track_has_its_own_relay_ssrc_and_layer_0_is_the_single_streams() {
+        assert_eq!(relay_layer_ssrc(5, 0), relay_ssrc(5));
+        let ssrcs: std::collections::BTreeSet<u32> =
+            (0..3).map(|layer| relay_layer_ssrc(5, layer)).collect();
+        assert_eq!(ssrcs.len(), 3);
+        assert!(ssrcs.iter().all(|ssrc| ssrc >> 4 == 5 && ssrc & 0xf != 0));
+        assert_ne!(relay_layer_ssrc(5, 2), relay_ssrc(6), "no overlap with the next track");
     }
 }
