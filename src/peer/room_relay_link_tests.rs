@@ -53,6 +53,7 @@ async fn a_link_carries_one_copy_of_each_wanted_local_track_until_it_is_not_want
         worker: "worker-b".into(),
         link,
         sender,
+        back: None,
         tracks: vec![4, 9],
         reply,
     };
