@@ -34,8 +34,8 @@ struct Participant {
     answered: Arc<Mutex<usize>>,
     /// The last server offer's SDP.
     offer: Arc<Mutex<String>>,
-    /// `PeerDisconnected` from the server came.
-    server_gone: Arc<Mutex<bool>>,
+    /// When `PeerDisconnected` from the server came.
+    server_gone: Arc<Mutex<Option<Instant>>>,
     stop: CancellationToken,
 }
 
@@ -51,7 +51,7 @@ impl Participant {
         let heard = Arc::clone(&peer.heard);
         let answered = Arc::new(Mutex::new(0));
         let offer = Arc::new(Mutex::new(String::new()));
-        let server_gone = Arc::new(Mutex::new(false));
+        let server_gone = Arc::new(Mutex::new(None));
         let (count, last, gone, until) = (
             Arc::clone(&answered),
             Arc::clone(&offer),
@@ -79,9 +79,14 @@ impl Participant {
                     })) => peer.add_remote_candidate(&candidate).await,
                     Some(Resp::Notification(pb::SignalingNotification {
                         notification: Some(Notification::PeerDisconnected(d)),
-                    })) if d.peer_id == SERVER => *gone.lock() = true,
+                    })) if d.peer_id == SERVER => *gone.lock() = Some(Instant::now()),
                     _ => {}
                 }
+            }
+            if gone.lock().is_some() {
+                // The server ended the session (and the stream with it).
+                peer.close().await;
+                return;
             }
             let disconnect = signaling
                 .send(Req::Disconnect(pb::DisconnectRequest {
@@ -102,9 +107,8 @@ impl Participant {
         }
     }
 
-    /// Waits for a second of fresh audio from `from` and returns its dominant frequency.
-    async fn hears_fresh(&self, from: &str) -> f32 {
-        self.heard.lock().remove(from);
+    /// Waits for a second of audio from `from` and returns its dominant frequency.
+    async fn hears(&self, from: &str) -> f32 {
         eventually(&format!("{} to hear {from}", self.id), || async {
             self.heard
                 .lock()
@@ -188,14 +192,18 @@ async fn worker_of(conn: &mut redis::aio::MultiplexedConnection, publisher: &str
     }
 }
 
-/// Each of `listeners` hears each of `speakers` (but itself) at its tone, afresh.
+/// Each of `listeners` hears each of `speakers` (but itself) at its tone, afresh: all that
+/// was heard is forgotten first, then a second of each is waited for (all at once).
 async fn all_hear(listeners: &[&Participant], speakers: &[(&str, f32)]) {
+    for listener in listeners {
+        listener.heard.lock().clear();
+    }
     for listener in listeners {
         for (from, tone) in speakers {
             if *from == listener.id {
                 continue;
             }
-            let heard = listener.hears_fresh(from).await;
+            let heard = listener.hears(from).await;
             assert!(
                 (heard - tone).abs() <= 10.0,
                 "{} hears {from} at {heard} Hz, not {tone}",
@@ -271,13 +279,15 @@ async fn a_hosting_worker_killed_its_tracks_leave_the_other_workers_and_the_rest
     all_hear(&survivors, &alive_tones).await;
     let heard = killed.elapsed();
     // The dead worker's participants are told.
+    let mut told = Duration::ZERO;
     for &d in &dead {
         eventually(&format!("{} to be told", participants[d].id), || async {
-            *participants[d].server_gone.lock()
+            participants[d].server_gone.lock().is_some()
         })
         .await;
+        let at = participants[d].server_gone.lock().unwrap();
+        told = told.max(at.duration_since(killed));
     }
-    let told = killed.elapsed();
 
     // Found by the relay: each survivor's worker heard its link go silent and dropped the
     // dead worker's tracks; both ends of the links to it are closed.

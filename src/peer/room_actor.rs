@@ -697,7 +697,12 @@ impl RoomActor {
     /// RTCP another worker of the room sent back about tracks published here (PLI/FIR/NACK
     /// of its subscribers). Not acted on yet.
     fn relay_feedback(&mut self, feedback: LinkFeedback) {
-        tracing::trace!(worker = feedback.worker, link = feedback.link, "relay feedback");
+        tracing::trace!(
+            worker = feedback.worker,
+            link = feedback.link,
+            bytes = feedback.rtcp.len(),
+            "relay feedback"
+        );
     }
 
     /// A track of another worker of the room: a producer here, its source fed by the link.

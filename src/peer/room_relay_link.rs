@@ -309,6 +309,7 @@ impl OutboundLinks {
     }
 
     /// Links open here.
+    #[cfg(test)]
     pub fn len(&self) -> usize {
         self.links.len()
     }
@@ -590,6 +591,8 @@ impl InboundLinks {
     /// track (PLI, FIR, NACK), its media SSRC the track's relay SSRC ([`relay_ssrc`] of the
     /// publishing worker's producer id). False, and dropped, when there is no link to
     /// `worker` or its queue is full; a link without a back channel (yet) drops it too.
+    // The feedback API of PLI/FIR/NACK over the relay (their sender is still to come).
+    #[allow(dead_code)]
     pub fn send_rtcp(&self, worker: &str, rtcp: Bytes) -> bool {
         self.links
             .get(worker)
