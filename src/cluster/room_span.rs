@@ -28,13 +28,13 @@ use super::worker_tls::{worker_endpoint, WorkerTlsClient};
 use super::workers::{read_heartbeat, HEARTBEAT_INTERVAL};
 use super::{redis_error, room_record};
 use crate::peer::{
-    RelayRequest, RemoteWorker, RemoteWorkers, SessionManager, SpanHost, TrackLayers,
+    BackChannel, OpenedLink, RelayRequest, RemoteWorker, RemoteWorkers, SessionManager, SpanHost,
+    TrackLayers,
 };
 use crate::proto::worker::{self as pb, media_worker_client::MediaWorkerClient};
 use crate::room::RoomName;
-use crate::room_relay::{
-    RelayEndpoint, RelayError, RelayKey, RelayPacket, RelayedTrack, MAX_RELAYED_LAYERS,
-};
+use crate::room_relay::metrics::{metrics as relay_metrics, HOSTING_WORKERS};
+use crate::room_relay::{RelayEndpoint, RelayError, RelayKey, RelayedTrack, MAX_RELAYED_LAYERS};
 
 /// The fallback re-read of every followed room's record (and re-write of its tracks here).
 pub const REREAD_INTERVAL: Duration = HEARTBEAT_INTERVAL;
@@ -68,6 +68,9 @@ pub(crate) struct RoomSpan {
     local: Mutex<HashMap<String, Vec<RelayedTrack>>>,
     /// Rooms whose tracks changed since the writer last looked.
     dirty: Mutex<HashSet<String>>,
+    /// The number of hosting workers of each followed room, as last read
+    /// (`remotemedia_rooms_by_hosting_workers`).
+    hosting: Mutex<HashMap<String, usize>>,
     written: Notify,
 }
 
@@ -94,6 +97,7 @@ impl RoomSpan {
             reread_rx: Mutex::new(Some(reread_rx)),
             local: Mutex::default(),
             dirty: Mutex::default(),
+            hosting: Mutex::default(),
             written: Notify::new(),
         }
     }
@@ -178,9 +182,29 @@ impl RoomSpan {
 
     /// The rooms some room actor here still follows (the others are forgotten).
     fn followed_rooms(&self) -> Vec<String> {
-        let mut followed = self.followed.lock();
-        followed.retain(|_, sender| !sender.is_closed());
-        followed.keys().cloned().collect()
+        let rooms: Vec<String> = {
+            let mut followed = self.followed.lock();
+            followed.retain(|_, sender| !sender.is_closed());
+            followed.keys().cloned().collect()
+        };
+        self.count_hosting(|hosting| hosting.retain(|room, _| rooms.contains(room)));
+        rooms
+    }
+
+    /// Updates the rooms' hosting worker counts and their gauge.
+    fn count_hosting(&self, update: impl FnOnce(&mut HashMap<String, usize>)) {
+        let mut hosting = self.hosting.lock();
+        update(&mut hosting);
+        let mut rooms = [0_i64; 3];
+        for &workers in hosting.values() {
+            rooms[workers.clamp(1, 3) - 1] += 1;
+        }
+        for (label, count) in HOSTING_WORKERS.iter().zip(rooms) {
+            relay_metrics()
+                .rooms_by_workers
+                .with_label_values(&[label])
+                .set(count);
+        }
     }
 
     /// Reads `room`'s record and the other workers' heartbeats, and tells the room what
@@ -194,6 +218,10 @@ impl RoomSpan {
             Ok(record) => record,
             Err(err) => return redis_error("room_read", &err),
         };
+        let hosts = record.len();
+        self.count_hosting(|hosting| {
+            hosting.insert(room.to_owned(), hosts);
+        });
         let mut workers = RemoteWorkers::new();
         for (worker, tracks) in record {
             if worker == self.worker_id || tracks.is_empty() {
@@ -326,7 +354,7 @@ impl SpanHost for RoomSpan {
         remote: &RemoteWorker,
         tracks: &[u64],
         layers: &TrackLayers,
-    ) -> Result<(u32, mpsc::Receiver<RelayPacket>), RelayError> {
+    ) -> Result<OpenedLink, RelayError> {
         let (endpoint, advertised) = self.relay.as_ref().ok_or(RelayError::NoRelay)?;
         let key = RelayKey::generate();
         let (link, packets) = endpoint.accept(remote.relay, &key)?;
@@ -346,13 +374,26 @@ impl SpanHost for RoomSpan {
                 .map_err(|status| call_error(worker, status.message())),
             Err(err) => Err(err),
         };
-        match opened {
-            Ok(_) => Ok((link, packets)),
+        let response = match opened {
+            Ok(response) => response.into_inner(),
             Err(err) => {
                 endpoint.close(link);
-                Err(err)
+                return Err(err);
             }
-        }
+        };
+        // The back channel: A accepted B's relay address on its link id, with its key.
+        let back = match response.reverse_link_id {
+            0 => None,
+            reverse => RelayKey::from_bytes(&response.reverse_key)
+                .and_then(|key| endpoint.sender(reverse, remote.relay, &key))
+                .inspect_err(|err| tracing::warn!(room = %room, worker, %err, "a relay link's back channel is unusable"))
+                .ok(),
+        };
+        Ok(OpenedLink {
+            link,
+            packets,
+            back,
+        })
     }
 
     async fn update_link(
@@ -464,17 +505,33 @@ impl RelayApi {
             .endpoint
             .sender(request.link_id, to, &key)
             .map_err(|err| Status::invalid_argument(err.to_string()))?;
+        // The back channel: B's packets from its relay address, on a link id and key of ours.
+        // Closed with the link (the guard), or here if the room is not found.
+        let reverse_key = RelayKey::generate();
+        let (reverse_link, packets) = self
+            .endpoint
+            .accept_back(to, &reverse_key)
+            .map_err(|err| Status::internal(err.to_string()))?;
+        let back = BackChannel {
+            packets,
+            guard: self.endpoint.close_on_drop(reverse_link),
+        };
         let (reply, relayed) = oneshot::channel();
         let open = RelayRequest::Open {
             worker: request.worker_id,
             link: request.link_id,
             sender,
+            back: Some(back),
             tracks: request.tracks,
             layers: layers_from_proto(request.layers),
             reply,
         };
         let relayed = self.ask(&room, open, relayed).await?;
-        Ok(pb::OpenRelayResponse { relayed })
+        Ok(pb::OpenRelayResponse {
+            relayed,
+            reverse_link_id: reverse_link,
+            reverse_key: reverse_key.to_bytes(),
+        })
     }
 
     /// `UpdateRelay`.

@@ -36,7 +36,7 @@ pub(crate) use data_output::encode_data_message;
 pub use error::PeerError;
 pub use quality::{CallRecord, RtcpStats, SessionStats};
 pub(crate) use room_relay_link::{
-    RelayRequest, RemoteWorker, RemoteWorkers, SpanHost, TrackLayers,
+    BackChannel, OpenedLink, RelayRequest, RemoteWorker, RemoteWorkers, SpanHost, TrackLayers,
 };
 pub use session_manager::{PeerConnectionProbe, SessionManager, SessionSettings};
 pub use stack::{opus_capability, WebRtcStack};

@@ -32,8 +32,8 @@ use super::room_forward::{
 use super::room_pipeline::{Mixer, RoomPipeline, ROOM_AUDIO_TRACK, ROOM_PUBLISHER};
 use super::room_relay_layers::{relayed_streams, remote_layers};
 use super::room_relay_link::{
-    codec_capability, relayed_track, remote_changed, RelayRequest, SpanHost, SpanState,
-    TrackLayers, Wanted,
+    codec_capability, relayed_track, span_event, LinkFeedback, RelayRequest, SpanEvent, SpanHost,
+    SpanState, TrackLayers, Wanted,
 };
 use super::sdp::Sdp;
 use super::wiring::PublishedRemote;
@@ -400,7 +400,10 @@ impl RoomActor {
                     Some(command) => self.handle(command).await,
                     None => break,
                 },
-                () = remote_changed(&mut self.span) => self.sync_remote(),
+                event = span_event(&mut self.span) => match event {
+                    SpanEvent::RemoteChanged => self.sync_remote(),
+                    SpanEvent::Feedback(feedback) => self.relay_feedback(feedback),
+                },
                 () = sleep_until(deadline) => {
                     let now = Instant::now();
                     for participant in self.participants.values_mut() {
@@ -691,6 +694,17 @@ impl RoomActor {
         if let Some(span) = self.span.as_mut() {
             span.inbound.set(wanted, &self.context.tasks);
         }
+    }
+
+    /// RTCP another worker of the room sent back about tracks published here (PLI/FIR/NACK
+    /// of its subscribers). Not acted on yet.
+    fn relay_feedback(&mut self, feedback: LinkFeedback) {
+        tracing::trace!(
+            worker = feedback.worker,
+            link = feedback.link,
+            bytes = feedback.rtcp.len(),
+            "relay feedback"
+        );
     }
 
     /// A track of another worker of the room: a producer here, its source fed by the link.

@@ -39,6 +39,7 @@ pub(crate) fn relayed_streams(
         fanout: Arc::clone(fanout),
         kind: track.kind,
         audio_level,
+        clock_rate: track.codec.clock_rate,
         layer,
     };
     if track.layers.is_empty() {
