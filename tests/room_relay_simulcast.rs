@@ -358,3 +358,54 @@ async fn a_subscriber_on_another_worker_gets_its_layer_and_only_wanted_layers_ar
         p.stop.cancel();
     }
 }
+
+/// #16's "RTCP goes back": carol's camera sends a keyframe only every minute (and when
+/// asked); alice joins later on the other worker. Worker B asks A for a keyframe of the layer
+/// it chose for her as soon as her line is negotiated, A passes it to carol, and alice's
+/// video starts at once instead of at carol's next scheduled keyframe.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_late_subscriber_on_another_worker_gets_a_keyframe_at_once() {
+    common::init_tracing();
+    let _serial = one_at_a_time().await;
+    let cluster = Cluster::start().await;
+    let camera = CancellationToken::new();
+    let keyframe_every = Duration::from_secs(60);
+    let camera_started = Instant::now();
+    let (carol, a, _b) = cluster.publisher(keyframe_every, &camera).await;
+    // Well past carol's first keyframe: nothing on the link can start alice's video but a
+    // keyframe asked for.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let forwarded_before = a.metric(KEYFRAMES_FORWARDED).await;
+
+    let joined = Instant::now();
+    let (alice, _) = Participant::join(&cluster.frontend, "alice", false).await;
+    let connected = joined.elapsed();
+    wait_for("alice's first keyframe", LONG_WAIT, || {
+        alice.first_keyframe_at().is_some()
+    })
+    .await;
+    let first = alice.first_keyframe_at().unwrap();
+    let after_join = first.duration_since(joined);
+    let scheduled = camera_started + keyframe_every;
+    println!(
+        "alice on worker B: connected {connected:?} after joining, first keyframe \
+         ({:?}p) {after_join:?} after joining; carol's next scheduled keyframe was {:?} away",
+        alice.layer_height(),
+        scheduled.saturating_duration_since(joined)
+    );
+    assert!(
+        first < scheduled,
+        "the keyframe was asked for, not the scheduled one"
+    );
+    assert!(
+        a.metric(KEYFRAMES_FORWARDED).await > forwarded_before,
+        "A passed a keyframe request from B to carol"
+    );
+    camera.cancel();
+    for p in [&carol, &alice] {
+        p.stop.cancel();
+    }
+}
+
+/// Keyframe requests from other workers that a publishing worker passed to a publisher.
+const KEYFRAMES_FORWARDED: &str = "remotemedia_relay_keyframe_requests_total{result=\"forwarded\"}";

@@ -16,6 +16,7 @@ mod room_actor;
 mod room_forward;
 mod room_hub;
 mod room_pipeline;
+mod room_relay_keyframes;
 mod room_relay_layers;
 mod room_relay_link;
 mod sdp;

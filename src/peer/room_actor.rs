@@ -6,7 +6,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Weak};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, oneshot, watch};
@@ -27,9 +27,10 @@ use super::close_reason::CloseReason;
 use super::metrics::metrics;
 use super::room_forward::{
     forward_published, read_forwarded_rtcp, request_keyframe, Fanout, FeedbackTarget,
-    KeyframeTarget, LayerMeter, Sink, Taps,
+    KeyframeRoute, KeyframeTarget, LayerMeter, Sink, Taps,
 };
 use super::room_pipeline::{Mixer, RoomPipeline, ROOM_AUDIO_TRACK, ROOM_PUBLISHER};
+use super::room_relay_keyframes::{keyframe_request, relayed_layer, requested_ssrcs};
 use super::room_relay_layers::{relayed_streams, remote_layers};
 use super::room_relay_link::{
     codec_capability, relayed_track, span_event, LinkFeedback, RelayRequest, SpanEvent, SpanHost,
@@ -165,6 +166,9 @@ pub(crate) enum Command {
     },
     /// Another worker of the room opens, changes or closes a relay link here.
     Relay(RelayRequest),
+    /// A subscriber here needs a keyframe of the relayed stream `ssrc` (a relay SSRC) of
+    /// remote producer `producer`: asked for over its link (`room_relay_keyframes.rs`).
+    RelayKeyframe { producer: ProducerId, ssrc: u32 },
 }
 
 /// One forwarded m-line on a subscriber's connection, kept for reuse.
@@ -402,7 +406,7 @@ impl RoomActor {
                 },
                 event = span_event(&mut self.span) => match event {
                     SpanEvent::RemoteChanged => self.sync_remote(),
-                    SpanEvent::Feedback(feedback) => self.relay_feedback(feedback),
+                    SpanEvent::Feedback(feedback) => self.relay_feedback(feedback).await,
                 },
                 () = sleep_until(deadline) => {
                     let now = Instant::now();
@@ -504,6 +508,7 @@ impl RoomActor {
                     span.outbound.handle(request, &local, &self.context.tasks);
                 }
             }
+            Command::RelayKeyframe { producer, ssrc } => self.relay_keyframe(producer, ssrc),
             Command::LineFeedback {
                 peer,
                 session,
@@ -590,7 +595,7 @@ impl RoomActor {
     /// another layer (at that layer's next keyframe, asked for here), and keyframe requests
     /// again for switches still waiting. Paused copies keep their layer.
     async fn select_layers(&mut self, now: Instant) {
-        let mut keyframes: Vec<(Weak<RTCPeerConnection>, u32)> = Vec::new();
+        let mut keyframes: Vec<(ProducerId, u32)> = Vec::new();
         for ((subscriber, producer), choice) in &mut self.layer_choices {
             let Some(source) = self.sources.get(producer) else {
                 continue;
@@ -625,14 +630,14 @@ impl RoomActor {
                 }
                 LayerRequest::Keyframe { ssrc } => ssrc,
             };
-            if let Some(publisher) = self.participants.get(&source.publisher) {
-                keyframes.push((Arc::downgrade(&publisher.member.pc), ssrc));
-            }
+            keyframes.push((*producer, ssrc));
         }
-        keyframes.sort_by_key(|(_, ssrc)| *ssrc);
-        keyframes.dedup_by_key(|(_, ssrc)| *ssrc);
-        for (pc, ssrc) in keyframes {
-            request_keyframe(&pc, ssrc).await;
+        keyframes.sort_unstable();
+        keyframes.dedup();
+        for (producer, ssrc) in keyframes {
+            if let Some(route) = self.keyframe_route(producer) {
+                request_keyframe(&route, ssrc).await;
+            }
         }
     }
 
@@ -694,17 +699,6 @@ impl RoomActor {
         if let Some(span) = self.span.as_mut() {
             span.inbound.set(wanted, &self.context.tasks);
         }
-    }
-
-    /// RTCP another worker of the room sent back about tracks published here (PLI/FIR/NACK
-    /// of its subscribers). Not acted on yet.
-    fn relay_feedback(&mut self, feedback: LinkFeedback) {
-        tracing::trace!(
-            worker = feedback.worker,
-            link = feedback.link,
-            bytes = feedback.rtcp.len(),
-            "relay feedback"
-        );
     }
 
     /// A track of another worker of the room: a producer here, its source fed by the link.
@@ -793,6 +787,79 @@ impl RoomActor {
         }
         let asked = self.remote_layers();
         self.span.as_ref().is_some_and(|span| span.asked_layers != asked)
+    }
+
+    /// A keyframe request of a subscriber here for the relayed stream `ssrc` of remote
+    /// producer `producer`: a PLI back over the link to its worker.
+    fn relay_keyframe(&mut self, producer: ProducerId, ssrc: u32) {
+        let Some(Origin::Remote { worker, .. }) = self.room.producer(producer).map(|p| &p.origin)
+        else {
+            return;
+        };
+        let (Some(span), Some(pli)) = (self.span.as_ref(), keyframe_request(ssrc)) else {
+            return;
+        };
+        if !span.inbound.send_rtcp(worker, pli) {
+            tracing::debug!(%producer, worker, "keyframe request not sent back: no link yet");
+        }
+    }
+
+    /// RTCP another worker of the room sent back about tracks published here: its
+    /// subscribers' keyframe requests go to the publishers, at most one per source per
+    /// keyframe request interval (`room_relay_keyframes.rs`).
+    async fn relay_feedback(&mut self, feedback: LinkFeedback) {
+        let now = Instant::now();
+        let counters = &crate::room_relay::metrics::metrics().keyframe_requests;
+        for relay_ssrc in requested_ssrcs(&feedback.rtcp) {
+            let Some((producer, layer)) = relayed_layer(relay_ssrc) else {
+                continue;
+            };
+            let producer = ProducerId(producer);
+            let Some(source) = self.sources.get(&producer) else {
+                continue;
+            };
+            let ssrc = match &source.simulcast {
+                Some(simulcast) => simulcast
+                    .layers
+                    .rids_announced()
+                    .nth(layer)
+                    .and_then(|rid| simulcast.layers.ssrc(rid)),
+                None => (layer == 0).then_some(source.ssrc),
+            };
+            let (Some(ssrc), Some(publisher)) = (ssrc, self.participants.get(&source.publisher))
+            else {
+                continue;
+            };
+            let Some(span) = self.span.as_mut() else {
+                return;
+            };
+            if !span.keyframes.allow(ssrc, now) {
+                counters.with_label_values(&["throttled"]).inc();
+                continue;
+            }
+            counters.with_label_values(&["forwarded"]).inc();
+            tracing::debug!(worker = feedback.worker, link = feedback.link, %producer, layer, "keyframe asked for over the relay");
+            let route = KeyframeRoute::Publisher(Arc::downgrade(&publisher.member.pc));
+            request_keyframe(&route, ssrc).await;
+        }
+    }
+
+    /// How keyframe requests for `producer` reach its publisher: its connection here, or
+    /// the relay link of a remote producer.
+    fn keyframe_route(&self, producer: ProducerId) -> Option<KeyframeRoute> {
+        let source = self.sources.get(&producer)?;
+        if let Some(publisher) = self.participants.get(&source.publisher) {
+            return Some(KeyframeRoute::Publisher(Arc::downgrade(
+                &publisher.member.pc,
+            )));
+        }
+        match self.room.producer(producer)?.origin {
+            Origin::Remote { .. } => Some(KeyframeRoute::Relay {
+                commands: self.commands.clone(),
+                producer,
+            }),
+            Origin::Local => None,
+        }
     }
 
     /// Lists the tracks published here in the room's record when they changed.
@@ -1048,10 +1115,7 @@ impl RoomActor {
                     // The line's keyframe target: the subscriber's simulcast layer, or the track.
                     let target = line_of(&self.participants, &subscriber, producer)
                         .and_then(|line| line.keyframes.lock().clone())
-                        .or_else(|| {
-                            let publisher = self.participants.get(&source.publisher)?;
-                            Some((Arc::downgrade(&publisher.member.pc), source.ssrc))
-                        });
+                        .or_else(|| Some((self.keyframe_route(producer)?, source.ssrc)));
                     if let Some((pc, ssrc)) = target {
                         request_keyframe(&pc, ssrc).await;
                     }
@@ -1213,10 +1277,7 @@ impl RoomActor {
         if paused {
             consumer.rtp().pause();
         }
-        let publisher = self
-            .participants
-            .get(&source.publisher)
-            .map(|p| Arc::downgrade(&p.member.pc));
+        let publisher = self.keyframe_route(producer);
         let Some(participant) = self.participants.get_mut(subscriber) else {
             return;
         };

@@ -387,9 +387,22 @@ pub(crate) async fn forward_published(
     }
 }
 
-/// Where a forwarded line's keyframe requests go: the publisher's connection and the SSRC
-/// of the track the line carries now (it changes when the line is recycled).
-pub(crate) type KeyframeTarget = Arc<Mutex<Option<(Weak<RTCPeerConnection>, u32)>>>;
+/// Where a forwarded line's keyframe requests go: the publisher's route and the SSRC of the
+/// track the line carries now (it changes when the line is recycled).
+pub(crate) type KeyframeTarget = Arc<Mutex<Option<(KeyframeRoute, u32)>>>;
+
+/// How a keyframe request reaches a track's publisher.
+#[derive(Clone)]
+pub(crate) enum KeyframeRoute {
+    /// Its connection here (held weakly: it owns the lines that ask).
+    Publisher(Weak<RTCPeerConnection>),
+    /// Another worker of the room (#16): the room sends the request back over the link of
+    /// its remote producer `producer` (`room_relay_keyframes.rs`); the SSRC is a relay SSRC.
+    Relay {
+        commands: mpsc::WeakSender<super::room_actor::Command>,
+        producer: ProducerId,
+    },
+}
 
 /// Where a forwarded line's reception reports go: the room, as the subscriber's
 /// [`Command::LineFeedback`](super::room_actor::Command::LineFeedback) for the line's layer
@@ -505,8 +518,21 @@ async fn sender_ssrc(sender: &RTCRtpSender) -> Option<u32> {
         .map(|encoding| encoding.ssrc)
 }
 
-/// Asks a publisher for a keyframe of the track `ssrc` (a PLI).
-pub(crate) async fn request_keyframe(pc: &Weak<RTCPeerConnection>, ssrc: u32) {
+/// Asks a publisher for a keyframe of the track `ssrc` (a PLI), here or over the relay (a
+/// full room queue drops it: the asking side asks again).
+pub(crate) async fn request_keyframe(route: &KeyframeRoute, ssrc: u32) {
+    let pc = match route {
+        KeyframeRoute::Publisher(pc) => pc,
+        KeyframeRoute::Relay { commands, producer } => {
+            if let Some(commands) = commands.upgrade() {
+                let _ = commands.try_send(super::room_actor::Command::RelayKeyframe {
+                    producer: *producer,
+                    ssrc,
+                });
+            }
+            return;
+        }
+    };
     let Some(pc) = pc.upgrade() else {
         return;
     };

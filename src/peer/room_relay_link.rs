@@ -925,6 +925,8 @@ pub(crate) struct SpanState {
     /// The layers of remote simulcast tracks the links were last asked for, by producer
     /// here (`room_relay_layers.rs`).
     pub asked_layers: BTreeMap<crate::room::ProducerId, BTreeSet<u8>>,
+    /// Keyframe requests from the other workers passed to publishers here, per source.
+    pub keyframes: super::room_relay_keyframes::KeyframeThrottle,
 }
 
 impl SpanState {
@@ -938,6 +940,7 @@ impl SpanState {
             outbound: OutboundLinks::default(),
             reported: None,
             asked_layers: BTreeMap::new(),
+            keyframes: Default::default(),
             host,
             room,
         }

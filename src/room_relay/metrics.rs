@@ -64,6 +64,10 @@ pub struct RelayMetrics {
     /// Rooms on this worker by how many workers host them ([`HOSTING_WORKERS`]), as the
     /// rooms' records say (re-read every 2 s; counted on workers with a relay socket).
     pub rooms_by_workers: IntGaugeVec,
+    /// Keyframe requests (PLI/FIR) other workers sent back for tracks published here, by
+    /// what became of them: `forwarded` to the publisher, or `throttled` (one per source per
+    /// keyframe request interval).
+    pub keyframe_requests: IntCounterVec,
 }
 
 impl RelayMetrics {
@@ -137,7 +141,15 @@ impl RelayMetrics {
                 "Rooms with participants here, by the number of workers hosting them",
                 &["workers"],
             )?,
+            keyframe_requests: counter_vec(
+                "remotemedia_relay_keyframe_requests_total",
+                "Keyframe requests from other workers' subscribers, by result",
+                &["result"],
+            )?,
         };
+        for result in ["forwarded", "throttled"] {
+            metrics.keyframe_requests.with_label_values(&[result]);
+        }
         for side in SILENT_SIDES {
             metrics.silent.with_label_values(&[side]);
         }
