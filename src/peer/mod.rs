@@ -19,6 +19,7 @@ mod room_pipeline;
 mod room_relay_keyframes;
 mod room_relay_layers;
 mod room_relay_link;
+mod room_relay_repair;
 mod sdp;
 mod send_buffer;
 mod server_peer;

@@ -43,6 +43,7 @@ use webrtc::rtp_transceiver::rtp_codec::RTCRtpCodecCapability;
 use webrtc::util::{MarshalSize, Unmarshal};
 
 use super::room_forward::{Fanout, ForwardCounters, LayerMeter};
+use super::room_relay_repair::{GapDetector, RelayHistory};
 use crate::room::{AudioLevel, MediaKind, Producer, RoomName};
 use crate::room_relay::liveness::{
     self, ntp_time, ReceiveReports, SendReports, Silence, LINK_SSRC, RECEIVE_SILENCE,
@@ -408,6 +409,7 @@ impl SendingLink {
             Some(back) => (Some(back.packets), Some(back.guard)),
             None => (None, None),
         };
+        let mut history = RelayHistory::default();
         loop {
             tokio::select! {
                 () = stop.cancelled() => break,
@@ -420,9 +422,11 @@ impl SendingLink {
                     if let Err(err) = self.sender.send_rtp(&packet).await {
                         tracing::debug!(%err, "relaying a packet failed");
                     }
+                    history.record(&packet, Instant::now().into_std());
                 }
                 _ = tick.tick() => {
                     let now = Instant::now().into_std();
+                    history.forget_idle(now);
                     // Without a back channel (an older worker) the link is never found silent.
                     if back.is_some() && silence.is_silent(now) {
                         let (worker, link) = &self.key;
@@ -442,6 +446,13 @@ impl SendingLink {
                     Some(packet) => {
                         silence.heard(Instant::now().into_std());
                         if let RelayPacket::Rtcp(rtcp) = packet {
+                            // B's NACKs for packets lost on the link: resent from here.
+                            for resend in history.nacked(&rtcp) {
+                                metrics().resent.inc();
+                                if let Err(err) = self.sender.send_rtp(&resend).await {
+                                    tracing::debug!(%err, "resending a relayed packet failed");
+                                }
+                            }
                             self.on_rtcp(rtcp);
                         }
                     }
@@ -723,6 +734,7 @@ impl ReceivingLink {
             let mut remote = current.remote;
             let start = Instant::now().into_std();
             let mut reports = ReceiveReports::new(start);
+            let mut gaps = GapDetector::default();
             let mut silence = Silence::new(start, RECEIVE_SILENCE);
             let mut check = tokio::time::interval(RECEIVE_SILENCE / 4);
             check.set_missed_tick_behavior(MissedTickBehavior::Delay);
@@ -752,6 +764,7 @@ impl ReceivingLink {
                             break Reopen::Changed;
                         }
                         reports.retain(|ssrc| next.tracks.contains_key(&ssrc));
+                        gaps.retain(|ssrc| next.tracks.contains_key(&ssrc));
                         remote = next.remote;
                     }
                     packet = packets.recv() => {
@@ -759,6 +772,10 @@ impl ReceivingLink {
                         match packet {
                             Some(RelayPacket::Rtp(bytes)) => {
                                 silence.heard(now);
+                                // Lost on the link: NACKed at once (`room_relay_repair.rs`).
+                                if let Some(nack) = gaps.on_rtp(&bytes) {
+                                    send_back(&mut back, &nack).await;
+                                }
                                 deliver(&bytes, &wanted, &audio, &video, &mut reports, now).await;
                             }
                             Some(RelayPacket::Rtcp(bytes)) => {

@@ -377,3 +377,87 @@ async fn a_link_carries_only_the_wanted_layers_of_a_simulcast_track_each_on_its_
     fanout.send(&layer_packet(999, 4), &counters).await;
     assert!(received_rtp(&mut packets).await.is_none());
 }
+
+/// #16's "NACKs ... answered by A otherwise": a packet lost between the workers (a proxy
+/// on the link drops it) never reached B, so B's subscribers' NACKs could not be answered
+/// there; B's gap detector NACKs it over the back channel and A resends it from what it
+/// relayed on the link.
+#[tokio::test]
+async fn a_packet_lost_on_the_link_is_nacked_by_b_and_resent_by_a() {
+    use webrtc::util::Marshal;
+
+    use super::super::room_relay_repair::GapDetector;
+
+    let local_address = "127.0.0.1:0".parse().unwrap();
+    let a = Arc::new(RelayEndpoint::bind(local_address).await.unwrap());
+    let b = Arc::new(RelayEndpoint::bind(local_address).await.unwrap());
+    // A's packets go through a proxy that drops the one with RTP sequence number 3, once.
+    let proxy = tokio::net::UdpSocket::bind(local_address).await.unwrap();
+    let proxy_address = proxy.local_addr().unwrap();
+    let b_address = b.local_addr().unwrap();
+    tokio::spawn(async move {
+        let mut buffer = vec![0; 2048];
+        let mut dropped = false;
+        while let Ok((len, _)) = proxy.recv_from(&mut buffer).await {
+            // A link id (4 bytes), then the RTP header in the clear: its sequence number.
+            let datagram = &buffer[..len];
+            let rtp = datagram.len() > 8 && !(192..=223).contains(&datagram[5]);
+            if rtp && !dropped && datagram[6..8] == [0, 3] {
+                dropped = true;
+                continue;
+            }
+            let _ = proxy.send_to(datagram, b_address).await;
+        }
+    });
+    let key = RelayKey::generate();
+    let (link, mut packets) = b.accept(proxy_address, &key).unwrap();
+    let sender = a.sender(link, proxy_address, &key).unwrap();
+    let back_key = RelayKey::generate();
+    let (back_link, back_packets) = a.accept_back(b_address, &back_key).unwrap();
+    let back = BackChannel {
+        packets: back_packets,
+        guard: a.close_on_drop(back_link),
+    };
+    let mut back_sender = b
+        .sender(back_link, a.local_addr().unwrap(), &back_key)
+        .unwrap();
+    let fanout = Arc::new(Fanout::default());
+    let local = BTreeMap::from([(4, Arc::clone(&fanout))]);
+    let tasks = TaskTracker::new();
+    let counters = ForwardCounters::new("video");
+    let mut links = OutboundLinks::default();
+    let (reply, relayed) = oneshot::channel();
+    let open = RelayRequest::Open {
+        worker: "worker-b".into(),
+        link,
+        sender,
+        back: Some(back),
+        tracks: vec![4],
+        layers: TrackLayers::new(),
+        reply,
+    };
+    links.handle(open, &local, &tasks);
+    assert_eq!(relayed.await.unwrap(), vec![4]);
+    let resent_before = crate::room_relay::metrics::metrics().resent.get();
+
+    for sequence_number in 1..=5 {
+        fanout.send(&packet(sequence_number), &counters).await;
+    }
+    let mut gaps = GapDetector::default();
+    let mut arrived = Vec::new();
+    while let Some(copy) = received_rtp(&mut packets).await {
+        let bytes = copy.marshal().unwrap();
+        if let Some(nack) = gaps.on_rtp(&bytes) {
+            back_sender.send_rtcp(&nack).await.unwrap();
+        }
+        arrived.push(copy.header.sequence_number);
+    }
+    let position = |seq| arrived.iter().position(|s| *s == seq);
+    assert!(position(3) > position(4), "3 came after 4, once B NACKed it: {arrived:?}");
+    arrived.sort_unstable();
+    assert_eq!(arrived, [1, 2, 3, 4, 5], "each once");
+    assert_eq!(
+        crate::room_relay::metrics::metrics().resent.get(),
+        resent_before + 1
+    );
+}

@@ -68,6 +68,9 @@ pub struct RelayMetrics {
     /// what became of them: `forwarded` to the publisher, or `throttled` (one per source per
     /// keyframe request interval).
     pub keyframe_requests: IntCounterVec,
+    /// Relayed packets sent again because the receiving worker NACKed them (lost on the
+    /// link).
+    pub resent: IntCounter,
 }
 
 impl RelayMetrics {
@@ -145,6 +148,10 @@ impl RelayMetrics {
                 "remotemedia_relay_keyframe_requests_total",
                 "Keyframe requests from other workers' subscribers, by result",
                 &["result"],
+            )?,
+            resent: counter(
+                "remotemedia_relay_resent_packets_total",
+                "Relayed packets resent on a NACK from the receiving worker (lost on the link)",
             )?,
         };
         for result in ["forwarded", "throttled"] {
