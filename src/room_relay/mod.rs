@@ -21,8 +21,12 @@
 //! twice a second, B answers with receiver reports, and either end gives up on a silent
 //! link ([`liveness`]).
 //!
-//! Not yet: PLI/FIR and NACK over the back channel, simulcast layers on demand, active
-//! speakers and room pipelines across workers.
+//! Over the back channel go B's keyframe requests (`peer/room_relay_keyframes.rs`) and
+//! NACKs for packets lost on the link (`peer/room_relay_repair.rs`); of a simulcast track A
+//! relays only the layers B's subscribers need, each on a relay SSRC of its own
+//! ([`relay_layer_ssrc`], `peer/room_relay_layers.rs`).
+//!
+//! Not yet: active speakers and room pipelines across workers.
 
 mod endpoint;
 mod key;
