@@ -168,7 +168,10 @@ pub(crate) enum Command {
     Relay(RelayRequest),
     /// A subscriber here needs a keyframe of the relayed stream `ssrc` (a relay SSRC) of
     /// remote producer `producer`: asked for over its link (`room_relay_keyframes.rs`).
-    RelayKeyframe { producer: ProducerId, ssrc: u32 },
+    RelayKeyframe {
+        producer: ProducerId,
+        ssrc: u32,
+    },
 }
 
 /// One forwarded m-line on a subscriber's connection, kept for reuse.
@@ -786,7 +789,9 @@ impl RoomActor {
             return false;
         }
         let asked = self.remote_layers();
-        self.span.as_ref().is_some_and(|span| span.asked_layers != asked)
+        self.span
+            .as_ref()
+            .is_some_and(|span| span.asked_layers != asked)
     }
 
     /// A keyframe request of a subscriber here for the relayed stream `ssrc` of remote

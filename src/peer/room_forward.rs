@@ -196,10 +196,7 @@ impl Fanout {
             };
             match tap.queue.try_send(bytes.clone()) {
                 Ok(()) => relay.layer_packets(layer).inc(),
-                Err(_) => relay
-                    .dropped
-                    .with_label_values(&["send_queue_full"])
-                    .inc(),
+                Err(_) => relay.dropped.with_label_values(&["send_queue_full"]).inc(),
             }
         }
     }

@@ -162,7 +162,10 @@ pub(crate) struct LinkFeedback {
 enum OutboundEvent {
     Feedback(LinkFeedback),
     /// Nothing came back for [`SEND_SILENCE`]: the link is to be closed.
-    Silent { key: (String, u32), serial: u64 },
+    Silent {
+        key: (String, u32),
+        serial: u64,
+    },
 }
 
 /// A publishing worker's copy of one track for one link: the fanout hands it every packet
@@ -193,7 +196,8 @@ pub(crate) enum RelayRequest {
     Open {
         worker: String,
         link: u32,
-        sender: RelaySender,
+        /// Boxed: the SRTP context makes it the largest of the requests by far.
+        sender: Box<RelaySender>,
         /// The link's back channel (none: the other worker sends nothing back).
         back: Option<BackChannel>,
         tracks: Vec<u64>,
@@ -273,7 +277,7 @@ impl OutboundLinks {
                     SendingLink {
                         key: key.clone(),
                         serial: self.serial,
-                        sender,
+                        sender: *sender,
                         back,
                         events: self.events.clone(),
                     }
@@ -495,11 +499,9 @@ impl SendingLink {
         if feedback {
             let (worker, link) = self.key.clone();
             // Full: the room is behind; feedback is repeated by its senders.
-            let _ = self.events.try_send(OutboundEvent::Feedback(LinkFeedback {
-                worker,
-                link,
-                rtcp,
-            }));
+            let _ =
+                self.events
+                    .try_send(OutboundEvent::Feedback(LinkFeedback { worker, link, rtcp }));
         }
     }
 }
@@ -796,11 +798,12 @@ impl ReceivingLink {
                             }
                         }
                     }
-                    feedback = rtcp.recv() => match feedback {
-                        Some(feedback) => send_back(&mut back, &feedback).await,
-                        // The room let go: `stop` follows.
-                        None => {}
-                    },
+                    feedback = rtcp.recv() => {
+                        // None: the room let go, and `stop` follows.
+                        if let Some(feedback) = feedback {
+                            send_back(&mut back, &feedback).await;
+                        }
+                    }
                     _ = check.tick() => {
                         if silence.is_silent(Instant::now().into_std()) {
                             tracing::warn!(%room, worker, link, silent = ?RECEIVE_SILENCE, "relay link silent: opening it again");

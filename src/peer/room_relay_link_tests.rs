@@ -52,7 +52,7 @@ async fn a_link_carries_one_copy_of_each_wanted_local_track_until_it_is_not_want
     let open = RelayRequest::Open {
         worker: "worker-b".into(),
         link,
-        sender,
+        sender: Box::new(sender),
         back: None,
         tracks: vec![4, 9],
         layers: TrackLayers::new(),
@@ -119,7 +119,13 @@ fn a_failing_link_is_retried_ever_more_slowly_up_to_half_a_minute() {
 async fn link_with_back_channel(
     a: &Arc<RelayEndpoint>,
     b: &Arc<RelayEndpoint>,
-) -> (u32, mpsc::Receiver<RelayPacket>, RelaySender, BackChannel, RelaySender) {
+) -> (
+    u32,
+    mpsc::Receiver<RelayPacket>,
+    RelaySender,
+    BackChannel,
+    RelaySender,
+) {
     let key = RelayKey::generate();
     let (link, packets) = b.accept(a.local_addr().unwrap(), &key).unwrap();
     let sender = a.sender(link, b.local_addr().unwrap(), &key).unwrap();
@@ -150,15 +156,14 @@ async fn an_idle_link_reports_and_its_back_channel_brings_feedback_to_the_room_u
     let local_address = "127.0.0.1:0".parse().unwrap();
     let a = Arc::new(RelayEndpoint::bind(local_address).await.unwrap());
     let b = Arc::new(RelayEndpoint::bind(local_address).await.unwrap());
-    let (link, mut packets, sender, back, mut back_sender) =
-        link_with_back_channel(&a, &b).await;
+    let (link, mut packets, sender, back, mut back_sender) = link_with_back_channel(&a, &b).await;
     let tasks = TaskTracker::new();
     let mut links = OutboundLinks::default();
     let (reply, relayed) = oneshot::channel();
     let open = RelayRequest::Open {
         worker: "worker-b".into(),
         link,
-        sender,
+        sender: Box::new(sender),
         back: Some(back),
         tracks: vec![],
         layers: TrackLayers::new(),
@@ -181,11 +186,17 @@ async fn an_idle_link_reports_and_its_back_channel_brings_feedback_to_the_room_u
         sender_ssrc: liveness::LINK_SSRC,
         media_ssrc: relay_ssrc(4),
     };
-    back_sender.send_rtcp(&pli.marshal().unwrap()).await.unwrap();
+    back_sender
+        .send_rtcp(&pli.marshal().unwrap())
+        .await
+        .unwrap();
     let feedback = tokio::time::timeout(Duration::from_secs(2), links.feedback())
         .await
         .expect("the feedback");
-    assert_eq!((feedback.worker.as_str(), feedback.link), ("worker-b", link));
+    assert_eq!(
+        (feedback.worker.as_str(), feedback.link),
+        ("worker-b", link)
+    );
     let parsed = webrtc::rtcp::packet::unmarshal(&mut feedback.rtcp.as_ref()).unwrap();
     let got = parsed[0]
         .as_any()
@@ -217,7 +228,10 @@ async fn an_idle_link_reports_and_its_back_channel_brings_feedback_to_the_room_u
     };
     assert_eq!(bye.sources, [liveness::LINK_SSRC]);
     assert_eq!(links.len(), 0);
-    back_sender.send_rtcp(&pli.marshal().unwrap()).await.unwrap();
+    back_sender
+        .send_rtcp(&pli.marshal().unwrap())
+        .await
+        .unwrap();
     assert!(
         tokio::time::timeout(Duration::from_millis(300), links.feedback())
             .await
@@ -241,7 +255,7 @@ async fn a_link_that_hears_nothing_back_for_five_seconds_is_closed_and_untapped(
     let open = RelayRequest::Open {
         worker: "worker-b".into(),
         link,
-        sender,
+        sender: Box::new(sender),
         back: Some(back),
         tracks: vec![4],
         layers: TrackLayers::new(),
@@ -323,7 +337,7 @@ async fn a_link_carries_only_the_wanted_layers_of_a_simulcast_track_each_on_its_
     let open = RelayRequest::Open {
         worker: "worker-b".into(),
         link,
-        sender,
+        sender: Box::new(sender),
         back: None,
         tracks: vec![4],
         layers: TrackLayers::from([(4, BTreeSet::from([1]))]),
@@ -335,7 +349,10 @@ async fn a_link_carries_only_the_wanted_layers_of_a_simulcast_track_each_on_its_
     let copy = received_rtp(&mut packets).await.expect("layer h");
     assert_eq!(copy.header.ssrc, relay_layer_ssrc(4, 1));
     assert_eq!(copy.header.sequence_number, 1);
-    assert!(received_rtp(&mut packets).await.is_none(), "q and f are not wanted");
+    assert!(
+        received_rtp(&mut packets).await.is_none(),
+        "q and f are not wanted"
+    );
 
     // The subscribers there moved up: f (and h until f's keyframe).
     let (reply, relayed) = oneshot::channel();
@@ -430,7 +447,7 @@ async fn a_packet_lost_on_the_link_is_nacked_by_b_and_resent_by_a() {
     let open = RelayRequest::Open {
         worker: "worker-b".into(),
         link,
-        sender,
+        sender: Box::new(sender),
         back: Some(back),
         tracks: vec![4],
         layers: TrackLayers::new(),
@@ -453,7 +470,10 @@ async fn a_packet_lost_on_the_link_is_nacked_by_b_and_resent_by_a() {
         arrived.push(copy.header.sequence_number);
     }
     let position = |seq| arrived.iter().position(|s| *s == seq);
-    assert!(position(3) > position(4), "3 came after 4, once B NACKed it: {arrived:?}");
+    assert!(
+        position(3) > position(4),
+        "3 came after 4, once B NACKed it: {arrived:?}"
+    );
     arrived.sort_unstable();
     assert_eq!(arrived, [1, 2, 3, 4, 5], "each once");
     assert_eq!(

@@ -160,7 +160,10 @@ mod tests {
     fn a_gap_on_the_link_is_nacked_by_b_and_resent_by_a_from_what_it_relayed() {
         let mut history = RelayHistory::default();
         let mut gaps = GapDetector::default();
-        let sent: Vec<Bytes> = (65_530..=65_535).chain(0..4).map(|seq| rtp(0x31, seq)).collect();
+        let sent: Vec<Bytes> = (65_530..=65_535)
+            .chain(0..4)
+            .map(|seq| rtp(0x31, seq))
+            .collect();
         let now = Instant::now();
         for packet in &sent {
             history.record(packet, now);
@@ -169,7 +172,9 @@ mod tests {
         // B gets them all but 65534, 65535 and 2 (the wrap included).
         let mut nacks = Vec::new();
         for packet in &sent {
-            let seq = Header::unmarshal(&mut packet.as_ref()).unwrap().sequence_number;
+            let seq = Header::unmarshal(&mut packet.as_ref())
+                .unwrap()
+                .sequence_number;
             if [65_534, 65_535, 2].contains(&seq) {
                 continue;
             }
@@ -209,8 +214,14 @@ mod tests {
         );
         let mut gaps = GapDetector::default();
         assert!(gaps.on_rtp(&rtp(0x31, 100)).is_none());
-        assert!(gaps.on_rtp(&rtp(0x31, 100 + MAX_GAP + 2)).is_none(), "too long a gap");
-        assert!(gaps.on_rtp(&rtp(0x31, 100 + MAX_GAP + 4)).is_some(), "afresh from there");
+        assert!(
+            gaps.on_rtp(&rtp(0x31, 100 + MAX_GAP + 2)).is_none(),
+            "too long a gap"
+        );
+        assert!(
+            gaps.on_rtp(&rtp(0x31, 100 + MAX_GAP + 4)).is_some(),
+            "afresh from there"
+        );
         history.forget_idle(t0 + IDLE_STREAM - Duration::from_millis(1));
         assert!(!history.nacked(&nack).is_empty(), "still relaying");
         history.forget_idle(t0 + IDLE_STREAM);

@@ -105,6 +105,10 @@ mod tests {
             (0..3).map(|layer| relay_layer_ssrc(5, layer)).collect();
         assert_eq!(ssrcs.len(), 3);
         assert!(ssrcs.iter().all(|ssrc| ssrc >> 4 == 5 && ssrc & 0xf != 0));
-        assert_ne!(relay_layer_ssrc(5, 2), relay_ssrc(6), "no overlap with the next track");
+        assert_ne!(
+            relay_layer_ssrc(5, 2),
+            relay_ssrc(6),
+            "no overlap with the next track"
+        );
     }
 }
