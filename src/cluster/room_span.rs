@@ -364,6 +364,9 @@ impl SpanHost for RoomSpan {
             relay_address: advertised.clone(),
             tracks: tracks.to_vec(),
         };
+        let mut request = tonic::Request::new(request);
+        // The other worker's `worker.open_relay` joins the caller's `relay.link_open` span.
+        crate::telemetry::inject_current(request.metadata_mut());
         let opened = match self.client(&remote.api) {
             Ok(mut client) => client
                 .open_relay(request)

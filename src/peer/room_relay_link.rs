@@ -31,6 +31,7 @@ use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot, watch};
+use tracing::Instrument;
 use tokio::time::{Instant, MissedTickBehavior};
 use tokio_util::sync::{CancellationToken, DropGuard};
 use tokio_util::task::TaskTracker;
@@ -639,10 +640,28 @@ impl ReceivingLink {
         let mut was_lost = false;
         'open: while !stop.is_cancelled() {
             let current = wanted.borrow_and_update().clone();
+            // Each setup is a trace of its own (the other worker's `worker.open_relay` joins
+            // it): what opened the link is a record change, not a request.
+            let setup = tracing::info_span!(
+                "relay.link_open",
+                otel.kind = "client",
+                %room,
+                worker,
+                tracks = current.tracks.len(),
+                reopen = was_lost,
+                link = tracing::field::Empty,
+                error = tracing::field::Empty,
+            );
             let opened = self
                 .host
                 .open_link(room, worker, &current.remote, &current.producers())
+                .instrument(setup.clone())
                 .await;
+            match &opened {
+                Ok(opened) => setup.record("link", opened.link),
+                Err(err) => setup.record("error", tracing::field::display(err)),
+            };
+            drop(setup);
             let OpenedLink {
                 link,
                 mut packets,
