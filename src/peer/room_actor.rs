@@ -32,8 +32,7 @@ use super::room_forward::{
 use super::room_pipeline::{Mixer, RoomPipeline, ROOM_AUDIO_TRACK, ROOM_PUBLISHER};
 use super::room_relay_link::{
     codec_capability, relayed_track, span_event, LinkFeedback, RelayRequest, SpanEvent, SpanHost,
-    SpanState, Wanted,
-    WantedTrack,
+    SpanState, Wanted, WantedTrack,
 };
 use super::sdp::Sdp;
 use super::wiring::PublishedRemote;

@@ -31,10 +31,10 @@ use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot, watch};
-use tracing::Instrument;
 use tokio::time::{Instant, MissedTickBehavior};
 use tokio_util::sync::{CancellationToken, DropGuard};
 use tokio_util::task::TaskTracker;
+use tracing::Instrument;
 use webrtc::rtcp::goodbye::Goodbye;
 use webrtc::rtcp::receiver_report::ReceiverReport;
 use webrtc::rtcp::sender_report::SenderReport;
@@ -155,7 +155,10 @@ pub(crate) struct LinkFeedback {
 enum OutboundEvent {
     Feedback(LinkFeedback),
     /// Nothing came back for [`SEND_SILENCE`]: the link is to be closed.
-    Silent { key: (String, u32), serial: u64 },
+    Silent {
+        key: (String, u32),
+        serial: u64,
+    },
 }
 
 /// A publishing worker's copy of one track for one link: the fanout hands it every packet.
@@ -459,11 +462,9 @@ impl SendingLink {
         if feedback {
             let (worker, link) = self.key.clone();
             // Full: the room is behind; feedback is repeated by its senders.
-            let _ = self.events.try_send(OutboundEvent::Feedback(LinkFeedback {
-                worker,
-                link,
-                rtcp,
-            }));
+            let _ =
+                self.events
+                    .try_send(OutboundEvent::Feedback(LinkFeedback { worker, link, rtcp }));
         }
     }
 }

@@ -116,7 +116,13 @@ fn a_failing_link_is_retried_ever_more_slowly_up_to_half_a_minute() {
 async fn link_with_back_channel(
     a: &Arc<RelayEndpoint>,
     b: &Arc<RelayEndpoint>,
-) -> (u32, mpsc::Receiver<RelayPacket>, RelaySender, BackChannel, RelaySender) {
+) -> (
+    u32,
+    mpsc::Receiver<RelayPacket>,
+    RelaySender,
+    BackChannel,
+    RelaySender,
+) {
     let key = RelayKey::generate();
     let (link, packets) = b.accept(a.local_addr().unwrap(), &key).unwrap();
     let sender = a.sender(link, b.local_addr().unwrap(), &key).unwrap();
@@ -147,8 +153,7 @@ async fn an_idle_link_reports_and_its_back_channel_brings_feedback_to_the_room_u
     let local_address = "127.0.0.1:0".parse().unwrap();
     let a = Arc::new(RelayEndpoint::bind(local_address).await.unwrap());
     let b = Arc::new(RelayEndpoint::bind(local_address).await.unwrap());
-    let (link, mut packets, sender, back, mut back_sender) =
-        link_with_back_channel(&a, &b).await;
+    let (link, mut packets, sender, back, mut back_sender) = link_with_back_channel(&a, &b).await;
     let tasks = TaskTracker::new();
     let mut links = OutboundLinks::default();
     let (reply, relayed) = oneshot::channel();
@@ -177,11 +182,17 @@ async fn an_idle_link_reports_and_its_back_channel_brings_feedback_to_the_room_u
         sender_ssrc: liveness::LINK_SSRC,
         media_ssrc: relay_ssrc(4),
     };
-    back_sender.send_rtcp(&pli.marshal().unwrap()).await.unwrap();
+    back_sender
+        .send_rtcp(&pli.marshal().unwrap())
+        .await
+        .unwrap();
     let feedback = tokio::time::timeout(Duration::from_secs(2), links.feedback())
         .await
         .expect("the feedback");
-    assert_eq!((feedback.worker.as_str(), feedback.link), ("worker-b", link));
+    assert_eq!(
+        (feedback.worker.as_str(), feedback.link),
+        ("worker-b", link)
+    );
     let parsed = webrtc::rtcp::packet::unmarshal(&mut feedback.rtcp.as_ref()).unwrap();
     let got = parsed[0]
         .as_any()
@@ -213,7 +224,10 @@ async fn an_idle_link_reports_and_its_back_channel_brings_feedback_to_the_room_u
     };
     assert_eq!(bye.sources, [liveness::LINK_SSRC]);
     assert_eq!(links.len(), 0);
-    back_sender.send_rtcp(&pli.marshal().unwrap()).await.unwrap();
+    back_sender
+        .send_rtcp(&pli.marshal().unwrap())
+        .await
+        .unwrap();
     assert!(
         tokio::time::timeout(Duration::from_millis(300), links.feedback())
             .await
