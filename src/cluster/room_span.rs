@@ -490,7 +490,7 @@ impl RelayApi {
         let open = RelayRequest::Open {
             worker: request.worker_id,
             link: request.link_id,
-            sender,
+            sender: Box::new(sender),
             back: Some(back),
             tracks: request.tracks,
             reply,

@@ -176,7 +176,8 @@ pub(crate) enum RelayRequest {
     Open {
         worker: String,
         link: u32,
-        sender: RelaySender,
+        /// Boxed: an SRTP context is large, the other requests small.
+        sender: Box<RelaySender>,
         /// The link's back channel (none: the other worker sends nothing back).
         back: Option<BackChannel>,
         tracks: Vec<u64>,
@@ -368,7 +369,7 @@ impl OutboundLinks {
 struct SendingLink {
     key: (String, u32),
     serial: u64,
-    sender: RelaySender,
+    sender: Box<RelaySender>,
     back: Option<BackChannel>,
     events: mpsc::Sender<OutboundEvent>,
 }
@@ -759,11 +760,12 @@ impl ReceivingLink {
                             }
                         }
                     }
-                    feedback = rtcp.recv() => match feedback {
-                        Some(feedback) => send_back(&mut back, &feedback).await,
-                        // The room let go: `stop` follows.
-                        None => {}
-                    },
+                    feedback = rtcp.recv() => {
+                        // `None`: the room let go, and `stop` follows.
+                        if let Some(feedback) = feedback {
+                            send_back(&mut back, &feedback).await;
+                        }
+                    }
                     _ = check.tick() => {
                         if silence.is_silent(Instant::now().into_std()) {
                             tracing::warn!(%room, worker, link, silent = ?RECEIVE_SILENCE, "relay link silent: opening it again");

@@ -52,7 +52,7 @@ async fn a_link_carries_one_copy_of_each_wanted_local_track_until_it_is_not_want
     let open = RelayRequest::Open {
         worker: "worker-b".into(),
         link,
-        sender,
+        sender: Box::new(sender),
         back: None,
         tracks: vec![4, 9],
         reply,
@@ -160,7 +160,7 @@ async fn an_idle_link_reports_and_its_back_channel_brings_feedback_to_the_room_u
     let open = RelayRequest::Open {
         worker: "worker-b".into(),
         link,
-        sender,
+        sender: Box::new(sender),
         back: Some(back),
         tracks: vec![],
         reply,
@@ -251,7 +251,7 @@ async fn a_link_that_hears_nothing_back_for_five_seconds_is_closed_and_untapped(
     let open = RelayRequest::Open {
         worker: "worker-b".into(),
         link,
-        sender,
+        sender: Box::new(sender),
         back: Some(back),
         tracks: vec![4],
         reply,
