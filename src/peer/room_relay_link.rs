@@ -29,6 +29,8 @@ use webrtc::rtp_transceiver::rtp_codec::RTCRtpCodecCapability;
 use webrtc::util::Unmarshal;
 
 use super::room_forward::{Fanout, ForwardCounters};
+use super::room_lead::{Lead, LeadMessage};
+use super::room_pipeline::MixTap;
 use crate::room::{AudioLevel, MediaKind, Producer, RoomName};
 use crate::room_relay::{
     relay_ssrc, RelayError, RelayPacket, RelaySender, RelayedCodec, RelayedTrack,
@@ -95,6 +97,14 @@ pub(crate) trait SpanHost: Send + Sync {
     ) -> Result<(), RelayError>;
     /// Closes a link here and asks the other worker to stop sending (best effort).
     async fn close_link(&self, room: &RoomName, remote: &RemoteWorker, link: u32);
+    /// Who leads the room and what the lead says (`room_lead.rs`), kept current while the
+    /// [`Lead`] lives.
+    fn follow_lead(&self, _room: &RoomName) -> Lead {
+        Lead::alone()
+    }
+    /// Tells the room's other workers what this one, leading, computed (best effort: a lost
+    /// speaker list is replaced by the next).
+    fn tell_followers(&self, _room: &RoomName, _message: LeadMessage) {}
 }
 
 /// A publishing worker's copy of one track for one link: the fanout hands it every packet.
@@ -281,6 +291,8 @@ pub(crate) struct WantedTrack {
     pub kind: MediaKind,
     /// The publisher's id of the RFC 6464 extension, read into the fanout's meter.
     pub audio_level: Option<u8>,
+    /// Decodes the track into the room pipeline's mix (the room's lead: `room_lead.rs`).
+    pub mix: Option<Arc<MixTap>>,
 }
 
 impl Wanted {
@@ -454,6 +466,9 @@ async fn deliver(
         .and_then(|id| packet.header.get_extension(id))
         .and_then(|payload| AudioLevel::parse(&payload));
     track.fanout.meter.record(level);
+    if let Some(mix) = &track.mix {
+        mix.feed(&packet.payload);
+    }
     let counters = match track.kind {
         MediaKind::Audio => audio,
         MediaKind::Video => video,
