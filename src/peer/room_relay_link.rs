@@ -44,6 +44,8 @@ use webrtc::rtp_transceiver::rtp_codec::RTCRtpCodecCapability;
 use webrtc::util::{MarshalSize, Unmarshal};
 
 use super::room_forward::{Fanout, ForwardCounters};
+use super::room_lead::{Lead, LeadMessage};
+use super::room_pipeline::MixTap;
 use crate::room::{AudioLevel, MediaKind, Producer, RoomName};
 use crate::room_relay::liveness::{
     self, ntp_time, ReceiveReports, SendReports, Silence, LINK_SSRC, RECEIVE_SILENCE,
@@ -119,6 +121,14 @@ pub(crate) trait SpanHost: Send + Sync {
     ) -> Result<(), RelayError>;
     /// Closes a link here and asks the other worker to stop sending (best effort).
     async fn close_link(&self, room: &RoomName, remote: &RemoteWorker, link: u32);
+    /// Who leads the room and what the lead says (`room_lead.rs`), kept current while the
+    /// [`Lead`] lives.
+    fn follow_lead(&self, _room: &RoomName) -> Lead {
+        Lead::alone()
+    }
+    /// Tells the room's other workers what this one, leading, computed (best effort: a lost
+    /// speaker list is replaced by the next).
+    fn tell_followers(&self, _room: &RoomName, _message: LeadMessage) {}
 }
 
 /// A link a receiving worker opened ([`SpanHost::open_link`]).
@@ -512,6 +522,8 @@ pub(crate) struct WantedTrack {
     pub audio_level: Option<u8>,
     /// Its codec's RTP clock rate (the link's jitter is measured in it).
     pub clock_rate: u32,
+    /// Decodes the track into the room pipeline's mix (the room's lead: `room_lead.rs`).
+    pub mix: Option<Arc<MixTap>>,
 }
 
 impl Wanted {
@@ -879,6 +891,9 @@ async fn deliver(
         .and_then(|id| packet.header.get_extension(id))
         .and_then(|payload| AudioLevel::parse(&payload));
     track.fanout.meter.record(level);
+    if let Some(mix) = &track.mix {
+        mix.feed(&packet.payload);
+    }
     let counters = match track.kind {
         MediaKind::Audio => audio,
         MediaKind::Video => video,
