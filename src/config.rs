@@ -462,7 +462,7 @@ pub struct ClusterOptions {
     /// `frontend`, experimental: a room whose worker is full or draining spills onto another
     /// worker (#16) instead of refusing the newcomer; workers with `--relay-port` relay its
     /// media to each other (audio, video, simulcast layers on demand, keyframe requests and
-    /// NACKs; not yet active speakers or room pipelines across workers): do not enable in
+    /// NACKs; speakers and the room pipeline from the room's lead): do not enable in
     /// production.
     #[arg(long, env = "REMOTEMEDIA_ROOM_SPAN_WORKERS")]
     pub room_span_workers: bool,

@@ -9,22 +9,19 @@
 mod common;
 
 use std::collections::HashMap;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::client::{connect_to_server, spawn_tone_at, ClientOptions, ClientPeer};
+use common::client::{connect_to_server, ClientOptions, ClientPeer};
 use common::cluster::{one_at_a_time, Node, RedisProcess};
+use common::room_speaker::RoomSpeaker;
 use common::signaling::{SignalingClient, SERVER};
-use common::{eventually, metric_value, WAIT};
-use parking_lot::Mutex;
+use common::{metric_value, WAIT};
 use remotemedia_webrtc::cluster::room_record::{self, Join};
 use remotemedia_webrtc::cluster::Keys;
-use remotemedia_webrtc::media::dominant_frequency;
 use remotemedia_webrtc::proto::signaling::{
     self as pb, signaling_notification::Notification, signaling_request::Request as Req,
     signaling_response::Response as Resp,
 };
-use tokio_util::sync::CancellationToken;
 
 async fn sessions_on(worker: &Node) -> f64 {
     metric_value(
@@ -598,67 +595,6 @@ async fn a_rooms_worker_killed_its_participants_are_told_and_rejoin_on_the_survi
     println!("worker killed, room placed again: {:?}", started.elapsed());
 }
 
-/// A participant that speaks a tone and answers the server offers its frontend delivers (the
-/// answers travel back to the room's worker through that frontend).
-struct Speaker {
-    heard: Arc<Mutex<HashMap<String, Vec<f32>>>>,
-    answered: Arc<Mutex<usize>>,
-    stop: CancellationToken,
-}
-
-impl Speaker {
-    async fn join(frontend: &Node, room: &str, id: &str, frequency: f32) -> Self {
-        let (mut signaling, peer) = join(frontend, room, id).await;
-        let stop = CancellationToken::new();
-        spawn_tone_at(peer.audio.clone().unwrap(), frequency, 0.5, stop.clone());
-        let heard = Arc::clone(&peer.heard);
-        let answered = Arc::new(Mutex::new(0));
-        let (count, until) = (Arc::clone(&answered), stop.clone());
-        tokio::spawn(async move {
-            while !until.is_cancelled() {
-                let Some(next) = signaling.next_within(Duration::from_millis(20)).await else {
-                    continue;
-                };
-                let Ok(Some(response)) = next else { break };
-                match response.response {
-                    Some(Resp::Notification(pb::SignalingNotification {
-                        notification: Some(Notification::Offer(offer)),
-                    })) if offer.from_peer_id == SERVER => {
-                        let sdp = peer.answer_offer(offer.sdp).await;
-                        let request = signaling.answer_server(sdp, Some(offer.offer_id)).await;
-                        signaling.expect_ack(&request).await;
-                        *count.lock() += 1;
-                    }
-                    Some(Resp::Notification(pb::SignalingNotification {
-                        notification: Some(Notification::IceCandidate(candidate)),
-                    })) => peer.add_remote_candidate(&candidate).await,
-                    _ => {}
-                }
-            }
-            peer.close().await;
-        });
-        Self {
-            heard,
-            answered,
-            stop,
-        }
-    }
-
-    /// Waits for a second of `from`'s audio and returns its dominant frequency.
-    async fn hears(&self, me: &str, from: &str) -> f32 {
-        eventually(&format!("{me} to hear {from}"), || async {
-            self.heard
-                .lock()
-                .get(from)
-                .is_some_and(|s| s.len() >= 48_000)
-        })
-        .await;
-        let heard = self.heard.lock();
-        let samples = &heard[from];
-        dominant_frequency(&samples[samples.len() - 48_000..], 48_000)
-    }
-}
-
 /// Rooms' media in the cluster: participants reaching the room's worker through different
 /// frontends hear each other, because each one's answers to the worker's server offers reach
 /// the worker through the frontend holding its stream (worker API `AnswerServerOffer`).
@@ -668,15 +604,15 @@ async fn participants_on_two_frontends_hear_each_other_through_the_rooms_worker(
     let _serial = one_at_a_time().await;
     let started = Instant::now();
     let (_redis, workers, frontends) = cluster().await;
-    let alice = Speaker::join(&frontends[0], "duet", "alice", 440.0).await;
-    let bob = Speaker::join(&frontends[1], "duet", "bob", 660.0).await;
+    let alice = RoomSpeaker::join(&frontends[0], "duet", "alice", 440.0).await;
+    let bob = RoomSpeaker::join(&frontends[1], "duet", "bob", 660.0).await;
     let counts = sessions(&workers).await;
     assert!(
         counts == [2.0, 0.0] || counts == [0.0, 2.0],
         "the room's sessions on one worker: {counts:?}"
     );
-    let at_alice = alice.hears("alice", "bob").await;
-    let at_bob = bob.hears("bob", "alice").await;
+    let at_alice = alice.hears("bob").await;
+    let at_bob = bob.hears("alice").await;
     assert!(
         (at_alice - 660.0).abs() <= 10.0,
         "alice hears bob at {at_alice} Hz"

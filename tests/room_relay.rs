@@ -9,96 +9,11 @@
 mod common;
 
 use std::collections::HashMap;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::client::{connect_to_server, spawn_tone_at, ClientOptions, ClientPeer};
 use common::cluster::{free_udp_port, one_at_a_time, Node, RedisProcess};
-use common::signaling::{SignalingClient, SERVER};
+use common::room_speaker::RoomSpeaker;
 use common::{eventually, metric_value, WAIT};
-use parking_lot::Mutex;
-use remotemedia_webrtc::media::dominant_frequency;
-use remotemedia_webrtc::proto::signaling::{
-    self as pb, signaling_notification::Notification, signaling_request::Request as Req,
-    signaling_response::Response as Resp,
-};
-use tokio_util::sync::CancellationToken;
-
-/// A participant publishing a tone and answering the server's offers, recording what it
-/// hears from each peer (by the forwarded track's msid stream: the publisher's id).
-struct Speaker {
-    id: String,
-    heard: Arc<Mutex<HashMap<String, Vec<f32>>>>,
-    /// Server offers answered (each renegotiation).
-    answered: Arc<Mutex<usize>>,
-    stop: CancellationToken,
-}
-
-impl Speaker {
-    async fn join(frontend: &Node, room: &str, id: &str, frequency: f32) -> Self {
-        let metadata = HashMap::from([("room".to_owned(), room.to_owned())]);
-        let (mut signaling, _) =
-            SignalingClient::announce_with(&frontend.grpc_url(), id, metadata).await;
-        let mut peer = ClientPeer::new(ClientOptions::default()).await;
-        connect_to_server(&mut signaling, &mut peer).await;
-        let stop = CancellationToken::new();
-        spawn_tone_at(peer.audio.clone().unwrap(), frequency, 0.5, stop.clone());
-        let heard = Arc::clone(&peer.heard);
-        let answered = Arc::new(Mutex::new(0));
-        let (count, until) = (Arc::clone(&answered), stop.clone());
-        tokio::spawn(async move {
-            while !until.is_cancelled() {
-                let Some(next) = signaling.next_within(Duration::from_millis(20)).await else {
-                    continue;
-                };
-                let Ok(Some(response)) = next else { break };
-                match response.response {
-                    Some(Resp::Notification(pb::SignalingNotification {
-                        notification: Some(Notification::Offer(offer)),
-                    })) if offer.from_peer_id == SERVER => {
-                        let sdp = peer.answer_offer(offer.sdp).await;
-                        let request = signaling.answer_server(sdp, Some(offer.offer_id)).await;
-                        signaling.expect_ack(&request).await;
-                        *count.lock() += 1;
-                    }
-                    Some(Resp::Notification(pb::SignalingNotification {
-                        notification: Some(Notification::IceCandidate(candidate)),
-                    })) => peer.add_remote_candidate(&candidate).await,
-                    _ => {}
-                }
-            }
-            // Leaves the room as a client does: its server session ends.
-            let disconnect = signaling
-                .send(Req::Disconnect(pb::DisconnectRequest {
-                    peer_id: SERVER.into(),
-                }))
-                .await;
-            let _ = signaling.next_within(Duration::from_secs(2)).await;
-            let _ = disconnect;
-            peer.close().await;
-        });
-        Self {
-            id: id.to_owned(),
-            heard,
-            answered,
-            stop,
-        }
-    }
-
-    /// Waits for a second of `from`'s audio and returns its dominant frequency.
-    async fn hears(&self, from: &str) -> f32 {
-        eventually(&format!("{} to hear {from}", self.id), || async {
-            self.heard
-                .lock()
-                .get(from)
-                .is_some_and(|s| s.len() >= 48_000)
-        })
-        .await;
-        let heard = self.heard.lock();
-        let samples = &heard[from];
-        dominant_frequency(&samples[samples.len() - 48_000..], 48_000)
-    }
-}
 
 async fn metric(node: &Node, name: &str) -> f64 {
     metric_value(&node.metrics().await, name).unwrap_or(0.0)
@@ -144,7 +59,7 @@ async fn six_participants_on_three_workers_each_hear_the_other_five() {
     let mut speakers = Vec::new();
     for (i, tone) in tones.iter().enumerate() {
         let id = format!("p{i}");
-        speakers.push(Speaker::join(&frontends[i % 2], "sextet", &id, *tone).await);
+        speakers.push(RoomSpeaker::join(&frontends[i % 2], "sextet", &id, *tone).await);
     }
     // The last joiner (on the third worker) reaches the first (on the first worker): its
     // track's publish, the record, the pub/sub message, the link and a renegotiation.
@@ -255,7 +170,7 @@ async fn six_participants_on_three_workers_each_hear_the_other_five() {
     frontends[1]
         .wait_metric("remotemedia_frontend_workers_available", WAIT, |n| n == 1.0)
         .await;
-    let late = Speaker::join(&frontends[1], "sextet", "p6", 990.0).await;
+    let late = RoomSpeaker::join(&frontends[1], "sextet", "p6", 990.0).await;
     assert_eq!(
         worker_listing(&mut conn, &workers, "p6").await,
         leaver_worker

@@ -262,7 +262,10 @@ async fn a_hosting_worker_killed_its_tracks_leave_the_other_workers_and_the_rest
     // The survivors' connections lose the dead worker's tracks (a server offer without them).
     for (survivor, before) in survivors.iter().zip(&answered) {
         eventually(
-            &format!("{} to renegotiate the dead worker's tracks away", survivor.id),
+            &format!(
+                "{} to renegotiate the dead worker's tracks away",
+                survivor.id
+            ),
             || async {
                 *survivor.answered.lock() > *before
                     && dead.iter().all(|&d| !survivor.offered(&participants[d].id))
@@ -317,10 +320,7 @@ async fn a_hosting_worker_killed_its_tracks_leave_the_other_workers_and_the_rest
         }
         // The link between the two survivors carries reports both ways.
         assert!(
-            worker
-                .metric("remotemedia_relay_rtt_seconds_count")
-                .await
-                > 0.0,
+            worker.metric("remotemedia_relay_rtt_seconds_count").await > 0.0,
             "{}",
             worker.name
         );

@@ -15,6 +15,7 @@ use common::client::{
     connect_to_server, send_room_json, spawn_recording, spawn_tone_at, ClientOptions, ClientPeer,
     ReceivedRtp, VideoOptions,
 };
+use common::room_speaker::recorded_speech;
 use common::signaling::{SignalingClient, SERVER};
 use common::video::{vp8_payload, VP8};
 use common::{eventually, TestServer};
@@ -1111,14 +1112,4 @@ async fn the_participant_that_creates_a_room_picks_its_pipeline() {
     erin.leave().await;
     frank.leave().await;
     server.stop().await;
-}
-
-/// tests/data/speech_48k.wav: a recorded voice, 48 kHz mono.
-fn recorded_speech() -> Vec<f32> {
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/speech_48k.wav");
-    let mut reader = hound::WavReader::open(path).unwrap();
-    reader
-        .samples::<i16>()
-        .map(|s| f32::from(s.unwrap()) / 32768.0)
-        .collect()
 }

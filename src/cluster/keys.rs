@@ -174,6 +174,12 @@ impl Keys {
         format!("{}room-tracks:{room}", self.prefix)
     }
 
+    /// The pub/sub channel on which a spanning room's lead tells the other hosting workers
+    /// the active speakers and the room pipeline's data (`peer/room_lead.rs`).
+    pub fn room_lead_channel(&self, room: &str) -> String {
+        format!("{}room-lead:{room}", self.prefix)
+    }
+
     /// The rooms placed on a worker (their records are cleared when it dies).
     pub fn worker_rooms(&self, worker_id: &str) -> String {
         format!("{}worker-rooms:{worker_id}", self.prefix)

@@ -28,8 +28,8 @@ use super::worker_tls::{worker_endpoint, WorkerTlsClient};
 use super::workers::{read_heartbeat, HEARTBEAT_INTERVAL};
 use super::{redis_error, room_record};
 use crate::peer::{
-    BackChannel, OpenedLink, RelayRequest, RemoteWorker, RemoteWorkers, SessionManager, SpanHost,
-    TrackLayers,
+    BackChannel, FromLead, Lead, LeadMessage, Leadership, OpenedLink, RelayRequest, RemoteWorker,
+    RemoteWorkers, SessionManager, SpanHost, TrackLayers, LEAD_QUEUE,
 };
 use crate::proto::worker::{self as pb, media_worker_client::MediaWorkerClient};
 use crate::room::RoomName;
@@ -38,6 +38,9 @@ use crate::room_relay::{RelayEndpoint, RelayError, RelayKey, RelayedTrack, MAX_R
 
 /// The fallback re-read of every followed room's record (and re-write of its tracks here).
 pub const REREAD_INTERVAL: Duration = HEARTBEAT_INTERVAL;
+/// Lead messages waiting to be published; more are dropped (a speaker list is replaced by
+/// the next within 200 ms).
+const TOLD_QUEUE: usize = 256;
 /// Rooms waiting for an immediate re-read; more are left to the periodic one.
 const REREAD_QUEUE: usize = 256;
 /// A relay call's deadline: link setup must not hold a room's link task for long.
@@ -61,6 +64,11 @@ pub(crate) struct RoomSpan {
     clients: Mutex<HashMap<String, WorkerClient>>,
     /// The rooms followed here and their other workers.
     followed: Mutex<HashMap<String, watch::Sender<RemoteWorkers>>>,
+    /// The rooms followed here: who leads each, and where its lead's messages go.
+    leads: Mutex<HashMap<String, RoomLead>>,
+    /// Lead messages of rooms led here, to publish.
+    told: mpsc::Sender<(String, FromLead)>,
+    told_rx: Mutex<Option<mpsc::Receiver<(String, FromLead)>>>,
     /// Rooms to (subscribe and) re-read now.
     reread: mpsc::Sender<String>,
     reread_rx: Mutex<Option<mpsc::Receiver<String>>>,
@@ -84,6 +92,7 @@ impl RoomSpan {
         tls: Option<WorkerTlsClient>,
     ) -> Self {
         let (reread, reread_rx) = mpsc::channel(REREAD_QUEUE);
+        let (told, told_rx) = mpsc::channel(TOLD_QUEUE);
         Self {
             worker_id,
             redis,
@@ -93,6 +102,9 @@ impl RoomSpan {
             tls,
             clients: Mutex::default(),
             followed: Mutex::default(),
+            leads: Mutex::default(),
+            told,
+            told_rx: Mutex::new(Some(told_rx)),
             reread,
             reread_rx: Mutex::new(Some(reread_rx)),
             local: Mutex::default(),
@@ -108,9 +120,13 @@ impl RoomSpan {
         let Some(reread) = self.reread_rx.lock().take() else {
             return;
         };
+        let Some(told) = self.told_rx.lock().take() else {
+            return;
+        };
         tokio::join!(
             Arc::clone(&self).follow_rooms(client, reread, stop.clone()),
-            self.write_tracks(stop),
+            self.write_tracks(stop.clone()),
+            self.publish_lead(told, stop),
         );
     }
 
@@ -123,6 +139,7 @@ impl RoomSpan {
         stop: CancellationToken,
     ) {
         let prefix = self.keys.room_tracks_channel("");
+        let lead_prefix = self.keys.room_lead_channel("");
         while !stop.is_cancelled() {
             let (mut sink, mut messages) = match client.get_async_pubsub().await {
                 Ok(pubsub) => pubsub.split(),
@@ -140,11 +157,16 @@ impl RoomSpan {
                 let rooms: Vec<String> = tokio::select! {
                     () = stop.cancelled() => return,
                     message = messages.next() => match message {
-                        Some(message) => message
-                            .get_channel_name()
-                            .strip_prefix(&prefix)
-                            .map(|room| vec![room.to_owned()])
-                            .unwrap_or_default(),
+                        Some(message) => {
+                            let channel = message.get_channel_name();
+                            if let Some(room) = channel.strip_prefix(&lead_prefix) {
+                                self.heard_lead(room, message.get_payload_bytes());
+                            }
+                            channel
+                                .strip_prefix(&prefix)
+                                .map(|room| vec![room.to_owned()])
+                                .unwrap_or_default()
+                        }
                         // The connection broke: a new one, subscribed afresh.
                         None => break,
                     },
@@ -161,16 +183,20 @@ impl RoomSpan {
                 // Subscribed before reading, so no change between the two is missed.
                 let followed: HashSet<String> = self.followed_rooms().into_iter().collect();
                 for room in followed.difference(&subscribed.clone()) {
-                    if sink
-                        .subscribe(self.keys.room_tracks_channel(room))
-                        .await
-                        .is_ok()
-                    {
+                    let channels = [
+                        self.keys.room_tracks_channel(room),
+                        self.keys.room_lead_channel(room),
+                    ];
+                    if sink.subscribe(&channels).await.is_ok() {
                         subscribed.insert(room.clone());
                     }
                 }
                 for room in subscribed.clone().difference(&followed) {
-                    let _ = sink.unsubscribe(self.keys.room_tracks_channel(room)).await;
+                    let channels = [
+                        self.keys.room_tracks_channel(room),
+                        self.keys.room_lead_channel(room),
+                    ];
+                    let _ = sink.unsubscribe(&channels).await;
                     subscribed.remove(room);
                 }
                 for room in rooms {
@@ -182,6 +208,9 @@ impl RoomSpan {
 
     /// The rooms some room actor here still follows (the others are forgotten).
     fn followed_rooms(&self) -> Vec<String> {
+        self.leads
+            .lock()
+            .retain(|_, lead| !lead.leadership.is_closed());
         let rooms: Vec<String> = {
             let mut followed = self.followed.lock();
             followed.retain(|_, sender| !sender.is_closed());
@@ -207,6 +236,78 @@ impl RoomSpan {
         }
     }
 
+    /// A message published by some room's lead: to that room here, if it follows it.
+    fn heard_lead(&self, room: &str, payload: &[u8]) {
+        let message: FromLead = match serde_json::from_slice(payload) {
+            Ok(message) => message,
+            Err(err) => {
+                tracing::debug!(room, %err, "an unreadable lead message was ignored");
+                return;
+            }
+        };
+        if message.from == self.worker_id {
+            return;
+        }
+        let Some(lead) = self.leads.lock().get(room).map(|l| l.messages.clone()) else {
+            return;
+        };
+        if lead.try_send(message).is_err() {
+            tracing::debug!(room, "a lead message was dropped: the room falls behind");
+        }
+    }
+
+    /// Publishes what the rooms led here tell their other workers, in order.
+    async fn publish_lead(
+        &self,
+        mut told: mpsc::Receiver<(String, FromLead)>,
+        stop: CancellationToken,
+    ) {
+        loop {
+            let (room, message) = tokio::select! {
+                () = stop.cancelled() => return,
+                told = told.recv() => match told {
+                    Some(told) => told,
+                    None => return,
+                },
+            };
+            let Ok(payload) = serde_json::to_string(&message) else {
+                continue;
+            };
+            let published: redis::RedisResult<i64> = redis::cmd("PUBLISH")
+                .arg(self.keys.room_lead_channel(&room))
+                .arg(payload)
+                .query_async(&mut self.redis.clone())
+                .await;
+            if let Err(err) = published {
+                redis_error("room_lead", &err);
+            }
+        }
+    }
+
+    /// Who leads `room` by its record: the first listed worker that is this one or alive.
+    async fn leadership(
+        &self,
+        redis: &mut ConnectionManager,
+        record: &[(String, Vec<RelayedTrack>)],
+    ) -> redis::RedisResult<Leadership> {
+        let mut lead = None;
+        let mut followers = 0;
+        for (worker, _) in record {
+            let alive = worker == &self.worker_id
+                || read_heartbeat(redis, &self.keys, worker).await?.is_some();
+            match (&lead, alive) {
+                (_, false) => {}
+                (None, true) => lead = Some(worker.clone()),
+                (Some(_), true) => followers += 1,
+            }
+        }
+        Ok(match lead {
+            None => Leadership::Unknown,
+            Some(worker) if worker == self.worker_id => Leadership::Here { followers },
+            Some(worker) => Leadership::Elsewhere(worker),
+        })
+    }
+
     /// Reads `room`'s record and the other workers' heartbeats, and tells the room what
     /// changed.
     async fn reread_room(&self, room: &str) {
@@ -222,6 +323,22 @@ impl RoomSpan {
         self.count_hosting(|hosting| {
             hosting.insert(room.to_owned(), hosts);
         });
+        let lead = self.leads.lock().get(room).map(|l| l.leadership.clone());
+        if let Some(lead) = lead {
+            match self.leadership(&mut redis, &record).await {
+                Ok(now) => {
+                    lead.send_if_modified(|current| {
+                        let changed = *current != now;
+                        if changed {
+                            tracing::info!(room, lead = ?now, "room lead");
+                            *current = now;
+                        }
+                        changed
+                    });
+                }
+                Err(err) => return redis_error("room_read", &err),
+            }
+        }
         let mut workers = RemoteWorkers::new();
         for (worker, tracks) in record {
             if worker == self.worker_id || tracks.is_empty() {
@@ -367,6 +484,9 @@ impl SpanHost for RoomSpan {
             tracks: tracks.to_vec(),
             layers: layers_to_proto(layers),
         };
+        let mut request = tonic::Request::new(request);
+        // The other worker's `worker.open_relay` joins the caller's `relay.link_open` span.
+        crate::telemetry::inject_current(request.metadata_mut());
         let opened = match self.client(&remote.api) {
             Ok(mut client) => client
                 .open_relay(request)
@@ -418,6 +538,33 @@ impl SpanHost for RoomSpan {
             .map_err(|status| call_error(&remote.api, status.message()))
     }
 
+    fn follow_lead(&self, room: &RoomName) -> Lead {
+        if self.relay.is_none() {
+            return Lead::alone();
+        }
+        let (leadership, leadership_rx) = watch::channel(Leadership::Unknown);
+        let (messages, messages_rx) = mpsc::channel(LEAD_QUEUE);
+        self.leads.lock().insert(
+            room.to_string(),
+            RoomLead {
+                leadership,
+                messages,
+            },
+        );
+        let _ = self.reread.try_send(room.to_string());
+        Lead::new(leadership_rx, messages_rx)
+    }
+
+    fn tell_followers(&self, room: &RoomName, message: LeadMessage) {
+        let message = FromLead {
+            from: self.worker_id.clone(),
+            message,
+        };
+        if self.told.try_send((room.to_string(), message)).is_err() {
+            tracing::debug!(room = %room, "a lead message was dropped: Redis falls behind");
+        }
+    }
+
     async fn close_link(&self, room: &RoomName, remote: &RemoteWorker, link: u32) {
         if let Some((endpoint, _)) = &self.relay {
             endpoint.close(link);
@@ -461,6 +608,12 @@ fn layers_from_proto(layers: Vec<pb::RelayLayers>) -> TrackLayers {
             (entry.track, wanted)
         })
         .collect()
+}
+
+/// A followed room's lead, as the room's record says, and its lead's messages.
+struct RoomLead {
+    leadership: watch::Sender<Leadership>,
+    messages: mpsc::Sender<FromLead>,
 }
 
 fn call_error(worker: &str, message: impl std::fmt::Display) -> RelayError {

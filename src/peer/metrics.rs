@@ -60,6 +60,9 @@ pub struct PeerMetrics {
     pub rooms_active: IntGauge,
     /// Participants of the rooms on this process.
     pub room_participants: IntGauge,
+    /// Room pipelines running on this process (a spanning room runs its pipeline on its
+    /// lead worker only).
+    pub room_pipelines_running: IntGauge,
     /// RTP packets forwarded to room subscribers, by kind (`audio`, `video`): one per copy.
     pub room_forwarded_packets: IntCounterVec,
     /// Their bytes (RTP payload and header as written).
@@ -151,6 +154,10 @@ impl PeerMetrics {
                 &["operation"],
             )?,
             rooms_active: gauge("remotemedia_rooms_active", "Rooms alive on this process")?,
+            room_pipelines_running: gauge(
+                "remotemedia_room_pipelines_running",
+                "Room pipelines running on this process (a spanning room's on its lead worker)",
+            )?,
             room_participants: gauge(
                 "remotemedia_room_participants",
                 "Participants of the rooms on this process",

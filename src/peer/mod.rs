@@ -13,8 +13,10 @@ pub mod metrics;
 mod nack;
 mod quality;
 mod room_actor;
+mod room_channel;
 mod room_forward;
 mod room_hub;
+mod room_lead;
 mod room_pipeline;
 mod room_relay_keyframes;
 mod room_relay_layers;
@@ -37,6 +39,7 @@ pub(crate) use data_channel::decode as decode_data_message;
 pub(crate) use data_output::encode_data_message;
 pub use error::PeerError;
 pub use quality::{CallRecord, RtcpStats, SessionStats};
+pub(crate) use room_lead::{FromLead, Lead, LeadMessage, Leadership, LEAD_QUEUE};
 pub(crate) use room_relay_link::{
     BackChannel, OpenedLink, RelayRequest, RemoteWorker, RemoteWorkers, SpanHost, TrackLayers,
 };

@@ -9,10 +9,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use webrtc::data_channel::RTCDataChannel;
 use webrtc::peer_connection::sdp::session_description::RTCSessionDescription;
 use webrtc::peer_connection::RTCPeerConnection;
 use webrtc::rtp_transceiver::rtp_codec::{RTCRtpCodecCapability, RTPCodecType};
@@ -25,11 +24,15 @@ use super::activity::Activity;
 use super::advertise::PortMap;
 use super::close_reason::CloseReason;
 use super::metrics::metrics;
+use super::room_channel::open_room_channel;
 use super::room_forward::{
     forward_published, read_forwarded_rtcp, request_keyframe, Fanout, FeedbackTarget,
     KeyframeRoute, KeyframeTarget, LayerMeter, Sink, Taps,
 };
-use super::room_pipeline::{Mixer, RoomPipeline, ROOM_AUDIO_TRACK, ROOM_PUBLISHER};
+use super::room_lead::{lead_event, Lead, LeadEvent, LeadMessage};
+use super::room_pipeline::{
+    MixTap, Mixer, RoomPipeline, RunningPipeline, ROOM_AUDIO_TRACK, ROOM_PUBLISHER,
+};
 use super::room_relay_keyframes::{keyframe_request, relayed_layer, requested_ssrcs};
 use super::room_relay_layers::{relayed_streams, remote_layers};
 use super::room_relay_link::{
@@ -40,7 +43,6 @@ use super::sdp::Sdp;
 use super::wiring::PublishedRemote;
 use crate::media::OpusConfig;
 use crate::pipeline::Pipeline;
-use crate::proto::common::{data_buffer::DataType, DataBuffer, JsonData};
 use crate::room::{
     extension_id, ClientMessage, Consumer, ConsumerConfig, ExtensionMap, ForwardedTrack, Layer,
     LayerChoice, LayerRequest, LineState, MLinePlan, MediaKind, MuteDetector, Origin,
@@ -51,12 +53,6 @@ use crate::room::{idle_unwanted, wanted_layers};
 use crate::room_relay::{relay_ssrc, RelayedTrack};
 use crate::signaling::{SessionError, SessionEvent};
 
-/// The room channel's label.
-pub(crate) const ROOM_CHANNEL: &str = "remotemedia-room";
-/// Room channel messages waiting for the channel to open or the client to take them; more
-/// are dropped (a track map is sent again after every renegotiation). A newcomer is told
-/// the speakers and every muted track of a full room at once: 2 × 16 + 1 fit.
-const ROOM_CHANNEL_QUEUE: usize = 64;
 /// How often the room reads its tracks' meters (speakers, mutes): within the speaker
 /// list's 200 ms rate limit and well inside its 300 ms window.
 const SAMPLE_INTERVAL: Duration = Duration::from_millis(100);
@@ -295,12 +291,15 @@ pub(crate) struct RoomActor {
     mutes: MuteDetector,
     /// When to read the sources' meters next (none while nothing is published).
     next_sample: Option<Instant>,
-    /// The room pipeline's input mix, when it runs one.
+    /// The room pipeline's input mix, when the room has a pipeline (fed while it runs here).
     mixer: Option<Arc<Mixer>>,
     /// The pipeline this room runs (`--room-manifest` or its creator's `room_manifest`).
     pipeline: Option<RoomPipelineChoice>,
-    /// Stops the room pipeline when the room ends.
-    _pipeline: Option<tokio_util::sync::DropGuard>,
+    /// The running pipeline's track, and what stops the pipeline (dropped: the room ended,
+    /// or another worker leads it now).
+    running: Option<RunningPipeline>,
+    /// Who leads the room when it spans workers (speakers, pipeline: `room_lead.rs`).
+    lead: Option<Lead>,
     context: Arc<RoomContext>,
     /// Given to forwarding tasks to report a track's end; weak so the room can end.
     commands: mpsc::WeakSender<Command>,
@@ -319,8 +318,10 @@ impl RoomActor {
             .span
             .get()
             .map(|host| SpanState::new(Arc::clone(host), name.clone()));
+        let lead = context.span.get().map(|host| host.follow_lead(&name));
         Self {
             span,
+            lead,
             room: Room::new(name, context.video_last_n),
             gauges: RoomGauges::new(),
             participants: BTreeMap::new(),
@@ -329,9 +330,9 @@ impl RoomActor {
             speakers: SpeakerDetector::new(),
             mutes: MuteDetector::new(),
             next_sample: None,
-            mixer: None,
+            mixer: pipeline.as_ref().map(|_| Arc::new(Mixer::default())),
             pipeline,
-            _pipeline: None,
+            running: None,
             context,
             commands,
         }
@@ -341,6 +342,9 @@ impl RoomActor {
     /// that does not start is logged; the room works without it.
     fn start_pipeline(&mut self) {
         let Some(RoomPipelineChoice { pipeline, opus, .. }) = &self.pipeline else {
+            return;
+        };
+        let Some(mixer) = self.mixer.clone() else {
             return;
         };
         let cancel = CancellationToken::new();
@@ -365,12 +369,12 @@ impl RoomActor {
             },
         );
         let fanout = Arc::new(Fanout::default());
-        let mixer = Arc::new(Mixer::default());
+        let ssrc: u32 = rand::random();
         self.sources.insert(
             producer,
             Source {
                 fanout: Arc::clone(&fanout),
-                ssrc: 0,
+                ssrc,
                 simulcast: None,
                 codec: super::stack::opus_capability(),
                 extensions: vec![],
@@ -383,18 +387,75 @@ impl RoomActor {
                 mixer: Arc::clone(&mixer),
                 fanout,
                 opus: opus.clone(),
+                ssrc,
                 commands: self.commands.clone(),
             }
             .run(cancel.clone()),
         );
-        self.mixer = Some(mixer);
-        self._pipeline = Some(cancel.drop_guard());
+        mixer.set_active(true);
+        self.running = Some(RunningPipeline::new(producer, cancel));
         tracing::info!(room = %self.room.name(), pipeline = pipeline.manifest().metadata.name, "room pipeline started");
+    }
+
+    /// Stops the room pipeline here (another worker leads the room now) and takes its track
+    /// out of the room.
+    fn stop_pipeline(&mut self) {
+        let Some(running) = self.running.take() else {
+            return;
+        };
+        if let Some(mixer) = &self.mixer {
+            mixer.set_active(false);
+        }
+        self.room.unpublish(running.track);
+        tracing::info!(room = %self.room.name(), "room pipeline stopped: another worker leads the room");
+    }
+
+    /// Runs the pipeline where the lead says (here when the room does not span workers).
+    fn follow_lead(&mut self) {
+        let runs = self.lead.as_ref().is_none_or(Lead::runs_pipeline);
+        match (runs, self.running.is_some()) {
+            (true, false) => self.start_pipeline(),
+            (false, true) => self.stop_pipeline(),
+            _ => {}
+        }
+    }
+
+    /// The lead changed (pipeline moved, relayed tracks to take or leave), or it said what
+    /// the room's participants here must be told.
+    fn on_lead(&mut self, event: LeadEvent) {
+        match event {
+            LeadEvent::Changed => {
+                self.follow_lead();
+                self.sync_remote();
+            }
+            LeadEvent::Said(LeadMessage::Speakers { peers }) => {
+                let speakers: Vec<ParticipantId> = peers
+                    .iter()
+                    .filter_map(|peer| ParticipantId::parse(peer).ok())
+                    .collect();
+                self.room.set_active_speakers(&speakers);
+            }
+            LeadEvent::Said(LeadMessage::Pipeline { data }) => {
+                let json = crate::room::ServerMessage::Pipeline { data }.to_json();
+                for participant in self.participants.values() {
+                    participant.tell(json.clone());
+                }
+            }
+        }
+    }
+
+    /// Tells the room's other workers what this one computed, when it leads a spanning room.
+    fn tell_followers(&self, message: LeadMessage) {
+        if let (Some(lead), Some(host)) = (&self.lead, self.context.span.get()) {
+            if lead.has_followers() {
+                host.tell_followers(self.room.name(), message);
+            }
+        }
     }
 
     /// Runs until every handle on the room is gone (its last participant left).
     pub async fn run(mut self, mut commands: mpsc::Receiver<Command>) {
-        self.start_pipeline();
+        self.follow_lead();
         loop {
             let deadline = self
                 .participants
@@ -411,6 +472,7 @@ impl RoomActor {
                     SpanEvent::RemoteChanged => self.sync_remote(),
                     SpanEvent::Feedback(feedback) => self.relay_feedback(feedback).await,
                 },
+                event = lead_event(&mut self.lead) => self.on_lead(event),
                 () = sleep_until(deadline) => {
                     let now = Instant::now();
                     for participant in self.participants.values_mut() {
@@ -464,6 +526,7 @@ impl RoomActor {
                 }
             }
             Command::PipelineData { data } => {
+                self.tell_followers(LeadMessage::Pipeline { data: data.clone() });
                 let json = crate::room::ServerMessage::Pipeline { data }.to_json();
                 for participant in self.participants.values() {
                     participant.tell(json.clone());
@@ -587,8 +650,13 @@ impl RoomActor {
         for producer in self.mutes.handle_timeout(now) {
             self.room.set_muted(producer, true);
         }
-        if let Some(speakers) = self.speakers.poll(now) {
+        // A spanning room's speakers come from its lead, which hears everyone's levels.
+        let computes = self.lead.as_ref().is_none_or(Lead::computes_speakers);
+        if let Some(speakers) = self.speakers.poll(now).filter(|_| computes) {
             tracing::debug!(room = %self.room.name(), ?speakers, "active speakers");
+            self.tell_followers(LeadMessage::Speakers {
+                peers: speakers.iter().map(ToString::to_string).collect(),
+            });
             self.room.set_active_speakers(&speakers);
         }
         self.next_sample = (!self.sources.is_empty()).then_some(now + SAMPLE_INTERVAL);
@@ -663,6 +731,11 @@ impl RoomActor {
                 if self.room.contains(&publisher) {
                     continue;
                 }
+                // The room's own track comes from the lead; leading, this worker has its own.
+                let room_track = publisher.as_str() == ROOM_PUBLISHER;
+                if room_track && self.running.is_some() {
+                    continue;
+                }
                 let origin = Origin::Remote {
                     worker: worker.clone(),
                     producer: track.producer,
@@ -684,8 +757,19 @@ impl RoomActor {
                 });
                 let audio_level = extension_id(&as_refs(&source.extensions), AUDIO_LEVEL_URI);
                 let meters = source.simulcast.as_ref().map_or(&[][..], |s| &s.meters[..]);
-                link.tracks
-                    .extend(relayed_streams(track, &source.fanout, audio_level, meters));
+                let mix = match (&self.mixer, track.kind) {
+                    (Some(mixer), MediaKind::Audio) if !room_track => {
+                        Some(Arc::new(MixTap::new(Arc::clone(mixer), producer)))
+                    }
+                    _ => None,
+                };
+                link.tracks.extend(relayed_streams(
+                    track,
+                    &source.fanout,
+                    audio_level,
+                    mix,
+                    meters,
+                ));
                 if source.simulcast.is_some() {
                     // Before its subscribers here chose, none of its layers.
                     let layers = asked.get(&producer).cloned().unwrap_or_default();
@@ -1543,163 +1627,6 @@ fn name_forwarded_lines(sdp: &mut Sdp, plan: &MLinePlan) {
             LineState::Live(track) => sdp.set_msid(mid, &track.peer, &track.track),
             LineState::Stopping { .. } | LineState::Free => sdp.clear_msid(mid),
         }
-    }
-}
-
-/// Opens the room channel on the participant's connection (negotiated in its first server
-/// offer when the client opened no channel) and starts the task that sends and reads on it.
-async fn open_room_channel(
-    member: &Member,
-    tasks: &TaskTracker,
-    commands: mpsc::WeakSender<Command>,
-) -> Option<mpsc::Sender<String>> {
-    let channel = match member.pc.create_data_channel(ROOM_CHANNEL, None).await {
-        Ok(channel) => channel,
-        Err(err) => {
-            tracing::warn!(peer = %member.peer, %err, "no room channel");
-            return None;
-        }
-    };
-    let (open_tx, open_rx) = watch::channel(false);
-    channel.on_open(Box::new(move || {
-        let _ = open_tx.send(true);
-        Box::pin(async {})
-    }));
-    let (tx, rx) = mpsc::channel(ROOM_CHANNEL_QUEUE);
-    let reader = RoomChannelReader {
-        peer: member.peer.clone(),
-        session: member.session,
-        commands,
-    };
-    tasks.spawn(run_room_channel(
-        channel,
-        open_rx,
-        rx,
-        reader,
-        tasks.clone(),
-        member.cancel.clone(),
-    ));
-    Some(tx)
-}
-
-/// Once the room channel is open: reads the client's messages on a task of its own, and
-/// sends the room's as `DataBuffer{json{schema_type:"room"}}`.
-async fn run_room_channel(
-    channel: Arc<RTCDataChannel>,
-    mut open: watch::Receiver<bool>,
-    mut messages: mpsc::Receiver<String>,
-    reader: RoomChannelReader,
-    tasks: TaskTracker,
-    cancel: CancellationToken,
-) {
-    tokio::select! {
-        opened = open.wait_for(|open| *open) => if opened.is_err() { return },
-        () = cancel.cancelled() => return,
-    }
-    // Data channels are detached on this stack (peer/data_channel.rs): read them ourselves.
-    match channel.detach().await {
-        Ok(raw) => {
-            tasks.spawn(reader.run(raw, cancel.clone()));
-        }
-        Err(err) => tracing::warn!(%err, "cannot read the room channel"),
-    }
-    loop {
-        let json = tokio::select! {
-            json = messages.recv() => match json { Some(json) => json, None => break },
-            () = cancel.cancelled() => break,
-        };
-        let buffer = DataBuffer {
-            data_type: Some(DataType::Json(JsonData {
-                json_payload: json,
-                schema_type: "room".into(),
-            })),
-            metadata: HashMap::default(),
-        };
-        let data = bytes::Bytes::from(prost::Message::encode_to_vec(&buffer));
-        if let Err(err) = channel.send(&data).await {
-            tracing::debug!(%err, "room channel send failed");
-        }
-    }
-}
-
-/// Hands a participant's room channel messages to its room.
-struct RoomChannelReader {
-    peer: ParticipantId,
-    session: u64,
-    commands: mpsc::WeakSender<Command>,
-}
-
-impl RoomChannelReader {
-    /// Reads until the channel or the session ends. A message the room cannot take (too
-    /// large, not JSON, an unknown type) is dropped, counted and logged; the channel stays.
-    async fn run(
-        self,
-        channel: Arc<webrtc::data::data_channel::DataChannel>,
-        cancel: CancellationToken,
-    ) {
-        // SCTP completes a message of any size up to its window; a smaller buffer would make
-        // the read fail and close the channel, so read whole and judge the size after.
-        let mut buffer = vec![0u8; ROOM_CHANNEL_READ_BYTES];
-        loop {
-            let received = channel.messages_received();
-            let read = tokio::select! {
-                read = channel.read_data_channel(&mut buffer) => read,
-                () = cancel.cancelled() => break,
-            };
-            let (len, is_string) = match read {
-                Ok((0, _)) if channel.messages_received() == received => break,
-                Ok(read) => read,
-                Err(err) => {
-                    tracing::debug!(peer = %self.peer, %err, "room channel read ended");
-                    break;
-                }
-            };
-            let message = room_message_text(&buffer[..len], is_string)
-                .and_then(|text| ClientMessage::parse(&text).map_err(|e| e.to_string()));
-            let message = match message {
-                Ok(message) => message,
-                Err(why) => {
-                    tracing::debug!(peer = %self.peer, %why, "room channel message dropped");
-                    super::data_channel::dropped("malformed");
-                    continue;
-                }
-            };
-            let Some(commands) = self.commands.upgrade() else {
-                break;
-            };
-            let command = Command::Message {
-                peer: self.peer.clone(),
-                session: self.session,
-                message,
-            };
-            // Waiting here slows a client that floods the channel (SCTP flow control).
-            if commands.send(command).await.is_err() {
-                break;
-            }
-        }
-    }
-}
-
-/// Largest room channel read: SCTP's receive window (see peer/data_channel.rs), so any
-/// message the client completes is read; the room then refuses anything over 4 KiB.
-const ROOM_CHANNEL_READ_BYTES: usize = 1024 * 1024;
-
-/// The JSON text of a client's room channel message: a `DataBuffer` whose json's schema is
-/// `room` (or text), or a plain text message.
-fn room_message_text(message: &[u8], is_string: bool) -> Result<String, String> {
-    if is_string {
-        return std::str::from_utf8(message)
-            .map(str::to_owned)
-            .map_err(|e| e.to_string());
-    }
-    let buffer: DataBuffer = prost::Message::decode(message).map_err(|e| e.to_string())?;
-    match buffer.data_type {
-        Some(DataType::Json(json)) if json.schema_type == "room" => Ok(json.json_payload),
-        Some(DataType::Json(json)) => {
-            Err(format!("json schema {:?}, not \"room\"", json.schema_type))
-        }
-        Some(DataType::Text(text)) => String::from_utf8(text.text_data).map_err(|e| e.to_string()),
-        _ => Err("a room message is JSON or text".into()),
     }
 }
 

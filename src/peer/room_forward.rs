@@ -369,7 +369,9 @@ pub(crate) async fn forward_published(
         if let Some((meter, vp8)) = &layer {
             meter.record(&packet, *vp8);
         }
-        if let (Some(decoder), Some(mixer)) = (decoder.as_mut(), &mixer) {
+        // Decoded only while the room pipeline runs here (a spanning room's lead).
+        let mixing = mixer.as_ref().filter(|mixer| mixer.is_active());
+        if let (Some(decoder), Some(mixer)) = (decoder.as_mut(), mixing) {
             match decoder.decode(&packet.payload) {
                 Ok(samples) => mixer.push(producer, samples),
                 Err(err) => tracing::debug!(%err, "room pipeline input: undecodable packet"),

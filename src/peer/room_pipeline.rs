@@ -5,6 +5,7 @@
 //! data output goes to every room channel as `{"type":"pipeline","data":…}`.
 
 use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -17,7 +18,7 @@ use webrtc::rtp::packet::Packet;
 use super::audio::OutboundAudio;
 use super::room_actor::Command;
 use super::room_forward::{Fanout, ForwardCounters};
-use crate::media::{OpusConfig, OpusEncoder, FRAME_SAMPLES, SAMPLE_RATE};
+use crate::media::{OpusConfig, OpusDecoder, OpusEncoder, FRAME_SAMPLES, SAMPLE_RATE};
 use crate::pipeline::{AudioFrame, Envelope, PipelineSession, RuntimeData};
 use crate::room::ProducerId;
 
@@ -34,15 +35,34 @@ const MAX_QUEUED_SAMPLES: usize = FRAME_SAMPLES * 10;
 /// Mixing period.
 const FRAME: Duration = Duration::from_millis(20);
 
-/// The participants' decoded audio, mixed every 20 ms for the room pipeline.
+/// The participants' decoded audio, mixed every 20 ms for the room pipeline. A room with a
+/// pipeline has one from the start, but feeds it only while the pipeline runs here (a
+/// spanning room runs it on its lead worker only: `room_lead.rs`).
 #[derive(Default)]
 pub(crate) struct Mixer {
     queues: Mutex<HashMap<ProducerId, VecDeque<f32>>>,
+    active: AtomicBool,
 }
 
 impl Mixer {
+    /// Whether the pipeline runs here: tracks are decoded into the mix only then.
+    pub fn is_active(&self) -> bool {
+        self.active.load(Ordering::Relaxed)
+    }
+
+    /// The pipeline started (`true`) or stopped here; stopping forgets what was queued.
+    pub fn set_active(&self, active: bool) {
+        self.active.store(active, Ordering::Relaxed);
+        if !active {
+            self.queues.lock().clear();
+        }
+    }
+
     /// Adds a participant's decoded 48 kHz mono samples.
     pub fn push(&self, producer: ProducerId, samples: &[f32]) {
+        if !self.is_active() {
+            return;
+        }
         let mut queues = self.queues.lock();
         let queue = queues.entry(producer).or_default();
         queue.extend(samples);
@@ -72,6 +92,64 @@ impl Mixer {
     }
 }
 
+/// A room pipeline running here: dropping it stops the pipeline and uncounts it.
+pub(crate) struct RunningPipeline {
+    /// The pipeline's audio track in the room.
+    pub track: ProducerId,
+    _stop: tokio_util::sync::DropGuard,
+}
+
+impl RunningPipeline {
+    pub fn new(track: ProducerId, stop: CancellationToken) -> Self {
+        super::metrics::metrics().room_pipelines_running.inc();
+        Self {
+            track,
+            _stop: stop.drop_guard(),
+        }
+    }
+}
+
+impl Drop for RunningPipeline {
+    fn drop(&mut self) {
+        super::metrics::metrics().room_pipelines_running.dec();
+    }
+}
+
+/// A track relayed from another worker, decoded into the lead's mix (`room_lead.rs`).
+pub(crate) struct MixTap {
+    mixer: Arc<Mixer>,
+    producer: ProducerId,
+    decoder: Mutex<Option<OpusDecoder>>,
+}
+
+impl MixTap {
+    pub fn new(mixer: Arc<Mixer>, producer: ProducerId) -> Self {
+        Self {
+            mixer,
+            producer,
+            decoder: Mutex::new(None),
+        }
+    }
+
+    /// Decodes one relayed Opus payload into the mix, while the pipeline runs here.
+    pub fn feed(&self, payload: &[u8]) {
+        if !self.mixer.is_active() {
+            return;
+        }
+        let mut decoder = self.decoder.lock();
+        if decoder.is_none() {
+            *decoder = OpusDecoder::new().ok();
+        }
+        let Some(decoder) = decoder.as_mut() else {
+            return;
+        };
+        match decoder.decode(payload) {
+            Ok(samples) => self.mixer.push(self.producer, samples),
+            Err(err) => tracing::debug!(%err, "room pipeline input: undecodable relayed packet"),
+        }
+    }
+}
+
 /// What a running room pipeline needs.
 pub(crate) struct RoomPipeline {
     pub session: PipelineSession,
@@ -79,6 +157,9 @@ pub(crate) struct RoomPipeline {
     /// The subscribers of the pipeline's audio track.
     pub fanout: Arc<Fanout>,
     pub opus: OpusConfig,
+    /// The SSRC its packets carry: the room's source knows it, so that a subscriber's
+    /// recycled line switches to it.
+    pub ssrc: u32,
     /// The room's task, for the pipeline's data output.
     pub commands: mpsc::WeakSender<Command>,
 }
@@ -91,6 +172,7 @@ impl RoomPipeline {
             mixer,
             fanout,
             opus,
+            ssrc,
             commands,
         } = self;
         let mut output = session.output;
@@ -103,7 +185,7 @@ impl RoomPipeline {
             }
         };
         let mut outbound = OutboundAudio::new();
-        let mut rtp = RtpStamp::new();
+        let mut rtp = RtpStamp::new(ssrc);
         let counters = ForwardCounters::new("audio");
         let mut ticker = tokio::time::interval(FRAME);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -156,9 +238,9 @@ struct RtpStamp {
 }
 
 impl RtpStamp {
-    fn new() -> Self {
+    fn new(ssrc: u32) -> Self {
         Self {
-            ssrc: rand::random(),
+            ssrc,
             sequence: rand::random(),
             timestamp: rand::random(),
         }
@@ -206,6 +288,7 @@ mod tests {
     #[test]
     fn the_mix_sums_each_participants_next_20_ms_and_clips() {
         let mixer = Mixer::default();
+        mixer.set_active(true);
         mixer.push(ProducerId(1), &[0.25; FRAME_SAMPLES]);
         mixer.push(ProducerId(2), &[0.5; FRAME_SAMPLES / 2]);
         let frame = mixer.mix();
@@ -227,6 +310,7 @@ mod tests {
     #[test]
     fn a_participant_never_queues_more_than_200_ms() {
         let mixer = Mixer::default();
+        mixer.set_active(true);
         for i in 0..20 {
             mixer.push(ProducerId(1), &[i as f32 / 100.0; FRAME_SAMPLES]);
         }
@@ -234,6 +318,32 @@ mod tests {
         assert!((mixer.mix()[0] - 0.10).abs() < 1e-6);
         mixer.remove(ProducerId(1));
         assert!(mixer.mix().iter().all(|s| *s == 0.0));
+    }
+
+    #[test]
+    fn a_mixer_takes_nothing_while_the_pipeline_runs_elsewhere() {
+        let mixer = Arc::new(Mixer::default());
+        mixer.push(ProducerId(1), &[0.5; FRAME_SAMPLES]);
+        assert!(
+            mixer.mix().iter().all(|s| *s == 0.0),
+            "inactive: nothing kept"
+        );
+        mixer.set_active(true);
+        mixer.push(ProducerId(1), &[0.5; FRAME_SAMPLES]);
+        mixer.set_active(false);
+        mixer.set_active(true);
+        assert!(
+            mixer.mix().iter().all(|s| *s == 0.0),
+            "stopping forgot what was queued"
+        );
+        // A relayed track's tap decodes only while the pipeline runs here.
+        let tap = MixTap::new(Arc::clone(&mixer), ProducerId(2));
+        mixer.set_active(false);
+        tap.feed(&[0xf8, 0xff, 0xfe]);
+        assert!(
+            tap.decoder.lock().is_none(),
+            "no decoder made while inactive"
+        );
     }
 
     #[test]

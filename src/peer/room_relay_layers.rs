@@ -6,6 +6,7 @@
 use std::sync::Arc;
 
 use super::room_forward::{Fanout, LayerMeter};
+use super::room_pipeline::MixTap;
 use super::room_relay_link::WantedTrack;
 use crate::room::SimulcastLayers;
 use crate::room_relay::{relay_layer_ssrc, RelayedTrack, MAX_RELAYED_LAYERS};
@@ -27,11 +28,13 @@ pub(crate) fn remote_layers(
 }
 
 /// What a link delivers of `track`, by relay SSRC: its one stream, or each layer (with that
-/// layer's meter from `meters`, by rid) into the same fanout.
+/// layer's meter from `meters`, by rid) into the same fanout. `mix`: the room pipeline's
+/// input, for audio on the room's lead.
 pub(crate) fn relayed_streams(
     track: &RelayedTrack,
     fanout: &Arc<Fanout>,
     audio_level: Option<u8>,
+    mix: Option<Arc<MixTap>>,
     meters: &[(String, Arc<LayerMeter>)],
 ) -> Vec<(u32, WantedTrack)> {
     let wanted = |layer| WantedTrack {
@@ -40,6 +43,7 @@ pub(crate) fn relayed_streams(
         kind: track.kind,
         audio_level,
         clock_rate: track.codec.clock_rate,
+        mix: mix.clone(),
         layer,
     };
     if track.layers.is_empty() {
@@ -91,14 +95,14 @@ mod tests {
         assert_eq!(layers.rids_announced().collect::<Vec<_>>(), ["q", "h", "f"]);
         assert_eq!(layers.ssrc("h"), Some(relay_layer_ssrc(3, 1)));
         let fanout = Arc::new(Fanout::default());
-        let streams = relayed_streams(&track, &fanout, None, &meters);
+        let streams = relayed_streams(&track, &fanout, None, None, &meters);
         let ssrcs: Vec<u32> = streams.iter().map(|(ssrc, _)| *ssrc).collect();
         assert_eq!(ssrcs, [(3 << 4) | 1, (3 << 4) | 2, (3 << 4) | 3]);
         for (_, stream) in &streams {
             assert!(Arc::ptr_eq(&stream.fanout, &fanout));
             assert!(stream.layer.as_ref().is_some_and(|(_, vp8)| *vp8));
         }
-        let single = relayed_streams(&camera(&[]), &fanout, None, &[]);
+        let single = relayed_streams(&camera(&[]), &fanout, None, None, &[]);
         assert_eq!(single.len(), 1);
         assert_eq!(single[0].0, crate::room_relay::relay_ssrc(3));
         assert!(single[0].1.layer.is_none());

@@ -34,6 +34,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::{Instant, MissedTickBehavior};
 use tokio_util::sync::{CancellationToken, DropGuard};
 use tokio_util::task::TaskTracker;
+use tracing::Instrument;
 use webrtc::rtcp::goodbye::Goodbye;
 use webrtc::rtcp::receiver_report::ReceiverReport;
 use webrtc::rtcp::sender_report::SenderReport;
@@ -43,6 +44,8 @@ use webrtc::rtp_transceiver::rtp_codec::RTCRtpCodecCapability;
 use webrtc::util::{MarshalSize, Unmarshal};
 
 use super::room_forward::{Fanout, ForwardCounters, LayerMeter};
+use super::room_lead::{Lead, LeadMessage};
+use super::room_pipeline::MixTap;
 use super::room_relay_repair::{GapDetector, RelayHistory};
 use crate::room::{AudioLevel, MediaKind, Producer, RoomName};
 use crate::room_relay::liveness::{
@@ -126,6 +129,14 @@ pub(crate) trait SpanHost: Send + Sync {
     ) -> Result<(), RelayError>;
     /// Closes a link here and asks the other worker to stop sending (best effort).
     async fn close_link(&self, room: &RoomName, remote: &RemoteWorker, link: u32);
+    /// Who leads the room and what the lead says (`room_lead.rs`), kept current while the
+    /// [`Lead`] lives.
+    fn follow_lead(&self, _room: &RoomName) -> Lead {
+        Lead::alone()
+    }
+    /// Tells the room's other workers what this one, leading, computed (best effort: a lost
+    /// speaker list is replaced by the next).
+    fn tell_followers(&self, _room: &RoomName, _message: LeadMessage) {}
 }
 
 /// A link a receiving worker opened ([`SpanHost::open_link`]).
@@ -196,7 +207,7 @@ pub(crate) enum RelayRequest {
     Open {
         worker: String,
         link: u32,
-        /// Boxed: the SRTP context makes it the largest of the requests by far.
+        /// Boxed: an SRTP context is large, the other requests small.
         sender: Box<RelaySender>,
         /// The link's back channel (none: the other worker sends nothing back).
         back: Option<BackChannel>,
@@ -277,7 +288,7 @@ impl OutboundLinks {
                     SendingLink {
                         key: key.clone(),
                         serial: self.serial,
-                        sender: *sender,
+                        sender,
                         back,
                         events: self.events.clone(),
                     }
@@ -395,7 +406,7 @@ impl OutboundLinks {
 struct SendingLink {
     key: (String, u32),
     serial: u64,
-    sender: RelaySender,
+    sender: Box<RelaySender>,
     back: Option<BackChannel>,
     events: mpsc::Sender<OutboundEvent>,
 }
@@ -550,6 +561,8 @@ pub(crate) struct WantedTrack {
     pub audio_level: Option<u8>,
     /// Its codec's RTP clock rate (the link's jitter is measured in it).
     pub clock_rate: u32,
+    /// Decodes the track into the room pipeline's mix (the room's lead: `room_lead.rs`).
+    pub mix: Option<Arc<MixTap>>,
     /// A simulcast layer's meter (its bitrate and keyframe heights); `vp8`: read heights.
     pub layer: Option<(Arc<LayerMeter>, bool)>,
 }
@@ -685,6 +698,18 @@ impl ReceivingLink {
         let mut was_lost = false;
         'open: while !stop.is_cancelled() {
             let current = wanted.borrow_and_update().clone();
+            // Each setup is a trace of its own (the other worker's `worker.open_relay` joins
+            // it): what opened the link is a record change, not a request.
+            let setup = tracing::info_span!(
+                "relay.link_open",
+                otel.kind = "client",
+                %room,
+                worker,
+                tracks = current.tracks.len(),
+                reopen = was_lost,
+                link = tracing::field::Empty,
+                error = tracing::field::Empty,
+            );
             let opened = self
                 .host
                 .open_link(
@@ -694,7 +719,13 @@ impl ReceivingLink {
                     &current.producers(),
                     &current.layers,
                 )
+                .instrument(setup.clone())
                 .await;
+            match &opened {
+                Ok(opened) => setup.record("link", opened.link),
+                Err(err) => setup.record("error", tracing::field::display(err)),
+            };
+            drop(setup);
             let OpenedLink {
                 link,
                 mut packets,
@@ -799,7 +830,7 @@ impl ReceivingLink {
                         }
                     }
                     feedback = rtcp.recv() => {
-                        // None: the room let go, and `stop` follows.
+                        // `None`: the room let go, and `stop` follows.
                         if let Some(feedback) = feedback {
                             send_back(&mut back, &feedback).await;
                         }
@@ -917,6 +948,9 @@ async fn deliver(
         .and_then(|id| packet.header.get_extension(id))
         .and_then(|payload| AudioLevel::parse(&payload));
     track.fanout.meter.record(level);
+    if let Some(mix) = &track.mix {
+        mix.feed(&packet.payload);
+    }
     if let Some((meter, vp8)) = &track.layer {
         meter.record(&packet, *vp8);
     }

@@ -154,3 +154,53 @@ fn last_n_counts_the_video_publishers_of_other_workers() {
     assert!(receives.contains(&carol) && receives.contains(&dave));
     assert!(!receives.contains(&erin));
 }
+
+#[test]
+fn a_publisher_on_another_worker_is_an_active_speaker_and_leads_last_n() {
+    let mut room = Room::new(RoomName::parse("r").expect("valid name"), 1);
+    room.join(id("alice"), &RoomLimits::default())
+        .expect("join");
+    let video = |mid: &str| PublishedTrack {
+        kind: MediaKind::Video,
+        ..audio(mid)
+    };
+    let carol = room.publish_remote(id("carol"), video("1"), "worker-b".into(), 1);
+    let erin = room.publish_remote(id("erin"), video("1"), "worker-c".into(), 1);
+    drain(&mut room);
+    assert!(room.receives(&id("alice")).contains(&carol), "first heard");
+    // The list comes from the room's first worker: erin (on worker-c) speaks; an id that
+    // is nobody here is left out.
+    room.set_active_speakers(&[id("erin"), id("nobody")]);
+    let actions = drain(&mut room);
+    assert!(
+        actions.contains(&RoomAction::Send {
+            to: id("alice"),
+            message: ServerMessage::ActiveSpeakers {
+                peers: vec!["erin".into()]
+            }
+        }),
+        "{actions:?}"
+    );
+    let receives = room.receives(&id("alice"));
+    assert!(
+        receives.contains(&erin) && !receives.contains(&carol),
+        "last-N of 1 follows the remote speaker: {receives:?}"
+    );
+    // erin's worker dropped out: its track goes, and so does erin from the speakers, which
+    // a newcomer is told.
+    room.unpublish(erin);
+    drain(&mut room);
+    assert!(room.receives(&id("alice")).contains(&carol), "carol again");
+    room.join(id("bob"), &RoomLimits::default()).expect("join");
+    let told = drain(&mut room).into_iter().find_map(|a| match a {
+        RoomAction::Send {
+            to,
+            message: ServerMessage::ActiveSpeakers { peers },
+        } if to == id("bob") => Some(peers),
+        _ => None,
+    });
+    assert!(
+        told.is_none_or(|peers| peers.is_empty()),
+        "erin is no speaker any more"
+    );
+}

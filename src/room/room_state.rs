@@ -246,13 +246,14 @@ impl Room {
             .collect()
     }
 
-    /// The local producers (published by participants here), in publishing order: what
-    /// this worker lists in the room's record.
+    /// The local producers (published by participants here, and the room's own track when
+    /// its pipeline runs here), in publishing order: what this worker lists in the room's
+    /// record.
     pub fn local_producers(&self) -> impl Iterator<Item = &Producer> {
         self.producers
             .values()
             .map(|s| &s.producer)
-            .filter(|p| p.origin == Origin::Local && self.participants.contains_key(&p.publisher))
+            .filter(|p| p.origin == Origin::Local)
     }
 
     /// The room's own track (its pipeline's audio), published as `publisher`, a name that is
@@ -293,9 +294,18 @@ impl Room {
 
     /// Removes a published track from every subscriber (the publisher removed its m-line).
     pub fn unpublish(&mut self, producer: ProducerId) {
-        if self.producers.remove(&producer).is_some() {
-            self.reconcile();
+        let Some(state) = self.producers.remove(&producer) else {
+            return;
+        };
+        // A publisher on another worker whose last track went is gone from here: out of the
+        // speakers and the last-N order too.
+        let publisher = state.producer.publisher;
+        if !self.is_member(&publisher) {
+            self.recency.retain(|p| *p != publisher);
+            let gone = publisher.to_string();
+            self.speakers.retain(|p| *p != gone);
         }
+        self.reconcile();
     }
 
     /// A simulcast layer's height, read from its latest VP8 keyframe header (layer choice
@@ -416,17 +426,12 @@ impl Room {
     /// The speaker detector's new list (loudest first): tells everyone and moves those
     /// speakers to the front of the last-N order.
     pub fn set_active_speakers(&mut self, speakers: &[ParticipantId]) {
+        let speakers: Vec<&ParticipantId> = speakers.iter().filter(|s| self.is_member(s)).collect();
         for speaker in speakers.iter().rev() {
-            if self.participants.contains_key(speaker) {
-                self.recency.retain(|p| p != speaker);
-                self.recency.insert(0, speaker.clone());
-            }
+            self.recency.retain(|p| p != *speaker);
+            self.recency.insert(0, (*speaker).clone());
         }
-        let peers: Vec<String> = speakers
-            .iter()
-            .filter(|s| self.participants.contains_key(*s))
-            .map(ToString::to_string)
-            .collect();
+        let peers: Vec<String> = speakers.iter().map(ToString::to_string).collect();
         self.speakers.clone_from(&peers);
         for to in self.participants.keys() {
             self.actions.push_back(RoomAction::Send {
@@ -437,6 +442,16 @@ impl Room {
             });
         }
         self.reconcile();
+    }
+
+    /// A participant here, or the publisher of a track relayed from another worker of the
+    /// room: who may be among the speakers and in the last-N order.
+    fn is_member(&self, id: &ParticipantId) -> bool {
+        self.participants.contains_key(id)
+            || self
+                .producers
+                .values()
+                .any(|s| s.producer.origin != Origin::Local && s.producer.publisher == *id)
     }
 
     /// A publisher stopped (`true`) or resumed sending a track: the others are told once per

@@ -189,7 +189,14 @@ impl ReceiveReports {
     }
 
     /// Counts one relayed RTP packet of a track with `clock_rate`.
-    pub fn on_rtp(&mut self, ssrc: u32, sequence: u16, rtp_time: u32, clock_rate: u32, now: Instant) {
+    pub fn on_rtp(
+        &mut self,
+        ssrc: u32,
+        sequence: u16,
+        rtp_time: u32,
+        clock_rate: u32,
+        now: Instant,
+    ) {
         let clock_rate = clock_rate.max(1);
         let arrival =
             now.saturating_duration_since(self.epoch).as_secs_f64() * f64::from(clock_rate);

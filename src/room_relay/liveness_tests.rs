@@ -41,7 +41,12 @@ fn an_idle_link_still_reports_and_a_busy_one_reports_each_track() {
         .collect();
     assert_eq!(srs.len(), 2);
     assert_eq!(
-        (srs[0].ssrc, srs[0].packet_count, srs[0].octet_count, srs[0].rtp_time),
+        (
+            srs[0].ssrc,
+            srs[0].packet_count,
+            srs[0].octet_count,
+            srs[0].rtp_time
+        ),
         (0x11, 2, 220, 1920)
     );
     assert_eq!(srs[1].ntp_time, 7 << 32);
@@ -99,14 +104,22 @@ fn a_receiver_report_says_what_was_lost_and_answers_the_sender_report() {
 
     // Nothing lost since: the next report's fraction is zero, the total stays.
     for seq in 11u16..=20 {
-        b.on_rtp(0x11, seq, u32::from(seq) * 960, 48_000, start + MS * 20 * u32::from(seq));
+        b.on_rtp(
+            0x11,
+            seq,
+            u32::from(seq) * 960,
+            48_000,
+            start + MS * 20 * u32::from(seq),
+        );
     }
     let block = &b.report(start + MS * 500).reports[0];
     assert_eq!((block.fraction_lost, block.total_lost), (0, 2));
 
     // What A reads from it, at A's clock 20 ms after its sender report went out.
-    let quality =
-        SendReports::on_receiver_report(&b.report(sr_at + MS * 10).reports, sr_ntp + (20 << 32) / 1000);
+    let quality = SendReports::on_receiver_report(
+        &b.report(sr_at + MS * 10).reports,
+        sr_ntp + (20 << 32) / 1000,
+    );
     assert_eq!(quality.len(), 1);
     let rtt = quality[0].rtt.unwrap();
     assert!((rtt.as_secs_f64() - 0.010).abs() < 0.001, "{rtt:?}");
@@ -118,7 +131,13 @@ fn sequence_numbers_wrap_without_counting_a_loss() {
     let start = Instant::now();
     let mut b = ReceiveReports::new(start);
     for (i, seq) in [65_534u16, 65_535, 0, 1].into_iter().enumerate() {
-        b.on_rtp(0x11, seq, i as u32 * 960, 48_000, start + MS * 20 * i as u32);
+        b.on_rtp(
+            0x11,
+            seq,
+            i as u32 * 960,
+            48_000,
+            start + MS * 20 * i as u32,
+        );
     }
     let block = &b.report(start + MS * 100).reports[0];
     assert_eq!(block.total_lost, 0);
@@ -133,7 +152,13 @@ fn jitter_grows_with_uneven_arrival() {
     let mut b = ReceiveReports::new(start);
     for i in 0u32..50 {
         let wobble = if i % 2 == 0 { 0 } else { 10 };
-        b.on_rtp(0x11, i as u16, i * 960, 48_000, start + MS * (20 * i + wobble));
+        b.on_rtp(
+            0x11,
+            i as u16,
+            i * 960,
+            48_000,
+            start + MS * (20 * i + wobble),
+        );
     }
     let jitter = f64::from(b.report(start + MS * 1_000).reports[0].jitter) / 65_536.0;
     assert!(jitter > 0.004 && jitter < 0.011, "{jitter}");

@@ -25,8 +25,8 @@
 //! NACKs for packets lost on the link (`peer/room_relay_repair.rs`); of a simulcast track A
 //! relays only the layers B's subscribers need, each on a relay SSRC of its own
 //! ([`relay_layer_ssrc`], `peer/room_relay_layers.rs`).
-//!
-//! Not yet: active speakers and room pipelines across workers.
+//! Active speakers and the room pipeline across workers are the room's lead's
+//! (`peer/room_lead.rs`).
 
 mod endpoint;
 mod key;

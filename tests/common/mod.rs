@@ -13,6 +13,7 @@ pub mod otlp;
 pub mod pipeline;
 pub mod relay;
 pub mod repair;
+pub mod room_speaker;
 pub mod signaling;
 pub mod tcp_proxy;
 pub mod tls;

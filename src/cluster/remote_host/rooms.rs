@@ -4,7 +4,7 @@
 //! of the worker (full or draining: the worker itself decides). When that worker refuses the
 //! newcomer (full, or draining with the room's participants), the refusal reaches the client;
 //! with `--room-span-workers` (experimental: workers relay each other's tracks, simulcast
-//! layers and keyframe requests; not yet active speakers or room pipelines) the room spills
+//! layers, keyframe requests, NACKs; the room's lead runs speakers and pipeline) the room spills
 //! instead: the newcomer goes to another worker, one that already hosts the room
 //! if any can take it, else the usual load-aware choice, and the record lists that worker too
 //! (#16).
