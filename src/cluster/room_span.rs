@@ -28,8 +28,8 @@ use super::worker_tls::{worker_endpoint, WorkerTlsClient};
 use super::workers::{read_heartbeat, HEARTBEAT_INTERVAL};
 use super::{redis_error, room_record};
 use crate::peer::{
-    BackChannel, FromLead, Lead, LeadMessage, Leadership, OpenedLink, RelayRequest,
-    RemoteWorker, RemoteWorkers, SessionManager, SpanHost, LEAD_QUEUE,
+    BackChannel, FromLead, Lead, LeadMessage, Leadership, OpenedLink, RelayRequest, RemoteWorker,
+    RemoteWorkers, SessionManager, SpanHost, LEAD_QUEUE,
 };
 use crate::proto::worker::{self as pb, media_worker_client::MediaWorkerClient};
 use crate::room::RoomName;
