@@ -461,8 +461,8 @@ pub struct ClusterOptions {
 
     /// `frontend`, experimental: a room whose worker is full or draining spills onto another
     /// worker (#16) instead of refusing the newcomer; workers with `--relay-port` relay its
-    /// media to each other (audio and single-stream video; no RTCP back, no simulcast, no
-    /// failure detection over the relay yet): do not enable in production.
+    /// media to each other (audio and single-stream video; no keyframe requests or NACKs
+    /// over the relay, no simulcast yet): do not enable in production.
     #[arg(long, env = "REMOTEMEDIA_ROOM_SPAN_WORKERS")]
     pub room_span_workers: bool,
 

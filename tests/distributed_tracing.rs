@@ -414,3 +414,87 @@ async fn json_log_lines_carry_the_trace_and_span_ids() {
     }
     assert!(in_spans >= 2, "{log}");
 }
+
+/// Rooms that span workers (#16): each relay link's setup is a `relay.link_open` span of the
+/// receiving worker (the link id, the tracks asked for), and the publishing worker's
+/// `worker.open_relay` is its child, in the same trace.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relay_links_setup_is_one_trace_across_both_workers() {
+    use common::client::spawn_tone_at;
+    use common::cluster::free_udp_port;
+    use tokio_util::sync::CancellationToken;
+
+    common::init_tracing();
+    let _serial = one_at_a_time().await;
+    let receiver = OtlpReceiver::start().await;
+    let endpoint = receiver.endpoint();
+    let env = [
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str()),
+        ("OTEL_BSP_SCHEDULE_DELAY", "600000"),
+    ];
+    let redis = RedisProcess::start();
+    let url = redis.url();
+    let mut workers = Vec::new();
+    for name in ["worker-a", "worker-b"] {
+        let relay = free_udp_port().to_string();
+        let args = [
+            "--capacity",
+            "1",
+            "--relay-port",
+            relay.as_str(),
+            "--insecure-relay",
+        ];
+        workers.push(Node::worker_with_env(name, &url, &args, &env).await);
+    }
+    let frontend = Node::start("frontend", "frontend", &url, &["--room-span-workers"]).await;
+    wait_for_workers(&frontend, 2.0).await;
+
+    // One participant per worker, each publishing: each worker opens a link to the other.
+    let stop = CancellationToken::new();
+    let mut peers = Vec::new();
+    for id in ["traced-a", "traced-b"] {
+        let metadata = HashMap::from([("room".to_owned(), "traced".to_owned())]);
+        let (mut signaling, _) =
+            SignalingClient::announce_with(&frontend.grpc_url(), id, metadata).await;
+        let mut peer = ClientPeer::new(ClientOptions::default()).await;
+        connect_to_server(&mut signaling, &mut peer).await;
+        spawn_tone_at(peer.audio.clone().unwrap(), 440.0, 0.5, stop.clone());
+        peers.push((signaling, peer));
+    }
+    for worker in &workers {
+        worker
+            .wait_metric("remotemedia_relay_links_active", WAIT, |n| n == 1.0)
+            .await;
+    }
+    stop.cancel();
+    for (signaling, peer) in peers {
+        signaling.leave().await;
+        peer.close().await;
+    }
+    for worker in &mut workers {
+        worker.sigterm();
+        worker.wait_exit(WAIT).await;
+    }
+    let spans = receiver.spans();
+
+    let opens: Vec<&ReceivedSpan> = spans
+        .iter()
+        .filter(|s| s.service == WORKER && s.name == "relay.link_open")
+        .collect();
+    let opened: Vec<&&ReceivedSpan> = opens
+        .iter()
+        .filter(|s| s.attribute("link").is_some())
+        .collect();
+    assert!(opened.len() >= 2, "one link each way: {opens:#?}");
+    for open in opened {
+        assert_eq!(open.attribute("room"), Some("traced"));
+        assert_eq!(open.attribute("tracks"), Some("1"));
+        assert!(open.parent_span_id.is_empty(), "a trace of its own");
+        assert_plausible(open);
+        let link = open.attribute("link").unwrap();
+        let served = find(&spans, WORKER, "worker.open_relay", "link", link);
+        assert_eq!(served.trace_id, open.trace_id);
+        assert_eq!(served.parent_span_id, open.span_id);
+        assert_eq!(served.attribute("room"), Some("traced"));
+    }
+}

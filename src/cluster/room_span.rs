@@ -28,12 +28,13 @@ use super::worker_tls::{worker_endpoint, WorkerTlsClient};
 use super::workers::{read_heartbeat, HEARTBEAT_INTERVAL};
 use super::{redis_error, room_record};
 use crate::peer::{
-    FromLead, Lead, LeadMessage, Leadership, RelayRequest, RemoteWorker, RemoteWorkers,
-    SessionManager, SpanHost, LEAD_QUEUE,
+    BackChannel, FromLead, Lead, LeadMessage, Leadership, OpenedLink, RelayRequest, RemoteWorker,
+    RemoteWorkers, SessionManager, SpanHost, LEAD_QUEUE,
 };
 use crate::proto::worker::{self as pb, media_worker_client::MediaWorkerClient};
 use crate::room::RoomName;
-use crate::room_relay::{RelayEndpoint, RelayError, RelayKey, RelayPacket, RelayedTrack};
+use crate::room_relay::metrics::{metrics as relay_metrics, HOSTING_WORKERS};
+use crate::room_relay::{RelayEndpoint, RelayError, RelayKey, RelayedTrack};
 
 /// The fallback re-read of every followed room's record (and re-write of its tracks here).
 pub const REREAD_INTERVAL: Duration = HEARTBEAT_INTERVAL;
@@ -75,6 +76,9 @@ pub(crate) struct RoomSpan {
     local: Mutex<HashMap<String, Vec<RelayedTrack>>>,
     /// Rooms whose tracks changed since the writer last looked.
     dirty: Mutex<HashSet<String>>,
+    /// The number of hosting workers of each followed room, as last read
+    /// (`remotemedia_rooms_by_hosting_workers`).
+    hosting: Mutex<HashMap<String, usize>>,
     written: Notify,
 }
 
@@ -105,6 +109,7 @@ impl RoomSpan {
             reread_rx: Mutex::new(Some(reread_rx)),
             local: Mutex::default(),
             dirty: Mutex::default(),
+            hosting: Mutex::default(),
             written: Notify::new(),
         }
     }
@@ -206,9 +211,29 @@ impl RoomSpan {
         self.leads
             .lock()
             .retain(|_, lead| !lead.leadership.is_closed());
-        let mut followed = self.followed.lock();
-        followed.retain(|_, sender| !sender.is_closed());
-        followed.keys().cloned().collect()
+        let rooms: Vec<String> = {
+            let mut followed = self.followed.lock();
+            followed.retain(|_, sender| !sender.is_closed());
+            followed.keys().cloned().collect()
+        };
+        self.count_hosting(|hosting| hosting.retain(|room, _| rooms.contains(room)));
+        rooms
+    }
+
+    /// Updates the rooms' hosting worker counts and their gauge.
+    fn count_hosting(&self, update: impl FnOnce(&mut HashMap<String, usize>)) {
+        let mut hosting = self.hosting.lock();
+        update(&mut hosting);
+        let mut rooms = [0_i64; 3];
+        for &workers in hosting.values() {
+            rooms[workers.clamp(1, 3) - 1] += 1;
+        }
+        for (label, count) in HOSTING_WORKERS.iter().zip(rooms) {
+            relay_metrics()
+                .rooms_by_workers
+                .with_label_values(&[label])
+                .set(count);
+        }
     }
 
     /// A message published by some room's lead: to that room here, if it follows it.
@@ -294,6 +319,10 @@ impl RoomSpan {
             Ok(record) => record,
             Err(err) => return redis_error("room_read", &err),
         };
+        let hosts = record.len();
+        self.count_hosting(|hosting| {
+            hosting.insert(room.to_owned(), hosts);
+        });
         let lead = self.leads.lock().get(room).map(|l| l.leadership.clone());
         if let Some(lead) = lead {
             match self.leadership(&mut redis, &record).await {
@@ -441,7 +470,7 @@ impl SpanHost for RoomSpan {
         worker: &str,
         remote: &RemoteWorker,
         tracks: &[u64],
-    ) -> Result<(u32, mpsc::Receiver<RelayPacket>), RelayError> {
+    ) -> Result<OpenedLink, RelayError> {
         let (endpoint, advertised) = self.relay.as_ref().ok_or(RelayError::NoRelay)?;
         let key = RelayKey::generate();
         let (link, packets) = endpoint.accept(remote.relay, &key)?;
@@ -453,6 +482,9 @@ impl SpanHost for RoomSpan {
             relay_address: advertised.clone(),
             tracks: tracks.to_vec(),
         };
+        let mut request = tonic::Request::new(request);
+        // The other worker's `worker.open_relay` joins the caller's `relay.link_open` span.
+        crate::telemetry::inject_current(request.metadata_mut());
         let opened = match self.client(&remote.api) {
             Ok(mut client) => client
                 .open_relay(request)
@@ -460,13 +492,26 @@ impl SpanHost for RoomSpan {
                 .map_err(|status| call_error(worker, status.message())),
             Err(err) => Err(err),
         };
-        match opened {
-            Ok(_) => Ok((link, packets)),
+        let response = match opened {
+            Ok(response) => response.into_inner(),
             Err(err) => {
                 endpoint.close(link);
-                Err(err)
+                return Err(err);
             }
-        }
+        };
+        // The back channel: A accepted B's relay address on its link id, with its key.
+        let back = match response.reverse_link_id {
+            0 => None,
+            reverse => RelayKey::from_bytes(&response.reverse_key)
+                .and_then(|key| endpoint.sender(reverse, remote.relay, &key))
+                .inspect_err(|err| tracing::warn!(room = %room, worker, %err, "a relay link's back channel is unusable"))
+                .ok(),
+        };
+        Ok(OpenedLink {
+            link,
+            packets,
+            back,
+        })
     }
 
     async fn update_link(
@@ -581,16 +626,32 @@ impl RelayApi {
             .endpoint
             .sender(request.link_id, to, &key)
             .map_err(|err| Status::invalid_argument(err.to_string()))?;
+        // The back channel: B's packets from its relay address, on a link id and key of ours.
+        // Closed with the link (the guard), or here if the room is not found.
+        let reverse_key = RelayKey::generate();
+        let (reverse_link, packets) = self
+            .endpoint
+            .accept_back(to, &reverse_key)
+            .map_err(|err| Status::internal(err.to_string()))?;
+        let back = BackChannel {
+            packets,
+            guard: self.endpoint.close_on_drop(reverse_link),
+        };
         let (reply, relayed) = oneshot::channel();
         let open = RelayRequest::Open {
             worker: request.worker_id,
             link: request.link_id,
-            sender,
+            sender: Box::new(sender),
+            back: Some(back),
             tracks: request.tracks,
             reply,
         };
         let relayed = self.ask(&room, open, relayed).await?;
-        Ok(pb::OpenRelayResponse { relayed })
+        Ok(pb::OpenRelayResponse {
+            relayed,
+            reverse_link_id: reverse_link,
+            reverse_key: reverse_key.to_bytes(),
+        })
     }
 
     /// `UpdateRelay`.

@@ -241,6 +241,8 @@ impl MediaWorker for WorkerService {
         &self,
         request: Request<pb::OpenRelayRequest>,
     ) -> Result<Response<pb::OpenRelayResponse>, Status> {
+        // In the trace of the calling worker's `relay.link_open`.
+        let parent = RemoteParent::from_metadata(request.metadata());
         let request = request.into_inner();
         let span = info_span!(
             "worker.open_relay",
@@ -249,6 +251,7 @@ impl MediaWorker for WorkerService {
             from = request.worker_id,
             link = request.link_id
         );
+        parent.adopt(&span);
         let relay = self.relay()?;
         relay
             .open(request)

@@ -37,7 +37,9 @@ pub(crate) use data_output::encode_data_message;
 pub use error::PeerError;
 pub use quality::{CallRecord, RtcpStats, SessionStats};
 pub(crate) use room_lead::{FromLead, Lead, LeadMessage, Leadership, LEAD_QUEUE};
-pub(crate) use room_relay_link::{RelayRequest, RemoteWorker, RemoteWorkers, SpanHost};
+pub(crate) use room_relay_link::{
+    BackChannel, OpenedLink, RelayRequest, RemoteWorker, RemoteWorkers, SpanHost,
+};
 pub use session_manager::{PeerConnectionProbe, SessionManager, SessionSettings};
 pub use stack::{opus_capability, WebRtcStack};
 pub use udp_filter::DropReason as UdpDropReason;

@@ -34,8 +34,8 @@ use super::room_pipeline::{
     MixTap, Mixer, RoomPipeline, RunningPipeline, ROOM_AUDIO_TRACK, ROOM_PUBLISHER,
 };
 use super::room_relay_link::{
-    codec_capability, relayed_track, remote_changed, RelayRequest, SpanHost, SpanState, Wanted,
-    WantedTrack,
+    codec_capability, relayed_track, span_event, LinkFeedback, RelayRequest, SpanEvent, SpanHost,
+    SpanState, Wanted, WantedTrack,
 };
 use super::sdp::Sdp;
 use super::wiring::PublishedRemote;
@@ -459,7 +459,10 @@ impl RoomActor {
                     Some(command) => self.handle(command).await,
                     None => break,
                 },
-                () = remote_changed(&mut self.span) => self.sync_remote(),
+                event = span_event(&mut self.span) => match event {
+                    SpanEvent::RemoteChanged => self.sync_remote(),
+                    SpanEvent::Feedback(feedback) => self.relay_feedback(feedback),
+                },
                 event = lead_event(&mut self.lead) => self.on_lead(event),
                 () = sleep_until(deadline) => {
                     let now = Instant::now();
@@ -750,6 +753,7 @@ impl RoomActor {
                         fanout: Arc::clone(&source.fanout),
                         kind: track.kind,
                         audio_level: extension_id(&as_refs(&source.extensions), AUDIO_LEVEL_URI),
+                        clock_rate: track.codec.clock_rate,
                         mix: match (&self.mixer, track.kind) {
                             (Some(mixer), MediaKind::Audio) if !room_track => {
                                 Some(Arc::new(MixTap::new(Arc::clone(mixer), producer)))
@@ -766,6 +770,17 @@ impl RoomActor {
         if let Some(span) = self.span.as_mut() {
             span.inbound.set(wanted, &self.context.tasks);
         }
+    }
+
+    /// RTCP another worker of the room sent back about tracks published here (PLI/FIR/NACK
+    /// of its subscribers). Not acted on yet.
+    fn relay_feedback(&mut self, feedback: LinkFeedback) {
+        tracing::trace!(
+            worker = feedback.worker,
+            link = feedback.link,
+            bytes = feedback.rtcp.len(),
+            "relay feedback"
+        );
     }
 
     /// A track of another worker of the room: a producer here, its source fed by the link.

@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 
 use bytes::Bytes;
 use parking_lot::Mutex;
@@ -12,6 +12,8 @@ use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use webrtc::srtp::context::Context;
+
+use prometheus::IntGauge;
 
 use super::metrics::metrics;
 use super::{RelayError, RelayKey};
@@ -38,6 +40,8 @@ struct Inbound {
     from: SocketAddr,
     srtp: Context,
     to_room: mpsc::Sender<RelayPacket>,
+    /// What counts it: the links or the back channels gauge.
+    gauge: &'static IntGauge,
 }
 
 type Links = Arc<Mutex<HashMap<u32, Inbound>>>;
@@ -88,6 +92,28 @@ impl RelayEndpoint {
         from: SocketAddr,
         key: &RelayKey,
     ) -> Result<(u32, mpsc::Receiver<RelayPacket>), RelayError> {
+        self.accept_counted(from, key, &metrics().links_active)
+    }
+
+    /// [`accept`](Self::accept) for the back channel of a link this worker sends on
+    /// (counted in `remotemedia_relay_back_channels_active`, not as a link).
+    ///
+    /// # Errors
+    /// When the key makes no SRTP context.
+    pub fn accept_back(
+        &self,
+        from: SocketAddr,
+        key: &RelayKey,
+    ) -> Result<(u32, mpsc::Receiver<RelayPacket>), RelayError> {
+        self.accept_counted(from, key, &metrics().back_channels_active)
+    }
+
+    fn accept_counted(
+        &self,
+        from: SocketAddr,
+        key: &RelayKey,
+        gauge: &'static IntGauge,
+    ) -> Result<(u32, mpsc::Receiver<RelayPacket>), RelayError> {
         let srtp = key.context()?;
         let (to_room, packets) = mpsc::channel(LINK_QUEUE);
         let mut links = self.links.lock();
@@ -104,19 +130,29 @@ impl RelayEndpoint {
                 from,
                 srtp,
                 to_room,
+                gauge,
             },
         );
-        metrics().links_active.inc();
+        gauge.inc();
         Ok((link, packets))
     }
 
     /// Closes an inbound link; its packets are dropped as `unknown_link` from now on.
     pub fn close(&self, link: u32) -> bool {
-        let closed = self.links.lock().remove(&link).is_some();
-        if closed {
-            metrics().links_active.dec();
+        let closed = self.links.lock().remove(&link);
+        if let Some(inbound) = &closed {
+            inbound.gauge.dec();
         }
-        closed
+        closed.is_some()
+    }
+
+    /// Closes the inbound link `link` when the guard drops: for a link whose owner may end
+    /// in many ways (the back channel of a link this worker sends on).
+    pub fn close_on_drop(self: &Arc<Self>, link: u32) -> LinkGuard {
+        LinkGuard {
+            endpoint: Arc::downgrade(self),
+            link,
+        }
     }
 
     /// A sender on the link `link` that the worker at `to` accepted with `key`.
@@ -141,8 +177,30 @@ impl RelayEndpoint {
 impl Drop for RelayEndpoint {
     fn drop(&mut self) {
         self.stop.cancel();
-        let open = std::mem::take(&mut *self.links.lock()).len();
-        metrics().links_active.sub(open as i64);
+        for inbound in std::mem::take(&mut *self.links.lock()).into_values() {
+            inbound.gauge.dec();
+        }
+    }
+}
+
+/// Closes an inbound link when dropped ([`RelayEndpoint::close_on_drop`]).
+pub struct LinkGuard {
+    endpoint: Weak<RelayEndpoint>,
+    link: u32,
+}
+
+impl LinkGuard {
+    /// The link's id.
+    pub fn link(&self) -> u32 {
+        self.link
+    }
+}
+
+impl Drop for LinkGuard {
+    fn drop(&mut self) {
+        if let Some(endpoint) = self.endpoint.upgrade() {
+            endpoint.close(self.link);
+        }
     }
 }
 

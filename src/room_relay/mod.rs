@@ -16,15 +16,21 @@
 //! `OpenRelay`/`UpdateRelay`/`CloseRelay`); the room wiring is `peer/room_relay_link.rs`,
 //! the cluster side `cluster/room_span.rs`.
 //!
-//! Not yet: RTCP back over the link (PLI/FIR, NACK), simulcast layers on demand, active
-//! speakers and room pipelines across workers, relay-silence failure detection.
+//! Each link has a back channel, B to A, with its own link id and key (drawn by A,
+//! returned by `OpenRelay`): RTCP flows both ways. A sends sender reports on every link
+//! twice a second, B answers with receiver reports, and either end gives up on a silent
+//! link ([`liveness`]).
+//!
+//! Not yet: PLI/FIR and NACK over the back channel, simulcast layers on demand, active
+//! speakers and room pipelines across workers.
 
 mod endpoint;
 mod key;
+pub mod liveness;
 pub mod metrics;
 mod track;
 
-pub use endpoint::{RelayEndpoint, RelayPacket, RelaySender, LINK_QUEUE};
+pub use endpoint::{LinkGuard, RelayEndpoint, RelayPacket, RelaySender, LINK_QUEUE};
 pub use key::RelayKey;
 pub use track::{parse_tracks, relay_ssrc, RelayedCodec, RelayedTrack};
 
