@@ -387,16 +387,29 @@ fn answers(script: &Script, sent: &[Instant], heard: &[(Instant, Heard)]) -> Vec
     out
 }
 
-/// Feeds voice_echo in real time: each utterance, then 3 s of silence; the delays from each
-/// utterance's end to the first audio back with energy, and where they went.
-async fn voice_to_voice() {
-    let pipeline = Pipeline::new(manifest("voice_echo.yaml")).unwrap();
+/// Starts a session of `pipeline` with a task listening to its output (what [`listen`]
+/// hears, once `cancel` fires).
+fn start_listening(
+    pipeline: &Pipeline,
+) -> (
+    PipelineSession,
+    CancellationToken,
+    tokio::task::JoinHandle<Vec<(Instant, Heard)>>,
+) {
     let cancel = CancellationToken::new();
     let mut session = pipeline.start(cancel.clone()).unwrap();
     let (tx, output) = mpsc::channel(1);
     let output = std::mem::replace(&mut session.output, output);
     drop(tx);
     let listener = tokio::spawn(listen(output, cancel.clone()));
+    (session, cancel, listener)
+}
+
+/// Feeds voice_echo in real time: each utterance, then 3 s of silence; the delays from each
+/// utterance's end to the first audio back with energy, and where they went.
+async fn voice_to_voice() {
+    let pipeline = Pipeline::new(manifest("voice_echo.yaml")).unwrap();
+    let (session, cancel, listener) = start_listening(&pipeline);
     let script = Script::new(UTTERANCES, 0, 0.5);
     let (sent, _) = feed(&session, &script).await;
     cancel.cancel();
@@ -509,12 +522,7 @@ async fn turn_pauses() {
             samples,
             utterances: vec![(0, spoken)],
         };
-        let cancel = CancellationToken::new();
-        let mut session = pipeline.start(cancel.clone()).unwrap();
-        let (tx, output) = mpsc::channel(1);
-        let output = std::mem::replace(&mut session.output, output);
-        drop(tx);
-        let listener = tokio::spawn(listen(output, cancel.clone()));
+        let (session, cancel, listener) = start_listening(&pipeline);
         feed(&session, &script).await;
         cancel.cancel();
         let heard = listener.await.unwrap();

@@ -50,6 +50,25 @@ async fn join(frontend: &Node, room: &str, id: &str) -> (SignalingClient, Client
     (signaling, peer)
 }
 
+/// Asserts every participant of `room` is still connected.
+fn assert_connected(room: &[(SignalingClient, ClientPeer)], why: &str) {
+    for (_, peer) in room {
+        assert!(peer.is_connected(), "{why}");
+    }
+}
+
+/// Each participant of `room` leaves as a client does (its server session ends).
+async fn leave_all(room: &mut [(SignalingClient, ClientPeer)]) {
+    for (signaling, _) in room {
+        let disconnect = signaling
+            .send(Req::Disconnect(pb::DisconnectRequest {
+                peer_id: SERVER.into(),
+            }))
+            .await;
+        signaling.expect_ack(&disconnect).await;
+    }
+}
+
 /// The cluster: a private Redis, workers `worker-a` and `worker-b`, two frontends that both
 /// see both workers.
 async fn cluster() -> (RedisProcess, Vec<Node>, Vec<Node>) {
@@ -276,26 +295,14 @@ async fn a_rooms_sessions_share_one_worker_and_its_drain_sends_newcomers_to_the_
         "{record:?}"
     );
     // Its participants stay; a new room goes to the other worker.
-    for (_, peer) in &alpha {
-        assert!(
-            peer.is_connected(),
-            "a participant of the draining worker was dropped"
-        );
-    }
+    assert_connected(&alpha, "a participant of the draining worker was dropped");
     assert_eq!(sessions_on(&workers[host]).await, 4.0);
     let _gamma = join(&frontends[0], "gamma", "gamma-0").await;
     assert_eq!(sessions_on(&workers[other]).await, 5.0);
 
     // The participants on the draining worker leave: it leaves the record (the room stays on
     // the other worker), and the drain can end.
-    for (signaling, _) in &mut alpha {
-        let disconnect = signaling
-            .send(Req::Disconnect(pb::DisconnectRequest {
-                peer_id: SERVER.into(),
-            }))
-            .await;
-        signaling.expect_ack(&disconnect).await;
-    }
+    leave_all(&mut alpha).await;
     workers[host]
         .wait_metric("remotemedia_worker_sessions_active", WAIT, |n| n == 0.0)
         .await;
@@ -437,25 +444,13 @@ async fn without_spanning_a_full_or_draining_rooms_worker_refuses_newcomers() {
         );
     }
     wait_record_workers(&mut conn, "alpha", &[&workers[host].name]).await;
-    for (_, peer) in &alpha {
-        assert!(
-            peer.is_connected(),
-            "a participant of the closing room was dropped"
-        );
-    }
+    assert_connected(&alpha, "a participant of the closing room was dropped");
     assert_eq!(sessions_on(&workers[other]).await, 0.0);
     let _gamma = join(&frontends[0], "gamma", "gamma-0").await;
     assert_eq!(sessions_on(&workers[other]).await, 1.0);
 
     // The participants leave: the last one takes the record with it, and the drain can end.
-    for (signaling, _) in &mut alpha {
-        let disconnect = signaling
-            .send(Req::Disconnect(pb::DisconnectRequest {
-                peer_id: SERVER.into(),
-            }))
-            .await;
-        signaling.expect_ack(&disconnect).await;
-    }
+    leave_all(&mut alpha).await;
     wait_record_gone(&mut conn, "alpha").await;
     workers[host]
         .wait_metric("remotemedia_worker_sessions_active", WAIT, |n| n == 0.0)

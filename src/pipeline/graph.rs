@@ -22,7 +22,8 @@ use super::input::{bounded_input_queue, InputReceiver, PipelineInput};
 use super::manifest::Manifest;
 use super::nodes::{canonical_type, create_node, create_node_with, Node, NodeLimits};
 use super::offload::{
-    count_dropped, AsyncJob, Chunk, Completed, DropReason, Executor, Job, Outcome, Progress, Reply,
+    count_dropped, AsyncJob, Chunk, Completed, DropReason, Executor, Job, JobId, Outcome, Progress,
+    Reply,
 };
 use super::playback::Playback;
 use super::pool::BlockingPool;
@@ -613,29 +614,27 @@ impl NodeTask {
         node.take_async_jobs(&mut offloading.async_jobs);
         let mut refused = Vec::new();
         for job in offloading.jobs.drain(..) {
-            if offloading.in_flight >= MAX_JOBS_IN_FLIGHT {
-                refused.push(Completed {
-                    id: job.id,
-                    utterance: job.utterance,
-                    outcome: Outcome::Dropped(DropReason::Backlog),
-                });
+            if !admit(
+                &mut offloading.in_flight,
+                job.id,
+                job.utterance,
+                &mut refused,
+            ) {
                 continue;
             }
-            offloading.in_flight += 1;
             offloading
                 .executor
                 .submit(offloading.owner, job, offloading.reply.clone());
         }
         for job in offloading.async_jobs.drain(..) {
-            if offloading.in_flight >= MAX_JOBS_IN_FLIGHT {
-                refused.push(Completed {
-                    id: job.id,
-                    utterance: job.utterance,
-                    outcome: Outcome::Dropped(DropReason::Backlog),
-                });
+            if !admit(
+                &mut offloading.in_flight,
+                job.id,
+                job.utterance,
+                &mut refused,
+            ) {
                 continue;
             }
-            offloading.in_flight += 1;
             let progress = Progress {
                 id: job.id,
                 utterance: job.utterance,
@@ -669,6 +668,21 @@ impl NodeTask {
             }
         }
     }
+}
+
+/// Counts a job in flight, or, beyond [`MAX_JOBS_IN_FLIGHT`], adds it to `refused` as
+/// dropped for the backlog. Returns whether it was admitted.
+fn admit(in_flight: &mut usize, id: JobId, utterance: u64, refused: &mut Vec<Completed>) -> bool {
+    if *in_flight >= MAX_JOBS_IN_FLIGHT {
+        refused.push(Completed {
+            id,
+            utterance,
+            outcome: Outcome::Dropped(DropReason::Backlog),
+        });
+        return false;
+    }
+    *in_flight += 1;
+    true
 }
 
 #[cfg(test)]
