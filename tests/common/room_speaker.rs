@@ -109,14 +109,17 @@ impl RoomSpeaker {
                     _ => {}
                 }
             }
-            // Leaves the room as a client does: its server session ends.
-            let disconnect = signaling
-                .send(Req::Disconnect(pb::DisconnectRequest {
+            // Leaves the room as a client does: its server session ends (unless the server
+            // already ended the stream: its worker was killed).
+            let leave = pb::SignalingRequest {
+                request_id: "leave".into(),
+                request: Some(Req::Disconnect(pb::DisconnectRequest {
                     peer_id: SERVER.into(),
-                }))
-                .await;
-            let _ = signaling.next_within(Duration::from_secs(2)).await;
-            let _ = disconnect;
+                })),
+            };
+            if signaling.try_send_raw(leave).await {
+                let _ = signaling.next_within(Duration::from_secs(2)).await;
+            }
             peer.close().await;
         });
         Self {
