@@ -25,7 +25,7 @@ use tonic::Status;
 use super::keys::Keys;
 use super::worker_auth::AttachToken;
 use super::worker_tls::{worker_endpoint, WorkerTlsClient};
-use super::workers::{read_heartbeat, HEARTBEAT_INTERVAL};
+use super::workers::{read_heartbeat, WorkerStatus, HEARTBEAT_INTERVAL};
 use super::{redis_error, room_record};
 use crate::peer::{
     BackChannel, FromLead, Lead, LeadMessage, Leadership, OpenedLink, RelayRequest, RemoteWorker,
@@ -284,28 +284,28 @@ impl RoomSpan {
         }
     }
 
-    /// Who leads `room` by its record: the first listed worker that is this one or alive.
-    async fn leadership(
+    /// Who leads `room` by its record: the first listed worker that is this one or alive
+    /// (its heartbeat is among `alive`).
+    fn leadership(
         &self,
-        redis: &mut ConnectionManager,
         record: &[(String, Vec<RelayedTrack>)],
-    ) -> redis::RedisResult<Leadership> {
+        alive: &HashMap<String, WorkerStatus>,
+    ) -> Leadership {
         let mut lead = None;
         let mut followers = 0;
         for (worker, _) in record {
-            let alive = worker == &self.worker_id
-                || read_heartbeat(redis, &self.keys, worker).await?.is_some();
+            let alive = worker == &self.worker_id || alive.contains_key(worker);
             match (&lead, alive) {
                 (_, false) => {}
                 (None, true) => lead = Some(worker.clone()),
                 (Some(_), true) => followers += 1,
             }
         }
-        Ok(match lead {
+        match lead {
             None => Leadership::Unknown,
             Some(worker) if worker == self.worker_id => Leadership::Here { followers },
             Some(worker) => Leadership::Elsewhere(worker),
-        })
+        }
     }
 
     /// Reads `room`'s record and the other workers' heartbeats, and tells the room what
@@ -323,31 +323,37 @@ impl RoomSpan {
         self.count_hosting(|hosting| {
             hosting.insert(room.to_owned(), hosts);
         });
-        let lead = self.leads.lock().get(room).map(|l| l.leadership.clone());
-        if let Some(lead) = lead {
-            match self.leadership(&mut redis, &record).await {
-                Ok(now) => {
-                    lead.send_if_modified(|current| {
-                        let changed = *current != now;
-                        if changed {
-                            tracing::info!(room, lead = ?now, "room lead");
-                            *current = now;
-                        }
-                        changed
-                    });
+        // Each other worker's heartbeat, read once: who is alive (the lead) and where its
+        // API and relay socket are (the links).
+        let mut alive = HashMap::new();
+        for (worker, _) in record.iter().filter(|(w, _)| *w != self.worker_id) {
+            match read_heartbeat(&mut redis, &self.keys, worker).await {
+                Ok(Some(heartbeat)) => {
+                    alive.insert(worker.clone(), heartbeat);
                 }
+                Ok(None) => {}
                 Err(err) => return redis_error("room_read", &err),
             }
         }
+        let lead = self.leads.lock().get(room).map(|l| l.leadership.clone());
+        if let Some(lead) = lead {
+            let now = self.leadership(&record, &alive);
+            lead.send_if_modified(|current| {
+                let changed = *current != now;
+                if changed {
+                    tracing::info!(room, lead = ?now, "room lead");
+                    *current = now;
+                }
+                changed
+            });
+        }
         let mut workers = RemoteWorkers::new();
         for (worker, tracks) in record {
-            if worker == self.worker_id || tracks.is_empty() {
+            if tracks.is_empty() {
                 continue;
             }
-            let heartbeat = match read_heartbeat(&mut redis, &self.keys, &worker).await {
-                Ok(Some(heartbeat)) => heartbeat,
-                Ok(None) => continue,
-                Err(err) => return redis_error("room_read", &err),
+            let Some(heartbeat) = alive.remove(&worker) else {
+                continue;
             };
             let Some(relay) = heartbeat.relay_address.as_deref() else {
                 continue;
